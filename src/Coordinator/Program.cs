@@ -1,10 +1,8 @@
+using Federated.Coordinator.Cli;
+
 namespace Federated.Coordinator;
 
 internal static class Program
 {
-    public static int Main(string[] args)
-    {
-        Console.Error.WriteLine("coordinator: no commands yet");
-        return 2;
-    }
+    public static Task<int> Main(string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
 }

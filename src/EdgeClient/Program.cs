@@ -1,10 +1,8 @@
+using Federated.EdgeClient.Cli;
+
 namespace Federated.EdgeClient;
 
 internal static class Program
 {
-    public static int Main(string[] args)
-    {
-        Console.Error.WriteLine("edge-client: no commands yet");
-        return 2;
-    }
+    public static Task<int> Main(string[] args) => CliRunner.RunAsync("edge-client", EdgeClientCommands.Configure, args);
 }

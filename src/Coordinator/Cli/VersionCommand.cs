@@ -1,0 +1,23 @@
+using System.Reflection;
+using System.Text.Json;
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>Prints the product version, for operators and scripts.</summary>
+internal sealed class VersionCommand : Command<VersionCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--json")]
+        public bool Json { get; init; }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        string version = typeof(VersionCommand).Assembly
+            .GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+        Console.WriteLine(settings.Json ? JsonSerializer.Serialize(new { version }) : $"coordinator {version}");
+        return CliRunner.Ok;
+    }
+}

@@ -1,0 +1,60 @@
+using Spectre.Console.Cli;
+
+namespace Federated.EdgeClient.Cli;
+
+/// <summary>A command-line problem the user can fix: the process prints one line and exits with 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>Runs the command app and maps outcomes to exit codes: 0 ok, 1 failed, 2 bad usage, 130 Ctrl+C.</summary>
+internal static class CliRunner
+{
+    public const int Ok = 0;
+    public const int Failed = 1;
+    public const int BadUsage = 2;
+    public const int Interrupted = 130;
+
+    public static async Task<int> RunAsync(string name, Action<IConfigurator> configure, string[] args)
+    {
+        using var interrupt = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            // The first Ctrl+C asks commands to stop between steps; a second one kills the process.
+            e.Cancel = !interrupt.IsCancellationRequested;
+            interrupt.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            var app = new CommandApp();
+            app.Configure(config =>
+            {
+                config.SetApplicationName(name);
+                config.PropagateExceptions();
+                config.UseStrictParsing();
+                configure(config);
+            });
+            return await app.RunAsync(args, interrupt.Token);
+        }
+        catch (OperationCanceledException) when (interrupt.IsCancellationRequested)
+        {
+            Console.Error.WriteLine($"{name}: interrupted");
+            return Interrupted;
+        }
+        catch (Exception ex) when (ex is CommandParseException or CommandRuntimeException or UsageException)
+        {
+            Console.Error.WriteLine($"{name}: {OneLine(ex.Message)}");
+            return BadUsage;
+        }
+        catch (Exception ex)
+        {
+            Console.Error.WriteLine($"{name}: error: {OneLine(ex.Message)}");
+            return Failed;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+}
