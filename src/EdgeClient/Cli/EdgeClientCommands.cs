@@ -8,6 +8,7 @@ internal static class EdgeClientCommands
     public static void Configure(IConfigurator config)
     {
         config.AddCommand<ScrubCommand>("scrub").WithDescription("Preview or write the PII scrubbing applied before training.");
+        config.AddCommand<VerifyAdapterCommand>("verify-adapter").WithDescription("Verify an adapter folder's signature against the federation CA.");
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Federated.EdgeClient.Scrubbing;
 
@@ -50,7 +49,7 @@ public sealed class JsonlScrubberTests : IDisposable
         string input = Write("in.jsonl", """{"text": "write to ann@example.com, MRN-7654321"}""");
         string outPath = Path.Combine(_dir, "out.jsonl");
 
-        (int code, string stdout, _) = await RunEdgeClientAsync("scrub", "--data", input, "--out", outPath, "--pattern", @"MRN=MRN-\d{7}", "--json");
+        (int code, string stdout, _) = await EdgeClientProcess.RunAsync("scrub", "--data", input, "--out", outPath, "--pattern", @"MRN=MRN-\d{7}", "--json");
 
         Assert.Equal(0, code);
         using JsonDocument report = JsonDocument.Parse(stdout);
@@ -73,7 +72,7 @@ public sealed class JsonlScrubberTests : IDisposable
             _ => ["scrub", "--data", input],
         };
 
-        (int code, _, string stderr) = await RunEdgeClientAsync(args);
+        (int code, _, string stderr) = await EdgeClientProcess.RunAsync(args);
 
         Assert.Equal(2, code);
         Assert.Single(stderr.Trim().Split('\n'));
@@ -85,21 +84,5 @@ public sealed class JsonlScrubberTests : IDisposable
         string path = Path.Combine(_dir, name);
         File.WriteAllLines(path, lines);
         return path;
-    }
-
-    private static async Task<(int Code, string Stdout, string Stderr)> RunEdgeClientAsync(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "edge-client.dll"));
-        foreach (string arg in args)
-        {
-            start.ArgumentList.Add(arg);
-        }
-        using Process process = Process.Start(start)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await stdout, await stderr);
     }
 }
