@@ -7,9 +7,15 @@ internal static class PrivacyMath
     private const double LogSqrtPi = 0.57236494292470008707;
     private const double Sqrt2 = 1.4142135623730950488;
 
-    // Below this erfc = 1 - erf(series) loses nothing (erfc > 0.47); above it the continued fraction for erfc
-    // keeps full relative accuracy and converges in at most ~750 terms (39 at x = 2.5).
+    // Below this erfc = 1 - erf(series) loses nothing (erfc > 0.47). Between it and TaylorLimit a Taylor
+    // expansion around the nearest node k/16 is used (the continued fraction needs hundreds of terms there);
+    // above TaylorLimit the continued fraction keeps full relative accuracy in a few dozen terms.
     private const double SeriesLimit = 0.5;
+    private const double TaylorLimit = 4.0;
+    private const int NodesPerUnit = 16;
+
+    // erfc and 2/sqrt(pi) exp(-x^2) at the nodes k/16, 8 <= k <= 64, from the continued fraction.
+    private static readonly (double Erfc, double Density)[] s_nodes = BuildNodes();
 
     /// <summary>erfc(x) to near double precision, relative accuracy kept in the upper tail.</summary>
     public static double Erfc(double x)
@@ -26,6 +32,10 @@ internal static class PrivacyMath
         {
             return 1.0 - ErfSeries(x);
         }
+        if (x < TaylorLimit)
+        {
+            return ErfcTaylor(x);
+        }
         return Math.Exp(-x * x) / SqrtPi * ErfcContinuedFraction(x);
     }
 
@@ -36,7 +46,7 @@ internal static class PrivacyMath
         {
             return double.NaN;
         }
-        if (x < SeriesLimit)
+        if (x < TaylorLimit)
         {
             return Math.Log(Erfc(x));
         }
@@ -119,6 +129,46 @@ internal static class PrivacyMath
         }
         double um1 = u - 1.0;
         return um1 == -1.0 || double.IsInfinity(u) ? um1 : um1 * x / Math.Log(u);
+    }
+
+    // erfc(x0 + h) = erfc(x0) + sum_n h^n / n! * (-1)^n (2/sqrt(pi)) H_{n-1}(x0) exp(-x0^2), with the physicists'
+    // Hermite polynomials (A&S 7.1.19); |h| <= 1/32 makes the terms fall by more than 8x each.
+    private static double ErfcTaylor(double x)
+    {
+        int k = (int)Math.Round(x * NodesPerUnit);
+        double x0 = (double)k / NodesPerUnit;
+        double h = x - x0;
+        (double sum, double density) = s_nodes[k - (int)(SeriesLimit * NodesPerUnit)];
+        double hermitePrev = 0, hermite = 1; // H_{-1} (unused) and H_0
+        double factor = 1; // (-h)^n / n!
+        for (int n = 1; n < 40; n++)
+        {
+            factor *= -h / n;
+            double term = factor * density * hermite;
+            sum += term;
+            if (Math.Abs(term) < 1e-18 * sum)
+            {
+                break;
+            }
+            // H_n = 2 x0 H_{n-1} - 2 (n-1) H_{n-2}.
+            double next = 2 * x0 * hermite - 2 * (n - 1) * hermitePrev;
+            hermitePrev = hermite;
+            hermite = next;
+        }
+        return sum;
+    }
+
+    private static (double, double)[] BuildNodes()
+    {
+        int first = (int)(SeriesLimit * NodesPerUnit), last = (int)(TaylorLimit * NodesPerUnit);
+        var nodes = new (double, double)[last - first + 1];
+        for (int k = first; k <= last; k++)
+        {
+            double x0 = (double)k / NodesPerUnit;
+            double gauss = Math.Exp(-x0 * x0);
+            nodes[k - first] = (gauss / SqrtPi * ErfcContinuedFraction(x0), 2.0 / SqrtPi * gauss);
+        }
+        return nodes;
     }
 
     // erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n 2^n x^(2n+1) / (1*3*...*(2n+1))  (A&S 7.1.6), all terms positive.

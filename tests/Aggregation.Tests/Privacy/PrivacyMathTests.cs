@@ -17,6 +17,11 @@ public sealed class PrivacyMathTests
     [InlineData(10.0, 2.088487583762545e-45)]
     [InlineData(26.0, 5.663192408856143e-296)]
     [InlineData(-1.0, 1.842700792949715)]
+    [InlineData(0.75, 0.28884436634648486)]
+    [InlineData(1.53125, 0.03034830486015778)]
+    [InlineData(3.99, 1.6739211364520814e-08)]
+    [InlineData(4.0, 1.541725790028002e-08)]
+    [InlineData(4.01, 1.4196939421371052e-08)]
     [InlineData(-3.0, 1.9999779095030015)]
     public void Erfc_KnownValues_MatchToRelative1e13(double x, double expected)
     {
