@@ -176,26 +176,27 @@ internal sealed class PrivacyLossPmf
         return (lower, upper);
     }
 
-    // log sum_i p_i exp(i * order), the log moment generating function of the index.
+    // log sum_i p_i exp(i * order), the log moment generating function of the index. The exponentials are
+    // formed by repeated multiplication from the largest index down (relative error ~n ulps, ample for a bound).
     private static double LogSumExpWeighted(double[] probs, double order)
     {
-        double max = double.NegativeInfinity;
-        for (int i = 0; i < probs.Length; i++)
+        int n = probs.Length;
+        double step = Math.Exp(-Math.Abs(order));
+        double sum = 0, weight = 1;
+        if (order > 0)
         {
-            if (probs[i] > 0)
+            // Terms relative to exp((n - 1) * order).
+            for (int i = n - 1; i >= 0; i--, weight *= step)
             {
-                max = Math.Max(max, i * order);
+                sum += probs[i] * weight;
             }
+            return (n - 1) * order + Math.Log(sum);
         }
-        double sum = 0;
-        for (int i = 0; i < probs.Length; i++)
+        for (int i = 0; i < n; i++, weight *= step)
         {
-            if (probs[i] > 0)
-            {
-                sum += probs[i] * Math.Exp(i * order - max);
-            }
+            sum += probs[i] * weight;
         }
-        return max + Math.Log(sum);
+        return Math.Log(sum);
     }
 
     // z^n by binary exponentiation: log2(n) complex products, exact for |z| <= 1 up to rounding.
