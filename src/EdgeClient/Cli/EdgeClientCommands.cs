@@ -8,5 +8,9 @@ internal static class EdgeClientCommands
     public static void Configure(IConfigurator config)
     {
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
+        config.AddCommand<TrainCommand>("train")
+            .WithDescription("Fine-tune a LoRA adapter locally on a JSONL file and write a PEFT folder (nothing leaves the machine).");
+        config.AddCommand<EvalCommand>("eval")
+            .WithDescription("Print mean_loss, perplexity and tokens of a model, with or without an adapter, on a JSONL file.");
     }
 }
