@@ -8,5 +8,11 @@ internal static class CoordinatorCommands
     public static void Configure(IConfigurator config)
     {
         config.AddCommand<VersionCommand>("version").WithDescription("Print the coordinator's version.");
+        config.AddBranch("pki", pki =>
+        {
+            pki.SetDescription("Create the federation CA and issue identities.");
+            pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the CA, the server certificate and engineer and officer identities.");
+            pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
+        });
     }
 }
