@@ -14,5 +14,11 @@ internal static class CoordinatorCommands
             pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the CA, the server certificate and engineer and officer identities.");
             pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
         });
+        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
+        config.AddBranch("audit", audit =>
+        {
+            audit.SetDescription("Inspect the audit trail.");
+            audit.AddCommand<AuditVerifyCommand>("verify").WithDescription("Verify the audit hash chain and its signed head.");
+        });
     }
 }
