@@ -8,5 +8,17 @@ internal static class CoordinatorCommands
     public static void Configure(IConfigurator config)
     {
         config.AddCommand<VersionCommand>("version").WithDescription("Print the coordinator's version.");
+        config.AddBranch("pki", pki =>
+        {
+            pki.SetDescription("Create the federation CA and issue identities.");
+            pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the CA, the server certificate and engineer and officer identities.");
+            pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
+        });
+        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
+        config.AddBranch("audit", audit =>
+        {
+            audit.SetDescription("Inspect the audit trail.");
+            audit.AddCommand<AuditVerifyCommand>("verify").WithDescription("Verify the audit hash chain and its signed head.");
+        });
     }
 }

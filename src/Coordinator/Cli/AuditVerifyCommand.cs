@@ -1,0 +1,98 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Federated.Coordinator.Audit;
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.State;
+using Microsoft.Data.Sqlite;
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>Verifies the audit chain of a state file: every hash link and the signed head.</summary>
+internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--state <FILE>")]
+        public string? State { get; init; }
+
+        [CommandOption("--pki <DIR>")]
+        public string? Pki { get; init; }
+
+        [CommandOption("--json")]
+        public bool Json { get; init; }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(settings.State))
+        {
+            throw new UsageException("--state FILE is required");
+        }
+        if (!File.Exists(settings.State))
+        {
+            throw new UsageException($"--state '{settings.State}' does not exist");
+        }
+        AuditVerification result;
+        string signerSource;
+        using (SqliteConnection connection = CoordinatorState.OpenReadOnly(settings.State))
+        {
+            IReadOnlyList<AuditRecord> records = CoordinatorState.ReadAuditRecords(connection);
+            AuditHead? head = CoordinatorState.ReadAuditHead(connection);
+            (result, signerSource) = Verify(records, head, settings.Pki);
+        }
+
+        if (settings.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new { valid = result.Valid, entries = result.Entries, problem = result.Problem, signer = signerSource }));
+        }
+        else if (result.Valid)
+        {
+            Console.WriteLine($"audit chain valid: {result.Entries} entries, head signed by {signerSource}");
+        }
+        else
+        {
+            Console.Error.WriteLine($"coordinator: audit chain INVALID: {result.Problem}");
+        }
+        return result.Valid ? CliRunner.Ok : CliRunner.Failed;
+    }
+
+    private static (AuditVerification Result, string Signer) Verify(IReadOnlyList<AuditRecord> records, AuditHead? head, string? pkiDirectory)
+    {
+        X509Certificate2? signer = null;
+        try
+        {
+            string source;
+            if (pkiDirectory is not null)
+            {
+                // The trustworthy check: the head must be signed by the server certificate in the operator's PKI folder.
+                string path = Path.Combine(pkiDirectory, FederationPki.ServerName + ".crt");
+                if (!File.Exists(path))
+                {
+                    throw new UsageException($"--pki '{pkiDirectory}' has no {FederationPki.ServerName}.crt");
+                }
+                signer = X509CertificateLoader.LoadCertificateFromFile(path);
+                source = path;
+            }
+            else if (head is not null)
+            {
+                // Without --pki only the key recorded in the file is available: this detects tampering by anyone
+                // who cannot re-sign, but not a rewrite that also replaced the recorded certificate.
+                signer = X509Certificate2.CreateFromPem(head.SignerPem);
+                source = $"the certificate recorded in the state file ({signer.Subject}); pass --pki DIR to check it against the server certificate";
+            }
+            else
+            {
+                using ECDsa none = ECDsa.Create();
+                return (AuditChain.Verify(records, head, none), "nobody (empty chain)");
+            }
+            using ECDsa key = signer.GetECDsaPublicKey() ?? throw new UsageException("the signer certificate has no ECDSA key");
+            return (AuditChain.Verify(records, head, key), source);
+        }
+        finally
+        {
+            signer?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,79 @@
+using System.Globalization;
+using Microsoft.Extensions.Configuration;
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>Runs the coordinator: mutual-TLS gRPC for edge clients and the admin CLI, state in SQLite.</summary>
+internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--pki <DIR>")]
+        public string? Pki { get; init; }
+
+        [CommandOption("--port <N>")]
+        public int? Port { get; init; }
+
+        [CommandOption("--state <FILE>")]
+        public string? State { get; init; }
+
+        [CommandOption("--address <IP>")]
+        public string? Address { get; init; }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        CoordinatorOptions options = Resolve(settings, Directory.GetCurrentDirectory());
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException ex)
+        {
+            throw new UsageException(ex.Message.Split(" (Parameter")[0].ReplaceLineEndings(" "));
+        }
+        await using CoordinatorHost host = CoordinatorHost.Create(options);
+        await host.StartAsync(cancellationToken);
+        await host.WaitForShutdownAsync(cancellationToken);
+        return CliRunner.Ok;
+    }
+
+    /// <summary>Settings precedence: appsettings.json, then FEDERATED_-prefixed environment variables, then flags.</summary>
+    internal static CoordinatorOptions Resolve(Settings settings, string baseDirectory)
+    {
+        var overrides = new Dictionary<string, string?>();
+        if (settings.Pki is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:Pki"] = settings.Pki;
+        }
+        if (settings.Port is { } port)
+        {
+            overrides[$"{CoordinatorOptions.Section}:Port"] = port.ToString(CultureInfo.InvariantCulture);
+        }
+        if (settings.State is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:State"] = settings.State;
+        }
+        if (settings.Address is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:Address"] = settings.Address;
+        }
+        IConfigurationRoot configuration = new ConfigurationBuilder()
+            .SetBasePath(baseDirectory)
+            .AddJsonFile("appsettings.json", optional: true)
+            .AddEnvironmentVariables("FEDERATED_")
+            .AddInMemoryCollection(overrides)
+            .Build();
+        var options = new CoordinatorOptions();
+        try
+        {
+            configuration.GetSection(CoordinatorOptions.Section).Bind(options);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new UsageException($"invalid coordinator setting: {ex.Message}");
+        }
+        return options;
+    }
+}

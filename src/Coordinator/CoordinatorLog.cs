@@ -1,0 +1,28 @@
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator;
+
+/// <summary>The coordinator's log events: source-generated, with stable event ids; they never carry key material or updates.</summary>
+internal static partial class CoordinatorLog
+{
+    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {StatePath}")]
+    public static partial void Listening(ILogger logger, string address, string statePath);
+
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "Refused TLS client: {Reason}")]
+    public static partial void ClientCertificateRefused(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Warning, Message = "Denied {Method} to {Caller} with role {Role}: allowed roles are {Allowed}")]
+    public static partial void PermissionDenied(ILogger logger, string method, string caller, string role, string allowed);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Refused {Method}: {Reason}")]
+    public static partial void Unauthenticated(ILogger logger, string method, string reason);
+
+    [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Client {ClientId} registered (version {Version}, device {Device}, certificate {Thumbprint})")]
+    public static partial void ClientRegistered(ILogger logger, string clientId, string version, string device, string thumbprint);
+
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Debug, Message = "Heartbeat from {ClientId} (available {Available})")]
+    public static partial void Heartbeat(ILogger logger, string clientId, bool available);
+
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Budget of population {Population} set to epsilon {Epsilon}, delta {Delta} by {Actor}")]
+    public static partial void BudgetSet(ILogger logger, string population, double epsilon, double delta, string actor);
+}

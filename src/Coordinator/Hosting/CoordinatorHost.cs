@@ -1,0 +1,166 @@
+using System.Net;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.Security;
+using Federated.Coordinator.Services;
+using Federated.Coordinator.State;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator;
+
+/// <summary>
+/// The coordinator's gRPC host: Kestrel with HTTP/2 over TLS 1.2/1.3, client certificates required and
+/// validated against the federation CA only, roles enforced per RPC, state in SQLite.
+/// </summary>
+internal sealed class CoordinatorHost : IAsyncDisposable
+{
+    /// <summary>Largest gRPC message accepted; upload chunks are capped well below it by the SecAgg parameters.</summary>
+    public const int MaxReceiveMessageBytes = 4 * 1024 * 1024;
+
+    private readonly WebApplication _app;
+    private readonly CoordinatorState _state;
+    private readonly X509Certificate2 _ca;
+    private readonly X509Certificate2 _serverCertificate;
+
+    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate)
+    {
+        _app = app;
+        _state = state;
+        _ca = ca;
+        _serverCertificate = serverCertificate;
+    }
+
+    public CoordinatorState State => _state;
+
+    public IServiceProvider Services => _app.Services;
+
+    /// <summary>The bound https address (with the real port when 0 was asked for); valid after <see cref="StartAsync"/>.</summary>
+    public Uri Address =>
+        new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+
+    public static CoordinatorHost Create(CoordinatorOptions options, Action<ILoggingBuilder>? configureLogging = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        time ??= TimeProvider.System;
+        string pki = Path.GetFullPath(options.Pki);
+        string caPath = Path.Combine(pki, FederationPki.CaCertificateFile);
+        string serverPath = Path.Combine(pki, FederationPki.ServerName + ".pfx");
+        if (!File.Exists(caPath) || !File.Exists(serverPath))
+        {
+            throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.CaCertificateFile} or {FederationPki.ServerName}.pfx (run 'coordinator pki init --out {pki}')");
+        }
+        X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
+        X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(serverPath, password: null);
+        var validator = new FederationCertificateValidator(ca, time);
+        if (!validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out string serverProblem))
+        {
+            throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
+        }
+        CoordinatorState state = CoordinatorState.Open(options.State, server, time);
+
+        try
+        {
+            WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ApplicationName = typeof(CoordinatorHost).Assembly.GetName().Name });
+            builder.Logging.ClearProviders();
+            if (configureLogging is null)
+            {
+                builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            }
+            else
+            {
+                configureLogging(builder.Logging);
+            }
+
+            ILogger? tlsLogger = null;
+            builder.WebHost.ConfigureKestrel(kestrel =>
+            {
+                kestrel.AddServerHeader = false;
+                kestrel.Limits.Http2.MaxStreamsPerConnection = 64;
+                kestrel.Listen(IPAddress.Parse(options.Address), options.Port, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http2;
+                    listen.UseHttps(new HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificate = server,
+                        SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                        ClientCertificateMode = ClientCertificateMode.RequireCertificate,
+                        // Revocation is the validator's job (CRL-ready); no online lookups for a private CA.
+                        CheckCertificateRevocation = false,
+                        ClientCertificateValidation = (certificate, _, _) =>
+                        {
+                            // The platform's chain and errors are ignored on purpose: they consult system roots.
+                            if (validator.TryValidateClient(certificate, out _, out string reason))
+                            {
+                                return true;
+                            }
+                            if (tlsLogger is not null)
+                            {
+                                CoordinatorLog.ClientCertificateRefused(tlsLogger, reason);
+                            }
+                            return false;
+                        },
+                    });
+                });
+            });
+
+            builder.Services.AddSingleton(options);
+            builder.Services.AddSingleton(time);
+            builder.Services.AddSingleton(validator);
+            builder.Services.AddSingleton(state);
+            builder.Services.AddGrpc(grpc =>
+            {
+                grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
+                grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
+                grpc.EnableDetailedErrors = false;
+            });
+            builder.Services.AddGrpcHealthChecks().AddCheck("state", () =>
+                state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"));
+
+            WebApplication app = builder.Build();
+            tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
+            app.MapGrpcService<EdgeGrpcService>();
+            app.MapGrpcService<AdminGrpcService>();
+            app.MapGrpcHealthChecksService();
+            return new CoordinatorHost(app, state, ca, server);
+        }
+        catch
+        {
+            state.Dispose();
+            throw;
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await _app.StartAsync(cancellationToken);
+        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
+        CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);
+    }
+
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await _app.StopAsync();
+        }
+        finally
+        {
+            await _app.DisposeAsync();
+            _state.Dispose();
+            _ca.Dispose();
+            _serverCertificate.Dispose();
+        }
+    }
+}

@@ -1,0 +1,47 @@
+namespace Federated.Coordinator;
+
+/// <summary>The coordinator host's settings (section "Coordinator" of appsettings.json, FEDERATED_ environment variables, then flags).</summary>
+internal sealed class CoordinatorOptions
+{
+    public const string Section = "Coordinator";
+
+    /// <summary>Folder written by `pki init`: ca.crt and server.pfx.</summary>
+    public string Pki { get; set; } = "";
+
+    /// <summary>TCP port; 0 picks a free one (tests).</summary>
+    public int Port { get; set; } = 7443;
+
+    /// <summary>Address to listen on.</summary>
+    public string Address { get; set; } = "0.0.0.0";
+
+    /// <summary>SQLite state file.</summary>
+    public string State { get; set; } = "coordinator.db";
+
+    /// <summary>How often edge clients are asked to send heartbeats.</summary>
+    public int HeartbeatIntervalSeconds { get; set; } = 10;
+
+    /// <summary>Checks every value once, naming the value and the allowed range.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Pki))
+        {
+            throw new ArgumentException("the PKI folder is not set: pass --pki DIR or set Coordinator:Pki");
+        }
+        if (Port is < 0 or > 65535)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Port), Port, "port must be in 0..65535");
+        }
+        if (!System.Net.IPAddress.TryParse(Address, out _))
+        {
+            throw new ArgumentException($"address '{Address}' is not an IP address");
+        }
+        if (string.IsNullOrWhiteSpace(State))
+        {
+            throw new ArgumentException("the state file is not set: pass --state FILE or set Coordinator:State");
+        }
+        if (HeartbeatIntervalSeconds is < 1 or > 3600)
+        {
+            throw new ArgumentOutOfRangeException(nameof(HeartbeatIntervalSeconds), HeartbeatIntervalSeconds, "heartbeat interval must be in 1..3600 seconds");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.RegularExpressions;
+
+namespace Federated.Coordinator.Pki;
+
+/// <summary>An identity (certificate with its private key) and the files it was written to.</summary>
+internal sealed record IssuedIdentity(string Name, FederationRole Role, string PfxPath, string CertificatePath, string KeyPath, string Thumbprint);
+
+/// <summary>
+/// The federation's private PKI: an ECDSA P-256 CA that signs one server certificate and role-carrying
+/// identities. Trust never extends beyond this CA: the coordinator and the clients pin it as their only root.
+/// </summary>
+internal sealed partial class FederationPki : IDisposable
+{
+    public const string CaCertificateFile = "ca.crt";
+    public const string CaKeyFile = "ca.key";
+    public const string ServerName = "server";
+
+    private static readonly TimeSpan s_clockSkew = TimeSpan.FromMinutes(5);
+    private static readonly TimeSpan s_caLifetime = TimeSpan.FromDays(3650);
+    private static readonly TimeSpan s_serverLifetime = TimeSpan.FromDays(730);
+    private static readonly TimeSpan s_identityLifetime = TimeSpan.FromDays(365);
+    private const string ServerAuthOid = "1.3.6.1.5.5.7.3.1";
+    private const string ClientAuthOid = "1.3.6.1.5.5.7.3.2";
+
+    private readonly X509Certificate2 _caCertificate;
+    private readonly ECDsa _caKey;
+    private readonly TimeProvider _time;
+
+    private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time)
+    {
+        _caCertificate = caCertificate;
+        _caKey = caKey;
+        _time = time;
+    }
+
+    public X509Certificate2 CaCertificate => _caCertificate;
+
+    public void Dispose()
+    {
+        _caKey.Dispose();
+        _caCertificate.Dispose();
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    private static partial Regex IdentityNamePattern();
+
+    /// <summary>Checks an identity name: it becomes a file name and a certificate common name.</summary>
+    public static void ValidateName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!IdentityNamePattern().IsMatch(name))
+        {
+            throw new ArgumentException(
+                $"identity name '{name}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit",
+                nameof(name));
+        }
+    }
+
+    /// <summary>Creates a new federation CA in <paramref name="directory"/> (which must not already hold one).</summary>
+    public static FederationPki CreateCa(string directory, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ArgumentNullException.ThrowIfNull(time);
+        Directory.CreateDirectory(directory);
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var subject = new X500DistinguishedName("CN=Federated federation CA, O=Federated");
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, true, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        var ski = new X509SubjectKeyIdentifierExtension(request.PublicKey, false);
+        request.CertificateExtensions.Add(ski);
+        DateTimeOffset now = time.GetUtcNow();
+        using X509Certificate2 selfSigned = request.CreateSelfSigned(now - s_clockSkew, now + s_caLifetime);
+
+        PkiFiles.WritePrivate(Path.Combine(directory, CaKeyFile), key.ExportPkcs8PrivateKeyPem());
+        PkiFiles.WritePublic(Path.Combine(directory, CaCertificateFile), selfSigned.ExportCertificatePem());
+        return Load(directory, time);
+    }
+
+    /// <summary>Loads the CA certificate and key written by <see cref="CreateCa"/>.</summary>
+    public static FederationPki Load(string directory, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        ArgumentNullException.ThrowIfNull(time);
+        string certificatePath = Path.Combine(directory, CaCertificateFile);
+        string keyPath = Path.Combine(directory, CaKeyFile);
+        if (!File.Exists(certificatePath) || !File.Exists(keyPath))
+        {
+            throw new FileNotFoundException($"no federation CA in '{directory}': expected {CaCertificateFile} and {CaKeyFile} (run 'coordinator pki init')");
+        }
+        X509Certificate2 certificate = X509Certificate2.CreateFromPemFile(certificatePath, keyPath);
+        ECDsa key = certificate.GetECDsaPrivateKey()
+            ?? throw new CryptographicException($"'{keyPath}' does not hold the ECDSA key of '{certificatePath}'");
+        return new FederationPki(certificate, key, time);
+    }
+
+    /// <summary>Issues the coordinator's TLS server certificate for localhost, the loopback addresses and <paramref name="hosts"/>.</summary>
+    public IssuedIdentity IssueServer(string directory, IReadOnlyList<string> hosts, string? password)
+    {
+        ArgumentNullException.ThrowIfNull(hosts);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        names.AddIpAddress(IPAddress.Loopback);
+        names.AddIpAddress(IPAddress.IPv6Loopback);
+        foreach (string host in hosts.Distinct(StringComparer.OrdinalIgnoreCase))
+        {
+            if (IPAddress.TryParse(host, out IPAddress? address))
+            {
+                names.AddIpAddress(address);
+            }
+            else if (Uri.CheckHostName(host) == UriHostNameType.Dns)
+            {
+                names.AddDnsName(host);
+            }
+            else
+            {
+                throw new ArgumentException($"host '{host}' is neither a DNS name nor an IP address", nameof(hosts));
+            }
+        }
+        string commonName = hosts.Count > 0 && !IPAddress.TryParse(hosts[0], out _) ? hosts[0] : "localhost";
+        return Issue(directory, ServerName, new X500DistinguishedName($"CN={commonName}, O=Federated"), role: null, ServerAuthOid, names.Build(), s_serverLifetime, password);
+    }
+
+    /// <summary>Issues a client, engineer or officer identity with the role in its certificate.</summary>
+    public IssuedIdentity IssueIdentity(string directory, string name, FederationRole role, string? password, string? pfxPath = null)
+    {
+        ValidateName(name);
+        var subject = new X500DistinguishedNameBuilder();
+        subject.AddCommonName(name);
+        subject.AddOrganizationalUnitName(FederationRoleExtension.Name(role));
+        subject.AddOrganizationName("Federated");
+        return Issue(directory, name, subject.Build(), role, ClientAuthOid, alternativeNames: null, s_identityLifetime, password, pfxPath);
+    }
+
+    private IssuedIdentity Issue(
+        string directory,
+        string name,
+        X500DistinguishedName subject,
+        FederationRole? role,
+        string extendedKeyUsage,
+        X509Extension? alternativeNames,
+        TimeSpan lifetime,
+        string? password,
+        string? pfxPath = null)
+    {
+        Directory.CreateDirectory(directory);
+        string certificatePath = Path.Combine(directory, name + ".crt");
+        string keyPath = Path.Combine(directory, name + ".key");
+        pfxPath ??= Path.Combine(directory, name + ".pfx");
+        foreach (string path in new[] { certificatePath, keyPath, pfxPath })
+        {
+            if (File.Exists(path))
+            {
+                throw new IOException($"'{path}' already exists; refusing to overwrite an identity");
+            }
+        }
+
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(extendedKeyUsage)], false));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(_caCertificate, true, false));
+        if (alternativeNames is not null)
+        {
+            request.CertificateExtensions.Add(alternativeNames);
+        }
+        if (role is { } r)
+        {
+            request.CertificateExtensions.Add(FederationRoleExtension.Create(r));
+        }
+
+        DateTimeOffset now = _time.GetUtcNow();
+        DateTimeOffset notAfter = now + lifetime;
+        if (notAfter > _caCertificate.NotAfter)
+        {
+            notAfter = _caCertificate.NotAfter;
+        }
+        byte[] serial = RandomNumberGenerator.GetBytes(16);
+        serial[0] &= 0x7F; // positive INTEGER, as RFC 5280 requires
+        using X509Certificate2 issued = request.Create(_caCertificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now - s_clockSkew, notAfter, serial);
+        using X509Certificate2 withKey = issued.CopyWithPrivateKey(key);
+
+        byte[] pkcs12 = withKey.ExportPkcs12(Pkcs12ExportPbeParameters.Pbes2Aes256Sha256, password);
+        try
+        {
+            PkiFiles.WritePrivate(pfxPath, pkcs12);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(pkcs12);
+        }
+        PkiFiles.WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
+        PkiFiles.WritePublic(certificatePath, issued.ExportCertificatePem());
+        string caCopy = Path.Combine(directory, CaCertificateFile);
+        if (!File.Exists(caCopy))
+        {
+            PkiFiles.WritePublic(caCopy, _caCertificate.ExportCertificatePem());
+        }
+        return new IssuedIdentity(name, role ?? default, pfxPath, certificatePath, keyPath, issued.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant());
+    }
+}

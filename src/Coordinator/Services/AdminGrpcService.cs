@@ -1,0 +1,137 @@
+using Federated.Coordinator.Audit;
+using Federated.Coordinator.Security;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator.Services;
+
+/// <summary>
+/// The admin service behind the CLI. Budgets, the ledger, the audit trail and the client list are served
+/// from the state store; run control (StartRun, GetRunStatus, WatchRun, AbortRun, ExportRun) arrives with the
+/// round orchestrator and answers UNIMPLEMENTED until then (the generated base class).
+/// </summary>
+internal sealed class AdminGrpcService(CoordinatorState state, ILogger<AdminGrpcService> logger) : AdminService.AdminServiceBase
+{
+    private const int MaxPopulationLength = 64;
+    private const int DefaultAuditLimit = 1000;
+    private const int MaxAuditLimit = 10_000;
+
+    public override Task<ListClientsResponse> ListClients(ListClientsRequest request, ServerCallContext context)
+    {
+        TimeSpan? window = request.SeenWithinSeconds == 0 ? null : TimeSpan.FromSeconds(request.SeenWithinSeconds);
+        var response = new ListClientsResponse();
+        foreach (ClientRecord client in state.ListClients(window))
+        {
+            response.Clients.Add(new ClientInfo
+            {
+                ClientId = client.ClientId,
+                RegisteredAt = Timestamp.FromDateTimeOffset(client.RegisteredAt),
+                LastSeenAt = Timestamp.FromDateTimeOffset(client.LastSeenAt),
+                ClientVersion = client.ClientVersion,
+                Available = client.Available,
+                RoundsParticipated = (uint)client.RoundsParticipated,
+                CertificateSha256 = client.CertificateSha256,
+            });
+        }
+        return Task.FromResult(response);
+    }
+
+    public override Task<Budget> SetBudget(SetBudgetRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        string population = Population(request.Population);
+        if (!double.IsFinite(request.Epsilon) || request.Epsilon <= 0)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"epsilon {request.Epsilon} is invalid: it must be a finite number > 0"));
+        }
+        if (!double.IsFinite(request.Delta) || request.Delta <= 0 || request.Delta >= 1)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"delta {request.Delta} is invalid: it must be in (0, 1)"));
+        }
+        BudgetRecord budget = state.SetBudget(population, request.Epsilon, request.Delta, caller.Name);
+        CoordinatorLog.BudgetSet(logger, population, request.Epsilon, request.Delta, caller.Name);
+        return Task.FromResult(ToMessage(budget));
+    }
+
+    public override Task<Budget> GetBudget(GetBudgetRequest request, ServerCallContext context)
+    {
+        string population = Population(request.Population);
+        BudgetRecord budget = state.GetBudget(population)
+            ?? throw new RpcException(new Status(StatusCode.NotFound, $"no budget is set for population '{population}'; an officer sets one with 'budget set'"));
+        return Task.FromResult(ToMessage(budget));
+    }
+
+    public override Task<GetLedgerResponse> GetLedger(GetLedgerRequest request, ServerCallContext context)
+    {
+        var response = new GetLedgerResponse();
+        foreach (LedgerRecord entry in state.GetLedger(request.RunId, request.Population))
+        {
+            response.Entries.Add(new LedgerEntry
+            {
+                Sequence = (ulong)entry.Sequence,
+                RunId = entry.RunId,
+                Round = (uint)entry.Round,
+                Population = entry.Population,
+                EpsilonAfter = entry.EpsilonAfter,
+                EpsilonDelta = entry.EpsilonDelta,
+                Delta = entry.Delta,
+                Mechanism = (NoiseMechanism)entry.Mechanism,
+                NoiseMultiplier = entry.NoiseMultiplier,
+                ClipNorm = entry.ClipNorm,
+                Participants = (uint)entry.Participants,
+                ChargedAt = Timestamp.FromDateTimeOffset(entry.ChargedAt),
+            });
+        }
+        return Task.FromResult(response);
+    }
+
+    public override Task<GetAuditResponse> GetAudit(GetAuditRequest request, ServerCallContext context)
+    {
+        if (request.Limit > MaxAuditLimit)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"limit {request.Limit} is invalid: use 1..{MaxAuditLimit} (0 = {DefaultAuditLimit})"));
+        }
+        long from = request.FromSequence == 0 ? 1 : (long)Math.Min(request.FromSequence, long.MaxValue);
+        int limit = request.Limit == 0 ? DefaultAuditLimit : (int)request.Limit;
+        (IReadOnlyList<AuditRecord> entries, AuditHead? head) = state.ReadAudit(from, limit);
+        var response = new GetAuditResponse();
+        foreach (AuditRecord entry in entries)
+        {
+            response.Entries.Add(new AuditEntry { Sequence = (ulong)entry.Sequence, CanonicalJson = entry.CanonicalJson, Hash = entry.Hash });
+        }
+        if (head is not null)
+        {
+            response.HeadSequence = (ulong)head.Sequence;
+            response.HeadHash = head.Hash;
+            response.HeadSignature = ByteString.CopyFrom(head.Signature);
+        }
+        return Task.FromResult(response);
+    }
+
+    private static string Population(string value)
+    {
+        if (value.Length == 0)
+        {
+            return CoordinatorState.DefaultPopulation;
+        }
+        if (value.Length > MaxPopulationLength || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"population '{value}' is invalid: use 1-{MaxPopulationLength} characters of A-Z a-z 0-9 . _ -"));
+        }
+        return value;
+    }
+
+    private static Budget ToMessage(BudgetRecord budget) => new()
+    {
+        Population = budget.Population,
+        Epsilon = budget.Epsilon,
+        Delta = budget.Delta,
+        EpsilonSpent = budget.EpsilonSpent,
+        SetBy = budget.SetBy,
+        SetAt = Timestamp.FromDateTimeOffset(budget.SetAt),
+    };
+}

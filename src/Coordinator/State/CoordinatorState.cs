@@ -1,0 +1,441 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Audit;
+using Microsoft.Data.Sqlite;
+
+namespace Federated.Coordinator.State;
+
+/// <summary>A registered edge client as the state store holds it.</summary>
+internal sealed record ClientRecord(
+    string ClientId,
+    string CertificateSha256,
+    string ClientVersion,
+    string Device,
+    DateTimeOffset RegisteredAt,
+    DateTimeOffset LastSeenAt,
+    bool Available,
+    int RoundsParticipated);
+
+/// <summary>A population's budget and what the ledger has charged against it.</summary>
+internal sealed record BudgetRecord(string Population, double Epsilon, double Delta, double EpsilonSpent, string SetBy, DateTimeOffset SetAt);
+
+/// <summary>One charge of the privacy ledger.</summary>
+internal sealed record LedgerRecord(
+    long Sequence,
+    string RunId,
+    int Round,
+    string Population,
+    double EpsilonAfter,
+    double EpsilonDelta,
+    double Delta,
+    int Mechanism,
+    double NoiseMultiplier,
+    double ClipNorm,
+    int Participants,
+    DateTimeOffset ChargedAt);
+
+/// <summary>
+/// The coordinator's durable state in one SQLite file (WAL, synchronous=FULL): every method commits its
+/// transaction, including the audit entry it appends, before it returns, so nothing is acknowledged unwritten.
+/// </summary>
+internal sealed class CoordinatorState : IDisposable
+{
+    public const string DefaultPopulation = "default";
+
+    private readonly SqliteConnection _connection;
+    private readonly ECDsa _signingKey;
+    private readonly string _signerPem;
+    private readonly TimeProvider _time;
+    private readonly Lock _gate = new();
+
+    private CoordinatorState(SqliteConnection connection, ECDsa signingKey, string signerPem, TimeProvider time)
+    {
+        _connection = connection;
+        _signingKey = signingKey;
+        _signerPem = signerPem;
+        _time = time;
+    }
+
+    /// <summary>Opens (creating if needed) and migrates the database; <paramref name="signer"/>'s key signs the audit head.</summary>
+    public static CoordinatorState Open(string path, X509Certificate2 signer, TimeProvider time)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(signer);
+        ECDsa signingKey = signer.GetECDsaPrivateKey()
+            ?? throw new ArgumentException("the audit signer certificate must carry its ECDSA private key", nameof(signer));
+        ArgumentNullException.ThrowIfNull(time);
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (directory is not null)
+        {
+            Directory.CreateDirectory(directory);
+        }
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = false,
+        }.ToString());
+        connection.Open();
+        try
+        {
+            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+            Migrate(connection);
+        }
+        catch
+        {
+            connection.Dispose();
+            signingKey.Dispose();
+            throw;
+        }
+        return new CoordinatorState(connection, signingKey, signer.ExportCertificatePem(), time);
+    }
+
+    /// <summary>Opens an existing database read-only (for verification tools); nothing is migrated or written.</summary>
+    public static SqliteConnection OpenReadOnly(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"state file '{path}' does not exist");
+        }
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadOnly,
+            Pooling = false,
+        }.ToString());
+        connection.Open();
+        return connection;
+    }
+
+    public int SchemaVersion
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return ReadUserVersion(_connection);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _connection.Dispose();
+        _signingKey.Dispose();
+    }
+
+    /// <summary>Records a client's registration; the first registration and a changed certificate are audited.</summary>
+    public ClientRecord RegisterClient(string clientId, string certificateSha256, string clientVersion, string device)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(clientId);
+        ArgumentException.ThrowIfNullOrEmpty(certificateSha256);
+        ArgumentNullException.ThrowIfNull(clientVersion);
+        ArgumentNullException.ThrowIfNull(device);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string now = Format(_time.GetUtcNow());
+            string? previousCertificate = Scalar<string>(transaction, "SELECT certificate_sha256 FROM clients WHERE client_id = $id", ("$id", clientId));
+            Execute(transaction,
+                """
+                INSERT INTO clients (client_id, certificate_sha256, client_version, device, registered_at, last_seen_at, available)
+                VALUES ($id, $cert, $version, $device, $now, $now, 1)
+                ON CONFLICT (client_id) DO UPDATE SET certificate_sha256 = $cert, client_version = $version, device = $device, last_seen_at = $now, available = 1
+                """,
+                ("$id", clientId), ("$cert", certificateSha256), ("$version", clientVersion), ("$device", device), ("$now", now));
+            if (previousCertificate != certificateSha256)
+            {
+                AppendAudit(transaction, clientId, previousCertificate is null ? "client.register" : "client.certificate_changed",
+                    new Dictionary<string, string> { ["client_id"] = clientId, ["certificate_sha256"] = certificateSha256 });
+            }
+            transaction.Commit();
+            return ReadClients(transaction: null, clientId).Single();
+        }
+    }
+
+    /// <summary>Updates a registered client's liveness; false when the client never registered.</summary>
+    public bool Heartbeat(string clientId, bool available)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(clientId);
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText = "UPDATE clients SET last_seen_at = $now, available = $available WHERE client_id = $id";
+            command.Parameters.AddWithValue("$now", Format(_time.GetUtcNow()));
+            command.Parameters.AddWithValue("$available", available ? 1 : 0);
+            command.Parameters.AddWithValue("$id", clientId);
+            return command.ExecuteNonQuery() == 1;
+        }
+    }
+
+    public IReadOnlyList<ClientRecord> ListClients(TimeSpan? seenWithin = null)
+    {
+        lock (_gate)
+        {
+            IReadOnlyList<ClientRecord> all = ReadClients(transaction: null, clientId: null);
+            if (seenWithin is not { } window)
+            {
+                return all;
+            }
+            DateTimeOffset cutoff = _time.GetUtcNow() - window;
+            return [.. all.Where(c => c.LastSeenAt >= cutoff)];
+        }
+    }
+
+    /// <summary>Sets a population's budget; audited with the officer's identity.</summary>
+    public BudgetRecord SetBudget(string population, double epsilon, double delta, string actor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(population);
+        ArgumentException.ThrowIfNullOrEmpty(actor);
+        if (!double.IsFinite(epsilon) || epsilon <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, "epsilon must be a finite number > 0");
+        }
+        if (!double.IsFinite(delta) || delta <= 0 || delta >= 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(delta), delta, "delta must be in (0, 1)");
+        }
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            Execute(transaction,
+                """
+                INSERT INTO budgets (population, epsilon, delta, set_by, set_at) VALUES ($p, $e, $d, $by, $at)
+                ON CONFLICT (population) DO UPDATE SET epsilon = $e, delta = $d, set_by = $by, set_at = $at
+                """,
+                ("$p", population), ("$e", epsilon), ("$d", delta), ("$by", actor), ("$at", Format(_time.GetUtcNow())));
+            AppendAudit(transaction, actor, "budget.set", new Dictionary<string, string>
+            {
+                ["population"] = population,
+                ["epsilon"] = epsilon.ToString("R", CultureInfo.InvariantCulture),
+                ["delta"] = delta.ToString("R", CultureInfo.InvariantCulture),
+            });
+            transaction.Commit();
+        }
+        return GetBudget(population)!;
+    }
+
+    /// <summary>The population's budget with the epsilon charged so far; null when none was set.</summary>
+    public BudgetRecord? GetBudget(string population)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(population);
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText =
+                """
+                SELECT b.population, b.epsilon, b.delta, b.set_by, b.set_at,
+                       (SELECT COALESCE(SUM(l.epsilon_delta), 0) FROM ledger l WHERE l.population = b.population)
+                FROM budgets b WHERE b.population = $p
+                """;
+            command.Parameters.AddWithValue("$p", population);
+            using SqliteDataReader reader = command.ExecuteReader();
+            if (!reader.Read())
+            {
+                return null;
+            }
+            return new BudgetRecord(reader.GetString(0), reader.GetDouble(1), reader.GetDouble(2), reader.GetDouble(5), reader.GetString(3), Parse(reader.GetString(4)));
+        }
+    }
+
+    /// <summary>Charges one released round to the ledger; a second charge for the same round fails (UNIQUE).</summary>
+    public LedgerRecord ChargeLedger(LedgerRecord charge, string actor)
+    {
+        ArgumentNullException.ThrowIfNull(charge);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string at = Format(_time.GetUtcNow());
+            Execute(transaction,
+                """
+                INSERT INTO ledger (run_id, round, population, epsilon_after, epsilon_delta, delta, mechanism, noise_multiplier, clip_norm, participants, charged_at)
+                VALUES ($run, $round, $p, $after, $d_eps, $delta, $mech, $z, $c, $n, $at)
+                """,
+                ("$run", charge.RunId), ("$round", charge.Round), ("$p", charge.Population), ("$after", charge.EpsilonAfter),
+                ("$d_eps", charge.EpsilonDelta), ("$delta", charge.Delta), ("$mech", charge.Mechanism), ("$z", charge.NoiseMultiplier),
+                ("$c", charge.ClipNorm), ("$n", charge.Participants), ("$at", at));
+            long sequence = Scalar<long>(transaction, "SELECT last_insert_rowid()");
+            AppendAudit(transaction, actor, "ledger.charge", new Dictionary<string, string>
+            {
+                ["run_id"] = charge.RunId,
+                ["round"] = charge.Round.ToString(CultureInfo.InvariantCulture),
+                ["population"] = charge.Population,
+                ["epsilon_after"] = charge.EpsilonAfter.ToString("R", CultureInfo.InvariantCulture),
+                ["epsilon_delta"] = charge.EpsilonDelta.ToString("R", CultureInfo.InvariantCulture),
+            });
+            transaction.Commit();
+            return charge with { Sequence = sequence, ChargedAt = Parse(at) };
+        }
+    }
+
+    public IReadOnlyList<LedgerRecord> GetLedger(string? runId, string? population)
+    {
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText =
+                """
+                SELECT sequence, run_id, round, population, epsilon_after, epsilon_delta, delta, mechanism, noise_multiplier, clip_norm, participants, charged_at
+                FROM ledger WHERE ($run = '' OR run_id = $run) AND ($p = '' OR population = $p) ORDER BY sequence
+                """;
+            command.Parameters.AddWithValue("$run", runId ?? "");
+            command.Parameters.AddWithValue("$p", population ?? "");
+            using SqliteDataReader reader = command.ExecuteReader();
+            var entries = new List<LedgerRecord>();
+            while (reader.Read())
+            {
+                entries.Add(new LedgerRecord(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetString(3), reader.GetDouble(4),
+                    reader.GetDouble(5), reader.GetDouble(6), reader.GetInt32(7), reader.GetDouble(8), reader.GetDouble(9), reader.GetInt32(10), Parse(reader.GetString(11))));
+            }
+            return entries;
+        }
+    }
+
+    /// <summary>Appends an audit entry in its own transaction (for actions that change nothing else).</summary>
+    public AuditRecord Audit(string actor, string action, IReadOnlyDictionary<string, string> details)
+    {
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            AuditRecord record = AppendAudit(transaction, actor, action, details);
+            transaction.Commit();
+            return record;
+        }
+    }
+
+    public (IReadOnlyList<AuditRecord> Entries, AuditHead? Head) ReadAudit(long fromSequence, int limit)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(fromSequence, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        lock (_gate)
+        {
+            return (ReadAuditRecords(_connection, fromSequence, limit), ReadAuditHead(_connection));
+        }
+    }
+
+    public static IReadOnlyList<AuditRecord> ReadAuditRecords(SqliteConnection connection, long fromSequence = 1, int limit = int.MaxValue)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT sequence, canonical_json, hash FROM audit WHERE sequence >= $from ORDER BY sequence LIMIT $limit";
+        command.Parameters.AddWithValue("$from", fromSequence);
+        command.Parameters.AddWithValue("$limit", limit);
+        using SqliteDataReader reader = command.ExecuteReader();
+        var records = new List<AuditRecord>();
+        while (reader.Read())
+        {
+            records.Add(new AuditRecord(reader.GetInt64(0), reader.GetString(1), reader.GetString(2)));
+        }
+        return records;
+    }
+
+    public static AuditHead? ReadAuditHead(SqliteConnection connection)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT sequence, hash, signature, signer FROM audit_head WHERE id = 1";
+        using SqliteDataReader reader = command.ExecuteReader();
+        return reader.Read() ? new AuditHead(reader.GetInt64(0), reader.GetString(1), (byte[])reader.GetValue(2), reader.GetString(3)) : null;
+    }
+
+    private AuditRecord AppendAudit(SqliteTransaction transaction, string actor, string action, IReadOnlyDictionary<string, string> details)
+    {
+        long sequence;
+        string previous;
+        using (SqliteCommand command = transaction.Connection!.CreateCommand())
+        {
+            command.Transaction = transaction;
+            command.CommandText = "SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1";
+            using SqliteDataReader reader = command.ExecuteReader();
+            (sequence, previous) = reader.Read() ? (reader.GetInt64(0) + 1, reader.GetString(1)) : (1L, AuditChain.GenesisHash);
+        }
+        string json = AuditChain.Canonicalize(sequence, _time.GetUtcNow(), actor, action, details, previous);
+        string hash = AuditChain.Hash(json);
+        Execute(transaction, "INSERT INTO audit (sequence, canonical_json, hash) VALUES ($s, $j, $h)", ("$s", sequence), ("$j", json), ("$h", hash));
+        byte[] signature = AuditChain.SignHead(_signingKey, sequence, hash);
+        Execute(transaction,
+            "INSERT INTO audit_head (id, sequence, hash, signature, signer) VALUES (1, $s, $h, $sig, $pem) ON CONFLICT (id) DO UPDATE SET sequence = $s, hash = $h, signature = $sig, signer = $pem",
+            ("$s", sequence), ("$h", hash), ("$sig", signature), ("$pem", _signerPem));
+        return new AuditRecord(sequence, json, hash);
+    }
+
+    private IReadOnlyList<ClientRecord> ReadClients(SqliteTransaction? transaction, string? clientId)
+    {
+        using SqliteCommand command = _connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText =
+            """
+            SELECT c.client_id, c.certificate_sha256, c.client_version, c.device, c.registered_at, c.last_seen_at, c.available,
+                   (SELECT COUNT(*) FROM participants p WHERE p.client_id = c.client_id AND p.status = 'uploaded')
+            FROM clients c WHERE ($id = '' OR c.client_id = $id) ORDER BY c.client_id
+            """;
+        command.Parameters.AddWithValue("$id", clientId ?? "");
+        using SqliteDataReader reader = command.ExecuteReader();
+        var clients = new List<ClientRecord>();
+        while (reader.Read())
+        {
+            clients.Add(new ClientRecord(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
+                Parse(reader.GetString(4)), Parse(reader.GetString(5)), reader.GetInt32(6) != 0, reader.GetInt32(7)));
+        }
+        return clients;
+    }
+
+    private static void Migrate(SqliteConnection connection)
+    {
+        int version = ReadUserVersion(connection);
+        if (version > StateSchema.Migrations.Length)
+        {
+            throw new InvalidOperationException(
+                $"state schema version {version} is newer than this coordinator supports ({StateSchema.Migrations.Length}); upgrade the coordinator");
+        }
+        for (int i = version; i < StateSchema.Migrations.Length; i++)
+        {
+            using SqliteTransaction transaction = connection.BeginTransaction();
+            Execute(transaction, StateSchema.Migrations[i]);
+            Execute(transaction, $"PRAGMA user_version = {i + 1}");
+            transaction.Commit();
+        }
+    }
+
+    private static int ReadUserVersion(SqliteConnection connection)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "PRAGMA user_version";
+        return Convert.ToInt32(command.ExecuteScalar(), CultureInfo.InvariantCulture);
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private static void Execute(SqliteTransaction transaction, string sql, params (string Name, object Value)[] parameters)
+    {
+        using SqliteCommand command = transaction.Connection!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        foreach ((string name, object value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value);
+        }
+        command.ExecuteNonQuery();
+    }
+
+    private static T? Scalar<T>(SqliteTransaction transaction, string sql, params (string Name, object Value)[] parameters)
+    {
+        using SqliteCommand command = transaction.Connection!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        foreach ((string name, object value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value);
+        }
+        object? result = command.ExecuteScalar();
+        return result is null or DBNull ? default : (T)Convert.ChangeType(result, typeof(T), CultureInfo.InvariantCulture);
+    }
+
+    private static string Format(DateTimeOffset time) => time.UtcDateTime.ToString("O", CultureInfo.InvariantCulture);
+
+    private static DateTimeOffset Parse(string text) => DateTimeOffset.Parse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal);
+}

@@ -1,0 +1,102 @@
+namespace Federated.Coordinator.State;
+
+/// <summary>The coordinator database's schema as an ordered list of migrations; PRAGMA user_version counts those applied.</summary>
+internal static class StateSchema
+{
+    /// <summary>Migration i brings the schema from version i to i + 1. Never edit a shipped entry: append a new one.</summary>
+    public static readonly string[] Migrations =
+    [
+        """
+        CREATE TABLE clients (
+            client_id          TEXT PRIMARY KEY,
+            certificate_sha256 TEXT NOT NULL,
+            client_version     TEXT NOT NULL,
+            device             TEXT NOT NULL,
+            registered_at      TEXT NOT NULL,
+            last_seen_at       TEXT NOT NULL,
+            available          INTEGER NOT NULL
+        );
+        CREATE TABLE runs (
+            run_id           TEXT PRIMARY KEY,
+            plan             BLOB NOT NULL,
+            population       TEXT NOT NULL,
+            state            INTEGER NOT NULL,
+            planned_epsilon  REAL NOT NULL,
+            noise_multiplier REAL NOT NULL,
+            current_round    INTEGER NOT NULL,
+            adapter_sha256   TEXT NOT NULL,
+            detail           TEXT NOT NULL,
+            created_by       TEXT NOT NULL,
+            created_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL
+        );
+        CREATE TABLE rounds (
+            run_id                TEXT NOT NULL REFERENCES runs(run_id),
+            round                 INTEGER NOT NULL,
+            stage                 INTEGER NOT NULL,
+            selected              INTEGER NOT NULL,
+            survivors             INTEGER NOT NULL,
+            adapter_sha256_before TEXT NOT NULL,
+            adapter_sha256_after  TEXT,
+            started_at            TEXT NOT NULL,
+            ended_at              TEXT,
+            PRIMARY KEY (run_id, round)
+        );
+        CREATE TABLE participants (
+            run_id            TEXT NOT NULL,
+            round             INTEGER NOT NULL,
+            client_id         TEXT NOT NULL,
+            participant_index INTEGER NOT NULL,
+            status            TEXT NOT NULL,
+            updated_at        TEXT NOT NULL,
+            PRIMARY KEY (run_id, round, client_id),
+            UNIQUE (run_id, round, participant_index),
+            FOREIGN KEY (run_id, round) REFERENCES rounds(run_id, round)
+        );
+        CREATE TABLE adapters (
+            sha256     TEXT PRIMARY KEY,
+            run_id     TEXT NOT NULL,
+            round      INTEGER NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            signature  BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE budgets (
+            population TEXT PRIMARY KEY,
+            epsilon    REAL NOT NULL,
+            delta      REAL NOT NULL,
+            set_by     TEXT NOT NULL,
+            set_at     TEXT NOT NULL
+        );
+        -- One row per released round; the UNIQUE constraint makes a second charge for a round impossible.
+        CREATE TABLE ledger (
+            sequence         INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id           TEXT NOT NULL,
+            round            INTEGER NOT NULL,
+            population       TEXT NOT NULL,
+            epsilon_after    REAL NOT NULL,
+            epsilon_delta    REAL NOT NULL,
+            delta            REAL NOT NULL,
+            mechanism        INTEGER NOT NULL,
+            noise_multiplier REAL NOT NULL,
+            clip_norm        REAL NOT NULL,
+            participants     INTEGER NOT NULL,
+            charged_at       TEXT NOT NULL,
+            UNIQUE (run_id, round)
+        );
+        CREATE TABLE audit (
+            sequence       INTEGER PRIMARY KEY,
+            canonical_json TEXT NOT NULL,
+            hash           TEXT NOT NULL
+        );
+        CREATE TABLE audit_head (
+            id        INTEGER PRIMARY KEY CHECK (id = 1),
+            sequence  INTEGER NOT NULL,
+            hash      TEXT NOT NULL,
+            signature BLOB NOT NULL,
+            -- PEM of the certificate whose key signed the head.
+            signer    TEXT NOT NULL
+        );
+        """,
+    ];
+}

@@ -1,0 +1,205 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Audit;
+using Federated.Coordinator.Cli;
+using Federated.Coordinator.State;
+using Microsoft.Data.Sqlite;
+
+namespace Federated.Coordinator.Tests;
+
+public sealed class AuditChainTests
+{
+    [Fact]
+    public void Canonicalize_DetailsInAnyOrder_SameBytesWithSortedKeys()
+    {
+        var time = new DateTimeOffset(2026, 11, 25, 23, 0, 0, TimeSpan.Zero);
+        string a = AuditChain.Canonicalize(1, time, "officer", "budget.set", new Dictionary<string, string> { ["z"] = "1", ["a"] = "2" }, AuditChain.GenesisHash);
+        string b = AuditChain.Canonicalize(1, time, "officer", "budget.set", new Dictionary<string, string> { ["a"] = "2", ["z"] = "1" }, AuditChain.GenesisHash);
+
+        Assert.Equal(a, b);
+        Assert.Equal(
+            "{\"action\":\"budget.set\",\"actor\":\"officer\",\"details\":{\"a\":\"2\",\"z\":\"1\"},\"prev\":\"" + AuditChain.GenesisHash + "\",\"sequence\":1,\"time\":\"2026-11-25T23:00:00.000Z\"}",
+            a);
+        // SHA-256 known answer for the empty string guards the hex encoding.
+        Assert.Equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", AuditChain.Hash(""));
+    }
+
+    [Fact]
+    public void Verify_UntouchedChain_IsValid()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            AuditVerification result = VerifyFile(path, signer);
+            Assert.True(result.Valid, result.Problem);
+            Assert.Equal(5, result.Entries);
+        }
+    }
+
+    [Fact]
+    public void Verify_OneByteChanged_DetectsAlteredEntry()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            string json = Query<string>(path, "SELECT canonical_json FROM audit WHERE sequence = 3");
+            string edited = json.Replace("\"epsilon\":\"3\"", "\"epsilon\":\"9\"", StringComparison.Ordinal);
+            Assert.NotEqual(json, edited);
+            Exec(path, "UPDATE audit SET canonical_json = $v WHERE sequence = 3", edited);
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("entry 3 was altered", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_EntryAndHashRewritten_DetectsBrokenLink()
+    {
+        // An attacker who also recomputes the edited entry's hash still breaks the next entry's link.
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            string json = Query<string>(path, "SELECT canonical_json FROM audit WHERE sequence = 2").Replace("officer", "officel", StringComparison.Ordinal);
+            Exec(path, "UPDATE audit SET canonical_json = $v WHERE sequence = 2", json);
+            Exec(path, "UPDATE audit SET hash = $v WHERE sequence = 2", AuditChain.Hash(json));
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("entry 3 does not link to entry 2", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_MiddleEntryRemoved_DetectsGap()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            Exec(path, "DELETE FROM audit WHERE sequence = 2", null);
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("entry 2 is missing", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_LastEntryRemoved_DetectsHeadMismatch()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            Exec(path, "DELETE FROM audit WHERE sequence = 5", null);
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("signed head names entry 5", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_TwoEntriesSwapped_DetectsReorder()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            Exec(path,
+                """
+                UPDATE audit SET sequence = -1 WHERE sequence = 2;
+                UPDATE audit SET sequence = 2 WHERE sequence = 3;
+                UPDATE audit SET sequence = 3 WHERE sequence = -1;
+                """, null);
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("reordered", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_HeadResignedByAnotherKey_DetectsForgery()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        using (signer)
+        {
+            // Drop the last entry and re-sign a consistent head with a key that is not the coordinator's.
+            Exec(path, "DELETE FROM audit WHERE sequence = 5", null);
+            string hash = Query<string>(path, "SELECT hash FROM audit WHERE sequence = 4");
+            using ECDsa forger = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            Exec(path, "UPDATE audit_head SET sequence = 4, hash = '" + hash + "', signature = $v", AuditChain.SignHead(forger, 4, hash));
+
+            AuditVerification result = VerifyFile(path, signer);
+
+            Assert.False(result.Valid);
+            Assert.Contains("signature does not verify", result.Problem, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task VerifyCommand_ValidThenTampered_ExitsZeroThenOne()
+    {
+        using var dir = new TempDirectory();
+        string path = BuildChain(dir, out X509Certificate2 signer);
+        signer.Dispose();
+
+        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", path, "--json"]));
+        Exec(path, "UPDATE audit SET canonical_json = replace(canonical_json, 'officer', 'OFFICER') WHERE sequence = 2", null);
+        Assert.Equal(CliRunner.Failed, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", path]));
+        Assert.Equal(CliRunner.BadUsage, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", dir.File("missing.db")]));
+    }
+
+    private static string BuildChain(TempDirectory dir, out X509Certificate2 signer)
+    {
+        string path = dir.File("state.db");
+        signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System);
+        state.RegisterClient("alice", "aa", "1.0", "cpu");
+        state.SetBudget("default", 2.0, 1e-6, "officer");
+        state.SetBudget("default", 3.0, 1e-6, "officer");
+        state.Audit("engineer", "run.start", new Dictionary<string, string> { ["run_id"] = "r1" });
+        state.ChargeLedger(new LedgerRecord(0, "r1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.0, 1.0, 3, default), "coordinator");
+        return path;
+    }
+
+    private static AuditVerification VerifyFile(string path, X509Certificate2 signer)
+    {
+        using SqliteConnection connection = CoordinatorState.OpenReadOnly(path);
+        using ECDsa key = signer.GetECDsaPublicKey()!;
+        return AuditChain.Verify(CoordinatorState.ReadAuditRecords(connection), CoordinatorState.ReadAuditHead(connection), key);
+    }
+
+    private static T Query<T>(string path, string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        return (T)command.ExecuteScalar()!;
+    }
+
+    private static void Exec(string path, string sql, object? value)
+    {
+        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        if (value is not null)
+        {
+            command.Parameters.AddWithValue("$v", value);
+        }
+        command.ExecuteNonQuery();
+    }
+}

@@ -1,0 +1,104 @@
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.State;
+using Microsoft.Data.Sqlite;
+
+namespace Federated.Coordinator.Tests;
+
+public sealed class CoordinatorStateTests
+{
+    [Fact]
+    public void Open_NewFile_AppliesEveryMigrationInWalMode()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        string path = dir.File("state.db");
+
+        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+        {
+            Assert.Equal(StateSchema.Migrations.Length, state.SchemaVersion);
+        }
+        using SqliteConnection connection = CoordinatorState.OpenReadOnly(path);
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "PRAGMA journal_mode";
+        Assert.Equal("wal", command.ExecuteScalar());
+    }
+
+    [Fact]
+    public void Open_SchemaFromTheFuture_Throws()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        string path = dir.File("state.db");
+        CoordinatorState.Open(path, signer, TimeProvider.System).Dispose();
+        using (var connection = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            connection.Open();
+            using SqliteCommand command = connection.CreateCommand();
+            command.CommandText = $"PRAGMA user_version = {StateSchema.Migrations.Length + 1}";
+            command.ExecuteNonQuery();
+        }
+
+        var ex = Assert.Throws<InvalidOperationException>(() => CoordinatorState.Open(path, signer, TimeProvider.System));
+        Assert.Contains("newer", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RegisterClient_ThenReopen_ClientAndAuditEntryPersist()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        string path = dir.File("state.db");
+        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+        {
+            state.RegisterClient("alice", "aa", "1.0", "cpu");
+            state.RegisterClient("alice", "aa", "1.1", "cpu"); // same certificate: no new audit entry
+            Assert.True(state.Heartbeat("alice", available: false));
+            Assert.False(state.Heartbeat("nobody", available: true));
+        }
+
+        using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
+        ClientRecord alice = Assert.Single(reopened.ListClients());
+        Assert.Equal(("alice", "1.1", false), (alice.ClientId, alice.ClientVersion, alice.Available));
+        var (entries, head) = reopened.ReadAudit(1, 100);
+        Assert.Single(entries);
+        Assert.Contains("\"action\":\"client.register\"", entries[0].CanonicalJson, StringComparison.Ordinal);
+        Assert.Equal(1, head!.Sequence);
+    }
+
+    [Fact]
+    public void ChargeLedger_SameRoundTwice_SecondChargeFailsAndSpentCountsOnce()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.SetBudget("default", 8.0, 1e-6, "officer");
+        var charge = new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default);
+
+        LedgerRecord stored = state.ChargeLedger(charge, "coordinator");
+        Assert.Throws<SqliteException>(() => state.ChargeLedger(charge, "coordinator"));
+        state.ChargeLedger(charge with { Round = 2, EpsilonAfter = 1.1, EpsilonDelta = 0.35 }, "coordinator");
+
+        Assert.Equal(1, stored.Sequence);
+        BudgetRecord budget = state.GetBudget("default")!;
+        Assert.Equal(1.1, budget.EpsilonSpent, 12);
+        Assert.Equal(2, state.GetLedger("run1", null).Count);
+        Assert.Empty(state.GetLedger("run2", null));
+    }
+
+    [Theory]
+    [InlineData(0.0, 1e-6)]
+    [InlineData(double.NaN, 1e-6)]
+    [InlineData(1.0, 1.0)]
+    [InlineData(1.0, 0.0)]
+    public void SetBudget_OutOfRange_ThrowsAndWritesNothing(double epsilon, double delta)
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => state.SetBudget("default", epsilon, delta, "officer"));
+
+        Assert.Null(state.GetBudget("default"));
+        Assert.Empty(state.ReadAudit(1, 10).Entries);
+    }
+}

@@ -1,0 +1,126 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Cli;
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.Security;
+
+namespace Federated.Coordinator.Tests;
+
+// Owner-only file modes are a Unix property; the project runs its services on Linux.
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class PkiCommandTests
+{
+    private static Task<int> Run(params string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
+
+    [Fact]
+    public async Task Init_NewFolder_WritesCaServerEngineerOfficerWithOwnerOnlyKeys()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+
+        int code = await Run("pki", "init", "--out", pki, "--host", "coord.example.org", "--host", "10.1.2.3");
+
+        Assert.Equal(CliRunner.Ok, code);
+        foreach (string name in new[] { "server", "engineer", "officer" })
+        {
+            foreach (string ext in new[] { ".pfx", ".crt", ".key" })
+            {
+                Assert.True(File.Exists(Path.Combine(pki, name + ext)), name + ext);
+            }
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, name + ".key")));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, name + ".pfx")));
+        }
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, "ca.key")));
+
+        using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
+        var basic = Assert.IsType<X509BasicConstraintsExtension>(ca.Extensions["2.5.29.19"]);
+        Assert.True(basic.CertificateAuthority);
+        var usage = Assert.IsType<X509KeyUsageExtension>(ca.Extensions["2.5.29.15"]);
+        Assert.Equal(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, usage.KeyUsages);
+        Assert.Equal("1.2.840.10045.2.1", ca.PublicKey.Oid.Value); // id-ecPublicKey
+        using (ECDsa? caKey = ca.GetECDsaPublicKey())
+        {
+            Assert.Equal(256, caKey!.KeySize);
+        }
+
+        using X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "server.pfx"), null);
+        var names = Assert.IsType<X509SubjectAlternativeNameExtension>(server.Extensions["2.5.29.17"]);
+        Assert.Equal(["localhost", "coord.example.org"], names.EnumerateDnsNames());
+        Assert.Equal(["127.0.0.1", "::1", "10.1.2.3"], names.EnumerateIPAddresses().Select(a => a.ToString()));
+        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
+        Assert.True(validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out _));
+        Assert.False(validator.TryBuildChain(server, FederationCertificateValidator.ClientAuthOid, out _));
+
+        using X509Certificate2 officer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "officer.pfx"), null);
+        Assert.True(validator.TryValidateClient(officer, out CallerIdentity? identity, out string reason), reason);
+        Assert.Equal(new CallerIdentity("officer", FederationRole.Officer, identity!.CertificateSha256), identity);
+    }
+
+    [Fact]
+    public async Task Issue_ClientRole_WritesPfxPemAndCaBesideOut()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string password = dir.File("password.txt");
+        File.WriteAllText(password, "correct horse\n");
+        string outDir = dir.File("alice");
+
+        int code = await Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
+
+        Assert.Equal(CliRunner.Ok, code);
+        Assert.True(File.Exists(Path.Combine(outDir, "ca.crt")));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(outDir, "alice.key")));
+        Assert.Throws<CryptographicException>(() => X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(outDir, "alice.pfx"), null));
+        using X509Certificate2 alice = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(outDir, "alice.pfx"), "correct horse");
+        Assert.True(alice.HasPrivateKey);
+        Assert.Equal(FederationRole.Client, FederationRoleExtension.Read(alice));
+
+        // The PEM pair is the same identity for other TLS stacks.
+        using X509Certificate2 pem = X509Certificate2.CreateFromPemFile(Path.Combine(outDir, "alice.crt"), Path.Combine(outDir, "alice.key"));
+        Assert.Equal(alice.Thumbprint, pem.Thumbprint);
+        Assert.True(pem.HasPrivateKey);
+    }
+
+    [Theory]
+    [InlineData("--role", "boss")]
+    [InlineData("--name", "../evil")]
+    public async Task Issue_BadArgument_ExitsTwoAndWritesNothing(string flag, string value)
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string outFile = dir.File("x/x.pfx");
+        var args = new Dictionary<string, string> { ["--ca"] = pki, ["--name"] = "bob", ["--role"] = "client", ["--out"] = outFile };
+        args[flag] = value;
+
+        int code = await Run(["pki", "issue", .. args.SelectMany(p => new[] { p.Key, p.Value })]);
+
+        Assert.Equal(CliRunner.BadUsage, code);
+        Assert.False(Directory.Exists(dir.File("x")));
+    }
+
+    [Fact]
+    public async Task Init_ExistingCa_ExitsTwoAndKeepsTheCa()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        byte[] before = File.ReadAllBytes(Path.Combine(pki, "ca.crt"));
+
+        Assert.Equal(CliRunner.BadUsage, await Run("pki", "init", "--out", pki));
+
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(pki, "ca.crt")));
+    }
+
+    [Fact]
+    public void RoleRead_OuAndExtensionDisagree_ReturnsNull()
+    {
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=mallory, OU=client", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(FederationRoleExtension.Create(FederationRole.Officer));
+        using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddDays(1));
+
+        Assert.Null(FederationRoleExtension.Read(certificate));
+    }
+}
