@@ -36,7 +36,16 @@ internal sealed class PrivacyEpsilonCommand : Command<PrivacyEpsilonCommand.Sett
         double delta = PrivacyArguments.Delta(settings.Delta);
         PrivacyAccountantKind kind = PrivacyArguments.Accountant(settings.Accountant);
 
-        PrivacySpent spent = PrivacyPlanner.Epsilon(kind, z, q, rounds, delta);
+        PrivacySpent spent;
+        try
+        {
+            spent = PrivacyPlanner.Epsilon(kind, z, q, rounds, delta);
+        }
+        catch (ArgumentOutOfRangeException ex) when (ex.ParamName == "roundedUpper")
+        {
+            // The PLD grid grows like 1/z^2; a tiny noise multiplier is a plan to change, not a crash.
+            throw new UsageException($"--noise-multiplier {settings.NoiseMultiplier} is too small for the PLD accountant's grid; use --accountant rdp");
+        }
         string accountant = PrivacyArguments.Name(kind);
         if (settings.Json)
         {

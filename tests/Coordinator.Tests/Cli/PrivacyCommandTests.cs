@@ -125,6 +125,15 @@ public sealed class PrivacyCommandTests
         Assert.Single(error.TrimEnd().Split('\n'));
     }
 
+    [Fact]
+    public async Task Epsilon_PldWithTinyNoise_ExitsTwoSuggestingRdp()
+    {
+        var (code, _, error) = await RunAsync("privacy", "epsilon", "--noise-multiplier", "0.005", "--sampling-rate", "0.1",
+            "--rounds", "2", "--delta", "1e-5", "--accountant", "pld");
+        Assert.Equal(2, code);
+        Assert.Contains("--accountant rdp", error);
+    }
+
     [Theory]
     [InlineData("--noise-multiplier")]
     [InlineData("--sampling-rate")]
