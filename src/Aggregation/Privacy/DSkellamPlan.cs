@@ -80,7 +80,7 @@ public sealed class DSkellamPlan
     /// Picks the largest scale s (capped so each client's Poisson mean is at most MaxSkellamMu) such that
     /// k * sqrt(V(s)) &lt;= 2^(b-1), where V(s) bounds the sub-Gaussian
     /// variance proxy of one coordinate of the aggregate of n = MaxClients clients (Kairouz, Liu, Steinke 2021,
-    /// Sections 4.2 and 4.4; TFF's heuristic scale factor):
+    /// Section 4, as in TFF's heuristic scale factor for distributed DP):
     ///   V(s) = (s n C)^2 / d'  (the shared rotation makes sum_j H D x_j / sqrt(d') sub-Gaussian with proxy |sum x_j|^2 / d')
     ///        + n / 4           (each client's rounding error lies in [-1, 1] with mean zero)
     ///        + (n / t) (z Delta2(s))^2  (the Skellam noise of n clients, each of variance (z Delta2)^2 / t).
@@ -159,7 +159,7 @@ public sealed class DSkellamPlan
     }
 
     // Conditional randomized rounding keeps |x~|^2 <= min(c^2 + d/4 + sqrt(2 ln(1/beta)) (c + sqrt(d)/2), (c + sqrt(d))^2)
-    // for a vector of norm c (Kairouz, Liu, Steinke 2021, Theorem 2 / TFF's rounding bound); rounds that exceed it are redrawn.
+    // for a vector of norm c (Kairouz, Liu, Steinke 2021, conditional randomized rounding, Section 4; the bound TFF uses); rounds that exceed it are redrawn.
     internal static double RoundedNormBoundSquared(double scaledNorm, int dimension, double beta)
     {
         double c = scaledNorm, d = dimension;

@@ -177,7 +177,7 @@ public sealed class RdpAnalysisTests
     [Fact]
     public void Skellam_LargeVariance_ApproachesGaussianRdp()
     {
-        // Agarwal et al. 2021, Theorem 3.5: the Skellam RDP tends to the Gaussian's a*l2^2/(2 var) as var grows.
+        // Agarwal et al. 2021 (arXiv:2110.04995): the Skellam RDP tends to the Gaussian's a*l2^2/(2 var) as var grows.
         double[] orders = [2.0, 8.0, 32.0];
         double l2 = 100, l1 = 100 * 100;
         double variance = Math.Pow(1.1 * l2, 2) * 1e4;
