@@ -23,6 +23,21 @@ public sealed class JsonlDatasetTests
     }
 
     [Fact]
+    public void Parse_TokenizerWithoutBos_StartsWithTheText()
+    {
+        using var folder = new ScratchFolder();
+        ByteLevelTokenizerWriter.Write(folder.Path);
+        // Qwen2-style: no BOS token at all.
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.ConfigFileName), """{"bos_token": null, "eos_token": "</s>"}""");
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(folder.Path);
+
+        TokenizedExample example = Assert.Single(JsonlDataset.Parse(["""{"text": "ab"}"""], "mem", tokenizer).Examples);
+
+        Assert.Equal(new[] { 3 + 'a', 3 + 'b', 1 }, example.InputIds);
+        Assert.Equal(new[] { 3 + 'b', 1, Ignore }, example.Labels);
+    }
+
+    [Fact]
     public void Parse_PromptCompletion_PromptPositionsCarryNoLoss()
     {
         using var folder = new ScratchFolder();

@@ -131,4 +131,43 @@ public sealed class HuggingFaceTokenizerTests
 
         Assert.Contains(HuggingFaceTokenizer.TokenizerFileName, ex.Message);
     }
+
+    [Fact]
+    public void Encode_PostProcessorAddingBosAndEos_StripsBoth()
+    {
+        using var folder = new ScratchFolder();
+        // A hand-written WordLevel tokenizer whose TemplateProcessing wraps every sequence as "<s> $A </s>".
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.TokenizerFileName), """
+            {
+              "version": "1.0", "truncation": null, "padding": null,
+              "added_tokens": [
+                {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+              ],
+              "normalizer": null,
+              "pre_tokenizer": {"type": "Whitespace"},
+              "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {
+                  "<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                  "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}
+                }
+              },
+              "decoder": null,
+              "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "hello": 3, "world": 4, "a": 5}, "unk_token": "<unk>"}
+            }
+            """);
+
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(folder.Path);
+
+        Assert.Equal(new[] { 3, 4, 3 }, tokenizer.Encode("hello world hello"));
+        Assert.Equal(new[] { 0 }, tokenizer.Encode("unknown"));
+        Assert.Empty(tokenizer.Encode(""));
+        Assert.Equal(1, tokenizer.BosId);
+        Assert.Equal(2, tokenizer.EosId);
+        Assert.Equal(2, tokenizer.PadId);
+        Assert.Equal(6, tokenizer.VocabSize);
+    }
 }
