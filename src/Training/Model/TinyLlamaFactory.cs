@@ -26,10 +26,13 @@ public static class TinyLlamaFactory
 
     /// <summary>
     /// Creates <paramref name="directory"/> with config.json and model.safetensors holding weights initialised as
-    /// transformers does (normal(0, 0.02), norms 1) from <paramref name="seed"/>, stored as <paramref name="dtype"/>.
+    /// transformers does (normal(0, <paramref name="initStd"/>), norms 1) from <paramref name="seed"/>, stored as
+    /// <paramref name="dtype"/>.
     /// </summary>
-    public static void Write(string directory, LlamaConfig config, long seed, SafeTensorDType dtype = SafeTensorDType.F32)
+    public static void Write(string directory, LlamaConfig config, long seed, SafeTensorDType dtype = SafeTensorDType.F32,
+        double initStd = 0.02)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(initStd);
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(config);
         if (dtype is not (SafeTensorDType.F32 or SafeTensorDType.F16 or SafeTensorDType.BF16))
@@ -45,7 +48,7 @@ public static class TinyLlamaFactory
             _ => "float32",
         };
         using var model = new LlamaForCausalLM(config, torch.CPU);
-        model.InitializeRandom(seed);
+        model.InitializeRandom(seed, initStd);
         SafeTensorsWriter.Write(
             Path.Combine(directory, "model.safetensors"),
             model.BaseWeights().Select(w => (w.Name, w.Tensor, dtype)),
