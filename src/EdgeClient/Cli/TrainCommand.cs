@@ -156,7 +156,9 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             InitSeed: settings.Seed,
             FreezeA: settings.FreezeA);
         model.AddLora(lora);
-        IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId);
+        // Examples are shuffled into batches once (seeded); the trainer then visits the batches in a seeded order per epoch.
+        IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId,
+            shuffleSeed: unchecked((ulong)settings.Seed));
         var trainerOptions = new TrainerOptions
         {
             Steps = settings.Steps,

@@ -87,6 +87,19 @@ public sealed class TrainEvalCommandTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Eval_MissingWeights_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+        System.IO.File.Delete(Path.Combine(folder.Model, "model.safetensors"));
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data, "--device", "cpu");
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.StartsWith("edge-client: --model: ", result.StdErr);
+    }
+
+    [Fact]
     public void Eval_MissingAdapterFolder_ExitsWithUsageError()
     {
         using var folder = new TinyModelFolder();
