@@ -51,6 +51,19 @@ public sealed record LlamaConfig
     public static LlamaConfig Parse(string json)
     {
         ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            return ParseCore(json);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        {
+            // JsonNode.GetValue throws these when a field has the wrong JSON type.
+            throw new InvalidDataException($"config.json has a field of the wrong type: {e.Message}", e);
+        }
+    }
+
+    private static LlamaConfig ParseCore(string json)
+    {
         JsonObject root;
         try
         {

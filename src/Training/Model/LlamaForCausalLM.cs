@@ -70,6 +70,26 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     public IEnumerable<(string Name, Tensor Tensor)> BaseWeights() =>
         named_parameters().Where(p => !IsLoraName(p.name)).Select(p => (p.name, (Tensor)p.parameter));
 
+    /// <summary>Writes config.json and model.safetensors (e.g. after MergeLora) so that transformers loads the folder.</summary>
+    public void SavePretrained(string directory, SafeTensorDType dtype = SafeTensorDType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (dtype is not (SafeTensorDType.F32 or SafeTensorDType.F16 or SafeTensorDType.BF16))
+        {
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "model weights must be F32, F16 or BF16");
+        }
+        Directory.CreateDirectory(directory);
+        SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"),
+            BaseWeights().Select(w => (w.Name, w.Tensor, dtype)), new Dictionary<string, string> { ["format"] = "pt" });
+        string torchDtype = dtype switch
+        {
+            SafeTensorDType.BF16 => "bfloat16",
+            SafeTensorDType.F16 => "float16",
+            _ => "float32",
+        };
+        File.WriteAllText(Path.Combine(directory, "config.json"), (Config with { TorchDtype = torchDtype }).ToJson());
+    }
+
     /// <summary>Copies every base weight from a checkpoint; a missing or mis-shaped tensor is an error naming it.</summary>
     public void LoadWeights(SafeTensorsCheckpoint checkpoint)
     {

@@ -119,6 +119,18 @@ public static partial class PeftAdapter
 
     internal static (LoraSettings Settings, string BaseModel) ParseConfig(string json)
     {
+        try
+        {
+            return ParseConfigCore(json);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        {
+            throw new InvalidDataException($"{ConfigFileName} has a field of the wrong type: {e.Message}", e);
+        }
+    }
+
+    private static (LoraSettings Settings, string BaseModel) ParseConfigCore(string json)
+    {
         JsonObject root;
         try
         {
