@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using Federated.Training.Data;
-using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Tokenization;
@@ -120,9 +119,7 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
     {
         try
         {
-            (LoraSettings lora, AdapterTensors adapter, _) = PeftAdapter.Load(adapterDirectory);
-            model.AddLora(lora);
-            model.SetAdapter(adapter);
+            PeftAdapter.Apply(adapterDirectory, model);
         }
         catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or JsonException)
         {

@@ -34,6 +34,8 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             register_module("lm_head", _lmHead);
         }
         _rotary = new RotaryEmbedding(config, Device);
+        // Inference mode until a trainer says otherwise, as transformers' from_pretrained leaves models.
+        eval();
     }
 
     public LlamaConfig Config { get; }
