@@ -197,6 +197,8 @@ public sealed class ServerSession : IDisposable
     public void ReceiveMaskedInput(MaskedInputMessage message)
     {
         ArgumentNullException.ThrowIfNull(message);
+        RequireStage(SecAggStage.MaskedInput, "a masked input");
+        RequireMember(_u2, message.Sender, "a masked input");
         if (message.MaskedInput is null || message.MaskedInput.Length != _parameters.VectorLength)
         {
             throw new MalformedMessageException($"masked input from client {message.Sender} has length {message.MaskedInput?.Length ?? 0}; expected {_parameters.VectorLength}.");
