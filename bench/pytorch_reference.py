@@ -131,13 +131,14 @@ def measure(c, ids, labels, lora, full, repeats):
         opt.step()
         return loss.item()
 
-    step()  # warm-up, as Measure.MedianSeconds
-    times = []
+    step()  # warm-up, as the C# suite
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(time.process_time() - cpu_start)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main():
@@ -155,9 +156,9 @@ def main():
     labels = torch.cat([ids[:, 1:], torch.full((c["batch"], 1), -100)], 1)
     tokens = c["batch"] * c["seq"]
     r = args.rank
-    lora = measure(c, ids, labels, dict(rank=r, alpha=2 * r), False, args.repeats)
-    ffa = measure(c, ids, labels, dict(rank=r, alpha=2 * r, freeze_a=True), False, args.repeats)
-    full = measure(c, ids, labels, dict(), True, args.repeats)
+    lora, lora_cpu = measure(c, ids, labels, dict(rank=r, alpha=2 * r), False, args.repeats)
+    ffa, ffa_cpu = measure(c, ids, labels, dict(rank=r, alpha=2 * r, freeze_a=True), False, args.repeats)
+    full, full_cpu = measure(c, ids, labels, dict(), True, args.repeats)
     print(json.dumps({
         "suite": "training-pytorch-reference", "torch_version": torch.__version__, "device": "cpu",
         "torch_threads": args.threads, "layers": c["layers"], "hidden": c["hidden"], "heads": c["heads"],
@@ -165,6 +166,8 @@ def main():
         "lora_step_seconds_median": round(lora, 4), "lora_tokens_per_second": round(tokens / lora, 1),
         "ffa_lora_step_seconds_median": round(ffa, 4), "ffa_lora_tokens_per_second": round(tokens / ffa, 1),
         "full_step_seconds_median": round(full, 4), "full_tokens_per_second": round(tokens / full, 1),
+        "lora_step_cpu_seconds_median": round(lora_cpu, 4), "ffa_lora_step_cpu_seconds_median": round(ffa_cpu, 4),
+        "full_step_cpu_seconds_median": round(full_cpu, 4),
     }))
 
 

@@ -57,6 +57,18 @@ public sealed class LlamaForCausalLMTests
     }
 
     [Fact]
+    public void Forward_BeyondSlidingWindow_IsRefused()
+    {
+        using var model = new LlamaForCausalLM(Config(false) with { ModelType = "mistral", SlidingWindow = 4 });
+        model.InitializeRandom(1);
+        using var scope = torch.NewDisposeScope();
+
+        Assert.Equal([1L, 4L, 64L], model.forward(torch.tensor(s_ids[..4]).unsqueeze(0)).shape);
+        var e = Assert.Throws<NotSupportedException>(() => model.forward(torch.tensor(s_ids).unsqueeze(0)));
+        Assert.Contains("sliding_window 4", e.Message);
+    }
+
+    [Fact]
     public void Forward_ChangingLaterToken_LeavesEarlierLogitsUnchanged()
     {
         using var dir = new TempDirectory();

@@ -131,8 +131,14 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         {
             throw new ArgumentException($"input ids must be [batch, sequence]; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
         }
-        using var scope = torch.NewDisposeScope();
         long length = inputIds.shape[1];
+        if (Config.SlidingWindow is { } window && length > window)
+        {
+            // Within the window, sliding-window attention is plain causal attention; beyond it we would be wrong.
+            throw new NotSupportedException(
+                $"sequence length {length} exceeds the model's sliding_window {window}; sliding-window attention is not implemented, use sequences of at most {window} tokens");
+        }
+        using var scope = torch.NewDisposeScope();
         var (cos, sin) = _rotary.Tables(length);
         Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
         Tensor? mask = BuildMask(attentionMask, length);
