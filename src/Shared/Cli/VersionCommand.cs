@@ -2,7 +2,7 @@ using System.Reflection;
 using System.Text.Json;
 using Spectre.Console.Cli;
 
-namespace Federated.EdgeClient.Cli;
+namespace Federated.Cli;
 
 /// <summary>Prints the product version, for operators and scripts.</summary>
 internal sealed class VersionCommand : Command<VersionCommand.Settings>
@@ -15,9 +15,10 @@ internal sealed class VersionCommand : Command<VersionCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        string name = Assembly.GetEntryAssembly()?.GetName().Name ?? "federated";
         string version = typeof(VersionCommand).Assembly
             .GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
-        Console.WriteLine(settings.Json ? JsonSerializer.Serialize(new { version }) : $"edge-client {version}");
+        Console.WriteLine(settings.Json ? JsonSerializer.Serialize(new { version }) : $"{name} {version}");
         return CliRunner.Ok;
     }
 }
