@@ -7,6 +7,12 @@ internal static class EdgeClientCommands
 {
     public static void Configure(IConfigurator config)
     {
+        config.AddCommand<ScrubCommand>("scrub").WithDescription("Preview or write the PII scrubbing applied before training.");
+        config.AddCommand<VerifyAdapterCommand>("verify-adapter").WithDescription("Verify an adapter folder's signature against the federation CA.");
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
+        config.AddCommand<TrainCommand>("train")
+            .WithDescription("Fine-tune a LoRA adapter locally on a JSONL file and write a PEFT folder (nothing leaves the machine).");
+        config.AddCommand<EvalCommand>("eval")
+            .WithDescription("Print mean_loss, perplexity and tokens of a model, with or without an adapter, on a JSONL file.");
     }
 }

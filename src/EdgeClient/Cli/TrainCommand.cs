@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Text.Json;
+using Federated.Training.Data;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Federated.Training.Peft;
+using Federated.Training.Tokenization;
+using Federated.Training.Trainer;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Federated.EdgeClient.Cli;
+
+/// <summary>Local-only LoRA fine-tune of a Hugging Face model on a JSONL file, writing a PEFT adapter folder.</summary>
+internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--model <DIR>")]
+        public string? Model { get; init; }
+
+        [CommandOption("--data <FILE>")]
+        public string? Data { get; init; }
+
+        [CommandOption("--out <DIR>")]
+        public string? Out { get; init; }
+
+        [CommandOption("--steps <N>")]
+        public int Steps { get; init; } = 100;
+
+        [CommandOption("--rank <R>")]
+        public int Rank { get; init; } = 8;
+
+        /// <summary>lora_alpha; defaults to twice the rank.</summary>
+        [CommandOption("--alpha <ALPHA>")]
+        public double? Alpha { get; init; }
+
+        /// <summary>Comma-separated projections to adapt; all seven linear projections by default (QLoRA's finding).</summary>
+        [CommandOption("--targets <LIST>")]
+        public string Targets { get; init; } = string.Join(',', LoraSettings.AllProjections);
+
+        [CommandOption("--device <D>")]
+        public string Device { get; init; } = "auto";
+
+        [CommandOption("--learning-rate <LR>")]
+        public double LearningRate { get; init; } = 2e-4;
+
+        [CommandOption("--batch-size <N>")]
+        public int BatchSize { get; init; } = 4;
+
+        [CommandOption("--max-length <N>")]
+        public int? MaxLength { get; init; }
+
+        [CommandOption("--seed <N>")]
+        public long Seed { get; init; }
+
+        /// <summary>Pack records into full blocks of --max-length instead of padding each one.</summary>
+        [CommandOption("--pack")]
+        public bool Pack { get; init; }
+
+        /// <summary>Skip malformed JSONL lines (each reported) instead of stopping at the first.</summary>
+        [CommandOption("--skip-malformed")]
+        public bool SkipMalformed { get; init; }
+
+        /// <summary>Freeze LoRA A (FFA-LoRA, the federated default); local training trains both A and B otherwise.</summary>
+        [CommandOption("--freeze-a")]
+        public bool FreezeA { get; init; }
+
+        [CommandOption("--json")]
+        public bool Json { get; init; }
+
+        public string[] TargetList =>
+            Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToArray();
+
+        public override ValidationResult Validate()
+        {
+            if (string.IsNullOrWhiteSpace(Model) || string.IsNullOrWhiteSpace(Data) || string.IsNullOrWhiteSpace(Out))
+            {
+                return ValidationResult.Error("--model, --data and --out are required");
+            }
+            if (Steps is < 1 or > 10_000_000)
+            {
+                return ValidationResult.Error($"--steps {Steps} is outside 1..10000000");
+            }
+            if (Rank is < 1 or > 4096)
+            {
+                return ValidationResult.Error($"--rank {Rank} is outside 1..4096");
+            }
+            if (Alpha is double alpha && !(alpha > 0 && double.IsFinite(alpha)))
+            {
+                return ValidationResult.Error($"--alpha {alpha} must be a positive number");
+            }
+            foreach (string target in TargetList)
+            {
+                if (!LoraSettings.AllProjections.Contains(target))
+                {
+                    return ValidationResult.Error(
+                        $"--targets: '{target}' is not one of {string.Join(", ", LoraSettings.AllProjections)}");
+                }
+            }
+            if (TargetList.Length == 0)
+            {
+                return ValidationResult.Error("--targets names no projection");
+            }
+            if (!(LearningRate > 0 && LearningRate < 1))
+            {
+                return ValidationResult.Error($"--learning-rate {LearningRate} is outside (0, 1)");
+            }
+            if (BatchSize is < 1 or > 4096)
+            {
+                return ValidationResult.Error($"--batch-size {BatchSize} is outside 1..4096");
+            }
+            if (!TrainingDevice.Choices.Contains(Device.ToLowerInvariant()))
+            {
+                return ValidationResult.Error($"--device '{Device}' is not one of {string.Join(", ", TrainingDevice.Choices)}");
+            }
+            return ValidationResult.Success();
+        }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        string modelDirectory = settings.Model!;
+        string outDirectory = settings.Out!;
+        LlamaConfig config = LocalModelInputs.RequireConfig(modelDirectory);
+        int maxLength = LocalModelInputs.SequenceLength(settings.MaxLength, config);
+        if (File.Exists(outDirectory))
+        {
+            throw new UsageException($"--out: {outDirectory} is a file, not a folder");
+        }
+
+        JsonlDataset dataset;
+        int padId;
+        using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(modelDirectory, config))
+        {
+            var options = new DatasetOptions
+            {
+                MaxLength = maxLength,
+                Pack = settings.Pack,
+                MalformedLines = settings.SkipMalformed ? MalformedLinePolicy.Skip : MalformedLinePolicy.Stop,
+            };
+            dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
+            padId = tokenizer.PadId;
+        }
+        foreach (MalformedLine skipped in dataset.SkippedLines)
+        {
+            await Console.Error.WriteLineAsync($"edge-client: skipped {skipped}");
+        }
+
+        var device = LocalModelInputs.RequireDevice(settings.Device);
+        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);
+        var lora = new LoraSettings(
+            Rank: settings.Rank,
+            Alpha: settings.Alpha ?? 2.0 * settings.Rank,
+            TargetModules: settings.TargetList,
+            InitSeed: settings.Seed,
+            FreezeA: settings.FreezeA);
+        model.AddLora(lora);
+        IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId);
+        var trainerOptions = new TrainerOptions
+        {
+            Steps = settings.Steps,
+            LearningRate = settings.LearningRate,
+            Seed = settings.Seed,
+        };
+
+        TrainingResult result = settings.Json
+            ? Train(model, batches, trainerOptions, WriteJsonStep, cancellationToken)
+            : await TrainWithProgressBarAsync(model, batches, trainerOptions, cancellationToken);
+
+        PeftAdapter.Save(outDirectory, lora, result.After!, Path.GetFullPath(modelDirectory));
+
+        if (settings.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                @event = "done",
+                @out = outDirectory,
+                steps = result.Steps,
+                first_loss = result.FirstLoss,
+                last_loss = result.LastLoss,
+                tokens = result.Tokens,
+                seconds = Math.Round(result.Elapsed.TotalSeconds, 3),
+                examples = dataset.Examples.Count,
+                skipped_lines = dataset.SkippedLines.Count,
+                device = device.type.ToString().ToLowerInvariant(),
+            }));
+        }
+        else
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"trained {result.Steps} steps on {dataset.Examples.Count} examples ({result.Tokens} tokens, {result.Elapsed.TotalSeconds:F1} s): loss {result.FirstLoss:F4} -> {result.LastLoss:F4}"));
+            Console.WriteLine($"adapter written to {outDirectory}");
+        }
+        return CliRunner.Ok;
+    }
+
+    private static TrainingResult Train(LlamaForCausalLM model, IReadOnlyList<TokenBatch> batches, TrainerOptions options,
+        Action<TrainingProgress> onStep, CancellationToken cancellationToken) =>
+        new LoraTrainer().Train(model, batches, options, new InlineProgress<TrainingProgress>(onStep), cancellationToken);
+
+    private static void WriteJsonStep(TrainingProgress p) =>
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            @event = "step",
+            step = p.Step,
+            total_steps = p.TotalSteps,
+            loss = p.Loss,
+            learning_rate = p.LearningRate,
+            grad_norm = double.IsFinite(p.GradNorm) ? p.GradNorm : (double?)null,
+            tokens = p.Tokens,
+            tokens_per_second = Math.Round(p.TokensPerSecond, 1),
+        }));
+
+    private static async Task<TrainingResult> TrainWithProgressBarAsync(LlamaForCausalLM model, IReadOnlyList<TokenBatch> batches,
+        TrainerOptions options, CancellationToken cancellationToken)
+    {
+        TrainingResult? result = null;
+        await AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .StartAsync(async progress =>
+            {
+                ProgressTask task = progress.AddTask("training", maxValue: options.Steps ?? 1);
+                // TorchSharp work is synchronous; running it off the render thread keeps the bar live.
+                result = await Task.Run(() => Train(model, batches, options, p =>
+                {
+                    task.MaxValue = p.TotalSteps;
+                    task.Value = p.Step;
+                    task.Description = string.Create(CultureInfo.InvariantCulture, $"training  loss {p.Loss:F4}");
+                }, cancellationToken), cancellationToken);
+            });
+        return result!;
+    }
+}

@@ -1,0 +1,181 @@
+using System.Globalization;
+using System.Text.Json;
+using Federated.Training.Peft;
+using Xunit.Abstractions;
+
+namespace Federated.EdgeClient.Tests.Cli;
+
+[Collection(LocalTrainingCollection.Name)]
+public sealed class TrainEvalCommandTests(ITestOutputHelper output)
+{
+    private const int BadUsage = 2;
+
+    private static readonly string[] s_trainingLines =
+    [
+        """{"text": "the cat sat on the mat"}""",
+        """{"prompt": "Q: capital of France?", "completion": " A: Paris"}""",
+        """{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}""",
+        """{"text": "federated learning keeps data at home"}""",
+    ];
+
+    [Fact]
+    public void Train_MissingModelFolder_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder(writeModel: false);
+        string data = folder.WriteLines("train.jsonl", s_trainingLines);
+
+        var result = EdgeClientProcess.Run("train", "--model", folder.File("absent"), "--data", data, "--out", folder.File("out"));
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("--model: folder not found", result.StdErr);
+        Assert.Single(result.StdErr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void Train_MissingDataFile_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+
+        var result = EdgeClientProcess.Run("train", "--model", folder.Model, "--data", folder.File("absent.jsonl"), "--out", folder.File("out"));
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("--data: file not found", result.StdErr);
+        Assert.False(Directory.Exists(folder.File("out")));
+    }
+
+    [Fact]
+    public void Train_NonLlamaConfig_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("train.jsonl", s_trainingLines);
+        System.IO.File.WriteAllText(Path.Combine(folder.Model, "config.json"),
+            """{"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 64}""");
+
+        var result = EdgeClientProcess.Run("train", "--model", folder.Model, "--data", data, "--out", folder.File("out"));
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("bert", result.StdErr);
+    }
+
+    [Fact]
+    public void Eval_UnreadableTokenizer_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+        System.IO.File.WriteAllText(Path.Combine(folder.Model, "tokenizer.json"), "{ this is not a tokenizer");
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data);
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("tokenizer.json", result.StdErr);
+        Assert.Contains("not valid JSON", result.StdErr);
+    }
+
+    [Fact]
+    public void Eval_MissingAdapterFolder_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--adapter", folder.File("no-adapter"), "--data", data);
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("--adapter: folder not found", result.StdErr);
+    }
+
+    [Fact]
+    public void Eval_MalformedLine_ExitsWithUsageErrorNamingFileAndLine()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines[0], "{\"text\": ", s_trainingLines[1]);
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data);
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains($"{data}:2: not valid JSON", result.StdErr);
+    }
+
+    [Theory]
+    [InlineData("--steps", "0")]
+    [InlineData("--rank", "0")]
+    [InlineData("--device", "tpu")]
+    [InlineData("--targets", "q_proj,lm_head")]
+    public void Train_OutOfRangeOption_ExitsWithUsageError(string option, string value)
+    {
+        using var folder = new TinyModelFolder(writeModel: false);
+
+        var result = EdgeClientProcess.Run("train", "--model", folder.Model, "--data", "x.jsonl", "--out", folder.File("out"), option, value);
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains(option, result.StdErr);
+    }
+
+    [Fact]
+    public void TrainThenEval_TinyModel_AdapterLowersTheLossOnTheTrainingFile()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("train.jsonl", s_trainingLines);
+        string adapter = folder.File("adapter");
+
+        var train = EdgeClientProcess.Run("train", "--model", folder.Model, "--data", data, "--out", adapter,
+            "--steps", "30", "--rank", "4", "--learning-rate", "0.02", "--device", "cpu", "--max-length", "64", "--json");
+        var baseEval = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data, "--device", "cpu", "--json");
+        var adapterEval = EdgeClientProcess.Run("eval", "--model", folder.Model, "--adapter", adapter, "--data", data,
+            "--device", "cpu", "--json");
+
+        Assert.True(train.ExitCode == 0, train.StdErr);
+        string[] lines = train.StdOut.Trim().Split('\n');
+        Assert.Equal(31, lines.Length);
+        using (var last = JsonDocument.Parse(lines[^1]))
+        {
+            Assert.Equal("done", last.RootElement.GetProperty("event").GetString());
+            Assert.Equal(30, last.RootElement.GetProperty("steps").GetInt32());
+        }
+        Assert.True(System.IO.File.Exists(Path.Combine(adapter, PeftAdapter.ConfigFileName)));
+        Assert.True(System.IO.File.Exists(Path.Combine(adapter, PeftAdapter.WeightsFileName)));
+
+        Assert.True(baseEval.ExitCode == 0, baseEval.StdErr);
+        Assert.True(adapterEval.ExitCode == 0, adapterEval.StdErr);
+        using var before = JsonDocument.Parse(baseEval.StdOut);
+        using var after = JsonDocument.Parse(adapterEval.StdOut);
+        double baseLoss = before.RootElement.GetProperty("mean_loss").GetDouble();
+        double adapterLoss = after.RootElement.GetProperty("mean_loss").GetDouble();
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"base mean_loss {baseLoss:F4}, adapter mean_loss {adapterLoss:F4}"));
+        Assert.Equal(before.RootElement.GetProperty("tokens").GetInt64(), after.RootElement.GetProperty("tokens").GetInt64());
+        // With a frozen random lm_head (std 0.02) and RMSNorm'd hidden states, logits can move only about one nat on this
+        // tiny model, so the reachable drop from ln(259) is roughly 0.5 to 1; a quarter nat is far above run-to-run noise.
+        Assert.True(adapterLoss < baseLoss - 0.25,
+            string.Create(CultureInfo.InvariantCulture, $"adapter loss {adapterLoss} should be well below base loss {baseLoss}"));
+        Assert.Equal(Math.Exp(adapterLoss), after.RootElement.GetProperty("perplexity").GetDouble(), 6);
+    }
+
+    [Fact]
+    public void Eval_PlainOutput_PrintsTheThreeNamedFigures()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data, "--device", "cpu");
+
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        Assert.Matches(@"(?m)^mean_loss\s+\d+\.\d+$", result.StdOut);
+        Assert.Matches(@"(?m)^perplexity\s+\d+\.\d+$", result.StdOut);
+        Assert.Matches(@"(?m)^tokens\s+\d+$", result.StdOut);
+    }
+
+    [Fact]
+    public void Train_WithoutJson_ShowsProgressAndWritesTheAdapter()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("train.jsonl", s_trainingLines);
+        string adapter = folder.File("adapter");
+
+        var result = EdgeClientProcess.Run("train", "--model", folder.Model, "--data", data, "--out", adapter,
+            "--steps", "3", "--rank", "2", "--device", "cpu", "--max-length", "32");
+
+        Assert.True(result.ExitCode == 0, result.StdErr);
+        Assert.Contains("trained 3 steps on 4 examples", result.StdOut);
+        Assert.Contains($"adapter written to {adapter}", result.StdOut);
+        Assert.True(System.IO.File.Exists(Path.Combine(adapter, PeftAdapter.WeightsFileName)));
+    }
+}

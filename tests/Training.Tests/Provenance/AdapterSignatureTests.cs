@@ -1,0 +1,179 @@
+using System.Formats.Asn1;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Training.Provenance;
+
+namespace Federated.Training.Tests.Provenance;
+
+public sealed class AdapterSignatureTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("adapter-sig-").FullName;
+    private readonly X509Certificate2 _ca;
+    private readonly X509Certificate2 _signer;
+
+    public AdapterSignatureTests()
+    {
+        (_ca, ECDsa caKey) = CreateCa("CN=Test Federation CA");
+        using (caKey)
+        {
+            _signer = Issue(_ca, caKey, "CN=coordinator-signing", codeSigning: true);
+        }
+        File.WriteAllText(Path.Combine(_dir, "adapter_config.json"), """{"peft_type":"LORA","r":4}""");
+        File.WriteAllBytes(Path.Combine(_dir, "adapter_model.safetensors"), Enumerable.Range(0, 256).Select(i => (byte)i).ToArray());
+        File.WriteAllText(Path.Combine(_dir, "provenance.json"), """{"epsilon":1.5}""");
+    }
+
+    public void Dispose()
+    {
+        _ca.Dispose();
+        _signer.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Fact]
+    public void Verify_SignedFolder_ReturnsSigner()
+    {
+        AdapterSignature.Sign(_dir, _signer);
+
+        using X509Certificate2 signer = AdapterSignature.Verify(_dir, _ca);
+
+        Assert.Equal(_signer.Thumbprint, signer.Thumbprint);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(100)]
+    [InlineData(255)]
+    public void Verify_OneByteChangedInWeights_RefusesNamingTheFile(int offset)
+    {
+        AdapterSignature.Sign(_dir, _signer);
+        string weights = Path.Combine(_dir, "adapter_model.safetensors");
+        byte[] bytes = File.ReadAllBytes(weights);
+        bytes[offset] ^= 0x01;
+        File.WriteAllBytes(weights, bytes);
+
+        var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, _ca));
+
+        Assert.Contains("adapter_model.safetensors changed", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Verify_FileAddedOrRemoved_Refuses()
+    {
+        AdapterSignature.Sign(_dir, _signer);
+        File.WriteAllText(Path.Combine(_dir, "extra.bin"), "x");
+        Assert.Contains("extra.bin was added", Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, _ca)).Message, StringComparison.Ordinal);
+
+        File.Delete(Path.Combine(_dir, "extra.bin"));
+        File.Delete(Path.Combine(_dir, "provenance.json"));
+        Assert.Contains("provenance.json is missing", Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, _ca)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Verify_Unsigned_Refuses()
+    {
+        var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, _ca));
+
+        Assert.Contains("unsigned", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Verify_OneBitFlipsOfTheSignatureFile_RefusedOutsideTheUnsignedAlgorithmList()
+    {
+        AdapterSignature.Sign(_dir, _signer);
+        string path = Path.Combine(_dir, AdapterSignature.SignatureFileName);
+        byte[] original = File.ReadAllBytes(path);
+        // SignedData.digestAlgorithms (RFC 5652, 5.1) is an unsigned hint that verification does not use; a flip
+        // there changes nothing that is checked. Every other byte (content, signed attributes, certificate,
+        // signature) must be covered.
+        (int hintStart, int hintEnd) = DigestAlgorithmsRange(original);
+        Assert.Equal(0x31, original[hintStart]); // a SET, holding one short AlgorithmIdentifier
+        Assert.InRange(hintEnd - hintStart, 10, 20);
+        for (int i = 0; i < original.Length; i += 3)
+        {
+            byte[] tampered = (byte[])original.Clone();
+            tampered[i] ^= (byte)(1 << (i % 8));
+            File.WriteAllBytes(path, tampered);
+            if (i >= hintStart && i < hintEnd)
+            {
+                continue;
+            }
+            Assert.ThrowsAny<Exception>(() => AdapterSignature.Verify(_dir, _ca).Dispose());
+        }
+    }
+
+    // SignedData is the last element of ContentInfo, so the SET starts where the bytes left from it begin.
+    private static (int Start, int End) DigestAlgorithmsRange(byte[] cms)
+    {
+        AsnReader contentInfo = new AsnReader(cms, AsnEncodingRules.DER).ReadSequence();
+        contentInfo.ReadObjectIdentifier();
+        AsnReader signedData = contentInfo.ReadSequence(new Asn1Tag(TagClass.ContextSpecific, 0)).ReadSequence();
+        signedData.ReadInteger();
+        int remaining = 0;
+        for (AsnReader rest = signedData.Clone(); rest.HasData;)
+        {
+            remaining += rest.ReadEncodedValue().Length;
+        }
+        int start = cms.Length - remaining;
+        return (start, start + signedData.PeekEncodedValue().Length);
+    }
+
+    [Fact]
+    public void Verify_SignerFromAnotherCa_Refuses()
+    {
+        (X509Certificate2 otherCa, ECDsa otherKey) = CreateCa("CN=Other CA");
+        using (otherCa)
+        using (otherKey)
+        using (X509Certificate2 stranger = Issue(otherCa, otherKey, "CN=stranger", codeSigning: true))
+        {
+            AdapterSignature.Sign(_dir, stranger);
+
+            var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, _ca));
+
+            Assert.Contains("does not chain to the federation CA", ex.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Verify_SignerWithoutCodeSigningUsage_Refuses()
+    {
+        (X509Certificate2 ca, ECDsa caKey) = CreateCa("CN=Test Federation CA 2");
+        using (ca)
+        using (caKey)
+        using (X509Certificate2 server = Issue(ca, caKey, "CN=server", codeSigning: false))
+        {
+            AdapterSignature.Sign(_dir, server);
+
+            var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.Verify(_dir, ca));
+
+            Assert.Contains("code-signing", ex.Message, StringComparison.Ordinal);
+        }
+    }
+
+    private static (X509Certificate2 Ca, ECDsa Key) CreateCa(string subject)
+    {
+        var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        X509Certificate2 ca = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(30));
+        return (ca, key);
+    }
+
+    private static X509Certificate2 Issue(X509Certificate2 ca, ECDsa caKey, string subject, bool codeSigning)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(
+            [new Oid(codeSigning ? "1.3.6.1.5.5.7.3.3" : "1.3.6.1.5.5.7.3.1")], false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(ca, true, false));
+        byte[] serial = RandomNumberGenerator.GetBytes(16);
+        serial[0] &= 0x7f;
+        using X509Certificate2 cert = request.Create(ca.SubjectName, X509SignatureGenerator.CreateForECDsa(caKey),
+            DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(7), serial);
+        return cert.CopyWithPrivateKey(key);
+    }
+}
