@@ -37,6 +37,9 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             pki.IssueIdentity(Pki, "officer", FederationRole.Officer, password: null);
             pki.IssueIdentity(Pki, "alice", FederationRole.Client, password: null);
             pki.IssueIdentity(Pki, "bob", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "carol", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "dave", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "erin", FederationRole.Client, password: null);
         }
         using (FederationPki rogue = FederationPki.CreateCa(RoguePki, TimeProvider.System))
         {

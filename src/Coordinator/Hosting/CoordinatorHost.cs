@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
@@ -40,6 +41,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     }
 
     public CoordinatorState State => _state;
+
+    /// <summary>The rounds in progress (the orchestrator opens rounds here).</summary>
+    public RoundRegistry Rounds => _app.Services.GetRequiredService<RoundRegistry>();
 
     public IServiceProvider Services => _app.Services;
 
@@ -117,6 +121,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(time);
             builder.Services.AddSingleton(validator);
             builder.Services.AddSingleton(state);
+            builder.Services.AddSingleton(new CoordinatorSigner(server));
+            builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
