@@ -7,6 +7,12 @@ internal static class EdgeClientProcess
 {
     public sealed record Result(int ExitCode, string StdOut, string StdErr);
 
+    public static async Task<(int Code, string Stdout, string Stderr)> RunAsync(params string[] args)
+    {
+        Result result = await Task.Run(() => Run(args));
+        return (result.ExitCode, result.StdOut, result.StdErr);
+    }
+
     public static Result Run(params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "edge-client.dll");

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Federated.EdgeClient.Scrubbing;
+using Federated.EdgeClient.Tests.Cli;
 
 namespace Federated.EdgeClient.Tests.Scrubbing;
 
