@@ -21,6 +21,9 @@ internal sealed record ConnectionOptions
 
     /// <summary>Retries of an idempotent call after a transient failure before the error surfaces (0 = retry until cancelled).</summary>
     public int MaxRetries { get; init; } = 8;
+
+    /// <summary>Optional wrapper of the raw TCP stream (below TLS), e.g. to count the bytes on the wire.</summary>
+    public Func<Stream, Stream>? TransportObserver { get; init; }
 }
 
 /// <summary>
@@ -71,6 +74,23 @@ internal sealed class CoordinatorConnection : IDisposable
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             },
         };
+        if (_options.TransportObserver is { } observe)
+        {
+            handler.ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return observe(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true));
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
         _channel = GrpcChannel.ForAddress(coordinator, new GrpcChannelOptions
         {
             HttpHandler = handler,
