@@ -45,6 +45,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     /// <summary>The rounds in progress (the orchestrator opens rounds here).</summary>
     public RoundRegistry Rounds => _app.Services.GetRequiredService<RoundRegistry>();
 
+    /// <summary>The signed global adapters.</summary>
+    public AdapterStore Adapters => _app.Services.GetRequiredService<AdapterStore>();
+
     public IServiceProvider Services => _app.Services;
 
     /// <summary>The bound https address (with the real port when 0 was asked for); valid after <see cref="StartAsync"/>.</summary>
@@ -121,7 +124,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(time);
             builder.Services.AddSingleton(validator);
             builder.Services.AddSingleton(state);
-            builder.Services.AddSingleton(new CoordinatorSigner(server));
+            var signer = new CoordinatorSigner(server);
+            builder.Services.AddSingleton(signer);
+            builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddGrpc(grpc =>
             {

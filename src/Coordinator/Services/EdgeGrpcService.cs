@@ -17,8 +17,11 @@ using SecAggShareCommitment = Federated.Aggregation.SecureAggregation.ShareCommi
 namespace Federated.Coordinator.Services;
 
 /// <summary>The edge service: maps messages to the state store and the rounds in progress. Callers are role-checked clients.</summary>
-internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry rounds, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger) : EdgeService.EdgeServiceBase
+internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger) : EdgeService.EdgeServiceBase
 {
+    /// <summary>Adapter download chunk size (the proto documents at most 1 MiB).</summary>
+    public const int AdapterChunkBytes = 1 << 20;
+
     private const int MaxVersionLength = 64;
     private const int MaxDeviceLength = 16;
     private const int MaxDeclineDetailLength = 256;
@@ -72,6 +75,40 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         rounds.Decline(round, caller.Name);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);
         return Task.FromResult(new DeclineRoundResponse());
+    }
+
+    public override async Task DownloadAdapter(DownloadAdapterRequest request, IServerStreamWriter<AdapterChunk> responseStream, ServerCallContext context)
+    {
+        if (request.Sha256.Length != 64 || !request.Sha256.All(char.IsAsciiHexDigitLower))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "sha256 must be 64 lowercase hex characters"));
+        }
+        if (adapters.Open(request.Sha256) is not { } adapter)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"adapter {request.Sha256} is not stored on this coordinator"));
+        }
+        await using FileStream content = adapter.Content;
+        if (request.Offset > (ulong)adapter.SizeBytes)
+        {
+            throw new RpcException(new Status(StatusCode.OutOfRange, $"offset {request.Offset} is past the adapter's {adapter.SizeBytes} bytes"));
+        }
+        content.Seek((long)request.Offset, SeekOrigin.Begin);
+        byte[] buffer = new byte[AdapterChunkBytes];
+        long offset = (long)request.Offset;
+        do
+        {
+            int read = await content.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, context.CancellationToken);
+            bool last = offset + read >= adapter.SizeBytes;
+            var chunk = new AdapterChunk { Offset = (ulong)offset, Data = Google.Protobuf.ByteString.CopyFrom(buffer, 0, read), TotalSize = (ulong)adapter.SizeBytes };
+            if (last)
+            {
+                chunk.Sha256 = request.Sha256;
+                chunk.Signature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
+            }
+            await responseStream.WriteAsync(chunk, context.CancellationToken);
+            offset += read;
+        }
+        while (offset < adapter.SizeBytes);
     }
 
     public override async Task<AdvertiseKeysResponse> AdvertiseKeys(AdvertiseKeysRequest request, ServerCallContext context)

@@ -292,6 +292,42 @@ internal sealed class CoordinatorState : IDisposable
         }
     }
 
+    /// <summary>Records a stored adapter (its bytes are already durable on disk) and audits it.</summary>
+    public void RecordAdapter(string sha256, string runId, int round, long sizeBytes, byte[] signature, string actor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sha256);
+        ArgumentNullException.ThrowIfNull(runId);
+        ArgumentNullException.ThrowIfNull(signature);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            Execute(transaction,
+                "INSERT INTO adapters (sha256, run_id, round, size_bytes, signature, created_at) VALUES ($h, $run, $round, $size, $sig, $at) ON CONFLICT (sha256) DO NOTHING",
+                ("$h", sha256), ("$run", runId), ("$round", round), ("$size", sizeBytes), ("$sig", signature), ("$at", Format(_time.GetUtcNow())));
+            AppendAudit(transaction, actor, "adapter.store", new Dictionary<string, string>
+            {
+                ["sha256"] = sha256,
+                ["run_id"] = runId,
+                ["round"] = round.ToString(CultureInfo.InvariantCulture),
+                ["size_bytes"] = sizeBytes.ToString(CultureInfo.InvariantCulture),
+            });
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>A stored adapter's size and signature; null when unknown.</summary>
+    public (long SizeBytes, byte[] Signature)? GetAdapter(string sha256)
+    {
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText = "SELECT size_bytes, signature FROM adapters WHERE sha256 = $h";
+            command.Parameters.AddWithValue("$h", sha256);
+            using SqliteDataReader reader = command.ExecuteReader();
+            return reader.Read() ? (reader.GetInt64(0), (byte[])reader.GetValue(1)) : null;
+        }
+    }
+
     /// <summary>Appends an audit entry in its own transaction (for actions that change nothing else).</summary>
     public AuditRecord Audit(string actor, string action, IReadOnlyDictionary<string, string> details)
     {
