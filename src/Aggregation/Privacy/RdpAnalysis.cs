@@ -73,7 +73,7 @@ public static class RdpAnalysis
 
     /// <summary>
     /// RDP of the (distributed) Skellam mechanism whose summed noise has the given variance, for integer-valued
-    /// sensitivities l1 and l2 (Agarwal, Kairouz, Liu 2021, Theorem 3.5, with Sk(mu, mu) of variance 2 mu):
+    /// sensitivities l1 and l2 (Agarwal, Kairouz, Liu 2021, arXiv:2110.04995, the Skellam RDP theorem; Sk(mu, mu) has variance 2 mu):
     /// eps(a) = a l2^2 / (2 var) + min(((2a - 1) l2^2 + 6 l1) / (4 var^2), 3 l1 / (2 var)).
     /// </summary>
     public static double[] Skellam(double l1Sensitivity, double l2Sensitivity, double variance, IReadOnlyList<double> orders)

@@ -20,5 +20,11 @@ internal static class CoordinatorCommands
             audit.SetDescription("Inspect the audit trail.");
             audit.AddCommand<AuditVerifyCommand>("verify").WithDescription("Verify the audit hash chain and its signed head.");
         });
+        config.AddBranch("privacy", privacy =>
+        {
+            privacy.SetDescription("Privacy officer's calculator: epsilon for a plan, noise for a target.");
+            privacy.AddCommand<PrivacyEpsilonCommand>("epsilon").WithDescription("Epsilon after T rounds of the subsampled Gaussian.");
+            privacy.AddCommand<PrivacyNoiseCommand>("noise").WithDescription("Smallest noise multiplier for a target epsilon.");
+        });
     }
 }

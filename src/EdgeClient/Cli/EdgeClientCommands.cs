@@ -9,6 +9,11 @@ internal static class EdgeClientCommands
     {
         config.AddCommand<ScrubCommand>("scrub").WithDescription("Preview or write the PII scrubbing applied before training.");
         config.AddCommand<VerifyAdapterCommand>("verify-adapter").WithDescription("Verify an adapter folder's signature against the federation CA.");
+        config.AddBranch("ledger", ledger =>
+        {
+            ledger.SetDescription("This machine's own privacy ledger.");
+            ledger.AddCommand<LedgerShowCommand>("show").WithDescription("Show the epsilon spent on this machine's data, per run and in total.");
+        });
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
         config.AddCommand<TrainCommand>("train")
             .WithDescription("Fine-tune a LoRA adapter locally on a JSONL file and write a PEFT folder (nothing leaves the machine).");

@@ -108,6 +108,27 @@ public sealed class PrivacyLedgerTests
     }
 
     [Fact]
+    public void Charge_DistributedSkellamRounds_ComposeWithGaussianRoundsInOneLedger()
+    {
+        var ledger = new PrivacyLedger("p", new PrivacyBudget(4, 1e-5));
+        DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(4096, 32, 1.0, 2.0, 20, 10));
+        double[] skellam = plan.RdpPerRound(ledger.Orders);
+        double[] gaussian = ledger.SubsampledGaussianCharge(1.0, 2.0);
+        // Skellam's RDP is the Gaussian's a / (2 z^2) plus a small positive correction.
+        for (int i = 0; i < skellam.Length; i++)
+        {
+            Assert.True(skellam[i] >= gaussian[i]);
+            Assert.True(skellam[i] <= gaussian[i] * 1.001 + 1e-12);
+        }
+        Assert.Equal(ChargeOutcome.Charged, ledger.Charge("dist", 0, skellam).Outcome);
+        Assert.Equal(ChargeOutcome.Charged, ledger.Charge("central", 0, gaussian).Outcome);
+        var reference = new RdpAccountant(ledger.Orders);
+        reference.ComposeSubsampledGaussian(1.0, 2.0);
+        reference.ComposeSkellam(plan.L1Sensitivity, plan.L2Sensitivity, plan.NoiseVariance);
+        Assert.Equal(reference.GetEpsilon(1e-5).Epsilon, ledger.Spent.Epsilon, 1e-12);
+    }
+
+    [Fact]
     public void Constructor_BadBudget_Throws()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new PrivacyLedger("p", new PrivacyBudget(0, 1e-5)));

@@ -27,6 +27,20 @@ public sealed class RdpAnalysisTests
     }
 
     [Fact]
+    public void Epsilon_OpacusRdpModuleDocExample_MatchesEpsilonAndOrder()
+    {
+        // pytorch/opacus opacus/accountants/analysis/rdp.py (commit 1235e1e1), module docstring lines 32-43, run as a
+        // doctest with +NUMBER: parameters [(1e-5, 1.0, 10), (1e-4, 3.0, 4)], orders 2..32, delta 1e-5 -> (0.336, 23).
+        double[] orders = Enumerable.Range(2, 31).Select(i => (double)i).ToArray();
+        var accountant = new RdpAccountant(orders);
+        accountant.ComposeSubsampledGaussian(1e-5, 1.0, 10);
+        accountant.ComposeSubsampledGaussian(1e-4, 3.0, 4);
+        PrivacySpent spent = accountant.GetEpsilon(1e-5);
+        Assert.Equal(0.336, spent.Epsilon, 5e-4);
+        Assert.Equal(23.0, spent.Order);
+    }
+
+    [Fact]
     public void SubsampledGaussian_DpAccountingPerOrderValues_MatchToRtol1e4()
     {
         // google/differential-privacy python/dp_accounting/dp_accounting/rdp/rdp_privacy_accountant_test.py
@@ -163,7 +177,7 @@ public sealed class RdpAnalysisTests
     [Fact]
     public void Skellam_LargeVariance_ApproachesGaussianRdp()
     {
-        // Agarwal et al. 2021, Theorem 3.5: the Skellam RDP tends to the Gaussian's a*l2^2/(2 var) as var grows.
+        // Agarwal et al. 2021 (arXiv:2110.04995): the Skellam RDP tends to the Gaussian's a*l2^2/(2 var) as var grows.
         double[] orders = [2.0, 8.0, 32.0];
         double l2 = 100, l1 = 100 * 100;
         double variance = Math.Pow(1.1 * l2, 2) * 1e4;

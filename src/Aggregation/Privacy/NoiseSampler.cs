@@ -1,0 +1,141 @@
+using System.Buffers.Binary;
+
+namespace Federated.Aggregation.Privacy;
+
+/// <summary>
+/// Draws uniforms, Bernoulli, Poisson, Skellam and Gaussian variates from an <see cref="IRandomSource"/>
+/// (buffered, so the cryptographic source is called in large blocks). Not thread-safe.
+/// </summary>
+internal sealed class NoiseSampler
+{
+    private readonly IRandomSource _source;
+    private readonly byte[] _buffer = new byte[1 << 16];
+    private int _position;
+
+    public NoiseSampler(IRandomSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        _source = source;
+        _position = _buffer.Length;
+    }
+
+    public ulong NextUInt64()
+    {
+        if (_position > _buffer.Length - 8)
+        {
+            _source.Fill(_buffer);
+            _position = 0;
+        }
+        ulong value = BinaryPrimitives.ReadUInt64LittleEndian(_buffer.AsSpan(_position, 8));
+        _position += 8;
+        return value;
+    }
+
+    /// <summary>Uniform on [0, 1) with 53 random bits (every representable multiple of 2^-53).</summary>
+    public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
+
+    /// <summary>Uniform on (0, 1].</summary>
+    public double NextDoubleNonZero() => ((NextUInt64() >> 11) + 1) * (1.0 / (1UL << 53));
+
+    /// <summary>1 with probability p.</summary>
+    public int Bernoulli(double p) => NextDouble() < p ? 1 : 0;
+
+    /// <summary>Standard normal by Box-Muller.</summary>
+    public double Gaussian()
+    {
+        double u1 = NextDoubleNonZero(), u2 = NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+
+    /// <summary>
+    /// Poisson(mean): inversion by sequential search below 10, above it Hormann's PTRS transformed rejection
+    /// (Hormann 1993; the algorithm numpy uses), both driven only by uniforms from the source.
+    /// </summary>
+    public long Poisson(double mean)
+    {
+        if (!(mean >= 0) || mean > 1e15)
+        {
+            throw new ArgumentOutOfRangeException(nameof(mean), mean, "Poisson mean must be in [0, 1e15]");
+        }
+        if (mean == 0)
+        {
+            return 0;
+        }
+        if (mean < 10)
+        {
+            double u = NextDouble();
+            double p = Math.Exp(-mean), cumulative = p;
+            long k = 0;
+            while (u >= cumulative && p > 0)
+            {
+                k++;
+                p *= mean / k;
+                cumulative += p;
+            }
+            return k;
+        }
+        double slam = Math.Sqrt(mean), logLam = Math.Log(mean);
+        double b = 0.931 + 2.53 * slam;
+        double a = -0.059 + 0.02483 * b;
+        double invAlpha = 1.1239 + 1.1328 / (b - 3.4);
+        double vr = 0.9277 - 3.6224 / (b - 2);
+        while (true)
+        {
+            double u = NextDouble() - 0.5;
+            double v = NextDouble();
+            double us = 0.5 - Math.Abs(u);
+            double k = Math.Floor((2 * a / us + b) * u + mean + 0.43);
+            if (us >= 0.07 && v <= vr)
+            {
+                return (long)k;
+            }
+            if (k < 0 || (us < 0.013 && v > us))
+            {
+                continue;
+            }
+            if (Math.Log(v) + Math.Log(invAlpha) - Math.Log(a / (us * us) + b) <= LogPoissonPmf(k, mean, logLam))
+            {
+                return (long)k;
+            }
+        }
+    }
+
+    // ln P(X = k) = -mu + k ln mu - ln k!. For large k the terms are huge and nearly cancel, so use Stirling's
+    // series rearranged as (k - mu) - k log1p((k - mu) / mu) - ln(2 pi k) / 2 - corrections.
+    internal static double LogPoissonPmf(double k, double mean, double logMean)
+    {
+        if (k < s_logFactorials.Length)
+        {
+            return -mean + k * logMean - s_logFactorials[(int)k];
+        }
+        double k2 = k * k;
+        double correction = 1 / (12 * k) - 1 / (360 * k * k2) + 1 / (1260 * k2 * k2 * k);
+        return (k - mean) - k * PrivacyMath.LogOnePlus((k - mean) / mean) - 0.5 * Math.Log(2 * Math.PI * k) - correction;
+    }
+
+    /// <summary>Symmetric Skellam: Poisson(mu) - Poisson(mu), mean 0, variance 2 mu.</summary>
+    public long Skellam(double mu) => Poisson(mu) - Poisson(mu);
+
+    private static readonly double[] s_logFactorials = BuildLogFactorials();
+
+    // ln k!: exact sums of logs below 256, Stirling's series with three correction terms above (error < 1e-17 relative).
+    internal static double LogFactorial(double k)
+    {
+        if (k < s_logFactorials.Length)
+        {
+            return s_logFactorials[(int)k];
+        }
+        double k2 = k * k;
+        return k * Math.Log(k) - k + 0.5 * Math.Log(2 * Math.PI * k) + 1 / (12 * k) - 1 / (360 * k * k2) + 1 / (1260 * k2 * k2 * k);
+    }
+
+    private static double[] BuildLogFactorials()
+    {
+        var table = new double[256];
+        for (int i = 2; i < table.Length; i++)
+        {
+            table[i] = table[i - 1] + Math.Log(i);
+        }
+        return table;
+    }
+}

@@ -1,0 +1,63 @@
+using System.ComponentModel;
+using System.Globalization;
+using Federated.EdgeClient.Policy;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Federated.EdgeClient.Cli;
+
+/// <summary>`edge-client ledger show`: what this machine's data has spent, per run and in total, against its policy.</summary>
+internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--ledger <FILE>")]
+        [Description("The local ledger (default: edge-ledger.db in the current folder).")]
+        public string Ledger { get; init; } = LocalPrivacyLedger.FileName;
+
+        [CommandOption("--policy <FILE>")]
+        [Description("The local policy, for the delta and the budgets (default: policy.json in the current folder).")]
+        public string Policy { get; init; } = LocalPolicy.FileName;
+
+        [CommandOption("--json")]
+        [Description("Print one JSON object.")]
+        public bool Json { get; init; }
+    }
+
+    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(settings.Ledger))
+        {
+            throw new UsageException($"--ledger: no local ledger at {settings.Ledger} (it is created by the first round this machine takes part in)");
+        }
+        LocalPolicy policy;
+        try
+        {
+            policy = LocalPolicy.Load(settings.Policy);
+        }
+        catch (PolicyFileException ex)
+        {
+            throw new UsageException($"--policy: {ex.Message}");
+        }
+
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(settings.Ledger);
+        if (settings.Json)
+        {
+            Console.WriteLine(ledger.ToJson(policy.Delta));
+            return CliRunner.Ok;
+        }
+
+        string F(double v) => v.ToString("0.###", CultureInfo.InvariantCulture);
+        double lifetime = ledger.Spent(policy.Delta).Epsilon;
+        AnsiConsole.MarkupLine($"Lifetime epsilon [bold]{F(lifetime)}[/] of {F(policy.MaxEpsilonLifetime)} at delta {policy.Delta:g3}, {ledger.Charges.Count} rounds.");
+        var table = new Table().AddColumn("run").AddColumn(new TableColumn("rounds").RightAligned())
+            .AddColumn(new TableColumn("epsilon").RightAligned()).AddColumn(new TableColumn("of").RightAligned()).AddColumn("last round");
+        foreach (IGrouping<string, LocalCharge> run in ledger.Charges.GroupBy(c => c.RunId))
+        {
+            table.AddRow(Markup.Escape(run.Key), run.Count().ToString(CultureInfo.InvariantCulture), F(ledger.Spent(policy.Delta, run.Key).Epsilon),
+                F(policy.MaxEpsilonPerRun), run.Max(c => c.ChargedAt).ToString("u", CultureInfo.InvariantCulture));
+        }
+        AnsiConsole.Write(table);
+        return CliRunner.Ok;
+    }
+}

@@ -1,0 +1,168 @@
+using Federated.Aggregation.Privacy;
+using Federated.EdgeClient.Policy;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Federated.EdgeClient.Tests.Policy;
+
+public sealed class LocalPolicyGateTests : IDisposable
+{
+    private const string Pin = "5f1c3a0e9b7d2c4f6a8e0b1d3c5e7f9a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e";
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("edge-policy-").FullName;
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 25, 12, 0, 0, TimeSpan.Zero));
+
+    private static readonly LocalPolicy s_policy = new()
+    {
+        Delta = 1e-5,
+        MaxEpsilonPerRun = 3,
+        MaxEpsilonLifetime = 5,
+        MinNoiseMultiplier = 0.8,
+        AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam],
+        AllowedTargetModules = ["q_proj", "v_proj"],
+        MaxRank = 16,
+        MaxRoundsPerDay = 100,
+        CoordinatorCertificateSha256 = Pin,
+    };
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static RoundTerms Terms(string run = "run-1", long round = 1, double z = 1.0, double q = 0.1) =>
+        new(run, round, NoiseMechanismKind.DistributedSkellam, z, q, ["q_proj", "v_proj"], 8, Pin);
+
+    private string LedgerPath => Path.Combine(_dir, LocalPrivacyLedger.FileName);
+
+    [Fact]
+    public void ChargeBeforeUpload_OverLocalRunBudget_DeclinesAndChargesNothing()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy, ledger, _time);
+
+        // q = 1, z = 0.8: one round alone costs far more than epsilon 3 at delta 1e-5.
+        PolicyDecision decision = gate.ChargeBeforeUpload(Terms(z: 0.8, q: 1.0));
+
+        Assert.False(decision.Accepted);
+        Assert.Equal("max_epsilon_per_run", decision.Rule);
+        Assert.Empty(ledger.Charges);
+    }
+
+    [Fact]
+    public void ChargeBeforeUpload_RoundsUntilTheBudget_StopsExactlyWhereTheAccountantSays()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy, ledger, _time);
+        int accepted = 0;
+        for (int round = 1; round <= 500; round++)
+        {
+            _time.Advance(TimeSpan.FromMinutes(30));
+            if (!gate.ChargeBeforeUpload(Terms(round: round, z: 1.0, q: 0.1)).Accepted)
+            {
+                break;
+            }
+            accepted++;
+        }
+
+        // The same composition through the privacy accountant: rounds that keep epsilon <= 3 at delta 1e-5.
+        int expected = 0;
+        while (true)
+        {
+            var accountant = new RdpAccountant(RdpOrders.Default);
+            accountant.ComposeSubsampledGaussian(0.1, 1.0, expected + 1);
+            if (accountant.GetEpsilon(1e-5).Epsilon > 3)
+            {
+                break;
+            }
+            expected++;
+        }
+        Assert.InRange(expected, 1, 499);
+        Assert.Equal(expected, accepted);
+        Assert.True(ledger.Spent(1e-5, "run-1").Epsilon <= 3);
+    }
+
+    [Fact]
+    public void Ledger_ClientRestart_KeepsChargesAndCountsARepeatOnce()
+    {
+        using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath))
+        {
+            var gate = new LocalPolicyGate(s_policy, ledger, _time);
+            Assert.True(gate.ChargeBeforeUpload(Terms(round: 1)).Accepted);
+            Assert.True(gate.ChargeBeforeUpload(Terms(round: 2)).Accepted);
+        }
+
+        using LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(LedgerPath);
+        var again = new LocalPolicyGate(s_policy, reopened, _time);
+        PrivacySpent before = reopened.Spent(1e-5);
+        Assert.True(again.ChargeBeforeUpload(Terms(round: 2)).Accepted);
+
+        Assert.Equal(2, reopened.Charges.Count);
+        Assert.Equal(before.Epsilon, reopened.Spent(1e-5).Epsilon);
+        var accountant = new RdpAccountant(RdpOrders.Default);
+        accountant.ComposeSubsampledGaussian(0.1, 1.0, 2);
+        Assert.Equal(accountant.GetEpsilon(1e-5).Epsilon, before.Epsilon, 12);
+    }
+
+    [Fact]
+    public void Check_LifetimeBudgetAcrossRuns_Declines()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy, ledger, _time);
+        string? rule = null;
+        for (int run = 0; run < 500 && rule is null; run++)
+        {
+            for (int round = 1; round <= 2; round++)
+            {
+                PolicyDecision decision = gate.ChargeBeforeUpload(Terms(run: $"run-{run}", round: round));
+                if (!decision.Accepted)
+                {
+                    rule = decision.Rule;
+                    break;
+                }
+            }
+        }
+
+        Assert.Equal("max_epsilon_lifetime", rule);
+        Assert.True(ledger.Spent(1e-5).Epsilon <= 5);
+    }
+
+    [Theory]
+    [InlineData("allowed_mechanisms", "central")]
+    [InlineData("min_noise_multiplier", "low-noise")]
+    [InlineData("min_noise_multiplier", "nan-noise")]
+    [InlineData("sampling_rate", "zero-rate")]
+    [InlineData("allowed_target_modules", "mlp")]
+    [InlineData("max_rank", "rank-32")]
+    [InlineData("coordinator_certificate_sha256", "other-coordinator")]
+    public void Check_ManifestBreakingARule_DeclinesNamingTheRule(string rule, string violation)
+    {
+        RoundTerms terms = violation switch
+        {
+            "central" => Terms() with { Mechanism = NoiseMechanismKind.CentralGaussian },
+            "low-noise" => Terms(z: 0.5),
+            "nan-noise" => Terms(z: double.NaN),
+            "zero-rate" => Terms(q: 0),
+            "mlp" => Terms() with { TargetModules = ["q_proj", "down_proj"] },
+            "rank-32" => Terms() with { Rank = 32 },
+            _ => Terms() with { CoordinatorCertificateSha256 = new string('0', 64) },
+        };
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy, ledger, _time);
+
+        PolicyDecision decision = gate.ChargeBeforeUpload(terms);
+
+        Assert.False(decision.Accepted);
+        Assert.Equal(rule, decision.Rule);
+        Assert.Empty(ledger.Charges);
+    }
+
+    [Fact]
+    public void Check_MaxRoundsPerDay_DeclinesUntilTheWindowMoves()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy with { MaxRoundsPerDay = 2, MaxEpsilonPerRun = 5 }, ledger, _time);
+        Assert.True(gate.ChargeBeforeUpload(Terms(round: 1, z: 5)).Accepted);
+        Assert.True(gate.ChargeBeforeUpload(Terms(round: 2, z: 5)).Accepted);
+
+        Assert.Equal("max_rounds_per_day", gate.Check(Terms(round: 3, z: 5)).Rule);
+        _time.Advance(TimeSpan.FromHours(24));
+        Assert.True(gate.Check(Terms(round: 3, z: 5)).Accepted);
+    }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Tests.Cli;
+
+namespace Federated.EdgeClient.Tests.Policy;
+
+public sealed class LocalPolicyTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("local-policy-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void Load_DocumentedExample_Loads()
+    {
+        LocalPolicy policy = LocalPolicy.Load(Path.Combine(AppContext.BaseDirectory, "Policy", "policy.example.json"));
+
+        Assert.Equal(1e-6, policy.Delta);
+        Assert.Equal([NoiseMechanismKind.DistributedSkellam, NoiseMechanismKind.DistributedDiscreteGaussian], policy.AllowedMechanisms);
+        Assert.Null(policy.CoordinatorCertificateSha256);
+    }
+
+    [Theory]
+    [InlineData("\"delta\": 0", "delta = 0 is outside (0, 0.1]")]
+    [InlineData("\"max_rank\": 8.5", "max_rank = 8.5 must be a whole number")]
+    [InlineData("\"max_epsilon_per_run\": 20", "max_epsilon_per_run (20) exceeds max_epsilon_lifetime (10)")]
+    [InlineData("\"allowed_mechanisms\": [\"laplace\"]", "allowed_mechanisms has unknown 'laplace'")]
+    [InlineData("\"allowed_target_modules\": [\"lm_head\"]", "allowed_target_modules has unknown 'lm_head'")]
+    [InlineData("\"coordinator_certificate_sha256\": \"abc\"", "coordinator_certificate_sha256 must be 64 hex digits")]
+    [InlineData("\"max_epsilon\": 3", "max_epsilon")]
+    public void Load_BadValue_NamesTheKey(string replacement, string expected)
+    {
+        string path = WritePolicy(replacement);
+
+        var ex = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
+
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Load_MissingKey_SaysItIsRequired()
+    {
+        string path = Path.Combine(_dir, "policy.json");
+        File.WriteAllText(path, """{"delta": 1e-6}""");
+
+        var ex = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
+
+        Assert.Contains("max_epsilon_per_run is required", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task LedgerShow_AfterCharges_PrintsEpsilonPerRun()
+    {
+        string policyPath = WritePolicy(null);
+        string ledgerPath = Path.Combine(_dir, LocalPrivacyLedger.FileName);
+        using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(ledgerPath))
+        {
+            var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
+            for (int round = 1; round <= 3; round++)
+            {
+                Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 1.1, 0.05, ["q_proj"], 8, "")).Accepted);
+            }
+        }
+
+        (int code, string stdout, string stderr) = await EdgeClientProcess.RunAsync("ledger", "show", "--ledger", ledgerPath, "--policy", policyPath, "--json");
+
+        Assert.True(code == 0, stderr);
+        using JsonDocument json = JsonDocument.Parse(stdout);
+        JsonElement run = json.RootElement.GetProperty("runs")[0];
+        Assert.Equal("run-7", run.GetProperty("run_id").GetString());
+        Assert.Equal(3, run.GetProperty("rounds").GetInt32());
+        Assert.True(run.GetProperty("epsilon").GetDouble() > 0);
+        Assert.Equal(3, json.RootElement.GetProperty("charges").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task LedgerShow_NoLedger_ExitsTwo()
+    {
+        (int code, _, string stderr) = await EdgeClientProcess.RunAsync("ledger", "show", "--ledger", Path.Combine(_dir, "none.db"), "--policy", WritePolicy(null));
+
+        Assert.Equal(2, code);
+        Assert.Contains("--ledger", stderr, StringComparison.Ordinal);
+    }
+
+    private string WritePolicy(string? replacement)
+    {
+        var values = new Dictionary<string, string>
+        {
+            ["delta"] = "1e-6",
+            ["max_epsilon_per_run"] = "4",
+            ["max_epsilon_lifetime"] = "10",
+            ["min_noise_multiplier"] = "0.8",
+            ["allowed_mechanisms"] = "[\"distributed_skellam\"]",
+            ["allowed_target_modules"] = "[\"q_proj\", \"v_proj\"]",
+            ["max_rank"] = "16",
+            ["max_rounds_per_day"] = "24",
+        };
+        if (replacement is not null)
+        {
+            string key = replacement.Split(':')[0].Trim().Trim('"');
+            values[key] = replacement[(replacement.IndexOf(':') + 1)..].Trim();
+        }
+        string path = Path.Combine(_dir, "policy.json");
+        File.WriteAllText(path, "{" + string.Join(", ", values.Select(kv => $"\"{kv.Key}\": {kv.Value}")) + "}");
+        return path;
+    }
+}
