@@ -80,6 +80,7 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
             ShareKeysDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[1]),
             MaskedInputDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[2]),
             UnmaskDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[3]),
+            Dp = round.Plan.Dp,
         };
         foreach ((string name, int i) in round.Indices.OrderBy(p => p.Value))
         {

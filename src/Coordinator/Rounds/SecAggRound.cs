@@ -15,7 +15,8 @@ internal sealed record SecAggRoundPlan(
     int Degree,
     int Threshold,
     TimeSpan StageTimeout,
-    int MaxChunkBytes = 1 << 20);
+    int MaxChunkBytes = 1 << 20,
+    DpParameters? Dp = null);
 
 /// <summary>
 /// One SecAgg+ round over the wire: holds the <see cref="ServerSession"/>, serializes every call into it, and
