@@ -46,7 +46,7 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             rogue.IssueIdentity(RoguePki, "mallory", FederationRole.Client, password: null);
         }
         _host = CoordinatorHost.Create(
-            new CoordinatorOptions { Pki = Pki, Port = 0, Address = "127.0.0.1", State = Path.Combine(Root, "state.db") },
+            new CoordinatorOptions { Pki = Pki, Port = 0, Address = "127.0.0.1", State = Path.Combine(Root, "state.db"), HeartbeatIntervalSeconds = 1 },
             logging => logging.AddProvider(Logs).SetMinimumLevel(LogLevel.Debug));
         await _host.StartAsync(CancellationToken.None);
     }
