@@ -103,6 +103,8 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
             })));
             uint[] sum = await round.Sum;
             double wall = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            IReadOnlyDictionary<RoundStage, DateTimeOffset> closed = round.StageClosedAt;
+            double Stage(RoundStage stage, DateTimeOffset from) => Math.Round((closed[stage] - from).TotalSeconds, 3);
             host.Rounds.Finish(round);
 
             double[] perClient = [.. clients.Select((c, i) => (double)(c.Wire.Total - wireBefore[i]))];
@@ -119,6 +121,12 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
                 ["round_seconds"] = Math.Round(wall, 3),
                 ["slowest_client_preparation_seconds"] = Math.Round(preparation.Max(), 3),
                 ["overhead_seconds"] = Math.Round(wall - preparation.Max(), 3),
+                // Stage durations on the coordinator's clock: masked_input includes every client's masking (on this
+                // machine's shared cores) and upload; unmask is the coordinator's reconstruction and mask removal.
+                ["stage_advertise_seconds"] = Stage(RoundStage.AdvertiseKeys, round.OpenedAt),
+                ["stage_share_keys_seconds"] = Stage(RoundStage.ShareKeys, closed[RoundStage.AdvertiseKeys]),
+                ["stage_masked_input_seconds"] = Stage(RoundStage.MaskedInput, closed[RoundStage.ShareKeys]),
+                ["stage_unmask_seconds"] = Stage(RoundStage.Unmask, closed[RoundStage.MaskedInput]),
                 ["wire_bytes_per_client_mean"] = Math.Round(perClient.Average()),
                 ["wire_bytes_per_client_max"] = perClient.Max(),
                 ["plain_update_bytes"] = 4L * d,

@@ -36,6 +36,7 @@ internal sealed class SecAggRound : IDisposable
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, ForwardedSharesMessage>> _forwarded = New<IReadOnlyDictionary<int, ForwardedSharesMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
     private readonly TaskCompletionSource<uint[]> _sum = New<uint[]>();
+    private readonly Dictionary<RoundStage, DateTimeOffset> _closedAt = [];
     private HashSet<int> _expected;
     private ITimer? _deadline;
     private RoundStage _stage = RoundStage.AdvertiseKeys;
@@ -60,11 +61,27 @@ internal sealed class SecAggRound : IDisposable
         Parameters = SecAggParameters.Create(plan.RunId, plan.Round, _indexByClient.Values, plan.VectorLength, plan.Bits, plan.Degree, plan.Threshold, graphSeed);
         _session = new ServerSession(Parameters);
         _expected = [.. _indexByClient.Values];
+        OpenedAt = time.GetUtcNow();
         Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.StageTimeout * i)];
         ArmDeadline(0);
     }
 
     public SecAggRoundPlan Plan { get; }
+
+    /// <summary>When the round opened (the clock of the injected TimeProvider).</summary>
+    public DateTimeOffset OpenedAt { get; private set; }
+
+    /// <summary>When each closed stage closed, for status views and the overhead benchmark.</summary>
+    public IReadOnlyDictionary<RoundStage, DateTimeOffset> StageClosedAt
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new Dictionary<RoundStage, DateTimeOffset>(_closedAt);
+            }
+        }
+    }
 
     public SecAggParameters Parameters { get; }
 
@@ -237,6 +254,7 @@ internal sealed class SecAggRound : IDisposable
     // Called under _gate.
     private void CloseStage()
     {
+        RoundStage closing = _stage;
         try
         {
             switch (_stage)
@@ -267,6 +285,11 @@ internal sealed class SecAggRound : IDisposable
         catch (SecureAggregationException ex)
         {
             Fail(SecAggStatus.ToRpc(ex));
+        }
+        finally
+        {
+            // After the stage's work (for the unmask stage: reconstruction and mask removal).
+            _closedAt[closing] = _time.GetUtcNow();
         }
     }
 
