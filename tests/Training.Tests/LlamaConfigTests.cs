@@ -50,6 +50,20 @@ public sealed class LlamaConfigTests
     }
 
     [Fact]
+    public void Parse_Mistral_KeepsSlidingWindow()
+    {
+        var config = LlamaConfig.Parse("""
+            {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096,
+             "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096}
+            """);
+
+        Assert.Equal(4096, config.SlidingWindow);
+        Assert.False(config.QkvBias);
+        Assert.Equal(config, LlamaConfig.Parse(config.ToJson()));
+    }
+
+    [Fact]
     public void Parse_Gpt2_IsClearError()
     {
         var e = Assert.Throws<InvalidDataException>(() => LlamaConfig.Parse("""

@@ -32,6 +32,43 @@ public sealed class LlamaForCausalLMTests
     }
 
     [Fact]
+    public void Forward_Qwen2WithBiasesAndLlama3Rope_MatchesPlainReference()
+    {
+        using var dir = new TempDirectory();
+        var config = Config(false) with
+        {
+            ModelType = "qwen2",
+            QkvBias = true,
+            // A short original context puts this head size's frequencies in all three llama3 bands.
+            RopeScaling = new RopeScaling("llama3", 4.0, 1.0, 4.0, 64),
+        };
+        TinyLlamaFactory.Write(dir.Path, config, seed: 8);
+        torch.manual_seed(12);
+        RewriteWeights(dir.Path, (name, w) => name.EndsWith(".bias", StringComparison.Ordinal) ? torch.randn_like(w) * 0.5 : w);
+        using var model = LlamaForCausalLM.FromPretrained(dir.Path);
+        using var scope = torch.NewDisposeScope();
+
+        Tensor logits = model.forward(torch.tensor(s_ids).unsqueeze(0));
+        Tensor expected = ReferenceLlama.Logits(dir.Path, s_ids);
+
+        Assert.Contains(model.named_parameters(), p => p.name == "model.layers.0.self_attn.k_proj.bias");
+        Assert.DoesNotContain(model.named_parameters(), p => p.name == "model.layers.0.self_attn.o_proj.bias");
+        Assert.True(logits[0].allclose(expected, rtol: 1e-4, atol: 1e-5), $"max diff {(logits[0] - expected).abs().max().item<float>()}");
+    }
+
+    [Fact]
+    public void Forward_BeyondSlidingWindow_IsRefused()
+    {
+        using var model = new LlamaForCausalLM(Config(false) with { ModelType = "mistral", SlidingWindow = 4 });
+        model.InitializeRandom(1);
+        using var scope = torch.NewDisposeScope();
+
+        Assert.Equal([1L, 4L, 64L], model.forward(torch.tensor(s_ids[..4]).unsqueeze(0)).shape);
+        var e = Assert.Throws<NotSupportedException>(() => model.forward(torch.tensor(s_ids).unsqueeze(0)));
+        Assert.Contains("sliding_window 4", e.Message);
+    }
+
+    [Fact]
     public void Forward_ChangingLaterToken_LeavesEarlierLogitsUnchanged()
     {
         using var dir = new TempDirectory();

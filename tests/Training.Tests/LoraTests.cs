@@ -47,6 +47,25 @@ public sealed class LoraTests
     }
 
     [Fact]
+    public void MergeLora_SavePretrained_ReloadsToSameLogits()
+    {
+        using var dir = new TempDirectory();
+        using var model = Load(dir, tied: false);
+        using var scope = torch.NewDisposeScope();
+        model.AddLora(s_all);
+        model.SetAdapter(RandomB(model.GetAdapter(), seed: 6));
+        Tensor input = Input();
+        Tensor withAdapter = model.forward(input);
+
+        model.MergeLora();
+        model.SavePretrained(dir.Sub("merged"));
+        using var reloaded = LlamaForCausalLM.FromPretrained(dir.Sub("merged"));
+
+        Assert.True(reloaded.forward(input).allclose(withAdapter, rtol: 1e-4, atol: 1e-5));
+        Assert.DoesNotContain(reloaded.named_parameters(), p => p.name.Contains("lora"));
+    }
+
+    [Fact]
     public void AddLora_SameSeed_SameAOnEveryClient_DifferentSeedDifferentA()
     {
         using var dir = new TempDirectory();

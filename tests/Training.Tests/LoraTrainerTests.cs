@@ -63,6 +63,29 @@ public sealed class LoraTrainerTests
     }
 
     [Fact]
+    public void Step_Repeated_LiveTensorCountStaysFlat()
+    {
+        using var dir = new TempDirectory();
+        using var model = LoraTests.Load(dir, tied: false);
+        model.AddLora(new LoraSettings(Rank: 4, Dropout: 0.1, TargetModules: LoraSettings.AllProjections));
+        var parameters = model.TrainableParameters().ToList();
+        using var optimizer = TorchSharp.torch.optim.AdamW(parameters, 1e-3);
+        var batch = Batch([[1, 2, 3, 4, 5], [6, 7, 8]]);
+        model.train();
+        // The first steps create AdamW's state; after that every step must release all it allocates.
+        LoraTrainer.Step(model, optimizer, parameters, [batch], 1.0);
+        LoraTrainer.Step(model, optimizer, parameters, [batch], 1.0);
+        long live = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+
+        for (int i = 0; i < 5; i++)
+        {
+            LoraTrainer.Step(model, optimizer, parameters, [batch, batch], 1.0);
+        }
+
+        Assert.Equal(live, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
     public void Train_Cancelled_Throws()
     {
         using var dir = new TempDirectory();

@@ -74,6 +74,24 @@ public sealed class PeftAdapterTests
     }
 
     [Fact]
+    public void SaveModel_ThenApply_ReproducesLogits()
+    {
+        using var dir = new TempDirectory();
+        using var trained = LoraTests.Load(dir, tied: true);
+        trained.AddLora(s_settings);
+        trained.SetAdapter(LoraTests.RandomB(trained.GetAdapter(), seed: 4));
+        PeftAdapter.Save(dir.Sub("adapter"), trained, dir.Path);
+        using var fresh = Federated.Training.Model.LlamaForCausalLM.FromPretrained(dir.Path);
+
+        var settings = PeftAdapter.Apply(dir.Sub("adapter"), fresh);
+
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var input = TorchSharp.torch.tensor(new long[] { 4, 8, 15, 16, 23, 42 }).unsqueeze(0);
+        Assert.Equal(s_settings.InitSeed, settings.InitSeed);
+        Assert.True(fresh.forward(input).allclose(trained.forward(input), rtol: 0, atol: 0));
+    }
+
+    [Fact]
     public void Load_KeyOutsideTargets_IsError()
     {
         using var dir = new TempDirectory();

@@ -142,6 +142,7 @@ internal sealed class AesCtrKeystream : IDisposable
         return Ssse3.Shuffle(Vector128.Create((ulong)counter, (ulong)(counter >> 64)).AsByte(), s_reverse);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ApplyAesNi128<TSink>(UInt128 counter, Span<uint> dest)
         where TSink : struct, IKeystreamSink
     {
@@ -218,6 +219,7 @@ internal sealed class AesCtrKeystream : IDisposable
         TSink.Combine(Vector128.LoadUnsafe(ref dest, offset), keystream.AsUInt32()).StoreUnsafe(ref dest, offset);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ApplyAesNiGeneric<TSink>(UInt128 counter, Span<uint> dest)
         where TSink : struct, IKeystreamSink
     {
@@ -236,6 +238,7 @@ internal sealed class AesCtrKeystream : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ApplyPortable<TSink>(UInt128 counter, Span<uint> dest)
         where TSink : struct, IKeystreamSink
     {

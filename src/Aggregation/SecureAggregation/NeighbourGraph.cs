@@ -45,9 +45,9 @@ internal sealed class NeighbourGraph
     public bool AreNeighbours(int a, int b) => _neighbours.TryGetValue(a, out int[]? list) && Array.BinarySearch(list, b) >= 0;
 
     // Fisher-Yates with indices drawn by rejection from the AES-CTR stream of the public seed (no modulo bias).
-    private static void Shuffle(int[] items, byte[] seed)
+    private static void Shuffle(int[] items, ReadOnlyMemory<byte> seed)
     {
-        using var prg = new MaskPrg(seed);
+        using var prg = new MaskPrg(seed.Span);
         uint[] buffer = new uint[256];
         int used = buffer.Length;
         long offset = 0;

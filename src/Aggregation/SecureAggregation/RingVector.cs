@@ -35,6 +35,7 @@ public static class RingVector
     }
 
     /// <summary>accumulator[i] += values[i] modulo 2^32 (reduce with <see cref="Reduce"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddInPlace(Span<uint> accumulator, ReadOnlySpan<uint> values)
     {
         if (accumulator.Length != values.Length)
@@ -71,6 +72,7 @@ public static class RingVector
     }
 
     /// <summary>accumulator[i] -= values[i] modulo 2^32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SubtractInPlace(Span<uint> accumulator, ReadOnlySpan<uint> values)
     {
         if (accumulator.Length != values.Length)
@@ -96,6 +98,7 @@ public static class RingVector
     /// Adds values into accumulator and returns the OR of the bits of values outside the ring mask in the same
     /// pass, so that a caller can validate and accumulate with one read of the data.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static uint AddInPlaceCheckingRange(Span<uint> accumulator, ReadOnlySpan<uint> values, uint modulusMask)
     {
         ref uint acc = ref MemoryMarshal.GetReference(accumulator);
@@ -138,6 +141,7 @@ public static class RingVector
     }
 
     /// <summary>Reduces every element modulo 2^b in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Reduce(Span<uint> values, int bits)
     {
         uint mask = ModulusMask(bits);
@@ -161,6 +165,7 @@ public static class RingVector
     }
 
     /// <summary>True when every element is below 2^b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool AllInRing(ReadOnlySpan<uint> values, int bits)
     {
         uint outside = ~ModulusMask(bits);

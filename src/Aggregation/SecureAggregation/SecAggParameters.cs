@@ -5,7 +5,7 @@ namespace Federated.Aggregation.SecureAggregation;
 /// <summary>The public, agreed parameters of one SecAgg+ round; validated once when built.</summary>
 public sealed record SecAggParameters
 {
-    private SecAggParameters(string runId, long round, IReadOnlyList<int> clientIds, int vectorLength, int bits, int degree, int threshold, byte[] graphSeed)
+    private SecAggParameters(string runId, long round, IReadOnlyList<int> clientIds, int vectorLength, int bits, int degree, int threshold, ReadOnlyMemory<byte> graphSeed)
     {
         RunId = runId;
         Round = round;
@@ -39,7 +39,7 @@ public sealed record SecAggParameters
     public int Threshold { get; }
 
     /// <summary>Public 32-byte seed from which every party derives the same neighbour graph.</summary>
-    public byte[] GraphSeed { get; }
+    public ReadOnlyMemory<byte> GraphSeed { get; }
 
     /// <summary>Number of selected clients n.</summary>
     public int ClientCount => ClientIds.Count;

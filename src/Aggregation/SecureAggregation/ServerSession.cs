@@ -197,6 +197,8 @@ public sealed class ServerSession : IDisposable
     public void ReceiveMaskedInput(MaskedInputMessage message)
     {
         ArgumentNullException.ThrowIfNull(message);
+        RequireStage(SecAggStage.MaskedInput, "a masked input");
+        RequireMember(_u2, message.Sender, "a masked input");
         if (message.MaskedInput is null || message.MaskedInput.Length != _parameters.VectorLength)
         {
             throw new MalformedMessageException($"masked input from client {message.Sender} has length {message.MaskedInput?.Length ?? 0}; expected {_parameters.VectorLength}.");
@@ -321,17 +323,19 @@ public sealed class ServerSession : IDisposable
 
         var generators = new List<(MaskPrg Prg, KeystreamOperation Operation)>();
         byte[] secret = new byte[ShamirSecretSharing.SecretBytes];
+        var lagrange = new Dictionary<string, UInt128[]>(StringComparer.Ordinal);
+        var survivorKeys = new Dictionary<int, (ECDiffieHellman Holder, ECDiffieHellmanPublicKey Key)>();
         try
         {
             foreach (int u in _u3)
             {
-                Reconstruct(seedShares[u], t, secret, u);
+                Reconstruct(seedShares[u], t, secret, u, lagrange);
                 MarkReconstructed(u, selfMaskSeed: true);
                 generators.Add((new MaskPrg(secret), KeystreamOperation.Subtract));
             }
             foreach (int u in droppedToRemove)
             {
-                Reconstruct(keyShares[u], t, secret, u);
+                Reconstruct(keyShares[u], t, secret, u, lagrange);
                 MarkReconstructed(u, selfMaskSeed: false);
                 using ECDiffieHellman key = SecAggCrypto.FromPrivateScalar(secret);
                 if (!CryptographicOperations.FixedTimeEquals(SecAggCrypto.ExportPublicKey(key), _advertised[u].MaskPublicKey))
@@ -340,14 +344,17 @@ public sealed class ServerSession : IDisposable
                 }
                 foreach (int v in _u3.Where(v => _forwardedSenders[v].Contains(u)))
                 {
-                    ECDiffieHellmanPublicKey? peer = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey, out ECDiffieHellman? holder);
-                    using (holder)
+                    if (!survivorKeys.TryGetValue(v, out var peer))
                     {
-                        byte[] seed = SecAggCrypto.DeriveSharedKey(key, peer!, maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
-                        // v added PRG(s_uv) when v < u and subtracted it otherwise; undo that.
-                        generators.Add((new MaskPrg(seed), v < u ? KeystreamOperation.Subtract : KeystreamOperation.Add));
-                        CryptographicOperations.ZeroMemory(seed);
+                        // Imported once per survivor: an import costs about as much as the agreement itself.
+                        ECDiffieHellmanPublicKey imported = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey, out ECDiffieHellman? holder)
+                            ?? throw new MalformedMessageException($"advertised mask key of client {v} is not a valid P-256 point.");
+                        survivorKeys[v] = peer = (holder!, imported);
                     }
+                    byte[] seed = SecAggCrypto.DeriveSharedKey(key, peer.Key, maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
+                    // v added PRG(s_uv) when v < u and subtracted it otherwise; undo that.
+                    generators.Add((new MaskPrg(seed), v < u ? KeystreamOperation.Subtract : KeystreamOperation.Add));
+                    CryptographicOperations.ZeroMemory(seed);
                 }
             }
             uint[] result = _accumulator!;
@@ -360,6 +367,10 @@ public sealed class ServerSession : IDisposable
         finally
         {
             CryptographicOperations.ZeroMemory(secret);
+            foreach (var (holder, _) in survivorKeys.Values)
+            {
+                holder.Dispose();
+            }
             foreach (var (prg, _) in generators)
             {
                 prg.Dispose();
@@ -387,12 +398,20 @@ public sealed class ServerSession : IDisposable
         (selfMaskSeed ? _reconstructedSeeds : _reconstructedKeys).Add(client);
     }
 
-    private void Reconstruct(List<(int Holder, byte[] Share)> shares, int t, byte[] secret, int owner)
+    private void Reconstruct(List<(int Holder, byte[] Share)> shares, int t, byte[] secret, int owner, Dictionary<string, UInt128[]> lagrange)
     {
-        var chosen = shares.Take(t).ToList();
+        // Any t verified shares determine the secret; taking the lowest holder ids makes most secrets share one
+        // holder set, whose Lagrange coefficients are then computed once.
+        var chosen = shares.OrderBy(s => s.Holder).Take(t).ToList();
+        int[] xs = chosen.Select(s => s.Holder).ToArray();
+        string setKey = string.Join(',', xs);
+        if (!lagrange.TryGetValue(setKey, out UInt128[]? lambdas))
+        {
+            lagrange[setKey] = lambdas = ShamirSecretSharing.LagrangeAtZero(xs);
+        }
         try
         {
-            ShamirSecretSharing.Reconstruct(chosen.Select(s => s.Holder).ToArray(), chosen.Select(s => s.Share).ToList(), secret);
+            ShamirSecretSharing.Reconstruct(xs, lambdas, chosen.Select(s => s.Share).ToList(), secret);
         }
         catch (CryptographicException e)
         {

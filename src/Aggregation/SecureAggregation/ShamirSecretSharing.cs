@@ -107,7 +107,15 @@ internal static class ShamirSecretSharing
         {
             throw new ArgumentException($"got {xs.Length} x-coordinates for {shares.Count} shares; need the same non-zero count.", nameof(shares));
         }
-        // Lagrange basis at 0: lambda_i = prod_{j != i} x_j / (x_j - x_i).
+        Reconstruct(xs, LagrangeAtZero(xs), shares, secret);
+    }
+
+    /// <summary>
+    /// Lagrange basis at 0 for the x-coordinates: lambda_i = prod_{j != i} x_j / (x_j - x_i). Many secrets share
+    /// one holder set, so callers compute this once and reuse it.
+    /// </summary>
+    public static UInt128[] LagrangeAtZero(ReadOnlySpan<int> xs)
+    {
         var lambdas = new UInt128[xs.Length];
         for (int i = 0; i < xs.Length; i++)
         {
@@ -127,6 +135,20 @@ internal static class ShamirSecretSharing
                 denominator = Field127.Multiply(denominator, Field127.Subtract((UInt128)(uint)xs[j], (UInt128)(uint)xs[i]));
             }
             lambdas[i] = Field127.Multiply(numerator, Field127.Inverse(denominator));
+        }
+        return lambdas;
+    }
+
+    /// <summary>Reconstruction with precomputed Lagrange coefficients (see <see cref="LagrangeAtZero"/>).</summary>
+    public static void Reconstruct(ReadOnlySpan<int> xs, UInt128[] lambdas, IReadOnlyList<byte[]> shares, Span<byte> secret)
+    {
+        if (secret.Length != SecretBytes)
+        {
+            throw new ArgumentException($"secret buffer length is {secret.Length} bytes; it must be {SecretBytes}.", nameof(secret));
+        }
+        if (xs.Length != shares.Count || xs.Length != lambdas.Length || xs.Length == 0)
+        {
+            throw new ArgumentException($"got {xs.Length} x-coordinates and {lambdas.Length} coefficients for {shares.Count} shares; need the same non-zero count.", nameof(shares));
         }
         Span<UInt128> chunks = stackalloc UInt128[Chunks];
         Span<byte> bytes = stackalloc byte[16];

@@ -1,7 +1,7 @@
+using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
 using Federated.Training.Data;
-using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Tokenization;
@@ -17,30 +17,39 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
+        [Description("Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json.")]
         public string? Model { get; init; }
 
         [CommandOption("--adapter <DIR>")]
+        [Description("PEFT adapter folder to evaluate with; the base model alone when omitted.")]
         public string? Adapter { get; init; }
 
         [CommandOption("--data <FILE>")]
+        [Description("JSONL evaluation data (same formats as train).")]
         public string? Data { get; init; }
 
         [CommandOption("--device <D>")]
+        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
         public string Device { get; init; } = "auto";
 
         [CommandOption("--batch-size <N>")]
+        [Description("Sequences per batch (default 4).")]
         public int BatchSize { get; init; } = 4;
 
         [CommandOption("--max-length <N>")]
+        [Description("Sequence length: truncate, or block size with --pack (default min(512, max_position_embeddings)).")]
         public int? MaxLength { get; init; }
 
         [CommandOption("--pack")]
+        [Description("Pack records into full --max-length blocks instead of padding each.")]
         public bool Pack { get; init; }
 
         [CommandOption("--skip-malformed")]
+        [Description("Skip malformed JSONL lines (each reported) instead of stopping at the first.")]
         public bool SkipMalformed { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print {\"mean_loss\", \"perplexity\", \"tokens\"} as JSON.")]
         public bool Json { get; init; }
 
         public override ValidationResult Validate()
@@ -120,9 +129,7 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
     {
         try
         {
-            (LoraSettings lora, AdapterTensors adapter, _) = PeftAdapter.Load(adapterDirectory);
-            model.AddLora(lora);
-            model.SetAdapter(adapter);
+            PeftAdapter.Apply(adapterDirectory, model);
         }
         catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or JsonException)
         {

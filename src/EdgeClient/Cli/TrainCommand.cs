@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
 using Federated.Training.Data;
@@ -17,56 +18,67 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--model <DIR>")]
+        [Description("Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json.")]
         public string? Model { get; init; }
 
         [CommandOption("--data <FILE>")]
+        [Description("JSONL training data: text, prompt/completion, messages or input_ids records.")]
         public string? Data { get; init; }
 
         [CommandOption("--out <DIR>")]
+        [Description("Folder to write the PEFT adapter to (adapter_config.json, adapter_model.safetensors).")]
         public string? Out { get; init; }
 
         [CommandOption("--steps <N>")]
+        [Description("Optimiser steps (default 100).")]
         public int Steps { get; init; } = 100;
 
         [CommandOption("--rank <R>")]
+        [Description("LoRA rank r (default 8).")]
         public int Rank { get; init; } = 8;
 
-        /// <summary>lora_alpha; defaults to twice the rank.</summary>
         [CommandOption("--alpha <ALPHA>")]
+        [Description("lora_alpha (default 2 x rank).")]
         public double? Alpha { get; init; }
 
-        /// <summary>Comma-separated projections to adapt; all seven linear projections by default (QLoRA's finding).</summary>
         [CommandOption("--targets <LIST>")]
+        [Description("Comma-separated projections to adapt (default: all seven linear projections).")]
         public string Targets { get; init; } = string.Join(',', LoraSettings.AllProjections);
 
         [CommandOption("--device <D>")]
+        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
         public string Device { get; init; } = "auto";
 
         [CommandOption("--learning-rate <LR>")]
+        [Description("AdamW peak learning rate (default 2e-4), warmup then cosine.")]
         public double LearningRate { get; init; } = 2e-4;
 
         [CommandOption("--batch-size <N>")]
+        [Description("Sequences per batch (default 4).")]
         public int BatchSize { get; init; } = 4;
 
         [CommandOption("--max-length <N>")]
+        [Description("Sequence length: truncate, or block size with --pack (default min(512, max_position_embeddings)).")]
         public int? MaxLength { get; init; }
 
         [CommandOption("--seed <N>")]
+        [Description("Seed for LoRA A, dropout and batch order (default 0).")]
         public long Seed { get; init; }
 
-        /// <summary>Pack records into full blocks of --max-length instead of padding each one.</summary>
         [CommandOption("--pack")]
+        [Description("Pack records into full --max-length blocks instead of padding each.")]
         public bool Pack { get; init; }
 
-        /// <summary>Skip malformed JSONL lines (each reported) instead of stopping at the first.</summary>
         [CommandOption("--skip-malformed")]
+        [Description("Skip malformed JSONL lines (each reported) instead of stopping at the first.")]
         public bool SkipMalformed { get; init; }
 
-        /// <summary>Freeze LoRA A (FFA-LoRA, the federated default); local training trains both A and B otherwise.</summary>
         [CommandOption("--freeze-a")]
+        [Description("Freeze LoRA A and train only B (FFA-LoRA, the federated default).")]
         public bool FreezeA { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print one JSON line per step and a final JSON object.")]
         public bool Json { get; init; }
 
         public string[] TargetList =>
@@ -156,7 +168,9 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             InitSeed: settings.Seed,
             FreezeA: settings.FreezeA);
         model.AddLora(lora);
-        IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId);
+        // Examples are shuffled into batches once (seeded); the trainer then visits the batches in a seeded order per epoch.
+        IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId,
+            shuffleSeed: unchecked((ulong)settings.Seed));
         var trainerOptions = new TrainerOptions
         {
             Steps = settings.Steps,

@@ -33,6 +33,7 @@ public sealed record DatasetOptions
     /// <summary>Prefix text records with BOS where the tokenizer has one (pre-tokenized records are taken as they are).</summary>
     public bool AddBos { get; init; } = true;
 
-    /// <summary>End text records with EOS, a target, so the model learns where an answer stops.</summary>
+    /// <summary>End text and prompt/completion records with EOS, a target, so the model learns where an answer stops.</summary>
+    /// <remarks>Chat turns always end with EOS (see <see cref="ChatTemplate"/>); pre-tokenized records get nothing added.</remarks>
     public bool AddEos { get; init; } = true;
 }

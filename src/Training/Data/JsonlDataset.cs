@@ -57,7 +57,7 @@ public sealed class JsonlDataset
         {
             throw new FileNotFoundException($"data file not found: {path}", path);
         }
-        return Parse(File.ReadLines(path), path, tokenizer, options, cancellationToken);
+        return Build(Utf8LineReader.Read(path, MaxLineChars), path, tokenizer, options, cancellationToken);
     }
 
     /// <summary>Tokenizes JSONL lines already in memory; <paramref name="sourceName"/> names them in messages.</summary>
@@ -65,6 +65,12 @@ public sealed class JsonlDataset
         DatasetOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(lines);
+        return Build(lines.Select(l => new RawLine(l, null)), sourceName, tokenizer, options, cancellationToken);
+    }
+
+    private static JsonlDataset Build(IEnumerable<RawLine> lines, string sourceName, ITextTokenizer tokenizer,
+        DatasetOptions? options, CancellationToken cancellationToken)
+    {
         ArgumentNullException.ThrowIfNull(sourceName);
         ArgumentNullException.ThrowIfNull(tokenizer);
         options ??= new DatasetOptions();
@@ -72,17 +78,17 @@ public sealed class JsonlDataset
         var sequences = new List<TokenSequence>();
         var skipped = new List<MalformedLine>();
         int lineNumber = 0;
-        foreach (string line in lines)
+        foreach (RawLine line in lines)
         {
             cancellationToken.ThrowIfCancellationRequested();
             lineNumber++;
-            if (string.IsNullOrWhiteSpace(line))
+            if (line.Error is null && string.IsNullOrWhiteSpace(line.Text))
             {
                 continue;
             }
             try
             {
-                sequences.Add(ParseRecord(line, tokenizer, options));
+                sequences.Add(ParseRecord(line.Error is null ? line.Text! : throw new RecordException(line.Error), tokenizer, options));
             }
             catch (RecordException ex)
             {

@@ -68,7 +68,12 @@ public static class TokenBatcher
             {
                 break;
             }
-            batches.Add(Collate(order.AsSpan(start, count).ToArray().Select(i => examples[i]).ToArray(), padId));
+            var rows = new TokenizedExample[count];
+            for (int i = 0; i < count; i++)
+            {
+                rows[i] = examples[order[start + i]];
+            }
+            batches.Add(Collate(rows, padId));
         }
         return batches;
     }

@@ -33,6 +33,9 @@ public sealed record LlamaConfig
     public bool MlpBias { get; init; }
 
     public int MaxPositionEmbeddings { get; init; } = 2048;
+
+    /// <summary>Mistral's (and Qwen2's, when use_sliding_window) attention window; longer sequences are refused, not silently changed.</summary>
+    public int? SlidingWindow { get; init; }
     public string TorchDtype { get; init; } = "float32";
 
     /// <summary>Reads and validates <c>config.json</c> in a Hugging Face model folder.</summary>
@@ -51,6 +54,19 @@ public sealed record LlamaConfig
     public static LlamaConfig Parse(string json)
     {
         ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            return ParseCore(json);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        {
+            // JsonNode.GetValue throws these when a field has the wrong JSON type.
+            throw new InvalidDataException($"config.json has a field of the wrong type: {e.Message}", e);
+        }
+    }
+
+    private static LlamaConfig ParseCore(string json)
+    {
         JsonObject root;
         try
         {
@@ -104,6 +120,9 @@ public sealed record LlamaConfig
             OutputBias = !isQwen2 && attentionBias,
             MlpBias = GetBool(root, "mlp_bias") ?? false,
             MaxPositionEmbeddings = GetInt(root, "max_position_embeddings") ?? 2048,
+            SlidingWindow = modelType == "mistral" || (isQwen2 && (GetBool(root, "use_sliding_window") ?? false))
+                ? GetInt(root, "sliding_window")
+                : null,
             TorchDtype = GetString(root, "torch_dtype") ?? GetString(root, "dtype") ?? "float32",
         };
         config.Validate();
@@ -138,6 +157,10 @@ public sealed record LlamaConfig
             throw new InvalidDataException($"rope_theta {RopeTheta} must be a positive finite number");
         }
         RopeScaling?.Validate();
+        if (SlidingWindow is <= 0)
+        {
+            throw new InvalidDataException($"sliding_window {SlidingWindow} must be a positive integer");
+        }
     }
 
     /// <summary>Writes the config as a Hugging Face config.json text.</summary>
@@ -167,6 +190,14 @@ public sealed record LlamaConfig
             ["max_position_embeddings"] = MaxPositionEmbeddings,
             ["torch_dtype"] = TorchDtype,
         };
+        if (SlidingWindow is { } window)
+        {
+            root["sliding_window"] = window;
+            if (ModelType == "qwen2")
+            {
+                root["use_sliding_window"] = true;
+            }
+        }
         if (ModelType == "llama")
         {
             root["attention_bias"] = QkvBias;

@@ -34,6 +34,8 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             register_module("lm_head", _lmHead);
         }
         _rotary = new RotaryEmbedding(config, Device);
+        // Inference mode until a trainer says otherwise, as transformers' from_pretrained leaves models.
+        eval();
     }
 
     public LlamaConfig Config { get; }
@@ -69,6 +71,26 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>The base weights by Hugging Face name (LoRA tensors excluded).</summary>
     public IEnumerable<(string Name, Tensor Tensor)> BaseWeights() =>
         named_parameters().Where(p => !IsLoraName(p.name)).Select(p => (p.name, (Tensor)p.parameter));
+
+    /// <summary>Writes config.json and model.safetensors (e.g. after MergeLora) so that transformers loads the folder.</summary>
+    public void SavePretrained(string directory, SafeTensorDType dtype = SafeTensorDType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (dtype is not (SafeTensorDType.F32 or SafeTensorDType.F16 or SafeTensorDType.BF16))
+        {
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "model weights must be F32, F16 or BF16");
+        }
+        Directory.CreateDirectory(directory);
+        SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"),
+            BaseWeights().Select(w => (w.Name, w.Tensor, dtype)), new Dictionary<string, string> { ["format"] = "pt" });
+        string torchDtype = dtype switch
+        {
+            SafeTensorDType.BF16 => "bfloat16",
+            SafeTensorDType.F16 => "float16",
+            _ => "float32",
+        };
+        File.WriteAllText(Path.Combine(directory, "config.json"), (Config with { TorchDtype = torchDtype }).ToJson());
+    }
 
     /// <summary>Copies every base weight from a checkpoint; a missing or mis-shaped tensor is an error naming it.</summary>
     public void LoadWeights(SafeTensorsCheckpoint checkpoint)
@@ -109,8 +131,14 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         {
             throw new ArgumentException($"input ids must be [batch, sequence]; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
         }
-        using var scope = torch.NewDisposeScope();
         long length = inputIds.shape[1];
+        if (Config.SlidingWindow is { } window && length > window)
+        {
+            // Within the window, sliding-window attention is plain causal attention; beyond it we would be wrong.
+            throw new NotSupportedException(
+                $"sequence length {length} exceeds the model's sliding_window {window}; sliding-window attention is not implemented, use sequences of at most {window} tokens");
+        }
+        using var scope = torch.NewDisposeScope();
         var (cos, sin) = _rotary.Tables(length);
         Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
         Tensor? mask = BuildMask(attentionMask, length);

@@ -40,19 +40,8 @@ public static class TinyLlamaFactory
             throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "model weights must be F32, F16 or BF16");
         }
         config.Validate();
-        Directory.CreateDirectory(directory);
-        string torchDtype = dtype switch
-        {
-            SafeTensorDType.BF16 => "bfloat16",
-            SafeTensorDType.F16 => "float16",
-            _ => "float32",
-        };
         using var model = new LlamaForCausalLM(config, torch.CPU);
         model.InitializeRandom(seed, initStd);
-        SafeTensorsWriter.Write(
-            Path.Combine(directory, "model.safetensors"),
-            model.BaseWeights().Select(w => (w.Name, w.Tensor, dtype)),
-            new Dictionary<string, string> { ["format"] = "pt" });
-        File.WriteAllText(Path.Combine(directory, "config.json"), (config with { TorchDtype = torchDtype }).ToJson());
+        model.SavePretrained(directory, dtype);
     }
 }

@@ -13,6 +13,33 @@ public static partial class PeftAdapter
     public const string ConfigFileName = "adapter_config.json";
     public const string WeightsFileName = "adapter_model.safetensors";
 
+    /// <summary>Writes the model's current adapter (settings and tensors) as a PEFT folder.</summary>
+    public static void Save(string directory, Model.LlamaForCausalLM model, string baseModelNameOrPath,
+        SafeTensorDType dtype = SafeTensorDType.F32)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var settings = model.Lora ?? throw new InvalidOperationException("the model has no LoRA adapter to save");
+        Save(directory, settings, model.GetAdapter(), baseModelNameOrPath, dtype);
+    }
+
+    /// <summary>Reads a PEFT folder and attaches it to a model that has no adapter yet; returns the settings it used.</summary>
+    public static LoraSettings Apply(string directory, Model.LlamaForCausalLM model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var (settings, adapter, _) = Load(directory);
+        model.AddLora(settings);
+        try
+        {
+            model.SetAdapter(adapter);
+        }
+        catch
+        {
+            model.RemoveLora();
+            throw;
+        }
+        return settings;
+    }
+
     /// <summary>Writes the folder so that <c>PeftModel.from_pretrained(base, dir)</c> loads it.</summary>
     public static void Save(string directory, LoraSettings settings, AdapterTensors adapter, string baseModelNameOrPath,
         SafeTensorDType dtype = SafeTensorDType.F32, IReadOnlyDictionary<string, string>? metadata = null)
@@ -118,6 +145,18 @@ public static partial class PeftAdapter
     }
 
     internal static (LoraSettings Settings, string BaseModel) ParseConfig(string json)
+    {
+        try
+        {
+            return ParseConfigCore(json);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        {
+            throw new InvalidDataException($"{ConfigFileName} has a field of the wrong type: {e.Message}", e);
+        }
+    }
+
+    private static (LoraSettings Settings, string BaseModel) ParseConfigCore(string json)
     {
         JsonObject root;
         try

@@ -64,7 +64,14 @@ public sealed class SafeTensorsReader : IDisposable
             var headerBytes = new byte[headerLength];
             _view.ReadArray(8, headerBytes, 0, headerBytes.Length);
             _dataStart = 8 + (long)headerLength;
-            (_tensors, Metadata) = ParseHeader(headerBytes, length - _dataStart, path);
+            try
+            {
+                (_tensors, Metadata) = ParseHeader(headerBytes, length - _dataStart, path);
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+            {
+                throw new InvalidDataException($"safetensors header of '{path}' has a field of the wrong type: {e.Message}", e);
+            }
         }
         catch
         {

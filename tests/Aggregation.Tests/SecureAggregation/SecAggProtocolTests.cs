@@ -10,7 +10,7 @@ public sealed class SecAggProtocolTests
         using var random = new DeterministicRandom(2024);
         int completed = 0;
         int failed = 0;
-        for (int trial = 0; trial < 36; trial++)
+        for (int trial = 0; trial < 30; trial++)
         {
             int n = 2 + random.Next(59);
             int d = 1 + random.Next(300);
@@ -65,7 +65,7 @@ public sealed class SecAggProtocolTests
                 failed++;
             }
         }
-        Assert.True(completed >= 24, $"only {completed} of 36 random rounds completed");
+        Assert.True(completed >= 20, $"only {completed} of 30 random rounds completed ({failed} failed for lack of shares)");
     }
 
     [Fact]

@@ -22,6 +22,8 @@ internal static class EdgeClientProcess
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        // One intra-op thread: on the shared CI machine libtorch's spinning OpenMP barriers make tiny models far slower.
+        start.Environment["OMP_NUM_THREADS"] = "1";
         start.ArgumentList.Add("exec");
         start.ArgumentList.Add(dll);
         foreach (string arg in args)

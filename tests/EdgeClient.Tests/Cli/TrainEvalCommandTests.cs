@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Federated.Training.Peft;
+using Federated.Training.Tokenization;
 using Xunit.Abstractions;
 
 namespace Federated.EdgeClient.Tests.Cli;
@@ -69,6 +70,33 @@ public sealed class TrainEvalCommandTests(ITestOutputHelper output)
         Assert.Equal(BadUsage, result.ExitCode);
         Assert.Contains("tokenizer.json", result.StdErr);
         Assert.Contains("not valid JSON", result.StdErr);
+    }
+
+    [Fact]
+    public void Eval_TokenizerLargerThanModelVocab_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+        // 40 merges give the tokenizer more ids than the model's embedding has rows.
+        ByteLevelTokenizerWriter.Write(folder.Model, ["aa bb aa bb cc dd cc dd ab ab cd cd"], mergeCount: 40);
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data);
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.Contains("vocab_size is 259", result.StdErr);
+    }
+
+    [Fact]
+    public void Eval_MissingWeights_ExitsWithUsageError()
+    {
+        using var folder = new TinyModelFolder();
+        string data = folder.WriteLines("eval.jsonl", s_trainingLines);
+        System.IO.File.Delete(Path.Combine(folder.Model, "model.safetensors"));
+
+        var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data, "--device", "cpu");
+
+        Assert.Equal(BadUsage, result.ExitCode);
+        Assert.StartsWith("edge-client: --model: ", result.StdErr);
     }
 
     [Fact]

@@ -23,6 +23,21 @@ public sealed class JsonlDatasetTests
     }
 
     [Fact]
+    public void Parse_TokenizerWithoutBos_StartsWithTheText()
+    {
+        using var folder = new ScratchFolder();
+        ByteLevelTokenizerWriter.Write(folder.Path);
+        // Qwen2-style: no BOS token at all.
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.ConfigFileName), """{"bos_token": null, "eos_token": "</s>"}""");
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(folder.Path);
+
+        TokenizedExample example = Assert.Single(JsonlDataset.Parse(["""{"text": "ab"}"""], "mem", tokenizer).Examples);
+
+        Assert.Equal(new[] { 3 + 'a', 3 + 'b', 1 }, example.InputIds);
+        Assert.Equal(new[] { 3 + 'b', 1, Ignore }, example.Labels);
+    }
+
+    [Fact]
     public void Parse_PromptCompletion_PromptPositionsCarryNoLoss()
     {
         using var folder = new ScratchFolder();
@@ -186,6 +201,25 @@ public sealed class JsonlDatasetTests
 
         Assert.StartsWith("data.jsonl:2: ", ex.Message);
         Assert.Contains(expected, ex.Message);
+    }
+
+    [Fact]
+    public void Load_InvalidUtf8Line_IsReportedWithItsLineNumber()
+    {
+        using var folder = new ScratchFolder();
+        using HuggingFaceTokenizer tokenizer = folder.ByteTokenizer();
+        string path = folder.File("bytes.jsonl");
+        // A BOM, CRLF line ends, then a line holding a lone 0xFF byte inside the JSON string.
+        byte[] content = [0xEF, 0xBB, 0xBF, .. "{\"text\": \"ok\"}\r\n"u8, .. "{\"text\": \"a"u8, 0xFF, .. "b\"}\r\n"u8, .. "{\"text\": \"fine\"}"u8];
+        File.WriteAllBytes(path, content);
+
+        var stop = Assert.Throws<DatasetFormatException>(() => JsonlDataset.Load(path, tokenizer));
+        JsonlDataset skipped = JsonlDataset.Load(path, tokenizer, new DatasetOptions { MalformedLines = MalformedLinePolicy.Skip });
+
+        Assert.StartsWith($"{path}:2: not valid UTF-8", stop.Message);
+        Assert.Equal(2, skipped.Examples.Count);
+        Assert.Equal([0, .. tokenizer.Encode("ok"), 1], skipped.Examples[0].InputIds);
+        Assert.Equal([0, .. tokenizer.Encode("fine"), 1], skipped.Examples[1].InputIds);
     }
 
     [Fact]

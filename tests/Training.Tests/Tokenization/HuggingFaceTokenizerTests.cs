@@ -131,4 +131,96 @@ public sealed class HuggingFaceTokenizerTests
 
         Assert.Contains(HuggingFaceTokenizer.TokenizerFileName, ex.Message);
     }
+
+    [Fact]
+    public void Encode_PostProcessorAddingBosAndEos_StripsBoth()
+    {
+        using var folder = new ScratchFolder();
+        // A hand-written WordLevel tokenizer whose TemplateProcessing wraps every sequence as "<s> $A </s>".
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.TokenizerFileName), """
+            {
+              "version": "1.0", "truncation": null, "padding": null,
+              "added_tokens": [
+                {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+              ],
+              "normalizer": null,
+              "pre_tokenizer": {"type": "Whitespace"},
+              "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {
+                  "<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                  "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}
+                }
+              },
+              "decoder": null,
+              "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "hello": 3, "world": 4, "a": 5}, "unk_token": "<unk>"}
+            }
+            """);
+
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(folder.Path);
+
+        Assert.Equal(new[] { 3, 4, 3 }, tokenizer.Encode("hello world hello"));
+        Assert.Equal(new[] { 0 }, tokenizer.Encode("unknown"));
+        Assert.Empty(tokenizer.Encode(""));
+        Assert.Equal(1, tokenizer.BosId);
+        Assert.Equal(2, tokenizer.EosId);
+        Assert.Equal(2, tokenizer.PadId);
+        Assert.Equal(6, tokenizer.VocabSize);
+    }
+
+    [Fact]
+    public void EncodeDecode_Llama2StyleMetaspaceTokenizer_StripsBosAndRoundTrips()
+    {
+        using var folder = new ScratchFolder();
+        // The shape of TinyLlama's and Llama 2's tokenizer.json: SentencePiece-converted BPE with byte fallback, a
+        // normalizer that prepends and substitutes '▁', and a TemplateProcessing that prepends <s>.
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.TokenizerFileName), """
+            {
+              "version": "1.0", "truncation": null, "padding": null,
+              "added_tokens": [
+                {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+              ],
+              "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+              ]},
+              "pre_tokenizer": null,
+              "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}
+              },
+              "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+              ]},
+              "model": {
+                "type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+                "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x21>": 3, "▁": 4, "h": 5, "e": 6, "l": 7, "o": 8,
+                          "▁h": 9, "ll": 10, "▁he": 11, "▁hell": 12, "▁hello": 13},
+                "merges": ["▁ h", "l l", "▁h e", "▁he ll", "▁hell o"]
+              }
+            }
+            """);
+        File.WriteAllText(folder.File(HuggingFaceTokenizer.ConfigFileName),
+            """{"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": null, "add_bos_token": true}""");
+
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(folder.Path);
+        int[] ids = tokenizer.Encode("hello hello!");
+
+        Assert.Equal(new[] { 13, 13, 3 }, ids);
+        Assert.Equal("hello hello!", tokenizer.Decode(ids));
+        Assert.Equal(1, tokenizer.BosId);
+        Assert.Equal(2, tokenizer.EosId);
+        Assert.Equal(2, tokenizer.PadId);
+    }
 }
