@@ -74,7 +74,7 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
                 RingBits = (uint)round.Parameters.Bits,
                 VectorLength = (ulong)round.Parameters.VectorLength,
                 MaxChunkBytes = (uint)round.Plan.MaxChunkBytes,
-                GraphSeed = ByteString.CopyFrom(round.Parameters.GraphSeed),
+                GraphSeed = ByteString.CopyFrom(round.Parameters.GraphSeed.Span),
             },
             AdvertiseKeysDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[0]),
             ShareKeysDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[1]),
