@@ -23,6 +23,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1101, Level = LogLevel.Debug, Message = "Heartbeat from {ClientId} (available {Available})")]
     public static partial void Heartbeat(ILogger logger, string clientId, bool available);
 
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "Client {ClientId} declined round {Round} of run {RunId}: {Reason} {Detail}")]
+    public static partial void RoundDeclined(ILogger logger, string clientId, string runId, int round, string reason, string detail);
+
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Budget of population {Population} set to epsilon {Epsilon}, delta {Delta} by {Actor}")]
     public static partial void BudgetSet(ILogger logger, string population, double epsilon, double delta, string actor);
 }

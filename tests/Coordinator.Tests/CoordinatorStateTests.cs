@@ -102,3 +102,44 @@ public sealed class CoordinatorStateTests
         Assert.Empty(state.ReadAudit(1, 10).Entries);
     }
 }
+
+public sealed class CoordinatorStateRoundTests
+{
+    [Fact]
+    public void CompleteRound_Twice_SecondRefusedAndLedgerChargedOnce()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.CreateRun("run1", [1, 2, 3], "default", 2.0, 1.1, "a0", "engineer");
+        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
+        state.SetParticipantStatus("run1", 1, "alice", "uploaded");
+        var charge = new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 3, default);
+
+        LedgerRecord stored = state.CompleteRound(charge, "a1");
+        var second = Assert.Throws<InvalidOperationException>(() => state.CompleteRound(charge with { EpsilonAfter = 9 }, "a2"));
+
+        Assert.Contains("not in progress", second.Message, StringComparison.Ordinal);
+        Assert.Equal(1, stored.Sequence);
+        Assert.Equal(0.5, Assert.Single(state.GetLedger("run1", null)).EpsilonAfter);
+        Assert.Equal(Federated.Protos.V1.RoundStage.Completed, state.GetRoundStage("run1", 1));
+        string[] actions = [.. state.ReadAudit(1, 100).Entries.Select(e => System.Text.Json.JsonDocument.Parse(e.CanonicalJson).RootElement.GetProperty("action").GetString()!)];
+        Assert.Equal(["run.start", "round.start", "round.complete"], actions);
+    }
+
+    [Fact]
+    public void FailRound_InProgress_NoChargeAndCannotCompleteLater()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+
+        state.FailRound("run1", 1, "2 survivors, threshold 3");
+
+        Assert.Throws<InvalidOperationException>(() => state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1"));
+        Assert.Empty(state.GetLedger("run1", null));
+        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, state.GetRoundStage("run1", 1));
+    }
+}

@@ -37,13 +37,16 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             pki.IssueIdentity(Pki, "officer", FederationRole.Officer, password: null);
             pki.IssueIdentity(Pki, "alice", FederationRole.Client, password: null);
             pki.IssueIdentity(Pki, "bob", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "carol", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "dave", FederationRole.Client, password: null);
+            pki.IssueIdentity(Pki, "erin", FederationRole.Client, password: null);
         }
         using (FederationPki rogue = FederationPki.CreateCa(RoguePki, TimeProvider.System))
         {
             rogue.IssueIdentity(RoguePki, "mallory", FederationRole.Client, password: null);
         }
         _host = CoordinatorHost.Create(
-            new CoordinatorOptions { Pki = Pki, Port = 0, Address = "127.0.0.1", State = Path.Combine(Root, "state.db") },
+            new CoordinatorOptions { Pki = Pki, Port = 0, Address = "127.0.0.1", State = Path.Combine(Root, "state.db"), HeartbeatIntervalSeconds = 1 },
             logging => logging.AddProvider(Logs).SetMinimumLevel(LogLevel.Debug));
         await _host.StartAsync(CancellationToken.None);
     }

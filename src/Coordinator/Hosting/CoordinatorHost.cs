@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
@@ -40,6 +41,12 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     }
 
     public CoordinatorState State => _state;
+
+    /// <summary>The rounds in progress (the orchestrator opens rounds here).</summary>
+    public RoundRegistry Rounds => _app.Services.GetRequiredService<RoundRegistry>();
+
+    /// <summary>The signed global adapters.</summary>
+    public AdapterStore Adapters => _app.Services.GetRequiredService<AdapterStore>();
 
     public IServiceProvider Services => _app.Services;
 
@@ -117,6 +124,10 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(time);
             builder.Services.AddSingleton(validator);
             builder.Services.AddSingleton(state);
+            var signer = new CoordinatorSigner(server);
+            builder.Services.AddSingleton(signer);
+            builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
+            builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();

@@ -1,17 +1,30 @@
+using System.Buffers.Binary;
+using Federated.Aggregation.SecureAggregation;
+using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using ProtoChunk = Federated.Protos.V1.MaskedInputChunk;
+using ProtoEncryptedShare = Federated.Protos.V1.EncryptedShare;
+using ProtoShareCommitment = Federated.Protos.V1.ShareCommitment;
+using SecAggChunk = Federated.Aggregation.SecureAggregation.MaskedInputChunk;
+using SecAggEncryptedShare = Federated.Aggregation.SecureAggregation.EncryptedShare;
+using SecAggShareCommitment = Federated.Aggregation.SecureAggregation.ShareCommitment;
 
 namespace Federated.Coordinator.Services;
 
-/// <summary>The edge service: maps messages to the state store and, later, the round orchestrator. Callers are role-checked clients.</summary>
-internal sealed class EdgeGrpcService(CoordinatorState state, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger) : EdgeService.EdgeServiceBase
+/// <summary>The edge service: maps messages to the state store and the rounds in progress. Callers are role-checked clients.</summary>
+internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger) : EdgeService.EdgeServiceBase
 {
+    /// <summary>Adapter download chunk size (the proto documents at most 1 MiB).</summary>
+    public const int AdapterChunkBytes = 1 << 20;
+
     private const int MaxVersionLength = 64;
     private const int MaxDeviceLength = 16;
+    private const int MaxDeclineDetailLength = 256;
 
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
@@ -36,8 +49,193 @@ internal sealed class EdgeGrpcService(CoordinatorState state, CoordinatorOptions
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"client '{caller.Name}' is not registered; call Register first"));
         }
         CoordinatorLog.Heartbeat(logger, caller.Name, request.Available);
-        return Task.FromResult(new HeartbeatResponse { HeartbeatIntervalSeconds = (uint)options.HeartbeatIntervalSeconds });
+        return Task.FromResult(new HeartbeatResponse
+        {
+            HeartbeatIntervalSeconds = (uint)options.HeartbeatIntervalSeconds,
+            Invitation = request.Available ? rounds.InvitationFor(caller.Name) : null,
+        });
     }
+
+    public override Task<GetRoundManifestResponse> GetRoundManifest(GetRoundManifestRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        SecAggRound round = rounds.Find(request.Round);
+        return Task.FromResult(rounds.Manifest(round, caller.Name));
+    }
+
+    public override Task<DeclineRoundResponse> DeclineRound(DeclineRoundRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        if (request.Reason == DeclineReason.Unspecified || !System.Enum.IsDefined(request.Reason))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"decline reason {(int)request.Reason} is invalid: use one of the DeclineReason values other than UNSPECIFIED"));
+        }
+        string detail = RequireText(request.Detail, "detail", MaxDeclineDetailLength);
+        SecAggRound round = rounds.Find(request.Round);
+        rounds.Decline(round, caller.Name);
+        CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);
+        return Task.FromResult(new DeclineRoundResponse());
+    }
+
+    public override async Task DownloadAdapter(DownloadAdapterRequest request, IServerStreamWriter<AdapterChunk> responseStream, ServerCallContext context)
+    {
+        if (request.Sha256.Length != 64 || !request.Sha256.All(char.IsAsciiHexDigitLower))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "sha256 must be 64 lowercase hex characters"));
+        }
+        if (adapters.Open(request.Sha256) is not { } adapter)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"adapter {request.Sha256} is not stored on this coordinator"));
+        }
+        await using FileStream content = adapter.Content;
+        if (request.Offset > (ulong)adapter.SizeBytes)
+        {
+            throw new RpcException(new Status(StatusCode.OutOfRange, $"offset {request.Offset} is past the adapter's {adapter.SizeBytes} bytes"));
+        }
+        content.Seek((long)request.Offset, SeekOrigin.Begin);
+        byte[] buffer = new byte[AdapterChunkBytes];
+        long offset = (long)request.Offset;
+        do
+        {
+            int read = await content.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, context.CancellationToken);
+            bool last = offset + read >= adapter.SizeBytes;
+            var chunk = new AdapterChunk { Offset = (ulong)offset, Data = Google.Protobuf.ByteString.CopyFrom(buffer, 0, read), TotalSize = (ulong)adapter.SizeBytes };
+            if (last)
+            {
+                chunk.Sha256 = request.Sha256;
+                chunk.Signature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
+            }
+            await responseStream.WriteAsync(chunk, context.CancellationToken);
+            offset += read;
+        }
+        while (offset < adapter.SizeBytes);
+    }
+
+    public override async Task<AdvertiseKeysResponse> AdvertiseKeys(AdvertiseKeysRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        SecAggRound round = rounds.Find(request.Round);
+        int index = round.IndexOf(caller.Name);
+        var message = new AdvertiseKeysMessage(index, request.EncryptionPublicKey.ToByteArray(), request.MaskPublicKey.ToByteArray());
+        KeyRosterMessage roster = await round.AdvertiseAsync(message, context.CancellationToken);
+        var response = new AdvertiseKeysResponse();
+        Dictionary<int, string> names = round.Indices.ToDictionary(p => p.Value, p => p.Key);
+        foreach (AdvertisedKeys keys in roster.Neighbours)
+        {
+            response.Neighbours.Add(new ParticipantKeys
+            {
+                Participant = new ParticipantRef { Index = (uint)keys.ClientId, ClientId = names[keys.ClientId] },
+                EncryptionPublicKey = Google.Protobuf.ByteString.CopyFrom(keys.CipherPublicKey),
+                MaskPublicKey = Google.Protobuf.ByteString.CopyFrom(keys.MaskPublicKey),
+            });
+        }
+        return response;
+    }
+
+    public override async Task<ShareKeysResponse> ShareKeys(ShareKeysRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        SecAggRound round = rounds.Find(request.Round);
+        int index = round.IndexOf(caller.Name);
+        var shares = new List<SecAggEncryptedShare>(request.Shares.Count);
+        foreach (ProtoEncryptedShare share in request.Shares)
+        {
+            if (share.FromIndex != (uint)index)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"share from_index {share.FromIndex} is not the caller's index {index}"));
+            }
+            shares.Add(new SecAggEncryptedShare(ToIndex(share.ToIndex, "to_index"), share.Ciphertext.ToByteArray()));
+        }
+        var commitments = request.Commitments
+            .Select(c => new SecAggShareCommitment(ToIndex(c.HolderIndex, "holder_index"), c.SelfMaskSeedCommitment.ToByteArray(), c.MaskKeyCommitment.ToByteArray()))
+            .ToList();
+        ForwardedSharesMessage forwarded = await round.ShareKeysAsync(new ShareKeysMessage(index, shares, commitments), context.CancellationToken);
+        var response = new ShareKeysResponse();
+        foreach (ForwardedShare share in forwarded.Shares)
+        {
+            response.Shares.Add(new ProtoEncryptedShare { FromIndex = (uint)share.Sender, ToIndex = (uint)index, Ciphertext = Google.Protobuf.ByteString.CopyFrom(share.Ciphertext) });
+        }
+        return response;
+    }
+
+    public override async Task<UploadMaskedInputResponse> UploadMaskedInput(IAsyncStreamReader<ProtoChunk> requestStream, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        CancellationToken cancellationToken = context.CancellationToken;
+        if (!await requestStream.MoveNext(cancellationToken))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the upload has no chunks"));
+        }
+        ProtoChunk first = requestStream.Current;
+        SecAggRound round = rounds.Find(first.Round);
+        int index = round.IndexOf(caller.Name);
+        ulong expectedTotal = 4UL * (ulong)round.Parameters.VectorLength;
+        if (first.TotalBytes > expectedTotal)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, $"total_bytes {first.TotalBytes} exceeds the round's masked vector size {expectedTotal}"));
+        }
+        if (first.TotalBytes != expectedTotal)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"total_bytes {first.TotalBytes} must equal the round's masked vector size {expectedTotal}"));
+        }
+        ulong offset = 0;
+        do
+        {
+            ProtoChunk chunk = requestStream.Current;
+            if (chunk.Round is not null && !chunk.Round.Equals(first.Round))
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, "a chunk names a different round than the first chunk"));
+            }
+            if (chunk.Offset != offset)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"chunk offset {chunk.Offset} is not the next expected offset {offset}"));
+            }
+            int length = chunk.Data.Length;
+            if (length > round.Plan.MaxChunkBytes)
+            {
+                throw new RpcException(new Status(StatusCode.ResourceExhausted, $"chunk of {length} bytes exceeds max_chunk_bytes {round.Plan.MaxChunkBytes}"));
+            }
+            if (length == 0 || length % 4 != 0)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"chunk of {length} bytes is not a positive whole number of 4-byte ring elements"));
+            }
+            if (offset + (ulong)length > expectedTotal)
+            {
+                throw new RpcException(new Status(StatusCode.ResourceExhausted, $"upload exceeds the round's masked vector size {expectedTotal}"));
+            }
+            var values = new uint[length / 4];
+            ReadOnlySpan<byte> data = chunk.Data.Span;
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(4 * i, 4));
+            }
+            round.ReceiveChunk(new SecAggChunk(index, (int)(offset / 4), values));
+            offset += (ulong)length;
+        }
+        while (await requestStream.MoveNext(cancellationToken));
+
+        UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
+        var response = new UploadMaskedInputResponse { ReceivedBytes = offset };
+        response.Survivors.AddRange(request.Survivors.Select(i => (uint)i));
+        response.Dropped.AddRange(request.Dropped.Select(i => (uint)i));
+        return response;
+    }
+
+    public override Task<UnmaskResponse> Unmask(UnmaskRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        SecAggRound round = rounds.Find(request.Round);
+        int index = round.IndexOf(caller.Name);
+        var seeds = request.SelfMaskShares.Select(s => new RevealedShare(ToIndex(s.OwnerIndex, "owner_index"), s.Share.ToByteArray(), s.Salt.ToByteArray())).ToList();
+        var keys = request.MaskKeyShares.Select(s => new RevealedShare(ToIndex(s.OwnerIndex, "owner_index"), s.Share.ToByteArray(), s.Salt.ToByteArray())).ToList();
+        round.Unmask(new UnmaskResponseMessage(index, seeds, keys));
+        return Task.FromResult(new UnmaskResponse { Stage = round.Stage });
+    }
+
+    private static int ToIndex(uint value, string field) =>
+        value is >= 1 and <= int.MaxValue
+            ? (int)value
+            : throw new RpcException(new Status(StatusCode.InvalidArgument, $"{field} {value} is invalid: participant indices start at 1"));
 
     private static string RequireText(string value, string field, int maxLength)
     {

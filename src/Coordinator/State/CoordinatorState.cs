@@ -292,6 +292,195 @@ internal sealed class CoordinatorState : IDisposable
         }
     }
 
+    /// <summary>Records an accepted run (state PENDING) and audits who started it.</summary>
+    public void CreateRun(string runId, byte[] plan, string population, double plannedEpsilon, double noiseMultiplier, string adapterSha256, string actor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentException.ThrowIfNullOrEmpty(population);
+        ArgumentNullException.ThrowIfNull(adapterSha256);
+        ArgumentException.ThrowIfNullOrEmpty(actor);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string now = Format(_time.GetUtcNow());
+            Execute(transaction,
+                """
+                INSERT INTO runs (run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at, updated_at)
+                VALUES ($run, $plan, $p, $state, $eps, $z, 0, $adapter, '', $by, $now, $now)
+                """,
+                ("$run", runId), ("$plan", plan), ("$p", population), ("$state", (int)Protos.V1.RunState.Pending), ("$eps", plannedEpsilon),
+                ("$z", noiseMultiplier), ("$adapter", adapterSha256), ("$by", actor), ("$now", now));
+            AppendAudit(transaction, actor, "run.start", new Dictionary<string, string>
+            {
+                ["run_id"] = runId,
+                ["population"] = population,
+                ["planned_epsilon"] = plannedEpsilon.ToString("R", CultureInfo.InvariantCulture),
+                ["noise_multiplier"] = noiseMultiplier.ToString("R", CultureInfo.InvariantCulture),
+                ["plan_sha256"] = Convert.ToHexStringLower(SHA256.HashData(plan)),
+            });
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>Records a round's start and its selected participants (status "selected"), audited with the participant list.</summary>
+    public void StartRound(string runId, int round, IReadOnlyDictionary<string, int> participants, string adapterBefore)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentOutOfRangeException.ThrowIfLessThan(round, 1);
+        ArgumentNullException.ThrowIfNull(participants);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string now = Format(_time.GetUtcNow());
+            Execute(transaction,
+                "INSERT INTO rounds (run_id, round, stage, selected, survivors, adapter_sha256_before, started_at) VALUES ($run, $round, $stage, $n, 0, $adapter, $now)",
+                ("$run", runId), ("$round", round), ("$stage", (int)Protos.V1.RoundStage.Manifest), ("$n", participants.Count), ("$adapter", adapterBefore), ("$now", now));
+            foreach ((string clientId, int index) in participants)
+            {
+                Execute(transaction,
+                    "INSERT INTO participants (run_id, round, client_id, participant_index, status, updated_at) VALUES ($run, $round, $id, $i, 'selected', $now)",
+                    ("$run", runId), ("$round", round), ("$id", clientId), ("$i", index), ("$now", now));
+            }
+            Execute(transaction, "UPDATE runs SET state = $state, current_round = $round, updated_at = $now WHERE run_id = $run",
+                ("$state", (int)Protos.V1.RunState.Running), ("$round", round), ("$now", now), ("$run", runId));
+            AppendAudit(transaction, "coordinator", "round.start", new Dictionary<string, string>
+            {
+                ["run_id"] = runId,
+                ["round"] = round.ToString(CultureInfo.InvariantCulture),
+                ["participants"] = string.Join(",", participants.OrderBy(p => p.Value).Select(p => p.Key)),
+            });
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>Sets a participant's status in a round ("declined", "uploaded", "dropped").</summary>
+    public void SetParticipantStatus(string runId, int round, string clientId, string status)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(status);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            Execute(transaction, "UPDATE participants SET status = $s, updated_at = $now WHERE run_id = $run AND round = $round AND client_id = $id",
+                ("$s", status), ("$now", Format(_time.GetUtcNow())), ("$run", runId), ("$round", round), ("$id", clientId));
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>
+    /// Completes a round in one transaction: the ledger charge (UNIQUE per round, so never twice), the round's new
+    /// adapter and survivor count, the run's progress and the audit entry. Nothing is released before this returns.
+    /// </summary>
+    public LedgerRecord CompleteRound(LedgerRecord charge, string adapterAfter)
+    {
+        ArgumentNullException.ThrowIfNull(charge);
+        ArgumentException.ThrowIfNullOrEmpty(adapterAfter);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string now = Format(_time.GetUtcNow());
+            int updated = Scalar<int>(transaction,
+                "UPDATE rounds SET stage = $stage, survivors = $n, adapter_sha256_after = $adapter, ended_at = $now WHERE run_id = $run AND round = $round AND stage NOT IN ($done, $failed) RETURNING 1",
+                ("$stage", (int)Protos.V1.RoundStage.Completed), ("$n", charge.Participants), ("$adapter", adapterAfter), ("$now", now),
+                ("$run", charge.RunId), ("$round", charge.Round), ("$done", (int)Protos.V1.RoundStage.Completed), ("$failed", (int)Protos.V1.RoundStage.Failed));
+            if (updated != 1)
+            {
+                throw new InvalidOperationException($"round {charge.Round} of run {charge.RunId} is not in progress; it cannot be completed");
+            }
+            Execute(transaction,
+                """
+                INSERT INTO ledger (run_id, round, population, epsilon_after, epsilon_delta, delta, mechanism, noise_multiplier, clip_norm, participants, charged_at)
+                VALUES ($run, $round, $p, $after, $d_eps, $delta, $mech, $z, $c, $n, $at)
+                """,
+                ("$run", charge.RunId), ("$round", charge.Round), ("$p", charge.Population), ("$after", charge.EpsilonAfter),
+                ("$d_eps", charge.EpsilonDelta), ("$delta", charge.Delta), ("$mech", charge.Mechanism), ("$z", charge.NoiseMultiplier),
+                ("$c", charge.ClipNorm), ("$n", charge.Participants), ("$at", now));
+            long sequence = Scalar<long>(transaction, "SELECT last_insert_rowid()");
+            Execute(transaction, "UPDATE runs SET adapter_sha256 = $adapter, updated_at = $now WHERE run_id = $run",
+                ("$adapter", adapterAfter), ("$now", now), ("$run", charge.RunId));
+            AppendAudit(transaction, "coordinator", "round.complete", new Dictionary<string, string>
+            {
+                ["run_id"] = charge.RunId,
+                ["round"] = charge.Round.ToString(CultureInfo.InvariantCulture),
+                ["survivors"] = charge.Participants.ToString(CultureInfo.InvariantCulture),
+                ["adapter_sha256"] = adapterAfter,
+                ["epsilon_after"] = charge.EpsilonAfter.ToString("R", CultureInfo.InvariantCulture),
+            });
+            transaction.Commit();
+            return charge with { Sequence = sequence, ChargedAt = Parse(now) };
+        }
+    }
+
+    /// <summary>Ends a round without a release: no ledger charge, the reason audited.</summary>
+    public void FailRound(string runId, int round, string reason)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            string now = Format(_time.GetUtcNow());
+            Execute(transaction, "UPDATE rounds SET stage = $stage, ended_at = $now WHERE run_id = $run AND round = $round",
+                ("$stage", (int)Protos.V1.RoundStage.Failed), ("$now", now), ("$run", runId), ("$round", round));
+            AppendAudit(transaction, "coordinator", "round.fail", new Dictionary<string, string>
+            {
+                ["run_id"] = runId,
+                ["round"] = round.ToString(CultureInfo.InvariantCulture),
+                ["reason"] = reason,
+            });
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>A round's stage as recorded (RoundStage numbers); null when unknown.</summary>
+    public Protos.V1.RoundStage? GetRoundStage(string runId, int round)
+    {
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText = "SELECT stage FROM rounds WHERE run_id = $run AND round = $round";
+            command.Parameters.AddWithValue("$run", runId);
+            command.Parameters.AddWithValue("$round", round);
+            object? stage = command.ExecuteScalar();
+            return stage is null ? null : (Protos.V1.RoundStage)Convert.ToInt32(stage, CultureInfo.InvariantCulture);
+        }
+    }
+
+    /// <summary>Records a stored adapter (its bytes are already durable on disk) and audits it.</summary>
+    public void RecordAdapter(string sha256, string runId, int round, long sizeBytes, byte[] signature, string actor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(sha256);
+        ArgumentNullException.ThrowIfNull(runId);
+        ArgumentNullException.ThrowIfNull(signature);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            Execute(transaction,
+                "INSERT INTO adapters (sha256, run_id, round, size_bytes, signature, created_at) VALUES ($h, $run, $round, $size, $sig, $at) ON CONFLICT (sha256) DO NOTHING",
+                ("$h", sha256), ("$run", runId), ("$round", round), ("$size", sizeBytes), ("$sig", signature), ("$at", Format(_time.GetUtcNow())));
+            AppendAudit(transaction, actor, "adapter.store", new Dictionary<string, string>
+            {
+                ["sha256"] = sha256,
+                ["run_id"] = runId,
+                ["round"] = round.ToString(CultureInfo.InvariantCulture),
+                ["size_bytes"] = sizeBytes.ToString(CultureInfo.InvariantCulture),
+            });
+            transaction.Commit();
+        }
+    }
+
+    /// <summary>A stored adapter's size and signature; null when unknown.</summary>
+    public (long SizeBytes, byte[] Signature)? GetAdapter(string sha256)
+    {
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText = "SELECT size_bytes, signature FROM adapters WHERE sha256 = $h";
+            command.Parameters.AddWithValue("$h", sha256);
+            using SqliteDataReader reader = command.ExecuteReader();
+            return reader.Read() ? (reader.GetInt64(0), (byte[])reader.GetValue(1)) : null;
+        }
+    }
+
     /// <summary>Appends an audit entry in its own transaction (for actions that change nothing else).</summary>
     public AuditRecord Audit(string actor, string action, IReadOnlyDictionary<string, string> details)
     {

@@ -1,5 +1,6 @@
 using System.Net.Security;
 using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using Federated.Protos.V1;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -20,6 +21,9 @@ internal sealed record ConnectionOptions
 
     /// <summary>Retries of an idempotent call after a transient failure before the error surfaces (0 = retry until cancelled).</summary>
     public int MaxRetries { get; init; } = 8;
+
+    /// <summary>Optional wrapper of the raw TCP stream (below TLS), e.g. to count the bytes on the wire.</summary>
+    public Func<Stream, Stream>? TransportObserver { get; init; }
 }
 
 /// <summary>
@@ -31,6 +35,7 @@ internal sealed class CoordinatorConnection : IDisposable
     private readonly GrpcChannel _channel;
     private readonly ConnectionOptions _options;
     private readonly TimeProvider _time;
+    private X509Certificate2? _serverCertificate;
 
     public CoordinatorConnection(Uri coordinator, EdgeIdentity identity, ConnectionOptions? options = null, TimeProvider? time = null)
     {
@@ -57,10 +62,35 @@ internal sealed class CoordinatorConnection : IDisposable
                 // Always present our identity, whatever CA list the server advertises.
                 LocalCertificateSelectionCallback = (_, _, _, _, _) => identity.Certificate,
                 RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                    FederationTrust.ValidateServer(identity.Ca, certificate, errors, clock, out _),
-                CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                {
+                    if (!FederationTrust.ValidateServer(identity.Ca, certificate, errors, clock, out _))
+                    {
+                        return false;
+                    }
+                    // Kept to verify what the coordinator signs (manifests, adapters) with the key TLS authenticated.
+                    Interlocked.Exchange(ref _serverCertificate, X509CertificateLoader.LoadCertificate(certificate!.GetRawCertData()))?.Dispose();
+                    return true;
+                },
+                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             },
         };
+        if (_options.TransportObserver is { } observe)
+        {
+            handler.ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return observe(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true));
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
         _channel = GrpcChannel.ForAddress(coordinator, new GrpcChannelOptions
         {
             HttpHandler = handler,
@@ -73,6 +103,9 @@ internal sealed class CoordinatorConnection : IDisposable
     public EdgeService.EdgeServiceClient Edge { get; }
 
     public ChannelBase Channel => _channel;
+
+    /// <summary>The coordinator's certificate from the last validated TLS handshake; null before the first call.</summary>
+    public X509Certificate2? ServerCertificate => Volatile.Read(ref _serverCertificate);
 
     /// <summary>Call options with this connection's deadline (or <paramref name="timeout"/>) and the caller's token.</summary>
     public CallOptions Call(CancellationToken cancellationToken, TimeSpan? timeout = null) =>
@@ -108,5 +141,9 @@ internal sealed class CoordinatorConnection : IDisposable
 
     public static bool IsTransient(StatusCode status) => status is StatusCode.Unavailable or StatusCode.DeadlineExceeded;
 
-    public void Dispose() => _channel.Dispose();
+    public void Dispose()
+    {
+        _channel.Dispose();
+        Interlocked.Exchange(ref _serverCertificate, null)?.Dispose();
+    }
 }

@@ -1,0 +1,326 @@
+using Federated.Aggregation.SecureAggregation;
+using Federated.Protos.V1;
+using Grpc.Core;
+using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
+
+namespace Federated.Coordinator.Rounds;
+
+/// <summary>What the coordinator fixes for one SecAgg+ round: who takes part (by identity) and the protocol's sizes and deadlines.</summary>
+internal sealed record SecAggRoundPlan(
+    string RunId,
+    int Round,
+    IReadOnlyList<string> Participants,
+    int VectorLength,
+    int Bits,
+    int Degree,
+    int Threshold,
+    TimeSpan StageTimeout,
+    int MaxChunkBytes = 1 << 20,
+    DpParameters? Dp = null);
+
+/// <summary>
+/// One SecAgg+ round over the wire: holds the <see cref="ServerSession"/>, serializes every call into it, and
+/// closes each stage when every expected participant has submitted or the stage deadline passes, whichever comes
+/// first. Stage RPCs wait on the stage's closing and then get their own part of the result. A round with too few
+/// survivors fails and releases nothing.
+/// </summary>
+internal sealed class SecAggRound : IDisposable
+{
+    private readonly Lock _gate = new();
+    private readonly ServerSession _session;
+    private readonly TimeProvider _time;
+    private readonly Dictionary<string, int> _indexByClient;
+    private readonly HashSet<int> _declined = [];
+    private readonly HashSet<int> _submitted = [];
+    private readonly TaskCompletionSource<IReadOnlyDictionary<int, KeyRosterMessage>> _rosters = New<IReadOnlyDictionary<int, KeyRosterMessage>>();
+    private readonly TaskCompletionSource<IReadOnlyDictionary<int, ForwardedSharesMessage>> _forwarded = New<IReadOnlyDictionary<int, ForwardedSharesMessage>>();
+    private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
+    private readonly TaskCompletionSource<uint[]> _sum = New<uint[]>();
+    private readonly Dictionary<RoundStage, DateTimeOffset> _closedAt = [];
+    private HashSet<int> _expected;
+    private ITimer? _deadline;
+    private RoundStage _stage = RoundStage.AdvertiseKeys;
+
+    public SecAggRound(SecAggRoundPlan plan, byte[] graphSeed, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(graphSeed);
+        ArgumentNullException.ThrowIfNull(time);
+        ArgumentOutOfRangeException.ThrowIfLessThan(plan.Round, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(plan.StageTimeout, TimeSpan.Zero);
+        ArgumentOutOfRangeException.ThrowIfLessThan(plan.MaxChunkBytes, 4);
+        Plan = plan;
+        _time = time;
+        // Indices 1..n in identity order: Shamir x-coordinates must be positive and distinct.
+        _indexByClient = plan.Participants.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)
+            .Select((name, i) => (name, i + 1)).ToDictionary(p => p.name, p => p.Item2, StringComparer.Ordinal);
+        if (_indexByClient.Count != plan.Participants.Count)
+        {
+            throw new ArgumentException("a participant appears twice in the round plan", nameof(plan));
+        }
+        Parameters = SecAggParameters.Create(plan.RunId, plan.Round, _indexByClient.Values, plan.VectorLength, plan.Bits, plan.Degree, plan.Threshold, graphSeed);
+        _session = new ServerSession(Parameters);
+        _expected = [.. _indexByClient.Values];
+        OpenedAt = time.GetUtcNow();
+        Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.StageTimeout * i)];
+        ArmDeadline(0);
+    }
+
+    public SecAggRoundPlan Plan { get; }
+
+    /// <summary>When the round opened (the clock of the injected TimeProvider).</summary>
+    public DateTimeOffset OpenedAt { get; private set; }
+
+    /// <summary>When each closed stage closed, for status views and the overhead benchmark.</summary>
+    public IReadOnlyDictionary<RoundStage, DateTimeOffset> StageClosedAt
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new Dictionary<RoundStage, DateTimeOffset>(_closedAt);
+            }
+        }
+    }
+
+    public SecAggParameters Parameters { get; }
+
+    public RoundRef Ref => new() { RunId = Plan.RunId, Round = (uint)Plan.Round };
+
+    /// <summary>The time each of the four stages closes at the latest.</summary>
+    public IReadOnlyList<DateTimeOffset> Deadlines { get; }
+
+    public IReadOnlyDictionary<string, int> Indices => _indexByClient;
+
+    public RoundStage Stage
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _stage;
+            }
+        }
+    }
+
+    /// <summary>Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails.</summary>
+    public Task<uint[]> Sum => _sum.Task;
+
+    /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
+    public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
+
+    /// <summary>The caller's index; PERMISSION_DENIED for an identity that was not selected.</summary>
+    public int IndexOf(string clientId) =>
+        _indexByClient.TryGetValue(clientId, out int index)
+            ? index
+            : throw new RpcException(new Status(StatusCode.PermissionDenied, $"client '{clientId}' is not a participant of round {Plan.Round} of run {Plan.RunId}"));
+
+    public void Decline(int index)
+    {
+        lock (_gate)
+        {
+            if (_stage != RoundStage.AdvertiseKeys)
+            {
+                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is past the point where a participant can decline"));
+            }
+            _declined.Add(index);
+            _expected.Remove(index);
+            CloseIfComplete();
+        }
+    }
+
+    public async Task<KeyRosterMessage> AdvertiseAsync(AdvertiseKeysMessage message, CancellationToken cancellationToken)
+    {
+        Submit(RoundStage.AdvertiseKeys, message.Sender, () => _session.ReceiveAdvertisement(message));
+        IReadOnlyDictionary<int, KeyRosterMessage> rosters = await _rosters.Task.WaitAsync(cancellationToken);
+        return rosters.TryGetValue(message.Sender, out KeyRosterMessage? roster) ? roster : throw Dropped(message.Sender);
+    }
+
+    public async Task<ForwardedSharesMessage> ShareKeysAsync(ShareKeysMessage message, CancellationToken cancellationToken)
+    {
+        Submit(RoundStage.ShareKeys, message.Sender, () => _session.ReceiveShareKeys(message));
+        IReadOnlyDictionary<int, ForwardedSharesMessage> forwarded = await _forwarded.Task.WaitAsync(cancellationToken);
+        return forwarded.TryGetValue(message.Sender, out ForwardedSharesMessage? shares) ? shares : throw Dropped(message.Sender);
+    }
+
+    /// <summary>Adds one in-order chunk to the running sum (O(d) memory, not O(n d)).</summary>
+    public void ReceiveChunk(Aggregation.SecureAggregation.MaskedInputChunk chunk)
+    {
+        lock (_gate)
+        {
+            RequireStage(RoundStage.MaskedInput);
+            try
+            {
+                _session.ReceiveMaskedInputChunk(chunk);
+            }
+            catch (SecureAggregationException ex)
+            {
+                throw SecAggStatus.ToRpc(ex);
+            }
+        }
+    }
+
+    /// <summary>Marks a participant's upload complete and waits for stage 3 to close.</summary>
+    public async Task<UnmaskRequestMessage> FinishUploadAsync(int index, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            RequireStage(RoundStage.MaskedInput);
+            if (!_session.State.MaskedInputs.Contains(index))
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"participant {index} ended its upload before the whole masked vector arrived"));
+            }
+            _submitted.Add(index);
+            CloseIfComplete();
+        }
+        IReadOnlyDictionary<int, UnmaskRequestMessage> requests = await _unmaskRequests.Task.WaitAsync(cancellationToken);
+        return requests.TryGetValue(index, out UnmaskRequestMessage? request) ? request : throw Dropped(index);
+    }
+
+    public void Unmask(UnmaskResponseMessage message) =>
+        Submit(RoundStage.Unmask, message.Sender, () => _session.ReceiveUnmaskResponse(message));
+
+    /// <summary>Ends the round without a release (an engineer's abort).</summary>
+    public void Abort(string reason)
+    {
+        lock (_gate)
+        {
+            Fail(new RpcException(new Status(StatusCode.Aborted, reason)));
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _deadline?.Dispose();
+            if (_stage is not (RoundStage.Completed or RoundStage.Failed))
+            {
+                Fail(new RpcException(new Status(StatusCode.Aborted, "the coordinator is shutting down")));
+            }
+            _session.Dispose();
+        }
+    }
+
+    private void Submit(RoundStage stage, int index, Action receive)
+    {
+        lock (_gate)
+        {
+            RequireStage(stage);
+            try
+            {
+                receive();
+            }
+            catch (SecureAggregationException ex)
+            {
+                throw SecAggStatus.ToRpc(ex);
+            }
+            _submitted.Add(index);
+            CloseIfComplete();
+        }
+    }
+
+    private void RequireStage(RoundStage stage)
+    {
+        if (_stage == RoundStage.Failed)
+        {
+            throw new RpcException(new Status(StatusCode.Aborted, $"round {Plan.Round} of run {Plan.RunId} failed and releases nothing"));
+        }
+        if (_stage != stage)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is in stage {_stage}, not {stage}"));
+        }
+    }
+
+    private void CloseIfComplete()
+    {
+        if (_expected.IsSubsetOf(_submitted))
+        {
+            CloseStage();
+        }
+    }
+
+    private void OnDeadline(RoundStage stage)
+    {
+        lock (_gate)
+        {
+            if (_stage == stage)
+            {
+                CloseStage();
+            }
+        }
+    }
+
+    // Called under _gate.
+    private void CloseStage()
+    {
+        RoundStage closing = _stage;
+        try
+        {
+            switch (_stage)
+            {
+                case RoundStage.AdvertiseKeys:
+                    IReadOnlyDictionary<int, KeyRosterMessage> rosters = _session.CloseAdvertiseKeys();
+                    Advance(RoundStage.ShareKeys, rosters.Keys, 1);
+                    _rosters.TrySetResult(rosters);
+                    break;
+                case RoundStage.ShareKeys:
+                    IReadOnlyDictionary<int, ForwardedSharesMessage> forwarded = _session.CloseShareKeys();
+                    Advance(RoundStage.MaskedInput, forwarded.Keys, 2);
+                    _forwarded.TrySetResult(forwarded);
+                    break;
+                case RoundStage.MaskedInput:
+                    IReadOnlyDictionary<int, UnmaskRequestMessage> requests = _session.CloseMaskedInput();
+                    Advance(RoundStage.Unmask, requests.Keys, 3);
+                    _unmaskRequests.TrySetResult(requests);
+                    break;
+                case RoundStage.Unmask:
+                    uint[] sum = _session.Unmask();
+                    _deadline?.Dispose();
+                    _stage = RoundStage.Completed;
+                    _sum.TrySetResult(sum);
+                    break;
+            }
+        }
+        catch (SecureAggregationException ex)
+        {
+            Fail(SecAggStatus.ToRpc(ex));
+        }
+        finally
+        {
+            // After the stage's work (for the unmask stage: reconstruction and mask removal).
+            _closedAt[closing] = _time.GetUtcNow();
+        }
+    }
+
+    private void Advance(RoundStage next, IEnumerable<int> expected, int deadlineIndex)
+    {
+        _stage = next;
+        _expected = [.. expected];
+        _submitted.Clear();
+        ArmDeadline(deadlineIndex);
+    }
+
+    private void ArmDeadline(int stageIndex)
+    {
+        _deadline?.Dispose();
+        RoundStage stage = _stage;
+        TimeSpan due = Deadlines[stageIndex] - _time.GetUtcNow();
+        _deadline = _time.CreateTimer(_ => OnDeadline(stage), null, due < TimeSpan.Zero ? TimeSpan.Zero : due, Timeout.InfiniteTimeSpan);
+    }
+
+    private void Fail(Exception reason)
+    {
+        _deadline?.Dispose();
+        _stage = RoundStage.Failed;
+        _rosters.TrySetException(reason);
+        _forwarded.TrySetException(reason);
+        _unmaskRequests.TrySetException(reason);
+        _sum.TrySetException(reason);
+    }
+
+    private RpcException Dropped(int index) =>
+        new(new Status(StatusCode.DeadlineExceeded, $"participant {index} missed a stage of round {Plan.Round} and was dropped"));
+
+    private static TaskCompletionSource<T> New<T>() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+}

@@ -1,0 +1,52 @@
+using Federated.Protos.V1;
+using Grpc.Core;
+
+namespace Federated.EdgeClient.Transport;
+
+/// <summary>
+/// The edge client's life on the network: register, heartbeat at the coordinator's interval, hand each round
+/// invitation to the caller, register again when the coordinator has forgotten this client, and ride out outages
+/// with the connection's backoff. Cancellation ends it between steps.
+/// </summary>
+internal sealed class EdgeSession(CoordinatorConnection connection, RegisterRequest registration, TimeProvider? time = null)
+{
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+
+    /// <summary>Runs until cancelled; <paramref name="onInvitation"/> runs to completion before the next heartbeat.</summary>
+    public async Task RunAsync(Func<RoundRef, CancellationToken, Task> onInvitation, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(onInvitation);
+        TimeSpan interval = await RegisterAsync(cancellationToken);
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            HeartbeatResponse heartbeat;
+            try
+            {
+                heartbeat = await connection.HeartbeatAsync(new HeartbeatRequest { Available = true }, cancellationToken);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.FailedPrecondition)
+            {
+                // The coordinator does not know this client (for example, a fresh state file): register again.
+                interval = await RegisterAsync(cancellationToken);
+                continue;
+            }
+            if (heartbeat.Invitation is { } invitation)
+            {
+                await onInvitation(invitation, cancellationToken);
+                continue;
+            }
+            await Task.Delay(Interval(heartbeat.HeartbeatIntervalSeconds, interval), _time, cancellationToken);
+        }
+    }
+
+    private async Task<TimeSpan> RegisterAsync(CancellationToken cancellationToken)
+    {
+        RegisterResponse registered = await connection.RegisterAsync(registration, cancellationToken);
+        return Interval(registered.HeartbeatIntervalSeconds, TimeSpan.FromSeconds(10));
+    }
+
+    // A coordinator-sent interval is clamped: a hostile 0 must not turn heartbeats into a busy loop.
+    private static TimeSpan Interval(uint seconds, TimeSpan fallback) =>
+        seconds == 0 ? fallback : TimeSpan.FromSeconds(Math.Clamp(seconds, 1u, 3600u));
+}
