@@ -13,6 +13,7 @@ internal static class CoordinatorCommands
             pki.SetDescription("Create the federation CA and issue identities.");
             pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the CA, the server certificate and engineer and officer identities.");
             pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
+            pki.AddCommand<PkiRevokeCommand>("revoke").WithDescription("Revoke every certificate of a name (CA-signed crl.pem, read by a running coordinator).");
         });
         config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
         config.AddBranch("audit", audit =>

@@ -68,7 +68,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         }
         X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
         X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(serverPath, password: null);
-        var validator = new FederationCertificateValidator(ca, time);
+        var validator = new FederationCertificateValidator(ca, time, new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca));
         if (!validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out string serverProblem))
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
@@ -101,7 +101,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
                         ServerCertificate = server,
                         SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
                         ClientCertificateMode = ClientCertificateMode.RequireCertificate,
-                        // Revocation is the validator's job (CRL-ready); no online lookups for a private CA.
+                        // Revocation is the validator's job (the CA-signed crl.pem); no online lookups for a private CA.
                         CheckCertificateRevocation = false,
                         ClientCertificateValidation = (certificate, _, _) =>
                         {

@@ -28,12 +28,17 @@ internal sealed partial class FederationPki : IDisposable
     private readonly X509Certificate2 _caCertificate;
     private readonly ECDsa _caKey;
     private readonly TimeProvider _time;
+    private readonly string _directory;
 
-    private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time)
+    /// <summary>Folder under the CA's where a public copy of every issued certificate is kept, so `pki revoke --name` finds its serials.</summary>
+    public const string IssuedFolder = "issued";
+
+    private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time, string directory)
     {
         _caCertificate = caCertificate;
         _caKey = caKey;
         _time = time;
+        _directory = directory;
     }
 
     public X509Certificate2 CaCertificate => _caCertificate;
@@ -94,7 +99,7 @@ internal sealed partial class FederationPki : IDisposable
         X509Certificate2 certificate = X509Certificate2.CreateFromPemFile(certificatePath, keyPath);
         ECDsa key = certificate.GetECDsaPrivateKey()
             ?? throw new CryptographicException($"'{keyPath}' does not hold the ECDSA key of '{certificatePath}'");
-        return new FederationPki(certificate, key, time);
+        return new FederationPki(certificate, key, time, Path.GetFullPath(directory));
     }
 
     /// <summary>Issues the coordinator's TLS server certificate for localhost, the loopback addresses and <paramref name="hosts"/>.</summary>
@@ -196,11 +201,52 @@ internal sealed partial class FederationPki : IDisposable
         }
         PkiFiles.WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
         PkiFiles.WritePublic(certificatePath, issued.ExportCertificatePem());
+        string issuedFolder = Path.Combine(_directory, IssuedFolder);
+        Directory.CreateDirectory(issuedFolder);
+        PkiFiles.WritePublic(Path.Combine(issuedFolder, Convert.ToHexStringLower(serial) + ".crt"), issued.ExportCertificatePem());
         string caCopy = Path.Combine(directory, CaCertificateFile);
         if (!File.Exists(caCopy))
         {
             PkiFiles.WritePublic(caCopy, _caCertificate.ExportCertificatePem());
         }
         return new IssuedIdentity(name, role ?? default, pfxPath, certificatePath, keyPath, issued.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant());
+    }
+
+    /// <summary>
+    /// Revokes every certificate this CA issued to <paramref name="name"/> (the recorded copies in issued/, and NAME.crt
+    /// in the CA folder for identities made before that record existed): their serials go into the signed crl.pem.
+    /// </summary>
+    public IReadOnlyList<string> Revoke(string name)
+    {
+        ValidateName(name);
+        var serials = new List<byte[]>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        IEnumerable<string> candidates = Directory.Exists(Path.Combine(_directory, IssuedFolder))
+            ? Directory.EnumerateFiles(Path.Combine(_directory, IssuedFolder), "*.crt")
+            : [];
+        string legacy = Path.Combine(_directory, name + ".crt");
+        if (File.Exists(legacy))
+        {
+            candidates = candidates.Append(legacy);
+        }
+        foreach (string path in candidates)
+        {
+            using X509Certificate2 certificate = X509CertificateLoader.LoadCertificateFromFile(path);
+            if (certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false) != name
+                || !certificate.IssuerName.RawData.AsSpan().SequenceEqual(_caCertificate.SubjectName.RawData))
+            {
+                continue;
+            }
+            if (seen.Add(certificate.SerialNumber))
+            {
+                serials.Add(certificate.SerialNumberBytes.ToArray());
+            }
+        }
+        if (serials.Count == 0)
+        {
+            throw new FileNotFoundException($"no certificate issued to '{name}' is recorded in '{_directory}'");
+        }
+        RevocationList.Revoke(_directory, _caCertificate, serials, _time.GetUtcNow());
+        return [.. seen];
     }
 }

@@ -15,17 +15,28 @@ internal sealed class FederationCertificateValidator
 
     private readonly X509Certificate2 _ca;
     private readonly TimeProvider _time;
+    private readonly RevocationCache? _revocation;
 
-    public FederationCertificateValidator(X509Certificate2 ca, TimeProvider time)
+    /// <param name="revocation">The CRL of `pki revoke`; null only where no client certificates are checked (server self-check).</param>
+    public FederationCertificateValidator(X509Certificate2 ca, TimeProvider time, RevocationCache? revocation = null)
     {
         ArgumentNullException.ThrowIfNull(ca);
         ArgumentNullException.ThrowIfNull(time);
         _ca = ca;
         _time = time;
+        _revocation = revocation;
     }
 
-    /// <summary>Revocation: NoCheck until the CRL of `pki revoke` exists; then Offline with the CRL in the custom store.</summary>
-    public X509RevocationMode RevocationMode { get; init; } = X509RevocationMode.NoCheck;
+    /// <summary>True when the certificate is on the federation's CRL (or the CRL cannot be trusted); checked on every call, not only at the handshake.</summary>
+    public bool IsRevoked(X509Certificate2 certificate, out string reason)
+    {
+        if (_revocation is null)
+        {
+            reason = "";
+            return false;
+        }
+        return _revocation.IsRefused(certificate, out reason);
+    }
 
     /// <summary>Checks a certificate presented by an edge client or an admin; returns its identity or why it was refused.</summary>
     public bool TryValidateClient(X509Certificate2? certificate, out CallerIdentity? identity, out string reason)
@@ -36,7 +47,7 @@ internal sealed class FederationCertificateValidator
             reason = "no client certificate";
             return false;
         }
-        if (!TryBuildChain(certificate, ClientAuthOid, out reason))
+        if (!TryBuildChain(certificate, ClientAuthOid, out reason) || IsRevoked(certificate, out reason))
         {
             return false;
         }
@@ -63,8 +74,8 @@ internal sealed class FederationCertificateValidator
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.Add(_ca);
-        chain.ChainPolicy.RevocationMode = RevocationMode;
-        chain.ChainPolicy.RevocationFlag = X509RevocationFlag.EntireChain;
+        // Revocation is checked by IsRevoked against the CA-signed crl.pem (see RevocationList for why not here).
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         chain.ChainPolicy.ApplicationPolicy.Add(new Oid(extendedKeyUsage));
         chain.ChainPolicy.VerificationTime = _time.GetUtcNow().UtcDateTime;
         chain.ChainPolicy.VerificationTimeIgnored = false;
@@ -86,6 +97,12 @@ internal sealed class FederationCertificateValidator
         if (certificate.Extensions["2.5.29.19"] is X509BasicConstraintsExtension { CertificateAuthority: true })
         {
             reason = $"certificate '{certificate.Subject}' is a CA certificate, not an end-entity identity";
+            return false;
+        }
+        // The chain checks the EKU but not the key usage; TLS client and server keys must be allowed to sign.
+        if (certificate.Extensions["2.5.29.15"] is not X509KeyUsageExtension usage || !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
+        {
+            reason = $"certificate '{certificate.Subject}' lacks the digitalSignature key usage a TLS identity needs";
             return false;
         }
         reason = "";

@@ -71,6 +71,12 @@ internal sealed class RoleAuthorizationInterceptor(FederationCertificateValidato
         IDictionary<object, object?>? connectionItems = http.Features.Get<IConnectionItemsFeature>()?.Items;
         if (connectionItems is not null && connectionItems.TryGetValue(s_identityKey, out object? cached) && cached is CallerIdentity known)
         {
+            // A certificate revoked while its connection is open loses access at its next call, not at reconnect.
+            if (http.Connection.ClientCertificate is { } certificate && validator.IsRevoked(certificate, out string revoked))
+            {
+                CoordinatorLog.Unauthenticated(logger, method, revoked);
+                throw new RpcException(new Status(StatusCode.Unauthenticated, revoked));
+            }
             return known;
         }
         if (!validator.TryValidateClient(http.Connection.ClientCertificate, out CallerIdentity? identity, out string reason))

@@ -22,6 +22,9 @@ internal sealed record ConnectionOptions
     /// <summary>Retries of an idempotent call after a transient failure before the error surfaces (0 = retry until cancelled).</summary>
     public int MaxRetries { get; init; } = 8;
 
+    /// <summary>Where refused coordinator certificates are logged (with the reason); null logs nothing.</summary>
+    public Microsoft.Extensions.Logging.ILogger? Logger { get; init; }
+
     /// <summary>Optional wrapper of the raw TCP stream (below TLS), e.g. to count the bytes on the wire.</summary>
     public Func<Stream, Stream>? TransportObserver { get; init; }
 }
@@ -63,8 +66,12 @@ internal sealed class CoordinatorConnection : IDisposable
                 LocalCertificateSelectionCallback = (_, _, _, _, _) => identity.Certificate,
                 RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
                 {
-                    if (!FederationTrust.ValidateServer(identity.Ca, certificate, errors, clock, out _))
+                    if (!FederationTrust.ValidateServer(identity.Ca, certificate, errors, clock, out string reason))
                     {
+                        if (_options.Logger is { } logger)
+                        {
+                            TransportLog.ServerRefused(logger, coordinator.ToString(), reason);
+                        }
                         return false;
                     }
                     // Kept to verify what the coordinator signs (manifests, adapters) with the key TLS authenticated.

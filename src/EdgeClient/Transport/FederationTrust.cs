@@ -30,6 +30,11 @@ internal static class FederationTrust
             reason = $"'{certificate.Subject}' chains to another root";
             return false;
         }
+        if (certificate.Extensions["2.5.29.15"] is not X509KeyUsageExtension usage || !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
+        {
+            reason = $"'{certificate.Subject}' lacks the digitalSignature key usage a TLS identity needs";
+            return false;
+        }
         reason = "";
         return true;
     }
