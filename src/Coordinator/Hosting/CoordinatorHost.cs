@@ -128,9 +128,13 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(signer);
             builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
             builder.Services.AddSingleton<RoundRegistry>();
+            // One limiter for the host's lifetime: interceptors are otherwise created per call.
+            builder.Services.AddSingleton<RateLimitInterceptor>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
+                // After the role check, so the bucket is keyed by an authenticated identity.
+                grpc.Interceptors.Add<RateLimitInterceptor>();
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });

@@ -20,6 +20,15 @@ internal sealed class CoordinatorOptions
     /// <summary>How often edge clients are asked to send heartbeats.</summary>
     public int HeartbeatIntervalSeconds { get; set; } = 10;
 
+    /// <summary>Calls each identity (certificate subject) may make per period once its burst is spent.</summary>
+    public int RateLimitCalls { get; set; } = 100;
+
+    /// <summary>The rate limit's replenishment period in seconds.</summary>
+    public int RateLimitPeriodSeconds { get; set; } = 1;
+
+    /// <summary>Calls an identity may make at once before the per-period rate applies.</summary>
+    public int RateLimitBurst { get; set; } = 200;
+
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
     public void Validate()
     {
@@ -42,6 +51,18 @@ internal sealed class CoordinatorOptions
         if (HeartbeatIntervalSeconds is < 1 or > 3600)
         {
             throw new ArgumentOutOfRangeException(nameof(HeartbeatIntervalSeconds), HeartbeatIntervalSeconds, "heartbeat interval must be in 1..3600 seconds");
+        }
+        if (RateLimitCalls is < 1 or > 1_000_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RateLimitCalls), RateLimitCalls, "rate limit calls must be in 1..1000000 per period");
+        }
+        if (RateLimitPeriodSeconds is < 1 or > 86_400)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RateLimitPeriodSeconds), RateLimitPeriodSeconds, "rate limit period must be in 1..86400 seconds");
+        }
+        if (RateLimitBurst < RateLimitCalls || RateLimitBurst > 1_000_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RateLimitBurst), RateLimitBurst, $"rate limit burst must be in {RateLimitCalls} (the calls per period)..1000000");
         }
     }
 }
