@@ -20,6 +20,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1004, Level = LogLevel.Warning, Message = "Rate-limited {Method} from {Caller}: more than {Calls} calls per {PeriodSeconds} s")]
     public static partial void RateLimited(ILogger logger, string method, string caller, int calls, int periodSeconds);
 
+    [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Renewed the certificate of {Caller}: serial {Serial}, valid until {NotAfter:O}")]
+    public static partial void CertificateRenewed(ILogger logger, string caller, string serial, DateTime notAfter);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Client {ClientId} registered (version {Version}, device {Device}, certificate {Thumbprint})")]
     public static partial void ClientRegistered(ILogger logger, string clientId, string version, string device, string thumbprint);
 

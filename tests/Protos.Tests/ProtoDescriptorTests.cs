@@ -6,7 +6,7 @@ namespace Federated.Protos.Tests;
 
 public sealed class ProtoDescriptorTests
 {
-    private static readonly string[] s_files = ["admin", "common", "edge"];
+    private static readonly string[] s_files = ["admin", "common", "edge", "identity"];
 
     public static TheoryData<string> Files() => new(s_files);
 

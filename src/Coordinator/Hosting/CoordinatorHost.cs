@@ -128,6 +128,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(signer);
             builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
             builder.Services.AddSingleton<RoundRegistry>();
+            builder.Services.AddSingleton(new CertificateRenewer(
+                File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
+                TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
             builder.Services.AddGrpc(grpc =>
@@ -145,6 +148,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
             app.MapGrpcService<EdgeGrpcService>();
             app.MapGrpcService<AdminGrpcService>();
+            app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
             return new CoordinatorHost(app, state, ca, server);
         }

@@ -29,6 +29,9 @@ internal sealed class CoordinatorOptions
     /// <summary>Calls an identity may make at once before the per-period rate applies.</summary>
     public int RateLimitBurst { get; set; } = 200;
 
+    /// <summary>Lifetime of certificates renewed through IdentityService/Renew (short-lived by design).</summary>
+    public int RenewedCertificateDays { get; set; } = 30;
+
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
     public void Validate()
     {
@@ -51,6 +54,10 @@ internal sealed class CoordinatorOptions
         if (HeartbeatIntervalSeconds is < 1 or > 3600)
         {
             throw new ArgumentOutOfRangeException(nameof(HeartbeatIntervalSeconds), HeartbeatIntervalSeconds, "heartbeat interval must be in 1..3600 seconds");
+        }
+        if (RenewedCertificateDays is < 1 or > 365)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RenewedCertificateDays), RenewedCertificateDays, "renewed certificate lifetime must be in 1..365 days");
         }
         if (RateLimitCalls is < 1 or > 1_000_000)
         {

@@ -249,4 +249,68 @@ internal sealed partial class FederationPki : IDisposable
         RevocationList.Revoke(_directory, _caCertificate, serials, _time.GetUtcNow());
         return [.. seen];
     }
+
+    /// <summary>Largest CSR accepted by <see cref="Renew"/>.</summary>
+    public const int MaxCsrBytes = 4096;
+
+    /// <summary>
+    /// Signs a new certificate for <paramref name="current"/>'s subject, role and EKU over the key of
+    /// <paramref name="csrDer"/>: the CSR's signature proves possession of that key, and everything else in it is
+    /// ignored so a caller can never widen its name or role. The new key must be ECDSA P-256 and differ from the
+    /// current one. Returns the certificate without a private key; a copy is recorded for `pki revoke`.
+    /// </summary>
+    public X509Certificate2 Renew(X509Certificate2 current, ReadOnlySpan<byte> csrDer, TimeSpan lifetime)
+    {
+        ArgumentNullException.ThrowIfNull(current);
+        ArgumentOutOfRangeException.ThrowIfLessThan(lifetime, TimeSpan.FromMinutes(10));
+        if (csrDer.Length is 0 or > MaxCsrBytes)
+        {
+            throw new ArgumentException($"the CSR is {csrDer.Length} bytes; it must be 1..{MaxCsrBytes}", nameof(csrDer));
+        }
+        CertificateRequest request;
+        try
+        {
+            request = CertificateRequest.LoadSigningRequest(csrDer, HashAlgorithmName.SHA256, out int consumed, CertificateRequestLoadOptions.Default);
+            if (consumed != csrDer.Length)
+            {
+                throw new ArgumentException("the CSR has trailing bytes", nameof(csrDer));
+            }
+        }
+        catch (CryptographicException ex)
+        {
+            throw new ArgumentException($"the CSR is malformed or its signature does not verify: {ex.Message}", nameof(csrDer), ex);
+        }
+        using (ECDsa? newKey = request.PublicKey.GetECDsaPublicKey())
+        {
+            if (newKey is null || newKey.ExportParameters(false).Curve.Oid.Value != "1.2.840.10045.3.1.7")
+            {
+                throw new ArgumentException("the CSR's key must be ECDSA P-256", nameof(csrDer));
+            }
+        }
+        if (request.PublicKey.EncodedKeyValue.RawData.AsSpan().SequenceEqual(current.PublicKey.EncodedKeyValue.RawData))
+        {
+            throw new ArgumentException("the CSR reuses the current key; renew with a new key", nameof(csrDer));
+        }
+        if (FederationRoleExtension.Read(current) is not { } role)
+        {
+            throw new ArgumentException("the current certificate carries no valid role", nameof(current));
+        }
+
+        var renewed = new CertificateRequest(current.SubjectName, request.PublicKey, HashAlgorithmName.SHA256);
+        renewed.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        renewed.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        renewed.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(ClientAuthOid)], false));
+        renewed.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(renewed.PublicKey, false));
+        renewed.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(_caCertificate, true, false));
+        renewed.CertificateExtensions.Add(FederationRoleExtension.Create(role));
+        DateTimeOffset now = _time.GetUtcNow();
+        DateTimeOffset notAfter = now + lifetime < _caCertificate.NotAfter ? now + lifetime : _caCertificate.NotAfter;
+        byte[] serial = RandomNumberGenerator.GetBytes(16);
+        serial[0] &= 0x7F; // positive INTEGER, as RFC 5280 requires
+        X509Certificate2 issued = renewed.Create(_caCertificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now - s_clockSkew, notAfter, serial);
+        string issuedFolder = Path.Combine(_directory, IssuedFolder);
+        Directory.CreateDirectory(issuedFolder);
+        PkiFiles.WritePublic(Path.Combine(issuedFolder, Convert.ToHexStringLower(serial) + ".crt"), issued.ExportCertificatePem());
+        return issued;
+    }
 }

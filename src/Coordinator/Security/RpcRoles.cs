@@ -32,6 +32,8 @@ internal static class RpcRoles
         ["/federated.v1.AdminService/GetBudget"] = s_officer,
         ["/federated.v1.AdminService/GetLedger"] = s_officer,
         ["/federated.v1.AdminService/GetAudit"] = s_staff,
+        // Renewal keeps the caller's own subject and role, so every identity may renew itself.
+        ["/federated.v1.IdentityService/Renew"] = s_everyone,
         ["/grpc.health.v1.Health/Check"] = s_everyone,
         ["/grpc.health.v1.Health/Watch"] = s_everyone,
         ["/grpc.health.v1.Health/List"] = s_everyone,

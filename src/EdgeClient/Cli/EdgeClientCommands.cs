@@ -14,6 +14,7 @@ internal static class EdgeClientCommands
             ledger.SetDescription("This machine's own privacy ledger.");
             ledger.AddCommand<LedgerShowCommand>("show").WithDescription("Show the epsilon spent on this machine's data, per run and in total.");
         });
+        config.AddCommand<RenewCommand>("renew").WithDescription("Renew this machine's certificate with a new key (CSR over mutual TLS).");
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
         config.AddCommand<TrainCommand>("train")
             .WithDescription("Fine-tune a LoRA adapter locally on a JSONL file and write a PEFT folder (nothing leaves the machine).");

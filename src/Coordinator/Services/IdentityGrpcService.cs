@@ -1,0 +1,76 @@
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.Security;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator.Services;
+
+/// <summary>
+/// The CA the coordinator may sign renewals with: present only when ca.key lies in its PKI folder. Keeping the
+/// CA key off the coordinator host disables renewal (identities are then only issued offline by `pki issue`).
+/// </summary>
+internal sealed class CertificateRenewer(FederationPki? pki, TimeSpan lifetime) : IDisposable
+{
+    private readonly Lock _lock = new();
+
+    public TimeSpan Lifetime => lifetime;
+
+    public bool Enabled => pki is not null;
+
+    public System.Security.Cryptography.X509Certificates.X509Certificate2 Renew(
+        System.Security.Cryptography.X509Certificates.X509Certificate2 current, ReadOnlySpan<byte> csr)
+    {
+        FederationPki ca = pki ?? throw new InvalidOperationException("renewal is disabled");
+        // One signature at a time: the CA key object is shared.
+        lock (_lock)
+        {
+            return ca.Renew(current, csr, lifetime);
+        }
+    }
+
+    public void Dispose() => pki?.Dispose();
+}
+
+/// <summary>Certificate renewal: a new short-lived certificate for the caller's own subject and role over a key it proves it holds.</summary>
+internal sealed class IdentityGrpcService(CertificateRenewer renewer, CoordinatorState state, ILogger<IdentityGrpcService> logger) : IdentityService.IdentityServiceBase
+{
+    public override Task<RenewResponse> Renew(RenewRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        if (!renewer.Enabled)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, "certificate renewal is disabled: the coordinator holds no CA key (ca.key in its PKI folder)"));
+        }
+        var current = context.GetHttpContext().Connection.ClientCertificate
+            ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate"));
+        System.Security.Cryptography.X509Certificates.X509Certificate2 renewed;
+        try
+        {
+            renewed = renewer.Renew(current, request.Csr.Span);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message.Split(" (Parameter")[0]));
+        }
+        using (renewed)
+        {
+            string serial = renewed.SerialNumber;
+            state.Audit(caller.Name, "certificate.renew", new Dictionary<string, string>
+            {
+                ["serial"] = serial,
+                ["not_after"] = renewed.NotAfter.ToUniversalTime().ToString("O", System.Globalization.CultureInfo.InvariantCulture),
+                ["previous_sha256"] = caller.CertificateSha256,
+            });
+            CoordinatorLog.CertificateRenewed(logger, caller.Name, serial, renewed.NotAfter.ToUniversalTime());
+            return Task.FromResult(new RenewResponse
+            {
+                Certificate = ByteString.CopyFrom(renewed.RawData),
+                NotAfter = Timestamp.FromDateTime(renewed.NotAfter.ToUniversalTime()),
+            });
+        }
+    }
+}

@@ -1,0 +1,136 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Google.Protobuf;
+using Spectre.Console.Cli;
+
+namespace Federated.EdgeClient.Cli;
+
+/// <summary>Renews this machine's certificate: a new P-256 key made here, a CSR sent over mutual TLS, the CA-signed certificate checked and saved.</summary>
+internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
+{
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--identity <FILE>")]
+        public string? Identity { get; init; }
+
+        [CommandOption("--ca <FILE>")]
+        public string? Ca { get; init; }
+
+        [CommandOption("--coordinator <URL>")]
+        public string? Coordinator { get; init; }
+
+        [CommandOption("--out <FILE>")]
+        public string? Out { get; init; }
+
+        [CommandOption("--password-file <FILE>")]
+        public string? PasswordFile { get; init; }
+
+        [CommandOption("--json")]
+        public bool Json { get; init; }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(settings.Identity) || !settings.Identity.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new UsageException("--identity FILE.pfx is required");
+        }
+        if (string.IsNullOrWhiteSpace(settings.Ca))
+        {
+            throw new UsageException("--ca FILE (the federation's ca.crt) is required");
+        }
+        if (!Uri.TryCreate(settings.Coordinator, UriKind.Absolute, out Uri? coordinator) || coordinator.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new UsageException($"--coordinator '{settings.Coordinator}' must be an https:// URL");
+        }
+        string output = Path.GetFullPath(settings.Out ?? settings.Identity);
+        if (!output.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new UsageException("--out FILE must end in .pfx");
+        }
+        string? password = ReadPassword(settings.PasswordFile);
+
+        using EdgeIdentity identity = EdgeIdentity.Load(settings.Identity, settings.Ca, password);
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        byte[] csr = new CertificateRequest(identity.Certificate.SubjectName, key, HashAlgorithmName.SHA256).CreateSigningRequest();
+        RenewResponse response;
+        using (var connection = new CoordinatorConnection(coordinator, identity))
+        {
+            var client = new IdentityService.IdentityServiceClient(connection.Channel);
+            // Not retried: a retry after a lost answer would only sign a second certificate for the same key.
+            response = await client.RenewAsync(new RenewRequest { Csr = ByteString.CopyFrom(csr) }, connection.Call(cancellationToken));
+        }
+
+        using X509Certificate2 issued = X509CertificateLoader.LoadCertificate(response.Certificate.Span);
+        // Trust nothing in the answer that we can check: same subject, our new key, a clientAuth chain to the CA.
+        if (!issued.SubjectName.RawData.AsSpan().SequenceEqual(identity.Certificate.SubjectName.RawData)
+            || !issued.PublicKey.EncodedKeyValue.RawData.AsSpan().SequenceEqual(new PublicKey(key).EncodedKeyValue.RawData))
+        {
+            throw new CryptographicException("the coordinator returned a certificate for another subject or key");
+        }
+        if (!FederationTrust.TryValidate(issued, identity.Ca, "1.3.6.1.5.5.7.3.2", TimeProvider.System, out string reason))
+        {
+            throw new CryptographicException($"the renewed certificate is not a client identity of this federation: {reason}");
+        }
+        using X509Certificate2 withKey = issued.CopyWithPrivateKey(key);
+        byte[] pkcs12 = withKey.ExportPkcs12(Pkcs12ExportPbeParameters.Pbes2Aes256Sha256, password);
+        string temporary = Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}");
+        try
+        {
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+            using (var stream = new FileStream(temporary, options))
+            {
+                stream.Write(pkcs12);
+                stream.Flush(flushToDisk: true);
+            }
+            // Renamed over the old file only once complete: a crash leaves the old identity or the new one, never half.
+            File.Move(temporary, output, overwrite: true);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(pkcs12);
+            if (File.Exists(temporary))
+            {
+                File.Delete(temporary);
+            }
+        }
+
+        if (settings.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                name = identity.Name,
+                serial = issued.SerialNumber,
+                not_after = issued.NotAfter.ToUniversalTime(),
+                pfx = output,
+            }));
+        }
+        else
+        {
+            Console.WriteLine($"renewed '{identity.Name}': serial {issued.SerialNumber}, valid until {issued.NotAfter.ToUniversalTime():u}; written to {output}");
+        }
+        return CliRunner.Ok;
+    }
+
+    private static string? ReadPassword(string? path)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+        if (!File.Exists(path))
+        {
+            throw new UsageException($"--password-file '{path}' does not exist");
+        }
+        string text = File.ReadAllText(path);
+        int end = text.IndexOfAny(['\r', '\n']);
+        return end < 0 ? text : text[..end];
+    }
+}
