@@ -99,8 +99,9 @@ internal sealed class FederationCertificateValidator
             reason = $"certificate '{certificate.Subject}' is a CA certificate, not an end-entity identity";
             return false;
         }
-        // The chain checks the EKU but not the key usage; TLS client and server keys must be allowed to sign.
-        if (certificate.Extensions["2.5.29.15"] is not X509KeyUsageExtension usage || !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
+        // The chain checks the EKU but not the key usage.
+        // RFC 5280 4.2.1.3: an absent key usage extension leaves the key unrestricted; a present one must allow signing.
+        if (certificate.Extensions["2.5.29.15"] is X509KeyUsageExtension usage && !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
         {
             reason = $"certificate '{certificate.Subject}' lacks the digitalSignature key usage a TLS identity needs";
             return false;

@@ -30,7 +30,8 @@ internal static class FederationTrust
             reason = $"'{certificate.Subject}' chains to another root";
             return false;
         }
-        if (certificate.Extensions["2.5.29.15"] is not X509KeyUsageExtension usage || !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
+        // RFC 5280 4.2.1.3: an absent key usage extension leaves the key unrestricted; a present one must allow signing.
+        if (certificate.Extensions["2.5.29.15"] is X509KeyUsageExtension usage && !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
         {
             reason = $"'{certificate.Subject}' lacks the digitalSignature key usage a TLS identity needs";
             return false;
