@@ -176,6 +176,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         }
         finally
         {
+            // Registered as an instance, so the container does not dispose it (and the CA key it holds).
+            _app.Services.GetRequiredService<CertificateRenewer>().Dispose();
             await _app.DisposeAsync();
             _state.Dispose();
             _ca.Dispose();
