@@ -128,6 +128,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(signer);
             builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
             builder.Services.AddSingleton<RoundRegistry>();
+            builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
