@@ -149,8 +149,9 @@ internal sealed class RunOrchestrator(
             run.Update(run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail);
             state.EndRun(accepted.RunId, run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail, "coordinator");
         }
-        catch (Exception ex) when (ex is RpcException or InvalidOperationException or TimeoutException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
+            // A background loop has no caller to throw to: whatever stopped it is recorded, so watchers see the end.
             run.Update(RunState.Failed, ex.Message);
             state.EndRun(accepted.RunId, RunState.Failed, ex.Message, "coordinator");
             OrchestratorLog.RunFailed(logger, accepted.RunId, ex.Message);

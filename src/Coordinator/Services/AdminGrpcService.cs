@@ -32,17 +32,18 @@ internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator o
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        RunStatus status = orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        _ = orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId);
         while (true)
         {
+            // The change signal is taken before the status is read, so a change in between is never missed.
             Task changed = orchestrator.WaitForChangeAsync(request.RunId, context.CancellationToken);
+            RunStatus status = orchestrator.Status(request.RunId)!;
             await responseStream.WriteAsync(status, context.CancellationToken);
             if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed)
             {
                 return;
             }
             await changed;
-            status = orchestrator.Status(request.RunId)!;
         }
     }
 

@@ -135,12 +135,17 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     {
                         await worker.HandleAsync(invitation, ct);
                     }
-                    catch (Exception ex) when (ex is RpcException or InvalidDataException or InvalidOperationException)
+                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException) && !ct.IsCancellationRequested)
                     {
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
                         Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");
                     }
                 }, cancellationToken);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            {
+                // Ctrl+C during a call: the same clean exit as between calls.
+                throw new OperationCanceledException("interrupted", ex, cancellationToken);
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {

@@ -92,6 +92,7 @@ internal sealed class EdgeRoundWorker(
             throw new InvalidOperationException($"the trained delta has {delta.Length} values; the global lora_B has {d}");
         }
 
+        double normBeforeClipping = double.NaN;
         ParticipationOutcome outcome = await _participant.ParticipateAsync(manifest, (m, _) =>
         {
             // The ledger is charged durably before anything derived from the data leaves the machine.
@@ -100,9 +101,12 @@ internal sealed class EdgeRoundWorker(
             {
                 throw new InvalidOperationException($"local policy refused the upload ({charge.Rule}): {charge.Message}");
             }
-            return Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta).Values);
+            DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta);
+            normBeforeClipping = encoded.NormBeforeClipping;
+            return Task.FromResult(encoded.Values);
         }, cancellationToken);
-        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {trained.FirstLoss:F4} -> {trained.LastLoss:F4}");
+        // The norm stays in this machine's own log: it tells the data holder whether the clip norm bites.
+        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {trained.FirstLoss:F4} -> {trained.LastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
         return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, trained.FirstLoss, trained.LastLoss, outcome.UploadedBytes);
     }
 
