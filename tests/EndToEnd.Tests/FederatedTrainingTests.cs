@@ -61,9 +61,11 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
         Assert.Equal(RunState.Completed, status.State);
-        Assert.Equal(6, results.Count(r => r.Participated));
+        // A client's last Unmask reply may still be in flight when the run ends; the ledger is the record of who was summed.
+        Assert.All(results, r => Assert.True(r.Participated, $"round {r.Round} declined: {r.Message}"));
         IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
         Assert.Equal(2, ledger.Count);
+        Assert.All(ledger, l => Assert.Equal(3, l.Participants));
         Assert.Equal(started.PlannedEpsilon, ledger[^1].EpsilonAfter, 1e-9);
 
         // Mean eval loss of the clients on their own held-out text: base (B = 0) versus the final global adapter.
@@ -76,6 +78,9 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
 
         // The database holds no individual update: no value in any table is as large as one masked vector (2 KiB here).
         AssertNoBlobLargerThanAdapterOutsideAdapters();
+        // Nor do the coordinator's logs (Debug level captured): every line is far shorter than one vector.
+        Assert.NotEmpty(coordinator.Logs.Lines);
+        Assert.All(coordinator.Logs.Lines, line => Assert.True(line.Message.Length < 1024, $"a {line.Message.Length}-character log line"));
     }
 
     private async Task ClientAsync(string name, string model, IReadOnlyList<TokenBatch> train, LocalPolicy policy, List<RoundWorkResult> results, CancellationToken cancellationToken)
