@@ -130,7 +130,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
     }
 
     [Fact]
-    public async Task AdminRunControl_BeforeOrchestrator_Unimplemented()
+    public async Task StartRun_WithoutPlan_InvalidArgument()
     {
         using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
         using var connection = new CoordinatorConnection(coordinator.Address, engineer);
@@ -138,7 +138,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
 
         var ex = await Assert.ThrowsAsync<RpcException>(() => admin.StartRunAsync(new StartRunRequest(), connection.Call(CancellationToken.None)).ResponseAsync);
 
-        Assert.Equal(StatusCode.Unimplemented, ex.StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
     }
 
     [Fact]

@@ -133,6 +133,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
                 TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
+            builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();

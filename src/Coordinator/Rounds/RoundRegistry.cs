@@ -81,6 +81,10 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
             MaskedInputDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[2]),
             UnmaskDeadline = Timestamp.FromDateTimeOffset(round.Deadlines[3]),
             Dp = round.Plan.Dp,
+            GlobalAdapter = round.Plan.GlobalAdapter,
+            LocalSteps = (uint)round.Plan.LocalSteps,
+            LearningRate = round.Plan.LearningRate,
+            EpsilonAfterRound = round.Plan.EpsilonAfterRound,
         };
         foreach ((string name, int i) in round.Indices.OrderBy(p => p.Value))
         {

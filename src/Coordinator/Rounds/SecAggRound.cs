@@ -16,7 +16,11 @@ internal sealed record SecAggRoundPlan(
     int Threshold,
     TimeSpan StageTimeout,
     int MaxChunkBytes = 1 << 20,
-    DpParameters? Dp = null);
+    DpParameters? Dp = null,
+    AdapterRef? GlobalAdapter = null,
+    int LocalSteps = 0,
+    double LearningRate = 0,
+    double EpsilonAfterRound = 0);
 
 /// <summary>
 /// One SecAgg+ round over the wire: holds the <see cref="ServerSession"/>, serializes every call into it, and

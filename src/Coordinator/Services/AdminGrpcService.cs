@@ -1,4 +1,5 @@
 using Federated.Coordinator.Audit;
+using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
@@ -11,11 +12,51 @@ namespace Federated.Coordinator.Services;
 
 /// <summary>
 /// The admin service behind the CLI. Budgets, the ledger, the audit trail and the client list are served
-/// from the state store; run control (StartRun, GetRunStatus, WatchRun, AbortRun, ExportRun) arrives with the
-/// round orchestrator and answers UNIMPLEMENTED until then (the generated base class).
+/// from the state store; run control is delegated to the <see cref="RunOrchestrator"/> (ExportRun still answers
+/// UNIMPLEMENTED, the generated base class).
 /// </summary>
-internal sealed class AdminGrpcService(CoordinatorState state, ILogger<AdminGrpcService> logger) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator orchestrator, ILogger<AdminGrpcService> logger) : AdminService.AdminServiceBase
 {
+    private const int MaxAbortReasonLength = 256;
+
+    public override Task<StartRunResponse> StartRun(StartRunRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        RunPlan plan = request.Plan ?? throw new RpcException(new Status(StatusCode.InvalidArgument, "plan is required"));
+        AcceptedRun run = orchestrator.Start(plan, caller.Name);
+        return Task.FromResult(new StartRunResponse { RunId = run.RunId, PlannedEpsilon = run.PlannedEpsilon, NoiseMultiplier = run.NoiseMultiplier });
+    }
+
+    public override Task<RunStatus> GetRunStatus(GetRunStatusRequest request, ServerCallContext context) =>
+        Task.FromResult(orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId));
+
+    public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
+    {
+        _ = orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        while (true)
+        {
+            // The change signal is taken before the status is read, so a change in between is never missed.
+            Task changed = orchestrator.WaitForChangeAsync(request.RunId, context.CancellationToken);
+            RunStatus status = orchestrator.Status(request.RunId)!;
+            await responseStream.WriteAsync(status, context.CancellationToken);
+            if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed)
+            {
+                return;
+            }
+            await changed;
+        }
+    }
+
+    public override async Task<AbortRunResponse> AbortRun(AbortRunRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        if (request.Reason.Length > MaxAbortReasonLength)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"reason has {request.Reason.Length} characters; at most {MaxAbortReasonLength} are allowed"));
+        }
+        return new AbortRunResponse { Status = await orchestrator.AbortAsync(request.RunId, request.Reason, caller.Name) };
+    }
+
     private const int MaxPopulationLength = 64;
     private const int DefaultAuditLimit = 1000;
     private const int MaxAuditLimit = 10_000;
@@ -111,6 +152,9 @@ internal sealed class AdminGrpcService(CoordinatorState state, ILogger<AdminGrpc
         }
         return Task.FromResult(response);
     }
+
+    private static RpcException UnknownRun(string runId) =>
+        new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator process"));
 
     private static string Population(string value)
     {

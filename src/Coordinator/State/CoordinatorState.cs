@@ -431,6 +431,31 @@ internal sealed class CoordinatorState : IDisposable
         }
     }
 
+    /// <summary>Records a run's end (completed, aborted or failed) with the reason, audited.</summary>
+    public void EndRun(string runId, Protos.V1.RunState runState, string detail, string actor)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentNullException.ThrowIfNull(detail);
+        ArgumentException.ThrowIfNullOrEmpty(actor);
+        if (runState is not (Protos.V1.RunState.Completed or Protos.V1.RunState.Aborted or Protos.V1.RunState.Failed))
+        {
+            throw new ArgumentOutOfRangeException(nameof(runState), runState, "a run ends COMPLETED, ABORTED or FAILED");
+        }
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            Execute(transaction, "UPDATE runs SET state = $state, detail = $detail, updated_at = $now WHERE run_id = $run",
+                ("$state", (int)runState), ("$detail", detail), ("$now", Format(_time.GetUtcNow())), ("$run", runId));
+            AppendAudit(transaction, actor, "run.end", new Dictionary<string, string>
+            {
+                ["run_id"] = runId,
+                ["state"] = runState.ToString(),
+                ["detail"] = detail,
+            });
+            transaction.Commit();
+        }
+    }
+
     /// <summary>A round's stage as recorded (RoundStage numbers); null when unknown.</summary>
     public Protos.V1.RoundStage? GetRoundStage(string runId, int round)
     {

@@ -18,6 +18,8 @@ internal static class EdgeClientCommands
         config.AddCommand<VersionCommand>("version").WithDescription("Print the edge client's version.");
         config.AddCommand<TrainCommand>("train")
             .WithDescription("Fine-tune a LoRA adapter locally on a JSONL file and write a PEFT folder (nothing leaves the machine).");
+        config.AddCommand<RunCommand>("run")
+            .WithDescription("Take part in federated rounds: train locally, add DP noise, mask and upload, until Ctrl+C.");
         config.AddCommand<EvalCommand>("eval")
             .WithDescription("Print mean_loss, perplexity and tokens of a model, with or without an adapter, on a JSONL file.");
     }

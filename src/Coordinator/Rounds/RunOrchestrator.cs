@@ -1,0 +1,434 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using Federated.Aggregation.Privacy;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Federated.Training.Lora;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator.Rounds;
+
+/// <summary>A run's plan after validation, with the noise and epsilon the accountant fixed for it.</summary>
+internal sealed record AcceptedRun(string RunId, RunPlan Plan, string Population, double NoiseMultiplier, double PlannedEpsilon, int Threshold, double BudgetEpsilon);
+
+/// <summary>
+/// Runs federated rounds: checks a plan against the officer's budget, then, in a background loop per run, selects
+/// online clients, opens a SecAgg+ round with a signed manifest, decodes the distributed Skellam sum into the mean
+/// update, applies it to the global lora_B, stores the signed adapter and charges the ledger in the same
+/// transaction that records the round. A round with fewer than t survivors fails and charges nothing.
+/// </summary>
+internal sealed class RunOrchestrator(
+    CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RunOrchestrator> logger)
+    : IAsyncDisposable
+{
+    /// <summary>Ring bit width of the masked sums (the DSkellam plan is calibrated so the sum does not wrap).</summary>
+    public const int RingBits = 32;
+
+    private const uint MaxRounds = 10_000;
+    private const int MaxRank = 256;
+
+    private readonly ConcurrentDictionary<string, RunTracker> _runs = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _shutdown = new();
+
+    /// <summary>Per-stage timeout of each SecAgg+ round (training happens before advertising keys).</summary>
+    public TimeSpan StageTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a run waits for enough available clients before it fails.</summary>
+    public TimeSpan SelectionTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Validates the plan, prices it with the accountant, refuses it when the budget cannot afford it, persists it and starts its loop.</summary>
+    public AcceptedRun Start(RunPlan plan, string actor)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentException.ThrowIfNullOrEmpty(actor);
+        Validate(plan);
+        string population = plan.Population.Length == 0 ? CoordinatorState.DefaultPopulation : plan.Population;
+        BudgetRecord budget = state.GetBudget(population)
+            ?? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"no budget is set for population '{population}'; an officer sets one with 'budget set'"));
+        if (plan.Delta > budget.Delta)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the plan's delta {plan.Delta} exceeds the budget's delta {budget.Delta}"));
+        }
+        int n = (int)plan.ClientsPerRound;
+        int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
+        if (threshold < 2 || threshold > n)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})"));
+        }
+        GlobalAdapter adapter;
+        try
+        {
+            adapter = GlobalAdapter.Create(plan.BaseModel, new LoraSettings(
+                Rank: (int)plan.LoraRank, Alpha: 2.0 * plan.LoraRank,
+                TargetModules: plan.TargetModules.Count == 0 ? null : [.. plan.TargetModules],
+                InitSeed: BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue, FreezeA: true));
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or UnauthorizedAccessException)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"base model '{plan.BaseModel}' cannot be used: {ex.Message}"));
+        }
+        double z = plan.NoiseMultiplier > 0 ? plan.NoiseMultiplier : NoiseForTarget(plan, adapter.BDimension, n, threshold);
+        double planned = Epsilon(RoundPlan(plan, adapter.BDimension, n, threshold, z), (int)plan.Rounds, plan.Delta);
+        double remaining = budget.Epsilon - budget.EpsilonSpent;
+        if (planned > remaining)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"the plan needs epsilon {planned:G6} over {plan.Rounds} rounds but population '{population}' has {remaining:G6} left of its budget {budget.Epsilon:G6} (spent {budget.EpsilonSpent:G6})"));
+        }
+        string runId = "run-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        byte[] initial = adapter.Serialize();
+        string sha = adapters.Put(initial, runId, 0);
+        state.CreateRun(runId, plan.ToByteArray(), population, planned, z, sha, actor);
+        var accepted = new AcceptedRun(runId, plan, population, z, planned, threshold, budget.Epsilon);
+        var tracker = new RunTracker(accepted, adapter, new AdapterRef { Sha256 = sha, SizeBytes = (ulong)initial.Length }, time);
+        _runs[runId] = tracker;
+        tracker.Loop = Task.Run(() => RunAsync(tracker, CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token, tracker.Abort.Token).Token));
+        return accepted;
+    }
+
+    public RunStatus? Status(string runId) => _runs.TryGetValue(runId, out RunTracker? run) ? run.Snapshot() : null;
+
+    /// <summary>Completes with the next status after <paramref name="version"/>; the caller re-reads <see cref="Status"/>.</summary>
+    public Task WaitForChangeAsync(string runId, CancellationToken cancellationToken) =>
+        _runs.TryGetValue(runId, out RunTracker? run) ? run.Changed.WaitAsync(cancellationToken) : Task.CompletedTask;
+
+    /// <summary>The current global adapter of a run.</summary>
+    public AdapterRef? CurrentAdapter(string runId) => _runs.TryGetValue(runId, out RunTracker? run) ? run.Adapter : null;
+
+    /// <summary>Aborts a run: its current round releases nothing and charges nothing.</summary>
+    public async Task<RunStatus> AbortAsync(string runId, string reason, string actor)
+    {
+        if (!_runs.TryGetValue(runId, out RunTracker? run))
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator process"));
+        }
+        run.AbortReason = $"aborted by {actor}: {reason}";
+        await run.Abort.CancelAsync();
+        if (run.Loop is not null)
+        {
+            await run.Loop;
+        }
+        return run.Snapshot();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _shutdown.CancelAsync();
+        foreach (RunTracker run in _runs.Values)
+        {
+            if (run.Loop is not null)
+            {
+                await run.Loop;
+            }
+        }
+        _shutdown.Dispose();
+    }
+
+    private async Task RunAsync(RunTracker run, CancellationToken cancellationToken)
+    {
+        AcceptedRun accepted = run.Accepted;
+        try
+        {
+            int completed = 0;
+            for (int number = 1; number <= (int)accepted.Plan.Rounds; number++)
+            {
+                if (await RoundAsync(run, number, completed, cancellationToken))
+                {
+                    completed++;
+                }
+            }
+            run.Update(RunState.Completed, "");
+            state.EndRun(accepted.RunId, RunState.Completed, $"{completed} of {accepted.Plan.Rounds} rounds released", "coordinator");
+        }
+        catch (OperationCanceledException)
+        {
+            string detail = run.AbortReason ?? "the coordinator shut down";
+            run.Update(run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail);
+            state.EndRun(accepted.RunId, run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail, "coordinator");
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A background loop has no caller to throw to: whatever stopped it is recorded, so watchers see the end.
+            run.Update(RunState.Failed, ex.Message);
+            state.EndRun(accepted.RunId, RunState.Failed, ex.Message, "coordinator");
+            OrchestratorLog.RunFailed(logger, accepted.RunId, ex.Message);
+        }
+    }
+
+    /// <summary>One round; true when it released and was charged.</summary>
+    private async Task<bool> RoundAsync(RunTracker run, int number, int completedBefore, CancellationToken cancellationToken)
+    {
+        AcceptedRun accepted = run.Accepted;
+        RunPlan plan = accepted.Plan;
+        int n = (int)plan.ClientsPerRound;
+        IReadOnlyList<string> selected = await SelectAsync(n, cancellationToken);
+        DSkellamPlan dskellam = RoundPlan(plan, run.Global.BDimension, n, accepted.Threshold, accepted.NoiseMultiplier);
+        double epsilonAfter = Epsilon(dskellam, completedBefore + 1, plan.Delta);
+        byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
+        var dp = new DpParameters
+        {
+            Mechanism = NoiseMechanism.DistributedSkellam,
+            ClipNorm = plan.ClipNorm,
+            NoiseMultiplier = accepted.NoiseMultiplier,
+            Scale = dskellam.Scale,
+            PerClientVariance = 2 * dskellam.LocalSkellamMu,
+            RotationSeed = ByteString.CopyFrom(rotationSeed),
+            Delta = plan.Delta,
+        };
+        SecAggRound round = rounds.Start(new SecAggRoundPlan(accepted.RunId, number, selected, dskellam.PaddedDimension, RingBits,
+            Degree: n - 1, Threshold: accepted.Threshold, StageTimeout: StageTimeout, Dp: dp, GlobalAdapter: run.Adapter,
+            LocalSteps: (int)plan.LocalSteps, LearningRate: plan.LearningRate, EpsilonAfterRound: epsilonAfter));
+        try
+        {
+            state.StartRound(accepted.RunId, number, round.Indices, run.Adapter.Sha256);
+            run.Update(RunState.Running, "", number, selected.Count);
+            uint[] sum;
+            try
+            {
+                sum = await round.Sum.WaitAsync(cancellationToken);
+            }
+            catch (RpcException ex)
+            {
+                // Too few survivors, a timeout or an abort: nothing is released and nothing is charged.
+                state.FailRound(accepted.RunId, number, ex.Status.Detail);
+                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Status.Detail);
+                return false;
+            }
+            IReadOnlyList<int> survivors = round.Survivors;
+            float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeMean(sum, survivors.Count);
+            run.Global.ApplyMeanUpdate(mean.AsSpan(0, run.Global.BDimension));
+            byte[] bytes = run.Global.Serialize();
+            string sha = adapters.Put(bytes, accepted.RunId, number);
+            foreach ((string clientId, int index) in round.Indices)
+            {
+                state.SetParticipantStatus(accepted.RunId, number, clientId, survivors.Contains(index) ? "uploaded" : "dropped");
+            }
+            LedgerRecord charged = state.CompleteRound(new LedgerRecord(0, accepted.RunId, number, accepted.Population, epsilonAfter,
+                epsilonAfter - run.EpsilonSpent, plan.Delta, (int)NoiseMechanism.DistributedSkellam, accepted.NoiseMultiplier, plan.ClipNorm,
+                survivors.Count, time.GetUtcNow()), sha);
+            run.Released(new AdapterRef { Sha256 = sha, SizeBytes = (ulong)bytes.Length }, charged.EpsilonAfter);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            round.Abort(run.AbortReason ?? "the coordinator is shutting down");
+            state.FailRound(accepted.RunId, number, run.AbortReason ?? "the coordinator shut down");
+            throw;
+        }
+        finally
+        {
+            rounds.Finish(round);
+        }
+    }
+
+    /// <summary>A uniformly random set of <paramref name="count"/> clients among those available now (CSPRNG shuffle).</summary>
+    private async Task<IReadOnlyList<string>> SelectAsync(int count, CancellationToken cancellationToken)
+    {
+        TimeSpan window = TimeSpan.FromSeconds(3 * options.HeartbeatIntervalSeconds);
+        DateTimeOffset giveUp = time.GetUtcNow() + SelectionTimeout;
+        while (true)
+        {
+            string[] online = [.. state.ListClients(window).Where(c => c.Available && rounds.InvitationFor(c.ClientId) is null).Select(c => c.ClientId)];
+            if (online.Length >= count)
+            {
+                RandomNumberGenerator.Shuffle(online.AsSpan());
+                return online[..count];
+            }
+            if (time.GetUtcNow() > giveUp)
+            {
+                throw new TimeoutException($"only {online.Length} of the {count} clients a round needs were available within {SelectionTimeout}");
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(200), time, cancellationToken);
+        }
+    }
+
+    private static DSkellamPlan RoundPlan(RunPlan plan, int dimension, int clients, int threshold, double noiseMultiplier) =>
+        DSkellamPlan.Calibrate(new DSkellamParameters(dimension, RingBits, plan.ClipNorm, noiseMultiplier, clients, threshold));
+
+    /// <summary>Epsilon after <paramref name="rounds"/> rounds: Skellam RDP composed additively (Agarwal et al. 2021, Thm 3.5), converted as in Opacus.</summary>
+    private static double Epsilon(DSkellamPlan plan, int rounds, double delta)
+    {
+        double[] rdp = plan.RdpPerRound(RdpOrders.Default);
+        for (int i = 0; i < rdp.Length; i++)
+        {
+            rdp[i] *= rounds;
+        }
+        return RdpAnalysis.Epsilon(RdpOrders.Default, rdp, delta).Epsilon;
+    }
+
+    /// <summary>Smallest noise multiplier (bisection to 1e-4 relative) whose planned epsilon meets target_epsilon.</summary>
+    private static double NoiseForTarget(RunPlan plan, int dimension, int clients, int threshold)
+    {
+        double low = 0.05, high = 100;
+        if (Epsilon(RoundPlan(plan, dimension, clients, threshold, high), (int)plan.Rounds, plan.Delta) > plan.TargetEpsilon)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"target_epsilon {plan.TargetEpsilon} cannot be met with noise multiplier <= {high}"));
+        }
+        while ((high - low) / high > 1e-4)
+        {
+            double mid = (low + high) / 2;
+            if (Epsilon(RoundPlan(plan, dimension, clients, threshold, mid), (int)plan.Rounds, plan.Delta) <= plan.TargetEpsilon)
+            {
+                high = mid;
+            }
+            else
+            {
+                low = mid;
+            }
+        }
+        return high;
+    }
+
+    private static void Validate(RunPlan plan)
+    {
+        static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+        if (string.IsNullOrEmpty(plan.BaseModel) || !Directory.Exists(plan.BaseModel))
+        {
+            throw Invalid($"base_model '{plan.BaseModel}' is not a folder on the coordinator host");
+        }
+        if (plan.LoraRank is 0 or > MaxRank)
+        {
+            throw Invalid($"lora_rank {plan.LoraRank} is invalid: use 1..{MaxRank}");
+        }
+        if (plan.Rounds is 0 or > MaxRounds)
+        {
+            throw Invalid($"rounds {plan.Rounds} is invalid: use 1..{MaxRounds}");
+        }
+        if (plan.SamplingRate != 0)
+        {
+            throw Invalid("sampling_rate (Poisson selection) is not supported by this coordinator yet: set clients_per_round");
+        }
+        if (plan.ClientsPerRound is < 2 or > 1000)
+        {
+            throw Invalid($"clients_per_round {plan.ClientsPerRound} is invalid: use 2..1000");
+        }
+        if (plan.LocalSteps is 0 or > 100_000)
+        {
+            throw Invalid($"local_steps {plan.LocalSteps} is invalid: use 1..100000");
+        }
+        if (!(plan.LearningRate > 0) || !double.IsFinite(plan.LearningRate))
+        {
+            throw Invalid($"learning_rate {plan.LearningRate} is invalid: it must be a finite number > 0");
+        }
+        if (!(plan.ClipNorm > 0) || !double.IsFinite(plan.ClipNorm))
+        {
+            throw Invalid($"clip_norm {plan.ClipNorm} is invalid: it must be a finite number > 0");
+        }
+        if (plan.Mechanism != NoiseMechanism.DistributedSkellam)
+        {
+            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator yet: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM");
+        }
+        if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
+        {
+            throw Invalid($"noise_multiplier {plan.NoiseMultiplier} is invalid: give a finite value > 0, or 0 with target_epsilon > 0");
+        }
+        if (!(plan.Delta > 0) || plan.Delta >= 1)
+        {
+            throw Invalid($"delta {plan.Delta} is invalid: it must be in (0, 1)");
+        }
+        if (plan.Population.Length > 64 || !plan.Population.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+        {
+            throw Invalid($"population '{plan.Population}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -");
+        }
+    }
+
+    /// <summary>A run's live status, its global adapter and a signal for watchers.</summary>
+    private sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, AdapterRef adapter, TimeProvider time)
+    {
+        private readonly Lock _gate = new();
+        private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private RunState _state = RunState.Pending;
+        private string _detail = "";
+        private int _round;
+        private int _selected;
+        private DateTimeOffset _updatedAt = time.GetUtcNow();
+
+        public AcceptedRun Accepted { get; } = accepted;
+
+        public GlobalAdapter Global { get; } = global;
+
+        public AdapterRef Adapter { get; private set; } = adapter;
+
+        public double EpsilonSpent { get; private set; }
+
+        public CancellationTokenSource Abort { get; } = new();
+
+        public string? AbortReason { get; set; }
+
+        public Task? Loop { get; set; }
+
+        public Task Changed
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _changed.Task;
+                }
+            }
+        }
+
+        public void Update(RunState runState, string detail, int? round = null, int? selected = null)
+        {
+            lock (_gate)
+            {
+                _state = runState;
+                _detail = detail;
+                _round = round ?? _round;
+                _selected = selected ?? _selected;
+                Signal();
+            }
+        }
+
+        public void Released(AdapterRef adapter, double epsilonAfter)
+        {
+            lock (_gate)
+            {
+                Adapter = adapter;
+                EpsilonSpent = epsilonAfter;
+                Signal();
+            }
+        }
+
+        public RunStatus Snapshot()
+        {
+            lock (_gate)
+            {
+                return new RunStatus
+                {
+                    RunId = Accepted.RunId,
+                    State = _state,
+                    CurrentRound = (uint)_round,
+                    PlannedRounds = Accepted.Plan.Rounds,
+                    Selected = (uint)_selected,
+                    EpsilonSpent = EpsilonSpent,
+                    EpsilonBudget = Accepted.BudgetEpsilon,
+                    Detail = _detail,
+                    UpdatedAt = Timestamp.FromDateTimeOffset(_updatedAt),
+                    AdapterSha256 = Adapter.Sha256,
+                };
+            }
+        }
+
+        // Called under _gate.
+        private void Signal()
+        {
+            _updatedAt = time.GetUtcNow();
+            _changed.TrySetResult();
+            _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+    }
+}
+
+/// <summary>Log messages of the orchestrator (never an update's values).</summary>
+internal static partial class OrchestratorLog
+{
+    [LoggerMessage(Level = LogLevel.Warning, Message = "round {Round} of run {RunId} failed and released nothing: {Reason}")]
+    public static partial void RoundFailed(ILogger logger, string runId, int round, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "run {RunId} failed: {Reason}")]
+    public static partial void RunFailed(ILogger logger, string runId, string reason);
+}

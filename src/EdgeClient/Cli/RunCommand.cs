@@ -1,0 +1,171 @@
+using System.ComponentModel;
+using System.Security.Cryptography;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Data;
+using Federated.Training.Model;
+using Federated.Training.Tokenization;
+using Federated.Training.Trainer;
+using Grpc.Core;
+using Spectre.Console.Cli;
+
+namespace Federated.EdgeClient.Cli;
+
+/// <summary>
+/// `edge-client run`: takes part in federated rounds until Ctrl+C. Connects with mutual TLS, registers, waits for
+/// invitations, and hands each one to an <see cref="EdgeRoundWorker"/> (policy check, local training, DP encoding,
+/// local ledger charge, SecAgg+ upload). Network errors are ridden out with backoff; the private data never leaves.
+/// </summary>
+internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
+{
+    private static readonly TimeSpan s_maximumBackoff = TimeSpan.FromMinutes(2);
+
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--coordinator <URL>")]
+        [Description("The coordinator's https address, e.g. https://coordinator.example:7443.")]
+        public string? Coordinator { get; init; }
+
+        [CommandOption("--identity <FILE.pfx>")]
+        [Description("This client's PKCS#12 identity from 'coordinator pki issue'; policy.json and the local ledger live beside it.")]
+        public string? Identity { get; init; }
+
+        [CommandOption("--ca <FILE>")]
+        [Description("The federation CA certificate (ca.crt); the coordinator's certificate must chain to it.")]
+        public string? Ca { get; init; }
+
+        [CommandOption("--data <PATH>")]
+        [Description("Private JSONL training data (never sent anywhere).")]
+        public string? Data { get; init; }
+
+        [CommandOption("--model <DIR>")]
+        [Description("Local copy of the base model folder (config.json, weights, tokenizer.json).")]
+        public string? Model { get; init; }
+
+        [CommandOption("--device <D>")]
+        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
+        public string Device { get; init; } = "auto";
+
+        [CommandOption("--password-file <FILE>")]
+        [Description("File holding the identity's PKCS#12 password (default: none).")]
+        public string? PasswordFile { get; init; }
+
+        public override Spectre.Console.ValidationResult Validate()
+        {
+            if (string.IsNullOrWhiteSpace(Coordinator) || string.IsNullOrWhiteSpace(Identity) || string.IsNullOrWhiteSpace(Ca)
+                || string.IsNullOrWhiteSpace(Data) || string.IsNullOrWhiteSpace(Model))
+            {
+                return Spectre.Console.ValidationResult.Error("--coordinator, --identity, --ca, --data and --model are required");
+            }
+            if (!Uri.TryCreate(Coordinator, UriKind.Absolute, out Uri? uri) || uri.Scheme != Uri.UriSchemeHttps)
+            {
+                return Spectre.Console.ValidationResult.Error($"--coordinator '{Coordinator}' is not an https:// address");
+            }
+            if (!TrainingDevice.Choices.Contains(Device.ToLowerInvariant()))
+            {
+                return Spectre.Console.ValidationResult.Error($"--device '{Device}' is not one of {string.Join(", ", TrainingDevice.Choices)}");
+            }
+            return Spectre.Console.ValidationResult.Success();
+        }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        string identityPath = Path.GetFullPath(settings.Identity!);
+        string home = Path.GetDirectoryName(identityPath)!;
+        string policyPath = Path.Combine(home, LocalPolicy.FileName);
+        if (!File.Exists(identityPath))
+        {
+            throw new UsageException($"--identity: file not found: {identityPath}");
+        }
+        if (!File.Exists(settings.Ca))
+        {
+            throw new UsageException($"--ca: file not found: {settings.Ca}");
+        }
+        if (!File.Exists(policyPath))
+        {
+            throw new UsageException($"no {LocalPolicy.FileName} beside the identity ({policyPath}): the data holder's policy is required to take part in rounds");
+        }
+        LocalPolicy policy;
+        try
+        {
+            policy = LocalPolicy.Load(policyPath);
+        }
+        catch (PolicyFileException ex)
+        {
+            throw new UsageException(ex.Message);
+        }
+
+        LlamaConfig config = LocalModelInputs.RequireConfig(settings.Model!);
+        IReadOnlyList<TokenBatch> batches;
+        using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(settings.Model!, config))
+        {
+            var options = new DatasetOptions { MaxLength = LocalModelInputs.SequenceLength(null, config) };
+            JsonlDataset dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
+            batches = TokenBatcher.Batches(dataset.Examples, 4, tokenizer.PadId, shuffleSeed: BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
+        }
+        var device = LocalModelInputs.RequireDevice(settings.Device);
+        using LlamaForCausalLM model = LocalModelInputs.RequireModel(settings.Model!, device);
+
+        string? password = settings.PasswordFile is null ? null : (await File.ReadAllTextAsync(settings.PasswordFile, cancellationToken)).TrimEnd('\r', '\n');
+        using EdgeIdentity identity = LoadIdentity(identityPath, settings.Ca!, password);
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
+        var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
+        string scratch = Path.Combine(home, "rounds");
+        Directory.CreateDirectory(scratch);
+        var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
+        Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
+
+        TimeSpan backoff = TimeSpan.FromSeconds(1);
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity);
+            var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate, scratch)
+            {
+                Log = line => Console.Error.WriteLine($"edge-client: {line}"),
+            };
+            try
+            {
+                await new EdgeSession(connection, registration).RunAsync(async (invitation, ct) =>
+                {
+                    try
+                    {
+                        await worker.HandleAsync(invitation, ct);
+                    }
+                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException) && !ct.IsCancellationRequested)
+                    {
+                        // One round going wrong (a dropped stage, a bad manifest) must not end the client.
+                        Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");
+                    }
+                }, cancellationToken);
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            {
+                // Ctrl+C during a call: the same clean exit as between calls.
+                throw new OperationCanceledException("interrupted", ex, cancellationToken);
+            }
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
+            {
+                Console.Error.WriteLine($"edge-client: coordinator unreachable ({ex.Status.Detail}); retrying in {backoff.TotalSeconds:F0} s");
+                await Task.Delay(backoff, cancellationToken);
+                backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
+                continue;
+            }
+        }
+    }
+
+    private static EdgeIdentity LoadIdentity(string pfx, string ca, string? password)
+    {
+        try
+        {
+            return EdgeIdentity.Load(pfx, ca, password);
+        }
+        catch (CryptographicException ex)
+        {
+            throw new UsageException($"--identity: cannot read {pfx}: {ex.Message}");
+        }
+    }
+}

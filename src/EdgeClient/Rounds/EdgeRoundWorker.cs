@@ -1,0 +1,124 @@
+using System.Security.Cryptography;
+using Federated.Aggregation.Privacy;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Data;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Federated.Training.Peft;
+using Federated.Training.Trainer;
+
+namespace Federated.EdgeClient.Rounds;
+
+/// <summary>How one invitation ended on this machine.</summary>
+internal sealed record RoundWorkResult(string RunId, uint Round, bool Participated, string? DeclinedRule, string Message, double FirstLoss, double LastLoss, ulong UploadedBytes);
+
+/// <summary>
+/// One edge client's part of a federated round: verify the signed manifest, hold it against the local policy
+/// (declining with the rule that refused), download and verify the global adapter, train lora_B locally on the
+/// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest),
+/// charge the local ledger, then mask and upload through SecAgg+. Only the masked vector leaves the machine.
+/// The base model stays loaded across rounds; several workers can share a process (tests, simulation).
+/// </summary>
+internal sealed class EdgeRoundWorker(
+    CoordinatorConnection connection,
+    string identityName,
+    LlamaForCausalLM model,
+    IReadOnlyList<TokenBatch> batches,
+    LocalPolicyGate gate,
+    string scratchDirectory)
+{
+    private const double ScaleRelativeTolerance = 1e-9;
+    private const int MaxDetailLength = 256;
+
+    private readonly SecAggParticipant _participant = new(connection, identityName);
+
+    /// <summary>Reports each step in one line (never data or update values).</summary>
+    public Action<string>? Log { get; init; }
+
+    public async Task<RoundWorkResult> HandleAsync(RoundRef invitation, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(invitation);
+        RoundManifest manifest = await _participant.FetchManifestAsync(invitation, cancellationToken);
+        RoundRef round = manifest.Round;
+        if (manifest.Dp is null || manifest.GlobalAdapter is null || manifest.LocalSteps is 0 or > 100_000
+            || !(manifest.LearningRate is > 0 and < 1) || !(manifest.Dp.ClipNorm > 0) || !(manifest.Dp.NoiseMultiplier > 0)
+            || manifest.Dp.RotationSeed.Length != 32)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "manifest", "the manifest lacks DP parameters, the adapter or valid training settings", cancellationToken);
+        }
+        if (manifest.Dp.Mechanism != NoiseMechanism.DistributedSkellam)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "allowed_mechanisms", $"mechanism {manifest.Dp.Mechanism} is not implemented by this client", cancellationToken);
+        }
+
+        byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, cancellationToken);
+        string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
+        (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
+        var terms = new RoundTerms(round.RunId, round.Round, NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256());
+        PolicyDecision decision = gate.Check(terms);
+        if (!decision.Accepted)
+        {
+            return await DeclineAsync(round, decision.Rule == "max_epsilon_per_run" || decision.Rule == "max_epsilon_lifetime" ? DeclineReason.Budget : DeclineReason.Policy,
+                decision.Rule!, decision.Message, cancellationToken);
+        }
+
+        int d = checked((int)global.OnlyB().ElementCount);
+        DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
+            manifest.Dp.NoiseMultiplier, checked((int)manifest.Secagg.Participants), checked((int)manifest.Secagg.Threshold)));
+        // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
+        if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"the manifest's scale {manifest.Dp.Scale} or vector length {manifest.Secagg.VectorLength} does not match the DP parameters (expected {plan.Scale}, {plan.PaddedDimension})", cancellationToken);
+        }
+
+        if (model.Lora is not null)
+        {
+            model.RemoveLora();
+        }
+        PeftAdapter.Apply(folder, model);
+        Log?.Invoke($"round {round.Round} of {round.RunId}: training {manifest.LocalSteps} steps");
+        TrainingResult trained = await Task.Run(() => new LoraTrainer().Train(model, batches, new TrainerOptions
+        {
+            Steps = checked((int)manifest.LocalSteps),
+            LearningRate = manifest.LearningRate,
+            Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
+        }, cancellationToken: cancellationToken), cancellationToken);
+        float[] delta = trained.FlatDelta();
+        if (delta.Length != d)
+        {
+            throw new InvalidOperationException($"the trained delta has {delta.Length} values; the global lora_B has {d}");
+        }
+
+        double normBeforeClipping = double.NaN;
+        ParticipationOutcome outcome = await _participant.ParticipateAsync(manifest, (m, _) =>
+        {
+            // The ledger is charged durably before anything derived from the data leaves the machine.
+            PolicyDecision charge = gate.ChargeBeforeUpload(terms);
+            if (!charge.Accepted)
+            {
+                throw new InvalidOperationException($"local policy refused the upload ({charge.Rule}): {charge.Message}");
+            }
+            DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta);
+            normBeforeClipping = encoded.NormBeforeClipping;
+            return Task.FromResult(encoded.Values);
+        }, cancellationToken);
+        // The norm stays in this machine's own log: it tells the data holder whether the clip norm bites.
+        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {trained.FirstLoss:F4} -> {trained.LastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
+        return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, trained.FirstLoss, trained.LastLoss, outcome.UploadedBytes);
+    }
+
+    private async Task<RoundWorkResult> DeclineAsync(RoundRef round, DeclineReason reason, string rule, string message, CancellationToken cancellationToken)
+    {
+        // The coordinator takes at most 256 characters of detail.
+        string detail = $"{rule}: {message}";
+        await _participant.DeclineAsync(round, reason, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
+        Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
+        return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
+    }
+
+    private string CertificateSha256() =>
+        connection.ServerCertificate is { } certificate ? Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)) : "";
+}

@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using Federated.Coordinator.State;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Model;
+using Federated.Training.Tokenization;
+using Grpc.Core;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>`edge-client run` as real child processes: three clients complete a round, then Ctrl+C (SIGINT) ends each with 130.</summary>
+public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
+{
+    private static readonly string[] s_clients = ["alice", "bob", "carol"];
+
+    [Fact]
+    public async Task Run_ThreeProcesses_RoundCompletesAndCtrlCExits130()
+    {
+        string model = Path.Combine(coordinator.Root, "tiny");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
+        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        var processes = new List<Process>();
+        try
+        {
+            foreach (string name in s_clients)
+            {
+                string home = Path.Combine(coordinator.Root, "home-" + name);
+                Directory.CreateDirectory(home);
+                File.Copy(coordinator.Identity(name), Path.Combine(home, name + ".pfx"));
+                File.WriteAllText(Path.Combine(home, "policy.json"), """
+                    {"delta": 1e-5, "max_epsilon_per_run": 100, "max_epsilon_lifetime": 1000, "min_noise_multiplier": 0.2,
+                     "allowed_mechanisms": ["distributed_skellam"], "allowed_target_modules": ["q_proj", "v_proj"], "max_rank": 8, "max_rounds_per_day": 10}
+                    """);
+                string data = Path.Combine(home, "data.jsonl");
+                File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
+                processes.Add(Start("run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
+                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"));
+            }
+            using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+            using var connection = new CoordinatorConnection(coordinator.Address, engineer);
+            var admin = new AdminService.AdminServiceClient(connection.Channel);
+            var plan = new RunPlan
+            {
+                BaseModel = model, LoraRank = 2, Rounds = 1, ClientsPerRound = 3, LocalSteps = 5, LearningRate = 0.01,
+                ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 0.5, Delta = 1e-6,
+            };
+            plan.TargetModules.Add("q_proj");
+            plan.TargetModules.Add("v_proj");
+            StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, connection.Call(CancellationToken.None));
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            RunStatus? last = null;
+            using (AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: timeout.Token)))
+            {
+                await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(timeout.Token))
+                {
+                    last = status;
+                }
+            }
+
+            Assert.Equal(RunState.Completed, last?.State);
+            IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+            Assert.Equal(3, Assert.Single(ledger).Participants);
+            foreach (string name in s_clients)
+            {
+                Assert.True(File.Exists(Path.Combine(coordinator.Root, "home-" + name, "edge-ledger.db")), $"{name} has no local ledger");
+            }
+            foreach (Process process in processes)
+            {
+                using Process kill = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+                await kill.WaitForExitAsync();
+            }
+            foreach (Process process in processes)
+            {
+                using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                await process.WaitForExitAsync(exit.Token);
+                Assert.Equal(130, process.ExitCode);
+            }
+        }
+        finally
+        {
+            foreach (Process process in processes)
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                }
+                process.Dispose();
+            }
+        }
+    }
+
+    private Process Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.Environment["OMP_NUM_THREADS"] = "1";
+        start.ArgumentList.Add("exec");
+        // The edge client's own build output: this test folder resolves some assemblies from the ASP.NET shared
+        // framework (the coordinator's), which a standalone edge-client does not use.
+        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string repository = bin.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
+        start.ArgumentList.Add(Path.Combine(repository, "src", "EdgeClient", "bin", bin.Parent.Name, bin.Name, "edge-client.dll"));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start edge-client");
+        process.ErrorDataReceived += (_, e) => Log(e.Data);
+        process.OutputDataReceived += (_, e) => Log(e.Data);
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        return process;
+    }
+
+    private void Log(string? line)
+    {
+        if (line is not null)
+        {
+            try
+            {
+                output.WriteLine(line);
+            }
+            catch (InvalidOperationException)
+            {
+                // The test already ended.
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+using Federated.Coordinator.State;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Data;
+using Federated.Training.Model;
+using Federated.Training.Peft;
+using Federated.Training.Tokenization;
+using Federated.Training.Trainer;
+using Grpc.Core;
+using Microsoft.Data.Sqlite;
+using TorchSharp;
+using Xunit.Abstractions;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// The product end to end: a coordinator run started over the admin service, three edge workers training a tiny
+/// Llama on private non-IID text, distributed Skellam noise under SecAgg+, two rounds over mutual TLS.
+/// </summary>
+public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
+{
+    private const double NoiseMultiplier = 0.15;
+    private const double ClipNorm = 1.0;
+
+    private static readonly Dictionary<string, string[]> s_topics = new(StringComparer.Ordinal)
+    {
+        ["alice"] = ["the cat sat on the mat", "the cat ate the fish", "a cat naps in the sun", "the cat saw a mouse"],
+        ["bob"] = ["the dog ran in the park", "a dog digs in the yard", "the dog barks at night", "the dog found a stick"],
+        ["carol"] = ["the bird flew over the tree", "a bird sings at dawn", "the bird built a nest", "the bird ate a seed"],
+    };
+
+    [Fact]
+    public async Task TwoRounds_ThreeTrainingClients_AdapterChangesEvalLossFallsNoUpdateStoredEpsilonAsAccounted()
+    {
+        string model = Path.Combine(coordinator.Root, "tiny");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 11);
+        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        var policy = LocalPolicy.Load(WritePolicy());
+        Dictionary<string, (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval)> data = s_topics.Keys.ToDictionary(n => n, n => Batches(model, n));
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+        var results = new List<RoundWorkResult>();
+        Task[] clients = [.. s_topics.Keys.Select(name => Task.Run(() => ClientAsync(name, model, data[name].Train, policy, results, stop.Token)))];
+        using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+        using var asEngineer = new CoordinatorConnection(coordinator.Address, engineer);
+        var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
+        var plan = new RunPlan
+        {
+            BaseModel = model, LoraRank = 2, Rounds = 2, ClientsPerRound = 3, LocalSteps = 30, LearningRate = 0.02,
+            // t = n: the three clients' noise together is exactly the planned z C (with t < n it would be sqrt(n / t) times more).
+            ClipNorm = ClipNorm, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = NoiseMultiplier, Delta = 1e-6, MinSurvivors = 3,
+        };
+        plan.TargetModules.Add("q_proj");
+        plan.TargetModules.Add("v_proj");
+        StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
+        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        await stop.CancelAsync();
+        await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+
+        Assert.Equal(RunState.Completed, status.State);
+        // A client's last Unmask reply may still be in flight when the run ends; the ledger is the record of who was summed.
+        Assert.All(results, r => Assert.True(r.Participated, $"round {r.Round} declined: {r.Message}"));
+        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+        Assert.Equal(2, ledger.Count);
+        Assert.All(ledger, l => Assert.Equal(3, l.Participants));
+        Assert.Equal(started.PlannedEpsilon, ledger[^1].EpsilonAfter, 1e-9);
+
+        // Mean eval loss of the clients on their own held-out text: base (B = 0) versus the final global adapter.
+        string initialSha = InitialAdapter(started.RunId);
+        Assert.NotEqual(initialSha, status.AdapterSha256);
+        double before = MeanEvalLoss(model, initialSha, data);
+        double after = MeanEvalLoss(model, status.AdapterSha256, data);
+        output.WriteLine($"mean eval loss {before:F4} -> {after:F4}; epsilon {ledger[^1].EpsilonAfter:F3}; local loss {string.Join(", ", results.Select(r => $"{r.FirstLoss:F3}->{r.LastLoss:F3}"))}");
+        Assert.True(after < before - 0.01, $"mean eval loss did not fall: {before:F4} -> {after:F4}");
+
+        // The database holds no individual update: no value in any table is as large as one masked vector (2 KiB here).
+        AssertNoBlobLargerThanAdapterOutsideAdapters();
+        // Nor do the coordinator's logs (Debug level captured): every line is far shorter than one vector.
+        Assert.NotEmpty(coordinator.Logs.Lines);
+        Assert.All(coordinator.Logs.Lines, line => Assert.True(line.Message.Length < 1024, $"a {line.Message.Length}-character log line"));
+    }
+
+    private async Task ClientAsync(string name, string model, IReadOnlyList<TokenBatch> train, LocalPolicy policy, List<RoundWorkResult> results, CancellationToken cancellationToken)
+    {
+        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+        using var connection = new CoordinatorConnection(coordinator.Address, identity);
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(coordinator.Root, name + "-" + LocalPrivacyLedger.FileName));
+        using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
+        var worker = new EdgeRoundWorker(connection, name, local, train, new LocalPolicyGate(policy, ledger, TimeProvider.System), Path.Combine(coordinator.Root, name + "-scratch"))
+        {
+            Log = line => output.WriteLine($"{name}: {line}"),
+        };
+        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
+        try
+        {
+            await session.RunAsync(async (invitation, ct) =>
+            {
+                RoundWorkResult result = await worker.HandleAsync(invitation, ct);
+                lock (results)
+                {
+                    results.Add(result);
+                }
+            }, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // The test ends the session.
+        }
+    }
+
+    private static async Task<RunStatus> WatchToEndAsync(AdminService.AdminServiceClient admin, string runId, CancellationToken cancellationToken)
+    {
+        using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, new CallOptions(cancellationToken: cancellationToken));
+        RunStatus? last = null;
+        await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(cancellationToken))
+        {
+            last = status;
+        }
+        return last ?? throw new InvalidOperationException("WatchRun ended without a status");
+    }
+
+    private (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval) Batches(string model, string name)
+    {
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(model);
+        string[] lines = s_topics[name];
+        // Train on the first three sentences (repeated in different orders), evaluate on all four.
+        IEnumerable<string> train = Enumerable.Range(0, 4).SelectMany(i => lines.Take(3).Select((l, j) => lines[(i + j) % 3]));
+        JsonlDataset trainSet = JsonlDataset.Parse(train.Select(Json), name, tokenizer, new DatasetOptions { MaxLength = 48 });
+        JsonlDataset evalSet = JsonlDataset.Parse(lines.Select(Json), name + "-eval", tokenizer, new DatasetOptions { MaxLength = 48 });
+        return (TokenBatcher.Batches(trainSet.Examples, 4, tokenizer.PadId, shuffleSeed: 1), TokenBatcher.Batches(evalSet.Examples, 4, tokenizer.PadId, shuffleSeed: 1));
+    }
+
+    private static string Json(string text) => System.Text.Json.JsonSerializer.Serialize(new { text });
+
+    private double MeanEvalLoss(string model, string adapterSha, Dictionary<string, (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval)> data)
+    {
+        string folder = Path.Combine(coordinator.Root, "eval-" + adapterSha[..12]);
+        byte[] content = File.ReadAllBytes(Path.Combine(coordinator.Root, "adapters", adapterSha + ".adapter"));
+        GlobalAdapterFile.WriteFolder(content, folder);
+        using LlamaForCausalLM evaluated = LlamaForCausalLM.FromPretrained(model, torch.CPU);
+        PeftAdapter.Apply(folder, evaluated);
+        return data.Values.Average(d => ModelEvaluator.Evaluate(evaluated, d.Eval).MeanLoss);
+    }
+
+    private string InitialAdapter(string runId)
+    {
+        using SqliteConnection connection = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT adapter_sha256_before FROM rounds WHERE run_id = $run AND round = 1";
+        command.Parameters.AddWithValue("$run", runId);
+        return (string)command.ExecuteScalar()!;
+    }
+
+    private void AssertNoBlobLargerThanAdapterOutsideAdapters()
+    {
+        using SqliteConnection connection = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        var tables = new List<string>();
+        using (SqliteCommand list = connection.CreateCommand())
+        {
+            list.CommandText = "SELECT name FROM sqlite_master WHERE type = 'table'";
+            using SqliteDataReader reader = list.ExecuteReader();
+            while (reader.Read())
+            {
+                tables.Add(reader.GetString(0));
+            }
+        }
+        foreach (string table in tables)
+        {
+            using SqliteCommand select = connection.CreateCommand();
+            select.CommandText = $"SELECT * FROM \"{table}\"";
+            using SqliteDataReader reader = select.ExecuteReader();
+            while (reader.Read())
+            {
+                for (int i = 0; i < reader.FieldCount; i++)
+                {
+                    if (reader.GetValue(i) is byte[] blob)
+                    {
+                        // Signatures, plans and audit entries are small; one client's masked vector (512 ring elements) is 2 KiB.
+                        Assert.True(blob.Length < 2048, $"{table}.{reader.GetName(i)} holds a {blob.Length}-byte blob");
+                    }
+                    else if (reader.GetValue(i) is string text)
+                    {
+                        Assert.True(text.Length < 2048, $"{table}.{reader.GetName(i)} holds a {text.Length}-character text");
+                    }
+                }
+            }
+        }
+    }
+
+    private string WritePolicy()
+    {
+        string path = Path.Combine(coordinator.Root, LocalPolicy.FileName);
+        File.WriteAllText(path, """
+            {
+              "delta": 1e-5,
+              "max_epsilon_per_run": 100,
+              "max_epsilon_lifetime": 1000,
+              "min_noise_multiplier": 0.1,
+              "allowed_mechanisms": ["distributed_skellam"],
+              "allowed_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+              "max_rank": 16,
+              "max_rounds_per_day": 100
+            }
+            """);
+        return path;
+    }
+}
