@@ -7,25 +7,10 @@ namespace Federated.Coordinator.Cli;
 /// <summary>The officer's calculator: epsilon after a number of rounds of the subsampled Gaussian mechanism.</summary>
 internal sealed class PrivacyEpsilonCommand : Command<PrivacyEpsilonCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PrivacyPlanSettings
     {
         [CommandOption("--noise-multiplier <Z>")]
         public string? NoiseMultiplier { get; init; }
-
-        [CommandOption("--sampling-rate <Q>")]
-        public string? SamplingRate { get; init; }
-
-        [CommandOption("--rounds <T>")]
-        public string? Rounds { get; init; }
-
-        [CommandOption("--delta <D>")]
-        public string? Delta { get; init; }
-
-        [CommandOption("--accountant <rdp|pld>")]
-        public string? Accountant { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)

@@ -7,25 +7,10 @@ namespace Federated.Coordinator.Cli;
 /// <summary>The officer's planner: the smallest noise multiplier that keeps a plan within an (epsilon, delta) target.</summary>
 internal sealed class PrivacyNoiseCommand : Command<PrivacyNoiseCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : PrivacyPlanSettings
     {
         [CommandOption("--epsilon <E>")]
         public string? Epsilon { get; init; }
-
-        [CommandOption("--delta <D>")]
-        public string? Delta { get; init; }
-
-        [CommandOption("--sampling-rate <Q>")]
-        public string? SamplingRate { get; init; }
-
-        [CommandOption("--rounds <T>")]
-        public string? Rounds { get; init; }
-
-        [CommandOption("--accountant <rdp|pld>")]
-        public string? Accountant { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
