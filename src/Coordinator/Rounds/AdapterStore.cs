@@ -5,7 +5,9 @@ namespace Federated.Coordinator.Rounds;
 
 /// <summary>
 /// Content-addressed, signed global adapters: bytes are written to a temporary file, flushed and renamed into
-/// place before the database records them, so a half-written adapter is never served.
+/// place (the directory flushed too) before the database records them, so a half-written adapter is never served;
+/// a round's adapter is served only once the transaction that completed its round has committed
+/// (<see cref="CoordinatorState.GetAdapter"/>).
 /// </summary>
 internal sealed class AdapterStore
 {
@@ -43,6 +45,7 @@ internal sealed class AdapterStore
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temporary, path, overwrite: true);
+            Storage.DurableDirectory.Flush(_directory);
         }
         _state.RecordAdapter(sha256, runId, round, adapter.Length, _signer.SignHash(digest), "coordinator");
         return sha256;
