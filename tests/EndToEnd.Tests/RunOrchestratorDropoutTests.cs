@@ -34,6 +34,7 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
         RunStatus final;
+        List<RunStatus> statuses;
         StartRunResponse started;
         try
         {
@@ -48,7 +49,8 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
             plan.TargetModules.Add("q_proj");
             started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
             using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: stop.Token));
-            final = (await watch.ResponseStream.ReadAllAsync(stop.Token).ToListAsync(stop.Token))[^1];
+            statuses = await watch.ResponseStream.ReadAllAsync(stop.Token).ToListAsync(stop.Token);
+            final = statuses[^1];
         }
         finally
         {
@@ -57,6 +59,10 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
         }
 
         Assert.Equal(RunState.Completed, final.State);
+        // Watchers saw each stall: round 1 waiting in SHARE_KEYS with alice's report only, round 2 in MASKED_INPUT with two uploads.
+        Assert.Contains(statuses, s => (s.CurrentRound, s.Stage, s.Reported, s.Selected) == (1u, RoundStage.ShareKeys, 1u, 3u));
+        Assert.Contains(statuses, s => (s.CurrentRound, s.Stage, s.Reported) == (2u, RoundStage.MaskedInput, 2u));
+        Assert.Equal((3u, RoundStage.Completed), (final.CurrentRound, final.Stage));
         Assert.Equal(RoundStage.Failed, coordinator.Host.State.GetRoundStage(started.RunId, 1));
         IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
         Assert.Equal([(2, 2), (3, 3)], ledger.Select(l => (l.Round, l.Participants)));
