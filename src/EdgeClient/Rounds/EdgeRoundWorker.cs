@@ -66,8 +66,14 @@ internal sealed class EdgeRoundWorker(
         }
 
         int d = checked((int)global.OnlyB().ElementCount);
+        // The scale is sized for the most clients the round may sum (the run's cap under Poisson sampling).
+        uint maxClients = manifest.Dp.MaxClients == 0 ? manifest.Secagg.Participants : manifest.Dp.MaxClients;
+        if (maxClients < manifest.Secagg.Participants || maxClients > 1_000_000)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"max_clients {manifest.Dp.MaxClients} is below the round's {manifest.Secagg.Participants} participants or above 1000000", cancellationToken);
+        }
         DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-            manifest.Dp.NoiseMultiplier, checked((int)manifest.Secagg.Participants), checked((int)manifest.Secagg.Threshold)));
+            manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
         // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
         if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
         {
