@@ -88,10 +88,11 @@ internal sealed class RunOrchestrator(
         double z, planned;
         try
         {
-            // Poisson sampling buys no amplification here: the Skellam RDP has no subsampled form in this codebase, so each
-            // released round is charged in full whatever the rate (conservative). The scale is sized for the cap.
+            // Under Poisson sampling the scale is sized for the cap. Distributed Skellam claims no amplification (this
+            // codebase has no subsampled Skellam RDP), so each released round is charged in full whatever the rate
+            // (conservative); the central Gaussian uses the subsampled Gaussian RDP at the rate (see Epsilon).
             z = plan.NoiseMultiplier > 0 ? plan.NoiseMultiplier : NoiseForTarget(plan, adapter.BDimension, n, threshold);
-            planned = Epsilon(RoundPlan(plan, adapter.BDimension, n, threshold, z), (int)plan.Rounds, plan.Delta);
+            planned = Epsilon(plan, RoundPlan(plan, adapter.BDimension, n, threshold, z), z, (int)plan.Rounds);
         }
         catch (ArgumentOutOfRangeException ex)
         {
@@ -314,11 +315,12 @@ internal sealed class RunOrchestrator(
             selected = await SelectAsync(n, cancellationToken);
         }
         DSkellamPlan dskellam = RoundPlan(plan, run.Global.BDimension, n, accepted.Threshold, accepted.NoiseMultiplier);
-        double epsilonAfter = Epsilon(dskellam, completedBefore + 1, plan.Delta);
+        double epsilonAfter = Epsilon(plan, dskellam, accepted.NoiseMultiplier, completedBefore + 1);
+        bool central = plan.Mechanism == NoiseMechanism.CentralGaussian;
         byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
         var dp = new DpParameters
         {
-            Mechanism = NoiseMechanism.DistributedSkellam,
+            Mechanism = plan.Mechanism,
             ClipNorm = plan.ClipNorm,
             NoiseMultiplier = accepted.NoiseMultiplier,
             Scale = dskellam.Scale,
@@ -348,7 +350,17 @@ internal sealed class RunOrchestrator(
                 return RoundOutcome.Failed;
             }
             IReadOnlyList<int> survivors = round.Survivors;
-            float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeMean(sum, survivors.Count);
+            float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeSum(sum);
+            if (central)
+            {
+                // Central DP: N(0, (z Delta)^2) per coordinate on the unmasked sum (the Gaussian mechanism, Dwork and Roth 2014,
+                // Thm A.1; RDP alpha / (2 z^2), Mironov 2017), Delta being a client's rounded contribution bound, just above C.
+                GaussianMechanism.AddNoise(mean, dskellam.DecodedL2Sensitivity, accepted.NoiseMultiplier);
+            }
+            for (int i = 0; i < mean.Length; i++)
+            {
+                mean[i] /= survivors.Count;
+            }
             run.Global.ApplyMeanUpdate(mean.AsSpan(0, run.Global.BDimension));
             byte[] bytes = run.Global.Serialize();
             string sha = adapters.Put(bytes, accepted.RunId, number);
@@ -357,7 +369,7 @@ internal sealed class RunOrchestrator(
                 state.SetParticipantStatus(accepted.RunId, number, clientId, survivors.Contains(index) ? "uploaded" : "dropped");
             }
             LedgerRecord charged = state.CompleteRound(new LedgerRecord(0, accepted.RunId, number, accepted.Population, epsilonAfter,
-                epsilonAfter - run.EpsilonSpent, plan.Delta, (int)NoiseMechanism.DistributedSkellam, accepted.NoiseMultiplier, plan.ClipNorm,
+                epsilonAfter - run.EpsilonSpent, plan.Delta, (int)plan.Mechanism, accepted.NoiseMultiplier, plan.ClipNorm,
                 survivors.Count, time.GetUtcNow()), sha);
             run.Released(new AdapterRef { Sha256 = sha, SizeBytes = (ulong)bytes.Length }, charged.EpsilonAfter);
             return RoundOutcome.Released;
@@ -478,32 +490,41 @@ internal sealed class RunOrchestrator(
         return threshold;
     }
 
+    /// <summary>The round's quantizer: distributed Skellam with the run's noise, or (central Gaussian) the same rounding without client noise.</summary>
     private static DSkellamPlan RoundPlan(RunPlan plan, int dimension, int clients, int threshold, double noiseMultiplier) =>
-        DSkellamPlan.Calibrate(new DSkellamParameters(dimension, RingBits, plan.ClipNorm, noiseMultiplier, clients, threshold));
+        DSkellamPlan.Calibrate(new DSkellamParameters(dimension, RingBits, plan.ClipNorm,
+            plan.Mechanism == NoiseMechanism.CentralGaussian ? 0 : noiseMultiplier, clients, threshold));
 
-    /// <summary>Epsilon after <paramref name="rounds"/> rounds: Skellam RDP composed additively (Agarwal et al. 2021, Thm 3.5), converted as in Opacus.</summary>
-    private static double Epsilon(DSkellamPlan plan, int rounds, double delta)
+    /// <summary>
+    /// Epsilon after <paramref name="rounds"/> released rounds, RDP composed additively and converted as in Opacus.
+    /// Distributed Skellam: the Skellam RDP of the calibrated plan (Agarwal et al. 2021, Thm 3.5), no amplification.
+    /// Central Gaussian: the Gaussian RDP, subsampled at the Poisson rate when clients are sampled (Mironov, Talwar and
+    /// Zhang 2019), with q = 1 (no amplification) for a fixed count.
+    /// </summary>
+    private static double Epsilon(RunPlan plan, DSkellamPlan quantizer, double noiseMultiplier, int rounds)
     {
-        double[] rdp = plan.RdpPerRound(RdpOrders.Default);
+        double[] rdp = plan.Mechanism == NoiseMechanism.CentralGaussian
+            ? RdpAnalysis.SubsampledGaussian(plan.SamplingRate > 0 ? plan.SamplingRate : 1.0, noiseMultiplier, RdpOrders.Default)
+            : quantizer.RdpPerRound(RdpOrders.Default);
         for (int i = 0; i < rdp.Length; i++)
         {
             rdp[i] *= rounds;
         }
-        return RdpAnalysis.Epsilon(RdpOrders.Default, rdp, delta).Epsilon;
+        return RdpAnalysis.Epsilon(RdpOrders.Default, rdp, plan.Delta).Epsilon;
     }
 
     /// <summary>Smallest noise multiplier (bisection to 1e-4 relative) whose planned epsilon meets target_epsilon.</summary>
     private static double NoiseForTarget(RunPlan plan, int dimension, int clients, int threshold)
     {
         double low = 0.05, high = 100;
-        if (Epsilon(RoundPlan(plan, dimension, clients, threshold, high), (int)plan.Rounds, plan.Delta) > plan.TargetEpsilon)
+        if (Epsilon(plan, RoundPlan(plan, dimension, clients, threshold, high), high, (int)plan.Rounds) > plan.TargetEpsilon)
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"target_epsilon {plan.TargetEpsilon} cannot be met with noise multiplier <= {high}"));
         }
         while ((high - low) / high > 1e-4)
         {
             double mid = (low + high) / 2;
-            if (Epsilon(RoundPlan(plan, dimension, clients, threshold, mid), (int)plan.Rounds, plan.Delta) <= plan.TargetEpsilon)
+            if (Epsilon(plan, RoundPlan(plan, dimension, clients, threshold, mid), mid, (int)plan.Rounds) <= plan.TargetEpsilon)
             {
                 high = mid;
             }
@@ -554,9 +575,9 @@ internal sealed class RunOrchestrator(
         {
             throw Invalid($"clip_norm {plan.ClipNorm} is invalid: it must be a finite number > 0");
         }
-        if (plan.Mechanism != NoiseMechanism.DistributedSkellam)
+        if (plan.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
         {
-            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator yet: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM");
+            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
         }
         if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
         {

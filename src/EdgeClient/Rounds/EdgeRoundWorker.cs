@@ -17,7 +17,8 @@ internal sealed record RoundWorkResult(string RunId, uint Round, bool Participat
 /// <summary>
 /// One edge client's part of a federated round: verify the signed manifest, hold it against the local policy
 /// (declining with the rule that refused), download and verify the global adapter, train lora_B locally on the
-/// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest),
+/// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest; no noise
+/// under the central Gaussian mechanism, where the coordinator noises the sum and the local policy may refuse that),
 /// charge the local ledger, then mask and upload through SecAgg+. Only the masked vector leaves the machine.
 /// The base model stays loaded across rounds; several workers can share a process (tests, simulation).
 /// </summary>
@@ -48,15 +49,17 @@ internal sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", "the manifest lacks DP parameters, the adapter or valid training settings", cancellationToken);
         }
-        if (manifest.Dp.Mechanism != NoiseMechanism.DistributedSkellam)
+        if (manifest.Dp.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
         {
             return await DeclineAsync(round, DeclineReason.Policy, "allowed_mechanisms", $"mechanism {manifest.Dp.Mechanism} is not implemented by this client", cancellationToken);
         }
+        // Central DP: this client clips and rounds but adds no noise; the coordinator noises the sum. The policy decides whether that is acceptable.
+        bool central = manifest.Dp.Mechanism == NoiseMechanism.CentralGaussian;
 
         byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, cancellationToken);
         string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
         (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
-        var terms = new RoundTerms(round.RunId, round.Round, NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
+        var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
             SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256());
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
@@ -73,7 +76,7 @@ internal sealed class EdgeRoundWorker(
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"max_clients {manifest.Dp.MaxClients} is below the round's {manifest.Secagg.Participants} participants or above 1000000", cancellationToken);
         }
         DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-            manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
+            central ? 0 : manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
         // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
         if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
         {
