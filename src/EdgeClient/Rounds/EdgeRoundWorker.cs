@@ -33,15 +33,20 @@ internal sealed class EdgeRoundWorker(
     private const double ScaleRelativeTolerance = 1e-9;
     private const int MaxDetailLength = 256;
 
-    private readonly SecAggParticipant _participant = new(connection, identityName);
+    private SecAggParticipant? _participant;
 
     /// <summary>Reports each step in one line (never data or update values).</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>Runs before each SecAgg+ stage message (see <see cref="SecAggParticipant.BeforeStage"/>); for fault-injection tests.</summary>
+    public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
+
+    private SecAggParticipant Participant => _participant ??= new SecAggParticipant(connection, identityName) { BeforeStage = BeforeStage };
+
     public async Task<RoundWorkResult> HandleAsync(RoundRef invitation, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(invitation);
-        RoundManifest manifest = await _participant.FetchManifestAsync(invitation, cancellationToken);
+        RoundManifest manifest = await Participant.FetchManifestAsync(invitation, cancellationToken);
         RoundRef round = manifest.Round;
         if (manifest.Dp is null || manifest.GlobalAdapter is null || manifest.LocalSteps is 0 or > 100_000
             || !(manifest.LearningRate is > 0 and < 1) || !(manifest.Dp.ClipNorm > 0) || !(manifest.Dp.NoiseMultiplier > 0)
@@ -102,7 +107,7 @@ internal sealed class EdgeRoundWorker(
         }
 
         double normBeforeClipping = double.NaN;
-        ParticipationOutcome outcome = await _participant.ParticipateAsync(manifest, (m, _) =>
+        ParticipationOutcome outcome = await Participant.ParticipateAsync(manifest, (m, _) =>
         {
             // The ledger is charged durably before anything derived from the data leaves the machine.
             PolicyDecision charge = gate.ChargeBeforeUpload(terms);
@@ -123,7 +128,7 @@ internal sealed class EdgeRoundWorker(
     {
         // The coordinator takes at most 256 characters of detail.
         string detail = $"{rule}: {message}";
-        await _participant.DeclineAsync(round, reason, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
+        await Participant.DeclineAsync(round, reason, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
         Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
         return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
     }
