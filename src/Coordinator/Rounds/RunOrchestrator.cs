@@ -210,6 +210,10 @@ internal sealed class RunOrchestrator(
                 ? new RpcException(new Status(StatusCode.FailedPrecondition, $"run '{runId}' has already ended ({ended.State})"))
                 : new RpcException(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
         }
+        if (run.Loop is { IsCompleted: true })
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"run '{runId}' has already ended ({run.Snapshot().State})"));
+        }
         run.AbortReason = $"aborted by {actor}: {reason}";
         await run.Abort.CancelAsync();
         if (run.Loop is not null)
