@@ -14,7 +14,8 @@ namespace Federated.Coordinator.Services;
 /// The admin service behind the CLI. Budgets, the ledger, the audit trail and the client list are served
 /// from the state store; run control is delegated to the <see cref="RunOrchestrator"/>, exports to the <see cref="RunExporter"/>.
 /// </summary>
-internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator orchestrator, RunExporter exporter, ILogger<AdminGrpcService> logger)
+internal sealed class AdminGrpcService(
+    CoordinatorState state, RunOrchestrator orchestrator, RoundRegistry rounds, RunExporter exporter, ILogger<AdminGrpcService> logger)
     : AdminService.AdminServiceBase
 {
     private const int MaxAbortReasonLength = 256;
@@ -30,24 +31,58 @@ internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator o
         return Task.FromResult(new StartRunResponse { RunId = run.RunId, PlannedEpsilon = run.PlannedEpsilon, NoiseMultiplier = run.NoiseMultiplier });
     }
 
+    /// <summary>How often a watcher's stream looks at the round in progress for stage and reported changes.</summary>
+    private static readonly TimeSpan s_progressPoll = TimeSpan.FromSeconds(1);
+
     public override Task<RunStatus> GetRunStatus(GetRunStatusRequest request, ServerCallContext context) =>
-        Task.FromResult(orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId));
+        Task.FromResult(Status(request.RunId) ?? throw UnknownRun(request.RunId));
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        _ = orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        _ = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        RunStatus? sent = null;
         while (true)
         {
             // The change signal is taken before the status is read, so a change in between is never missed.
             Task changed = orchestrator.WaitForChangeAsync(request.RunId, context.CancellationToken);
-            RunStatus status = orchestrator.Status(request.RunId)!;
-            await responseStream.WriteAsync(status, context.CancellationToken);
+            RunStatus status = Status(request.RunId)!;
+            // Stage and reported counts move inside a round without a run-level change, so they are polled; an
+            // unchanged snapshot is not sent again.
+            RunStatus comparable = status.Clone();
+            comparable.UpdatedAt = null;
+            if (!comparable.Equals(sent))
+            {
+                await responseStream.WriteAsync(status, context.CancellationToken);
+                sent = comparable;
+            }
             if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed)
             {
                 return;
             }
-            await changed;
+            await Task.WhenAny(changed, Task.Delay(s_progressPoll, context.CancellationToken));
+            context.CancellationToken.ThrowIfCancellationRequested();
         }
+    }
+
+    /// <summary>The orchestrator's snapshot with the round in progress's stage and reported count filled in.</summary>
+    private RunStatus? Status(string runId)
+    {
+        RunStatus? status = orchestrator.Status(runId);
+        if (status is null || status.CurrentRound == 0)
+        {
+            return status;
+        }
+        if (status.State == RunState.Running && rounds.Active(runId, status.CurrentRound) is { } active)
+        {
+            (RoundStage stage, int reported) = active.Progress;
+            status.Stage = stage;
+            status.Reported = (uint)reported;
+        }
+        else if (state.GetRoundStage(runId, (int)status.CurrentRound) is { } recorded)
+        {
+            status.Stage = recorded;
+        }
+        return status;
     }
 
     public override async Task<AbortRunResponse> AbortRun(AbortRunRequest request, ServerCallContext context)
