@@ -20,11 +20,23 @@ internal static class AdminOutput
     public static void Json(object value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, s_json));
 
     /// <summary>A console for tables that writes to the current Console.Out (so redirected output and tests see it).</summary>
-    public static IAnsiConsole Terminal() => AnsiConsole.Create(new AnsiConsoleSettings
+    public static IAnsiConsole Terminal()
     {
-        Out = new AnsiConsoleOutput(Console.Out),
-        Interactive = InteractionSupport.No,
-    });
+        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Interactive = InteractionSupport.No,
+        });
+        // Piped into a file or a pager there is no width to fit; a wide table beats ids wrapped across lines.
+        if (Console.IsOutputRedirected)
+        {
+            console.Profile.Width = RedirectedWidth;
+        }
+        return console;
+    }
+
+    /// <summary>Table width when output is not a terminal.</summary>
+    public const int RedirectedWidth = 240;
 
     public static Table Table(params string[] columns)
     {
