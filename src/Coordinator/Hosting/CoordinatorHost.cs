@@ -155,6 +155,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
+            builder.Services.AddSingleton<RetentionPruner>();
+            builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
