@@ -159,6 +159,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
             builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
+            builder.Services.AddSingleton<RetentionPruner>();
+            builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
