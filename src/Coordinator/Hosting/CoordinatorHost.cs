@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
+using Grpc.AspNetCore.Server.Model;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
@@ -13,6 +14,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 
@@ -144,6 +146,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             });
             builder.Services.AddGrpcHealthChecks().AddCheck("state", () =>
                 state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"));
+            // Replaces grpc-dotnet's default binder so that unparseable requests get INVALID_ARGUMENT, not UNKNOWN.
+            builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
+            builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(ParseCheckingMethodProvider<>));
 
             WebApplication app = builder.Build();
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
