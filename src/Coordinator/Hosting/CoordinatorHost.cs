@@ -94,7 +94,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.WebHost.ConfigureKestrel(kestrel =>
             {
                 kestrel.AddServerHeader = false;
-                kestrel.Limits.Http2.MaxStreamsPerConnection = 64;
+                kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
                 kestrel.Listen(IPAddress.Parse(options.Address), options.Port, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http2;
@@ -135,12 +135,15 @@ internal sealed class CoordinatorHost : IAsyncDisposable
                 TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
+            builder.Services.AddSingleton<CallLimitInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
+                // Last, so that the service sees the capped deadline and cancellation token.
+                grpc.Interceptors.Add<CallLimitInterceptor>();
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });
