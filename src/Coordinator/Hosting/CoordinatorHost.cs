@@ -7,6 +7,7 @@ using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Storage;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -34,13 +35,19 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     private readonly X509Certificate2 _ca;
     private readonly X509Certificate2 _serverCertificate;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate)
+    private readonly AtRestCipher? _cipher;
+
+    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
     {
+        _cipher = cipher;
         _app = app;
         _state = state;
         _ca = ca;
         _serverCertificate = serverCertificate;
     }
+
+    /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
+    public RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
 
     public CoordinatorState State => _state;
 
@@ -75,7 +82,28 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
         }
-        CoordinatorState state = CoordinatorState.Open(options.State, server, time);
+        AtRestCipher? cipher = string.IsNullOrEmpty(options.AtRestKey) ? null : AtRestCipher.FromKeyFile(options.AtRestKey);
+        AdapterSigner adapterSigner;
+        CoordinatorState state;
+        try
+        {
+            adapterSigner = LoadAdapterSigner(pki, ca, time);
+        }
+        catch
+        {
+            cipher?.Dispose();
+            throw;
+        }
+        try
+        {
+            state = CoordinatorState.Open(options.State, server, time);
+        }
+        catch
+        {
+            adapterSigner.Dispose();
+            cipher?.Dispose();
+            throw;
+        }
 
         try
         {
@@ -128,7 +156,11 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
-            builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
+            builder.Services.AddSingleton(adapterSigner);
+            var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
+            adapters.CheckKey();
+            builder.Services.AddSingleton(adapters);
+            builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
@@ -159,12 +191,42 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, ca, server);
+            return new CoordinatorHost(app, state, ca, server, cipher);
         }
         catch
         {
             state.Dispose();
+            adapterSigner.Dispose();
+            cipher?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads adapter-signer.pfx; a PKI folder made before it existed gets one issued here when the CA key is present
+    /// (as `pki init` now does), otherwise start-up stops naming the missing file.
+    /// </summary>
+    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca, TimeProvider time)
+    {
+        string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
+        if (!File.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)))
+            {
+                throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate) and the CA key to issue one");
+            }
+            using FederationPki authority = FederationPki.Load(pki, time);
+            authority.IssueAdapterSigner(pki, password: null);
+        }
+        X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+        try
+        {
+            return new AdapterSigner(certificate, ca);
+        }
+        catch (ArgumentException ex)
+        {
+            certificate.Dispose();
+            throw new InvalidOperationException($"'{path}': {ex.Message.Split(" (Parameter")[0]}", ex);
         }
     }
 
@@ -187,10 +249,12 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             // Registered as an instance, so the container does not dispose it (and the CA key it holds).
             _app.Services.GetRequiredService<CertificateRenewer>().Dispose();
+            _app.Services.GetRequiredService<AdapterSigner>().Dispose();
             await _app.DisposeAsync();
             _state.Dispose();
             _ca.Dispose();
             _serverCertificate.Dispose();
+            _cipher?.Dispose();
         }
     }
 }
