@@ -15,7 +15,7 @@ namespace Federated.Coordinator.Services;
 /// from the state store; run control is delegated to the <see cref="RunOrchestrator"/>, exports to the <see cref="RunExporter"/>.
 /// </summary>
 internal sealed class AdminGrpcService(
-    CoordinatorState state, RunOrchestrator orchestrator, RoundRegistry rounds, RunExporter exporter, ILogger<AdminGrpcService> logger)
+    CoordinatorState state, RunOrchestrator orchestrator, RunExporter exporter, ILogger<AdminGrpcService> logger)
     : AdminService.AdminServiceBase
 {
     private const int MaxAbortReasonLength = 256;
@@ -64,26 +64,8 @@ internal sealed class AdminGrpcService(
         }
     }
 
-    /// <summary>The orchestrator's snapshot with the round in progress's stage and reported count filled in.</summary>
-    private RunStatus? Status(string runId)
-    {
-        RunStatus? status = orchestrator.Status(runId);
-        if (status is null || status.CurrentRound == 0)
-        {
-            return status;
-        }
-        if (status.State == RunState.Running && rounds.Active(runId, status.CurrentRound) is { } active)
-        {
-            (RoundStage stage, int reported) = active.Progress;
-            status.Stage = stage;
-            status.Reported = (uint)reported;
-        }
-        else if (state.GetRoundStage(runId, (int)status.CurrentRound) is { } recorded)
-        {
-            status.Stage = recorded;
-        }
-        return status;
-    }
+    /// <summary>The orchestrator's view: live runs with the round in progress's stage and reports, ended ones from the state file.</summary>
+    private RunStatus? Status(string runId) => orchestrator.Status(runId);
 
     public override async Task<AbortRunResponse> AbortRun(AbortRunRequest request, ServerCallContext context)
     {
