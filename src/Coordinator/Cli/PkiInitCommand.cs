@@ -4,7 +4,7 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Creates the federation CA, the coordinator's server certificate and the first engineer and officer identities.</summary>
+/// <summary>Creates the federation CA, the coordinator's server and adapter-signing certificates and the first engineer and officer identities.</summary>
 internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -47,6 +47,8 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
         IssuedIdentity server = pki.IssueServer(directory, settings.Hosts, password: null);
         IssuedIdentity engineer = pki.IssueIdentity(directory, "engineer", FederationRole.Engineer, password);
         IssuedIdentity officer = pki.IssueIdentity(directory, "officer", FederationRole.Officer, password);
+        // Like the server key, unencrypted (owner-only): the coordinator signs exports unattended.
+        IssuedIdentity adapterSigner = pki.IssueAdapterSigner(directory);
 
         if (settings.Json)
         {
@@ -57,6 +59,7 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
                 server = server.PfxPath,
                 engineer = engineer.PfxPath,
                 officer = officer.PfxPath,
+                adapter_signer = adapterSigner.PfxPath,
             }));
         }
         else
@@ -65,6 +68,7 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
             Console.WriteLine($"server            {server.PfxPath} (SANs: localhost, 127.0.0.1, ::1{string.Concat(settings.Hosts.Select(h => ", " + h))})");
             Console.WriteLine($"engineer identity {engineer.PfxPath}");
             Console.WriteLine($"officer identity  {officer.PfxPath}");
+            Console.WriteLine($"adapter signing   {adapterSigner.PfxPath} (code signing: signs exported adapters)");
         }
         return CliRunner.Ok;
     }

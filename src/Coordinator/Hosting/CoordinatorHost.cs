@@ -31,14 +31,19 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     private readonly CoordinatorState _state;
     private readonly X509Certificate2 _ca;
     private readonly X509Certificate2 _serverCertificate;
+    private readonly X509Certificate2? _adapterSigner;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate)
+    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, X509Certificate2? adapterSigner)
     {
         _app = app;
         _state = state;
         _ca = ca;
         _serverCertificate = serverCertificate;
+        _adapterSigner = adapterSigner;
     }
+
+    /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
+    public RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
 
     public CoordinatorState State => _state;
 
@@ -73,6 +78,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
         }
+        X509Certificate2? adapterSigner = LoadAdapterSigner(pki, validator, time);
         CoordinatorState state = CoordinatorState.Open(options.State, server, time);
 
         try
@@ -126,7 +132,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
-            builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
+            var adapterStore = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer);
+            builder.Services.AddSingleton(adapterStore);
+            builder.Services.AddSingleton(new RunExporter(state, adapterStore, adapterSigner, time));
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
@@ -151,14 +159,43 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, ca, server);
+            return new CoordinatorHost(app, state, ca, server, adapterSigner);
         }
         catch
         {
             state.Dispose();
+            adapterSigner?.Dispose();
             throw;
         }
     }
+
+    /// <summary>
+    /// The code-signing identity for exported adapters (pki/adapter-signing.pfx). A PKI folder made before that file
+    /// existed gets one issued here when the CA key is present; without either, exports are refused with the reason.
+    /// </summary>
+    private static X509Certificate2? LoadAdapterSigner(string pki, FederationCertificateValidator validator, TimeProvider time)
+    {
+        string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
+        if (!File.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)))
+            {
+                return null;
+            }
+            using FederationPki authority = FederationPki.Load(pki, time);
+            authority.IssueAdapterSigner(pki);
+        }
+        X509Certificate2 signer = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+        string problem = "it has no private key";
+        if (!signer.HasPrivateKey || !validator.TryBuildChain(signer, CodeSigningOid, out problem))
+        {
+            signer.Dispose();
+            throw new InvalidOperationException($"the adapter-signing certificate in '{path}' is not usable: {problem}");
+        }
+        return signer;
+    }
+
+    private const string CodeSigningOid = "1.3.6.1.5.5.7.3.3";
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -183,6 +220,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             _state.Dispose();
             _ca.Dispose();
             _serverCertificate.Dispose();
+            _adapterSigner?.Dispose();
         }
     }
 }

@@ -107,6 +107,18 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>The current stage and how many participants have submitted in it, for status views.</summary>
+    public (RoundStage Stage, int Reported) Progress
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return (_stage, _submitted.Count);
+            }
+        }
+    }
+
     /// <summary>Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails.</summary>
     public Task<uint[]> Sum => _sum.Task;
 
