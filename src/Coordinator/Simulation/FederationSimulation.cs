@@ -63,6 +63,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
     private const string Population = "default";
     private const int BatchSize = 4;
     private const int MaxSequenceLength = 128;
+    private const double TinyInitStd = 0.1;
 
     private readonly ConcurrentDictionary<(uint Round, string Client), RoundWorkResult> _work = new();
     private readonly ConcurrentQueue<string> _stopped = new();
@@ -485,7 +486,9 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
     private string WriteTinyModel(string directory)
     {
         int vocab = ByteLevelTokenizerWriter.Write(directory);
-        TinyLlamaFactory.Write(directory, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), options.Seed);
+        // transformers' default std of 0.02 caps a 64-wide model's logits near +-1.3 behind the final RMSNorm (|w| |h| =
+        // 0.02 * 8 * 8), so no adapter could make any character likely; a wider init lets the adapter learn and memorise.
+        TinyLlamaFactory.Write(directory, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), options.Seed, initStd: TinyInitStd);
         progress($"wrote a random tiny Llama (2 layers, hidden 64, byte-level tokenizer) to {directory}");
         return directory;
     }
