@@ -24,7 +24,7 @@ public sealed class RunExporterTests : IDisposable
     private readonly X509Certificate2 _signer;
     private readonly X509Certificate2 _server = TestSigner.Create();
     private readonly CoordinatorState _state;
-    private readonly CoordinatorSigner _coordinatorSigner;
+    private readonly AdapterSigner _storeSigner;
     private readonly AdapterStore _store;
     private readonly GlobalAdapter _adapter;
     private readonly string _baseModel;
@@ -34,22 +34,22 @@ public sealed class RunExporterTests : IDisposable
         string pki = _dir.File("pki");
         using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
         {
-            authority.IssueAdapterSigner(pki);
+            authority.IssueAdapterSigner(pki, password: null);
         }
         _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
         _signer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null);
         _baseModel = _dir.File("base");
         TinyLlamaFactory.Write(_baseModel, TinyLlamaFactory.DefaultConfig(), seed: 9);
         _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
-        _coordinatorSigner = new CoordinatorSigner(_server);
-        _store = new AdapterStore(_dir.File("adapters"), _state, _coordinatorSigner);
+        _storeSigner = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null), _ca);
+        _store = new AdapterStore(_dir.File("adapters"), _state, _storeSigner);
         _adapter = GlobalAdapter.Create(_baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj", "v_proj"], InitSeed: 42, FreezeA: true));
     }
 
     public void Dispose()
     {
         _state.Dispose();
-        _coordinatorSigner.Dispose();
+        _storeSigner.Dispose();
         _server.Dispose();
         _signer.Dispose();
         _ca.Dispose();

@@ -6,6 +6,7 @@ using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Storage;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -31,15 +32,16 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     private readonly CoordinatorState _state;
     private readonly X509Certificate2 _ca;
     private readonly X509Certificate2 _serverCertificate;
-    private readonly X509Certificate2? _adapterSigner;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, X509Certificate2? adapterSigner)
+    private readonly AtRestCipher? _cipher;
+
+    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
     {
+        _cipher = cipher;
         _app = app;
         _state = state;
         _ca = ca;
         _serverCertificate = serverCertificate;
-        _adapterSigner = adapterSigner;
     }
 
     /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
@@ -78,8 +80,28 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
         }
-        X509Certificate2? adapterSigner = LoadAdapterSigner(pki, validator, time);
-        CoordinatorState state = CoordinatorState.Open(options.State, server, time);
+        AtRestCipher? cipher = string.IsNullOrEmpty(options.AtRestKey) ? null : AtRestCipher.FromKeyFile(options.AtRestKey);
+        AdapterSigner adapterSigner;
+        CoordinatorState state;
+        try
+        {
+            adapterSigner = LoadAdapterSigner(pki, ca, time);
+        }
+        catch
+        {
+            cipher?.Dispose();
+            throw;
+        }
+        try
+        {
+            state = CoordinatorState.Open(options.State, server, time);
+        }
+        catch
+        {
+            adapterSigner.Dispose();
+            cipher?.Dispose();
+            throw;
+        }
 
         try
         {
@@ -132,9 +154,11 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
-            var adapterStore = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer);
-            builder.Services.AddSingleton(adapterStore);
-            builder.Services.AddSingleton(new RunExporter(state, adapterStore, adapterSigner, time));
+            builder.Services.AddSingleton(adapterSigner);
+            var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
+            adapters.CheckKey();
+            builder.Services.AddSingleton(adapters);
+            builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
@@ -159,43 +183,44 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, ca, server, adapterSigner);
+            return new CoordinatorHost(app, state, ca, server, cipher);
         }
         catch
         {
             state.Dispose();
-            adapterSigner?.Dispose();
+            adapterSigner.Dispose();
+            cipher?.Dispose();
             throw;
         }
     }
 
     /// <summary>
-    /// The code-signing identity for exported adapters (pki/adapter-signing.pfx). A PKI folder made before that file
-    /// existed gets one issued here when the CA key is present; without either, exports are refused with the reason.
+    /// Loads adapter-signer.pfx; a PKI folder made before it existed gets one issued here when the CA key is present
+    /// (as `pki init` now does), otherwise start-up stops naming the missing file.
     /// </summary>
-    private static X509Certificate2? LoadAdapterSigner(string pki, FederationCertificateValidator validator, TimeProvider time)
+    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca, TimeProvider time)
     {
         string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
         if (!File.Exists(path))
         {
             if (!File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)))
             {
-                return null;
+                throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate) and the CA key to issue one");
             }
             using FederationPki authority = FederationPki.Load(pki, time);
-            authority.IssueAdapterSigner(pki);
+            authority.IssueAdapterSigner(pki, password: null);
         }
-        X509Certificate2 signer = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
-        string problem = "it has no private key";
-        if (!signer.HasPrivateKey || !validator.TryBuildChain(signer, CodeSigningOid, out problem))
+        X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+        try
         {
-            signer.Dispose();
-            throw new InvalidOperationException($"the adapter-signing certificate in '{path}' is not usable: {problem}");
+            return new AdapterSigner(certificate, ca);
         }
-        return signer;
+        catch (ArgumentException ex)
+        {
+            certificate.Dispose();
+            throw new InvalidOperationException($"'{path}': {ex.Message.Split(" (Parameter")[0]}", ex);
+        }
     }
-
-    private const string CodeSigningOid = "1.3.6.1.5.5.7.3.3";
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -216,11 +241,12 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             // Registered as an instance, so the container does not dispose it (and the CA key it holds).
             _app.Services.GetRequiredService<CertificateRenewer>().Dispose();
+            _app.Services.GetRequiredService<AdapterSigner>().Dispose();
             await _app.DisposeAsync();
             _state.Dispose();
             _ca.Dispose();
             _serverCertificate.Dispose();
-            _adapterSigner?.Dispose();
+            _cipher?.Dispose();
         }
     }
 }

@@ -32,6 +32,15 @@ internal sealed class CoordinatorOptions
     /// <summary>Lifetime of certificates renewed through IdentityService/Renew (short-lived by design).</summary>
     public int RenewedCertificateDays { get; set; } = 30;
 
+    /// <summary>
+    /// Key file (base64 of 32 random bytes, owner-only; `pki init` writes at-rest.key) under which stored adapters are
+    /// encrypted with AES-256-GCM; empty stores them in plaintext.
+    /// </summary>
+    public string AtRestKey { get; set; } = "";
+
+    /// <summary>Days a finished round's adapter and participant rows are kept; 0 keeps them forever.</summary>
+    public int RetentionDays { get; set; }
+
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
     public void Validate()
     {
@@ -58,6 +67,10 @@ internal sealed class CoordinatorOptions
         if (RenewedCertificateDays is < 1 or > 365)
         {
             throw new ArgumentOutOfRangeException(nameof(RenewedCertificateDays), RenewedCertificateDays, "renewed certificate lifetime must be in 1..365 days");
+        }
+        if (RetentionDays is < 0 or > 36_500)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RetentionDays), RetentionDays, "retention must be in 0..36500 days (0 keeps every round)");
         }
         if (RateLimitCalls is < 1 or > 1_000_000)
         {

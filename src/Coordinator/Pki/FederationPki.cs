@@ -18,8 +18,8 @@ internal sealed partial class FederationPki : IDisposable
     public const string CaKeyFile = "ca.key";
     public const string ServerName = "server";
 
-    /// <summary>File name (without extension) of the coordinator's code-signing identity for exported adapters.</summary>
-    public const string AdapterSignerName = "adapter-signing";
+    /// <summary>The coordinator's code-signing identity (adapter-signer.pfx): every adapter it serves or exports is CMS-signed with it.</summary>
+    public const string AdapterSignerName = "adapter-signer";
 
     private static readonly TimeSpan s_clockSkew = TimeSpan.FromMinutes(5);
     private static readonly TimeSpan s_caLifetime = TimeSpan.FromDays(3650);
@@ -134,12 +134,14 @@ internal sealed partial class FederationPki : IDisposable
     }
 
     /// <summary>
-    /// Issues the coordinator's adapter-signing identity: code-signing EKU only and no role, so it signs exported
-    /// adapters (CMS, <c>adapter.p7s</c>) but can never authenticate a TLS connection.
+    /// Issues the coordinator's adapter-signing certificate: code-signing extended key usage only (what
+    /// AdapterSignature requires of a signer), so the TLS key never signs artefacts and this key never serves TLS.
     /// </summary>
-    public IssuedIdentity IssueAdapterSigner(string directory) =>
-        Issue(directory, AdapterSignerName, new X500DistinguishedName("CN=Federated adapter signing, O=Federated"), role: null, CodeSigningOid,
-            alternativeNames: null, s_serverLifetime, password: null);
+    public IssuedIdentity IssueAdapterSigner(string directory, string? password)
+    {
+        var subject = new X500DistinguishedName("CN=Federated adapter signer, O=Federated");
+        return Issue(directory, AdapterSignerName, subject, role: null, CodeSigningOid, alternativeNames: null, s_serverLifetime, password);
+    }
 
     /// <summary>Issues a client, engineer or officer identity with the role in its certificate.</summary>
     public IssuedIdentity IssueIdentity(string directory, string name, FederationRole role, string? password, string? pfxPath = null)

@@ -154,7 +154,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
 
     private void CopyStoredAdapter(string sha256, string destination)
     {
-        (FileStream content, long size, _) = adapters.Open(sha256)
+        (Stream content, long size, _) = adapters.Open(sha256)
             ?? throw new RunExportException($"the run's adapter {sha256} is missing from the coordinator's adapter store");
         using (content)
         using (var output = new FileStream(destination, FileMode.CreateNew, FileAccess.Write, FileShare.None))

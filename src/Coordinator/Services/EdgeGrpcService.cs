@@ -83,11 +83,22 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "sha256 must be 64 lowercase hex characters"));
         }
-        if (adapters.Open(request.Sha256) is not { } adapter)
+        (Stream Content, long SizeBytes, byte[] Signature)? opened;
+        try
+        {
+            opened = adapters.Open(request.Sha256);
+        }
+        catch (Storage.AtRestDecryptionException ex)
+        {
+            // The operator's problem (wrong key, damaged disk), not the client's: the detail stays in the coordinator's log.
+            CoordinatorLog.AdapterUnreadable(logger, request.Sha256, ex.Message);
+            throw new RpcException(new Status(StatusCode.Internal, $"adapter {request.Sha256} cannot be read on this coordinator"));
+        }
+        if (opened is not { } adapter)
         {
             throw new RpcException(new Status(StatusCode.NotFound, $"adapter {request.Sha256} is not stored on this coordinator"));
         }
-        await using FileStream content = adapter.Content;
+        await using Stream content = adapter.Content;
         if (request.Offset > (ulong)adapter.SizeBytes)
         {
             throw new RpcException(new Status(StatusCode.OutOfRange, $"offset {request.Offset} is past the adapter's {adapter.SizeBytes} bytes"));
@@ -103,7 +114,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             if (last)
             {
                 chunk.Sha256 = request.Sha256;
-                chunk.Signature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
+                chunk.CmsSignature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
             }
             await responseStream.WriteAsync(chunk, context.CancellationToken);
             offset += read;
