@@ -142,12 +142,15 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         }
 
         string state = Path.Combine(root, "coordinator.db");
+        // Stored adapters are encrypted at rest, as a production coordinator's should be.
+        string atRestKey = Path.Combine(pki, Storage.AtRestCipher.DefaultFileName);
+        Storage.AtRestCipher.CreateKeyFile(atRestKey);
         await using CoordinatorHost host = CoordinatorHost.Create(
-            new CoordinatorOptions { Pki = pki, Port = 0, Address = "127.0.0.1", State = state, HeartbeatIntervalSeconds = 1 },
+            new CoordinatorOptions { Pki = pki, Port = 0, Address = "127.0.0.1", State = state, HeartbeatIntervalSeconds = 1, AtRestKey = atRestKey },
             logging => logging.AddSimpleConsole(o => o.SingleLine = true).AddFilter((_, level) => level >= LogLevel.Warning)
                 .Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
         await host.StartAsync(cancellationToken);
-        progress($"coordinator listening on {host.Address} (mutual TLS, federation CA only)");
+        progress($"coordinator listening on {host.Address} (mutual TLS, federation CA only; adapters encrypted at rest)");
 
         using var stopClients = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         string policy = WritePolicy(root);
@@ -416,15 +419,9 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
     /// <summary>Applies the stored, signed global adapter <paramref name="sha256"/> to the evaluator (replacing any adapter).</summary>
     private static bool LoadAdapter(CoordinatorHost host, string sha256, LlamaForCausalLM evaluator, string folder)
     {
-        if (host.Adapters.Open(sha256) is not { } stored)
+        if (host.Adapters.Read(sha256) is not { } content)
         {
             return false;
-        }
-        byte[] content;
-        using (stored.Content)
-        {
-            content = new byte[stored.SizeBytes];
-            stored.Content.ReadExactly(content);
         }
         GlobalAdapterFile.WriteFolder(content, folder);
         if (evaluator.Lora is not null)
@@ -531,7 +528,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         string json = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["delta"] = options.Delta,
-            // The edge accounts for itself with the Gaussian RDP of z at sampling rate 1, an upper bound on what the coordinator charges.
+            // The edge accounts for itself (Gaussian RDP of z at sampling rate 1), whatever the coordinator claims.
             // A demo with a handful of clients spends a lot (see the README); these are the policy format's upper limits.
             ["max_epsilon_per_run"] = 100,
             ["max_epsilon_lifetime"] = 1000,
