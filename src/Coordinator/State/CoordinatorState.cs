@@ -47,7 +47,8 @@ internal sealed record RunRecord(
     string AdapterSha256,
     string Detail,
     string CreatedBy,
-    DateTimeOffset CreatedAt);
+    DateTimeOffset CreatedAt,
+    DateTimeOffset UpdatedAt);
 
 /// <summary>
 /// The coordinator's durable state in one SQLite file (WAL, synchronous=FULL): every method commits its
@@ -479,7 +480,7 @@ internal sealed class CoordinatorState : IDisposable
             using SqliteCommand command = _connection.CreateCommand();
             command.CommandText =
                 """
-                SELECT run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at
+                SELECT run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at, updated_at
                 FROM runs WHERE run_id = $run
                 """;
             command.Parameters.AddWithValue("$run", runId);
@@ -489,7 +490,8 @@ internal sealed class CoordinatorState : IDisposable
                 return null;
             }
             return new RunRecord(reader.GetString(0), (byte[])reader.GetValue(1), reader.GetString(2), (Protos.V1.RunState)reader.GetInt32(3),
-                reader.GetDouble(4), reader.GetDouble(5), reader.GetInt32(6), reader.GetString(7), reader.GetString(8), reader.GetString(9), Parse(reader.GetString(10)));
+                reader.GetDouble(4), reader.GetDouble(5), reader.GetInt32(6), reader.GetString(7), reader.GetString(8), reader.GetString(9), Parse(reader.GetString(10)),
+                Parse(reader.GetString(11)));
         }
     }
 
