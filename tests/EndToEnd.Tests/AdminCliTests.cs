@@ -296,6 +296,46 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     }
 
     [Fact]
+    public async Task RunStatusWatch_Cancelled_SurfacesAsCancellationForExit130()
+    {
+        coordinator.Host.State.SetBudget("cancel", 1000, 1e-5, "officer");
+        var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-cancel", 7), "--rank", "2",
+            "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "cancel", "--json");
+        Assert.True(code == 0, error);
+        string runId = Json(output).GetProperty("run_id").GetString()!;
+        try
+        {
+            // CliRunner turns an OperationCanceledException after Ctrl+C into exit 130; the command must not turn the
+            // cancelled stream into an ordinary failure (exit 1) instead.
+            var app = new CommandApp();
+            app.Configure(config =>
+            {
+                config.PropagateExceptions();
+                CoordinatorCommands.Configure(config);
+            });
+            using var interrupt = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            TextWriter originalOut = Console.Out;
+            var watched = new StringWriter();
+            Console.SetOut(watched);
+            try
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => app.RunAsync(
+                    ["run", "status", runId, "--watch", "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath],
+                    interrupt.Token));
+            }
+            finally
+            {
+                Console.SetOut(originalOut);
+            }
+            Assert.Contains("pending", watched.ToString(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await AsAsync("engineer", "run", "abort", runId);
+        }
+    }
+
+    [Fact]
     public async Task RunStatus_UnknownRun_Exit1NotFound()
     {
         var (code, _, error) = await AsAsync("engineer", "run", "status", "run-0123456789abcdef", "--json");
