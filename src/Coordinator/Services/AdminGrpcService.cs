@@ -39,7 +39,13 @@ internal sealed class AdminGrpcService(
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        _ = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        RunStatus first = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        if (orchestrator.Status(request.RunId) is null)
+        {
+            // A run from before a restart never changes again: its recorded status is all there is to watch.
+            await responseStream.WriteAsync(first, context.CancellationToken);
+            return;
+        }
         RunStatus? sent = null;
         while (true)
         {
@@ -237,8 +243,30 @@ internal sealed class AdminGrpcService(
         return Task.FromResult(response);
     }
 
+    private RunStatus? Recorded(string runId)
+    {
+        if (runId.Length is 0 or > 64 || state.GetRun(runId) is not { } run)
+        {
+            return null;
+        }
+        IReadOnlyList<LedgerRecord> ledger = state.GetLedger(runId, population: null);
+        bool orphaned = run.State is RunState.Pending or RunState.Running;
+        return new RunStatus
+        {
+            RunId = run.RunId,
+            State = orphaned ? RunState.Failed : run.State,
+            CurrentRound = (uint)run.CurrentRound,
+            PlannedRounds = RunPlan.Parser.ParseFrom(run.Plan).Rounds,
+            EpsilonSpent = ledger.Count == 0 ? 0 : ledger[^1].EpsilonAfter,
+            EpsilonBudget = state.GetBudget(run.Population)?.Epsilon ?? 0,
+            Detail = orphaned ? "the coordinator restarted while this run was in progress; it does not resume" : run.Detail,
+            UpdatedAt = Timestamp.FromDateTimeOffset(run.UpdatedAt),
+            AdapterSha256 = run.AdapterSha256,
+        };
+    }
+
     private static RpcException UnknownRun(string runId) =>
-        new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator process"));
+        new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
 
     private static string Population(string value)
     {
