@@ -23,6 +23,12 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Renewed the certificate of {Caller}: serial {Serial}, valid until {NotAfter:O}")]
     public static partial void CertificateRenewed(ILogger logger, string caller, string serial, DateTime notAfter);
 
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "Ended {Method} from {Caller}: {Reason}")]
+    public static partial void CallDeadlineExceeded(ILogger logger, string method, string caller, string reason);
+
+    [LoggerMessage(EventId = 1011, Level = LogLevel.Warning, Message = "Refused {Method} from {Caller}: already {Limit} calls in progress")]
+    public static partial void ConcurrencyLimited(ILogger logger, string method, string caller, int limit);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Client {ClientId} registered (version {Version}, device {Device}, certificate {Thumbprint})")]
     public static partial void ClientRegistered(ILogger logger, string clientId, string version, string device, string thumbprint);
 
@@ -31,6 +37,15 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "Client {ClientId} declined round {Round} of run {RunId}: {Reason} {Detail}")]
     public static partial void RoundDeclined(ILogger logger, string clientId, string runId, int round, string reason, string detail);
+
+    [LoggerMessage(EventId = 1700, Level = LogLevel.Error, Message = "Stored adapter {Sha256} cannot be read: {Reason}")]
+    public static partial void AdapterUnreadable(ILogger logger, string sha256, string reason);
+
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Information, Message = "Retention: pruned {Rounds} rounds and {Adapters} adapters finished before {Cutoff:O}")]
+    public static partial void RetentionPruned(ILogger logger, int rounds, int adapters, DateTimeOffset cutoff);
+
+    [LoggerMessage(EventId = 1702, Level = LogLevel.Error, Message = "Retention: pruning failed: {Reason}")]
+    public static partial void RetentionFailed(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Budget of population {Population} set to epsilon {Epsilon}, delta {Delta} by {Actor}")]
     public static partial void BudgetSet(ILogger logger, string population, double epsilon, double delta, string actor);

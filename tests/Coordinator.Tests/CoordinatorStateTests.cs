@@ -144,6 +144,29 @@ public sealed class CoordinatorStateRoundTests
     }
 
     [Fact]
+    public void RecordDecline_SelectedClient_RowStaysDeclinedAndTheAuditNamesTheRule()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
+
+        bool recorded = state.RecordDecline("run1", 1, "carol", "Budget", "max_epsilon_per_run", "max_epsilon_per_run: run would reach 4.7");
+        state.SetParticipantStatus("run1", 1, "carol", "dropped");
+        state.SetParticipantStatus("run1", 1, "alice", "uploaded");
+
+        Assert.True(recorded);
+        Assert.Equal("declined", state.GetParticipants("run1", 1)["carol"]);
+        Assert.Equal("uploaded", state.GetParticipants("run1", 1)["alice"]);
+        using System.Text.Json.JsonDocument last = System.Text.Json.JsonDocument.Parse(state.ReadAudit(1, 100).Entries[^1].CanonicalJson);
+        Assert.Equal("round.decline", last.RootElement.GetProperty("action").GetString());
+        Assert.Equal("carol", last.RootElement.GetProperty("actor").GetString());
+        Assert.Equal("max_epsilon_per_run", last.RootElement.GetProperty("details").GetProperty("rule").GetString());
+        Assert.False(state.RecordDecline("run1", 1, "mallory", "Policy", "", "not selected"));
+    }
+
+    [Fact]
     public void GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction()
     {
         using var dir = new TempDirectory();

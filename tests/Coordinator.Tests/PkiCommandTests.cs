@@ -57,6 +57,29 @@ public sealed class PkiCommandTests
     }
 
     [Fact]
+    public async Task Init_NewFolder_WritesACodeSigningAdapterSignerWhoseSignaturesVerify()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+
+        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, "adapter-signer.pfx")));
+        using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
+        using X509Certificate2 signer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "adapter-signer.pfx"), null);
+        var usages = Assert.IsType<X509EnhancedKeyUsageExtension>(signer.Extensions["2.5.29.37"]);
+        Assert.Equal(["1.3.6.1.5.5.7.3.3"], usages.EnhancedKeyUsages.Cast<Oid>().Select(o => o.Value));
+        byte[] blob = RandomNumberGenerator.GetBytes(100);
+        byte[] signature = Training.Provenance.AdapterSignature.SignFile(blob, "adapter_model.safetensors", signer);
+        using X509Certificate2 verified = Training.Provenance.AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, ca);
+        Assert.Equal(signer.Thumbprint, verified.Thumbprint);
+        // A code-signing certificate is no TLS identity.
+        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
+        Assert.False(validator.TryValidateClient(signer, out _, out _));
+        Assert.False(validator.TryBuildChain(signer, FederationCertificateValidator.ServerAuthOid, out _));
+    }
+
+    [Fact]
     public async Task Issue_ClientRole_WritesPfxPemAndCaBesideOut()
     {
         using var dir = new TempDirectory();

@@ -2,6 +2,7 @@ using Federated.Coordinator.Cli;
 
 namespace Federated.Coordinator.Tests;
 
+[Collection(Cli.ConsoleCollection.Name)]
 public sealed class ServeCommandTests
 {
     [Fact]
@@ -23,6 +24,50 @@ public sealed class ServeCommandTests
             Environment.SetEnvironmentVariable("FEDERATED_Coordinator__Port", null);
             Environment.SetEnvironmentVariable("FEDERATED_Coordinator__State", null);
         }
+    }
+
+    [Fact]
+    public void Resolve_AtRestKeyAndRetentionFlags_OverrideAppSettings()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("appsettings.json"), """{ "Coordinator": { "Pki": "p", "AtRestKey": "json.key", "RetentionDays": 30 } }""");
+
+        CoordinatorOptions fromJson = ServeCommand.Resolve(new ServeCommand.Settings(), dir.Path);
+        CoordinatorOptions fromFlags = ServeCommand.Resolve(new ServeCommand.Settings { AtRestKey = "flag.key", RetentionDays = 7 }, dir.Path);
+
+        Assert.Equal(("json.key", 30), (fromJson.AtRestKey, fromJson.RetentionDays));
+        Assert.Equal(("flag.key", 7), (fromFlags.AtRestKey, fromFlags.RetentionDays));
+    }
+
+    [Fact]
+    public async Task Serve_WrongAtRestKey_ExitsOneNamingTheKey()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["pki", "init", "--out", pki]));
+        string state = dir.File("state/state.db");
+        Directory.CreateDirectory(dir.File("state/adapters"));
+        using (var right = Federated.Coordinator.Storage.AtRestCipher.FromKeyFile(Path.Combine(pki, "at-rest.key")))
+        {
+            right.WriteFile(dir.File("state/adapters/" + new string('a', 64) + ".adapter.enc"), [1, 2, 3], "adapter/" + new string('a', 64));
+        }
+        Federated.Coordinator.Storage.AtRestCipher.CreateKeyFile(dir.File("other.key"));
+        var error = new StringWriter();
+        TextWriter original = Console.Error;
+        Console.SetError(error);
+        int code;
+        try
+        {
+            code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure,
+                ["serve", "--pki", pki, "--port", "0", "--address", "127.0.0.1", "--state", state, "--at-rest-key", dir.File("other.key")]);
+        }
+        finally
+        {
+            Console.SetError(original);
+        }
+
+        Assert.Equal(CliRunner.Failed, code);
+        Assert.Contains("wrong key file", error.ToString(), StringComparison.Ordinal);
     }
 
     [Theory]

@@ -1,7 +1,10 @@
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Pki;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Training.Provenance;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -40,6 +43,78 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
             AdapterDownload.DownloadAsync(connection, new AdapterRef { Sha256 = sha256, SizeBytes = (ulong)adapter.Length }, CancellationToken.None));
 
         Assert.Contains("hashes to", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Download_OneByteChangedUnderAConsistentHash_RefusedBySignature()
+    {
+        // A lying coordinator: it serves a changed adapter under the changed bytes' own hash, with the original's signature.
+        byte[] original = RandomNumberGenerator.GetBytes(4096);
+        string originalSha = coordinator.Host.Adapters.Put(original, "forge-run", 0);
+        byte[] signature = coordinator.Host.State.GetAdapter(originalSha)!.Value.Signature;
+        byte[] changed = (byte[])original.Clone();
+        changed[2048] ^= 0x01;
+        AdapterRef served = ServeForged(changed, signature);
+
+        var ex = await Assert.ThrowsAsync<AdapterSignatureException>(() => DownloadAsAsync("dave", served));
+
+        Assert.Contains("changed after signing", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Download_Unsigned_Refused()
+    {
+        AdapterRef served = ServeForged(RandomNumberGenerator.GetBytes(1000), []);
+
+        var ex = await Assert.ThrowsAsync<AdapterSignatureException>(() => DownloadAsAsync("dave", served));
+
+        Assert.Contains("unsigned", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Download_SignedByAnotherCasCodeSigningCertificate_Refused()
+    {
+        string folder = Path.Combine(coordinator.Root, "rogue-signer-" + Guid.NewGuid().ToString("N"));
+        using (FederationPki rogue = FederationPki.Load(coordinator.RoguePki, TimeProvider.System))
+        {
+            rogue.IssueAdapterSigner(folder, password: null);
+        }
+        using X509Certificate2 rogueSigner = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(folder, FederationPki.AdapterSignerName + ".pfx"), null);
+        byte[] adapter = RandomNumberGenerator.GetBytes(1000);
+        AdapterRef served = ServeForged(adapter, AdapterSignature.SignFile(adapter, "adapter_model.safetensors", rogueSigner));
+
+        var ex = await Assert.ThrowsAsync<AdapterSignatureException>(() => DownloadAsAsync("erin", served));
+
+        Assert.Contains("does not chain to the federation CA", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Download_SignedByTheServerTlsCertificate_RefusedForLackOfCodeSigning()
+    {
+        using X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(coordinator.Pki, FederationPki.ServerName + ".pfx"), null);
+        byte[] adapter = RandomNumberGenerator.GetBytes(1000);
+        AdapterRef served = ServeForged(adapter, AdapterSignature.SignFile(adapter, "adapter_model.safetensors", server));
+
+        var ex = await Assert.ThrowsAsync<AdapterSignatureException>(() => DownloadAsAsync("erin", served));
+
+        Assert.Contains("code-signing", ex.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Plants a blob and a signature of the test's choosing in the coordinator's store, as an attacker with its disk would.</summary>
+    private AdapterRef ServeForged(byte[] content, byte[] signature)
+    {
+        string sha256 = Convert.ToHexStringLower(SHA256.HashData(content));
+        File.WriteAllBytes(Path.Combine(coordinator.Root, "adapters", sha256 + ".adapter"), content);
+        coordinator.Host.State.RecordAdapter(sha256, "forged-run", 0, content.Length, signature, "test");
+        return new AdapterRef { Sha256 = sha256, SizeBytes = (ulong)content.Length };
+    }
+
+    private async Task<byte[]> DownloadAsAsync(string client, AdapterRef adapter)
+    {
+        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(client), coordinator.CaPath);
+        using var connection = new CoordinatorConnection(coordinator.Address, identity);
+        await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
+        return await AdapterDownload.DownloadAsync(connection, adapter, CancellationToken.None);
     }
 
     [Fact]

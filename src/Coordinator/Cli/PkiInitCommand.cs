@@ -4,7 +4,7 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Creates the federation CA, the coordinator's server certificate and the first engineer and officer identities.</summary>
+/// <summary>Creates the federation CA, the coordinator's server and adapter-signing certificates and the first engineer and officer identities.</summary>
 internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -45,6 +45,11 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
         using FederationPki pki = FederationPki.CreateCa(directory, TimeProvider.System);
         // The server's key stays unencrypted (owner-only) because the service must start unattended.
         IssuedIdentity server = pki.IssueServer(directory, settings.Hosts, password: null);
+        // Unattended too: the coordinator signs every global adapter as it is stored.
+        IssuedIdentity signer = pki.IssueAdapterSigner(directory, password: null);
+        // Off until serve is given --at-rest-key: kept beside the other keys, apart from the state it protects.
+        string atRestKey = Path.Combine(directory, Storage.AtRestCipher.DefaultFileName);
+        Storage.AtRestCipher.CreateKeyFile(atRestKey);
         IssuedIdentity engineer = pki.IssueIdentity(directory, "engineer", FederationRole.Engineer, password);
         IssuedIdentity officer = pki.IssueIdentity(directory, "officer", FederationRole.Officer, password);
 
@@ -55,6 +60,8 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
                 directory,
                 ca = Path.Combine(directory, FederationPki.CaCertificateFile),
                 server = server.PfxPath,
+                adapter_signer = signer.PfxPath,
+                at_rest_key = atRestKey,
                 engineer = engineer.PfxPath,
                 officer = officer.PfxPath,
             }));
@@ -63,6 +70,8 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
         {
             Console.WriteLine($"federation CA     {Path.Combine(directory, FederationPki.CaCertificateFile)} (key {FederationPki.CaKeyFile}, owner-only: keep it offline)");
             Console.WriteLine($"server            {server.PfxPath} (SANs: localhost, 127.0.0.1, ::1{string.Concat(settings.Hosts.Select(h => ", " + h))})");
+            Console.WriteLine($"adapter signer    {signer.PfxPath} (code signing: CMS signatures of served and exported adapters)");
+            Console.WriteLine($"at-rest key       {atRestKey} (owner-only; 'serve --at-rest-key {atRestKey}' encrypts stored adapters)");
             Console.WriteLine($"engineer identity {engineer.PfxPath}");
             Console.WriteLine($"officer identity  {officer.PfxPath}");
         }

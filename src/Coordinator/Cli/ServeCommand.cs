@@ -20,6 +20,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
         [CommandOption("--address <IP>")]
         public string? Address { get; init; }
+
+        [CommandOption("--at-rest-key <FILE>")]
+        [System.ComponentModel.Description("Encrypt stored adapters with AES-256-GCM under this key file (pki init writes at-rest.key).")]
+        public string? AtRestKey { get; init; }
+
+        [CommandOption("--retention-days <N>")]
+        [System.ComponentModel.Description("Delete finished rounds' adapters and participant rows after N days (0: keep); the audit chain keeps their hashes.")]
+        public int? RetentionDays { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -58,6 +66,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.Address is not null)
         {
             overrides[$"{CoordinatorOptions.Section}:Address"] = settings.Address;
+        }
+        if (settings.AtRestKey is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:AtRestKey"] = settings.AtRestKey;
+        }
+        if (settings.RetentionDays is { } days)
+        {
+            overrides[$"{CoordinatorOptions.Section}:RetentionDays"] = days.ToString(CultureInfo.InvariantCulture);
         }
         IConfigurationRoot configuration = new ConfigurationBuilder()
             .SetBasePath(baseDirectory)

@@ -1,11 +1,13 @@
 using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
+using Grpc.AspNetCore.Server.Model;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Storage;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -13,6 +15,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 
@@ -32,13 +35,19 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     private readonly X509Certificate2 _ca;
     private readonly X509Certificate2 _serverCertificate;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate)
+    private readonly AtRestCipher? _cipher;
+
+    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
     {
+        _cipher = cipher;
         _app = app;
         _state = state;
         _ca = ca;
         _serverCertificate = serverCertificate;
     }
+
+    /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
+    public RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
 
     public CoordinatorState State => _state;
 
@@ -73,7 +82,28 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
         }
-        CoordinatorState state = CoordinatorState.Open(options.State, server, time);
+        AtRestCipher? cipher = string.IsNullOrEmpty(options.AtRestKey) ? null : AtRestCipher.FromKeyFile(options.AtRestKey);
+        AdapterSigner adapterSigner;
+        CoordinatorState state;
+        try
+        {
+            adapterSigner = LoadAdapterSigner(pki, ca, time);
+        }
+        catch
+        {
+            cipher?.Dispose();
+            throw;
+        }
+        try
+        {
+            state = CoordinatorState.Open(options.State, server, time);
+        }
+        catch
+        {
+            adapterSigner.Dispose();
+            cipher?.Dispose();
+            throw;
+        }
 
         try
         {
@@ -92,7 +122,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.WebHost.ConfigureKestrel(kestrel =>
             {
                 kestrel.AddServerHeader = false;
-                kestrel.Limits.Http2.MaxStreamsPerConnection = 64;
+                kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
                 kestrel.Listen(IPAddress.Parse(options.Address), options.Port, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http2;
@@ -126,24 +156,36 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
-            builder.Services.AddSingleton(new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, signer));
+            builder.Services.AddSingleton(adapterSigner);
+            var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
+            adapters.CheckKey();
+            builder.Services.AddSingleton(adapters);
+            builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
+            builder.Services.AddSingleton<RetentionPruner>();
+            builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
                 TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
+            builder.Services.AddSingleton<CallLimitInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
+                // Last, so that the service sees the capped deadline and cancellation token.
+                grpc.Interceptors.Add<CallLimitInterceptor>();
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });
             builder.Services.AddGrpcHealthChecks().AddCheck("state", () =>
                 state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"));
+            // Replaces grpc-dotnet's default binder so that unparseable requests get INVALID_ARGUMENT, not UNKNOWN.
+            builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
+            builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(ParseCheckingMethodProvider<>));
 
             WebApplication app = builder.Build();
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
@@ -151,12 +193,42 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, ca, server);
+            return new CoordinatorHost(app, state, ca, server, cipher);
         }
         catch
         {
             state.Dispose();
+            adapterSigner.Dispose();
+            cipher?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads adapter-signer.pfx; a PKI folder made before it existed gets one issued here when the CA key is present
+    /// (as `pki init` now does), otherwise start-up stops naming the missing file.
+    /// </summary>
+    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca, TimeProvider time)
+    {
+        string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
+        if (!File.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)))
+            {
+                throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate) and the CA key to issue one");
+            }
+            using FederationPki authority = FederationPki.Load(pki, time);
+            authority.IssueAdapterSigner(pki, password: null);
+        }
+        X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+        try
+        {
+            return new AdapterSigner(certificate, ca);
+        }
+        catch (ArgumentException ex)
+        {
+            certificate.Dispose();
+            throw new InvalidOperationException($"'{path}': {ex.Message.Split(" (Parameter")[0]}", ex);
         }
     }
 
@@ -181,10 +253,12 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         {
             // Registered as an instance, so the container does not dispose it (and the CA key it holds).
             _app.Services.GetRequiredService<CertificateRenewer>().Dispose();
+            _app.Services.GetRequiredService<AdapterSigner>().Dispose();
             await _app.DisposeAsync();
             _state.Dispose();
             _ca.Dispose();
             _serverCertificate.Dispose();
+            _cipher?.Dispose();
         }
     }
 }

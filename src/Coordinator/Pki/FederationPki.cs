@@ -18,12 +18,16 @@ internal sealed partial class FederationPki : IDisposable
     public const string CaKeyFile = "ca.key";
     public const string ServerName = "server";
 
+    /// <summary>The coordinator's code-signing identity (adapter-signer.pfx): every adapter it serves or exports is CMS-signed with it.</summary>
+    public const string AdapterSignerName = "adapter-signer";
+
     private static readonly TimeSpan s_clockSkew = TimeSpan.FromMinutes(5);
     private static readonly TimeSpan s_caLifetime = TimeSpan.FromDays(3650);
     private static readonly TimeSpan s_serverLifetime = TimeSpan.FromDays(730);
     private static readonly TimeSpan s_identityLifetime = TimeSpan.FromDays(365);
     private const string ServerAuthOid = "1.3.6.1.5.5.7.3.1";
     private const string ClientAuthOid = "1.3.6.1.5.5.7.3.2";
+    private const string CodeSigningOid = "1.3.6.1.5.5.7.3.3";
 
     private readonly X509Certificate2 _caCertificate;
     private readonly ECDsa _caKey;
@@ -127,6 +131,16 @@ internal sealed partial class FederationPki : IDisposable
         }
         string commonName = hosts.Count > 0 && !IPAddress.TryParse(hosts[0], out _) ? hosts[0] : "localhost";
         return Issue(directory, ServerName, new X500DistinguishedName($"CN={commonName}, O=Federated"), role: null, ServerAuthOid, names.Build(), s_serverLifetime, password);
+    }
+
+    /// <summary>
+    /// Issues the coordinator's adapter-signing certificate: code-signing extended key usage only (what
+    /// AdapterSignature requires of a signer), so the TLS key never signs artefacts and this key never serves TLS.
+    /// </summary>
+    public IssuedIdentity IssueAdapterSigner(string directory, string? password)
+    {
+        var subject = new X500DistinguishedName("CN=Federated adapter signer, O=Federated");
+        return Issue(directory, AdapterSignerName, subject, role: null, CodeSigningOid, alternativeNames: null, s_serverLifetime, password);
     }
 
     /// <summary>Issues a client, engineer or officer identity with the role in its certificate.</summary>

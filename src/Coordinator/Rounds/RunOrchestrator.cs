@@ -459,7 +459,7 @@ internal sealed class RunOrchestrator(
             throw new InvalidDataException($"the run's adapter {sha256} is not stored (or not released) on this coordinator");
         }
         byte[] content;
-        using (FileStream stream = stored.Content)
+        using (Stream stream = stored.Content)
         {
             content = new byte[stored.SizeBytes];
             stream.ReadExactly(content);
@@ -582,6 +582,10 @@ internal sealed class RunOrchestrator(
         if (plan.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
         {
             throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
+        }
+        if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
+        {
+            throw Invalid($"target_epsilon {plan.TargetEpsilon} is invalid: it must be a finite number >= 0 (0 = not set)");
         }
         if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
         {

@@ -134,6 +134,15 @@ internal sealed class SecAggRound : IDisposable
             ? index
             : throw new RpcException(new Status(StatusCode.PermissionDenied, $"client '{clientId}' is not a participant of round {Plan.Round} of run {Plan.RunId}"));
 
+    /// <summary>Whether this participant's message for the current stage was accepted (status views; tests wait on it).</summary>
+    public bool HasSubmitted(string clientId)
+    {
+        lock (_gate)
+        {
+            return _indexByClient.TryGetValue(clientId, out int index) && _submitted.Contains(index);
+        }
+    }
+
     public void Decline(int index)
     {
         lock (_gate)
@@ -168,6 +177,7 @@ internal sealed class SecAggRound : IDisposable
         lock (_gate)
         {
             RequireStage(RoundStage.MaskedInput);
+            RequireLive(chunk.Sender);
             try
             {
                 _session.ReceiveMaskedInputChunk(chunk);
@@ -226,6 +236,7 @@ internal sealed class SecAggRound : IDisposable
         lock (_gate)
         {
             RequireStage(stage);
+            RequireLive(index);
             try
             {
                 receive();
@@ -248,6 +259,17 @@ internal sealed class SecAggRound : IDisposable
         if (_stage != stage)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is in stage {_stage}, not {stage}"));
+        }
+    }
+
+    // A participant that declined or was dropped at an earlier stage has no say in this one. Checked here, before
+    // the protocol state, so that the session's "unknown participant" errors only ever mean a bad field.
+    private void RequireLive(int index)
+    {
+        if (!_expected.Contains(index))
+        {
+            string why = _declined.Contains(index) ? "declined" : "was dropped at an earlier stage";
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"participant {index} {why} and takes no further part in round {Plan.Round} of run {Plan.RunId}"));
         }
     }
 

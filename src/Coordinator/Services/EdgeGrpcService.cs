@@ -25,6 +25,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
     private const int MaxVersionLength = 64;
     private const int MaxDeviceLength = 16;
     private const int MaxDeclineDetailLength = 256;
+    private const int MaxDeclineRuleLength = 64;
 
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
@@ -71,8 +72,14 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"decline reason {(int)request.Reason} is invalid: use one of the DeclineReason values other than UNSPECIFIED"));
         }
         string detail = RequireText(request.Detail, "detail", MaxDeclineDetailLength);
+        if (request.Rule.Length > MaxDeclineRuleLength || !request.Rule.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '_'))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"rule must be 0..{MaxDeclineRuleLength} characters of a-z, 0-9 and _"));
+        }
         SecAggRound round = rounds.Find(request.Round);
         rounds.Decline(round, caller.Name);
+        // Durable before the reply: the decline and the client's rule are on the audit chain.
+        state.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);
         return Task.FromResult(new DeclineRoundResponse());
     }
@@ -83,11 +90,22 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "sha256 must be 64 lowercase hex characters"));
         }
-        if (adapters.Open(request.Sha256) is not { } adapter)
+        (Stream Content, long SizeBytes, byte[] Signature)? opened;
+        try
+        {
+            opened = adapters.Open(request.Sha256);
+        }
+        catch (Storage.AtRestDecryptionException ex)
+        {
+            // The operator's problem (wrong key, damaged disk), not the client's: the detail stays in the coordinator's log.
+            CoordinatorLog.AdapterUnreadable(logger, request.Sha256, ex.Message);
+            throw new RpcException(new Status(StatusCode.Internal, $"adapter {request.Sha256} cannot be read on this coordinator"));
+        }
+        if (opened is not { } adapter)
         {
             throw new RpcException(new Status(StatusCode.NotFound, $"adapter {request.Sha256} is not stored on this coordinator"));
         }
-        await using FileStream content = adapter.Content;
+        await using Stream content = adapter.Content;
         if (request.Offset > (ulong)adapter.SizeBytes)
         {
             throw new RpcException(new Status(StatusCode.OutOfRange, $"offset {request.Offset} is past the adapter's {adapter.SizeBytes} bytes"));
@@ -103,7 +121,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             if (last)
             {
                 chunk.Sha256 = request.Sha256;
-                chunk.Signature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
+                chunk.CmsSignature = Google.Protobuf.ByteString.CopyFrom(adapter.Signature);
             }
             await responseStream.WriteAsync(chunk, context.CancellationToken);
             offset += read;

@@ -20,11 +20,16 @@ internal sealed class AtRestCipher : IDisposable
 {
     public const int KeyBytes = 32;
 
+    /// <summary>The key file `pki init` writes into the PKI folder.</summary>
+    public const string DefaultFileName = "at-rest.key";
+
     private static ReadOnlySpan<byte> Magic => "FEDAR1"u8;
     private const int KeyIdBytes = 8;
     private const int NonceBytes = 12;
     private const int TagBytes = 16;
-    private const int HeaderBytes = 6 + KeyIdBytes + NonceBytes;
+
+    /// <summary>Bytes before the ciphertext: magic, key id and nonce.</summary>
+    public const int HeaderBytes = 6 + KeyIdBytes + NonceBytes;
 
     private readonly AesGcm _aes;
     private readonly byte[] _keyId;
@@ -37,6 +42,19 @@ internal sealed class AtRestCipher : IDisposable
         }
         _aes = new AesGcm(key, TagBytes);
         _keyId = SHA256.HashData(key)[..KeyIdBytes];
+    }
+
+    /// <summary>The key's id (hex of the first 8 bytes of its SHA-256), which every blob carries to name a wrong key.</summary>
+    public string KeyId => Convert.ToHexStringLower(_keyId);
+
+    /// <summary>The key id a blob (or at least its first <see cref="HeaderBytes"/> bytes) was encrypted under.</summary>
+    public static string ReadKeyId(ReadOnlySpan<byte> blob, string name)
+    {
+        if (blob.Length < HeaderBytes || !blob[..6].SequenceEqual(Magic))
+        {
+            throw new AtRestDecryptionException($"{name}: not an encrypted blob (bad header)");
+        }
+        return Convert.ToHexStringLower(blob.Slice(6, KeyIdBytes));
     }
 
     /// <summary>Writes a new random key file readable by its owner only.</summary>

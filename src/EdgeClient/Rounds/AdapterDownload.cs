@@ -2,16 +2,26 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Training.Peft;
+using Federated.Training.Provenance;
 using Grpc.Core;
 
 namespace Federated.EdgeClient.Rounds;
 
-/// <summary>Downloads a global adapter in chunks and accepts it only if its size, SHA-256 and the coordinator's signature all check out.</summary>
+/// <summary>
+/// Downloads a global adapter in chunks and accepts it only if its size and SHA-256 match the manifest and its CMS
+/// signature verifies against the federation CA (a code-signing certificate of this federation, over these bytes).
+/// </summary>
 internal static class AdapterDownload
 {
     /// <summary>Largest adapter accepted (guards memory against a lying size).</summary>
     public const long MaxAdapterBytes = 1L << 31;
 
+    /// <summary>Largest CMS signature accepted.</summary>
+    public const int MaxSignatureBytes = 1 << 20;
+
+    /// <exception cref="InvalidDataException">The stream does not deliver the manifest's size or hash.</exception>
+    /// <exception cref="AdapterSignatureException">The adapter is unsigned, changed after signing, or signed outside the federation.</exception>
     public static async Task<byte[]> DownloadAsync(CoordinatorConnection connection, AdapterRef adapter, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connection);
@@ -22,7 +32,7 @@ internal static class AdapterDownload
         }
         byte[] content = new byte[adapter.SizeBytes];
         long received = 0;
-        byte[]? signature = null;
+        byte[] signature = [];
         string? sha256 = null;
         using AsyncServerStreamingCall<AdapterChunk> call = connection.Edge.DownloadAdapter(
             new DownloadAdapterRequest { Sha256 = adapter.Sha256 }, connection.Call(cancellationToken));
@@ -32,28 +42,33 @@ internal static class AdapterDownload
             {
                 throw new InvalidDataException($"adapter chunk at offset {chunk.Offset} (total {chunk.TotalSize}) does not continue the download at {received} of {adapter.SizeBytes}");
             }
+            if (chunk.CmsSignature.Length > MaxSignatureBytes)
+            {
+                throw new InvalidDataException($"the adapter's signature is {chunk.CmsSignature.Length} bytes; at most {MaxSignatureBytes} are accepted");
+            }
             chunk.Data.Span.CopyTo(content.AsSpan((int)received));
             received += chunk.Data.Length;
-            if (chunk.Signature.Length > 0)
+            if (chunk.Sha256.Length > 0)
             {
-                signature = chunk.Signature.ToByteArray();
+                signature = chunk.CmsSignature.ToByteArray();
                 sha256 = chunk.Sha256;
             }
         }
-        if (received != content.Length || signature is null)
+        if (received != content.Length || sha256 is null)
         {
-            throw new InvalidDataException($"adapter download ended at {received} of {content.Length} bytes without a signature");
+            throw new InvalidDataException($"adapter download ended at {received} of {content.Length} bytes without its final chunk");
         }
-        byte[] digest = SHA256.HashData(content);
-        if (!string.Equals(Convert.ToHexStringLower(digest), adapter.Sha256, StringComparison.Ordinal) || sha256 != adapter.Sha256)
+        string digest = Convert.ToHexStringLower(SHA256.HashData(content));
+        if (!string.Equals(digest, adapter.Sha256, StringComparison.Ordinal) || sha256 != adapter.Sha256)
         {
-            throw new InvalidDataException($"downloaded adapter hashes to {Convert.ToHexStringLower(digest)}, not the manifest's {adapter.Sha256}");
+            throw new InvalidDataException($"downloaded adapter hashes to {digest}, not the manifest's {adapter.Sha256}");
         }
-        using ECDsa? key = connection.ServerCertificate?.GetECDsaPublicKey();
-        if (key is null || !key.VerifyHash(digest, signature, DSASignatureFormat.IeeeP1363FixedFieldConcatenation))
-        {
-            throw new InvalidDataException("the adapter's signature does not verify with the coordinator's TLS certificate");
-        }
+        Verify(content, signature, connection.FederationCa).Dispose();
         return content;
     }
+
+    /// <summary>Checks a global adapter blob's CMS signature against the federation CA; returns the signer's certificate.</summary>
+    /// <exception cref="AdapterSignatureException">With one line naming what is wrong.</exception>
+    public static X509Certificate2 Verify(ReadOnlySpan<byte> content, ReadOnlySpan<byte> cmsSignature, X509Certificate2 federationCa) =>
+        AdapterSignature.VerifyFile(content, PeftAdapter.WeightsFileName, cmsSignature, federationCa);
 }

@@ -7,6 +7,7 @@ using Federated.Training.Data;
 using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Peft;
+using Federated.Training.Provenance;
 using Federated.Training.Trainer;
 
 namespace Federated.EdgeClient.Rounds;
@@ -61,7 +62,20 @@ internal sealed class EdgeRoundWorker(
         // Central DP: this client clips and rounds but adds no noise; the coordinator noises the sum. The policy decides whether that is acceptable.
         bool central = manifest.Dp.Mechanism == NoiseMechanism.CentralGaussian;
 
-        byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, cancellationToken);
+        byte[] content;
+        try
+        {
+            content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, cancellationToken);
+        }
+        catch (AdapterSignatureException ex)
+        {
+            // Nothing is loaded or trained on an adapter this federation's coordinator did not sign byte for byte.
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "adapter_signature", $"the global adapter was refused: {ex.Message}", cancellationToken);
+        }
+        catch (InvalidDataException ex)
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "adapter_integrity", $"the global adapter was refused: {ex.Message}", cancellationToken);
+        }
         string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
         (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
         var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
@@ -128,7 +142,7 @@ internal sealed class EdgeRoundWorker(
     {
         // The coordinator takes at most 256 characters of detail.
         string detail = $"{rule}: {message}";
-        await Participant.DeclineAsync(round, reason, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
+        await Participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
         Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
         return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
     }

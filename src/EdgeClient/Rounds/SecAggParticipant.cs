@@ -111,8 +111,8 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     }
 
     /// <summary>Declines a round, for example because its manifest breaks the local policy.</summary>
-    public async Task DeclineAsync(RoundRef round, DeclineReason reason, string detail, CancellationToken cancellationToken) =>
-        await connection.Edge.DeclineRoundAsync(new DeclineRoundRequest { Round = round, Reason = reason, Detail = detail }, connection.Call(cancellationToken));
+    public async Task DeclineAsync(RoundRef round, DeclineReason reason, string rule, string detail, CancellationToken cancellationToken) =>
+        await connection.Edge.DeclineRoundAsync(new DeclineRoundRequest { Round = round, Reason = reason, Rule = rule, Detail = detail }, connection.Call(cancellationToken));
 
     private async Task<(ulong Bytes, UploadMaskedInputResponse Response)> UploadAsync(RoundManifest manifest, uint[] masked, CancellationToken cancellationToken)
     {

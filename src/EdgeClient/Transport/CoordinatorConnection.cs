@@ -50,6 +50,7 @@ internal sealed class CoordinatorConnection : IDisposable
         }
         _options = options ?? new ConnectionOptions();
         _time = time ?? TimeProvider.System;
+        FederationCa = identity.Ca;
         TimeProvider clock = _time;
         var handler = new SocketsHttpHandler
         {
@@ -108,6 +109,9 @@ internal sealed class CoordinatorConnection : IDisposable
     }
 
     public EdgeService.EdgeServiceClient Edge { get; }
+
+    /// <summary>The federation CA this connection trusts (owned by the identity): what signed adapters must chain to.</summary>
+    public X509Certificate2 FederationCa { get; }
 
     public ChannelBase Channel => _channel;
 

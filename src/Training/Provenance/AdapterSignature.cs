@@ -32,27 +32,21 @@ public static class AdapterSignature
     public static void Sign(string directory, X509Certificate2 signer, IEnumerable<X509Certificate2>? chain = null)
     {
         ArgumentNullException.ThrowIfNull(signer);
-        if (!signer.HasPrivateKey)
-        {
-            throw new ArgumentException($"signing certificate {signer.Subject} has no private key", nameof(signer));
-        }
-        byte[] manifest = BuildManifest(directory);
-        var cms = new SignedCms(new ContentInfo(manifest), detached: false);
-        var cmsSigner = new CmsSigner(SubjectIdentifierType.IssuerAndSerialNumber, signer)
-        {
-            DigestAlgorithm = new Oid(Sha256Oid),
-            IncludeOption = X509IncludeOption.EndCertOnly,
-        };
-        cmsSigner.SignedAttributes.Add(new Pkcs9SigningTime(DateTime.UtcNow));
-        foreach (X509Certificate2 extra in chain ?? [])
-        {
-            cmsSigner.Certificates.Add(extra);
-        }
-        cms.ComputeSignature(cmsSigner);
+        byte[] signature = SignManifest(BuildManifest(directory), signer, chain);
         string path = Path.Combine(directory, SignatureFileName);
         string temp = path + ".tmp";
-        File.WriteAllBytes(temp, cms.Encode());
+        File.WriteAllBytes(temp, signature);
         File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>
+    /// Signs one adapter file held in memory (the coordinator's global adapter blob): the CMS SignedData is exactly
+    /// the <see cref="SignatureFileName"/> that <see cref="Sign"/> writes for a folder holding only that file.
+    /// </summary>
+    public static byte[] SignFile(ReadOnlySpan<byte> content, string fileName, X509Certificate2 signer, IEnumerable<X509Certificate2>? chain = null)
+    {
+        ArgumentNullException.ThrowIfNull(signer);
+        return SignManifest(FileManifest(content, fileName), signer, chain);
     }
 
     /// <summary>Verifies the folder against the federation CA; returns the signer's certificate.</summary>
@@ -73,37 +67,108 @@ public static class AdapterSignature
         {
             throw new AdapterSignatureException($"{path}: signature file is larger than {MaxSignatureBytes} bytes");
         }
+        (X509Certificate2 signer, byte[] signedManifest) = VerifySignedData(File.ReadAllBytes(path), federationCa, at, path);
+        byte[] expected = BuildManifest(directory);
+        if (!CryptographicOperations.FixedTimeEquals(expected, signedManifest))
+        {
+            signer.Dispose();
+            throw new AdapterSignatureException($"{directory}: {DescribeDifference(signedManifest, expected)}");
+        }
+        return signer;
+    }
 
+    /// <summary>
+    /// Verifies the CMS signature of one adapter file held in memory against the federation CA (the check an edge
+    /// client makes before it loads a downloaded global adapter); returns the signer's certificate.
+    /// </summary>
+    /// <exception cref="AdapterSignatureException">Unsigned, changed, or not signed by a federation code-signing certificate.</exception>
+    public static X509Certificate2 VerifyFile(ReadOnlySpan<byte> content, string fileName, ReadOnlySpan<byte> signature, X509Certificate2 federationCa, DateTimeOffset? at = null)
+    {
+        ArgumentNullException.ThrowIfNull(federationCa);
+        if (signature.IsEmpty)
+        {
+            throw new AdapterSignatureException($"{fileName}: unsigned adapter (no CMS signature)");
+        }
+        if (signature.Length > MaxSignatureBytes)
+        {
+            throw new AdapterSignatureException($"{fileName}: signature is larger than {MaxSignatureBytes} bytes");
+        }
+        (X509Certificate2 signer, byte[] signedManifest) = VerifySignedData(signature.ToArray(), federationCa, at, fileName);
+        byte[] expected = FileManifest(content, fileName);
+        if (!CryptographicOperations.FixedTimeEquals(expected, signedManifest))
+        {
+            signer.Dispose();
+            throw new AdapterSignatureException($"{fileName}: {DescribeDifference(signedManifest, expected)}");
+        }
+        return signer;
+    }
+
+    private static byte[] SignManifest(byte[] manifest, X509Certificate2 signer, IEnumerable<X509Certificate2>? chain)
+    {
+        if (!signer.HasPrivateKey)
+        {
+            throw new ArgumentException($"signing certificate {signer.Subject} has no private key", nameof(signer));
+        }
+        var cms = new SignedCms(new ContentInfo(manifest), detached: false);
+        var cmsSigner = new CmsSigner(SubjectIdentifierType.IssuerAndSerialNumber, signer)
+        {
+            DigestAlgorithm = new Oid(Sha256Oid),
+            IncludeOption = X509IncludeOption.EndCertOnly,
+        };
+        cmsSigner.SignedAttributes.Add(new Pkcs9SigningTime(DateTime.UtcNow));
+        foreach (X509Certificate2 extra in chain ?? [])
+        {
+            cmsSigner.Certificates.Add(extra);
+        }
+        cms.ComputeSignature(cmsSigner);
+        return cms.Encode();
+    }
+
+    /// <summary>Decodes and checks a SignedData: one signer, valid signature, SHA-256 over id-data, a code-signing certificate chaining to the CA.</summary>
+    private static (X509Certificate2 Signer, byte[] Content) VerifySignedData(byte[] encoded, X509Certificate2 federationCa, DateTimeOffset? at, string label)
+    {
         var cms = new SignedCms();
         try
         {
-            cms.Decode(File.ReadAllBytes(path));
+            cms.Decode(encoded);
             if (cms.SignerInfos.Count != 1)
             {
-                throw new AdapterSignatureException($"{path}: expected exactly one signer, found {cms.SignerInfos.Count}");
+                throw new AdapterSignatureException($"{label}: expected exactly one signer, found {cms.SignerInfos.Count}");
             }
             cms.CheckSignature(verifySignatureOnly: true);
             if (cms.ContentInfo.ContentType.Value != IdData || cms.SignerInfos[0].DigestAlgorithm.Value != Sha256Oid)
             {
-                throw new AdapterSignatureException($"{path}: unexpected content type or digest algorithm");
+                throw new AdapterSignatureException($"{label}: unexpected content type or digest algorithm");
             }
         }
         catch (CryptographicException ex)
         {
-            throw new AdapterSignatureException($"{path}: invalid signature ({ex.Message.TrimEnd('.')})");
+            throw new AdapterSignatureException($"{label}: invalid signature ({ex.Message.TrimEnd('.')})");
         }
 
         X509Certificate2 signer = cms.SignerInfos[0].Certificate
-            ?? throw new AdapterSignatureException($"{path}: the signer's certificate is not included");
-        CheckChain(signer, federationCa, cms.Certificates, at ?? DateTimeOffset.UtcNow, path);
-
-        byte[] expected = BuildManifest(directory);
-        byte[] signedManifest = cms.ContentInfo.Content;
-        if (!CryptographicOperations.FixedTimeEquals(expected, signedManifest))
+            ?? throw new AdapterSignatureException($"{label}: the signer's certificate is not included");
+        try
         {
-            throw new AdapterSignatureException($"{directory}: {DescribeDifference(signedManifest, expected)}");
+            CheckChain(signer, federationCa, cms.Certificates, at ?? DateTimeOffset.UtcNow, label);
         }
-        return signer;
+        catch
+        {
+            signer.Dispose();
+            throw;
+        }
+        return (signer, cms.ContentInfo.Content);
+    }
+
+    /// <summary>The manifest of a folder that holds only <paramref name="fileName"/> with <paramref name="content"/>.</summary>
+    private static byte[] FileManifest(ReadOnlySpan<byte> content, string fileName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(fileName);
+        if (fileName.Contains('\n', StringComparison.Ordinal) || fileName.Contains("  ", StringComparison.Ordinal) || Path.IsPathRooted(fileName))
+        {
+            throw new ArgumentException($"'{fileName}' cannot name a file in an adapter manifest", nameof(fileName));
+        }
+        return Encoding.UTF8.GetBytes(Convert.ToHexStringLower(SHA256.HashData(content)) + "  " + fileName + "\n");
     }
 
     /// <summary>The sha256sum-style manifest of every file in the folder except the signature itself.</summary>

@@ -154,6 +154,80 @@ public sealed class AdapterSignatureTests : IDisposable
         }
     }
 
+    [Fact]
+    public void VerifyFile_SignedBlob_ReturnsSignerAndEqualsTheFolderSignature()
+    {
+        byte[] blob = File.ReadAllBytes(Path.Combine(_dir, "adapter_model.safetensors"));
+        byte[] signature = AdapterSignature.SignFile(blob, "adapter_model.safetensors", _signer);
+
+        using X509Certificate2 signer = AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, _ca);
+
+        Assert.Equal(_signer.Thumbprint, signer.Thumbprint);
+        // The blob's signature is the adapter.p7s of a folder holding only that file.
+        string single = Directory.CreateTempSubdirectory("adapter-sig-single-").FullName;
+        try
+        {
+            File.WriteAllBytes(Path.Combine(single, "adapter_model.safetensors"), blob);
+            File.WriteAllBytes(Path.Combine(single, AdapterSignature.SignatureFileName), signature);
+            AdapterSignature.Verify(single, _ca).Dispose();
+        }
+        finally
+        {
+            Directory.Delete(single, recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(128)]
+    [InlineData(255)]
+    public void VerifyFile_OneByteChanged_Refuses(int offset)
+    {
+        byte[] blob = File.ReadAllBytes(Path.Combine(_dir, "adapter_model.safetensors"));
+        byte[] signature = AdapterSignature.SignFile(blob, "adapter_model.safetensors", _signer);
+        blob[offset] ^= 0x01;
+
+        var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, _ca));
+
+        Assert.Contains("adapter_model.safetensors changed after signing", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void VerifyFile_NoSignature_RefusesAsUnsigned()
+    {
+        byte[] blob = [1, 2, 3];
+
+        var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", [], _ca));
+
+        Assert.Contains("unsigned", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void VerifyFile_SignedUnderAnotherFileName_Refuses()
+    {
+        byte[] blob = [1, 2, 3];
+        byte[] signature = AdapterSignature.SignFile(blob, "provenance.json", _signer);
+
+        Assert.Throws<AdapterSignatureException>(() => AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, _ca));
+    }
+
+    [Fact]
+    public void VerifyFile_SignerFromAnotherCa_Refuses()
+    {
+        (X509Certificate2 otherCa, ECDsa otherKey) = CreateCa("CN=Other CA");
+        using (otherCa)
+        using (otherKey)
+        using (X509Certificate2 stranger = Issue(otherCa, otherKey, "CN=stranger", codeSigning: true))
+        {
+            byte[] blob = [1, 2, 3];
+            byte[] signature = AdapterSignature.SignFile(blob, "adapter_model.safetensors", stranger);
+
+            var ex = Assert.Throws<AdapterSignatureException>(() => AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, _ca));
+
+            Assert.Contains("does not chain to the federation CA", ex.Message, StringComparison.Ordinal);
+        }
+    }
+
     private static (X509Certificate2 Ca, ECDsa Key) CreateCa(string subject)
     {
         var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
