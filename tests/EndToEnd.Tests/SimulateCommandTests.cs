@@ -75,11 +75,12 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5, initStd: 0.1);
         string outDirectory = Path.Combine(_root, "canary-adapter");
-        // Strong noise (epsilon about 1.5) against none, with an adapter big enough to memorise: the canary is inserted
-        // 80 times into client-1's data and trained for 3 rounds of 100 steps. One canary, so its first digit is not
-        // shared with another canary's (which would cap how well even a memorising model can rank it).
-        (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "3", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
-            "--canaries", "1", "--canary-repeats", "80", "--local-steps", "100", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
+        // Strong noise (epsilon about 1.7) against none, with an adapter big enough to memorise: the canary is inserted
+        // 100 times into client-1's data and trained for 4 rounds of 75 steps. One canary, so its first digit is not
+        // shared with another canary's (which would cap how well even a memorising model can rank it). Tuning runs
+        // gave exposures of about 10-11 bits without DP (11 is the most 2000 samples can show) and 1-4 with DP.
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "4", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
+            "--canaries", "1", "--canary-repeats", "100", "--local-steps", "75", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
 
         Assert.Equal(0, code);
         JsonElement summary = JsonDocument.Parse(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;
