@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
+using Federated.Coordinator.Simulation;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
@@ -23,8 +24,16 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Simulate_JsonSmallRun_RoundObjectsEvalLossFallsAdapterLoadsAndVerifies()
     {
+        // The --data layout: DIR/client-K.jsonl, held out from DIR/client-K.eval.jsonl or else the file's last 20%.
+        string data = Path.Combine(_root, "data");
+        Directory.CreateDirectory(data);
+        IReadOnlyList<ClientData> clients = SimulationData.Synthetic(SimulationData.ClientNames(3), seed: 7);
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-1.jsonl"), clients[0].TrainLines.Concat(clients[0].EvalLines));
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-2.jsonl"), clients[1].TrainLines.Concat(clients[1].EvalLines));
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-3.jsonl"), clients[2].TrainLines);
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-3.eval.jsonl"), clients[2].EvalLines);
         string outDirectory = Path.Combine(_root, "adapter");
-        (int code, string stdout) = await RunAsync(["simulate", "--clients", "3", "--rounds", "2", "--json", "--seed", "7", "--noise-multiplier", "0.4", "--out", outDirectory]);
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "3", "--rounds", "2", "--json", "--seed", "7", "--data", data, "--noise-multiplier", "0.4", "--out", outDirectory]);
 
         Assert.Equal(0, code);
         JsonElement[] lines = [.. stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)];
