@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
+using Federated.Coordinator.Simulation;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
@@ -23,8 +24,16 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Simulate_JsonSmallRun_RoundObjectsEvalLossFallsAdapterLoadsAndVerifies()
     {
+        // The --data layout: DIR/client-K.jsonl, held out from DIR/client-K.eval.jsonl or else the file's last 20%.
+        string data = Path.Combine(_root, "data");
+        Directory.CreateDirectory(data);
+        IReadOnlyList<ClientData> clients = SimulationData.Synthetic(SimulationData.ClientNames(3), seed: 7);
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-1.jsonl"), clients[0].TrainLines.Concat(clients[0].EvalLines));
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-2.jsonl"), clients[1].TrainLines.Concat(clients[1].EvalLines));
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-3.jsonl"), clients[2].TrainLines);
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-3.eval.jsonl"), clients[2].EvalLines);
         string outDirectory = Path.Combine(_root, "adapter");
-        (int code, string stdout) = await RunAsync(["simulate", "--clients", "3", "--rounds", "2", "--json", "--seed", "7", "--noise-multiplier", "0.4", "--out", outDirectory]);
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "3", "--rounds", "2", "--json", "--seed", "7", "--data", data, "--noise-multiplier", "0.4", "--out", outDirectory]);
 
         Assert.Equal(0, code);
         JsonElement[] lines = [.. stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)];
@@ -75,11 +84,12 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5, initStd: 0.1);
         string outDirectory = Path.Combine(_root, "canary-adapter");
-        // Strong noise (epsilon about 1.5) against none, with an adapter big enough to memorise: the canary is inserted
-        // 80 times into client-1's data and trained for 3 rounds of 100 steps. One canary, so its first digit is not
-        // shared with another canary's (which would cap how well even a memorising model can rank it).
-        (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "3", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
-            "--canaries", "1", "--canary-repeats", "80", "--local-steps", "100", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
+        // Strong noise (epsilon about 1.7) against none, with an adapter big enough to memorise: the canary is inserted
+        // 100 times into client-1's data and trained for 4 rounds of 75 steps. One canary, so its first digit is not
+        // shared with another canary's (which would cap how well even a memorising model can rank it). Tuning runs
+        // gave exposures of about 10-11 bits without DP (11 is the most 2000 samples can show) and 1-4 with DP.
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "4", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
+            "--canaries", "1", "--canary-repeats", "100", "--local-steps", "75", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
 
         Assert.Equal(0, code);
         JsonElement summary = JsonDocument.Parse(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;

@@ -116,6 +116,11 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
             throw new UsageException($"--out '{outDirectory}' must be an absent or empty folder");
         }
         string caCopy = outDirectory.TrimEnd(Path.DirectorySeparatorChar) + ".ca.crt";
+        if (options.Data is not null)
+        {
+            // The layout is checked before anything starts; the simulation reads the files again when it needs them.
+            _ = SimulationData.FromDirectory(options.Data, SimulationData.ClientNames(options.Clients));
+        }
 
         bool json = settings.Json;
         void Progress(string line) => Console.Error.WriteLine($"simulate: {line}");

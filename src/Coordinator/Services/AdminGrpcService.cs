@@ -243,28 +243,6 @@ internal sealed class AdminGrpcService(
         return Task.FromResult(response);
     }
 
-    private RunStatus? Recorded(string runId)
-    {
-        if (runId.Length is 0 or > 64 || state.GetRun(runId) is not { } run)
-        {
-            return null;
-        }
-        IReadOnlyList<LedgerRecord> ledger = state.GetLedger(runId, population: null);
-        bool orphaned = run.State is RunState.Pending or RunState.Running;
-        return new RunStatus
-        {
-            RunId = run.RunId,
-            State = orphaned ? RunState.Failed : run.State,
-            CurrentRound = (uint)run.CurrentRound,
-            PlannedRounds = RunPlan.Parser.ParseFrom(run.Plan).Rounds,
-            EpsilonSpent = ledger.Count == 0 ? 0 : ledger[^1].EpsilonAfter,
-            EpsilonBudget = state.GetBudget(run.Population)?.Epsilon ?? 0,
-            Detail = orphaned ? "the coordinator restarted while this run was in progress; it does not resume" : run.Detail,
-            UpdatedAt = Timestamp.FromDateTimeOffset(run.UpdatedAt),
-            AdapterSha256 = run.AdapterSha256,
-        };
-    }
-
     private static RpcException UnknownRun(string runId) =>
         new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
 

@@ -42,8 +42,9 @@ public sealed class AdapterStoreTests : IDisposable
         _dir.Dispose();
     }
 
-    // These store round 0 (initial) adapters: a later round's adapter is served only once its round completed
-    // (CoordinatorStateRoundTests.GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction).
+    // The adapters here are runs' initial ones (round 0): a round's adapter is served only after its round completed
+    // (CoordinatorStateTests covers that); encryption is the same for both.
+
     [Fact]
     public void Put_WithKey_FileRevealsNoPlaintextAndRoundTripsUnderThePlaintextHash()
     {
