@@ -20,7 +20,7 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 13);
         coordinator.Host.State.SetBudget("default", 100, 1e-5, "officer");
-        coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(4);
+        coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(6);
         // Round 1: bob and carol vanish before sharing keys (1 survivor < t = 2). Round 2: carol vanishes before
         // uploading (2 survivors = t). Round 3: everyone stays.
         Func<RoundManifest, RoundStage, CancellationToken, Task> Vanish(string name) => (manifest, stage, _) =>

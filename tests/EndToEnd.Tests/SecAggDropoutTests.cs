@@ -16,7 +16,7 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
 {
     private const int Length = 256;
     private static readonly string[] s_names = ["alice", "bob", "carol", "dave"];
-    private static readonly TimeSpan s_stageTimeout = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan s_stageTimeout = TimeSpan.FromSeconds(4);
 
     [Theory]
     [InlineData(RoundStage.AdvertiseKeys)]
@@ -25,11 +25,13 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
     [InlineData(RoundStage.Unmask)]
     public async Task Round_OneOfFourVanishesAtStage_ReleasesExactSumOfReceivedInputs(RoundStage stage)
     {
+        // Connected and registered before the round opens, so the stage clock runs on the protocol, not on TLS handshakes.
+        using Clients clients = await Clients.ConnectAsync(coordinator);
         SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-one-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
         try
         {
             Dictionary<string, uint[]> inputs = s_names.ToDictionary(n => n, _ => RandomVector());
-            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(n, inputs[n], round.Ref, n == "dave" ? stage : null))];
+            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(clients[n], n, inputs[n], round.Ref, n == "dave" ? stage : null))];
 
             uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(60));
 
@@ -55,10 +57,11 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
     [InlineData(RoundStage.Unmask)]
     public async Task Round_TwoOfFourVanishAtStage_FailsBelowThresholdAndReleasesNothing(RoundStage stage)
     {
+        using Clients clients = await Clients.ConnectAsync(coordinator);
         SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-two-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
         try
         {
-            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(n, RandomVector(), round.Ref, n is "carol" or "dave" ? stage : null))];
+            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(clients[n], n, RandomVector(), round.Ref, n is "carol" or "dave" ? stage : null))];
 
             var failed = await Assert.ThrowsAsync<RpcException>(() => round.Sum.WaitAsync(TimeSpan.FromSeconds(60)));
 
@@ -84,19 +87,48 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
         }
     }
 
-    private async Task<ParticipationOutcome> ParticipateAsync(string name, uint[] input, RoundRef expected, RoundStage? vanishAt)
+    private static async Task<ParticipationOutcome> ParticipateAsync(CoordinatorConnection connection, string name, uint[] input, RoundRef expected, RoundStage? vanishAt)
     {
-        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
-        using var connection = new CoordinatorConnection(coordinator.Address, identity);
-        await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
         HeartbeatResponse heartbeat = await connection.HeartbeatAsync(new HeartbeatRequest { Available = true }, CancellationToken.None);
         Assert.Equal(expected, heartbeat.Invitation);
-        var participant = new SecAggParticipant(connection, identity.Name)
+        var participant = new SecAggParticipant(connection, name)
         {
             BeforeStage = (stage, _) => stage == vanishAt ? throw new DroppedOutException($"{name} vanished before {stage}") : Task.CompletedTask,
         };
         RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
         return await participant.ParticipateAsync(manifest, (_, _) => Task.FromResult(input), CancellationToken.None);
+    }
+
+    /// <summary>The four participants' registered connections.</summary>
+    private sealed class Clients : IDisposable
+    {
+        private readonly List<IDisposable> _owned = [];
+        private readonly Dictionary<string, CoordinatorConnection> _connections = new(StringComparer.Ordinal);
+
+        public CoordinatorConnection this[string name] => _connections[name];
+
+        public static async Task<Clients> ConnectAsync(CoordinatorFixture coordinator)
+        {
+            var clients = new Clients();
+            foreach (string name in s_names)
+            {
+                var identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+                var connection = new CoordinatorConnection(coordinator.Address, identity);
+                clients._owned.Add(connection);
+                clients._owned.Add(identity);
+                clients._connections[name] = connection;
+                await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
+            }
+            return clients;
+        }
+
+        public void Dispose()
+        {
+            foreach (IDisposable owned in _owned)
+            {
+                owned.Dispose();
+            }
+        }
     }
 
     private static uint[] RandomVector()
