@@ -1,5 +1,7 @@
 using Federated.Aggregation.Privacy;
+using Federated.Coordinator;
 using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
@@ -7,6 +9,7 @@ using Federated.Protos.V1;
 using Federated.Training.Model;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -116,6 +119,13 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
             var officerAdmin = new AdminService.AdminServiceClient(asOfficer.Channel);
             ledger = [.. (await officerAdmin.GetLedgerAsync(new GetLedgerRequest { RunId = runId }, asOfficer.Call(CancellationToken.None))).Entries];
             budget = await officerAdmin.GetBudgetAsync(new GetBudgetRequest { Population = "default" }, asOfficer.Call(CancellationToken.None));
+            // The ended run still answers: watching it yields its final status, aborting it is refused.
+            using (AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, asEngineer.Call(CancellationToken.None)))
+            {
+                Assert.Equal(RunState.Completed, Assert.Single(await watch.ResponseStream.ReadAllAsync().ToListAsync()).State);
+            }
+            var abort = await Assert.ThrowsAsync<RpcException>(() => admin.AbortRunAsync(new AbortRunRequest { RunId = runId, Reason = "late" }, asEngineer.Call(CancellationToken.None)).ResponseAsync);
+            Assert.Equal(StatusCode.FailedPrecondition, abort.StatusCode);
 
             // The released adapter is served whole: the download checks its hash and the coordinator's signature.
             using EdgeIdentity alice = EdgeIdentity.Load(Path.Combine(pki, "alice.pfx"), ca);
@@ -157,6 +167,76 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
             Assert.Contains(3u, client.Completed);
         }
         Assert.NotEqual(clients[0].Manifests.Single(m => m.Round.Round == 3).GlobalAdapter.Sha256, final.AdapterSha256);
+    }
+
+    [Fact]
+    public async Task Host_StoppedGracefullyDuringMaskedInput_RunResumesOnNextStart()
+    {
+        string pki = Path.Combine(_root, "pki");
+        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
+        {
+            authority.IssueServer(pki, [], password: null);
+            foreach (string name in s_clients)
+            {
+                authority.IssueIdentity(pki, name, FederationRole.Client, password: null);
+            }
+        }
+        string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
+        string baseModel = Path.Combine(_root, "base");
+        TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 31);
+        var options = new CoordinatorOptions { Pki = pki, Port = CoordinatorProcess.FreePort(), Address = "127.0.0.1", State = Path.Combine(_root, "state.db"), HeartbeatIntervalSeconds = 1 };
+        var address = new Uri($"https://127.0.0.1:{options.Port}/");
+        var atRound2Upload = new CountdownEvent(s_clients.Length);
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, Path.Combine(pki, name + ".pfx"), ca, address, _root)
+        {
+            BeforeStage = async (manifest, stage, ct) =>
+            {
+                if (manifest.Round.Round == 2 && stage == RoundStage.MaskedInput && !stopped.Task.IsCompleted)
+                {
+                    atRound2Upload.Signal();
+                    await stopped.Task.WaitAsync(ct);
+                }
+            },
+        })];
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
+        string runId;
+        try
+        {
+            await using (CoordinatorHost first = CoordinatorHost.Create(options, _ => { }))
+            {
+                await first.StartAsync(CancellationToken.None);
+                first.State.SetBudget("default", 100, 1e-5, "officer");
+                var plan = new RunPlan
+                {
+                    BaseModel = baseModel, LoraRank = 2, Rounds = 2, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
+                    ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 0.5, Delta = 1e-6, MinSurvivors = 2,
+                };
+                plan.TargetModules.Add("q_proj");
+                runId = first.Services.GetRequiredService<RunOrchestrator>().Start(plan, "engineer").RunId;
+                Assert.True(atRound2Upload.Wait(TimeSpan.FromMinutes(2), stop.Token), "the clients never reached the upload of round 2");
+            }
+            stopped.SetResult();
+
+            await using CoordinatorHost second = CoordinatorHost.Create(options, _ => { });
+            await second.StartAsync(CancellationToken.None);
+            var orchestrator = second.Services.GetRequiredService<RunOrchestrator>();
+            while (orchestrator.Status(runId)!.State is RunState.Pending or RunState.Running)
+            {
+                await orchestrator.WaitForChangeAsync(runId, stop.Token);
+            }
+
+            Assert.Equal(RunState.Completed, orchestrator.Status(runId)!.State);
+            Assert.Equal([1, 3], second.State.GetLedger(runId, null).Select(l => l.Round));
+            Assert.Equal(RoundStage.Failed, second.State.GetRoundStage(runId, 2));
+        }
+        finally
+        {
+            stopped.TrySetResult();
+            await stop.CancelAsync();
+            await Task.WhenAll(running.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
+        }
     }
 
     public void Dispose()

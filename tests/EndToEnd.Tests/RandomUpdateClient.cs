@@ -67,7 +67,7 @@ internal sealed class RandomUpdateClient(string name, string identityPath, strin
                         int d = checked((int)adapter.OnlyB().ElementCount);
                         Dimension = d;
                         DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)current.Secagg.RingBits, current.Dp.ClipNorm,
-                            current.Dp.NoiseMultiplier, (int)current.Secagg.Participants, (int)current.Secagg.Threshold));
+                            current.Dp.Mechanism == NoiseMechanism.CentralGaussian ? 0 : current.Dp.NoiseMultiplier, (int)Math.Max(current.Dp.MaxClients, current.Secagg.Participants), (int)current.Secagg.Threshold));
                         float[] update = Update(d);
                         await participant.ParticipateAsync(current, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
                         Completed.Enqueue(current.Round.Round);

@@ -4,7 +4,8 @@ namespace Federated.Aggregation.Privacy;
 /// <param name="Dimension">Length d of the flattened update.</param>
 /// <param name="Bits">Ring bit width b: SecAgg sums in Z_(2^b), 16 &lt;= b &lt;= 32.</param>
 /// <param name="ClipNorm">L2 clip norm C of each client's update.</param>
-/// <param name="NoiseMultiplier">z: summed noise standard deviation over the integer L2 sensitivity.</param>
+/// <param name="NoiseMultiplier">z: summed noise standard deviation over the integer L2 sensitivity; 0 quantizes without
+/// noise (central DP, where the coordinator adds Gaussian noise to the decoded sum instead).</param>
 /// <param name="MaxClients">Most clients whose vectors may be summed in one round (sizes the wrap bound).</param>
 /// <param name="MinClients">SecAgg threshold t: the noise of any t clients carries the full planned noise.</param>
 /// <param name="Beta">Conditional rounding failure bound (TFF's default exp(-1/2)).</param>
@@ -74,7 +75,12 @@ public sealed class DSkellamPlan
 
     /// <summary>RDP per round at the given orders (Skellam RDP with the integer sensitivities and the threshold noise).</summary>
     public double[] RdpPerRound(IReadOnlyList<double>? orders = null) =>
-        RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, NoiseVariance, orders ?? RdpOrders.Default);
+        NoiseVariance > 0
+            ? RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, NoiseVariance, orders ?? RdpOrders.Default)
+            : throw new InvalidOperationException("a plan without noise (noise multiplier 0) gives no differential privacy by itself");
+
+    /// <summary>L2 sensitivity of one client's contribution to the decoded sum (update units): the rounded norm bound over the scale, slightly above C.</summary>
+    public double DecodedL2Sensitivity => L2Sensitivity / Scale;
 
     /// <summary>
     /// Picks the largest scale s (capped so each client's Poisson mean is at most MaxSkellamMu) such that
@@ -181,9 +187,9 @@ public sealed class DSkellamPlan
         {
             throw new ArgumentOutOfRangeException(nameof(p.ClipNorm), p.ClipNorm, "clip norm must be a finite number > 0");
         }
-        if (!(p.NoiseMultiplier > 0) || double.IsInfinity(p.NoiseMultiplier))
+        if (!(p.NoiseMultiplier >= 0) || double.IsInfinity(p.NoiseMultiplier))
         {
-            throw new ArgumentOutOfRangeException(nameof(p.NoiseMultiplier), p.NoiseMultiplier, "noise multiplier must be a finite number > 0");
+            throw new ArgumentOutOfRangeException(nameof(p.NoiseMultiplier), p.NoiseMultiplier, "noise multiplier must be a finite number >= 0 (0: quantization only)");
         }
         if (p.MinClients < 1 || p.MaxClients < p.MinClients || p.MaxClients > 1_000_000)
         {

@@ -35,6 +35,17 @@ internal sealed class RunOrchestrator(
     /// <summary>A run whose rounds keep failing (too few survivors, timeouts) ends FAILED after this many in a row.</summary>
     public const int MaxFailedRoundsInARow = 5;
 
+    /// <summary>Most clients in one round; with Poisson sampling also the cap that sizes every round's scale.</summary>
+    public const int MaxClientsPerRound = 1000;
+
+    /// <summary>How a round ended.</summary>
+    private enum RoundOutcome
+    {
+        Released,
+        Failed,
+        Skipped,
+    }
+
     private readonly ConcurrentDictionary<string, RunTracker> _runs = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _shutdown = new();
 
@@ -43,6 +54,9 @@ internal sealed class RunOrchestrator(
 
     /// <summary>How long a run waits for enough available clients before it fails.</summary>
     public TimeSpan SelectionTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>A Poisson-sampled run ends FAILED after this many rounds in a row drew fewer than t (or more than the cap) clients.</summary>
+    public int MaxSkippedRoundsInARow { get; set; } = 100;
 
     /// <summary>Validates the plan, prices it with the accountant, refuses it when the budget cannot afford it, persists it and starts its loop.</summary>
     public AcceptedRun Start(RunPlan plan, string actor)
@@ -57,7 +71,7 @@ internal sealed class RunOrchestrator(
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the plan's delta {plan.Delta} exceeds the budget's delta {budget.Delta}"));
         }
-        int n = (int)plan.ClientsPerRound;
+        int n = MaxClients(plan);
         int threshold = Threshold(plan);
         GlobalAdapter adapter;
         try
@@ -71,8 +85,19 @@ internal sealed class RunOrchestrator(
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"base model '{plan.BaseModel}' cannot be used: {ex.Message}"));
         }
-        double z = plan.NoiseMultiplier > 0 ? plan.NoiseMultiplier : NoiseForTarget(plan, adapter.BDimension, n, threshold);
-        double planned = Epsilon(RoundPlan(plan, adapter.BDimension, n, threshold, z), (int)plan.Rounds, plan.Delta);
+        double z, planned;
+        try
+        {
+            // Under Poisson sampling the scale is sized for the cap. Distributed Skellam claims no amplification (this
+            // codebase has no subsampled Skellam RDP), so each released round is charged in full whatever the rate
+            // (conservative); the central Gaussian uses the subsampled Gaussian RDP at the rate (see Epsilon).
+            z = plan.NoiseMultiplier > 0 ? plan.NoiseMultiplier : NoiseForTarget(plan, adapter.BDimension, n, threshold);
+            planned = Epsilon(plan, RoundPlan(plan, adapter.BDimension, n, threshold, z), z, (int)plan.Rounds);
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the plan cannot be calibrated for {n} clients of {adapter.BDimension} values: {ex.Message.Split(" (Parameter")[0]}"));
+        }
         double remaining = budget.Epsilon - budget.EpsilonSpent;
         if (planned > remaining)
         {
@@ -188,6 +213,10 @@ internal sealed class RunOrchestrator(
                 ? new RpcException(new Status(StatusCode.FailedPrecondition, $"run '{runId}' has already ended ({ended.State})"))
                 : new RpcException(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
         }
+        if (run.Loop is { IsCompleted: true })
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"run '{runId}' has already ended ({run.Snapshot().State})"));
+        }
         run.AbortReason = $"aborted by {actor}: {reason}";
         await run.Abort.CancelAsync();
         if (run.Loop is not null)
@@ -225,18 +254,24 @@ internal sealed class RunOrchestrator(
             // planned number of rounds has been released, which is what its epsilon was priced for.
             int released = run.StartedFrom.ReleasedRounds;
             int number = run.StartedFrom.LastRound;
-            int failedInARow = 0;
+            int failedInARow = 0, skippedInARow = 0;
             while (released < (int)accepted.Plan.Rounds)
             {
                 number++;
-                if (await RoundAsync(run, number, released, cancellationToken))
+                switch (await RoundAsync(run, number, released, cancellationToken))
                 {
-                    released++;
-                    failedInARow = 0;
-                }
-                else if (++failedInARow >= MaxFailedRoundsInARow)
-                {
-                    throw new InvalidOperationException($"{failedInARow} rounds in a row failed; {released} of {accepted.Plan.Rounds} rounds were released");
+                    case RoundOutcome.Released:
+                        released++;
+                        (failedInARow, skippedInARow) = (0, 0);
+                        break;
+                    case RoundOutcome.Failed when ++failedInARow >= MaxFailedRoundsInARow:
+                        throw new InvalidOperationException($"{failedInARow} rounds in a row failed; {released} of {accepted.Plan.Rounds} rounds were released");
+                    case RoundOutcome.Skipped when ++skippedInARow >= MaxSkippedRoundsInARow:
+                        throw new InvalidOperationException($"{skippedInARow} rounds in a row sampled too few (or too many) clients; {released} of {accepted.Plan.Rounds} rounds were released");
+                    case RoundOutcome.Skipped:
+                        // The pool changes at the heartbeat's pace: sampling it again at once would mostly repeat the draw.
+                        await Task.Delay(TimeSpan.FromSeconds(options.HeartbeatIntervalSeconds), time, cancellationToken);
+                        break;
                 }
             }
             run.Update(RunState.Completed, "");
@@ -261,28 +296,48 @@ internal sealed class RunOrchestrator(
         }
     }
 
-    /// <summary>One round; true when it released and was charged.</summary>
-    private async Task<bool> RoundAsync(RunTracker run, int number, int completedBefore, CancellationToken cancellationToken)
+    /// <summary>One round: released (and charged), failed (nothing released or charged) or skipped (too few sampled).</summary>
+    private async Task<RoundOutcome> RoundAsync(RunTracker run, int number, int completedBefore, CancellationToken cancellationToken)
     {
         AcceptedRun accepted = run.Accepted;
         RunPlan plan = accepted.Plan;
-        int n = (int)plan.ClientsPerRound;
-        IReadOnlyList<string> selected = await SelectAsync(n, cancellationToken);
+        int n = MaxClients(plan);
+        IReadOnlyList<string> selected;
+        if (plan.SamplingRate > 0)
+        {
+            selected = await SampleAsync(plan.SamplingRate, accepted.Threshold, cancellationToken);
+            if (selected.Count < accepted.Threshold || selected.Count > MaxClientsPerRound)
+            {
+                // Decided on the sample's size alone, before anyone trains: nothing is released and nothing charged.
+                string reason = $"Poisson sampling at rate {plan.SamplingRate} drew {selected.Count} clients; a round needs {accepted.Threshold}..{MaxClientsPerRound}";
+                state.StartRound(accepted.RunId, number, selected.Order(StringComparer.Ordinal).Select((c, i) => (c, i + 1)).ToDictionary(p => p.c, p => p.Item2), run.Adapter.Sha256);
+                state.FailRound(accepted.RunId, number, reason);
+                run.Skipped(number, selected.Count);
+                OrchestratorLog.RoundSkipped(logger, accepted.RunId, number, reason);
+                return RoundOutcome.Skipped;
+            }
+        }
+        else
+        {
+            selected = await SelectAsync(n, cancellationToken);
+        }
         DSkellamPlan dskellam = RoundPlan(plan, run.Global.BDimension, n, accepted.Threshold, accepted.NoiseMultiplier);
-        double epsilonAfter = Epsilon(dskellam, completedBefore + 1, plan.Delta);
+        double epsilonAfter = Epsilon(plan, dskellam, accepted.NoiseMultiplier, completedBefore + 1);
+        bool central = plan.Mechanism == NoiseMechanism.CentralGaussian;
         byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
         var dp = new DpParameters
         {
-            Mechanism = NoiseMechanism.DistributedSkellam,
+            Mechanism = plan.Mechanism,
             ClipNorm = plan.ClipNorm,
             NoiseMultiplier = accepted.NoiseMultiplier,
             Scale = dskellam.Scale,
             PerClientVariance = 2 * dskellam.LocalSkellamMu,
             RotationSeed = ByteString.CopyFrom(rotationSeed),
             Delta = plan.Delta,
+            MaxClients = (uint)n,
         };
         SecAggRound round = rounds.Start(new SecAggRoundPlan(accepted.RunId, number, selected, dskellam.PaddedDimension, RingBits,
-            Degree: n - 1, Threshold: accepted.Threshold, StageTimeout: StageTimeout, Dp: dp, GlobalAdapter: run.Adapter,
+            Degree: selected.Count - 1, Threshold: accepted.Threshold, StageTimeout: StageTimeout, Dp: dp, GlobalAdapter: run.Adapter,
             LocalSteps: (int)plan.LocalSteps, LearningRate: plan.LearningRate, EpsilonAfterRound: epsilonAfter));
         try
         {
@@ -299,10 +354,20 @@ internal sealed class RunOrchestrator(
                 state.FailRound(accepted.RunId, number, ex.Status.Detail);
                 run.End(RoundStage.Failed);
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Status.Detail);
-                return false;
+                return RoundOutcome.Failed;
             }
             IReadOnlyList<int> survivors = round.Survivors;
-            float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeMean(sum, survivors.Count);
+            float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeSum(sum);
+            if (central)
+            {
+                // Central DP: N(0, (z Delta)^2) per coordinate on the unmasked sum (the Gaussian mechanism, Dwork and Roth 2014,
+                // Thm A.1; RDP alpha / (2 z^2), Mironov 2017), Delta being a client's rounded contribution bound, just above C.
+                GaussianMechanism.AddNoise(mean, dskellam.DecodedL2Sensitivity, accepted.NoiseMultiplier);
+            }
+            for (int i = 0; i < mean.Length; i++)
+            {
+                mean[i] /= survivors.Count;
+            }
             run.Global.ApplyMeanUpdate(mean.AsSpan(0, run.Global.BDimension));
             byte[] bytes = run.Global.Serialize();
             string sha = adapters.Put(bytes, accepted.RunId, number);
@@ -311,10 +376,10 @@ internal sealed class RunOrchestrator(
                 state.SetParticipantStatus(accepted.RunId, number, clientId, survivors.Contains(index) ? "uploaded" : "dropped");
             }
             LedgerRecord charged = state.CompleteRound(new LedgerRecord(0, accepted.RunId, number, accepted.Population, epsilonAfter,
-                epsilonAfter - run.EpsilonSpent, plan.Delta, (int)NoiseMechanism.DistributedSkellam, accepted.NoiseMultiplier, plan.ClipNorm,
+                epsilonAfter - run.EpsilonSpent, plan.Delta, (int)plan.Mechanism, accepted.NoiseMultiplier, plan.ClipNorm,
                 survivors.Count, time.GetUtcNow()), sha);
             run.Released(new AdapterRef { Sha256 = sha, SizeBytes = (ulong)bytes.Length }, charged.EpsilonAfter);
-            return true;
+            return RoundOutcome.Released;
         }
         catch (OperationCanceledException)
         {
@@ -329,8 +394,48 @@ internal sealed class RunOrchestrator(
         }
     }
 
+    /// <summary>
+    /// Poisson sampling: once at least <paramref name="threshold"/> clients are available (fewer could never make a
+    /// round), each available client is included independently with probability <paramref name="rate"/>.
+    /// </summary>
+    private async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, CancellationToken cancellationToken)
+    {
+        string[] pool = await AvailableAsync(threshold, cancellationToken);
+        return PoissonSample(pool, rate);
+    }
+
+    /// <summary>Each member kept independently with probability <paramref name="rate"/>: a uniform 53-bit draw from the CSPRNG below the rate.</summary>
+    internal static IReadOnlyList<string> PoissonSample(IReadOnlyList<string> pool, double rate)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        if (!(rate > 0 && rate <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(rate), rate, "the sampling rate must be in (0, 1]");
+        }
+        Span<byte> draw = stackalloc byte[8];
+        var sample = new List<string>();
+        foreach (string client in pool)
+        {
+            RandomNumberGenerator.Fill(draw);
+            double u = (BitConverter.ToUInt64(draw) >> 11) * (1.0 / (1UL << 53));
+            if (u < rate)
+            {
+                sample.Add(client);
+            }
+        }
+        return sample;
+    }
+
     /// <summary>A uniformly random set of <paramref name="count"/> clients among those available now (CSPRNG shuffle).</summary>
     private async Task<IReadOnlyList<string>> SelectAsync(int count, CancellationToken cancellationToken)
+    {
+        string[] online = await AvailableAsync(count, cancellationToken);
+        RandomNumberGenerator.Shuffle(online.AsSpan());
+        return online[..count];
+    }
+
+    /// <summary>The clients available now (seen within three heartbeats, not already invited), once there are at least <paramref name="count"/>.</summary>
+    private async Task<string[]> AvailableAsync(int count, CancellationToken cancellationToken)
     {
         TimeSpan window = TimeSpan.FromSeconds(3 * options.HeartbeatIntervalSeconds);
         DateTimeOffset giveUp = time.GetUtcNow() + SelectionTimeout;
@@ -339,8 +444,7 @@ internal sealed class RunOrchestrator(
             string[] online = [.. state.ListClients(window).Where(c => c.Available && rounds.InvitationFor(c.ClientId) is null).Select(c => c.ClientId)];
             if (online.Length >= count)
             {
-                RandomNumberGenerator.Shuffle(online.AsSpan());
-                return online[..count];
+                return online;
             }
             if (time.GetUtcNow() > giveUp)
             {
@@ -372,9 +476,18 @@ internal sealed class RunOrchestrator(
 
     private long ReadAdapterSize(string sha256) => state.GetAdapter(sha256)?.SizeBytes ?? throw new InvalidDataException($"adapter {sha256} is not recorded");
 
-    /// <summary>The SecAgg+ threshold t: min_survivors, or about two thirds of the clients per round.</summary>
+    /// <summary>The most clients a round of the plan can have: clients_per_round, or the cap when clients are Poisson-sampled.</summary>
+    private static int MaxClients(RunPlan plan) => plan.SamplingRate > 0 ? MaxClientsPerRound : (int)plan.ClientsPerRound;
+
+    /// <summary>The SecAgg+ threshold t: min_survivors (required with Poisson sampling), or about two thirds of the clients per round.</summary>
     private static int Threshold(RunPlan plan)
     {
+        if (plan.SamplingRate > 0)
+        {
+            return plan.MinSurvivors is >= 2 and <= MaxClientsPerRound
+                ? (int)plan.MinSurvivors
+                : throw new RpcException(new Status(StatusCode.InvalidArgument, $"min_survivors {plan.MinSurvivors} is invalid with sampling_rate: use 2..{MaxClientsPerRound}"));
+        }
         int n = (int)plan.ClientsPerRound;
         int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
         if (threshold < 2 || threshold > n)
@@ -384,32 +497,41 @@ internal sealed class RunOrchestrator(
         return threshold;
     }
 
+    /// <summary>The round's quantizer: distributed Skellam with the run's noise, or (central Gaussian) the same rounding without client noise.</summary>
     private static DSkellamPlan RoundPlan(RunPlan plan, int dimension, int clients, int threshold, double noiseMultiplier) =>
-        DSkellamPlan.Calibrate(new DSkellamParameters(dimension, RingBits, plan.ClipNorm, noiseMultiplier, clients, threshold));
+        DSkellamPlan.Calibrate(new DSkellamParameters(dimension, RingBits, plan.ClipNorm,
+            plan.Mechanism == NoiseMechanism.CentralGaussian ? 0 : noiseMultiplier, clients, threshold));
 
-    /// <summary>Epsilon after <paramref name="rounds"/> rounds: Skellam RDP composed additively (Agarwal et al. 2021, Thm 3.5), converted as in Opacus.</summary>
-    private static double Epsilon(DSkellamPlan plan, int rounds, double delta)
+    /// <summary>
+    /// Epsilon after <paramref name="rounds"/> released rounds, RDP composed additively and converted as in Opacus.
+    /// Distributed Skellam: the Skellam RDP of the calibrated plan (Agarwal et al. 2021, Thm 3.5), no amplification.
+    /// Central Gaussian: the Gaussian RDP, subsampled at the Poisson rate when clients are sampled (Mironov, Talwar and
+    /// Zhang 2019), with q = 1 (no amplification) for a fixed count.
+    /// </summary>
+    private static double Epsilon(RunPlan plan, DSkellamPlan quantizer, double noiseMultiplier, int rounds)
     {
-        double[] rdp = plan.RdpPerRound(RdpOrders.Default);
+        double[] rdp = plan.Mechanism == NoiseMechanism.CentralGaussian
+            ? RdpAnalysis.SubsampledGaussian(plan.SamplingRate > 0 ? plan.SamplingRate : 1.0, noiseMultiplier, RdpOrders.Default)
+            : quantizer.RdpPerRound(RdpOrders.Default);
         for (int i = 0; i < rdp.Length; i++)
         {
             rdp[i] *= rounds;
         }
-        return RdpAnalysis.Epsilon(RdpOrders.Default, rdp, delta).Epsilon;
+        return RdpAnalysis.Epsilon(RdpOrders.Default, rdp, plan.Delta).Epsilon;
     }
 
     /// <summary>Smallest noise multiplier (bisection to 1e-4 relative) whose planned epsilon meets target_epsilon.</summary>
     private static double NoiseForTarget(RunPlan plan, int dimension, int clients, int threshold)
     {
         double low = 0.05, high = 100;
-        if (Epsilon(RoundPlan(plan, dimension, clients, threshold, high), (int)plan.Rounds, plan.Delta) > plan.TargetEpsilon)
+        if (Epsilon(plan, RoundPlan(plan, dimension, clients, threshold, high), high, (int)plan.Rounds) > plan.TargetEpsilon)
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"target_epsilon {plan.TargetEpsilon} cannot be met with noise multiplier <= {high}"));
         }
         while ((high - low) / high > 1e-4)
         {
             double mid = (low + high) / 2;
-            if (Epsilon(RoundPlan(plan, dimension, clients, threshold, mid), (int)plan.Rounds, plan.Delta) <= plan.TargetEpsilon)
+            if (Epsilon(plan, RoundPlan(plan, dimension, clients, threshold, mid), mid, (int)plan.Rounds) <= plan.TargetEpsilon)
             {
                 high = mid;
             }
@@ -436,13 +558,17 @@ internal sealed class RunOrchestrator(
         {
             throw Invalid($"rounds {plan.Rounds} is invalid: use 1..{MaxRounds}");
         }
-        if (plan.SamplingRate != 0)
+        if ((plan.SamplingRate != 0) == (plan.ClientsPerRound != 0))
         {
-            throw Invalid("sampling_rate (Poisson selection) is not supported by this coordinator yet: set clients_per_round");
+            throw Invalid($"set exactly one of clients_per_round ({plan.ClientsPerRound}) and sampling_rate ({plan.SamplingRate})");
         }
-        if (plan.ClientsPerRound is < 2 or > 1000)
+        if (plan.SamplingRate != 0 && !(plan.SamplingRate > 0 && plan.SamplingRate <= 1))
         {
-            throw Invalid($"clients_per_round {plan.ClientsPerRound} is invalid: use 2..1000");
+            throw Invalid($"sampling_rate {plan.SamplingRate} is invalid: use a rate in (0, 1]");
+        }
+        if (plan.SamplingRate == 0 && plan.ClientsPerRound is < 2 or > MaxClientsPerRound)
+        {
+            throw Invalid($"clients_per_round {plan.ClientsPerRound} is invalid: use 2..{MaxClientsPerRound}");
         }
         if (plan.LocalSteps is 0 or > 100_000)
         {
@@ -456,9 +582,9 @@ internal sealed class RunOrchestrator(
         {
             throw Invalid($"clip_norm {plan.ClipNorm} is invalid: it must be a finite number > 0");
         }
-        if (plan.Mechanism != NoiseMechanism.DistributedSkellam)
+        if (plan.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
         {
-            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator yet: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM");
+            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
         }
         if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
         {
@@ -546,6 +672,20 @@ internal sealed class RunOrchestrator(
             }
         }
 
+        /// <summary>A Poisson round drew too few clients and never opened.</summary>
+        public void Skipped(int number, int selected)
+        {
+            lock (_gate)
+            {
+                _state = RunState.Running;
+                _round = number;
+                _selected = selected;
+                _live = null;
+                _lastStage = RoundStage.Failed;
+                Signal();
+            }
+        }
+
         /// <summary>The live round ended without a release (a released round ends through <see cref="Released"/>).</summary>
         public void End(RoundStage stage)
         {
@@ -624,6 +764,9 @@ internal static partial class OrchestratorLog
 {
     [LoggerMessage(Level = LogLevel.Warning, Message = "round {Round} of run {RunId} failed and released nothing: {Reason}")]
     public static partial void RoundFailed(ILogger logger, string runId, int round, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "round {Round} of run {RunId} skipped: {Reason}")]
+    public static partial void RoundSkipped(ILogger logger, string runId, int round, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "run {RunId} failed: {Reason}")]
     public static partial void RunFailed(ILogger logger, string runId, string reason);

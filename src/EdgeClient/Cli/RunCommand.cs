@@ -22,6 +22,13 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
 {
     private static readonly TimeSpan s_maximumBackoff = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// TEST ONLY (fault injection for the dropout tests): when set to advertise_keys, share_keys, masked_input or
+    /// unmask, the client logs "test hook: holding before STAGE" and stops talking right before sending that stage's
+    /// message, so a test can SIGKILL it at exactly that point. Never set it on a real deployment.
+    /// </summary>
+    public const string HoldBeforeStageVariable = "FEDERATED_EDGE_TEST_HOLD_BEFORE_STAGE";
+
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--coordinator <URL>")]
@@ -118,6 +125,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
         Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
 
+        Func<RoundStage, CancellationToken, Task>? holdBeforeStage = HoldBeforeStage(Environment.GetEnvironmentVariable(HoldBeforeStageVariable));
         TimeSpan backoff = TimeSpan.FromSeconds(1);
         while (true)
         {
@@ -126,6 +134,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate, scratch)
             {
                 Log = line => Console.Error.WriteLine($"edge-client: {line}"),
+                BeforeStage = holdBeforeStage,
             };
             try
             {
@@ -155,6 +164,30 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 continue;
             }
         }
+    }
+
+    private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return null;
+        }
+        RoundStage hold = value.ToLowerInvariant() switch
+        {
+            "advertise_keys" => RoundStage.AdvertiseKeys,
+            "share_keys" => RoundStage.ShareKeys,
+            "masked_input" => RoundStage.MaskedInput,
+            "unmask" => RoundStage.Unmask,
+            _ => throw new UsageException($"{HoldBeforeStageVariable} '{value}' is not one of advertise_keys, share_keys, masked_input, unmask"),
+        };
+        return async (stage, cancellationToken) =>
+        {
+            if (stage == hold)
+            {
+                Console.Error.WriteLine($"edge-client: test hook: holding before {stage}");
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+        };
     }
 
     private static EdgeIdentity LoadIdentity(string pfx, string ca, string? password)

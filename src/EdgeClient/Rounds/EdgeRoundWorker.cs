@@ -18,7 +18,8 @@ internal sealed record RoundWorkResult(string RunId, uint Round, bool Participat
 /// <summary>
 /// One edge client's part of a federated round: verify the signed manifest, hold it against the local policy
 /// (declining with the rule that refused), download and verify the global adapter, train lora_B locally on the
-/// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest),
+/// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest; no noise
+/// under the central Gaussian mechanism, where the coordinator noises the sum and the local policy may refuse that),
 /// charge the local ledger, then mask and upload through SecAgg+. Only the masked vector leaves the machine.
 /// The base model stays loaded across rounds; several workers can share a process (tests, simulation).
 /// </summary>
@@ -33,15 +34,20 @@ internal sealed class EdgeRoundWorker(
     private const double ScaleRelativeTolerance = 1e-9;
     private const int MaxDetailLength = 256;
 
-    private readonly SecAggParticipant _participant = new(connection, identityName);
+    private SecAggParticipant? _participant;
 
     /// <summary>Reports each step in one line (never data or update values).</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>Runs before each SecAgg+ stage message (see <see cref="SecAggParticipant.BeforeStage"/>); for fault-injection tests.</summary>
+    public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
+
+    private SecAggParticipant Participant => _participant ??= new SecAggParticipant(connection, identityName) { BeforeStage = BeforeStage };
+
     public async Task<RoundWorkResult> HandleAsync(RoundRef invitation, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(invitation);
-        RoundManifest manifest = await _participant.FetchManifestAsync(invitation, cancellationToken);
+        RoundManifest manifest = await Participant.FetchManifestAsync(invitation, cancellationToken);
         RoundRef round = manifest.Round;
         if (manifest.Dp is null || manifest.GlobalAdapter is null || manifest.LocalSteps is 0 or > 100_000
             || !(manifest.LearningRate is > 0 and < 1) || !(manifest.Dp.ClipNorm > 0) || !(manifest.Dp.NoiseMultiplier > 0)
@@ -49,10 +55,12 @@ internal sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", "the manifest lacks DP parameters, the adapter or valid training settings", cancellationToken);
         }
-        if (manifest.Dp.Mechanism != NoiseMechanism.DistributedSkellam)
+        if (manifest.Dp.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
         {
             return await DeclineAsync(round, DeclineReason.Policy, "allowed_mechanisms", $"mechanism {manifest.Dp.Mechanism} is not implemented by this client", cancellationToken);
         }
+        // Central DP: this client clips and rounds but adds no noise; the coordinator noises the sum. The policy decides whether that is acceptable.
+        bool central = manifest.Dp.Mechanism == NoiseMechanism.CentralGaussian;
 
         byte[] content;
         try
@@ -70,7 +78,7 @@ internal sealed class EdgeRoundWorker(
         }
         string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
         (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
-        var terms = new RoundTerms(round.RunId, round.Round, NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
+        var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
             SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256());
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
@@ -80,8 +88,14 @@ internal sealed class EdgeRoundWorker(
         }
 
         int d = checked((int)global.OnlyB().ElementCount);
+        // The scale is sized for the most clients the round may sum (the run's cap under Poisson sampling).
+        uint maxClients = manifest.Dp.MaxClients == 0 ? manifest.Secagg.Participants : manifest.Dp.MaxClients;
+        if (maxClients < manifest.Secagg.Participants || maxClients > 1_000_000)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"max_clients {manifest.Dp.MaxClients} is below the round's {manifest.Secagg.Participants} participants or above 1000000", cancellationToken);
+        }
         DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-            manifest.Dp.NoiseMultiplier, checked((int)manifest.Secagg.Participants), checked((int)manifest.Secagg.Threshold)));
+            central ? 0 : manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
         // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
         if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
         {
@@ -107,7 +121,7 @@ internal sealed class EdgeRoundWorker(
         }
 
         double normBeforeClipping = double.NaN;
-        ParticipationOutcome outcome = await _participant.ParticipateAsync(manifest, (m, _) =>
+        ParticipationOutcome outcome = await Participant.ParticipateAsync(manifest, (m, _) =>
         {
             // The ledger is charged durably before anything derived from the data leaves the machine.
             PolicyDecision charge = gate.ChargeBeforeUpload(terms);
@@ -128,7 +142,7 @@ internal sealed class EdgeRoundWorker(
     {
         // The coordinator takes at most 256 characters of detail.
         string detail = $"{rule}: {message}";
-        await _participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
+        await Participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
         Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
         return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
     }

@@ -205,4 +205,34 @@ public sealed class DSkellamTests
         Assert.Throws<ArgumentException>(() => new DSkellamEncoder(plan, s_manifestSeed, random).Encode(new float[299]));
         Assert.Throws<ArgumentOutOfRangeException>(() => new DSkellamDecoder(plan, s_manifestSeed).DecodeSum(Enumerable.Repeat(1u << 20, plan.PaddedDimension).ToArray()));
     }
+
+    [Fact]
+    public void Encode_NoiseMultiplierZero_QuantizesWithoutNoiseAndSumDecodesWithinRounding()
+    {
+        // z = 0 is the central mechanism's quantizer: clients add no noise, the coordinator adds Gaussian noise later.
+        const int d = 300, n = 3;
+        var plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, 0.0, n, 2));
+        using var random = Random("central");
+        var updates = Enumerable.Range(0, n).Select(i => RandomUpdate(new Random(40 + i), d, 0.9)).ToArray();
+        var modularSum = new uint[plan.PaddedDimension];
+        foreach (float[] u in updates)
+        {
+            uint[] values = new DSkellamEncoder(plan, s_manifestSeed, random).Encode(u).Values;
+            for (int i = 0; i < values.Length; i++)
+            {
+                modularSum[i] = unchecked(modularSum[i] + values[i]);
+            }
+        }
+
+        float[] decoded = new DSkellamDecoder(plan, s_manifestSeed).DecodeSum(modularSum);
+
+        Assert.Equal(0, plan.LocalSkellamMu);
+        // Only stochastic rounding is left (at most n/4 integer units of variance per coordinate, i.e. sqrt(n/4)/scale),
+        // plus float32 rounding of values near 1 in the decoder.
+        double bound = 6 * Math.Sqrt(n / 4.0) / plan.Scale + 1e-6;
+        Assert.All(Enumerable.Range(0, d), i => Assert.InRange(decoded[i] - updates.Sum(u => u[i]), -bound, bound));
+        Assert.InRange(plan.DecodedL2Sensitivity, 1.0, 1.0 + 1e-3);
+        Assert.Throws<InvalidOperationException>(() => plan.RdpPerRound());
+        Assert.Throws<ArgumentOutOfRangeException>(() => DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, -0.1, n, 2)));
+    }
 }

@@ -1,0 +1,167 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
+using Federated.Coordinator.State;
+using Federated.EdgeClient.Cli;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Model;
+using Federated.Training.Tokenization;
+using Grpc.Core;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// Six `edge-client run` processes in one round; four are SIGKILLed, one at each SecAgg+ stage, right before they
+/// would send that stage's message (the test-only hold hook tells the test when). With t = 2 the round completes
+/// and the ledger charges it for the three whose masked inputs arrived.
+/// </summary>
+public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
+{
+    private static readonly (string Name, string? Hold)[] s_clients =
+        [("alice", "advertise_keys"), ("bob", "share_keys"), ("carol", "masked_input"), ("dave", "unmask"), ("erin", null), ("frank", null)];
+
+    [Fact]
+    public async Task Run_ProcessesKilledAtEachStage_RoundCompletesWithTheThreeWhoseInputsArrived()
+    {
+        using (FederationPki pki = FederationPki.Load(coordinator.Pki, TimeProvider.System))
+        {
+            pki.IssueIdentity(coordinator.Pki, "frank", FederationRole.Client, password: null);
+        }
+        string model = Path.Combine(coordinator.Root, "tiny");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 29);
+        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        // Every stage but the last waits for its deadline once someone vanished in it; training fits in the first.
+        coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(18);
+        var killed = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
+        var processes = new List<(string Name, Process Process)>();
+        try
+        {
+            foreach ((string name, string? hold) in s_clients)
+            {
+                processes.Add((name, Start(name, hold, model, killed)));
+            }
+            // Selection takes the clients available now: wait until all six have registered and heartbeat.
+            using var ready = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+            while (coordinator.Host.State.ListClients(TimeSpan.FromSeconds(3)).Count(c => s_clients.Any(s => s.Name == c.ClientId) && c.Available) < s_clients.Length)
+            {
+                await Task.Delay(200, ready.Token);
+            }
+            using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+            using var connection = new CoordinatorConnection(coordinator.Address, engineer);
+            var admin = new AdminService.AdminServiceClient(connection.Channel);
+            var plan = new RunPlan
+            {
+                BaseModel = model, LoraRank = 2, Rounds = 1, ClientsPerRound = 6, MinSurvivors = 2, LocalSteps = 1, LearningRate = 0.01,
+                ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 0.5, Delta = 1e-6,
+            };
+            plan.TargetModules.Add("q_proj");
+            plan.TargetModules.Add("v_proj");
+            StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, connection.Call(CancellationToken.None));
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+            using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: timeout.Token));
+            RunStatus final = (await watch.ResponseStream.ReadAllAsync(timeout.Token).ToListAsync(timeout.Token))[^1];
+
+            Assert.Equal(RunState.Completed, final.State);
+            Assert.Equal(new Dictionary<string, string>
+            {
+                ["alice"] = "AdvertiseKeys",
+                ["bob"] = "ShareKeys",
+                ["carol"] = "MaskedInput",
+                ["dave"] = "Unmask",
+            }, killed.ToDictionary(StringComparer.Ordinal));
+            Assert.All(processes.Where(p => killed.ContainsKey(p.Name)), p => Assert.True(p.Process.HasExited, $"{p.Name} still runs"));
+            LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+            Assert.Equal(3, charge.Participants);
+            // dave was killed after his upload: his input is in the sum and his masks were removed with the others' shares.
+            Assert.Equal(new Dictionary<string, string>
+            {
+                ["alice"] = "dropped", ["bob"] = "dropped", ["carol"] = "dropped", ["dave"] = "uploaded", ["erin"] = "uploaded", ["frank"] = "uploaded",
+            }, Participants(started.RunId));
+        }
+        finally
+        {
+            foreach ((_, Process process) in processes)
+            {
+                if (!process.HasExited)
+                {
+                    process.Kill(entireProcessTree: true);
+                }
+                process.Dispose();
+            }
+        }
+    }
+
+    private Dictionary<string, string> Participants(string runId)
+    {
+        using SqliteConnection db = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteCommand command = db.CreateCommand();
+        command.CommandText = "SELECT client_id, status FROM participants WHERE run_id = $run AND round = 1";
+        command.Parameters.AddWithValue("$run", runId);
+        using SqliteDataReader reader = command.ExecuteReader();
+        var statuses = new Dictionary<string, string>(StringComparer.Ordinal);
+        while (reader.Read())
+        {
+            statuses[reader.GetString(0)] = reader.GetString(1);
+        }
+        return statuses;
+    }
+
+    private Process Start(string name, string? hold, string model, ConcurrentDictionary<string, string> killed)
+    {
+        string home = Path.Combine(coordinator.Root, "home-" + name);
+        Directory.CreateDirectory(home);
+        File.Copy(coordinator.Identity(name), Path.Combine(home, name + ".pfx"));
+        File.WriteAllText(Path.Combine(home, "policy.json"), """
+            {"delta": 1e-5, "max_epsilon_per_run": 100, "max_epsilon_lifetime": 1000, "min_noise_multiplier": 0.2,
+             "allowed_mechanisms": ["distributed_skellam"], "allowed_target_modules": ["q_proj", "v_proj"], "max_rank": 8, "max_rounds_per_day": 10}
+            """);
+        string data = Path.Combine(home, "data.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.Environment["OMP_NUM_THREADS"] = "1";
+        if (hold is not null)
+        {
+            start.Environment[RunCommand.HoldBeforeStageVariable] = hold;
+        }
+        start.ArgumentList.Add("exec");
+        start.ArgumentList.Add(CoordinatorProcess.BuildOutput("EdgeClient", "edge-client.dll"));
+        foreach (string arg in (string[])["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
+            "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"])
+        {
+            start.ArgumentList.Add(arg);
+        }
+        Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start edge-client");
+        void OnLine(string? line)
+        {
+            if (line is null)
+            {
+                return;
+            }
+            const string marker = "test hook: holding before ";
+            int at = line.IndexOf(marker, StringComparison.Ordinal);
+            if (at >= 0 && killed.TryAdd(name, line[(at + marker.Length)..].Trim()))
+            {
+                // SIGKILL: the client vanishes with its stage message unsent, as a crashed machine would.
+                process.Kill();
+            }
+            try
+            {
+                output.WriteLine($"[{name}] {line}");
+            }
+            catch (InvalidOperationException)
+            {
+                // The test already ended.
+            }
+        }
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        return process;
+    }
+}

@@ -1,0 +1,76 @@
+using Federated.Aggregation.Privacy;
+using Federated.Coordinator.State;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Grpc.Core;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>The central Gaussian mechanism over the wire: clients clip and round without noise under SecAgg+, the coordinator noises the unmasked sum.</summary>
+public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
+{
+    private static readonly string[] s_clients = ["alice", "bob", "carol"];
+
+    [Fact]
+    public async Task StartRun_CentralGaussian_CoordinatorNoisesSumAndChargesGaussianRdp()
+    {
+        const double z = 0.5;
+        string baseModel = Path.Combine(coordinator.Root, "base");
+        TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 23);
+        coordinator.Host.State.SetBudget("default", 100, 1e-5, "officer");
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root))];
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
+        RunStatus final;
+        StartRunResponse started;
+        byte[] adapter;
+        try
+        {
+            using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+            using var asEngineer = new CoordinatorConnection(coordinator.Address, engineer);
+            var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
+            var plan = new RunPlan
+            {
+                BaseModel = baseModel, LoraRank = 2, Rounds = 1, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
+                ClipNorm = 1.0, Mechanism = NoiseMechanism.CentralGaussian, NoiseMultiplier = z, Delta = 1e-6, MinSurvivors = 2,
+            };
+            plan.TargetModules.Add("q_proj");
+            started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
+            using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: stop.Token));
+            final = (await watch.ResponseStream.ReadAllAsync(stop.Token).ToListAsync(stop.Token))[^1];
+
+            using EdgeIdentity alice = EdgeIdentity.Load(coordinator.Identity("alice"), coordinator.CaPath);
+            using var asAlice = new CoordinatorConnection(coordinator.Address, alice);
+            adapter = await AdapterDownload.DownloadAsync(asAlice,
+                new AdapterRef { Sha256 = final.AdapterSha256, SizeBytes = (ulong)coordinator.Host.State.GetAdapter(final.AdapterSha256)!.Value.SizeBytes }, stop.Token);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAll(running.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
+        }
+
+        Assert.Equal(RunState.Completed, final.State);
+        RoundManifest manifest = clients[0].Manifests.Single(m => m.Round.RunId == started.RunId);
+        Assert.Equal((NoiseMechanism.CentralGaussian, 0.0), (manifest.Dp.Mechanism, manifest.Dp.PerClientVariance));
+        LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+        Assert.Equal(((int)NoiseMechanism.CentralGaussian, 3), (charge.Mechanism, charge.Participants));
+        // The accountant, independently: one Gaussian mechanism (RDP alpha / 2z^2) at q = 1.
+        double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, RdpAnalysis.SubsampledGaussian(1.0, z, RdpOrders.Default), 1e-6).Epsilon;
+        Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
+        Assert.Equal(epsilon, charge.EpsilonAfter, 1e-9);
+
+        // B started at zero, so B is now the noisy mean: the clients added no noise, so any error beyond rounding is the coordinator's.
+        (_, AdapterTensors tensors) = GlobalAdapterFile.WriteFolder(adapter, Path.Combine(coordinator.Root, "central-final"));
+        float[] b = tensors.OnlyB().Flatten();
+        int d = b.Length;
+        float[][] updates = [.. clients.Select(c => c.Update(d))];
+        double error = Math.Sqrt(b.Select((x, i) => Math.Pow(x - updates.Average(u => u[i]), 2)).Sum());
+        DSkellamPlan quantizer = DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, 0, 3, 2));
+        double sigmaOfMean = z * quantizer.DecodedL2Sensitivity / 3;
+        Assert.InRange(error, 0.5 * Math.Sqrt(d) * sigmaOfMean, 1.5 * Math.Sqrt(d) * sigmaOfMean);
+    }
+}
