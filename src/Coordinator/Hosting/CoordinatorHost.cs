@@ -161,6 +161,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
             builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
+            builder.Services.AddSingleton<RetentionPruner>();
+            builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
             builder.Services.AddSingleton(new CertificateRenewer(
                 File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
@@ -232,6 +234,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        // Runs that were in progress when the coordinator last stopped continue before any client is served.
+        _app.Services.GetRequiredService<RunOrchestrator>().Resume();
         await _app.StartAsync(cancellationToken);
         ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
         CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);

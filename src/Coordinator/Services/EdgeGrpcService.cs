@@ -25,6 +25,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
     private const int MaxVersionLength = 64;
     private const int MaxDeviceLength = 16;
     private const int MaxDeclineDetailLength = 256;
+    private const int MaxDeclineRuleLength = 64;
 
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
@@ -71,8 +72,14 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"decline reason {(int)request.Reason} is invalid: use one of the DeclineReason values other than UNSPECIFIED"));
         }
         string detail = RequireText(request.Detail, "detail", MaxDeclineDetailLength);
+        if (request.Rule.Length > MaxDeclineRuleLength || !request.Rule.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '_'))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"rule must be 0..{MaxDeclineRuleLength} characters of a-z, 0-9 and _"));
+        }
         SecAggRound round = rounds.Find(request.Round);
         rounds.Decline(round, caller.Name);
+        // Durable before the reply: the decline and the client's rule are on the audit chain.
+        state.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);
         return Task.FromResult(new DeclineRoundResponse());
     }

@@ -158,13 +158,19 @@ internal sealed class AdminConnection : IDisposable
         {
             return new OperationCanceledException("interrupted", ex, cancellationToken);
         }
+        // A refused server certificate surfaces as INTERNAL or UNAVAILABLE depending on where the handshake broke.
+        if (_serverRefusal is { } refusal)
+        {
+            return new AdminCallException(StatusCode.Unavailable, $"Unavailable: cannot reach the coordinator at {_coordinator} ({refusal})");
+        }
         if (ex.StatusCode == StatusCode.Unavailable)
         {
-            string why = _serverRefusal ?? ex.Status.Detail;
-            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_coordinator} ({why})");
+            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_coordinator} ({OneLine(ex.Status.Detail)})");
         }
-        return new AdminCallException(ex.StatusCode, $"{ex.StatusCode}: {ex.Status.Detail}");
+        return new AdminCallException(ex.StatusCode, $"{ex.StatusCode}: {OneLine(ex.Status.Detail)}");
     }
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ").Trim();
 
     public void Dispose()
     {

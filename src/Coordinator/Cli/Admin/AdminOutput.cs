@@ -14,17 +14,31 @@ internal static class AdminOutput
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        // Not HTML: '+' in a version or '<' in a detail stays readable.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     /// <summary>One JSON object on one line.</summary>
     public static void Json(object value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, s_json));
 
     /// <summary>A console for tables that writes to the current Console.Out (so redirected output and tests see it).</summary>
-    public static IAnsiConsole Terminal() => AnsiConsole.Create(new AnsiConsoleSettings
+    public static IAnsiConsole Terminal()
     {
-        Out = new AnsiConsoleOutput(Console.Out),
-        Interactive = InteractionSupport.No,
-    });
+        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Interactive = InteractionSupport.No,
+        });
+        // Piped into a file or a pager there is no width to fit; a wide table beats ids wrapped across lines.
+        if (Console.IsOutputRedirected)
+        {
+            console.Profile.Width = RedirectedWidth;
+        }
+        return console;
+    }
+
+    /// <summary>Table width when output is not a terminal.</summary>
+    public const int RedirectedWidth = 240;
 
     public static Table Table(params string[] columns)
     {
@@ -107,8 +121,12 @@ internal static class AdminOutput
         string budget = status.EpsilonBudget > 0
             ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0})"
             : Number(status.EpsilonSpent);
+        // Once a round has ended nobody reports in it any more; the count would read as a failure.
+        string reported = status.Stage is RoundStage.Completed or RoundStage.Failed or RoundStage.Unspecified
+            ? $"selected {status.Selected}"
+            : $"reported {status.Reported}/{status.Selected}";
         string line = $"{State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
-            $"reported {status.Reported}/{status.Selected}  epsilon {budget}";
+            $"{reported,-14}  epsilon {budget}";
         return status.Detail.Length == 0 ? line : $"{line}  ({status.Detail})";
     }
 

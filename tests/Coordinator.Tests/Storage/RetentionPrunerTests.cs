@@ -1,0 +1,128 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Cli;
+using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
+using Federated.Coordinator.State;
+using Federated.Coordinator.Storage;
+using Federated.Protos.V1;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Federated.Coordinator.Tests.Storage;
+
+public sealed class RetentionPrunerTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
+    private readonly X509Certificate2 _auditSigner = TestSigner.Create();
+    private readonly X509Certificate2 _ca;
+    private readonly AdapterSigner _signer;
+    private readonly AtRestCipher _cipher;
+    private readonly CoordinatorState _state;
+    private readonly AdapterStore _store;
+
+    public RetentionPrunerTests()
+    {
+        string pki = _dir.File("pki");
+        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
+        {
+            authority.IssueAdapterSigner(pki, password: null);
+        }
+        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
+        _signer = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), null), _ca);
+        AtRestCipher.CreateKeyFile(_dir.File("at-rest.key"));
+        _cipher = AtRestCipher.FromKeyFile(_dir.File("at-rest.key"));
+        _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, _time);
+        _store = new AdapterStore(_dir.File("adapters"), _state, _signer, _cipher);
+    }
+
+    public void Dispose()
+    {
+        _state.Dispose();
+        _cipher.Dispose();
+        _signer.Dispose();
+        _ca.Dispose();
+        _auditSigner.Dispose();
+        _dir.Dispose();
+    }
+
+    [Fact]
+    public async Task PruneNow_RoundsOlderThanRetention_RemovesTheirAdaptersAndParticipantsKeepsCurrentAdaptersAndTheAuditVerifies()
+    {
+        // Day 0: run A completes two rounds; run C completes one round and starts a second that is still in progress.
+        string a0 = Adapter("run-a", 0);
+        _state.CreateRun("run-a", [1], "default", 2, 1, a0, "engineer");
+        string a1 = CompletedRound("run-a", 1, a0);
+        string a2 = CompletedRound("run-a", 2, a1);
+        _state.EndRun("run-a", RunState.Completed, "2 of 2 rounds released", "coordinator");
+        string c0 = Adapter("run-c", 0);
+        _state.CreateRun("run-c", [2], "default", 2, 1, c0, "engineer");
+        string c1 = CompletedRound("run-c", 1, c0);
+        _state.StartRound("run-c", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, c1);
+        // Day 40: run B completes a round.
+        _time.Advance(TimeSpan.FromDays(40));
+        string b0 = Adapter("run-b", 0);
+        _state.CreateRun("run-b", [3], "default", 2, 1, b0, "engineer");
+        string b1 = CompletedRound("run-b", 1, b0);
+        int ledgerBefore = _state.GetLedger(null, null).Count;
+        var pruner = new RetentionPruner(_state, _store, new CoordinatorOptions { Pki = "p", RetentionDays = 30 }, _time, NullLogger<RetentionPruner>.Instance);
+
+        RetentionResult result = pruner.PruneNow()!;
+
+        Assert.Equal(new[] { a0, a1, c0 }.Order(StringComparer.Ordinal), result.Adapters.Order(StringComparer.Ordinal));
+        Assert.Equal(3, result.Rounds);
+        foreach (string gone in new[] { a0, a1, c0 })
+        {
+            Assert.Null(_store.Open(gone));
+            Assert.False(File.Exists(_dir.File($"adapters/{gone}.adapter.enc")));
+        }
+        // The final adapter of the completed run, the latest of the running one, and everything recent stay readable.
+        foreach (string kept in new[] { a2, c1, b0, b1 })
+        {
+            Assert.NotNull(_store.Read(kept));
+        }
+        Assert.Empty(_state.GetParticipants("run-a", 1));
+        Assert.Empty(_state.GetParticipants("run-a", 2));
+        Assert.Empty(_state.GetParticipants("run-c", 1));
+        Assert.Equal(2, _state.GetParticipants("run-c", 2).Count);
+        Assert.Equal(2, _state.GetParticipants("run-b", 1).Count);
+        Assert.Equal(ledgerBefore, _state.GetLedger(null, null).Count);
+        Assert.Equal(RoundStage.Completed, _state.GetRoundStage("run-a", 1));
+        var audit = _state.ReadAudit(1, 100_000).Entries;
+        Assert.Contains("\"action\":\"retention.prune\"", audit[^1].CanonicalJson, StringComparison.Ordinal);
+        Assert.Contains(a0, audit[^1].CanonicalJson, StringComparison.Ordinal);
+        // The pruned adapters' hashes remain where they were first recorded.
+        Assert.Contains(audit.SkipLast(1), e => e.CanonicalJson.Contains(a1, StringComparison.Ordinal) && e.CanonicalJson.Contains("adapter.store", StringComparison.Ordinal));
+
+        // A second pass finds nothing and appends nothing.
+        Assert.Empty(pruner.PruneNow()!.Adapters);
+        Assert.Equal(audit.Count, _state.ReadAudit(1, 100_000).Entries.Count);
+
+        _state.Dispose();
+        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", _dir.File("state.db")]));
+    }
+
+    [Fact]
+    public void PruneNow_RetentionOff_RemovesNothing()
+    {
+        string a0 = Adapter("run-a", 0);
+        _time.Advance(TimeSpan.FromDays(5000));
+        var pruner = new RetentionPruner(_state, _store, new CoordinatorOptions { Pki = "p", RetentionDays = 0 }, _time, NullLogger<RetentionPruner>.Instance);
+
+        Assert.Null(pruner.PruneNow());
+        Assert.NotNull(_store.Read(a0));
+    }
+
+    private string Adapter(string runId, int round) => _store.Put(RandomNumberGenerator.GetBytes(64), runId, round);
+
+    private string CompletedRound(string runId, int round, string before)
+    {
+        _state.StartRound(runId, round, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, before);
+        string after = Adapter(runId, round);
+        _state.SetParticipantStatus(runId, round, "alice", "uploaded");
+        _state.SetParticipantStatus(runId, round, "bob", "uploaded");
+        _state.CompleteRound(new LedgerRecord(0, runId, round, "default", 0.1 * round, 0.1, 1e-6, 1, 1, 1, 2, default), after);
+        return after;
+    }
+}

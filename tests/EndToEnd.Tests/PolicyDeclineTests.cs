@@ -1,0 +1,160 @@
+using Federated.Coordinator.Audit;
+using Federated.Coordinator.State;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Data;
+using Federated.Training.Model;
+using Federated.Training.Tokenization;
+using Grpc.Core;
+using TorchSharp;
+using Xunit.Abstractions;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// The data holder's last word, end to end over mutual TLS: a client whose local budget a manifest would break
+/// declines, sends nothing of its data, and the coordinator records the decline with the rule; the round completes
+/// with the other two (t = 2).
+/// </summary>
+public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
+{
+    private static readonly Dictionary<string, string[]> s_text = new(StringComparer.Ordinal)
+    {
+        ["alice"] = ["the cat sat on the mat", "the cat ate the fish"],
+        ["bob"] = ["the dog ran in the park", "a dog digs in the yard"],
+        ["carol"] = ["the bird flew over the tree", "a bird sings at dawn"],
+    };
+
+    [Fact]
+    public async Task Round_ManifestOverOneClientsLocalBudget_ThatClientDeclinesSendsNothingAndTheRoundCompletesWithTheOthers()
+    {
+        string model = Path.Combine(coordinator.Root, "tiny");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
+        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        var generous = LocalPolicy.Load(WritePolicy("generous", maxEpsilonPerRun: 100));
+        // One round at z = 1 and q = 1 costs epsilon ~4.7 at delta 1e-5 (Gaussian RDP): far over 0.5.
+        var strict = LocalPolicy.Load(WritePolicy("strict", maxEpsilonPerRun: 0.5));
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+        var results = new List<RoundWorkResult>();
+        var ledgers = new Dictionary<string, int>(StringComparer.Ordinal);
+        Task[] clients = [.. s_text.Keys.Select(name => Task.Run(() =>
+            ClientAsync(name, model, name == "carol" ? strict : generous, results, ledgers, stop.Token)))];
+        using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+        using var asEngineer = new CoordinatorConnection(coordinator.Address, engineer);
+        var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
+        var plan = new RunPlan
+        {
+            BaseModel = model, LoraRank = 2, Rounds = 1, ClientsPerRound = 3, MinSurvivors = 2, LocalSteps = 2, LearningRate = 0.01,
+            ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 1.0, Delta = 1e-6,
+        };
+        plan.TargetModules.Add("q_proj");
+        StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
+        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        await stop.CancelAsync();
+        await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+
+        Assert.Equal(RunState.Completed, status.State);
+        // Carol's side: declined by the budget rule, never reached the ledger charge that precedes any upload.
+        RoundWorkResult declined = Assert.Single(results, r => !r.Participated);
+        Assert.Equal("max_epsilon_per_run", declined.DeclinedRule);
+        Assert.Equal(0UL, declined.UploadedBytes);
+        Assert.Equal(0, ledgers["carol"]);
+        Assert.Equal(1, ledgers["alice"]);
+        Assert.Equal(1, ledgers["bob"]);
+        // The coordinator's side: the round was summed over the two others, carol's row says declined, the audit names the rule.
+        LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+        Assert.Equal(2, charge.Participants);
+        IReadOnlyDictionary<string, string> participants = coordinator.Host.State.GetParticipants(started.RunId, 1);
+        Assert.Equal("declined", participants["carol"]);
+        Assert.Equal("uploaded", participants["alice"]);
+        Assert.Equal("uploaded", participants["bob"]);
+        IReadOnlyList<AuditRecord> audit = coordinator.Host.State.ReadAudit(1, 100_000).Entries;
+        AuditRecord entry = Assert.Single(audit, e => e.CanonicalJson.Contains("\"action\":\"round.decline\"", StringComparison.Ordinal));
+        Assert.Contains("\"rule\":\"max_epsilon_per_run\"", entry.CanonicalJson, StringComparison.Ordinal);
+        Assert.Contains("\"client_id\":\"carol\"", entry.CanonicalJson, StringComparison.Ordinal);
+        Assert.Contains("\"reason\":\"Budget\"", entry.CanonicalJson, StringComparison.Ordinal);
+        Assert.Contains(coordinator.Logs.Lines, l => l.Message.Contains("carol declined round 1", StringComparison.Ordinal));
+    }
+
+    private async Task ClientAsync(string name, string model, LocalPolicy policy, List<RoundWorkResult> results, Dictionary<string, int> ledgers, CancellationToken cancellationToken)
+    {
+        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+        using var connection = new CoordinatorConnection(coordinator.Address, identity);
+        string ledgerPath = Path.Combine(coordinator.Root, name + "-decline-" + LocalPrivacyLedger.FileName);
+        using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
+        using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(ledgerPath))
+        {
+            var worker = new EdgeRoundWorker(connection, name, local, Batches(model, name), new LocalPolicyGate(policy, ledger, TimeProvider.System),
+                Path.Combine(coordinator.Root, name + "-decline-scratch"))
+            {
+                Log = line => output.WriteLine($"{name}: {line}"),
+            };
+            var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
+            try
+            {
+                await session.RunAsync(async (invitation, ct) =>
+                {
+                    RoundWorkResult result = await worker.HandleAsync(invitation, ct);
+                    lock (results)
+                    {
+                        results.Add(result);
+                    }
+                }, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // The test ends the session.
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled)
+            {
+                // Idem, mid-call.
+            }
+        }
+        // Reopened from disk: what the machine really recorded.
+        using LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(ledgerPath);
+        lock (ledgers)
+        {
+            ledgers[name] = reopened.Charges.Count;
+        }
+    }
+
+    private static async Task<RunStatus> WatchToEndAsync(AdminService.AdminServiceClient admin, string runId, CancellationToken cancellationToken)
+    {
+        using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, new CallOptions(cancellationToken: cancellationToken));
+        RunStatus? last = null;
+        await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(cancellationToken))
+        {
+            last = status;
+        }
+        return last ?? throw new InvalidOperationException("WatchRun ended without a status");
+    }
+
+    private static IReadOnlyList<TokenBatch> Batches(string model, string name)
+    {
+        using HuggingFaceTokenizer tokenizer = HuggingFaceTokenizer.Load(model);
+        JsonlDataset set = JsonlDataset.Parse(s_text[name].Select(t => System.Text.Json.JsonSerializer.Serialize(new { text = t })), name, tokenizer, new DatasetOptions { MaxLength = 32 });
+        return TokenBatcher.Batches(set.Examples, 2, tokenizer.PadId, shuffleSeed: 1);
+    }
+
+    private string WritePolicy(string name, double maxEpsilonPerRun)
+    {
+        string path = Path.Combine(coordinator.Root, name + "-" + LocalPolicy.FileName);
+        File.WriteAllText(path, $$"""
+            {
+              "delta": 1e-5,
+              "max_epsilon_per_run": {{maxEpsilonPerRun.ToString(System.Globalization.CultureInfo.InvariantCulture)}},
+              "max_epsilon_lifetime": 1000,
+              "min_noise_multiplier": 0.1,
+              "allowed_mechanisms": ["distributed_skellam"],
+              "allowed_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+              "max_rank": 16,
+              "max_rounds_per_day": 100
+            }
+            """);
+        return path;
+    }
+}
