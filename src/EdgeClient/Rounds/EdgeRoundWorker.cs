@@ -70,22 +70,31 @@ internal sealed class EdgeRoundWorker(
         }
         string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
         (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
+        int d = checked((int)global.OnlyB().ElementCount);
+        DSkellamPlan plan;
+        try
+        {
+            plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
+                manifest.Dp.NoiseMultiplier, checked((int)manifest.Secagg.Participants), checked((int)manifest.Secagg.Threshold)));
+        }
+        catch (Exception ex) when (ex is ArgumentException or OverflowException)
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", $"the manifest's DP or SecAgg parameters are unusable: {ex.Message}", cancellationToken);
+        }
+        // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
+        if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
+        {
+            return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"the manifest's scale {manifest.Dp.Scale} or vector length {manifest.Secagg.VectorLength} does not match the DP parameters (expected {plan.Scale}, {plan.PaddedDimension})", cancellationToken);
+        }
+
+        // The ledger prices the round from the same DSkellam parameters the coordinator's accountant uses.
         var terms = new RoundTerms(round.RunId, round.Round, NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
-            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256());
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), plan.Parameters);
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
         {
             return await DeclineAsync(round, decision.Rule == "max_epsilon_per_run" || decision.Rule == "max_epsilon_lifetime" ? DeclineReason.Budget : DeclineReason.Policy,
                 decision.Rule!, decision.Message, cancellationToken);
-        }
-
-        int d = checked((int)global.OnlyB().ElementCount);
-        DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-            manifest.Dp.NoiseMultiplier, checked((int)manifest.Secagg.Participants), checked((int)manifest.Secagg.Threshold)));
-        // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
-        if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
-        {
-            return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"the manifest's scale {manifest.Dp.Scale} or vector length {manifest.Secagg.VectorLength} does not match the DP parameters (expected {plan.Scale}, {plan.PaddedDimension})", cancellationToken);
         }
 
         if (model.Lora is not null)
