@@ -23,6 +23,12 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Renewed the certificate of {Caller}: serial {Serial}, valid until {NotAfter:O}")]
     public static partial void CertificateRenewed(ILogger logger, string caller, string serial, DateTime notAfter);
 
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "Ended {Method} from {Caller}: {Reason}")]
+    public static partial void CallDeadlineExceeded(ILogger logger, string method, string caller, string reason);
+
+    [LoggerMessage(EventId = 1011, Level = LogLevel.Warning, Message = "Refused {Method} from {Caller}: already {Limit} calls in progress")]
+    public static partial void ConcurrencyLimited(ILogger logger, string method, string caller, int limit);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Client {ClientId} registered (version {Version}, device {Device}, certificate {Thumbprint})")]
     public static partial void ClientRegistered(ILogger logger, string clientId, string version, string device, string thumbprint);
 

@@ -131,7 +131,7 @@ public sealed class ServerSession : IDisposable
             }
             if (!seen.Add(share.Receiver))
             {
-                throw new DuplicateMessageException($"client {message.Sender} sent two shares to client {share.Receiver}.");
+                throw new MalformedMessageException($"client {message.Sender} sent two shares to client {share.Receiver}.");
             }
             if (share.Ciphertext is null || share.Ciphertext.Length != SecAggCrypto.ShareCiphertextBytes)
             {
@@ -156,7 +156,7 @@ public sealed class ServerSession : IDisposable
             }
             if (!commitments.TryAdd(c.Holder, c))
             {
-                throw new DuplicateMessageException($"client {message.Sender} committed twice for holder {c.Holder}.");
+                throw new MalformedMessageException($"client {message.Sender} committed twice for holder {c.Holder}.");
             }
         }
         if (commitments.Count != receivers.Count + 1)
@@ -453,7 +453,7 @@ public sealed class ServerSession : IDisposable
             }
             if (!seen.Add(share.Owner))
             {
-                throw new DuplicateMessageException($"client {sender} revealed two {what} shares of client {share.Owner}.");
+                throw new MalformedMessageException($"client {sender} revealed two {what} shares of client {share.Owner}.");
             }
             if (share.Share is null || !ShamirSecretSharing.IsWellFormed(share.Share) || share.Salt is null || share.Salt.Length != SecAggCrypto.SaltBytes)
             {
@@ -527,5 +527,16 @@ public sealed class ServerSession : IDisposable
         }
     }
 
-    private static bool IsPoint(byte[]? key) => key is not null && key.Length == SecAggCrypto.PublicKeyBytes && key[0] == 0x04;
+    // On the curve, not only the right length: an off-curve key would make every honest neighbour fail its key
+    // agreement (and the server's at unmasking), so one participant could sink the round.
+    private static bool IsPoint(byte[]? key)
+    {
+        if (key is null || key.Length != SecAggCrypto.PublicKeyBytes || key[0] != 0x04)
+        {
+            return false;
+        }
+        using ECDiffieHellmanPublicKey? imported = SecAggCrypto.TryImportPublicKey(key, out ECDiffieHellman? holder);
+        holder?.Dispose();
+        return imported is not null;
+    }
 }

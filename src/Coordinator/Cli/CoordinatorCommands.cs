@@ -20,6 +20,33 @@ internal static class CoordinatorCommands
         {
             audit.SetDescription("Inspect the audit trail.");
             audit.AddCommand<AuditVerifyCommand>("verify").WithDescription("Verify the audit hash chain and its signed head.");
+            audit.AddCommand<AuditShowCommand>("show").WithDescription("Read the audit trail from a running coordinator (engineer, officer); links and head checked.");
+        });
+        // Admin commands: mutual TLS to a running coordinator; --coordinator, --identity and --ca default to
+        // FEDERATED_COORDINATOR, FEDERATED_IDENTITY and FEDERATED_CA.
+        config.AddBranch("run", run =>
+        {
+            run.SetDescription("Start, watch, abort and export federated runs (engineer).");
+            run.AddCommand<RunStartCommand>("start").WithDescription("Start a run; refused when its planned epsilon exceeds the budget.");
+            run.AddCommand<RunStatusCommand>("status").WithDescription("A run's round, stage, clients reported and epsilon spent (--watch to follow it).");
+            run.AddCommand<RunAbortCommand>("abort").WithDescription("Abort a run; the round in progress releases nothing and charges nothing.");
+            run.AddCommand<RunExportCommand>("export").WithDescription("Download a run's signed PEFT adapter with its provenance and verify it.");
+        });
+        config.AddBranch("clients", clients =>
+        {
+            clients.SetDescription("Edge clients (engineer).");
+            clients.AddCommand<ClientsListCommand>("list").WithDescription("The registered edge clients.");
+        });
+        config.AddBranch("budget", budget =>
+        {
+            budget.SetDescription("Privacy budgets (officer).");
+            budget.AddCommand<BudgetSetCommand>("set").WithDescription("Set a population's (epsilon, delta) budget.");
+            budget.AddCommand<BudgetShowCommand>("show").WithDescription("A population's budget and what has been spent.");
+        });
+        config.AddBranch("ledger", ledger =>
+        {
+            ledger.SetDescription("The privacy ledger (officer).");
+            ledger.AddCommand<LedgerShowCommand>("show").WithDescription("Every charge: one per released round.");
         });
         config.AddBranch("privacy", privacy =>
         {

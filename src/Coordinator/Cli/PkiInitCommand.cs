@@ -4,7 +4,7 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Creates the federation CA, the coordinator's server certificate and the first engineer and officer identities.</summary>
+/// <summary>Creates the federation CA, the coordinator's server and adapter-signing certificates and the first engineer and officer identities.</summary>
 internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
 {
     public sealed class Settings : CommandSettings

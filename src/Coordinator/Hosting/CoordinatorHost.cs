@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
+using Grpc.AspNetCore.Server.Model;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
@@ -14,6 +15,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 
@@ -43,6 +45,9 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         _ca = ca;
         _serverCertificate = serverCertificate;
     }
+
+    /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
+    public RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
 
     public CoordinatorState State => _state;
 
@@ -117,7 +122,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             builder.WebHost.ConfigureKestrel(kestrel =>
             {
                 kestrel.AddServerHeader = false;
-                kestrel.Limits.Http2.MaxStreamsPerConnection = 64;
+                kestrel.Limits.Http2.MaxStreamsPerConnection = options.MaxStreamsPerConnection;
                 kestrel.Listen(IPAddress.Parse(options.Address), options.Port, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http2;
@@ -155,6 +160,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
+            builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
             builder.Services.AddSingleton<RetentionPruner>();
             builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
@@ -163,17 +169,23 @@ internal sealed class CoordinatorHost : IAsyncDisposable
                 TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
+            builder.Services.AddSingleton<CallLimitInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
+                // Last, so that the service sees the capped deadline and cancellation token.
+                grpc.Interceptors.Add<CallLimitInterceptor>();
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });
             builder.Services.AddGrpcHealthChecks().AddCheck("state", () =>
                 state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"));
+            // Replaces grpc-dotnet's default binder so that unparseable requests get INVALID_ARGUMENT, not UNKNOWN.
+            builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
+            builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(ParseCheckingMethodProvider<>));
 
             WebApplication app = builder.Build();
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");

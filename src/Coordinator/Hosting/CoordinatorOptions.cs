@@ -29,6 +29,21 @@ internal sealed class CoordinatorOptions
     /// <summary>Calls an identity may make at once before the per-period rate applies.</summary>
     public int RateLimitBurst { get; set; } = 200;
 
+    /// <summary>Server-side deadline of every unary call, stage long polls included, whatever deadline the client sent.</summary>
+    public int MaxUnaryCallSeconds { get; set; } = 600;
+
+    /// <summary>Server-side deadline of every streaming call (uploads, downloads, watches).</summary>
+    public int MaxStreamSeconds { get; set; } = 3600;
+
+    /// <summary>A client stream that sends no message for this long is ended.</summary>
+    public int StreamIdleSeconds { get; set; } = 60;
+
+    /// <summary>Concurrent HTTP/2 streams one connection may open (Kestrel's SETTINGS_MAX_CONCURRENT_STREAMS).</summary>
+    public int MaxStreamsPerConnection { get; set; } = 64;
+
+    /// <summary>Calls one identity may have in progress at once, over all its connections.</summary>
+    public int MaxConcurrentCallsPerIdentity { get; set; } = 32;
+
     /// <summary>Lifetime of certificates renewed through IdentityService/Renew (short-lived by design).</summary>
     public int RenewedCertificateDays { get; set; } = 30;
 
@@ -79,6 +94,26 @@ internal sealed class CoordinatorOptions
         if (RateLimitPeriodSeconds is < 1 or > 86_400)
         {
             throw new ArgumentOutOfRangeException(nameof(RateLimitPeriodSeconds), RateLimitPeriodSeconds, "rate limit period must be in 1..86400 seconds");
+        }
+        if (MaxUnaryCallSeconds is < 1 or > 86_400)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxUnaryCallSeconds), MaxUnaryCallSeconds, "maximum unary call time must be in 1..86400 seconds");
+        }
+        if (MaxStreamSeconds is < 1 or > 86_400)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxStreamSeconds), MaxStreamSeconds, "maximum stream time must be in 1..86400 seconds");
+        }
+        if (StreamIdleSeconds < 1 || StreamIdleSeconds > MaxStreamSeconds)
+        {
+            throw new ArgumentOutOfRangeException(nameof(StreamIdleSeconds), StreamIdleSeconds, $"stream idle time must be in 1..{MaxStreamSeconds} seconds (the maximum stream time)");
+        }
+        if (MaxStreamsPerConnection is < 1 or > 10_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxStreamsPerConnection), MaxStreamsPerConnection, "streams per connection must be in 1..10000");
+        }
+        if (MaxConcurrentCallsPerIdentity is < 1 or > 100_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxConcurrentCallsPerIdentity), MaxConcurrentCallsPerIdentity, "concurrent calls per identity must be in 1..100000");
         }
         if (RateLimitBurst < RateLimitCalls || RateLimitBurst > 1_000_000)
         {

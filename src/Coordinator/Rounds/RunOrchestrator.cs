@@ -321,6 +321,10 @@ internal sealed class RunOrchestrator(
         {
             throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator yet: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM");
         }
+        if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
+        {
+            throw Invalid($"target_epsilon {plan.TargetEpsilon} is invalid: it must be a finite number >= 0 (0 = not set)");
+        }
         if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
         {
             throw Invalid($"noise_multiplier {plan.NoiseMultiplier} is invalid: give a finite value > 0, or 0 with target_epsilon > 0");

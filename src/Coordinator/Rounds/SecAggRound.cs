@@ -107,6 +107,18 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>The current stage and how many participants have submitted in it, for status views.</summary>
+    public (RoundStage Stage, int Reported) Progress
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return (_stage, _submitted.Count);
+            }
+        }
+    }
+
     /// <summary>Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails.</summary>
     public Task<uint[]> Sum => _sum.Task;
 
@@ -118,6 +130,15 @@ internal sealed class SecAggRound : IDisposable
         _indexByClient.TryGetValue(clientId, out int index)
             ? index
             : throw new RpcException(new Status(StatusCode.PermissionDenied, $"client '{clientId}' is not a participant of round {Plan.Round} of run {Plan.RunId}"));
+
+    /// <summary>Whether this participant's message for the current stage was accepted (status views; tests wait on it).</summary>
+    public bool HasSubmitted(string clientId)
+    {
+        lock (_gate)
+        {
+            return _indexByClient.TryGetValue(clientId, out int index) && _submitted.Contains(index);
+        }
+    }
 
     public void Decline(int index)
     {
@@ -153,6 +174,7 @@ internal sealed class SecAggRound : IDisposable
         lock (_gate)
         {
             RequireStage(RoundStage.MaskedInput);
+            RequireLive(chunk.Sender);
             try
             {
                 _session.ReceiveMaskedInputChunk(chunk);
@@ -211,6 +233,7 @@ internal sealed class SecAggRound : IDisposable
         lock (_gate)
         {
             RequireStage(stage);
+            RequireLive(index);
             try
             {
                 receive();
@@ -233,6 +256,17 @@ internal sealed class SecAggRound : IDisposable
         if (_stage != stage)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is in stage {_stage}, not {stage}"));
+        }
+    }
+
+    // A participant that declined or was dropped at an earlier stage has no say in this one. Checked here, before
+    // the protocol state, so that the session's "unknown participant" errors only ever mean a bad field.
+    private void RequireLive(int index)
+    {
+        if (!_expected.Contains(index))
+        {
+            string why = _declined.Contains(index) ? "declined" : "was dropped at an earlier stage";
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"participant {index} {why} and takes no further part in round {Plan.Round} of run {Plan.RunId}"));
         }
     }
 

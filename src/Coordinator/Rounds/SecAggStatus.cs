@@ -10,7 +10,9 @@ internal static class SecAggStatus
     {
         ProtocolStageException => new RpcException(new Status(StatusCode.FailedPrecondition, ex.Message)),
         DuplicateMessageException => new RpcException(new Status(StatusCode.FailedPrecondition, ex.Message)),
-        UnknownParticipantException => new RpcException(new Status(StatusCode.PermissionDenied, ex.Message)),
+        // SecAggRound refuses callers that are not selected (PERMISSION_DENIED) or no longer live (FAILED_PRECONDITION)
+        // before the session sees them, so here the unknown participant is one a field of the message names.
+        UnknownParticipantException => new RpcException(new Status(StatusCode.InvalidArgument, ex.Message)),
         MalformedMessageException => new RpcException(new Status(StatusCode.InvalidArgument, ex.Message)),
         ShareAuthenticationException => new RpcException(new Status(StatusCode.InvalidArgument, ex.Message)),
         InsufficientSurvivorsException => new RpcException(new Status(StatusCode.Aborted, ex.Message)),

@@ -12,12 +12,16 @@ namespace Federated.Coordinator.Services;
 
 /// <summary>
 /// The admin service behind the CLI. Budgets, the ledger, the audit trail and the client list are served
-/// from the state store; run control is delegated to the <see cref="RunOrchestrator"/> (ExportRun still answers
-/// UNIMPLEMENTED, the generated base class).
+/// from the state store; run control is delegated to the <see cref="RunOrchestrator"/>, exports to the <see cref="RunExporter"/>.
 /// </summary>
-internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator orchestrator, ILogger<AdminGrpcService> logger) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(
+    CoordinatorState state, RunOrchestrator orchestrator, RoundRegistry rounds, RunExporter exporter, ILogger<AdminGrpcService> logger)
+    : AdminService.AdminServiceBase
 {
     private const int MaxAbortReasonLength = 256;
+
+    /// <summary>Bytes per ExportChunk (the proto allows at most 1 MiB).</summary>
+    public const int ExportChunkBytes = 1 << 20;
 
     public override Task<StartRunResponse> StartRun(StartRunRequest request, ServerCallContext context)
     {
@@ -27,24 +31,58 @@ internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator o
         return Task.FromResult(new StartRunResponse { RunId = run.RunId, PlannedEpsilon = run.PlannedEpsilon, NoiseMultiplier = run.NoiseMultiplier });
     }
 
+    /// <summary>How often a watcher's stream looks at the round in progress for stage and reported changes.</summary>
+    private static readonly TimeSpan s_progressPoll = TimeSpan.FromSeconds(1);
+
     public override Task<RunStatus> GetRunStatus(GetRunStatusRequest request, ServerCallContext context) =>
-        Task.FromResult(orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId));
+        Task.FromResult(Status(request.RunId) ?? throw UnknownRun(request.RunId));
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        _ = orchestrator.Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        _ = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        RunStatus? sent = null;
         while (true)
         {
             // The change signal is taken before the status is read, so a change in between is never missed.
             Task changed = orchestrator.WaitForChangeAsync(request.RunId, context.CancellationToken);
-            RunStatus status = orchestrator.Status(request.RunId)!;
-            await responseStream.WriteAsync(status, context.CancellationToken);
+            RunStatus status = Status(request.RunId)!;
+            // Stage and reported counts move inside a round without a run-level change, so they are polled; an
+            // unchanged snapshot is not sent again.
+            RunStatus comparable = status.Clone();
+            comparable.UpdatedAt = null;
+            if (!comparable.Equals(sent))
+            {
+                await responseStream.WriteAsync(status, context.CancellationToken);
+                sent = comparable;
+            }
             if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed)
             {
                 return;
             }
-            await changed;
+            await Task.WhenAny(changed, Task.Delay(s_progressPoll, context.CancellationToken));
+            context.CancellationToken.ThrowIfCancellationRequested();
         }
+    }
+
+    /// <summary>The orchestrator's snapshot with the round in progress's stage and reported count filled in.</summary>
+    private RunStatus? Status(string runId)
+    {
+        RunStatus? status = orchestrator.Status(runId);
+        if (status is null || status.CurrentRound == 0)
+        {
+            return status;
+        }
+        if (status.State == RunState.Running && rounds.Active(runId, status.CurrentRound) is { } active)
+        {
+            (RoundStage stage, int reported) = active.Progress;
+            status.Stage = stage;
+            status.Reported = (uint)reported;
+        }
+        else if (state.GetRoundStage(runId, (int)status.CurrentRound) is { } recorded)
+        {
+            status.Stage = recorded;
+        }
+        return status;
     }
 
     public override async Task<AbortRunResponse> AbortRun(AbortRunRequest request, ServerCallContext context)
@@ -55,6 +93,70 @@ internal sealed class AdminGrpcService(CoordinatorState state, RunOrchestrator o
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"reason has {request.Reason.Length} characters; at most {MaxAbortReasonLength} are allowed"));
         }
         return new AbortRunResponse { Status = await orchestrator.AbortAsync(request.RunId, request.Reason, caller.Name) };
+    }
+
+    public override async Task ExportRun(ExportRunRequest request, IServerStreamWriter<ExportChunk> responseStream, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        try
+        {
+            RunExporter.ValidateRunId(request.RunId);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message.Split(" (Parameter", 2)[0]));
+        }
+        // Exported to a private scratch folder, streamed, then deleted: the coordinator keeps no second copy.
+        string directory = Path.Combine(Path.GetTempPath(), "federated-export-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            RunExportSummary summary;
+            try
+            {
+                summary = await Task.Run(() => exporter.Export(request.RunId, directory), context.CancellationToken);
+            }
+            catch (RunExportException ex)
+            {
+                throw new RpcException(new Status(ex.NotFound ? StatusCode.NotFound : StatusCode.FailedPrecondition, ex.Message));
+            }
+            state.Audit(caller.Name, "run.export", new Dictionary<string, string>
+            {
+                ["run_id"] = summary.RunId,
+                ["adapter_sha256"] = summary.AdapterSha256,
+                ["rounds_released"] = summary.RoundsReleased.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            });
+            byte[] buffer = new byte[ExportChunkBytes];
+            foreach (string file in summary.Files)
+            {
+                await using FileStream stream = File.OpenRead(Path.Combine(directory, file));
+                using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+                long offset = 0;
+                while (true)
+                {
+                    int read = await stream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, context.CancellationToken);
+                    hash.AppendData(buffer, 0, read);
+                    bool last = read < buffer.Length || stream.Position == stream.Length;
+                    var chunk = new ExportChunk { FileName = file, Offset = (ulong)offset, Data = ByteString.CopyFrom(buffer, 0, read) };
+                    if (last)
+                    {
+                        chunk.Sha256 = Convert.ToHexStringLower(hash.GetHashAndReset());
+                    }
+                    await responseStream.WriteAsync(chunk, context.CancellationToken);
+                    offset += read;
+                    if (last)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
     }
 
     private const int MaxPopulationLength = 64;

@@ -35,6 +35,20 @@ internal sealed record LedgerRecord(
     int Participants,
     DateTimeOffset ChargedAt);
 
+/// <summary>A run as the state store holds it: the serialized RunPlan, its progress and its latest global adapter.</summary>
+internal sealed record RunRecord(
+    string RunId,
+    byte[] Plan,
+    string Population,
+    Protos.V1.RunState State,
+    double PlannedEpsilon,
+    double NoiseMultiplier,
+    int CurrentRound,
+    string AdapterSha256,
+    string Detail,
+    string CreatedBy,
+    DateTimeOffset CreatedAt);
+
 /// <summary>What a retention pass may remove: finished rounds' participant rows and adapters no run points at any more.</summary>
 internal sealed record PrunePlan(DateTimeOffset Cutoff, IReadOnlyList<(string RunId, int Round)> Rounds, IReadOnlyList<string> Adapters)
 {
@@ -511,6 +525,29 @@ internal sealed class CoordinatorState : IDisposable
                 ["detail"] = detail,
             });
             transaction.Commit();
+        }
+    }
+
+    /// <summary>A run as recorded; null when unknown. Survives restarts, unlike the orchestrator's live view.</summary>
+    public RunRecord? GetRun(string runId)
+    {
+        ArgumentNullException.ThrowIfNull(runId);
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText =
+                """
+                SELECT run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at
+                FROM runs WHERE run_id = $run
+                """;
+            command.Parameters.AddWithValue("$run", runId);
+            using SqliteDataReader reader = command.ExecuteReader();
+            if (!reader.Read())
+            {
+                return null;
+            }
+            return new RunRecord(reader.GetString(0), (byte[])reader.GetValue(1), reader.GetString(2), (Protos.V1.RunState)reader.GetInt32(3),
+                reader.GetDouble(4), reader.GetDouble(5), reader.GetInt32(6), reader.GetString(7), reader.GetString(8), reader.GetString(9), Parse(reader.GetString(10)));
         }
     }
 

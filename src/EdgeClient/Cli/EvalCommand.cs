@@ -14,12 +14,8 @@ namespace Federated.EdgeClient.Cli;
 /// <summary>Mean token cross-entropy and perplexity of a model, with or without a PEFT adapter, on a JSONL file.</summary>
 internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : LocalDataSettings
     {
-        [CommandOption("--model <DIR>")]
-        [Description("Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json.")]
-        public string? Model { get; init; }
-
         [CommandOption("--adapter <DIR>")]
         [Description("PEFT adapter folder to evaluate with; the base model alone when omitted.")]
         public string? Adapter { get; init; }
@@ -28,45 +24,13 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
         [Description("JSONL evaluation data (same formats as train).")]
         public string? Data { get; init; }
 
-        [CommandOption("--device <D>")]
-        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
-        public string Device { get; init; } = "auto";
-
-        [CommandOption("--batch-size <N>")]
-        [Description("Sequences per batch (default 4).")]
-        public int BatchSize { get; init; } = 4;
-
-        [CommandOption("--max-length <N>")]
-        [Description("Sequence length: truncate, or block size with --pack (default min(512, max_position_embeddings)).")]
-        public int? MaxLength { get; init; }
-
-        [CommandOption("--pack")]
-        [Description("Pack records into full --max-length blocks instead of padding each.")]
-        public bool Pack { get; init; }
-
-        [CommandOption("--skip-malformed")]
-        [Description("Skip malformed JSONL lines (each reported) instead of stopping at the first.")]
-        public bool SkipMalformed { get; init; }
-
-        [CommandOption("--json")]
-        [Description("Print {\"mean_loss\", \"perplexity\", \"tokens\"} as JSON.")]
-        public bool Json { get; init; }
-
         public override ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Model) || string.IsNullOrWhiteSpace(Data))
             {
                 return ValidationResult.Error("--model and --data are required");
             }
-            if (BatchSize is < 1 or > 4096)
-            {
-                return ValidationResult.Error($"--batch-size {BatchSize} is outside 1..4096");
-            }
-            if (!TrainingDevice.Choices.Contains(Device.ToLowerInvariant()))
-            {
-                return ValidationResult.Error($"--device '{Device}' is not one of {string.Join(", ", TrainingDevice.Choices)}");
-            }
-            return ValidationResult.Success();
+            return ValidateShared();
         }
     }
 

@@ -51,7 +51,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         {
             throw new UsageException("--out FILE must end in .pfx");
         }
-        string? password = ReadPassword(settings.PasswordFile);
+        string? password = PasswordFile.Read(settings.PasswordFile);
 
         using EdgeIdentity identity = EdgeIdentity.Load(settings.Identity, settings.Ca, password);
         using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
@@ -117,20 +117,5 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
             Console.WriteLine($"renewed '{identity.Name}': serial {issued.SerialNumber}, valid until {issued.NotAfter.ToUniversalTime():u}; written to {output}");
         }
         return CliRunner.Ok;
-    }
-
-    private static string? ReadPassword(string? path)
-    {
-        if (path is null)
-        {
-            return null;
-        }
-        if (!File.Exists(path))
-        {
-            throw new UsageException($"--password-file '{path}' does not exist");
-        }
-        string text = File.ReadAllText(path);
-        int end = text.IndexOfAny(['\r', '\n']);
-        return end < 0 ? text : text[..end];
     }
 }

@@ -109,7 +109,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         var device = LocalModelInputs.RequireDevice(settings.Device);
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(settings.Model!, device);
 
-        string? password = settings.PasswordFile is null ? null : (await File.ReadAllTextAsync(settings.PasswordFile, cancellationToken)).TrimEnd('\r', '\n');
+        string? password = PasswordFile.Read(settings.PasswordFile);
         using EdgeIdentity identity = LoadIdentity(identityPath, settings.Ca!, password);
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);

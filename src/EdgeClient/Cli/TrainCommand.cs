@@ -15,12 +15,8 @@ namespace Federated.EdgeClient.Cli;
 /// <summary>Local-only LoRA fine-tune of a Hugging Face model on a JSONL file, writing a PEFT adapter folder.</summary>
 internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : LocalDataSettings
     {
-        [CommandOption("--model <DIR>")]
-        [Description("Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json.")]
-        public string? Model { get; init; }
-
         [CommandOption("--data <FILE>")]
         [Description("JSONL training data: text, prompt/completion, messages or input_ids records.")]
         public string? Data { get; init; }
@@ -45,41 +41,17 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         [Description("Comma-separated projections to adapt (default: all seven linear projections).")]
         public string Targets { get; init; } = string.Join(',', LoraSettings.AllProjections);
 
-        [CommandOption("--device <D>")]
-        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
-        public string Device { get; init; } = "auto";
-
         [CommandOption("--learning-rate <LR>")]
         [Description("AdamW peak learning rate (default 2e-4), warmup then cosine.")]
         public double LearningRate { get; init; } = 2e-4;
-
-        [CommandOption("--batch-size <N>")]
-        [Description("Sequences per batch (default 4).")]
-        public int BatchSize { get; init; } = 4;
-
-        [CommandOption("--max-length <N>")]
-        [Description("Sequence length: truncate, or block size with --pack (default min(512, max_position_embeddings)).")]
-        public int? MaxLength { get; init; }
 
         [CommandOption("--seed <N>")]
         [Description("Seed for LoRA A, dropout and batch order (default 0).")]
         public long Seed { get; init; }
 
-        [CommandOption("--pack")]
-        [Description("Pack records into full --max-length blocks instead of padding each.")]
-        public bool Pack { get; init; }
-
-        [CommandOption("--skip-malformed")]
-        [Description("Skip malformed JSONL lines (each reported) instead of stopping at the first.")]
-        public bool SkipMalformed { get; init; }
-
         [CommandOption("--freeze-a")]
         [Description("Freeze LoRA A and train only B (FFA-LoRA, the federated default).")]
         public bool FreezeA { get; init; }
-
-        [CommandOption("--json")]
-        [Description("Print one JSON line per step and a final JSON object.")]
-        public bool Json { get; init; }
 
         public string[] TargetList =>
             Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToArray();
@@ -118,15 +90,7 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             {
                 return ValidationResult.Error($"--learning-rate {LearningRate} is outside (0, 1)");
             }
-            if (BatchSize is < 1 or > 4096)
-            {
-                return ValidationResult.Error($"--batch-size {BatchSize} is outside 1..4096");
-            }
-            if (!TrainingDevice.Choices.Contains(Device.ToLowerInvariant()))
-            {
-                return ValidationResult.Error($"--device '{Device}' is not one of {string.Join(", ", TrainingDevice.Choices)}");
-            }
-            return ValidationResult.Success();
+            return ValidateShared();
         }
     }
 

@@ -1,4 +1,4 @@
-namespace Federated.Coordinator.Cli;
+namespace Federated.Cli;
 
 /// <summary>Reads a PKCS#12 password from a file so that it never appears in a process listing or shell history.</summary>
 internal static class PasswordFile

@@ -1,0 +1,139 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Federated.Protos.V1;
+using Google.Protobuf.WellKnownTypes;
+using Spectre.Console;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>How admin commands print: snake_case JSON for scripts, Spectre tables for people, names instead of enum numbers.</summary>
+internal static class AdminOutput
+{
+    private static readonly JsonSerializerOptions s_json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    /// <summary>One JSON object on one line.</summary>
+    public static void Json(object value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, s_json));
+
+    /// <summary>A console for tables that writes to the current Console.Out (so redirected output and tests see it).</summary>
+    public static IAnsiConsole Terminal()
+    {
+        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Out),
+            Interactive = InteractionSupport.No,
+        });
+        // Piped into a file or a pager there is no width to fit; a wide table beats ids wrapped across lines.
+        if (Console.IsOutputRedirected)
+        {
+            console.Profile.Width = RedirectedWidth;
+        }
+        return console;
+    }
+
+    /// <summary>Table width when output is not a terminal.</summary>
+    public const int RedirectedWidth = 240;
+
+    public static Table Table(params string[] columns)
+    {
+        var table = new Table().Border(TableBorder.Rounded);
+        foreach (string column in columns)
+        {
+            table.AddColumn(new TableColumn(Markup.Escape(column)));
+        }
+        return table;
+    }
+
+    /// <summary>A two-column property table.</summary>
+    public static Table Properties(IEnumerable<(string Name, string Value)> rows)
+    {
+        var table = new Table().Border(TableBorder.Rounded).HideHeaders();
+        table.AddColumn("property");
+        table.AddColumn("value");
+        foreach ((string name, string value) in rows)
+        {
+            table.AddRow(Markup.Escape(name), Markup.Escape(value));
+        }
+        return table;
+    }
+
+    public static string? Time(Timestamp? time) =>
+        time is null ? null : time.ToDateTimeOffset().UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture);
+
+    public static string Number(double value) => value.ToString("G6", CultureInfo.InvariantCulture);
+
+    public static string State(RunState state) => state switch
+    {
+        RunState.Pending => "pending",
+        RunState.Running => "running",
+        RunState.Completed => "completed",
+        RunState.Aborted => "aborted",
+        RunState.Failed => "failed",
+        _ => "unspecified",
+    };
+
+    public static string Stage(RoundStage stage) => stage switch
+    {
+        RoundStage.Manifest => "manifest",
+        RoundStage.AdvertiseKeys => "advertise_keys",
+        RoundStage.ShareKeys => "share_keys",
+        RoundStage.MaskedInput => "masked_input",
+        RoundStage.Unmask => "unmask",
+        RoundStage.Completed => "completed",
+        RoundStage.Failed => "failed",
+        _ => "none",
+    };
+
+    public static string Mechanism(NoiseMechanism mechanism) => mechanism switch
+    {
+        NoiseMechanism.DistributedSkellam => "distributed_skellam",
+        NoiseMechanism.DistributedDiscreteGaussian => "distributed_discrete_gaussian",
+        NoiseMechanism.CentralGaussian => "central_gaussian",
+        _ => "unspecified",
+    };
+
+    /// <summary>A run status as the JSON object `run status` and `run abort` print.</summary>
+    public static object RunStatusJson(RunStatus status) => new
+    {
+        RunId = status.RunId,
+        State = State(status.State),
+        Round = status.CurrentRound,
+        PlannedRounds = status.PlannedRounds,
+        Stage = Stage(status.Stage),
+        Selected = status.Selected,
+        Reported = status.Reported,
+        EpsilonSpent = status.EpsilonSpent,
+        EpsilonBudget = status.EpsilonBudget,
+        Detail = status.Detail,
+        AdapterSha256 = status.AdapterSha256,
+        UpdatedAt = Time(status.UpdatedAt),
+    };
+
+    /// <summary>One line of live progress: round, stage, clients reported, epsilon against the budget.</summary>
+    public static string ProgressLine(RunStatus status)
+    {
+        string budget = status.EpsilonBudget > 0
+            ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0})"
+            : Number(status.EpsilonSpent);
+        string line = $"{State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
+            $"reported {status.Reported}/{status.Selected}  epsilon {budget}";
+        return status.Detail.Length == 0 ? line : $"{line}  ({status.Detail})";
+    }
+
+    public static Table RunStatusTable(RunStatus status) => Properties(
+    [
+        ("run", status.RunId),
+        ("state", State(status.State)),
+        ("round", $"{status.CurrentRound} of {status.PlannedRounds}"),
+        ("stage", Stage(status.Stage)),
+        ("clients reported", $"{status.Reported} of {status.Selected} selected"),
+        ("epsilon spent", status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent)),
+        ("adapter sha256", status.AdapterSha256),
+        ("updated", Time(status.UpdatedAt) ?? ""),
+        ("detail", status.Detail),
+    ]);
+}

@@ -1,0 +1,77 @@
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>
+/// The flags every admin command shares: where the coordinator is and who is calling. Each falls back to an
+/// environment variable (FEDERATED_COORDINATOR, FEDERATED_IDENTITY, FEDERATED_CA) so a shell session sets them once.
+/// </summary>
+internal abstract class AdminSettings : CommandSettings
+{
+    public const string CoordinatorVariable = "FEDERATED_COORDINATOR";
+    public const string IdentityVariable = "FEDERATED_IDENTITY";
+    public const string CaVariable = "FEDERATED_CA";
+
+    [CommandOption("--coordinator <URL>")]
+    public string? Coordinator { get; init; }
+
+    [CommandOption("--identity <FILE>")]
+    public string? Identity { get; init; }
+
+    [CommandOption("--ca <FILE>")]
+    public string? Ca { get; init; }
+
+    [CommandOption("--password-file <FILE>")]
+    public string? PasswordFile { get; init; }
+
+    [CommandOption("--json")]
+    public bool Json { get; init; }
+}
+
+/// <summary>The resolved connection flags, checked before anything is sent (a class, not a record: no ToString leaks the password).</summary>
+internal sealed class AdminEndpoint(Uri coordinator, string identityPath, string caPath, string? password)
+{
+    public Uri Coordinator { get; } = coordinator;
+
+    public string IdentityPath { get; } = identityPath;
+
+    public string CaPath { get; } = caPath;
+
+    public string? Password { get; } = password;
+
+    /// <summary>Flags first, then the environment; every problem is a usage error naming the flag.</summary>
+    public static AdminEndpoint Resolve(AdminSettings settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        string coordinator = Value(settings.Coordinator, AdminSettings.CoordinatorVariable, "--coordinator URL");
+        if (!Uri.TryCreate(coordinator, UriKind.Absolute, out Uri? url) || url.Scheme != Uri.UriSchemeHttps || url.Host.Length == 0)
+        {
+            throw new UsageException($"--coordinator must be an https URL such as https://coordinator.example.org:7443, got '{coordinator}'");
+        }
+        string identity = Value(settings.Identity, AdminSettings.IdentityVariable, "--identity FILE.pfx");
+        if (!File.Exists(identity))
+        {
+            throw new UsageException($"--identity '{identity}' does not exist");
+        }
+        string ca = Value(settings.Ca, AdminSettings.CaVariable, "--ca FILE");
+        if (!File.Exists(ca))
+        {
+            throw new UsageException($"--ca '{ca}' does not exist");
+        }
+        return new AdminEndpoint(url, identity, ca, PasswordFile.Read(settings.PasswordFile));
+    }
+
+    private static string Value(string? flag, string variable, string usage)
+    {
+        if (!string.IsNullOrWhiteSpace(flag))
+        {
+            return flag;
+        }
+        string? fromEnvironment = Environment.GetEnvironmentVariable(variable);
+        if (!string.IsNullOrWhiteSpace(fromEnvironment))
+        {
+            return fromEnvironment;
+        }
+        throw new UsageException($"{usage.Split(' ')[0]} is required: pass {usage} or set {variable}");
+    }
+}

@@ -1,0 +1,64 @@
+using System.Globalization;
+using Federated.Protos.V1;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>Officer: the privacy ledger, one charge per released round, optionally for one run or population.</summary>
+internal sealed class LedgerShowCommand : AsyncCommand<LedgerShowCommand.Settings>
+{
+    public sealed class Settings : AdminSettings
+    {
+        [CommandOption("--run <RUN_ID>")]
+        public string? Run { get; init; }
+
+        [CommandOption("--population <NAME>")]
+        public string? Population { get; init; }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var request = new GetLedgerRequest
+        {
+            RunId = settings.Run is null ? "" : AdminArguments.RunId(settings.Run),
+            Population = AdminArguments.Population(settings.Population),
+        };
+        AdminEndpoint endpoint = AdminEndpoint.Resolve(settings);
+        using AdminConnection connection = AdminConnection.Open(endpoint);
+        GetLedgerResponse response = await connection.CallAsync(o => connection.Admin.GetLedgerAsync(request, o), cancellationToken);
+        if (settings.Json)
+        {
+            AdminOutput.Json(new
+            {
+                Entries = response.Entries.Select(e => new
+                {
+                    Sequence = e.Sequence,
+                    RunId = e.RunId,
+                    Round = e.Round,
+                    Population = e.Population,
+                    EpsilonAfter = e.EpsilonAfter,
+                    EpsilonDelta = e.EpsilonDelta,
+                    Delta = e.Delta,
+                    Mechanism = AdminOutput.Mechanism(e.Mechanism),
+                    NoiseMultiplier = e.NoiseMultiplier,
+                    ClipNorm = e.ClipNorm,
+                    Participants = e.Participants,
+                    ChargedAt = AdminOutput.Time(e.ChargedAt),
+                }).ToArray(),
+            });
+            return CliRunner.Ok;
+        }
+        Table table = AdminOutput.Table("#", "run", "round", "population", "epsilon after", "+epsilon", "delta", "mechanism", "z", "C", "participants", "charged at");
+        foreach (LedgerEntry e in response.Entries)
+        {
+            table.AddRow(
+                e.Sequence.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.RunId), e.Round.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.Population),
+                AdminOutput.Number(e.EpsilonAfter), AdminOutput.Number(e.EpsilonDelta), AdminOutput.Number(e.Delta), AdminOutput.Mechanism(e.Mechanism),
+                AdminOutput.Number(e.NoiseMultiplier), AdminOutput.Number(e.ClipNorm), e.Participants.ToString(CultureInfo.InvariantCulture), AdminOutput.Time(e.ChargedAt) ?? "");
+        }
+        AdminOutput.Terminal().Write(table);
+        Console.Out.WriteLine($"{response.Entries.Count} charge(s)");
+        return CliRunner.Ok;
+    }
+}

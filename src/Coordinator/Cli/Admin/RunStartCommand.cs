@@ -1,0 +1,182 @@
+using Federated.Protos.V1;
+using Federated.Training.Lora;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace Federated.Coordinator.Cli;
+
+/// <summary>Engineer: starts a run; the coordinator prices it with its accountant and refuses a plan the budget cannot afford.</summary>
+internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
+{
+    public sealed class Settings : AdminSettings
+    {
+        [CommandOption("--base-model <DIR>")]
+        public string? BaseModel { get; init; }
+
+        [CommandOption("--rank <R>")]
+        public string? Rank { get; init; }
+
+        [CommandOption("--targets <LIST>")]
+        public string? Targets { get; init; }
+
+        [CommandOption("--rounds <T>")]
+        public string? Rounds { get; init; }
+
+        [CommandOption("--clients-per-round <N>")]
+        public string? ClientsPerRound { get; init; }
+
+        [CommandOption("--sampling-rate <Q>")]
+        public string? SamplingRate { get; init; }
+
+        [CommandOption("--local-steps <N>")]
+        public string? LocalSteps { get; init; }
+
+        [CommandOption("--learning-rate <LR>")]
+        public string? LearningRate { get; init; }
+
+        [CommandOption("--clip-norm <C>")]
+        public string? ClipNorm { get; init; }
+
+        [CommandOption("--mechanism <distributed|central>")]
+        public string? Mechanism { get; init; }
+
+        [CommandOption("--noise <Z>")]
+        public string? Noise { get; init; }
+
+        [CommandOption("--target-epsilon <E>")]
+        public string? TargetEpsilon { get; init; }
+
+        [CommandOption("--delta <D>")]
+        public string? Delta { get; init; }
+
+        [CommandOption("--population <NAME>")]
+        public string? Population { get; init; }
+
+        [CommandOption("--min-survivors <T>")]
+        public string? MinSurvivors { get; init; }
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        RunPlan plan = Plan(settings);
+        AdminEndpoint endpoint = AdminEndpoint.Resolve(settings);
+        using AdminConnection connection = AdminConnection.Open(endpoint);
+        StartRunResponse started = await connection.CallAsync(o => connection.Admin.StartRunAsync(new StartRunRequest { Plan = plan }, o), cancellationToken);
+        if (settings.Json)
+        {
+            AdminOutput.Json(new
+            {
+                RunId = started.RunId,
+                PlannedEpsilon = started.PlannedEpsilon,
+                NoiseMultiplier = started.NoiseMultiplier,
+                Delta = plan.Delta,
+                Rounds = plan.Rounds,
+                ClientsPerRound = plan.ClientsPerRound,
+                Population = plan.Population.Length == 0 ? "default" : plan.Population,
+            });
+        }
+        else
+        {
+            AdminOutput.Terminal().Write(AdminOutput.Properties(
+            [
+                ("run", started.RunId),
+                ("planned epsilon", $"{AdminOutput.Number(started.PlannedEpsilon)} at delta {AdminOutput.Number(plan.Delta)} after {plan.Rounds} rounds"),
+                ("noise multiplier", AdminOutput.Number(started.NoiseMultiplier)),
+                ("population", plan.Population.Length == 0 ? "default" : plan.Population),
+            ]));
+            Console.Out.WriteLine($"watch it with: coordinator run status {started.RunId} --watch");
+        }
+        return CliRunner.Ok;
+    }
+
+    /// <summary>Builds the plan from the flags, refusing bad ones before anything is sent.</summary>
+    internal static RunPlan Plan(Settings settings)
+    {
+        if (string.IsNullOrWhiteSpace(settings.BaseModel))
+        {
+            throw new UsageException("--base-model DIR is required: the base model folder on the coordinator host");
+        }
+        var plan = new RunPlan
+        {
+            BaseModel = settings.BaseModel,
+            LoraRank = AdminArguments.OptionalInteger(settings.Rank, "--rank", 1, 256) ?? 8,
+            Rounds = AdminArguments.Integer(settings.Rounds, "--rounds", 1, 10_000),
+            LocalSteps = AdminArguments.OptionalInteger(settings.LocalSteps, "--local-steps", 1, 100_000) ?? 10,
+            LearningRate = AdminArguments.OptionalNumber(settings.LearningRate, "--learning-rate", "> 0", v => v > 0) ?? 1e-3,
+            ClipNorm = AdminArguments.OptionalNumber(settings.ClipNorm, "--clip-norm", "> 0", v => v > 0) ?? 1.0,
+            Mechanism = settings.Mechanism switch
+            {
+                null or "distributed" => NoiseMechanism.DistributedSkellam,
+                "central" => NoiseMechanism.CentralGaussian,
+                _ => throw new UsageException($"--mechanism must be distributed or central, got '{settings.Mechanism}'"),
+            },
+            Delta = AdminArguments.Number(settings.Delta, "--delta", "in (0, 1)", v => v > 0 && v < 1),
+            Population = AdminArguments.Population(settings.Population),
+        };
+        foreach (string target in Targets(settings.Targets))
+        {
+            plan.TargetModules.Add(target);
+        }
+
+        if ((settings.ClientsPerRound is null) == (settings.SamplingRate is null))
+        {
+            throw new UsageException("give exactly one of --clients-per-round N (2..1000) and --sampling-rate Q (in (0, 1])");
+        }
+        if (settings.ClientsPerRound is not null)
+        {
+            plan.ClientsPerRound = AdminArguments.Integer(settings.ClientsPerRound, "--clients-per-round", 2, 1000);
+        }
+        else
+        {
+            plan.SamplingRate = AdminArguments.Number(settings.SamplingRate, "--sampling-rate", "in (0, 1]", v => v > 0 && v <= 1);
+        }
+
+        if ((settings.Noise is null) == (settings.TargetEpsilon is null))
+        {
+            throw new UsageException("give exactly one of --noise Z (> 0) and --target-epsilon E (> 0)");
+        }
+        if (settings.Noise is not null)
+        {
+            plan.NoiseMultiplier = AdminArguments.Number(settings.Noise, "--noise", "> 0", v => v > 0);
+        }
+        else
+        {
+            plan.TargetEpsilon = AdminArguments.Number(settings.TargetEpsilon, "--target-epsilon", "> 0", v => v > 0);
+        }
+
+        if (AdminArguments.OptionalInteger(settings.MinSurvivors, "--min-survivors", 2, 1000) is { } survivors)
+        {
+            if (plan.ClientsPerRound != 0 && survivors > plan.ClientsPerRound)
+            {
+                throw new UsageException($"--min-survivors must be in 2..{plan.ClientsPerRound} (--clients-per-round), got {survivors}");
+            }
+            plan.MinSurvivors = survivors;
+        }
+        return plan;
+    }
+
+    private static IReadOnlyList<string> Targets(string? text)
+    {
+        if (text is null)
+        {
+            return [];
+        }
+        string[] targets = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (targets.Length == 0)
+        {
+            throw new UsageException($"--targets must list modules, e.g. q_proj,v_proj (allowed: {string.Join(", ", LoraSettings.AllProjections)})");
+        }
+        foreach (string target in targets)
+        {
+            if (!LoraSettings.AllProjections.Contains(target))
+            {
+                throw new UsageException($"--targets: '{target}' is not one of {string.Join(", ", LoraSettings.AllProjections)}");
+            }
+        }
+        if (targets.Distinct(StringComparer.Ordinal).Count() != targets.Length)
+        {
+            throw new UsageException($"--targets lists a module twice: '{text}'");
+        }
+        return targets;
+    }
+}

@@ -1,0 +1,458 @@
+using System.Reflection;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Federated.Aggregation.Privacy;
+using Federated.Coordinator.Cli;
+using Federated.Coordinator.Rounds;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Federated.Training.Peft;
+using Federated.Training.Provenance;
+using Spectre.Console.Cli;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>The admin CLI swaps Console.Out/Error and reads FEDERATED_* variables, so its tests run alone.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AdminCliCollection
+{
+    public const string Name = "Admin CLI";
+}
+
+/// <summary>
+/// Each admin command run in process through the coordinator's command tree (CliRunner: the real exit codes) against
+/// a real coordinator over mutual TLS, checking JSON keys, exit codes and role refusals.
+/// </summary>
+[Collection(AdminCliCollection.Name)]
+public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
+{
+    // CliRunner is compiled into both executables (internal, same name), so the coordinator's copy is taken by reflection.
+    private static readonly Func<string, Action<IConfigurator>, string[], Task<int>> s_run =
+        typeof(CoordinatorCommands).Assembly.GetType("Federated.Cli.CliRunner", throwOnError: true)!
+            .GetMethod("RunAsync", BindingFlags.Public | BindingFlags.Static)!
+            .CreateDelegate<Func<string, Action<IConfigurator>, string[], Task<int>>>();
+
+    private static readonly string[] s_clients = ["alice", "bob", "carol"];
+
+    private async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
+    {
+        TextWriter originalOut = Console.Out, originalErr = Console.Error;
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        try
+        {
+            int code = await s_run("coordinator", CoordinatorCommands.Configure, args);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(originalOut);
+            Console.SetError(originalErr);
+        }
+    }
+
+    /// <summary>Runs a command as <paramref name="identity"/> with the connection flags appended.</summary>
+    private Task<(int Code, string Out, string Err)> AsAsync(string identity, params string[] args) =>
+        RunAsync([.. args, "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity(identity), "--ca", coordinator.CaPath]);
+
+    private static JsonElement Json(string output)
+    {
+        using JsonDocument document = JsonDocument.Parse(output);
+        return document.RootElement.Clone();
+    }
+
+    private string BaseModel(string name, int seed)
+    {
+        string path = Path.Combine(coordinator.Root, name);
+        if (!Directory.Exists(path))
+        {
+            TinyLlamaFactory.Write(path, TinyLlamaFactory.DefaultConfig(), seed: seed);
+        }
+        return path;
+    }
+
+    [Fact]
+    public async Task BudgetSetAndShow_Officer_JsonKeysAndTable()
+    {
+        var (code, output, error) = await AsAsync("officer", "budget", "set", "--epsilon", "7.5", "--delta", "1e-5", "--population", "cli-pop", "--json");
+
+        Assert.Equal(0, code);
+        Assert.Equal("", error);
+        JsonElement set = Json(output);
+        Assert.Equal("cli-pop", set.GetProperty("population").GetString());
+        Assert.Equal(7.5, set.GetProperty("epsilon").GetDouble());
+        Assert.Equal(1e-5, set.GetProperty("delta").GetDouble());
+        Assert.Equal(0.0, set.GetProperty("epsilon_spent").GetDouble());
+        Assert.Equal(7.5, set.GetProperty("epsilon_remaining").GetDouble());
+        Assert.Equal("officer", set.GetProperty("set_by").GetString());
+        Assert.True(set.GetProperty("set_at").GetDateTimeOffset() > DateTimeOffset.UtcNow.AddMinutes(-5));
+
+        (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "cli-pop", "--json");
+        Assert.Equal(0, code);
+        Assert.Equal(7.5, Json(output).GetProperty("epsilon").GetDouble());
+
+        (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "cli-pop");
+        Assert.Equal(0, code);
+        Assert.Contains("epsilon remaining", output, StringComparison.Ordinal);
+        Assert.Contains("7.5", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task BudgetShow_UnsetPopulation_Exit1WithServerDetail()
+    {
+        var (code, output, error) = await AsAsync("officer", "budget", "show", "--population", "never-set", "--json");
+
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.Equal("coordinator: error: NotFound: no budget is set for population 'never-set'; an officer sets one with 'budget set'", error.Trim());
+    }
+
+    [Fact]
+    public async Task BudgetSet_Engineer_PermissionDeniedAndBudgetUnchanged()
+    {
+        coordinator.Host.State.SetBudget("guarded", 1.0, 1e-5, "officer");
+
+        var (code, output, error) = await AsAsync("engineer", "budget", "set", "--epsilon", "100", "--delta", "1e-5", "--population", "guarded");
+
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.Contains("PermissionDenied: role 'engineer' may not call /federated.v1.AdminService/SetBudget; allowed roles: officer", error, StringComparison.Ordinal);
+        Assert.Single(error.Trim().Split('\n'));
+        Assert.Equal(1.0, coordinator.Host.State.GetBudget("guarded")!.Epsilon);
+    }
+
+    [Fact]
+    public async Task RunStart_Officer_PermissionDenied()
+    {
+        var (code, _, error) = await AsAsync("officer", "run", "start", "--base-model", BaseModel("base-denied", 4), "--rounds", "1",
+            "--clients-per-round", "3", "--noise", "1", "--delta", "1e-6");
+
+        Assert.Equal(1, code);
+        Assert.Contains("PermissionDenied: role 'officer' may not call /federated.v1.AdminService/StartRun; allowed roles: engineer", error, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string[]> EveryAdminCommand => new()
+    {
+        new[] { "run", "start", "--base-model", "/nonexistent", "--rounds", "1", "--clients-per-round", "3", "--noise", "1", "--delta", "1e-6" },
+        new[] { "run", "status", "run-0000000000000000" },
+        new[] { "run", "status", "run-0000000000000000", "--watch" },
+        new[] { "run", "abort", "run-0000000000000000" },
+        new[] { "run", "export", "run-0000000000000000", "--out", "@OUT" },
+        new[] { "clients", "list" },
+        new[] { "budget", "set", "--epsilon", "1", "--delta", "1e-5" },
+        new[] { "budget", "show" },
+        new[] { "ledger", "show" },
+        new[] { "audit", "show" },
+    };
+
+    [Theory]
+    [MemberData(nameof(EveryAdminCommand))]
+    public async Task AnyAdminCommand_ClientCertificate_PermissionDenied(string[] args)
+    {
+        string[] resolved = [.. args.Select(a => a == "@OUT" ? Path.Combine(coordinator.Root, "client-export-" + Guid.NewGuid().ToString("N")) : a)];
+
+        var (code, output, error) = await AsAsync("alice", resolved);
+
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.Contains("PermissionDenied: a client certificate cannot call the admin service", error, StringComparison.Ordinal);
+        if (args[1] == "export")
+        {
+            Assert.False(Directory.Exists(resolved[4]));
+        }
+    }
+
+    public static TheoryData<string[], string> BadUsage => new()
+    {
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1" }, "give exactly one of --clients-per-round" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--target-epsilon", "2", "--clients-per-round", "3" }, "give exactly one of --noise" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "0", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3" }, "--rounds must be an integer in 1..10000" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--sampling-rate", "1.5" }, "--sampling-rate must be in (0, 1]" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1", "--noise", "1", "--clients-per-round", "3" }, "--delta must be in (0, 1)" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--targets", "q_proj,lm_head" }, "--targets: 'lm_head' is not one of" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--mechanism", "local" }, "--mechanism must be distributed or central" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--rank", "300" }, "--rank must be an integer in 1..256" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--min-survivors", "4" }, "--min-survivors must be in 2..3" },
+        { new[] { "run", "status", "../../etc/passwd" }, "RUN_ID must be 1-64 characters" },
+        { new[] { "run", "abort", "run-1", "--reason", new string('x', 300) }, "--reason must be at most 256 characters" },
+        { new[] { "budget", "set", "--epsilon", "-1", "--delta", "1e-5" }, "--epsilon must be > 0" },
+        { new[] { "budget", "set", "--epsilon", "1" }, "--delta is required" },
+        { new[] { "budget", "show", "--population", "no spaces" }, "--population must be 1-64 characters" },
+        { new[] { "audit", "show", "--limit", "20000" }, "--limit must be an integer in 1..10000" },
+        { new[] { "run", "export", "run-1" }, "--out DIR is required" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadUsage))]
+    public async Task AdminCommand_BadFlag_Exit2NamingTheFlagBeforeConnecting(string[] args, string message)
+    {
+        // An unreachable coordinator: a usage error must be found before any connection is tried.
+        var (code, output, error) = await RunAsync([.. args, "--coordinator", "https://127.0.0.1:1", "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath]);
+
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains(message, error, StringComparison.Ordinal);
+        Assert.Single(error.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public async Task AdminCommand_ConnectionFromEnvironment_UsedWhenFlagsAbsent()
+    {
+        coordinator.Host.State.SetBudget("env-pop", 3.0, 1e-6, "officer");
+        string?[] saved = [.. new[] { AdminSettings.CoordinatorVariable, AdminSettings.IdentityVariable, AdminSettings.CaVariable }.Select(Environment.GetEnvironmentVariable)];
+        try
+        {
+            Environment.SetEnvironmentVariable(AdminSettings.CoordinatorVariable, null);
+            Environment.SetEnvironmentVariable(AdminSettings.IdentityVariable, null);
+            Environment.SetEnvironmentVariable(AdminSettings.CaVariable, null);
+            var (code, _, error) = await RunAsync("budget", "show", "--population", "env-pop", "--json");
+            Assert.Equal(2, code);
+            Assert.Contains("--coordinator is required: pass --coordinator URL or set FEDERATED_COORDINATOR", error, StringComparison.Ordinal);
+
+            Environment.SetEnvironmentVariable(AdminSettings.CoordinatorVariable, coordinator.Address.ToString());
+            Environment.SetEnvironmentVariable(AdminSettings.IdentityVariable, coordinator.Identity("officer"));
+            Environment.SetEnvironmentVariable(AdminSettings.CaVariable, coordinator.CaPath);
+            string output;
+            (code, output, _) = await RunAsync("budget", "show", "--population", "env-pop", "--json");
+            Assert.Equal(0, code);
+            Assert.Equal(3.0, Json(output).GetProperty("epsilon").GetDouble());
+
+            // A flag wins over its variable.
+            (code, _, error) = await RunAsync("budget", "show", "--population", "env-pop", "--identity", coordinator.Identity("engineer"));
+            Assert.Equal(1, code);
+            Assert.Contains("PermissionDenied", error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(AdminSettings.CoordinatorVariable, saved[0]);
+            Environment.SetEnvironmentVariable(AdminSettings.IdentityVariable, saved[1]);
+            Environment.SetEnvironmentVariable(AdminSettings.CaVariable, saved[2]);
+        }
+    }
+
+    [Fact]
+    public async Task AdminCommand_IdentityFromAnotherFederation_Exit2BeforeConnecting()
+    {
+        var (code, _, error) = await RunAsync("budget", "show", "--coordinator", coordinator.Address.ToString(),
+            "--identity", Path.Combine(coordinator.RoguePki, "mallory.pfx"), "--ca", coordinator.CaPath);
+
+        Assert.Equal(2, code);
+        Assert.Contains("is not an identity of the federation in --ca", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AdminCommand_CoordinatorFromAnotherFederation_Exit1NamingTheRefusal()
+    {
+        // Trusting the rogue CA only: the real coordinator's certificate must be refused by the CLI.
+        using (var rogue = Federated.Coordinator.Pki.FederationPki.Load(coordinator.RoguePki, TimeProvider.System))
+        {
+            if (!File.Exists(Path.Combine(coordinator.RoguePki, "rogue-officer.pfx")))
+            {
+                rogue.IssueIdentity(coordinator.RoguePki, "rogue-officer", Federated.Coordinator.Pki.FederationRole.Officer, password: null);
+            }
+        }
+        var (code, _, error) = await RunAsync("budget", "show", "--coordinator", coordinator.Address.ToString(),
+            "--identity", Path.Combine(coordinator.RoguePki, "rogue-officer.pfx"), "--ca", Path.Combine(coordinator.RoguePki, "ca.crt"));
+
+        Assert.Equal(1, code);
+        Assert.Contains("Unavailable: cannot reach the coordinator", error, StringComparison.Ordinal);
+        Assert.Contains("not from this federation", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RunAbort_PendingRun_AbortedAndWatchExits1()
+    {
+        coordinator.Host.State.SetBudget("abortable", 1000, 1e-5, "officer");
+        // 1000 clients per round are never online here, so the run stays pending until aborted.
+        var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-abort", 5), "--rank", "2",
+            "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "abortable", "--json");
+        Assert.True(code == 0, error);
+        string runId = Json(output).GetProperty("run_id").GetString()!;
+
+        (code, output, _) = await AsAsync("engineer", "run", "status", runId, "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("pending", Json(output).GetProperty("state").GetString());
+
+        (code, output, error) = await AsAsync("engineer", "run", "abort", runId, "--reason", "cli test", "--json");
+        Assert.True(code == 0, error);
+        JsonElement aborted = Json(output);
+        Assert.Equal("aborted", aborted.GetProperty("state").GetString());
+        Assert.Contains("cli test", aborted.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        (code, output, error) = await AsAsync("officer", "run", "status", runId, "--watch", "--json");
+        Assert.Equal(1, code);
+        Assert.Equal("aborted", Json(output.Trim().Split('\n')[^1]).GetProperty("state").GetString());
+        Assert.Contains($"run {runId} aborted", error, StringComparison.Ordinal);
+
+        (code, output, _) = await AsAsync("engineer", "run", "status", runId);
+        Assert.Equal(0, code);
+        Assert.Contains("aborted by engineer: cli test", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RunStatus_UnknownRun_Exit1NotFound()
+    {
+        var (code, _, error) = await AsAsync("engineer", "run", "status", "run-0123456789abcdef", "--json");
+
+        Assert.Equal(1, code);
+        Assert.Equal("coordinator: error: NotFound: run 'run-0123456789abcdef' is not known to this coordinator process", error.Trim());
+    }
+
+    [Fact]
+    public async Task Lifecycle_StartWatchLedgerClientsExportAudit_EveryCommandAgainstOneRealRun()
+    {
+        var (code, output, error) = await AsAsync("officer", "budget", "set", "--epsilon", "50", "--delta", "1e-5", "--population", "lifecycle", "--json");
+        Assert.True(code == 0, error);
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(180));
+        Task[] clients = [.. s_clients.Select(name => Task.Run(() => FixedUpdateClientAsync(name, stop.Token)))];
+        try
+        {
+            (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-life", 6), "--rank", "2",
+                "--targets", "q_proj,v_proj", "--rounds", "1", "--clients-per-round", "3", "--local-steps", "1", "--learning-rate", "0.01",
+                "--clip-norm", "1", "--mechanism", "distributed", "--noise", "0.5", "--delta", "1e-6", "--population", "lifecycle",
+                "--min-survivors", "2", "--json");
+            Assert.True(code == 0, error);
+            JsonElement started = Json(output);
+            string runId = started.GetProperty("run_id").GetString()!;
+            double planned = started.GetProperty("planned_epsilon").GetDouble();
+            Assert.Equal(0.5, started.GetProperty("noise_multiplier").GetDouble());
+            Assert.Equal("lifecycle", started.GetProperty("population").GetString());
+
+            (code, output, error) = await AsAsync("officer", "run", "status", runId, "--watch", "--json");
+            Assert.True(code == 0, error);
+            JsonElement[] updates = [.. output.Trim().Split('\n').Select(Json)];
+            JsonElement last = updates[^1];
+            Assert.Equal("completed", last.GetProperty("state").GetString());
+            Assert.Equal(1u, last.GetProperty("round").GetUInt32());
+            Assert.Equal(1u, last.GetProperty("planned_rounds").GetUInt32());
+            Assert.Equal(planned, last.GetProperty("epsilon_spent").GetDouble(), 1e-9);
+            Assert.Equal(50.0, last.GetProperty("epsilon_budget").GetDouble());
+            Assert.All(updates, u =>
+            {
+                foreach (string key in new[] { "run_id", "state", "round", "planned_rounds", "stage", "selected", "reported", "epsilon_spent", "epsilon_budget", "detail", "adapter_sha256", "updated_at" })
+                {
+                    Assert.True(u.TryGetProperty(key, out _), key);
+                }
+            });
+
+            (code, output, _) = await AsAsync("engineer", "run", "status", runId, "--json");
+            Assert.Equal(0, code);
+            JsonElement final = Json(output);
+            Assert.Equal("completed", final.GetProperty("stage").GetString());
+            Assert.Equal(3u, final.GetProperty("selected").GetUInt32());
+
+            (code, output, _) = await AsAsync("engineer", "run", "status", runId);
+            Assert.Equal(0, code);
+            Assert.Contains("completed", output, StringComparison.Ordinal);
+            Assert.Contains("1 of 1", output, StringComparison.Ordinal);
+
+            (code, output, _) = await AsAsync("officer", "ledger", "show", "--run", runId, "--json");
+            Assert.Equal(0, code);
+            JsonElement charge = Assert.Single(Json(output).GetProperty("entries").EnumerateArray());
+            Assert.Equal(runId, charge.GetProperty("run_id").GetString());
+            Assert.Equal(3u, charge.GetProperty("participants").GetUInt32());
+            Assert.Equal(planned, charge.GetProperty("epsilon_after").GetDouble(), 1e-9);
+            Assert.Equal("distributed_skellam", charge.GetProperty("mechanism").GetString());
+
+            (code, output, _) = await AsAsync("officer", "ledger", "show", "--population", "lifecycle");
+            Assert.Equal(0, code);
+            Assert.Contains(runId, output, StringComparison.Ordinal);
+
+            (code, output, _) = await AsAsync("engineer", "clients", "list", "--json");
+            Assert.Equal(0, code);
+            JsonElement[] listed = [.. Json(output).GetProperty("clients").EnumerateArray()];
+            foreach (string name in s_clients)
+            {
+                JsonElement client = Assert.Single(listed, c => c.GetProperty("client_id").GetString() == name);
+                Assert.True(client.GetProperty("rounds_participated").GetUInt32() >= 1);
+                Assert.Equal(64, client.GetProperty("certificate_sha256").GetString()!.Length);
+            }
+            (code, output, _) = await AsAsync("engineer", "clients", "list");
+            Assert.Equal(0, code);
+            Assert.Contains("alice", output, StringComparison.Ordinal);
+
+            string exportDir = Path.Combine(coordinator.Root, "export-" + runId);
+            (code, output, error) = await AsAsync("engineer", "run", "export", runId, "--out", exportDir, "--json");
+            Assert.True(code == 0, error);
+            JsonElement exported = Json(output);
+            Assert.True(exported.GetProperty("verified").GetBoolean());
+            Assert.Equal(["adapter.p7s", "adapter_config.json", "adapter_model.safetensors", "provenance.json"],
+                exported.GetProperty("files").EnumerateArray().Select(f => f.GetProperty("name").GetString()));
+            Assert.Equal(last.GetProperty("adapter_sha256").GetString(), exported.GetProperty("adapter_sha256").GetString());
+            Assert.Equal(planned, exported.GetProperty("epsilon_spent").GetDouble(), 1e-9);
+            Assert.Equal(1, exported.GetProperty("rounds_released").GetInt32());
+            using (X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(coordinator.CaPath))
+            using (X509Certificate2 signer = AdapterSignature.Verify(exportDir, ca))
+            {
+                Assert.Contains("adapter signing", signer.Subject, StringComparison.Ordinal);
+            }
+            (LoraSettings settings, AdapterTensors adapter, _) = PeftAdapter.Load(exportDir);
+            Assert.Equal(2, settings.Rank);
+            Assert.Contains(adapter.OnlyB().Flatten(), b => b != 0);
+            Assert.Equal(last.GetProperty("adapter_sha256").GetString(),
+                Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(exportDir, PeftAdapter.WeightsFileName)))));
+
+            // A second export into the now non-empty folder is refused before connecting.
+            (code, _, error) = await AsAsync("engineer", "run", "export", runId, "--out", exportDir);
+            Assert.Equal(2, code);
+            Assert.Contains("is not empty", error, StringComparison.Ordinal);
+
+            // Officers cannot export.
+            (code, _, error) = await AsAsync("officer", "run", "export", runId, "--out", Path.Combine(coordinator.Root, "officer-export"));
+            Assert.Equal(1, code);
+            Assert.Contains("PermissionDenied", error, StringComparison.Ordinal);
+
+            (code, output, error) = await AsAsync("engineer", "audit", "show", "--limit", "10000", "--json");
+            Assert.True(code == 0, error);
+            JsonElement audit = Json(output);
+            Assert.True(audit.GetProperty("verified").GetBoolean());
+            JsonElement[] entries = [.. audit.GetProperty("entries").EnumerateArray()];
+            Assert.Equal(audit.GetProperty("head_sequence").GetUInt64(), entries[^1].GetProperty("sequence").GetUInt64());
+            Assert.Contains(entries, e => e.GetProperty("action").GetString() == "run.start" && e.GetProperty("details").GetProperty("run_id").GetString() == runId);
+            Assert.Contains(entries, e => e.GetProperty("action").GetString() == "run.export" && e.GetProperty("actor").GetString() == "engineer");
+
+            (code, output, _) = await AsAsync("officer", "audit", "show", "--from", "2", "--limit", "3");
+            Assert.Equal(0, code);
+            Assert.Contains("3 entries; chain links verified", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+        }
+    }
+
+    /// <summary>An edge client that submits a fixed update (no training): enough for the admin commands to see a real round.</summary>
+    private async Task FixedUpdateClientAsync(string name, CancellationToken cancellationToken)
+    {
+        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+        using var connection = new CoordinatorConnection(coordinator.Address, identity);
+        var participant = new SecAggParticipant(connection, name);
+        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "admin-cli-test", Device = "cpu" });
+        try
+        {
+            await session.RunAsync(async (invitation, ct) =>
+            {
+                RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
+                byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
+                (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(coordinator.Root, $"cli-{name}-{manifest.Round.RunId}-{manifest.Round.Round}"));
+                int d = (int)adapter.OnlyB().ElementCount;
+                float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
+                DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)manifest.Secagg.RingBits, manifest.Dp.ClipNorm,
+                    manifest.Dp.NoiseMultiplier, (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold));
+                await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
+            }, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // The test ends the session.
+        }
+    }
+}
