@@ -172,6 +172,10 @@ internal sealed class LocalPrivacyLedger : IDisposable
             mechanism = LocalPolicy.MechanismName(c.Mechanism),
             noise_multiplier = c.NoiseMultiplier,
             sampling_rate = c.SamplingRate,
+            // What the round was priced from: the DSkellam parameters for distributed Skellam rounds, null otherwise.
+            skellam = c.Skellam is { } p
+                ? new { dimension = p.Dimension, ring_bits = p.Bits, clip_norm = p.ClipNorm, max_clients = p.MaxClients, min_clients = p.MinClients }
+                : null,
             charged_at = c.ChargedAt,
         }),
     });
