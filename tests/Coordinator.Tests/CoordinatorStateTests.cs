@@ -182,4 +182,61 @@ public sealed class CoordinatorStateRoundTests
         Assert.Equal("declined", state.GetParticipants("run1", 1)["bob"]);
         Assert.Equal("selected", state.GetParticipants("run1", 1)["alice"]);
     }
+
+    [Fact]
+    public void GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        string initial = new('0', 64), after = new('1', 64), failed = new('2', 64);
+        state.RecordAdapter(initial, "run1", 0, 10, [1], "coordinator");
+        state.CreateRun("run1", [1], "default", 2.0, 1.1, initial, "engineer");
+        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        state.RecordAdapter(after, "run1", 1, 10, [2], "coordinator");
+        state.StartRound("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        state.RecordAdapter(failed, "run1", 2, 10, [3], "coordinator");
+
+        // Stored but not yet released (a crash here must never let a client fetch it).
+        Assert.NotNull(state.GetAdapter(initial));
+        Assert.Null(state.GetAdapter(after));
+        state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), after);
+        state.FailRound("run1", 2, "1 survivor, threshold 2");
+
+        Assert.Equal(10, state.GetAdapter(after)!.Value.SizeBytes);
+        Assert.Null(state.GetAdapter(failed));
+    }
+
+    [Fact]
+    public void FailInterruptedRounds_AfterReopen_RoundInProgressFailedOnceAndProgressFromLedger()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        string path = dir.File("state.db");
+        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+        {
+            state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+            state.CreateRun("run2", [2], "default", 2.0, 1.1, "b0", "engineer");
+            state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+            state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.7, 0.7, 1e-6, 1, 1.1, 1.0, 2, default), "a1");
+            state.StartRound("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a1");
+            state.EndRun("run2", Federated.Protos.V1.RunState.Aborted, "stopped", "engineer");
+            // The process dies here: round 2 of run1 is neither completed nor failed.
+        }
+
+        using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
+        RunRecord unfinished = Assert.Single(reopened.ListUnfinishedRuns());
+        IReadOnlyList<int> failed = reopened.FailInterruptedRounds("run1", "the coordinator stopped");
+        IReadOnlyList<int> again = reopened.FailInterruptedRounds("run1", "the coordinator stopped");
+
+        Assert.Equal(("run1", Federated.Protos.V1.RunState.Running, "a1"), (unfinished.RunId, unfinished.State, unfinished.AdapterSha256));
+        Assert.Equal([1], unfinished.Plan);
+        Assert.Equal([2], failed);
+        Assert.Empty(again);
+        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, reopened.GetRoundStage("run1", 2));
+        Assert.Equal(new RunProgress(2, 1, 0.7), reopened.GetRunProgress("run1"));
+        Assert.Equal(new RunProgress(0, 0, 0), reopened.GetRunProgress("run2"));
+        Assert.Equal(Federated.Protos.V1.RunState.Aborted, reopened.GetRun("run2")!.State);
+        Assert.Null(reopened.GetRun("run3"));
+    }
 }

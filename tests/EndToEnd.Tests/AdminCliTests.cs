@@ -296,12 +296,100 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     }
 
     [Fact]
+    public async Task RunStatusWatch_Cancelled_SurfacesAsCancellationForExit130()
+    {
+        coordinator.Host.State.SetBudget("cancel", 1000, 1e-5, "officer");
+        var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-cancel", 7), "--rank", "2",
+            "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "cancel", "--json");
+        Assert.True(code == 0, error);
+        string runId = Json(output).GetProperty("run_id").GetString()!;
+        try
+        {
+            // CliRunner turns an OperationCanceledException after Ctrl+C into exit 130; the command must not turn the
+            // cancelled stream into an ordinary failure (exit 1) instead.
+            var app = new CommandApp();
+            app.Configure(config =>
+            {
+                config.PropagateExceptions();
+                CoordinatorCommands.Configure(config);
+            });
+            using var interrupt = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            TextWriter originalOut = Console.Out;
+            var watched = new StringWriter();
+            Console.SetOut(watched);
+            try
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => app.RunAsync(
+                    ["run", "status", runId, "--watch", "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath],
+                    interrupt.Token));
+            }
+            finally
+            {
+                Console.SetOut(originalOut);
+            }
+            Assert.Contains("pending", watched.ToString(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            await AsAsync("engineer", "run", "abort", runId);
+        }
+    }
+
+    [Fact]
     public async Task RunStatus_UnknownRun_Exit1NotFound()
     {
         var (code, _, error) = await AsAsync("engineer", "run", "status", "run-0123456789abcdef", "--json");
 
         Assert.Equal(1, code);
-        Assert.Equal("coordinator: error: NotFound: run 'run-0123456789abcdef' is not known to this coordinator process", error.Trim());
+        Assert.Equal("coordinator: error: NotFound: run 'run-0123456789abcdef' is not known to this coordinator", error.Trim());
+    }
+
+    [Fact]
+    public async Task RecordedRun_NotHeldByThisProcess_StatusWatchAndExportFromState()
+    {
+        // A run in the state store that this coordinator process never ran: what a restart leaves behind.
+        string baseModel = BaseModel("base-recorded", 8);
+        coordinator.Host.State.SetBudget("recorded", 20, 1e-5, "officer");
+        var plan = new RunPlan
+        {
+            BaseModel = baseModel, LoraRank = 2, Rounds = 2, ClientsPerRound = 2, LocalSteps = 1, LearningRate = 0.01,
+            ClipNorm = 1, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 1, Delta = 1e-6, Population = "recorded",
+        };
+        plan.TargetModules.Add("q_proj");
+        GlobalAdapter adapter = GlobalAdapter.Create(baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj"], InitSeed: 3, FreezeA: true));
+        const string done = "run-00000000000000d1", orphan = "run-00000000000000d2";
+        string initial = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 0);
+        coordinator.Host.State.CreateRun(done, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
+        coordinator.Host.State.StartRound(done, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        adapter.ApplyMeanUpdate(Enumerable.Repeat(0.125f, adapter.BDimension).ToArray());
+        string released = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 1);
+        coordinator.Host.State.CompleteRound(new Coordinator.State.LedgerRecord(0, done, 1, "recorded", 0.9, 0.9, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow), released);
+        coordinator.Host.State.EndRun(done, RunState.Completed, "1 of 2 rounds released", "coordinator");
+        coordinator.Host.State.CreateRun(orphan, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
+
+        var (code, output, error) = await AsAsync("officer", "run", "status", done, "--json");
+        Assert.True(code == 0, error);
+        JsonElement status = Json(output);
+        Assert.Equal("completed", status.GetProperty("state").GetString());
+        Assert.Equal(0.9, status.GetProperty("epsilon_spent").GetDouble());
+        Assert.Equal(20.0, status.GetProperty("epsilon_budget").GetDouble());
+        Assert.Equal(2u, status.GetProperty("planned_rounds").GetUInt32());
+        Assert.Equal(released, status.GetProperty("adapter_sha256").GetString());
+
+        (code, output, _) = await AsAsync("engineer", "run", "status", done, "--watch", "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("completed", Json(Assert.Single(output.Trim().Split('\n'))).GetProperty("state").GetString());
+
+        (code, _, error) = await AsAsync("engineer", "run", "status", orphan, "--watch");
+        Assert.Equal(1, code);
+        Assert.Contains("the coordinator restarted while this run was in progress", error, StringComparison.Ordinal);
+
+        string exportDir = Path.Combine(coordinator.Root, "export-recorded");
+        (code, output, error) = await AsAsync("engineer", "run", "export", done, "--out", exportDir);
+        Assert.True(code == 0, error);
+        Assert.Contains("signature verified", output, StringComparison.Ordinal);
+        Assert.Contains("over 1 released rounds", output, StringComparison.Ordinal);
+        Assert.All(PeftAdapter.Load(exportDir).Adapter.OnlyB().Flatten(), b => Assert.Equal(0.125f, b));
     }
 
     [Fact]

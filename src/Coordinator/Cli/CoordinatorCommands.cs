@@ -15,6 +15,7 @@ internal static class CoordinatorCommands
             pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
             pki.AddCommand<PkiRevokeCommand>("revoke").WithDescription("Revoke every certificate of a name (CA-signed crl.pem, read by a running coordinator).");
         });
+        config.AddCommand<SimulateCommand>("simulate").WithDescription("Run a whole federation on this machine: coordinator, edge clients, DP rounds, signed export.");
         config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
         config.AddBranch("audit", audit =>
         {

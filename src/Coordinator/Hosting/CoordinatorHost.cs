@@ -234,6 +234,8 @@ internal sealed class CoordinatorHost : IAsyncDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        // Runs that were in progress when the coordinator last stopped continue before any client is served.
+        _app.Services.GetRequiredService<RunOrchestrator>().Resume();
         await _app.StartAsync(cancellationToken);
         ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
         CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);

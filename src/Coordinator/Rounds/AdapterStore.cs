@@ -6,8 +6,9 @@ namespace Federated.Coordinator.Rounds;
 
 /// <summary>
 /// Content-addressed global adapters, each CMS-signed by the coordinator's adapter signer: bytes are written to a
-/// temporary file, flushed and renamed into place before the database records them, so a half-written adapter is
-/// never served. With an at-rest cipher the files hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
+/// temporary file, flushed and renamed into place (the directory flushed too) before the database records them, so a
+/// half-written adapter is never served; a round's adapter is served only once the transaction that completed its
+/// round has committed (<see cref="CoordinatorState.GetAdapter"/>). With an at-rest cipher the files hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
 /// adapter's hash; the hash that names the adapter in manifests and the audit chain is always the plaintext's.
 /// </summary>
 internal sealed class AdapterStore
@@ -149,7 +150,7 @@ internal sealed class AdapterStore
         return _cipher.ReadFile(path, BlobName(sha256));
     }
 
-    private static void WriteAtomically(string path, ReadOnlySpan<byte> bytes)
+    private void WriteAtomically(string path, ReadOnlySpan<byte> bytes)
     {
         string temporary = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
         using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
@@ -158,6 +159,7 @@ internal sealed class AdapterStore
             stream.Flush(flushToDisk: true);
         }
         File.Move(temporary, path, overwrite: true);
+        DurableDirectory.Flush(_directory);
     }
 
     private static void RequireHash(string sha256)

@@ -44,6 +44,36 @@ internal sealed class GlobalAdapter
         return new GlobalAdapter(settings, model.GetAdapter(), Path.GetFileName(Path.TrimEndingDirectorySeparator(baseModelDirectory)));
     }
 
+    /// <summary>
+    /// Reads back what <see cref="Serialize"/> wrote (a coordinator that restarts resumes a run from its last released
+    /// adapter): the PEFT config from the safetensors metadata, then A and B.
+    /// </summary>
+    public static GlobalAdapter Deserialize(byte[] content)
+    {
+        ArgumentNullException.ThrowIfNull(content);
+        string directory = Path.Combine(Path.GetTempPath(), "federated-adapter-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.CreateDirectory(directory);
+            string weights = Path.Combine(directory, PeftAdapter.WeightsFileName);
+            File.WriteAllBytes(weights, content);
+            using (var reader = new Training.SafeTensors.SafeTensorsReader(weights))
+            {
+                if (!reader.Metadata.TryGetValue(ConfigMetadataKey, out string? config) || config.Length is 0 or > 1 << 16)
+                {
+                    throw new InvalidDataException($"the stored adapter carries no '{ConfigMetadataKey}' metadata of 1..65536 characters");
+                }
+                File.WriteAllText(Path.Combine(directory, PeftAdapter.ConfigFileName), config);
+            }
+            (LoraSettings settings, AdapterTensors tensors, string baseModel) = PeftAdapter.Load(directory);
+            return new GlobalAdapter(settings, tensors, baseModel);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     /// <summary>Adds the decoded mean update to B (A untouched).</summary>
     public void ApplyMeanUpdate(ReadOnlySpan<float> meanB)
     {

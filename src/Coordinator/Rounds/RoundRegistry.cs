@@ -44,9 +44,6 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
         }
     }
 
-    /// <summary>The round in progress with this run and number; null when none is (read-only view for status).</summary>
-    public SecAggRound? Active(string runId, uint round) => _rounds.TryGetValue((runId, round), out SecAggRound? active) ? active : null;
-
     public RoundRef? InvitationFor(string clientId) => _invitations.TryGetValue(clientId, out RoundRef? invitation) ? invitation : null;
 
     /// <summary>The round a message names; FAILED_PRECONDITION for an unknown, finished or replayed round.</summary>

@@ -46,6 +46,13 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
     public const int ProvenanceFormat = 1;
 
     private const int MaxConfigCharacters = 1 << 16;
+
+    // Indented for people; '+' (in versions) is left unescaped, the file is never embedded in HTML.
+    private static readonly JsonSerializerOptions s_provenanceJson = new()
+    {
+        WriteIndented = true,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
     private const int MaxRunIdLength = 64;
 
     /// <summary>Exports <paramref name="runId"/> into <paramref name="outDir"/>, which must be absent or empty.</summary>
@@ -117,7 +124,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
                 ["signer"] = signer.Subject,
                 ["exported_at"] = time.GetUtcNow().UtcDateTime.ToString("O", CultureInfo.InvariantCulture),
             };
-            File.WriteAllText(Path.Combine(directory, ProvenanceFileName), provenance.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            File.WriteAllText(Path.Combine(directory, ProvenanceFileName), provenance.ToJsonString(s_provenanceJson) + "\n");
             // Signed last, over every file above: a later change to any of them fails verification.
             AdapterSignature.Sign(directory, signer);
             string[] files = [.. Directory.EnumerateFiles(directory).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)];

@@ -18,7 +18,9 @@ internal sealed record AcceptedRun(string RunId, RunPlan Plan, string Population
 /// Runs federated rounds: checks a plan against the officer's budget, then, in a background loop per run, selects
 /// online clients, opens a SecAgg+ round with a signed manifest, decodes the distributed Skellam sum into the mean
 /// update, applies it to the global lora_B, stores the signed adapter and charges the ledger in the same
-/// transaction that records the round. A round with fewer than t survivors fails and charges nothing.
+/// transaction that records the round. A round with fewer than t survivors fails and charges nothing; the run goes on
+/// until its planned number of rounds has been released. A coordinator that stops (or is killed) mid-round resumes
+/// every unfinished run on its next start from the last released round (<see cref="Resume"/>).
 /// </summary>
 internal sealed class RunOrchestrator(
     CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RunOrchestrator> logger)
@@ -29,6 +31,9 @@ internal sealed class RunOrchestrator(
 
     private const uint MaxRounds = 10_000;
     private const int MaxRank = 256;
+
+    /// <summary>A run whose rounds keep failing (too few survivors, timeouts) ends FAILED after this many in a row.</summary>
+    public const int MaxFailedRoundsInARow = 5;
 
     private readonly ConcurrentDictionary<string, RunTracker> _runs = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _shutdown = new();
@@ -53,11 +58,7 @@ internal sealed class RunOrchestrator(
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the plan's delta {plan.Delta} exceeds the budget's delta {budget.Delta}"));
         }
         int n = (int)plan.ClientsPerRound;
-        int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
-        if (threshold < 2 || threshold > n)
-        {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})"));
-        }
+        int threshold = Threshold(plan);
         GlobalAdapter adapter;
         try
         {
@@ -83,13 +84,90 @@ internal sealed class RunOrchestrator(
         string sha = adapters.Put(initial, runId, 0);
         state.CreateRun(runId, plan.ToByteArray(), population, planned, z, sha, actor);
         var accepted = new AcceptedRun(runId, plan, population, z, planned, threshold, budget.Epsilon);
-        var tracker = new RunTracker(accepted, adapter, new AdapterRef { Sha256 = sha, SizeBytes = (ulong)initial.Length }, time);
-        _runs[runId] = tracker;
-        tracker.Loop = Task.Run(() => RunAsync(tracker, CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token, tracker.Abort.Token).Token));
+        var tracker = new RunTracker(accepted, adapter, new AdapterRef { Sha256 = sha, SizeBytes = (ulong)initial.Length }, new RunProgress(0, 0, 0), time);
+        Launch(tracker);
         return accepted;
     }
 
-    public RunStatus? Status(string runId) => _runs.TryGetValue(runId, out RunTracker? run) ? run.Snapshot() : null;
+    /// <summary>
+    /// Picks up every run that had not ended when the coordinator last stopped (a crash included): a round that was in
+    /// progress is recorded as failed (it released nothing and was never charged: charging and recording a round are
+    /// one transaction), and the run continues after its last released round from that round's stored adapter.
+    /// Returns the ids of the runs resumed. Called once at startup, before clients are served.
+    /// </summary>
+    public IReadOnlyList<string> Resume()
+    {
+        var resumed = new List<string>();
+        foreach (RunRecord record in state.ListUnfinishedRuns())
+        {
+            if (_runs.ContainsKey(record.RunId))
+            {
+                continue;
+            }
+            IReadOnlyList<int> interrupted = state.FailInterruptedRounds(record.RunId, "the coordinator stopped during this round; it released nothing and charged nothing");
+            foreach (int round in interrupted)
+            {
+                OrchestratorLog.RoundInterrupted(logger, record.RunId, round);
+            }
+            try
+            {
+                RunPlan plan = RunPlan.Parser.ParseFrom(record.Plan);
+                BudgetRecord budget = state.GetBudget(record.Population)
+                    ?? throw new InvalidDataException($"population '{record.Population}' has no budget any more");
+                GlobalAdapter adapter = GlobalAdapter.Deserialize(ReadAdapter(record.AdapterSha256));
+                RunProgress progress = state.GetRunProgress(record.RunId);
+                var accepted = new AcceptedRun(record.RunId, plan, record.Population, record.NoiseMultiplier, record.PlannedEpsilon, Threshold(plan), budget.Epsilon);
+                var tracker = new RunTracker(accepted, adapter, new AdapterRef { Sha256 = record.AdapterSha256, SizeBytes = (ulong)ReadAdapterSize(record.AdapterSha256) }, progress, time);
+                Launch(tracker);
+                resumed.Add(record.RunId);
+                OrchestratorLog.RunResumed(logger, record.RunId, progress.ReleasedRounds, (int)plan.Rounds, record.AdapterSha256);
+            }
+            catch (Exception ex) when (ex is InvalidDataException or InvalidProtocolBufferException or IOException or ArgumentException or RpcException)
+            {
+                // A run that cannot be resumed ends visibly instead of being silently dropped.
+                string detail = $"could not resume after a restart: {ex.Message}";
+                state.EndRun(record.RunId, RunState.Failed, detail, "coordinator");
+                OrchestratorLog.RunFailed(logger, record.RunId, detail);
+            }
+        }
+        return resumed;
+    }
+
+    /// <summary>The run's live status; for a run this process does not drive (ended before a restart), its stored one.</summary>
+    public RunStatus? Status(string runId)
+    {
+        if (_runs.TryGetValue(runId, out RunTracker? run))
+        {
+            return run.Snapshot();
+        }
+        if (state.GetRun(runId) is not { } record)
+        {
+            return null;
+        }
+        RunProgress progress = state.GetRunProgress(runId);
+        uint planned = 0;
+        try
+        {
+            planned = RunPlan.Parser.ParseFrom(record.Plan).Rounds;
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            // A plan this version cannot read still has a state to report.
+        }
+        return new RunStatus
+        {
+            RunId = record.RunId,
+            State = record.State,
+            CurrentRound = (uint)record.CurrentRound,
+            PlannedRounds = planned,
+            Stage = record.CurrentRound == 0 ? RoundStage.Unspecified : state.GetRoundStage(runId, record.CurrentRound) ?? RoundStage.Unspecified,
+            EpsilonSpent = progress.EpsilonSpent,
+            EpsilonBudget = state.GetBudget(record.Population)?.Epsilon ?? 0,
+            Detail = record.Detail,
+            UpdatedAt = Timestamp.FromDateTimeOffset(record.UpdatedAt),
+            AdapterSha256 = record.AdapterSha256,
+        };
+    }
 
     /// <summary>Completes with the next status after <paramref name="version"/>; the caller re-reads <see cref="Status"/>.</summary>
     public Task WaitForChangeAsync(string runId, CancellationToken cancellationToken) =>
@@ -103,7 +181,9 @@ internal sealed class RunOrchestrator(
     {
         if (!_runs.TryGetValue(runId, out RunTracker? run))
         {
-            throw new RpcException(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator process"));
+            throw state.GetRun(runId) is { } ended
+                ? new RpcException(new Status(StatusCode.FailedPrecondition, $"run '{runId}' has already ended ({ended.State})"))
+                : new RpcException(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
         }
         run.AbortReason = $"aborted by {actor}: {reason}";
         await run.Abort.CancelAsync();
@@ -127,27 +207,47 @@ internal sealed class RunOrchestrator(
         _shutdown.Dispose();
     }
 
+    private void Launch(RunTracker tracker)
+    {
+        _runs[tracker.Accepted.RunId] = tracker;
+        tracker.Loop = Task.Run(() => RunAsync(tracker, CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token, tracker.Abort.Token).Token));
+    }
+
     private async Task RunAsync(RunTracker run, CancellationToken cancellationToken)
     {
         AcceptedRun accepted = run.Accepted;
         try
         {
-            int completed = 0;
-            for (int number = 1; number <= (int)accepted.Plan.Rounds; number++)
+            // Round numbers never repeat (an interrupted round keeps its number, failed); the run ends once the
+            // planned number of rounds has been released, which is what its epsilon was priced for.
+            int released = run.StartedFrom.ReleasedRounds;
+            int number = run.StartedFrom.LastRound;
+            int failedInARow = 0;
+            while (released < (int)accepted.Plan.Rounds)
             {
-                if (await RoundAsync(run, number, completed, cancellationToken))
+                number++;
+                if (await RoundAsync(run, number, released, cancellationToken))
                 {
-                    completed++;
+                    released++;
+                    failedInARow = 0;
+                }
+                else if (++failedInARow >= MaxFailedRoundsInARow)
+                {
+                    throw new InvalidOperationException($"{failedInARow} rounds in a row failed; {released} of {accepted.Plan.Rounds} rounds were released");
                 }
             }
             run.Update(RunState.Completed, "");
-            state.EndRun(accepted.RunId, RunState.Completed, $"{completed} of {accepted.Plan.Rounds} rounds released", "coordinator");
+            state.EndRun(accepted.RunId, RunState.Completed, $"{released} of {accepted.Plan.Rounds} rounds released", "coordinator");
+        }
+        catch (OperationCanceledException) when (run.AbortReason is null)
+        {
+            // The coordinator is shutting down: the run stays RUNNING in the state file and resumes on the next start.
+            run.Update(RunState.Failed, "the coordinator shut down; the run resumes when it starts again");
         }
         catch (OperationCanceledException)
         {
-            string detail = run.AbortReason ?? "the coordinator shut down";
-            run.Update(run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail);
-            state.EndRun(accepted.RunId, run.AbortReason is null ? RunState.Failed : RunState.Aborted, detail, "coordinator");
+            run.Update(RunState.Aborted, run.AbortReason!);
+            state.EndRun(accepted.RunId, RunState.Aborted, run.AbortReason!, "coordinator");
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -184,7 +284,7 @@ internal sealed class RunOrchestrator(
         try
         {
             state.StartRound(accepted.RunId, number, round.Indices, run.Adapter.Sha256);
-            run.Update(RunState.Running, "", number, selected.Count);
+            run.Begin(round, number, selected.Count);
             uint[] sum;
             try
             {
@@ -194,6 +294,7 @@ internal sealed class RunOrchestrator(
             {
                 // Too few survivors, a timeout or an abort: nothing is released and nothing is charged.
                 state.FailRound(accepted.RunId, number, ex.Status.Detail);
+                run.End(RoundStage.Failed);
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Status.Detail);
                 return false;
             }
@@ -216,6 +317,7 @@ internal sealed class RunOrchestrator(
         {
             round.Abort(run.AbortReason ?? "the coordinator is shutting down");
             state.FailRound(accepted.RunId, number, run.AbortReason ?? "the coordinator shut down");
+            run.End(RoundStage.Failed);
             throw;
         }
         finally
@@ -243,6 +345,40 @@ internal sealed class RunOrchestrator(
             }
             await Task.Delay(TimeSpan.FromMilliseconds(200), time, cancellationToken);
         }
+    }
+
+    /// <summary>The stored adapter's bytes, checked against their hash (a damaged file must not become the global model).</summary>
+    private byte[] ReadAdapter(string sha256)
+    {
+        if (adapters.Open(sha256) is not { } stored)
+        {
+            throw new InvalidDataException($"the run's adapter {sha256} is not stored (or not released) on this coordinator");
+        }
+        byte[] content;
+        using (Stream stream = stored.Content)
+        {
+            content = new byte[stored.SizeBytes];
+            stream.ReadExactly(content);
+        }
+        if (!Convert.ToHexStringLower(SHA256.HashData(content)).Equals(sha256, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"the stored adapter {sha256} does not match its hash");
+        }
+        return content;
+    }
+
+    private long ReadAdapterSize(string sha256) => state.GetAdapter(sha256)?.SizeBytes ?? throw new InvalidDataException($"adapter {sha256} is not recorded");
+
+    /// <summary>The SecAgg+ threshold t: min_survivors, or about two thirds of the clients per round.</summary>
+    private static int Threshold(RunPlan plan)
+    {
+        int n = (int)plan.ClientsPerRound;
+        int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
+        if (threshold < 2 || threshold > n)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})"));
+        }
+        return threshold;
     }
 
     private static DSkellamPlan RoundPlan(RunPlan plan, int dimension, int clients, int threshold, double noiseMultiplier) =>
@@ -340,23 +476,28 @@ internal sealed class RunOrchestrator(
     }
 
     /// <summary>A run's live status, its global adapter and a signal for watchers.</summary>
-    private sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, AdapterRef adapter, TimeProvider time)
+    private sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, AdapterRef adapter, RunProgress startedFrom, TimeProvider time)
     {
         private readonly Lock _gate = new();
         private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private RunState _state = RunState.Pending;
         private string _detail = "";
-        private int _round;
+        private int _round = startedFrom.LastRound;
         private int _selected;
+        private SecAggRound? _live;
+        private RoundStage _lastStage = startedFrom.LastRound == 0 ? RoundStage.Unspecified : RoundStage.Failed;
         private DateTimeOffset _updatedAt = time.GetUtcNow();
 
         public AcceptedRun Accepted { get; } = accepted;
+
+        /// <summary>Where this process took the run up: nothing for a new run, the stored progress for a resumed one.</summary>
+        public RunProgress StartedFrom { get; } = startedFrom;
 
         public GlobalAdapter Global { get; } = global;
 
         public AdapterRef Adapter { get; private set; } = adapter;
 
-        public double EpsilonSpent { get; private set; }
+        public double EpsilonSpent { get; private set; } = startedFrom.EpsilonSpent;
 
         public CancellationTokenSource Abort { get; } = new();
 
@@ -387,26 +528,58 @@ internal sealed class RunOrchestrator(
             }
         }
 
+        /// <summary>A round opened: its stage and reports now show in the status, and each of its steps wakes watchers.</summary>
+        public void Begin(SecAggRound round, int number, int selected)
+        {
+            round.Progress = OnRoundProgress;
+            lock (_gate)
+            {
+                _state = RunState.Running;
+                _detail = "";
+                _round = number;
+                _selected = selected;
+                _live = round;
+                Signal();
+            }
+        }
+
+        /// <summary>The live round ended without a release (a released round ends through <see cref="Released"/>).</summary>
+        public void End(RoundStage stage)
+        {
+            lock (_gate)
+            {
+                _live = null;
+                _lastStage = stage;
+                Signal();
+            }
+        }
+
         public void Released(AdapterRef adapter, double epsilonAfter)
         {
             lock (_gate)
             {
                 Adapter = adapter;
                 EpsilonSpent = epsilonAfter;
+                _live = null;
+                _lastStage = RoundStage.Completed;
                 Signal();
             }
         }
 
         public RunStatus Snapshot()
         {
+            RunStatus status;
+            SecAggRound? live;
             lock (_gate)
             {
-                return new RunStatus
+                live = _live;
+                status = new RunStatus
                 {
                     RunId = Accepted.RunId,
                     State = _state,
                     CurrentRound = (uint)_round,
                     PlannedRounds = Accepted.Plan.Rounds,
+                    Stage = _lastStage,
                     Selected = (uint)_selected,
                     EpsilonSpent = EpsilonSpent,
                     EpsilonBudget = Accepted.BudgetEpsilon,
@@ -414,6 +587,22 @@ internal sealed class RunOrchestrator(
                     UpdatedAt = Timestamp.FromDateTimeOffset(_updatedAt),
                     AdapterSha256 = Adapter.Sha256,
                 };
+            }
+            if (live is not null)
+            {
+                // Read outside _gate: the round calls OnRoundProgress under its own lock, so the two locks never nest the other way.
+                (RoundStage stage, int reported) = live.StageReport();
+                status.Stage = stage;
+                status.Reported = (uint)reported;
+            }
+            return status;
+        }
+
+        private void OnRoundProgress()
+        {
+            lock (_gate)
+            {
+                Signal();
             }
         }
 
@@ -435,4 +624,10 @@ internal static partial class OrchestratorLog
 
     [LoggerMessage(Level = LogLevel.Error, Message = "run {RunId} failed: {Reason}")]
     public static partial void RunFailed(ILogger logger, string runId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "round {Round} of run {RunId} was in progress when the coordinator stopped; it is recorded as failed (nothing released, nothing charged)")]
+    public static partial void RoundInterrupted(ILogger logger, string runId, int round);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "run {RunId} resumed after {Released} of {Planned} released rounds from adapter {AdapterSha256}")]
+    public static partial void RunResumed(ILogger logger, string runId, int released, int planned, string adapterSha256);
 }

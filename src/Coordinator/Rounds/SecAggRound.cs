@@ -107,20 +107,23 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
-    /// <summary>The current stage and how many participants have submitted in it, for status views.</summary>
-    public (RoundStage Stage, int Reported) Progress
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return (_stage, _submitted.Count);
-            }
-        }
-    }
-
     /// <summary>Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails.</summary>
     public Task<uint[]> Sum => _sum.Task;
+
+    /// <summary>Called (under the round's lock: keep it short, take no lock that is held while reading this round) after each report and stage change.</summary>
+    public Action? Progress { get; set; }
+
+    /// <summary>
+    /// The stage for status views and how many participants reported in it. Before the first key advertisement the
+    /// round shows as MANIFEST: participants are fetching the manifest and the adapter, and training.
+    /// </summary>
+    public (RoundStage Stage, int Reported) StageReport()
+    {
+        lock (_gate)
+        {
+            return _stage == RoundStage.AdvertiseKeys && _submitted.Count == 0 ? (RoundStage.Manifest, 0) : (_stage, _submitted.Count);
+        }
+    }
 
     /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
     public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
@@ -276,6 +279,7 @@ internal sealed class SecAggRound : IDisposable
         {
             CloseStage();
         }
+        Progress?.Invoke();
     }
 
     private void OnDeadline(RoundStage stage)
@@ -285,6 +289,7 @@ internal sealed class SecAggRound : IDisposable
             if (_stage == stage)
             {
                 CloseStage();
+                Progress?.Invoke();
             }
         }
     }

@@ -15,7 +15,7 @@ namespace Federated.Coordinator.Services;
 /// from the state store; run control is delegated to the <see cref="RunOrchestrator"/>, exports to the <see cref="RunExporter"/>.
 /// </summary>
 internal sealed class AdminGrpcService(
-    CoordinatorState state, RunOrchestrator orchestrator, RoundRegistry rounds, RunExporter exporter, ILogger<AdminGrpcService> logger)
+    CoordinatorState state, RunOrchestrator orchestrator, RunExporter exporter, ILogger<AdminGrpcService> logger)
     : AdminService.AdminServiceBase
 {
     private const int MaxAbortReasonLength = 256;
@@ -39,7 +39,13 @@ internal sealed class AdminGrpcService(
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        _ = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        RunStatus first = Status(request.RunId) ?? throw UnknownRun(request.RunId);
+        if (orchestrator.Status(request.RunId) is null)
+        {
+            // A run from before a restart never changes again: its recorded status is all there is to watch.
+            await responseStream.WriteAsync(first, context.CancellationToken);
+            return;
+        }
         RunStatus? sent = null;
         while (true)
         {
@@ -64,26 +70,8 @@ internal sealed class AdminGrpcService(
         }
     }
 
-    /// <summary>The orchestrator's snapshot with the round in progress's stage and reported count filled in.</summary>
-    private RunStatus? Status(string runId)
-    {
-        RunStatus? status = orchestrator.Status(runId);
-        if (status is null || status.CurrentRound == 0)
-        {
-            return status;
-        }
-        if (status.State == RunState.Running && rounds.Active(runId, status.CurrentRound) is { } active)
-        {
-            (RoundStage stage, int reported) = active.Progress;
-            status.Stage = stage;
-            status.Reported = (uint)reported;
-        }
-        else if (state.GetRoundStage(runId, (int)status.CurrentRound) is { } recorded)
-        {
-            status.Stage = recorded;
-        }
-        return status;
-    }
+    /// <summary>The orchestrator's view: live runs with the round in progress's stage and reports, ended ones from the state file.</summary>
+    private RunStatus? Status(string runId) => orchestrator.Status(runId);
 
     public override async Task<AbortRunResponse> AbortRun(AbortRunRequest request, ServerCallContext context)
     {
@@ -255,8 +243,30 @@ internal sealed class AdminGrpcService(
         return Task.FromResult(response);
     }
 
+    private RunStatus? Recorded(string runId)
+    {
+        if (runId.Length is 0 or > 64 || state.GetRun(runId) is not { } run)
+        {
+            return null;
+        }
+        IReadOnlyList<LedgerRecord> ledger = state.GetLedger(runId, population: null);
+        bool orphaned = run.State is RunState.Pending or RunState.Running;
+        return new RunStatus
+        {
+            RunId = run.RunId,
+            State = orphaned ? RunState.Failed : run.State,
+            CurrentRound = (uint)run.CurrentRound,
+            PlannedRounds = RunPlan.Parser.ParseFrom(run.Plan).Rounds,
+            EpsilonSpent = ledger.Count == 0 ? 0 : ledger[^1].EpsilonAfter,
+            EpsilonBudget = state.GetBudget(run.Population)?.Epsilon ?? 0,
+            Detail = orphaned ? "the coordinator restarted while this run was in progress; it does not resume" : run.Detail,
+            UpdatedAt = Timestamp.FromDateTimeOffset(run.UpdatedAt),
+            AdapterSha256 = run.AdapterSha256,
+        };
+    }
+
     private static RpcException UnknownRun(string runId) =>
-        new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator process"));
+        new(new Status(StatusCode.NotFound, $"run '{runId}' is not known to this coordinator"));
 
     private static string Population(string value)
     {

@@ -35,7 +35,7 @@ internal sealed record LedgerRecord(
     int Participants,
     DateTimeOffset ChargedAt);
 
-/// <summary>A run as the state store holds it: the serialized RunPlan, its progress and its latest global adapter.</summary>
+/// <summary>A run as the state store holds it: the serialized RunPlan the engineer started, its progress and its latest global adapter.</summary>
 internal sealed record RunRecord(
     string RunId,
     byte[] Plan,
@@ -47,13 +47,17 @@ internal sealed record RunRecord(
     string AdapterSha256,
     string Detail,
     string CreatedBy,
-    DateTimeOffset CreatedAt);
+    DateTimeOffset CreatedAt,
+    DateTimeOffset UpdatedAt);
 
 /// <summary>What a retention pass may remove: finished rounds' participant rows and adapters no run points at any more.</summary>
 internal sealed record PrunePlan(DateTimeOffset Cutoff, IReadOnlyList<(string RunId, int Round)> Rounds, IReadOnlyList<string> Adapters)
 {
     public bool IsEmpty => Rounds.Count == 0 && Adapters.Count == 0;
 }
+
+/// <summary>How far a run got: its highest round number, the rounds released (charged) and the epsilon they spent.</summary>
+internal sealed record RunProgress(int LastRound, int ReleasedRounds, double EpsilonSpent);
 
 /// <summary>
 /// The coordinator's durable state in one SQLite file (WAL, synchronous=FULL): every method commits its
@@ -347,6 +351,78 @@ internal sealed class CoordinatorState : IDisposable
         }
     }
 
+    /// <summary>A run by id; null when unknown.</summary>
+    public RunRecord? GetRun(string runId)
+    {
+        ArgumentNullException.ThrowIfNull(runId);
+        return ReadRuns("run_id = $run", ("$run", runId)).SingleOrDefault();
+    }
+
+    /// <summary>The runs that had not ended (PENDING or RUNNING) when the coordinator last stopped, oldest first.</summary>
+    public IReadOnlyList<RunRecord> ListUnfinishedRuns() =>
+        ReadRuns("state IN ($pending, $running)", ("$pending", (int)Protos.V1.RunState.Pending), ("$running", (int)Protos.V1.RunState.Running));
+
+    /// <summary>A run's highest round number, its released rounds and the epsilon after the last of them (from the ledger).</summary>
+    public RunProgress GetRunProgress(string runId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText =
+                """
+                SELECT (SELECT COALESCE(MAX(round), 0) FROM rounds WHERE run_id = $run),
+                       (SELECT COUNT(*) FROM ledger WHERE run_id = $run),
+                       (SELECT COALESCE((SELECT epsilon_after FROM ledger WHERE run_id = $run ORDER BY sequence DESC LIMIT 1), 0))
+                """;
+            command.Parameters.AddWithValue("$run", runId);
+            using SqliteDataReader reader = command.ExecuteReader();
+            reader.Read();
+            return new RunProgress(reader.GetInt32(0), reader.GetInt32(1), reader.GetDouble(2));
+        }
+    }
+
+    /// <summary>
+    /// Marks every round of the run that had not ended as FAILED (a coordinator that stopped mid-round released
+    /// nothing from it and charged nothing), each audited; returns the rounds so marked.
+    /// </summary>
+    public IReadOnlyList<int> FailInterruptedRounds(string runId, string reason)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        lock (_gate)
+        {
+            using SqliteTransaction transaction = _connection.BeginTransaction();
+            var failed = new List<int>();
+            using (SqliteCommand command = _connection.CreateCommand())
+            {
+                command.Transaction = transaction;
+                command.CommandText =
+                    "UPDATE rounds SET stage = $failed, ended_at = $now WHERE run_id = $run AND stage NOT IN ($done, $failed) RETURNING round";
+                command.Parameters.AddWithValue("$failed", (int)Protos.V1.RoundStage.Failed);
+                command.Parameters.AddWithValue("$done", (int)Protos.V1.RoundStage.Completed);
+                command.Parameters.AddWithValue("$now", Format(_time.GetUtcNow()));
+                command.Parameters.AddWithValue("$run", runId);
+                using SqliteDataReader reader = command.ExecuteReader();
+                while (reader.Read())
+                {
+                    failed.Add(reader.GetInt32(0));
+                }
+            }
+            foreach (int round in failed.Order())
+            {
+                AppendAudit(transaction, "coordinator", "round.fail", new Dictionary<string, string>
+                {
+                    ["run_id"] = runId,
+                    ["round"] = round.ToString(CultureInfo.InvariantCulture),
+                    ["reason"] = reason,
+                });
+            }
+            transaction.Commit();
+            return failed;
+        }
+    }
+
     /// <summary>Records a round's start and its selected participants (status "selected"), audited with the participant list.</summary>
     public void StartRound(string runId, int round, IReadOnlyDictionary<string, int> participants, string adapterBefore)
     {
@@ -537,29 +613,6 @@ internal sealed class CoordinatorState : IDisposable
         }
     }
 
-    /// <summary>A run as recorded; null when unknown. Survives restarts, unlike the orchestrator's live view.</summary>
-    public RunRecord? GetRun(string runId)
-    {
-        ArgumentNullException.ThrowIfNull(runId);
-        lock (_gate)
-        {
-            using SqliteCommand command = _connection.CreateCommand();
-            command.CommandText =
-                """
-                SELECT run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at
-                FROM runs WHERE run_id = $run
-                """;
-            command.Parameters.AddWithValue("$run", runId);
-            using SqliteDataReader reader = command.ExecuteReader();
-            if (!reader.Read())
-            {
-                return null;
-            }
-            return new RunRecord(reader.GetString(0), (byte[])reader.GetValue(1), reader.GetString(2), (Protos.V1.RunState)reader.GetInt32(3),
-                reader.GetDouble(4), reader.GetDouble(5), reader.GetInt32(6), reader.GetString(7), reader.GetString(8), reader.GetString(9), Parse(reader.GetString(10)));
-        }
-    }
-
     /// <summary>A round's stage as recorded (RoundStage numbers); null when unknown.</summary>
     public Protos.V1.RoundStage? GetRoundStage(string runId, int round)
     {
@@ -603,8 +656,15 @@ internal sealed class CoordinatorState : IDisposable
         lock (_gate)
         {
             using SqliteCommand command = _connection.CreateCommand();
-            command.CommandText = "SELECT size_bytes, signature FROM adapters WHERE sha256 = $h";
+            // A round's adapter is served only once the transaction that completed (and charged) its round committed;
+            // an initial adapter (round 0) carries no data and is served from the start.
+            command.CommandText =
+                """
+                SELECT a.size_bytes, a.signature FROM adapters a WHERE a.sha256 = $h
+                AND (a.round = 0 OR EXISTS (SELECT 1 FROM rounds r WHERE r.adapter_sha256_after = a.sha256 AND r.stage = $done))
+                """;
             command.Parameters.AddWithValue("$h", sha256);
+            command.Parameters.AddWithValue("$done", (int)Protos.V1.RoundStage.Completed);
             using SqliteDataReader reader = command.ExecuteReader();
             return reader.Read() ? (reader.GetInt64(0), (byte[])reader.GetValue(1)) : null;
         }
@@ -772,6 +832,29 @@ internal sealed class CoordinatorState : IDisposable
             "INSERT INTO audit_head (id, sequence, hash, signature, signer) VALUES (1, $s, $h, $sig, $pem) ON CONFLICT (id) DO UPDATE SET sequence = $s, hash = $h, signature = $sig, signer = $pem",
             ("$s", sequence), ("$h", hash), ("$sig", signature), ("$pem", _signerPem));
         return new AuditRecord(sequence, json, hash);
+    }
+
+    private IReadOnlyList<RunRecord> ReadRuns(string where, params (string Name, object Value)[] parameters)
+    {
+        lock (_gate)
+        {
+            using SqliteCommand command = _connection.CreateCommand();
+            command.CommandText =
+                $"SELECT run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at, updated_at FROM runs WHERE {where} ORDER BY created_at, run_id";
+            foreach ((string name, object value) in parameters)
+            {
+                command.Parameters.AddWithValue(name, value);
+            }
+            using SqliteDataReader reader = command.ExecuteReader();
+            var runs = new List<RunRecord>();
+            while (reader.Read())
+            {
+                runs.Add(new RunRecord(reader.GetString(0), (byte[])reader.GetValue(1), reader.GetString(2), (Protos.V1.RunState)reader.GetInt32(3),
+                    reader.GetDouble(4), reader.GetDouble(5), reader.GetInt32(6), reader.GetString(7), reader.GetString(8), reader.GetString(9),
+                    Parse(reader.GetString(10)), Parse(reader.GetString(11))));
+            }
+            return runs;
+        }
     }
 
     private IReadOnlyList<ClientRecord> ReadClients(SqliteTransaction? transaction, string? clientId)

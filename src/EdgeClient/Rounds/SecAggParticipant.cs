@@ -22,6 +22,13 @@ internal sealed record ParticipationOutcome(RoundManifest Manifest, ulong Upload
 /// </summary>
 internal sealed class SecAggParticipant(CoordinatorConnection connection, string identityName)
 {
+    /// <summary>
+    /// Runs before this participant sends its message of each stage (ADVERTISE_KEYS, SHARE_KEYS, MASKED_INPUT,
+    /// UNMASK). Fault injection for dropout tests: a hook that throws or never returns makes the participant vanish
+    /// at that stage, exactly as a crashed client would.
+    /// </summary>
+    public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
+
     /// <summary>Fetches and checks the manifest of an invitation: the coordinator's signature, the round and this identity.</summary>
     public async Task<RoundManifest> FetchManifestAsync(RoundRef invitation, CancellationToken cancellationToken)
     {
@@ -64,6 +71,7 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         using var session = new ClientSession(parameters, self);
 
         AdvertiseKeysMessage advertised = session.AdvertiseKeys();
+        await StageAsync(RoundStage.AdvertiseKeys, cancellationToken);
         AdvertiseKeysResponse roster = await connection.Edge.AdvertiseKeysAsync(
             new AdvertiseKeysRequest
             {
@@ -83,11 +91,13 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
             SelfMaskSeedCommitment = ByteString.CopyFrom(c.SelfMaskSeedCommitment),
             MaskKeyCommitment = ByteString.CopyFrom(c.MaskKeyCommitment),
         }));
+        await StageAsync(RoundStage.ShareKeys, cancellationToken);
         ShareKeysResponse inbound = await connection.Edge.ShareKeysAsync(shareRequest, StageCall(manifest.ShareKeysDeadline, cancellationToken));
         session.ReceiveForwardedShares(new ForwardedSharesMessage(self, [.. inbound.Shares.Select(s => new ForwardedShare(checked((int)s.FromIndex), s.Ciphertext.ToByteArray()))]));
 
         uint[] input = await produceInput(manifest, cancellationToken);
         MaskedInputMessage masked = session.MaskInput(input);
+        await StageAsync(RoundStage.MaskedInput, cancellationToken);
         (ulong uploaded, UploadMaskedInputResponse survivors) = await UploadAsync(manifest, masked.MaskedInput, cancellationToken);
 
         UnmaskResponseMessage reveal = session.ReceiveUnmaskRequest(new UnmaskRequestMessage(self,
@@ -95,6 +105,7 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         var unmask = new UnmaskRequest { Round = manifest.Round };
         unmask.SelfMaskShares.AddRange(reveal.SelfMaskSeedShares.Select(ToWire));
         unmask.MaskKeyShares.AddRange(reveal.MaskKeyShares.Select(ToWire));
+        await StageAsync(RoundStage.Unmask, cancellationToken);
         await connection.Edge.UnmaskAsync(unmask, StageCall(manifest.UnmaskDeadline, cancellationToken));
         return new ParticipationOutcome(manifest, uploaded, [.. survivors.Survivors.Select(i => (int)i)], [.. survivors.Dropped.Select(i => (int)i)]);
     }
@@ -129,6 +140,9 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         UploadMaskedInputResponse response = await call.ResponseAsync;
         return (response.ReceivedBytes, response);
     }
+
+    private Task StageAsync(RoundStage stage, CancellationToken cancellationToken) =>
+        BeforeStage is { } hook ? hook(stage, cancellationToken) : Task.CompletedTask;
 
     private CallOptions StageCall(Google.Protobuf.WellKnownTypes.Timestamp? stageDeadline, CancellationToken cancellationToken)
     {

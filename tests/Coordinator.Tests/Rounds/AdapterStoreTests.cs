@@ -49,7 +49,7 @@ public sealed class AdapterStoreTests : IDisposable
         using AtRestCipher cipher = Cipher("key-a");
         var store = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher);
 
-        string sha256 = store.Put(checkpoint, "run-1", 1);
+        string sha256 = store.Put(checkpoint, "run-1", 0);
 
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(checkpoint)), sha256);
         string[] files = Directory.GetFiles(_dir.File("adapters"));
@@ -72,7 +72,7 @@ public sealed class AdapterStoreTests : IDisposable
     {
         using AtRestCipher right = Cipher("key-a");
         using AtRestCipher wrong = Cipher("key-b");
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, right).Put(Checkpoint(), "run-1", 1);
+        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, right).Put(Checkpoint(), "run-1", 0);
         var store = new AdapterStore(_dir.File("adapters"), _state, _signer, wrong);
 
         var read = Assert.Throws<AtRestDecryptionException>(() => store.Read(sha256));
@@ -88,7 +88,7 @@ public sealed class AdapterStoreTests : IDisposable
     public void Open_EncryptedButNoKeyConfigured_RefusedWithTheFlagToPass()
     {
         using AtRestCipher cipher = Cipher("key-a");
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher).Put(Checkpoint(), "run-1", 1);
+        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher).Put(Checkpoint(), "run-1", 0);
         var store = new AdapterStore(_dir.File("adapters"), _state, _signer);
 
         Assert.Contains("--at-rest-key", Assert.Throws<AtRestDecryptionException>(() => store.Read(sha256)).Message, StringComparison.Ordinal);
@@ -103,8 +103,8 @@ public sealed class AdapterStoreTests : IDisposable
         byte[] first = Checkpoint();
         byte[] second = Checkpoint();
         second[^1] ^= 0x80;
-        string a = store.Put(first, "run-1", 1);
-        string b = store.Put(second, "run-1", 2);
+        string a = store.Put(first, "run-1", 0);
+        string b = store.Put(second, "run-1", 0);
         File.Copy(_dir.File($"adapters/{a}.adapter.enc"), _dir.File($"adapters/{b}.adapter.enc"), overwrite: true);
 
         Assert.Contains("authentication failed", Assert.Throws<AtRestDecryptionException>(() => store.Read(b)).Message, StringComparison.Ordinal);
@@ -114,7 +114,7 @@ public sealed class AdapterStoreTests : IDisposable
     public void Put_WithoutKey_StoresPlaintextThatAKeyedStoreStillServes()
     {
         byte[] checkpoint = Checkpoint();
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer).Put(checkpoint, "run-1", 1);
+        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer).Put(checkpoint, "run-1", 0);
         using AtRestCipher cipher = Cipher("key-a");
 
         Assert.True(File.Exists(_dir.File($"adapters/{sha256}.adapter")));

@@ -14,6 +14,8 @@ internal static class AdminOutput
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        // Not HTML: '+' in a version or '<' in a detail stays readable.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     /// <summary>One JSON object on one line.</summary>
@@ -119,8 +121,12 @@ internal static class AdminOutput
         string budget = status.EpsilonBudget > 0
             ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0})"
             : Number(status.EpsilonSpent);
+        // Once a round has ended nobody reports in it any more; the count would read as a failure.
+        string reported = status.Stage is RoundStage.Completed or RoundStage.Failed or RoundStage.Unspecified
+            ? $"selected {status.Selected}"
+            : $"reported {status.Reported}/{status.Selected}";
         string line = $"{State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
-            $"reported {status.Reported}/{status.Selected}  epsilon {budget}";
+            $"{reported,-14}  epsilon {budget}";
         return status.Detail.Length == 0 ? line : $"{line}  ({status.Detail})";
     }
 

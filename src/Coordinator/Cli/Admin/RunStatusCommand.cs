@@ -55,7 +55,8 @@ internal sealed class RunStatusCommand : AsyncCommand<RunStatusCommand.Settings>
                 }
                 else
                 {
-                    Console.Out.WriteLine($"{AdminOutput.Time(status.UpdatedAt)}  {AdminOutput.ProgressLine(status)}");
+                    // The time of arrival: the server's updated_at moves only with run-level changes, not stages.
+                    Console.Out.WriteLine($"{DateTime.Now:HH:mm:ss}  {AdminOutput.ProgressLine(status)}");
                 }
             }
         }

@@ -1,0 +1,120 @@
+using System.Security.Cryptography;
+using Federated.Coordinator.Rounds;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
+using Federated.Protos.V1;
+using Grpc.Core;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// Participants vanish at each SecAgg+ stage over mutual TLS (they stop talking right before sending that stage's
+/// message, as a killed process would). With at least t survivors the coordinator releases exactly the sum of the
+/// inputs it received; with fewer the round fails and releases nothing.
+/// </summary>
+public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
+{
+    private const int Length = 256;
+    private static readonly string[] s_names = ["alice", "bob", "carol", "dave"];
+    private static readonly TimeSpan s_stageTimeout = TimeSpan.FromSeconds(3);
+
+    [Theory]
+    [InlineData(RoundStage.AdvertiseKeys)]
+    [InlineData(RoundStage.ShareKeys)]
+    [InlineData(RoundStage.MaskedInput)]
+    [InlineData(RoundStage.Unmask)]
+    public async Task Round_OneOfFourVanishesAtStage_ReleasesExactSumOfReceivedInputs(RoundStage stage)
+    {
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-one-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
+        try
+        {
+            Dictionary<string, uint[]> inputs = s_names.ToDictionary(n => n, _ => RandomVector());
+            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(n, inputs[n], round.Ref, n == "dave" ? stage : null))];
+
+            uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(60));
+
+            // A participant that vanished after uploading (at unmask) is in the sum: its masks are removed with the others' shares.
+            IEnumerable<string> received = stage == RoundStage.Unmask ? s_names : s_names.Where(n => n != "dave");
+            Assert.Equal(ExpectedSum(received.Select(n => inputs[n])), sum);
+            Assert.Equal(stage == RoundStage.Unmask ? 4 : 3, round.Survivors.Count);
+            await Assert.ThrowsAsync<DroppedOutException>(() => running[3]);
+            ParticipationOutcome alice = await running[0];
+            // Only a neighbour that shared keys and then sent no input has pairwise masks left to remove.
+            Assert.Equal(stage == RoundStage.MaskedInput ? [round.Indices["dave"]] : [], alice.Dropped);
+        }
+        finally
+        {
+            coordinator.Host.Rounds.Finish(round);
+        }
+    }
+
+    [Theory]
+    [InlineData(RoundStage.AdvertiseKeys)]
+    [InlineData(RoundStage.ShareKeys)]
+    [InlineData(RoundStage.MaskedInput)]
+    [InlineData(RoundStage.Unmask)]
+    public async Task Round_TwoOfFourVanishAtStage_FailsBelowThresholdAndReleasesNothing(RoundStage stage)
+    {
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-two-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
+        try
+        {
+            Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(n, RandomVector(), round.Ref, n is "carol" or "dave" ? stage : null))];
+
+            var failed = await Assert.ThrowsAsync<RpcException>(() => round.Sum.WaitAsync(TimeSpan.FromSeconds(60)));
+
+            Assert.Equal(RoundStage.Failed, round.Stage);
+            Assert.Contains("threshold", failed.Status.Detail, StringComparison.OrdinalIgnoreCase);
+            // Before unmasking, the survivors' long polls end with the failure; their unmask replies are not long polls.
+            foreach (Task<ParticipationOutcome> participant in running[..2])
+            {
+                if (stage == RoundStage.Unmask)
+                {
+                    await participant;
+                }
+                else
+                {
+                    await Assert.ThrowsAsync<RpcException>(() => participant);
+                }
+            }
+            await Assert.ThrowsAsync<DroppedOutException>(() => running[3]);
+        }
+        finally
+        {
+            coordinator.Host.Rounds.Finish(round);
+        }
+    }
+
+    private async Task<ParticipationOutcome> ParticipateAsync(string name, uint[] input, RoundRef expected, RoundStage? vanishAt)
+    {
+        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+        using var connection = new CoordinatorConnection(coordinator.Address, identity);
+        await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
+        HeartbeatResponse heartbeat = await connection.HeartbeatAsync(new HeartbeatRequest { Available = true }, CancellationToken.None);
+        Assert.Equal(expected, heartbeat.Invitation);
+        var participant = new SecAggParticipant(connection, identity.Name)
+        {
+            BeforeStage = (stage, _) => stage == vanishAt ? throw new DroppedOutException($"{name} vanished before {stage}") : Task.CompletedTask,
+        };
+        RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
+        return await participant.ParticipateAsync(manifest, (_, _) => Task.FromResult(input), CancellationToken.None);
+    }
+
+    private static uint[] RandomVector()
+    {
+        byte[] bytes = RandomNumberGenerator.GetBytes(4 * Length);
+        return [.. Enumerable.Range(0, Length).Select(i => BitConverter.ToUInt32(bytes, 4 * i))];
+    }
+
+    private static uint[] ExpectedSum(IEnumerable<uint[]> vectors)
+    {
+        var sum = new uint[Length];
+        foreach (uint[] v in vectors)
+        {
+            for (int i = 0; i < Length; i++)
+            {
+                sum[i] = unchecked(sum[i] + v[i]);
+            }
+        }
+        return sum;
+    }
+}

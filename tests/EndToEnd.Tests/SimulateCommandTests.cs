@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Federated.Training.Model;
+using Federated.Training.Peft;
+using Federated.Training.Provenance;
+using Federated.Training.Tokenization;
+using Xunit.Abstractions;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// `coordinator simulate` as a user runs it: the real executable in a child process (ephemeral PKI, coordinator on
+/// loopback mutual TLS, in-process edge clients, distributed DP under SecAgg+, signed export).
+/// </summary>
+public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly string[] s_roundKeys = ["round", "train_loss", "eval_loss", "epsilon", "participants", "dropouts", "seconds"];
+    private static readonly string[] s_allProjections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "federated-simulate-test-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task Simulate_JsonSmallRun_RoundObjectsEvalLossFallsAdapterLoadsAndVerifies()
+    {
+        string outDirectory = Path.Combine(_root, "adapter");
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "3", "--rounds", "2", "--json", "--seed", "7", "--noise-multiplier", "0.4", "--out", outDirectory]);
+
+        Assert.Equal(0, code);
+        JsonElement[] lines = [.. stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)];
+        Assert.Equal(4, lines.Length);
+        JsonElement[] rounds = lines[..3];
+        for (int i = 0; i < rounds.Length; i++)
+        {
+            Assert.Equal(s_roundKeys, rounds[i].EnumerateObject().Select(p => p.Name));
+            Assert.Equal(i, rounds[i].GetProperty("round").GetInt32());
+        }
+        // Round 0 is the baseline: no training, nothing spent.
+        Assert.Equal(JsonValueKind.Null, rounds[0].GetProperty("train_loss").ValueKind);
+        Assert.Equal(0, rounds[0].GetProperty("epsilon").GetDouble());
+        foreach (JsonElement round in rounds[1..])
+        {
+            Assert.Equal(3, round.GetProperty("participants").GetInt32());
+            Assert.Equal(0, round.GetProperty("dropouts").GetInt32());
+            Assert.True(round.GetProperty("train_loss").GetDouble() > 0);
+        }
+        Assert.True(rounds[2].GetProperty("epsilon").GetDouble() > rounds[1].GetProperty("epsilon").GetDouble(), "epsilon grows with each charged round");
+        double before = rounds[0].GetProperty("eval_loss").GetDouble();
+        double after = rounds[2].GetProperty("eval_loss").GetDouble();
+        Assert.True(after < before, $"held-out eval loss did not fall: {before:F4} -> {after:F4}");
+
+        JsonElement summary = lines[3];
+        Assert.Equal(outDirectory, summary.GetProperty("adapter_dir").GetString());
+        Assert.Equal(rounds[2].GetProperty("epsilon").GetDouble(), summary.GetProperty("epsilon").GetDouble(), 9);
+        Assert.Equal(0.4, summary.GetProperty("noise_multiplier").GetDouble());
+
+        // The folder is a PEFT adapter that loads back, signed by the federation the simulation made.
+        var (settings, adapter, _) = PeftAdapter.Load(outDirectory);
+        Assert.Equal(["down_proj", "o_proj"], settings.Targets.Order(StringComparer.Ordinal));
+        Assert.Contains(adapter.Names, n => n.EndsWith(".lora_B.weight", StringComparison.Ordinal));
+        Assert.Contains(adapter.OnlyB().Flatten(), v => v != 0);
+        using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(summary.GetProperty("ca_certificate").GetString()!);
+        using X509Certificate2 signer = AdapterSignature.Verify(outDirectory, ca);
+        using JsonDocument provenance = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDirectory, "provenance.json")));
+        Assert.Equal(summary.GetProperty("epsilon").GetDouble(), provenance.RootElement.GetProperty("epsilon_spent").GetDouble(), 9);
+        Assert.Equal(2, provenance.RootElement.GetProperty("participants_per_round").GetArrayLength());
+        Assert.Equal(64, provenance.RootElement.GetProperty("base_model_sha256").GetString()!.Length);
+    }
+
+    [Fact]
+    public async Task Simulate_Canaries_ExposureWithDpIsLowerThanWithout()
+    {
+        // The --model path: a tiny Llama made by the test.
+        string model = Path.Combine(_root, "tiny");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5, initStd: 0.1);
+        string outDirectory = Path.Combine(_root, "canary-adapter");
+        // Strong noise (epsilon about 1.5) against none, with an adapter big enough to memorise: the canary is inserted
+        // 80 times into client-1's data and trained for 3 rounds of 100 steps. One canary, so its first digit is not
+        // shared with another canary's (which would cap how well even a memorising model can rank it).
+        (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "3", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
+            "--canaries", "1", "--canary-repeats", "80", "--local-steps", "100", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
+
+        Assert.Equal(0, code);
+        JsonElement summary = JsonDocument.Parse(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]).RootElement;
+        JsonElement[] canaries = [.. summary.GetProperty("canaries").EnumerateArray()];
+        Assert.Single(canaries);
+        double[] withDp = [.. canaries.Select(c => c.GetProperty("exposure_dp").GetDouble())];
+        double[] withoutDp = [.. canaries.Select(c => c.GetProperty("exposure_no_dp").GetDouble())];
+        output.WriteLine($"epsilon {summary.GetProperty("epsilon").GetDouble():F3}; exposure with DP {string.Join(", ", withDp.Select(e => e.ToString("F2")))}; without {string.Join(", ", withoutDp.Select(e => e.ToString("F2")))}");
+        Assert.All(canaries, c => Assert.StartsWith("my secret code is ", c.GetProperty("canary").GetString(), StringComparison.Ordinal));
+        Assert.True(withoutDp[0] > withDp[0], $"exposure without DP {withoutDp[0]:F2} is not above the exposure with DP {withDp[0]:F2}");
+    }
+
+    [Theory]
+    [InlineData("--clients", "1")]
+    [InlineData("--rounds", "0")]
+    [InlineData("--canaries", "-1")]
+    [InlineData("--data", "/nonexistent/federated-simulate-data")]
+    public async Task Simulate_BadFlag_ExitsWithUsageError(string flag, string value)
+    {
+        (int code, _) = await RunAsync(["simulate", flag, value, "--out", Path.Combine(_root, "never")]);
+
+        Assert.Equal(2, code);
+        Assert.False(Directory.Exists(Path.Combine(_root, "never")));
+    }
+
+    [Fact]
+    public async Task Simulate_DataFolderWithoutClientFile_ExitsWithUsageError()
+    {
+        string data = Path.Combine(_root, "data");
+        Directory.CreateDirectory(data);
+        await File.WriteAllLinesAsync(Path.Combine(data, "client-1.jsonl"), ["{\"text\": \"one\"}", "{\"text\": \"two\"}"]);
+
+        (int code, _) = await RunAsync(["simulate", "--clients", "2", "--data", data, "--out", Path.Combine(_root, "never")]);
+
+        Assert.Equal(2, code);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // Nothing was written.
+        }
+    }
+
+    private async Task<(int Code, string Stdout)> RunAsync(string[] args)
+    {
+        Directory.CreateDirectory(_root);
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = _root };
+        start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+        start.ArgumentList.Add("exec");
+        // The coordinator's own build output, as `dotnet run --project src/Coordinator` uses it.
+        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string repository = bin.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
+        start.ArgumentList.Add(Path.Combine(repository, "src", "Coordinator", "bin", bin.Parent.Name, bin.Name, "coordinator.dll"));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start coordinator");
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                output.WriteLine(e.Data);
+            }
+        };
+        process.BeginErrorReadLine();
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(8));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        string text = await stdout;
+        output.WriteLine(text);
+        return (process.ExitCode, text);
+    }
+}
