@@ -484,7 +484,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             using (X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(coordinator.CaPath))
             using (X509Certificate2 signer = AdapterSignature.Verify(exportDir, ca))
             {
-                Assert.Contains("adapter signing", signer.Subject, StringComparison.Ordinal);
+                Assert.Contains("adapter signer", signer.Subject, StringComparison.Ordinal);
             }
             (LoraSettings settings, AdapterTensors adapter, _) = PeftAdapter.Load(exportDir);
             Assert.Equal(2, settings.Rank);
