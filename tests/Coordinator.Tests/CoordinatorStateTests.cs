@@ -167,6 +167,23 @@ public sealed class CoordinatorStateRoundTests
     }
 
     [Fact]
+    public void RecordDecline_BeforeTheRoundIsRecorded_StartRoundWritesTheParticipantDeclined()
+    {
+        using var dir = new TempDirectory();
+        using X509Certificate2 signer = TestSigner.Create();
+        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+
+        bool recorded = state.RecordDecline("run1", 1, "bob", "Policy", "max_rank", "max_rank: rank 64 is outside 1..16");
+        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+        state.SetParticipantStatus("run1", 1, "bob", "dropped");
+
+        Assert.False(recorded);
+        Assert.Equal("declined", state.GetParticipants("run1", 1)["bob"]);
+        Assert.Equal("selected", state.GetParticipants("run1", 1)["alice"]);
+    }
+
+    [Fact]
     public void GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction()
     {
         using var dir = new TempDirectory();

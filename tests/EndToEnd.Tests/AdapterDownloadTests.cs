@@ -1,10 +1,14 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Pki;
+using Federated.Coordinator.Rounds;
+using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Training.Model;
 using Federated.Training.Provenance;
+using Federated.Training.Tokenization;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -98,6 +102,53 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
         var ex = await Assert.ThrowsAsync<AdapterSignatureException>(() => DownloadAsAsync("erin", served));
 
         Assert.Contains("code-signing", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Worker_UnsignedGlobalAdapterInARound_DeclinesNamingTheRuleLoadsAndTrainsNothingAndTheCoordinatorRecordsIt()
+    {
+        AdapterRef forged = ServeForged(RandomNumberGenerator.GetBytes(2000), []);
+        coordinator.Host.State.CreateRun("forged-run", [1], "default", 1, 1, forged.Sha256, "engineer");
+        var dp = new DpParameters
+        {
+            Mechanism = NoiseMechanism.DistributedSkellam, ClipNorm = 1, NoiseMultiplier = 1, Scale = 1, Delta = 1e-6,
+            RotationSeed = Google.Protobuf.ByteString.CopyFrom(new byte[32]),
+        };
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("forged-run", 1, ["alice", "bob"], 16, 32, Degree: 1, Threshold: 2,
+            StageTimeout: TimeSpan.FromSeconds(30), Dp: dp, GlobalAdapter: forged, LocalSteps: 1, LearningRate: 0.01, EpsilonAfterRound: 1));
+        try
+        {
+            coordinator.Host.State.StartRound("forged-run", 1, round.Indices, forged.Sha256);
+            string model = Path.Combine(coordinator.Root, "forged-tiny");
+            TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: ByteLevelTokenizerWriter.Write(model)), seed: 3);
+            using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, TorchSharp.torch.CPU);
+            using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity("alice"), coordinator.CaPath);
+            using var connection = new CoordinatorConnection(coordinator.Address, identity);
+            await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
+            using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(coordinator.Root, "forged-" + LocalPrivacyLedger.FileName));
+            var policy = new LocalPolicy
+            {
+                Delta = 1e-5, MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 1000, MinNoiseMultiplier = 0.1,
+                AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam], AllowedTargetModules = ["q_proj", "v_proj"], MaxRank = 16, MaxRoundsPerDay = 100,
+            };
+            var worker = new EdgeRoundWorker(connection, "alice", local, [], new LocalPolicyGate(policy, ledger, TimeProvider.System), Path.Combine(coordinator.Root, "forged-scratch"));
+
+            RoundWorkResult result = await worker.HandleAsync(round.Ref, CancellationToken.None);
+
+            Assert.False(result.Participated);
+            Assert.Equal("adapter_signature", result.DeclinedRule);
+            Assert.Contains("unsigned", result.Message, StringComparison.Ordinal);
+            Assert.Null(local.Lora);
+            Assert.False(Directory.Exists(Path.Combine(coordinator.Root, "forged-scratch")));
+            Assert.Empty(ledger.Charges);
+            Assert.Equal("declined", coordinator.Host.State.GetParticipants("forged-run", 1)["alice"]);
+            Assert.Contains(coordinator.Host.State.ReadAudit(1, 100_000).Entries, e =>
+                e.CanonicalJson.Contains("\"rule\":\"adapter_signature\"", StringComparison.Ordinal) && e.CanonicalJson.Contains("forged-run", StringComparison.Ordinal));
+        }
+        finally
+        {
+            coordinator.Host.Rounds.Finish(round);
+        }
     }
 
     /// <summary>Plants a blob and a signature of the test's choosing in the coordinator's store, as an attacker with its disk would.</summary>

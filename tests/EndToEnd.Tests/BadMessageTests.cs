@@ -184,6 +184,12 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
                 ("first chunk without round", () => [With(valid[0], c => c.Round = null)]),
                 ("value outside the ring", () => [With(valid[0], c => c.Data = ByteString.CopyFrom([.. c.Data.Span[..^1], 0x01]))]),
                 ("no chunks", () => []),
+                // Later in the stream: before uploads were buffered until whole, any of these left a part-added
+                // vector in the running sum and the round failed for everyone.
+                ("stream ends after the first chunk", () => [valid[0]]),
+                ("a later chunk skips ahead", () => [valid[0], valid[2]]),
+                ("a later chunk outside the ring", () => [valid[0], With(valid[1], c => c.Data = ByteString.CopyFrom([.. c.Data.Span[..^1], 0x01]))]),
+                ("a later chunk names another round", () => [valid[0], With(valid[1], c => c.Round = new RoundRef { RunId = "bad-upload", Round = 2 })]),
             })
             {
                 statuses[name] = await Status(() => ScriptedParticipant.Upload(first.Connection, chunks()));
@@ -191,7 +197,7 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
         });
 
         Assert.Equal(round.ExpectedSum(), sum);
-        Assert.Equal(8, statuses.Count);
+        Assert.Equal(12, statuses.Count);
         Assert.All(statuses, s => Assert.True(s.Value == StatusCode.InvalidArgument, $"{s.Key}: {s.Value}"));
     }
 

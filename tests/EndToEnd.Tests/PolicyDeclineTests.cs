@@ -78,6 +78,9 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         Assert.Contains("\"client_id\":\"carol\"", entry.CanonicalJson, StringComparison.Ordinal);
         Assert.Contains("\"reason\":\"Budget\"", entry.CanonicalJson, StringComparison.Ordinal);
         Assert.Contains(coordinator.Logs.Lines, l => l.Message.Contains("carol declined round 1", StringComparison.Ordinal));
+        // The edge's own ledger prices the round exactly as the coordinator's accountant did (same Skellam RDP).
+        using LocalPrivacyLedger aliceLedger = LocalPrivacyLedger.Open(Path.Combine(coordinator.Root, "alice-decline-" + LocalPrivacyLedger.FileName));
+        Assert.Equal(charge.EpsilonAfter, aliceLedger.Spent(plan.Delta, started.RunId).Epsilon, 9);
     }
 
     private async Task ClientAsync(string name, string model, LocalPolicy policy, List<RoundWorkResult> results, Dictionary<string, int> ledgers, CancellationToken cancellationToken)

@@ -194,6 +194,9 @@ internal sealed class RunOrchestrator(
         };
     }
 
+    /// <summary>Whether this process drives the run (started or resumed it here), so its status can still change.</summary>
+    public bool Drives(string runId) => _runs.ContainsKey(runId);
+
     /// <summary>Completes with the next status after <paramref name="version"/>; the caller re-reads <see cref="Status"/>.</summary>
     public Task WaitForChangeAsync(string runId, CancellationToken cancellationToken) =>
         _runs.TryGetValue(runId, out RunTracker? run) ? run.Changed.WaitAsync(cancellationToken) : Task.CompletedTask;

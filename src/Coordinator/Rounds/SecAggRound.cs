@@ -41,6 +41,7 @@ internal sealed class SecAggRound : IDisposable
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
     private readonly TaskCompletionSource<uint[]> _sum = New<uint[]>();
     private readonly Dictionary<RoundStage, DateTimeOffset> _closedAt = [];
+    private readonly SemaphoreSlim _uploadSlots;
     private HashSet<int> _expected;
     private ITimer? _deadline;
     private RoundStage _stage = RoundStage.AdvertiseKeys;
@@ -65,10 +66,17 @@ internal sealed class SecAggRound : IDisposable
         Parameters = SecAggParameters.Create(plan.RunId, plan.Round, _indexByClient.Values, plan.VectorLength, plan.Bits, plan.Degree, plan.Threshold, graphSeed);
         _session = new ServerSession(Parameters);
         _expected = [.. _indexByClient.Values];
+        _uploadSlots = new SemaphoreSlim((int)Math.Clamp(MaxBufferedUploadBytes / (4L * plan.VectorLength), 1, plan.Participants.Count));
         OpenedAt = time.GetUtcNow();
         Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.StageTimeout * i)];
         ArmDeadline(0);
     }
+
+    /// <summary>
+    /// Memory the round may hold in masked-input uploads that are still arriving (each is buffered until whole);
+    /// uploads beyond it wait for a slot, so a round holds min(n, this / 4d) vectors besides its sum.
+    /// </summary>
+    public const long MaxBufferedUploadBytes = 256L << 20;
 
     public SecAggRoundPlan Plan { get; }
 
@@ -187,6 +195,27 @@ internal sealed class SecAggRound : IDisposable
                 throw SecAggStatus.ToRpc(ex);
             }
         }
+    }
+
+    /// <summary>Refuses an upload that could not be accepted (wrong stage, a declined or dropped caller, a second upload) before it is read.</summary>
+    public void CheckUploadOpen(int index)
+    {
+        lock (_gate)
+        {
+            RequireStage(RoundStage.MaskedInput);
+            RequireLive(index);
+            if (_session.State.MaskedInputs.Contains(index))
+            {
+                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"participant {index} already sent its whole masked input for round {Plan.Round}"));
+            }
+        }
+    }
+
+    /// <summary>Waits for one of the round's upload buffers (see <see cref="MaxBufferedUploadBytes"/>); dispose to release it.</summary>
+    public async Task<IDisposable> AcquireUploadSlotAsync(CancellationToken cancellationToken)
+    {
+        await _uploadSlots.WaitAsync(cancellationToken);
+        return new UploadSlot(_uploadSlots);
     }
 
     /// <summary>Marks a participant's upload complete and waits for stage 3 to close.</summary>
@@ -366,4 +395,17 @@ internal sealed class SecAggRound : IDisposable
         new(new Status(StatusCode.DeadlineExceeded, $"participant {index} missed a stage of round {Plan.Round} and was dropped"));
 
     private static TaskCompletionSource<T> New<T>() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private sealed class UploadSlot(SemaphoreSlim slots) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0)
+            {
+                slots.Release();
+            }
+        }
+    }
 }

@@ -137,6 +137,7 @@ internal sealed class CallLimitInterceptor : Interceptor, IDisposable
     {
         private const string HttpContextKey = "__HttpContext";
         private readonly ServerCallContext _inner;
+        private readonly CancellationTokenSource _timer;
         private readonly CancellationTokenSource _cap;
         private readonly DateTime _deadline;
 
@@ -145,20 +146,27 @@ internal sealed class CallLimitInterceptor : Interceptor, IDisposable
             _inner = inner;
             inner.UserState[HttpContextKey] = inner.GetHttpContext();
             CallerName = RoleAuthorizationInterceptor.Caller(inner).Name;
-            _cap = CancellationTokenSource.CreateLinkedTokenSource(inner.CancellationToken);
-            _cap.CancelAfter(limit);
+            _timer = new CancellationTokenSource(limit, time);
+            _cap = CancellationTokenSource.CreateLinkedTokenSource(inner.CancellationToken, _timer.Token);
             DateTime capped = time.GetUtcNow().UtcDateTime + limit;
             _deadline = inner.Deadline < capped ? inner.Deadline : capped;
         }
 
         public string CallerName { get; }
 
-        /// <summary>True when the server's cap (not the client) ended the call.</summary>
-        public bool Expired => _cap.IsCancellationRequested && !_inner.CancellationToken.IsCancellationRequested;
+        /// <summary>
+        /// True when the server's cap ended the call. Not "and the client did not abort": cancelling a blocked write
+        /// makes grpc-dotnet reset the stream, which aborts the request as a consequence.
+        /// </summary>
+        public bool Expired => _timer.IsCancellationRequested;
 
         public CancellationToken Token => _cap.Token;
 
-        public void Dispose() => _cap.Dispose();
+        public void Dispose()
+        {
+            _cap.Dispose();
+            _timer.Dispose();
+        }
 
         protected override string MethodCore => _inner.Method;
 
@@ -205,25 +213,15 @@ internal sealed class CallLimitInterceptor : Interceptor, IDisposable
 
         public async Task<bool> MoveNext(CancellationToken cancellationToken)
         {
-            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, context.Token);
-            // Cancels the read only; whether it fired is read after the read ended, so a timer that fires just as a
-            // message arrives does not mark the stream idle.
-            using ITimer timer = time.CreateTimer(static state =>
-            {
-                try
-                {
-                    ((CancellationTokenSource)state!).Cancel();
-                }
-                catch (ObjectDisposedException)
-                {
-                    // The read ended and its source was disposed while the timer fired.
-                }
-            }, wait, idle, Timeout.InfiniteTimeSpan);
+            // Cancels this read only; a timer that fires just as a message arrives leaves a read that succeeded, and
+            // only a read that failed after the timer fired marks the stream idle.
+            using var timer = new CancellationTokenSource(idle, time);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, context.Token, timer.Token);
             try
             {
                 return await inner.MoveNext(wait.Token);
             }
-            catch (Exception ex) when (IsCancellation(ex) && wait.IsCancellationRequested && !cancellationToken.IsCancellationRequested && !context.Token.IsCancellationRequested)
+            catch (Exception ex) when (IsCancellation(ex) && timer.IsCancellationRequested)
             {
                 Idle = true;
                 throw new OperationCanceledException("the stream was idle", ex, wait.Token);

@@ -31,29 +31,19 @@ internal sealed class AdminGrpcService(
         return Task.FromResult(new StartRunResponse { RunId = run.RunId, PlannedEpsilon = run.PlannedEpsilon, NoiseMultiplier = run.NoiseMultiplier });
     }
 
-    /// <summary>How often a watcher's stream looks at the round in progress for stage and reported changes.</summary>
-    private static readonly TimeSpan s_progressPoll = TimeSpan.FromSeconds(1);
-
     public override Task<RunStatus> GetRunStatus(GetRunStatusRequest request, ServerCallContext context) =>
         Task.FromResult(Status(request.RunId) ?? throw UnknownRun(request.RunId));
 
     public override async Task WatchRun(WatchRunRequest request, IServerStreamWriter<RunStatus> responseStream, ServerCallContext context)
     {
-        RunStatus first = Status(request.RunId) ?? throw UnknownRun(request.RunId);
-        if (orchestrator.Status(request.RunId) is null)
-        {
-            // A run from before a restart never changes again: its recorded status is all there is to watch.
-            await responseStream.WriteAsync(first, context.CancellationToken);
-            return;
-        }
+        _ = Status(request.RunId) ?? throw UnknownRun(request.RunId);
         RunStatus? sent = null;
         while (true)
         {
-            // The change signal is taken before the status is read, so a change in between is never missed.
+            // The change signal is taken before the status is read, so a change in between is never missed; the
+            // orchestrator signals run changes and every stage change and report inside a round.
             Task changed = orchestrator.WaitForChangeAsync(request.RunId, context.CancellationToken);
             RunStatus status = Status(request.RunId)!;
-            // Stage and reported counts move inside a round without a run-level change, so they are polled; an
-            // unchanged snapshot is not sent again.
             RunStatus comparable = status.Clone();
             comparable.UpdatedAt = null;
             if (!comparable.Equals(sent))
@@ -61,12 +51,12 @@ internal sealed class AdminGrpcService(
                 await responseStream.WriteAsync(status, context.CancellationToken);
                 sent = comparable;
             }
-            if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed)
+            // A run this process does not drive (only in the state store) never changes here: its record is all there is.
+            if (status.State is RunState.Completed or RunState.Aborted or RunState.Failed || !orchestrator.Drives(request.RunId))
             {
                 return;
             }
-            await Task.WhenAny(changed, Task.Delay(s_progressPoll, context.CancellationToken));
-            context.CancellationToken.ThrowIfCancellationRequested();
+            await changed;
         }
     }
 

@@ -196,6 +196,13 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"total_bytes {first.TotalBytes} must equal the round's masked vector size {expectedTotal}"));
         }
+        // Refuse a duplicate, a dropped caller or the wrong stage before taking an upload slot and buffering anything.
+        round.CheckUploadOpen(index);
+        // The upload is buffered and added to the round's sum only once whole and valid: a part-way upload (a
+        // client that dies, lies about its length or sends a bad later chunk) could not be taken out of a running
+        // sum again and would sink the round for every other participant. The round bounds how many buffers exist.
+        using IDisposable slot = await round.AcquireUploadSlotAsync(cancellationToken);
+        var vector = new uint[round.Parameters.VectorLength];
         ulong offset = 0;
         do
         {
@@ -221,16 +228,20 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted, $"upload exceeds the round's masked vector size {expectedTotal}"));
             }
-            var values = new uint[length / 4];
             ReadOnlySpan<byte> data = chunk.Data.Span;
-            for (int i = 0; i < values.Length; i++)
+            Span<uint> target = vector.AsSpan((int)(offset / 4), length / 4);
+            for (int i = 0; i < target.Length; i++)
             {
-                values[i] = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(4 * i, 4));
+                target[i] = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(4 * i, 4));
             }
-            round.ReceiveChunk(new SecAggChunk(index, (int)(offset / 4), values));
             offset += (ulong)length;
         }
         while (await requestStream.MoveNext(cancellationToken));
+        if (offset != expectedTotal)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the upload ended after {offset} of {expectedTotal} bytes; nothing of it was added"));
+        }
+        round.ReceiveChunk(new SecAggChunk(index, 0, vector));
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
         var response = new UploadMaskedInputResponse { ReceivedBytes = offset };

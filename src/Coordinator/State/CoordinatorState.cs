@@ -73,6 +73,10 @@ internal sealed class CoordinatorState : IDisposable
     private readonly TimeProvider _time;
     private readonly Lock _gate = new();
 
+    // Declines that arrived before the round's rows were written (the round is opened in memory, then recorded):
+    // StartRound writes these participants as declined. Guarded by _gate.
+    private readonly HashSet<(string RunId, int Round, string ClientId)> _earlyDeclines = [];
+
     private CoordinatorState(SqliteConnection connection, ECDsa signingKey, string signerPem, TimeProvider time)
     {
         _connection = connection;
@@ -434,9 +438,10 @@ internal sealed class CoordinatorState : IDisposable
                 ("$run", runId), ("$round", round), ("$stage", (int)Protos.V1.RoundStage.Manifest), ("$n", participants.Count), ("$adapter", adapterBefore), ("$now", now));
             foreach ((string clientId, int index) in participants)
             {
+                string status = _earlyDeclines.Remove((runId, round, clientId)) ? "declined" : "selected";
                 Execute(transaction,
-                    "INSERT INTO participants (run_id, round, client_id, participant_index, status, updated_at) VALUES ($run, $round, $id, $i, 'selected', $now)",
-                    ("$run", runId), ("$round", round), ("$id", clientId), ("$i", index), ("$now", now));
+                    "INSERT INTO participants (run_id, round, client_id, participant_index, status, updated_at) VALUES ($run, $round, $id, $i, $status, $now)",
+                    ("$run", runId), ("$round", round), ("$id", clientId), ("$i", index), ("$status", status), ("$now", now));
             }
             Execute(transaction, "UPDATE runs SET state = $state, current_round = $round, updated_at = $now WHERE run_id = $run",
                 ("$state", (int)Protos.V1.RunState.Running), ("$round", round), ("$now", now), ("$run", runId));
@@ -465,8 +470,8 @@ internal sealed class CoordinatorState : IDisposable
 
     /// <summary>
     /// Records that a selected participant declined a round: its row becomes "declined" and the audit chain names the
-    /// reason and the client's rule, in one transaction. False when no participant row was there to mark (the audit
-    /// entry is appended anyway).
+    /// reason and the client's rule, in one transaction. False when no participant row was there to mark yet: the audit
+    /// entry is appended anyway, and a later <see cref="StartRound"/> for that round writes the participant as declined.
     /// </summary>
     public bool RecordDecline(string runId, int round, string clientId, string reason, string rule, string detail)
     {
@@ -492,6 +497,10 @@ internal sealed class CoordinatorState : IDisposable
                 ["detail"] = detail,
             });
             transaction.Commit();
+            if (updated != 1)
+            {
+                _earlyDeclines.Add((runId, round, clientId));
+            }
             return updated == 1;
         }
     }

@@ -32,6 +32,10 @@ internal sealed class AtRestCipher : IDisposable
     public const int HeaderBytes = 6 + KeyIdBytes + NonceBytes;
 
     private readonly AesGcm _aes;
+
+    // One AesGcm holds one native cipher context (OpenSSL EVP_CIPHER_CTX): concurrent calls corrupt it, so downloads
+    // running in parallel take turns. Encrypting or decrypting an adapter takes milliseconds.
+    private readonly Lock _gate = new();
     private readonly byte[] _keyId;
 
     public AtRestCipher(ReadOnlySpan<byte> key)
@@ -113,7 +117,10 @@ internal sealed class AtRestCipher : IDisposable
         _keyId.CopyTo(blob.AsSpan(6));
         Span<byte> nonce = blob.AsSpan(6 + KeyIdBytes, NonceBytes);
         RandomNumberGenerator.Fill(nonce);
-        _aes.Encrypt(nonce, plaintext, blob.AsSpan(HeaderBytes, plaintext.Length), blob.AsSpan(HeaderBytes + plaintext.Length), Encoding.UTF8.GetBytes(name));
+        lock (_gate)
+        {
+            _aes.Encrypt(nonce, plaintext, blob.AsSpan(HeaderBytes, plaintext.Length), blob.AsSpan(HeaderBytes + plaintext.Length), Encoding.UTF8.GetBytes(name));
+        }
         return blob;
     }
 
@@ -132,7 +139,10 @@ internal sealed class AtRestCipher : IDisposable
         byte[] plaintext = new byte[length];
         try
         {
-            _aes.Decrypt(blob.Slice(6 + KeyIdBytes, NonceBytes), blob.Slice(HeaderBytes, length), blob[^TagBytes..], plaintext, Encoding.UTF8.GetBytes(name));
+            lock (_gate)
+            {
+                _aes.Decrypt(blob.Slice(6 + KeyIdBytes, NonceBytes), blob.Slice(HeaderBytes, length), blob[^TagBytes..], plaintext, Encoding.UTF8.GetBytes(name));
+            }
         }
         catch (AuthenticationTagMismatchException ex)
         {

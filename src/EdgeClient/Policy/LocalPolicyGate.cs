@@ -1,8 +1,11 @@
 using System.Globalization;
+using Federated.Aggregation.Privacy;
 
 namespace Federated.EdgeClient.Policy;
 
 /// <summary>What a round asks of this machine, taken from the round manifest and the connection.</summary>
+/// <param name="Skellam">The distributed Skellam mechanism's parameters (dimension, ring, clip, clients, threshold)
+/// for the ledger to price the round as the coordinator does; null for central Gaussian rounds.</param>
 /// <param name="SamplingRate">The Poisson rate at which this client was sampled; 1 when it was picked by count,
 /// since then no amplification by sampling can be claimed.</param>
 internal sealed record RoundTerms(
@@ -13,7 +16,8 @@ internal sealed record RoundTerms(
     double SamplingRate,
     IReadOnlyList<string> TargetModules,
     int Rank,
-    string CoordinatorCertificateSha256);
+    string CoordinatorCertificateSha256,
+    DSkellamParameters? Skellam = null);
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
 internal sealed record PolicyDecision(bool Accepted, string? Rule, string Message)
@@ -115,5 +119,5 @@ internal sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger led
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>
-        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow());
+        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Skellam);
 }

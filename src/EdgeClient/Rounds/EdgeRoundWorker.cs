@@ -78,15 +78,6 @@ internal sealed class EdgeRoundWorker(
         }
         string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
         (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
-        var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
-            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256());
-        PolicyDecision decision = gate.Check(terms);
-        if (!decision.Accepted)
-        {
-            return await DeclineAsync(round, decision.Rule == "max_epsilon_per_run" || decision.Rule == "max_epsilon_lifetime" ? DeclineReason.Budget : DeclineReason.Policy,
-                decision.Rule!, decision.Message, cancellationToken);
-        }
-
         int d = checked((int)global.OnlyB().ElementCount);
         // The scale is sized for the most clients the round may sum (the run's cap under Poisson sampling).
         uint maxClients = manifest.Dp.MaxClients == 0 ? manifest.Secagg.Participants : manifest.Dp.MaxClients;
@@ -94,12 +85,31 @@ internal sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"max_clients {manifest.Dp.MaxClients} is below the round's {manifest.Secagg.Participants} participants or above 1000000", cancellationToken);
         }
-        DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-            central ? 0 : manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
+        DSkellamPlan plan;
+        try
+        {
+            plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
+                central ? 0 : manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
+        }
+        catch (Exception ex) when (ex is ArgumentException or OverflowException)
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", $"the manifest's DP or SecAgg parameters are unusable: {ex.Message}", cancellationToken);
+        }
         // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
         if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"the manifest's scale {manifest.Dp.Scale} or vector length {manifest.Secagg.VectorLength} does not match the DP parameters (expected {plan.Scale}, {plan.PaddedDimension})", cancellationToken);
+        }
+
+        // The ledger prices the round as the coordinator's accountant does: DSkellam RDP for distributed noise, the
+        // Gaussian RDP of the central noise otherwise.
+        var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), central ? null : plan.Parameters);
+        PolicyDecision decision = gate.Check(terms);
+        if (!decision.Accepted)
+        {
+            return await DeclineAsync(round, decision.Rule == "max_epsilon_per_run" || decision.Rule == "max_epsilon_lifetime" ? DeclineReason.Budget : DeclineReason.Policy,
+                decision.Rule!, decision.Message, cancellationToken);
         }
 
         if (model.Lora is not null)

@@ -43,6 +43,22 @@ public sealed class AtRestCipherTests : IDisposable
     }
 
     [Fact]
+    public void EncryptDecrypt_ManyThreadsOnOneCipher_EveryBlobRoundTrips()
+    {
+        // Concurrent downloads share the host's one cipher; its native context must not be used by two threads at once.
+        using var cipher = new AtRestCipher(RandomNumberGenerator.GetBytes(32));
+        byte[][] plaintexts = [.. Enumerable.Range(0, 16).Select(i => RandomNumberGenerator.GetBytes(50_000 + i))];
+        byte[][] blobs = [.. plaintexts.Select((p, i) => cipher.Encrypt(p, "adapter/" + i))];
+
+        Parallel.For(0, 400, new ParallelOptions { MaxDegreeOfParallelism = 8 }, n =>
+        {
+            int i = n % plaintexts.Length;
+            Assert.Equal(plaintexts[i], cipher.Decrypt(blobs[i], "adapter/" + i));
+            Assert.Equal(plaintexts[i], cipher.Decrypt(cipher.Encrypt(plaintexts[i], "x"), "x"));
+        });
+    }
+
+    [Fact]
     public void Decrypt_AnyOneBitFlip_Refuses()
     {
         using var cipher = new AtRestCipher(RandomNumberGenerator.GetBytes(32));

@@ -60,6 +60,8 @@ public sealed class LocalPolicyTests : IDisposable
             {
                 Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 1.1, 0.05, ["q_proj"], 8, "")).Accepted);
             }
+            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-8", 1, NoiseMechanismKind.DistributedSkellam, 2.0, 1.0, ["q_proj"], 8, "",
+                new Aggregation.Privacy.DSkellamParameters(512, 32, 1.0, 2.0, 5, 4))).Accepted);
         }
 
         (int code, string stdout, string stderr) = await EdgeClientProcess.RunAsync("ledger", "show", "--ledger", ledgerPath, "--policy", policyPath, "--json");
@@ -70,7 +72,11 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal("run-7", run.GetProperty("run_id").GetString());
         Assert.Equal(3, run.GetProperty("rounds").GetInt32());
         Assert.True(run.GetProperty("epsilon").GetDouble() > 0);
-        Assert.Equal(3, json.RootElement.GetProperty("charges").GetArrayLength());
+        JsonElement charges = json.RootElement.GetProperty("charges");
+        Assert.Equal(4, charges.GetArrayLength());
+        Assert.Equal(JsonValueKind.Null, charges[0].GetProperty("skellam").ValueKind);
+        Assert.Equal(512, charges[3].GetProperty("skellam").GetProperty("dimension").GetInt32());
+        Assert.Equal(4, charges[3].GetProperty("skellam").GetProperty("min_clients").GetInt32());
     }
 
     [Fact]
