@@ -62,7 +62,15 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         Directory.CreateDirectory(directory);
         try
         {
-            IReadOnlyList<(string Name, long Size, string Sha256)> files = await DownloadAsync(connection, runId, directory, cancellationToken);
+            IReadOnlyList<(string Name, long Size, string Sha256)> files;
+            try
+            {
+                files = await DownloadAsync(connection.Admin, AdminConnection.Options(cancellationToken, s_timeout), runId, directory, cancellationToken);
+            }
+            catch (RpcException ex)
+            {
+                throw connection.Failure(ex, cancellationToken);
+            }
             X509Certificate2 signer;
             try
             {
@@ -96,9 +104,12 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         }
     }
 
-    /// <summary>Writes the stream's files; every field from the wire is checked before it touches the disk.</summary>
-    private static async Task<IReadOnlyList<(string Name, long Size, string Sha256)>> DownloadAsync(
-        AdminConnection connection, string runId, string directory, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes an ExportRun stream's files into <paramref name="directory"/> (the CLI's and simulate's one reader); every
+    /// field from the wire is checked before it touches the disk. The caller verifies the signature and maps RpcException.
+    /// </summary>
+    internal static async Task<IReadOnlyList<(string Name, long Size, string Sha256)>> DownloadAsync(
+        AdminService.AdminServiceClient admin, CallOptions options, string runId, string directory, CancellationToken cancellationToken)
     {
         var finished = new List<(string Name, long Size, string Sha256)>();
         var finishedNames = new HashSet<string>(StringComparer.Ordinal);
@@ -108,7 +119,7 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         long written = 0, total = 0;
         try
         {
-            using AsyncServerStreamingCall<ExportChunk> call = connection.Admin.ExportRun(new ExportRunRequest { RunId = runId }, AdminConnection.Options(cancellationToken, s_timeout));
+            using AsyncServerStreamingCall<ExportChunk> call = admin.ExportRun(new ExportRunRequest { RunId = runId }, options);
             await foreach (ExportChunk chunk in call.ResponseStream.ReadAllAsync(cancellationToken))
             {
                 if (chunk.FileName != current)
@@ -163,10 +174,6 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
                     current = null;
                 }
             }
-        }
-        catch (RpcException ex)
-        {
-            throw connection.Failure(ex, cancellationToken);
         }
         finally
         {
