@@ -97,13 +97,13 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
             {
                 ["format"] = ProvenanceFormat,
                 ["run_id"] = run.RunId,
-                ["run_state"] = StateName(run.State),
+                ["run_state"] = WireNames.State(run.State),
                 ["population"] = run.Population,
                 ["base_model"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(plan.BaseModel)),
                 ["base_model_sha256"] = baseModelSha256,
                 ["adapter_sha256"] = run.AdapterSha256,
                 ["lora"] = lora,
-                ["mechanism"] = MechanismName(plan.Mechanism),
+                ["mechanism"] = WireNames.Mechanism(plan.Mechanism),
                 ["epsilon_spent"] = ledger.Count == 0 ? 0.0 : ledger[^1].EpsilonAfter,
                 ["epsilon_planned"] = run.PlannedEpsilon,
                 ["delta"] = plan.Delta,
@@ -134,17 +134,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         catch
         {
             // A half-written export must not look like a finished one.
-            if (created)
-            {
-                Directory.Delete(directory, recursive: true);
-            }
-            else
-            {
-                foreach (string file in Directory.EnumerateFiles(directory))
-                {
-                    File.Delete(file);
-                }
-            }
+            DiscardPartial(directory, created);
             throw;
         }
     }
@@ -225,23 +215,19 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         throw new RunExportException($"the run's base model '{baseModel}' has no model.safetensors (or index) any more; its hash is part of the provenance");
     }
 
-    private static string MechanismName(NoiseMechanism mechanism) => mechanism switch
+    /// <summary>Removes what a failed export wrote: the folder when the export created it, else only its files.</summary>
+    internal static void DiscardPartial(string directory, bool created)
     {
-        NoiseMechanism.DistributedSkellam => "distributed_skellam",
-        NoiseMechanism.DistributedDiscreteGaussian => "distributed_discrete_gaussian",
-        NoiseMechanism.CentralGaussian => "central_gaussian",
-        _ => "unspecified",
-    };
-
-    private static string StateName(RunState runState) => runState switch
-    {
-        RunState.Pending => "pending",
-        RunState.Running => "running",
-        RunState.Completed => "completed",
-        RunState.Aborted => "aborted",
-        RunState.Failed => "failed",
-        _ => "unspecified",
-    };
+        if (created)
+        {
+            Directory.Delete(directory, recursive: true);
+            return;
+        }
+        foreach (string file in Directory.EnumerateFiles(directory))
+        {
+            File.Delete(file);
+        }
+    }
 
     private static string CoordinatorVersion() =>
         typeof(RunExporter).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";

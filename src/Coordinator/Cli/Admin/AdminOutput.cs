@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Google.Protobuf.WellKnownTypes;
 using Spectre.Console;
@@ -68,16 +69,6 @@ internal static class AdminOutput
 
     public static string Number(double value) => value.ToString("G6", CultureInfo.InvariantCulture);
 
-    public static string State(RunState state) => state switch
-    {
-        RunState.Pending => "pending",
-        RunState.Running => "running",
-        RunState.Completed => "completed",
-        RunState.Aborted => "aborted",
-        RunState.Failed => "failed",
-        _ => "unspecified",
-    };
-
     public static string Stage(RoundStage stage) => stage switch
     {
         RoundStage.Manifest => "manifest",
@@ -90,19 +81,11 @@ internal static class AdminOutput
         _ => "none",
     };
 
-    public static string Mechanism(NoiseMechanism mechanism) => mechanism switch
-    {
-        NoiseMechanism.DistributedSkellam => "distributed_skellam",
-        NoiseMechanism.DistributedDiscreteGaussian => "distributed_discrete_gaussian",
-        NoiseMechanism.CentralGaussian => "central_gaussian",
-        _ => "unspecified",
-    };
-
     /// <summary>A run status as the JSON object `run status` and `run abort` print.</summary>
     public static object RunStatusJson(RunStatus status) => new
     {
         RunId = status.RunId,
-        State = State(status.State),
+        State = WireNames.State(status.State),
         Round = status.CurrentRound,
         PlannedRounds = status.PlannedRounds,
         Stage = Stage(status.Stage),
@@ -125,7 +108,7 @@ internal static class AdminOutput
         string reported = status.Stage is RoundStage.Completed or RoundStage.Failed or RoundStage.Unspecified
             ? $"selected {status.Selected}"
             : $"reported {status.Reported}/{status.Selected}";
-        string line = $"{State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
+        string line = $"{WireNames.State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
             $"{reported,-14}  epsilon {budget}";
         return status.Detail.Length == 0 ? line : $"{line}  ({status.Detail})";
     }
@@ -133,7 +116,7 @@ internal static class AdminOutput
     public static Table RunStatusTable(RunStatus status) => Properties(
     [
         ("run", status.RunId),
-        ("state", State(status.State)),
+        ("state", WireNames.State(status.State)),
         ("round", $"{status.CurrentRound} of {status.PlannedRounds}"),
         ("stage", Stage(status.Stage)),
         ("clients reported", $"{status.Reported} of {status.Selected} selected"),

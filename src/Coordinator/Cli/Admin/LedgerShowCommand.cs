@@ -1,4 +1,5 @@
 using System.Globalization;
+using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -40,7 +41,7 @@ internal sealed class LedgerShowCommand : AsyncCommand<LedgerShowCommand.Setting
                     EpsilonAfter = e.EpsilonAfter,
                     EpsilonDelta = e.EpsilonDelta,
                     Delta = e.Delta,
-                    Mechanism = AdminOutput.Mechanism(e.Mechanism),
+                    Mechanism = WireNames.Mechanism(e.Mechanism),
                     NoiseMultiplier = e.NoiseMultiplier,
                     ClipNorm = e.ClipNorm,
                     Participants = e.Participants,
@@ -54,7 +55,7 @@ internal sealed class LedgerShowCommand : AsyncCommand<LedgerShowCommand.Setting
         {
             table.AddRow(
                 e.Sequence.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.RunId), e.Round.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.Population),
-                AdminOutput.Number(e.EpsilonAfter), AdminOutput.Number(e.EpsilonDelta), AdminOutput.Number(e.Delta), AdminOutput.Mechanism(e.Mechanism),
+                AdminOutput.Number(e.EpsilonAfter), AdminOutput.Number(e.EpsilonDelta), AdminOutput.Number(e.Delta), WireNames.Mechanism(e.Mechanism),
                 AdminOutput.Number(e.NoiseMultiplier), AdminOutput.Number(e.ClipNorm), e.Participants.ToString(CultureInfo.InvariantCulture), AdminOutput.Time(e.ChargedAt) ?? "");
         }
         AdminOutput.Terminal().Write(table);

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -43,7 +44,7 @@ internal sealed class RunAbortCommand : AsyncCommand<RunAbortCommand.Settings>
         if (response.Status.State != RunState.Aborted)
         {
             // The run had already ended on its own: nothing was aborted, which a script must be able to tell.
-            Console.Error.WriteLine($"coordinator: run {runId} had already ended ({AdminOutput.State(response.Status.State)}); nothing was aborted");
+            Console.Error.WriteLine($"coordinator: run {runId} had already ended ({WireNames.State(response.Status.State)}); nothing was aborted");
             return CliRunner.Failed;
         }
         return CliRunner.Ok;

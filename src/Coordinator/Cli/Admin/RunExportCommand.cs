@@ -89,17 +89,7 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         catch
         {
             // Nothing unverified is left behind.
-            if (created)
-            {
-                Directory.Delete(directory, recursive: true);
-            }
-            else
-            {
-                foreach (string file in Directory.EnumerateFiles(directory))
-                {
-                    File.Delete(file);
-                }
-            }
+            RunExporter.DiscardPartial(directory, created);
             throw;
         }
     }

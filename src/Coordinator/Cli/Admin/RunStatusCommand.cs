@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Grpc.Core;
 using Spectre.Console;
@@ -69,7 +70,7 @@ internal sealed class RunStatusCommand : AsyncCommand<RunStatusCommand.Settings>
             case RunState.Completed:
                 return CliRunner.Ok;
             case RunState.Aborted or RunState.Failed:
-                Console.Error.WriteLine($"coordinator: run {runId} {AdminOutput.State(last.State)}: {last.Detail}");
+                Console.Error.WriteLine($"coordinator: run {runId} {WireNames.State(last.State)}: {last.Detail}");
                 return CliRunner.Failed;
             default:
                 throw new AdminCallException(StatusCode.Unavailable, $"the coordinator ended the watch of run {runId} before the run ended");
