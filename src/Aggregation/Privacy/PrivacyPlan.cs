@@ -93,6 +93,14 @@ public sealed class PrivacyPlan
     /// <summary>RDP of one released round, per order.</summary>
     public IReadOnlyList<double> RoundRdp => _roundRdp;
 
+    /// <summary>
+    /// Distributed only: one round's RDP counting this client's own noise share alone (variance 2 mu), the bound an
+    /// edge can hold against a coordinator whose other participants are all its sybils; null for central noise.
+    /// </summary>
+    public double[]? OwnShareRoundRdp() => Central is null
+        ? RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, 2 * Quantizer.LocalSkellamMu, _orders)
+        : null;
+
     /// <summary>The composed RDP of <paramref name="rounds"/> released rounds.</summary>
     public double[] RdpAfter(long rounds)
     {

@@ -57,6 +57,21 @@ public sealed class PrivacyPlanTests
     }
 
     [Fact]
+    public void OwnShareRoundRdp_Distributed_PricesOneShareWithTheSameSensitivities()
+    {
+        PrivacyPlan plan = PrivacyPlan.Create(Distributed(65536, 10, 7, 1.0, 100, 1e-6));
+
+        double[] own = plan.OwnShareRoundRdp()!;
+
+        double[] expected = RdpAnalysis.Skellam(plan.L1Sensitivity, plan.L2Sensitivity, 2 * plan.Quantizer.LocalSkellamMu, plan.Orders);
+        Assert.Equal(expected, own);
+        Assert.Equal(plan.NoiseVariance / 7, 2 * plan.Quantizer.LocalSkellamMu, plan.NoiseVariance * 1e-15);
+        // One share carries a seventh of the threshold's variance: the Gaussian part is seven times larger.
+        Assert.InRange(own[^1] / plan.RoundRdp[^1], 6.99, 7.01);
+        Assert.Null(PrivacyPlan.Create(s_poissonCentral).OwnShareRoundRdp());
+    }
+
+    [Fact]
     public void Create_PoissonCentralPublicSample_PricedWithoutAmplification()
     {
         // Before: the subsampled Gaussian at q = 0.05 (Mironov-Talwar-Zhang, as RunOrchestrator priced it).
