@@ -30,9 +30,9 @@ public enum PrivacyMechanism
 /// output. Replace-one (the participant's data swapped for any other data) is the strongest such statement, and the one
 /// a fixed-count selection implies anyway: removing a selected client puts another in its place. Zero-out (the
 /// participant's update replaced by nothing) is weaker: it bounds "real data versus no data", while replace-one bounds
-/// "this data versus any other", which is what an attacker inferring a client's data must break (Kairouz et al. 2021,
-/// "Practical and private (deep) learning without sampling or shuffling", Sec. 2, define zero-out; Dwork and Roth 2014,
-/// Sec. 2.3, bounded versus unbounded neighbours).
+/// "this data versus any other", which is what an attacker inferring a client's data must break (zero-out: Kairouz et
+/// al. 2021, "Practical and private (deep) learning without sampling or shuffling"; replace-one versus add/remove:
+/// Kifer and Machanavajjhala 2011, bounded versus unbounded differential privacy).
 /// </para>
 /// <para>
 /// <b>The math per relation.</b> With a client's rounded integer vector bounded by Delta2 in L2 and Delta1 in L1:
@@ -41,7 +41,8 @@ public enum PrivacyMechanism
 /// a fresh share from the same honest device) and for zero-out (the client still takes part), so the t shares of the
 /// threshold count. Under add/remove the removed client's share leaves with it, so the two worlds differ in noise
 /// variance as well as in mean; the Renyi divergence between differently scaled noises is infinite above an order of
-/// about the number of remaining shares (for Gaussians, D_a(N(m, (k+1)v) || N(0, kv)) is infinite for a >= k + 1), so the
+/// about the number of remaining shares (for Gaussians, D_a(N(m, (k+1)v) || N(0, kv)) is infinite for a >= k + 1: Gil,
+/// Alajaji and Linder 2013, the Renyi divergence of two normals is finite only while (1-a) s1^2 + a s2^2 > 0), so the
 /// common "count t - 1 shares" shortcut is not a proof. Distributed add/remove is therefore refused by
 /// <see cref="PrivacyPlan"/>; central add/remove is priced with sensitivity Delta2 and may use amplification when the
 /// sample is secret (see <see cref="PrivacyPlanParameters.SampleIsSecret"/>).
