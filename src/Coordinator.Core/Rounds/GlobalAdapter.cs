@@ -30,6 +30,9 @@ internal sealed class GlobalAdapter
 
     public LoraSettings Settings { get; }
 
+    /// <summary>A and B of every targeted projection under their PEFT names.</summary>
+    public AdapterTensors Tensors => _tensors;
+
     /// <summary>Length d of the aggregated vector: every lora_B element.</summary>
     public int BDimension => checked((int)_tensors.OnlyB().ElementCount);
 
