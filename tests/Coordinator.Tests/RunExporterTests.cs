@@ -32,16 +32,11 @@ public sealed class RunExporterTests : IDisposable
     public RunExporterTests()
     {
         string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
+        (_ca, _storeSigner) = TestAdapterSigner.Create(pki);
         _signer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null);
         _baseModel = _dir.File("base");
         TinyLlamaFactory.Write(_baseModel, TinyLlamaFactory.DefaultConfig(), seed: 9);
         _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
-        _storeSigner = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null), _ca);
         _store = new AdapterStore(_dir.File("adapters"), _state, _storeSigner);
         _adapter = GlobalAdapter.Create(_baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj", "v_proj"], InitSeed: 42, FreezeA: true));
     }

@@ -1,6 +1,5 @@
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
-using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
@@ -27,12 +26,7 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
     public RunOrchestratorTests()
     {
         string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
-        _adapterSigner = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), null), _ca);
+        (_ca, _adapterSigner) = TestAdapterSigner.Create(pki);
         _manifestSigner = new CoordinatorSigner(_server);
         _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
         _adapters = new AdapterStore(_dir.File("adapters"), _state, _adapterSigner);

@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
-using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.Coordinator.Storage;
@@ -24,13 +23,7 @@ public sealed class RetentionPrunerTests : IDisposable
 
     public RetentionPrunerTests()
     {
-        string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
-        _signer = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), null), _ca);
+        (_ca, _signer) = TestAdapterSigner.Create(_dir.File("pki"));
         AtRestCipher.CreateKeyFile(_dir.File("at-rest.key"));
         _cipher = AtRestCipher.FromKeyFile(_dir.File("at-rest.key"));
         _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, _time);
