@@ -4,7 +4,7 @@ using Federated.Training.Model;
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>One LoRA-targeted linear layer: its module path (model.layers.N.self_attn.q_proj) and its in and out features.</summary>
-public sealed record LoraProjection(string ModulePath, long InFeatures, long OutFeatures);
+internal sealed record LoraProjection(string ModulePath, long InFeatures, long OutFeatures);
 
 /// <summary>
 /// The shapes of a Llama-family model's LoRA adapter from config.json alone (A is [r, in], B is [out, r] per targeted
@@ -14,7 +14,7 @@ public sealed record LoraProjection(string ModulePath, long InFeatures, long Out
 public static class LoraShapes
 {
     /// <summary>Every targeted projection, layer by layer in the model's order (attention q, k, v, o, then MLP gate, up, down).</summary>
-    public static IReadOnlyList<LoraProjection> Projections(LlamaConfig config, IReadOnlyList<string> targets)
+    internal static IReadOnlyList<LoraProjection> Projections(LlamaConfig config, IReadOnlyList<string> targets)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(targets);

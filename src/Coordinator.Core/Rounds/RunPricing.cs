@@ -14,7 +14,7 @@ public sealed record RunPrice(double NoiseMultiplier, double PlannedEpsilon);
 public static class RunPricing
 {
     /// <summary>Ring bit width of the masked sums (the DSkellam plan is calibrated so the sum does not wrap).</summary>
-    public const int RingBits = 32;
+    internal const int RingBits = 32;
 
     private const double MinNoise = 0.05;
     private const double MaxNoise = 100;
