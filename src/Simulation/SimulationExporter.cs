@@ -16,7 +16,7 @@ internal static class SimulationExporter
         ArgumentNullException.ThrowIfNull(export);
         ArgumentException.ThrowIfNullOrEmpty(caCopy);
         Directory.CreateDirectory(export.OutDirectory);
-        await RunExportCommand.DownloadAsync(export.Admin, export.AsEngineer.Call(cancellationToken, TimeSpan.FromMinutes(5)), export.RunId,
+        await RunExportDownload.DownloadAsync(export.Admin, export.AsEngineer.Call(cancellationToken, TimeSpan.FromMinutes(5)), export.RunId,
             export.OutDirectory, cancellationToken);
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(export.CaPath);
         using X509Certificate2 signer = AdapterSignature.Verify(export.OutDirectory, ca);

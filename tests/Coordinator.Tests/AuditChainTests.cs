@@ -166,19 +166,19 @@ public sealed class AuditChainTests
         string path = dir.File("state.db");
         signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System);
-        state.RegisterClient("alice", "aa", "1.0", "cpu");
-        state.SetBudget("default", 2.0, 1e-6, "officer");
-        state.SetBudget("default", 3.0, 1e-6, "officer");
-        state.Audit("engineer", "run.start", new Dictionary<string, string> { ["run_id"] = "r1" });
-        state.ChargeLedger(new LedgerRecord(0, "r1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.0, 1.0, 3, default), "coordinator");
+        state.Clients.Register("alice", "aa", "1.0", "cpu");
+        state.Budgets.Set("default", 2.0, 1e-6, "officer");
+        state.Budgets.Set("default", 3.0, 1e-6, "officer");
+        state.Audit.Append("engineer", "run.start", new Dictionary<string, string> { ["run_id"] = "r1" });
+        state.Clients.Register("bob", "bb", "1.0", "cpu");
         return path;
     }
 
     private static AuditVerification VerifyFile(string path, X509Certificate2 signer)
     {
-        using SqliteConnection connection = CoordinatorState.OpenReadOnly(path);
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(path);
         using ECDsa key = signer.GetECDsaPublicKey()!;
-        return AuditChain.Verify(CoordinatorState.ReadAuditRecords(connection), CoordinatorState.ReadAuditHead(connection), key);
+        return AuditChain.Verify(AuditStore.ReadRecords(connection), AuditStore.ReadHead(connection), key);
     }
 
     private static T Query<T>(string path, string sql)

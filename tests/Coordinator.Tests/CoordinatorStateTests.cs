@@ -17,7 +17,7 @@ public sealed class CoordinatorStateTests
         {
             Assert.Equal(StateSchema.Migrations.Length, state.SchemaVersion);
         }
-        using SqliteConnection connection = CoordinatorState.OpenReadOnly(path);
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(path);
         using SqliteCommand command = connection.CreateCommand();
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", command.ExecuteScalar());
@@ -50,39 +50,39 @@ public sealed class CoordinatorStateTests
         string path = dir.File("state.db");
         using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
         {
-            state.RegisterClient("alice", "aa", "1.0", "cpu");
-            state.RegisterClient("alice", "aa", "1.1", "cpu"); // same certificate: no new audit entry
-            Assert.True(state.Heartbeat("alice", available: false));
-            Assert.False(state.Heartbeat("nobody", available: true));
+            state.Clients.Register("alice", "aa", "1.0", "cpu");
+            state.Clients.Register("alice", "aa", "1.1", "cpu"); // same certificate: no new audit entry
+            Assert.True(state.Clients.Heartbeat("alice", available: false));
+            Assert.False(state.Clients.Heartbeat("nobody", available: true));
         }
 
         using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
-        ClientRecord alice = Assert.Single(reopened.ListClients());
+        ClientRecord alice = Assert.Single(reopened.Clients.List());
         Assert.Equal(("alice", "1.1", false), (alice.ClientId, alice.ClientVersion, alice.Available));
-        var (entries, head) = reopened.ReadAudit(1, 100);
+        var (entries, head) = reopened.Audit.Read(1, 100);
         Assert.Single(entries);
         Assert.Contains("\"action\":\"client.register\"", entries[0].CanonicalJson, StringComparison.Ordinal);
         Assert.Equal(1, head!.Sequence);
     }
 
     [Fact]
-    public void ChargeLedger_SameRoundTwice_SecondChargeFailsAndSpentCountsOnce()
+    public void Charge_SameRoundTwice_SecondChargeFailsAndSpentCountsOnce()
     {
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
-        state.SetBudget("default", 8.0, 1e-6, "officer");
+        state.Budgets.Set("default", 8.0, 1e-6, "officer");
         var charge = new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default);
 
-        LedgerRecord stored = state.ChargeLedger(charge, "coordinator");
-        Assert.Throws<SqliteException>(() => state.ChargeLedger(charge, "coordinator"));
-        state.ChargeLedger(charge with { Round = 2, EpsilonAfter = 1.1, EpsilonDelta = 0.35 }, "coordinator");
+        LedgerRecord stored = state.Database.Write(work => state.Ledger.Charge(work, charge));
+        Assert.Throws<SqliteException>(() => state.Database.Write(work => state.Ledger.Charge(work, charge)));
+        state.Database.Write(work => state.Ledger.Charge(work, charge with { Round = 2, EpsilonAfter = 1.1, EpsilonDelta = 0.35 }));
 
         Assert.Equal(1, stored.Sequence);
-        BudgetRecord budget = state.GetBudget("default")!;
+        BudgetRecord budget = state.Budgets.Get("default")!;
         Assert.Equal(1.1, budget.EpsilonSpent, 12);
-        Assert.Equal(2, state.GetLedger("run1", null).Count);
-        Assert.Empty(state.GetLedger("run2", null));
+        Assert.Equal(2, state.Ledger.List("run1", null).Count);
+        Assert.Empty(state.Ledger.List("run2", null));
     }
 
     [Theory]
@@ -96,10 +96,10 @@ public sealed class CoordinatorStateTests
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
 
-        Assert.Throws<ArgumentOutOfRangeException>(() => state.SetBudget("default", epsilon, delta, "officer"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => state.Budgets.Set("default", epsilon, delta, "officer"));
 
-        Assert.Null(state.GetBudget("default"));
-        Assert.Empty(state.ReadAudit(1, 10).Entries);
+        Assert.Null(state.Budgets.Get("default"));
+        Assert.Empty(state.Audit.Read(1, 10).Entries);
     }
 }
 
@@ -111,20 +111,21 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
-        state.CreateRun("run1", [1, 2, 3], "default", 2.0, 1.1, "a0", "engineer");
-        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
-        state.SetParticipantStatus("run1", 1, "alice", "uploaded");
+        state.Runs.Create("run1", [1, 2, 3], "default", 2.0, 1.1, "a0", "engineer");
+        state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
         var charge = new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 3, default);
 
-        LedgerRecord stored = state.CompleteRound(charge, "a1");
-        var second = Assert.Throws<InvalidOperationException>(() => state.CompleteRound(charge with { EpsilonAfter = 9 }, "a2"));
+        LedgerRecord stored = state.Rounds.Complete(Completion(charge, "a1", ("alice", ParticipantStatus.Uploaded)));
+        var second = Assert.Throws<InvalidOperationException>(() => state.Rounds.Complete(Completion(charge with { EpsilonAfter = 9 }, "a2")));
 
         Assert.Contains("not in progress", second.Message, StringComparison.Ordinal);
         Assert.Equal(1, stored.Sequence);
-        Assert.Equal(0.5, Assert.Single(state.GetLedger("run1", null)).EpsilonAfter);
-        Assert.Equal(Federated.Protos.V1.RoundStage.Completed, state.GetRoundStage("run1", 1));
-        string[] actions = [.. state.ReadAudit(1, 100).Entries.Select(e => System.Text.Json.JsonDocument.Parse(e.CanonicalJson).RootElement.GetProperty("action").GetString()!)];
-        Assert.Equal(["run.start", "round.start", "round.complete"], actions);
+        Assert.Equal(0.5, Assert.Single(state.Ledger.List("run1", null)).EpsilonAfter);
+        Assert.Equal(Federated.Protos.V1.RoundStage.Completed, state.Rounds.Stage("run1", 1));
+        string[] actions = [.. state.Audit.Read(1, 100).Entries.Select(e => System.Text.Json.JsonDocument.Parse(e.CanonicalJson).RootElement.GetProperty("action").GetString()!)];
+        // The new adapter's record is part of the completing transaction, so its entry comes just before round.complete.
+        Assert.Equal(["run.start", "round.start", "adapter.store", "round.complete"], actions);
+        Assert.Equal(ParticipantStatus.Uploaded, state.Rounds.Participants("run1", 1)["alice"]);
     }
 
     [Fact]
@@ -133,14 +134,15 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
-        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
-        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+        state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
 
-        state.FailRound("run1", 1, "2 survivors, threshold 3");
+        state.Rounds.Fail("run1", 1, "2 survivors, threshold 3");
 
-        Assert.Throws<InvalidOperationException>(() => state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1"));
-        Assert.Empty(state.GetLedger("run1", null));
-        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, state.GetRoundStage("run1", 1));
+        Assert.Throws<InvalidOperationException>(() => state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1")));
+        Assert.False(state.AdapterRecords.IsRecorded("a1"));
+        Assert.Empty(state.Ledger.List("run1", null));
+        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, state.Rounds.Stage("run1", 1));
     }
 
     [Fact]
@@ -149,21 +151,22 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
-        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
-        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
+        state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
 
-        bool recorded = state.RecordDecline("run1", 1, "carol", "Budget", "max_epsilon_per_run", "max_epsilon_per_run: run would reach 4.7");
-        state.SetParticipantStatus("run1", 1, "carol", "dropped");
-        state.SetParticipantStatus("run1", 1, "alice", "uploaded");
+        bool recorded = state.Rounds.RecordDecline("run1", 1, "carol", "Budget", "max_epsilon_per_run", "max_epsilon_per_run: run would reach 4.7");
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1",
+            ("carol", ParticipantStatus.Dropped), ("alice", ParticipantStatus.Uploaded)));
 
         Assert.True(recorded);
-        Assert.Equal("declined", state.GetParticipants("run1", 1)["carol"]);
-        Assert.Equal("uploaded", state.GetParticipants("run1", 1)["alice"]);
-        using System.Text.Json.JsonDocument last = System.Text.Json.JsonDocument.Parse(state.ReadAudit(1, 100).Entries[^1].CanonicalJson);
+        Assert.Equal(ParticipantStatus.Declined, state.Rounds.Participants("run1", 1)["carol"]);
+        Assert.Equal(ParticipantStatus.Uploaded, state.Rounds.Participants("run1", 1)["alice"]);
+        using System.Text.Json.JsonDocument last = System.Text.Json.JsonDocument.Parse(
+            state.Audit.Read(1, 100).Entries.Single(e => e.CanonicalJson.Contains("\"round.decline\"", StringComparison.Ordinal)).CanonicalJson);
         Assert.Equal("round.decline", last.RootElement.GetProperty("action").GetString());
         Assert.Equal("carol", last.RootElement.GetProperty("actor").GetString());
         Assert.Equal("max_epsilon_per_run", last.RootElement.GetProperty("details").GetProperty("rule").GetString());
-        Assert.False(state.RecordDecline("run1", 1, "mallory", "Policy", "", "not selected"));
+        Assert.False(state.Rounds.RecordDecline("run1", 1, "mallory", "Policy", "", "not selected"));
     }
 
     [Fact]
@@ -172,15 +175,17 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
-        state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
 
-        bool recorded = state.RecordDecline("run1", 1, "bob", "Policy", "max_rank", "max_rank: rank 64 is outside 1..16");
-        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
-        state.SetParticipantStatus("run1", 1, "bob", "dropped");
+        bool recorded = state.Rounds.RecordDecline("run1", 1, "bob", "Policy", "max_rank", "max_rank: rank 64 is outside 1..16");
+        state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+        IReadOnlyDictionary<string, ParticipantStatus> atStart = state.Rounds.Participants("run1", 1);
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1", ("bob", ParticipantStatus.Dropped)));
 
         Assert.False(recorded);
-        Assert.Equal("declined", state.GetParticipants("run1", 1)["bob"]);
-        Assert.Equal("selected", state.GetParticipants("run1", 1)["alice"]);
+        Assert.Equal(ParticipantStatus.Declined, atStart["bob"]);
+        Assert.Equal(ParticipantStatus.Selected, atStart["alice"]);
+        Assert.Equal(ParticipantStatus.Declined, state.Rounds.Participants("run1", 1)["bob"]);
     }
 
     [Fact]
@@ -190,21 +195,21 @@ public sealed class CoordinatorStateRoundTests
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
         string initial = new('0', 64), after = new('1', 64), failed = new('2', 64);
-        state.RecordAdapter(initial, "run1", 0, 10, [1], "coordinator");
-        state.CreateRun("run1", [1], "default", 2.0, 1.1, initial, "engineer");
-        state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
-        state.RecordAdapter(after, "run1", 1, 10, [2], "coordinator");
-        state.StartRound("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
-        state.RecordAdapter(failed, "run1", 2, 10, [3], "coordinator");
+        state.AdapterRecords.Record(new StoredAdapter(initial, 10, [1]), "run1", 0, "coordinator");
+        state.Runs.Create("run1", [1], "default", 2.0, 1.1, initial, "engineer");
+        state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        state.AdapterRecords.Record(new StoredAdapter(after, 10, [2]), "run1", 1, "coordinator");
+        state.Rounds.Start("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        state.AdapterRecords.Record(new StoredAdapter(failed, 10, [3]), "run1", 2, "coordinator");
 
         // Stored but not yet released (a crash here must never let a client fetch it).
-        Assert.NotNull(state.GetAdapter(initial));
-        Assert.Null(state.GetAdapter(after));
-        state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), after);
-        state.FailRound("run1", 2, "1 survivor, threshold 2");
+        Assert.NotNull(state.AdapterRecords.Get(initial));
+        Assert.Null(state.AdapterRecords.Get(after));
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), after));
+        state.Rounds.Fail("run1", 2, "1 survivor, threshold 2");
 
-        Assert.Equal(10, state.GetAdapter(after)!.Value.SizeBytes);
-        Assert.Null(state.GetAdapter(failed));
+        Assert.Equal(10, state.AdapterRecords.Get(after)!.Value.SizeBytes);
+        Assert.Null(state.AdapterRecords.Get(failed));
     }
 
     [Fact]
@@ -215,28 +220,31 @@ public sealed class CoordinatorStateRoundTests
         string path = dir.File("state.db");
         using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
         {
-            state.CreateRun("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
-            state.CreateRun("run2", [2], "default", 2.0, 1.1, "b0", "engineer");
-            state.StartRound("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
-            state.CompleteRound(new LedgerRecord(0, "run1", 1, "default", 0.7, 0.7, 1e-6, 1, 1.1, 1.0, 2, default), "a1");
-            state.StartRound("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a1");
-            state.EndRun("run2", Federated.Protos.V1.RunState.Aborted, "stopped", "engineer");
+            state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+            state.Runs.Create("run2", [2], "default", 2.0, 1.1, "b0", "engineer");
+            state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+            state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.7, 0.7, 1e-6, 1, 1.1, 1.0, 2, default), "a1"));
+            state.Rounds.Start("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a1");
+            state.Runs.End("run2", Federated.Protos.V1.RunState.Aborted, "stopped", "engineer");
             // The process dies here: round 2 of run1 is neither completed nor failed.
         }
 
         using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
-        RunRecord unfinished = Assert.Single(reopened.ListUnfinishedRuns());
-        IReadOnlyList<int> failed = reopened.FailInterruptedRounds("run1", "the coordinator stopped");
-        IReadOnlyList<int> again = reopened.FailInterruptedRounds("run1", "the coordinator stopped");
+        RunRecord unfinished = Assert.Single(reopened.Runs.ListUnfinished());
+        IReadOnlyList<int> failed = reopened.Rounds.FailInterrupted("run1", "the coordinator stopped");
+        IReadOnlyList<int> again = reopened.Rounds.FailInterrupted("run1", "the coordinator stopped");
 
         Assert.Equal(("run1", Federated.Protos.V1.RunState.Running, "a1"), (unfinished.RunId, unfinished.State, unfinished.AdapterSha256));
         Assert.Equal([1], unfinished.Plan);
         Assert.Equal([2], failed);
         Assert.Empty(again);
-        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, reopened.GetRoundStage("run1", 2));
-        Assert.Equal(new RunProgress(2, 1, 0.7), reopened.GetRunProgress("run1"));
-        Assert.Equal(new RunProgress(0, 0, 0), reopened.GetRunProgress("run2"));
-        Assert.Equal(Federated.Protos.V1.RunState.Aborted, reopened.GetRun("run2")!.State);
-        Assert.Null(reopened.GetRun("run3"));
+        Assert.Equal(Federated.Protos.V1.RoundStage.Failed, reopened.Rounds.Stage("run1", 2));
+        Assert.Equal(new RunProgress(2, 1, 0.7), reopened.Runs.Progress("run1"));
+        Assert.Equal(new RunProgress(0, 0, 0), reopened.Runs.Progress("run2"));
+        Assert.Equal(Federated.Protos.V1.RunState.Aborted, reopened.Runs.Get("run2")!.State);
+        Assert.Null(reopened.Runs.Get("run3"));
     }
+
+    private static RoundCompletion Completion(LedgerRecord charge, string adapterAfter, params (string Client, ParticipantStatus Status)[] statuses) =>
+        new(charge, new StoredAdapter(adapterAfter, 10, [7]), statuses.ToDictionary(s => s.Client, s => s.Status));
 }

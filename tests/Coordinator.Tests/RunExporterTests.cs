@@ -32,16 +32,11 @@ public sealed class RunExporterTests : IDisposable
     public RunExporterTests()
     {
         string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
+        (_ca, _storeSigner) = TestAdapterSigner.Create(pki);
         _signer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null);
         _baseModel = _dir.File("base");
         TinyLlamaFactory.Write(_baseModel, TinyLlamaFactory.DefaultConfig(), seed: 9);
         _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
-        _storeSigner = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null), _ca);
         _store = new AdapterStore(_dir.File("adapters"), _state, _storeSigner);
         _adapter = GlobalAdapter.Create(_baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj", "v_proj"], InitSeed: 42, FreezeA: true));
     }
@@ -67,12 +62,14 @@ public sealed class RunExporterTests : IDisposable
         plan.TargetModules.Add("q_proj");
         plan.TargetModules.Add("v_proj");
         string initial = _store.Put(_adapter.Serialize(), RunId, 0);
-        _state.CreateRun(RunId, plan.ToByteArray(), "default", 2.5, 0.9, initial, "engineer");
-        _state.StartRound(RunId, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, initial);
+        _state.Runs.Create(RunId, plan.ToByteArray(), "default", 2.5, 0.9, initial, "engineer");
+        _state.Rounds.Start(RunId, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, initial);
         _adapter.ApplyMeanUpdate(Enumerable.Repeat(step, _adapter.BDimension).ToArray());
-        string released = _store.Put(_adapter.Serialize(), RunId, 1);
-        _state.CompleteRound(new LedgerRecord(0, RunId, 1, "default", 0.75, 0.75, 1e-6, (int)NoiseMechanism.DistributedSkellam, 0.9, 1.5, 3, DateTimeOffset.UtcNow), released);
-        return released;
+        StoredAdapter released = _store.Write(_adapter.Serialize());
+        _state.Rounds.Complete(new RoundCompletion(
+            new LedgerRecord(0, RunId, 1, "default", 0.75, 0.75, 1e-6, (int)NoiseMechanism.DistributedSkellam, 0.9, 1.5, 3, DateTimeOffset.UtcNow), released,
+            new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Uploaded, ["carol"] = ParticipantStatus.Uploaded }));
+        return released.Sha256;
     }
 
     private RunExporter Exporter(X509Certificate2? signer = null) => new(_state, _store, signer ?? _signer, TimeProvider.System);

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
+using Federated.Coordinator.State;
 using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
@@ -27,7 +28,7 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
         byte[] downloaded = await AdapterDownload.DownloadAsync(connection, new AdapterRef { Sha256 = sha256, SizeBytes = (ulong)adapter.Length }, CancellationToken.None);
 
         Assert.Equal(adapter, downloaded);
-        Assert.Contains(coordinator.Host.State.ReadAudit(1, 10_000).Entries, e => e.CanonicalJson.Contains(sha256, StringComparison.Ordinal));
+        Assert.Contains(coordinator.Host.State.Audit.Read(1, 10_000).Entries, e => e.CanonicalJson.Contains(sha256, StringComparison.Ordinal));
     }
 
     [Fact]
@@ -55,7 +56,7 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
         // A lying coordinator: it serves a changed adapter under the changed bytes' own hash, with the original's signature.
         byte[] original = RandomNumberGenerator.GetBytes(4096);
         string originalSha = coordinator.Host.Adapters.Put(original, "forge-run", 0);
-        byte[] signature = coordinator.Host.State.GetAdapter(originalSha)!.Value.Signature;
+        byte[] signature = coordinator.Host.State.AdapterRecords.Get(originalSha)!.Value.Signature;
         byte[] changed = (byte[])original.Clone();
         changed[2048] ^= 0x01;
         AdapterRef served = ServeForged(changed, signature);
@@ -108,17 +109,17 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
     public async Task Worker_UnsignedGlobalAdapterInARound_DeclinesNamingTheRuleLoadsAndTrainsNothingAndTheCoordinatorRecordsIt()
     {
         AdapterRef forged = ServeForged(RandomNumberGenerator.GetBytes(2000), []);
-        coordinator.Host.State.CreateRun("forged-run", [1], "default", 1, 1, forged.Sha256, "engineer");
+        coordinator.Host.State.Runs.Create("forged-run", [1], "default", 1, 1, forged.Sha256, "engineer");
         var dp = new DpParameters
         {
             Mechanism = NoiseMechanism.DistributedSkellam, ClipNorm = 1, NoiseMultiplier = 1, Scale = 1, Delta = 1e-6,
             RotationSeed = Google.Protobuf.ByteString.CopyFrom(new byte[32]),
         };
         SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("forged-run", 1, ["alice", "bob"], 16, 32, Degree: 1, Threshold: 2,
-            StageTimeout: TimeSpan.FromSeconds(30), Dp: dp, GlobalAdapter: forged, LocalSteps: 1, LearningRate: 0.01, EpsilonAfterRound: 1));
+            StageTimeout: TimeSpan.FromSeconds(30)), new RoundInstructions(dp, forged, LocalSteps: 1, LearningRate: 0.01, EpsilonAfterRound: 1));
         try
         {
-            coordinator.Host.State.StartRound("forged-run", 1, round.Indices, forged.Sha256);
+            coordinator.Host.State.Rounds.Start("forged-run", 1, round.Indices, forged.Sha256);
             string model = Path.Combine(coordinator.Root, "forged-tiny");
             TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: ByteLevelTokenizerWriter.Write(model)), seed: 3);
             using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, TorchSharp.torch.CPU);
@@ -141,8 +142,8 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
             Assert.Null(local.Lora);
             Assert.False(Directory.Exists(Path.Combine(coordinator.Root, "forged-scratch")));
             Assert.Empty(ledger.Charges);
-            Assert.Equal("declined", coordinator.Host.State.GetParticipants("forged-run", 1)["alice"]);
-            Assert.Contains(coordinator.Host.State.ReadAudit(1, 100_000).Entries, e =>
+            Assert.Equal(ParticipantStatus.Declined, coordinator.Host.State.Rounds.Participants("forged-run", 1)["alice"]);
+            Assert.Contains(coordinator.Host.State.Audit.Read(1, 100_000).Entries, e =>
                 e.CanonicalJson.Contains("\"rule\":\"adapter_signature\"", StringComparison.Ordinal) && e.CanonicalJson.Contains("forged-run", StringComparison.Ordinal));
         }
         finally
@@ -156,7 +157,7 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
     {
         string sha256 = Convert.ToHexStringLower(SHA256.HashData(content));
         File.WriteAllBytes(Path.Combine(coordinator.Root, "adapters", sha256 + ".adapter"), content);
-        coordinator.Host.State.RecordAdapter(sha256, "forged-run", 0, content.Length, signature, "test");
+        coordinator.Host.State.AdapterRecords.Record(new StoredAdapter(sha256, content.Length, signature), "forged-run", 0, "test");
         return new AdapterRef { Sha256 = sha256, SizeBytes = (ulong)content.Length };
     }
 

@@ -110,7 +110,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     [Fact]
     public async Task BudgetSet_Engineer_PermissionDeniedAndBudgetUnchanged()
     {
-        coordinator.Host.State.SetBudget("guarded", 1.0, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("guarded", 1.0, 1e-5, "officer");
 
         var (code, output, error) = await AsAsync("engineer", "budget", "set", "--epsilon", "100", "--delta", "1e-5", "--population", "guarded");
 
@@ -118,7 +118,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Equal("", output);
         Assert.Contains("PermissionDenied: role 'engineer' may not call /federated.v1.AdminService/SetBudget; allowed roles: officer", error, StringComparison.Ordinal);
         Assert.Single(error.Trim().Split('\n'));
-        Assert.Equal(1.0, coordinator.Host.State.GetBudget("guarded")!.Epsilon);
+        Assert.Equal(1.0, coordinator.Host.State.Budgets.Get("guarded")!.Epsilon);
     }
 
     [Fact]
@@ -198,7 +198,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     [Fact]
     public async Task AdminCommand_ConnectionFromEnvironment_UsedWhenFlagsAbsent()
     {
-        coordinator.Host.State.SetBudget("env-pop", 3.0, 1e-6, "officer");
+        coordinator.Host.State.Budgets.Set("env-pop", 3.0, 1e-6, "officer");
         string?[] saved = [.. new[] { AdminSettings.CoordinatorVariable, AdminSettings.IdentityVariable, AdminSettings.CaVariable }.Select(Environment.GetEnvironmentVariable)];
         try
         {
@@ -262,7 +262,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     [Fact]
     public async Task RunAbort_PendingRun_AbortedAndWatchExits1()
     {
-        coordinator.Host.State.SetBudget("abortable", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("abortable", 1000, 1e-5, "officer");
         // 1000 clients per round are never online here, so the run stays pending until aborted.
         var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-abort", 5), "--rank", "2",
             "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "abortable", "--json");
@@ -292,7 +292,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     [Fact]
     public async Task RunStatusWatch_Cancelled_SurfacesAsCancellationForExit130()
     {
-        coordinator.Host.State.SetBudget("cancel", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("cancel", 1000, 1e-5, "officer");
         var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-cancel", 7), "--rank", "2",
             "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "cancel", "--json");
         Assert.True(code == 0, error);
@@ -343,7 +343,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     {
         // A run in the state store that this coordinator process never ran: what a restart leaves behind.
         string baseModel = BaseModel("base-recorded", 8);
-        coordinator.Host.State.SetBudget("recorded", 20, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("recorded", 20, 1e-5, "officer");
         var plan = new RunPlan
         {
             BaseModel = baseModel, LoraRank = 2, Rounds = 2, ClientsPerRound = 2, LocalSteps = 1, LearningRate = 0.01,
@@ -353,13 +353,15 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         GlobalAdapter adapter = GlobalAdapter.Create(baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj"], InitSeed: 3, FreezeA: true));
         const string done = "run-00000000000000d1", orphan = "run-00000000000000d2";
         string initial = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 0);
-        coordinator.Host.State.CreateRun(done, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
-        coordinator.Host.State.StartRound(done, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        coordinator.Host.State.Runs.Create(done, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
+        coordinator.Host.State.Rounds.Start(done, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
         adapter.ApplyMeanUpdate(Enumerable.Repeat(0.125f, adapter.BDimension).ToArray());
-        string released = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 1);
-        coordinator.Host.State.CompleteRound(new Coordinator.State.LedgerRecord(0, done, 1, "recorded", 0.9, 0.9, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow), released);
-        coordinator.Host.State.EndRun(done, RunState.Completed, "1 of 2 rounds released", "coordinator");
-        coordinator.Host.State.CreateRun(orphan, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
+        Coordinator.State.StoredAdapter released = coordinator.Host.Adapters.Write(adapter.Serialize());
+        coordinator.Host.State.Rounds.Complete(new Coordinator.State.RoundCompletion(
+            new Coordinator.State.LedgerRecord(0, done, 1, "recorded", 0.9, 0.9, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow), released,
+            new Dictionary<string, Coordinator.State.ParticipantStatus> { ["alice"] = Coordinator.State.ParticipantStatus.Uploaded, ["bob"] = Coordinator.State.ParticipantStatus.Uploaded }));
+        coordinator.Host.State.Runs.End(done, RunState.Completed, "1 of 2 rounds released", "coordinator");
+        coordinator.Host.State.Runs.Create(orphan, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
 
         var (code, output, error) = await AsAsync("officer", "run", "status", done, "--json");
         Assert.True(code == 0, error);
@@ -368,7 +370,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Equal(0.9, status.GetProperty("epsilon_spent").GetDouble());
         Assert.Equal(20.0, status.GetProperty("epsilon_budget").GetDouble());
         Assert.Equal(2u, status.GetProperty("planned_rounds").GetUInt32());
-        Assert.Equal(released, status.GetProperty("adapter_sha256").GetString());
+        Assert.Equal(released.Sha256, status.GetProperty("adapter_sha256").GetString());
 
         (code, output, _) = await AsAsync("engineer", "run", "status", done, "--watch", "--json");
         Assert.Equal(0, code);

@@ -370,7 +370,7 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
         Assert.Equal(12, statuses.Count);
         Assert.All(statuses, s => Assert.True(s.Value == StatusCode.PermissionDenied, $"{s.Key}: {s.Value}"));
         Assert.Equal(StatusCode.FailedPrecondition, heartbeat);
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId == frank);
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId == frank);
     }
 
     [Fact]
@@ -435,7 +435,7 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
         Assert.Equal(24, refused.Count);
         Assert.All(refused, r => Assert.True(r.Error.StatusCode == StatusCode.InvalidArgument, $"{r.Case}: {r.Error.Status}"));
         Assert.All(refused, r => Assert.Contains(r.Case.Split(' ')[1], r.Error.Status.Detail, StringComparison.Ordinal));
-        Assert.Null(coordinator.Host.State.GetBudget("floats"));
+        Assert.Null(coordinator.Host.State.Budgets.Get("floats"));
     }
 
     /// <summary>The status a call ended with; fails the test when it succeeded.</summary>

@@ -50,7 +50,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
             new EdgeService.EdgeServiceClient(channel).RegisterAsync(new RegisterRequest { ClientVersion = "x" }, deadline: DateTime.UtcNow.AddSeconds(10)).ResponseAsync);
 
         Assert.Equal((clients, audit), Counts());
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId == flaw);
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId == flaw);
         Assert.Contains(coordinator.Logs.Lines, l => l.EventId == 1001
             && l.Message.Contains($"CN={flaw}", StringComparison.Ordinal)
             && l.Message.Contains(expectedReason, StringComparison.Ordinal));
@@ -71,7 +71,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
         {
             await first.RegisterAsync(new RegisterRequest { ClientVersion = "test" }, CancellationToken.None);
         }
-        ClientRecord before = Assert.Single(coordinator.Host.State.ListClients(), c => c.ClientId == "revokee");
+        ClientRecord before = Assert.Single(coordinator.Host.State.Clients.List(), c => c.ClientId == "revokee");
         int audit = Counts().Audit;
 
         using (FederationPki pki = FederationPki.Load(coordinator.Pki, TimeProvider.System))
@@ -91,7 +91,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
         Assert.Equal(StatusCode.Unauthenticated, onOpen.StatusCode);
         Assert.Contains("is revoked", onOpen.Status.Detail, StringComparison.Ordinal);
         Assert.Equal("alice", registered.ClientId);
-        Assert.Equal(before, Assert.Single(coordinator.Host.State.ListClients(), c => c.ClientId == "revokee"));
+        Assert.Equal(before, Assert.Single(coordinator.Host.State.Clients.List(), c => c.ClientId == "revokee"));
         Assert.Equal(audit, Counts().Audit); // alice re-registering with the same certificate is not audited
         Assert.Contains(coordinator.Logs.Lines, l => l.EventId == 1001 && l.Message.Contains("CN=revokee", StringComparison.Ordinal) && l.Message.Contains("is revoked", StringComparison.Ordinal));
         Assert.Contains(coordinator.Logs.Lines, l => l.EventId == 1003 && l.Message.Contains("is revoked", StringComparison.Ordinal));
@@ -158,7 +158,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
     };
 
     private (int Clients, int Audit) Counts() =>
-        (coordinator.Host.State.ListClients().Count, coordinator.Host.State.ReadAudit(1, 100_000).Entries.Count);
+        (coordinator.Host.State.Clients.List().Count, coordinator.Host.State.Audit.Read(1, 100_000).Entries.Count);
 
     /// <summary>A channel built by hand, as an attacker would: it trusts the server and presents whatever certificate it likes.</summary>
     private GrpcChannel AttackerChannel(X509Certificate2 clientCertificate, X509Certificate2 ca)

@@ -93,7 +93,7 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
         }
 
         // What the dead coordinator left: round 1 released and charged, round 2 begun and never completed.
-        using (SqliteConnection db = CoordinatorState.OpenReadOnly(stateFile))
+        using (SqliteConnection db = SqliteStateDatabase.OpenReadOnly(stateFile))
         {
             Assert.Equal([(1, (int)RoundStage.Completed), (2, (int)RoundStage.Manifest)], Rounds(db, runId));
             Assert.Equal([1], LedgerRounds(db, runId));
@@ -141,11 +141,11 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
 
         Assert.Equal(RunState.Completed, final.State);
         // Round 2 was interrupted: it is failed, charged nothing, and round 3 released in its place.
-        using (SqliteConnection db = CoordinatorState.OpenReadOnly(stateFile))
+        using (SqliteConnection db = SqliteStateDatabase.OpenReadOnly(stateFile))
         {
             Assert.Equal([(1, (int)RoundStage.Completed), (2, (int)RoundStage.Failed), (3, (int)RoundStage.Completed)], Rounds(db, runId));
             Assert.Equal([1, 3], LedgerRounds(db, runId));
-            Assert.Contains(CoordinatorState.ReadAuditRecords(db), r => r.CanonicalJson.Contains("\"round.fail\"", StringComparison.Ordinal)
+            Assert.Contains(AuditStore.ReadRecords(db), r => r.CanonicalJson.Contains("\"round.fail\"", StringComparison.Ordinal)
                 && r.CanonicalJson.Contains("coordinator stopped during this round", StringComparison.Ordinal));
         }
         Assert.Equal([1u, 3u], ledger.Select(e => e.Round));
@@ -207,7 +207,7 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
             await using (CoordinatorHost first = CoordinatorHost.Create(options, _ => { }))
             {
                 await first.StartAsync(CancellationToken.None);
-                first.State.SetBudget("default", 100, 1e-5, "officer");
+                first.State.Budgets.Set("default", 100, 1e-5, "officer");
                 var plan = new RunPlan
                 {
                     BaseModel = baseModel, LoraRank = 2, Rounds = 2, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
@@ -228,8 +228,8 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
             }
 
             Assert.Equal(RunState.Completed, orchestrator.Status(runId)!.State);
-            Assert.Equal([1, 3], second.State.GetLedger(runId, null).Select(l => l.Round));
-            Assert.Equal(RoundStage.Failed, second.State.GetRoundStage(runId, 2));
+            Assert.Equal([1, 3], second.State.Ledger.List(runId, null).Select(l => l.Round));
+            Assert.Equal(RoundStage.Failed, second.State.Rounds.Stage(runId, 2));
         }
         finally
         {

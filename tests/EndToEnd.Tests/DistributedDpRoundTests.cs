@@ -27,7 +27,7 @@ public sealed class DistributedDpRoundTests(CoordinatorFixture coordinator) : IC
             RotationSeed = ByteString.CopyFrom(rotationSeed),
             Delta = 1e-6,
         };
-        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("dp-run", 1, names, plan.PaddedDimension, 32, Degree: 2, Threshold: 2, StageTimeout: TimeSpan.FromSeconds(30), Dp: dp));
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("dp-run", 1, names, plan.PaddedDimension, 32, Degree: 2, Threshold: 2, StageTimeout: TimeSpan.FromSeconds(30)), new RoundInstructions(Dp: dp));
         // Updates of norm 0.8 (under the clip norm) sharing a common direction, so the mean is far from zero.
         float[] common = RandomUnit(d, 0.6f);
         Dictionary<string, float[]> updates = names.ToDictionary(n => n, _ => Add(common, RandomUnit(d, 0.2f)));

@@ -34,7 +34,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         string model = Path.Combine(coordinator.Root, "tiny");
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 29);
-        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         // Every stage but the last waits for its deadline once someone vanished in it; training fits in the first.
         coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(18);
         var killed = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
@@ -47,7 +47,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
             }
             // Selection takes the clients available now: wait until all six have registered and heartbeat.
             using var ready = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-            while (coordinator.Host.State.ListClients(TimeSpan.FromSeconds(3)).Count(c => s_clients.Any(s => s.Name == c.ClientId) && c.Available) < s_clients.Length)
+            while (coordinator.Host.State.Clients.List(TimeSpan.FromSeconds(3)).Count(c => s_clients.Any(s => s.Name == c.ClientId) && c.Available) < s_clients.Length)
             {
                 await Task.Delay(200, ready.Token);
             }
@@ -75,7 +75,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
                 ["dave"] = "Unmask",
             }, killed.ToDictionary(StringComparer.Ordinal));
             Assert.All(processes.Where(p => killed.ContainsKey(p.Name)), p => Assert.True(p.Process.HasExited, $"{p.Name} still runs"));
-            LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+            LedgerRecord charge = Assert.Single(coordinator.Host.State.Ledger.List(started.RunId, null));
             Assert.Equal(3, charge.Participants);
             // dave was killed after his upload: his input is in the sum and his masks were removed with the others' shares.
             Assert.Equal(new Dictionary<string, string>
@@ -98,7 +98,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
 
     private Dictionary<string, string> Participants(string runId)
     {
-        using SqliteConnection db = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteConnection db = SqliteStateDatabase.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
         using SqliteCommand command = db.CreateCommand();
         command.CommandText = "SELECT client_id, status FROM participants WHERE run_id = $run AND round = 1";
         command.Parameters.AddWithValue("$run", runId);

@@ -19,7 +19,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
         string model = Path.Combine(coordinator.Root, "tiny");
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
-        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         var processes = new List<Process>();
         try
         {
@@ -59,7 +59,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             }
 
             Assert.Equal(RunState.Completed, last?.State);
-            IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+            IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
             Assert.Equal(3, Assert.Single(ledger).Participants);
             foreach (string name in s_clients)
             {

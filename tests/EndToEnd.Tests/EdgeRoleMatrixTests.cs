@@ -80,8 +80,8 @@ public sealed class EdgeRoleMatrixTests(CoordinatorFixture coordinator) : IClass
             }
         }
         // A refused call changed nothing: staff certificates never became registered edge clients.
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId is "engineer" or "officer");
-        Assert.Contains(coordinator.Host.State.ListClients(), c => c.ClientId == "alice");
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId is "engineer" or "officer");
+        Assert.Contains(coordinator.Host.State.Clients.List(), c => c.ClientId == "alice");
     }
 
     private static MethodDescriptor[] Methods() =>

@@ -22,7 +22,7 @@ public sealed class EdgeSessionTests(CoordinatorFixture coordinator) : IClassFix
             return Task.CompletedTask;
         }, stop.Token);
         // Wait until the session registered, then open a round that includes it.
-        while (!coordinator.Host.State.ListClients().Any(c => c.ClientId == "dave"))
+        while (!coordinator.Host.State.Clients.List().Any(c => c.ClientId == "dave"))
         {
             await Task.Delay(50);
         }

@@ -37,7 +37,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         string model = Path.Combine(coordinator.Root, "tiny");
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 11);
-        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         var policy = LocalPolicy.Load(WritePolicy());
         Dictionary<string, (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval)> data = s_topics.Keys.ToDictionary(n => n, n => Batches(model, n));
 
@@ -63,7 +63,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         Assert.Equal(RunState.Completed, status.State);
         // A client's last Unmask reply may still be in flight when the run ends; the ledger is the record of who was summed.
         Assert.All(results, r => Assert.True(r.Participated, $"round {r.Round} declined: {r.Message}"));
-        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
         Assert.Equal(2, ledger.Count);
         Assert.All(ledger, l => Assert.Equal(3, l.Participants));
         Assert.Equal(started.PlannedEpsilon, ledger[^1].EpsilonAfter, 1e-9);
@@ -147,7 +147,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
 
     private string InitialAdapter(string runId)
     {
-        using SqliteConnection connection = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
         using SqliteCommand command = connection.CreateCommand();
         command.CommandText = "SELECT adapter_sha256_before FROM rounds WHERE run_id = $run AND round = 1";
         command.Parameters.AddWithValue("$run", runId);
@@ -156,7 +156,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
 
     private void AssertNoBlobLargerThanAdapterOutsideAdapters()
     {
-        using SqliteConnection connection = CoordinatorState.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
         var tables = new List<string>();
         using (SqliteCommand list = connection.CreateCommand())
         {

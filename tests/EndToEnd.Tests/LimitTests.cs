@@ -58,7 +58,7 @@ public sealed class LimitTests(CoordinatorFixture coordinator) : IClassFixture<C
 
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
         Assert.Equal("dave", afterwards.ClientId);
-        Assert.Equal("test", Assert.Single(coordinator.Host.State.ListClients(), c => c.ClientId == "dave").ClientVersion);
+        Assert.Equal("test", Assert.Single(coordinator.Host.State.Clients.List(), c => c.ClientId == "dave").ClientVersion);
     }
 
     [Fact]

@@ -22,7 +22,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
 
         Assert.Equal("alice", registered.ClientId);
         Assert.True(heartbeat.HeartbeatIntervalSeconds > 0);
-        ClientRecord alice = Assert.Single(coordinator.Host.State.ListClients(), c => c.ClientId == "alice");
+        ClientRecord alice = Assert.Single(coordinator.Host.State.Clients.List(), c => c.ClientId == "alice");
         Assert.Equal(identity.Certificate.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256).ToLowerInvariant(), alice.CertificateSha256);
         Assert.True(alice.Available);
     }
@@ -36,21 +36,21 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
         var ex = await Assert.ThrowsAsync<RpcException>(() => connection.HeartbeatAsync(new HeartbeatRequest(), CancellationToken.None));
 
         Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId == "bob");
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId == "bob");
     }
 
     [Fact]
     public async Task Register_NoClientCertificate_RefusedAndNothingWritten()
     {
         int auditBefore = AuditCount();
-        int clientsBefore = coordinator.Host.State.ListClients().Count;
+        int clientsBefore = coordinator.Host.State.Clients.List().Count;
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(coordinator.CaPath);
         using GrpcChannel channel = Channel(clientCertificate: null, ca);
 
         await Assert.ThrowsAnyAsync<RpcException>(() =>
             new EdgeService.EdgeServiceClient(channel).RegisterAsync(new RegisterRequest { ClientVersion = "x" }, deadline: DateTime.UtcNow.AddSeconds(10)).ResponseAsync);
 
-        Assert.Equal(clientsBefore, coordinator.Host.State.ListClients().Count);
+        Assert.Equal(clientsBefore, coordinator.Host.State.Clients.List().Count);
         Assert.Equal(auditBefore, AuditCount());
     }
 
@@ -65,7 +65,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
         await Assert.ThrowsAnyAsync<RpcException>(() =>
             new EdgeService.EdgeServiceClient(channel).RegisterAsync(new RegisterRequest { ClientVersion = "x" }, deadline: DateTime.UtcNow.AddSeconds(10)).ResponseAsync);
 
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId == "mallory");
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId == "mallory");
         Assert.Equal(auditBefore, AuditCount());
         Assert.Contains(coordinator.Logs.Lines, l => l.EventId == 1001 && l.Message.Contains("CN=mallory", StringComparison.Ordinal));
     }
@@ -101,7 +101,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
 
         Assert.Equal(StatusCode.PermissionDenied, ex.StatusCode);
         Assert.Contains("role 'engineer' may not call /federated.v1.EdgeService/Register", ex.Status.Detail, StringComparison.Ordinal);
-        Assert.DoesNotContain(coordinator.Host.State.ListClients(), c => c.ClientId == "engineer");
+        Assert.DoesNotContain(coordinator.Host.State.Clients.List(), c => c.ClientId == "engineer");
     }
 
     [Fact]
@@ -124,7 +124,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
         Assert.Equal(StatusCode.PermissionDenied, denied.StatusCode);
         Assert.Equal(StatusCode.InvalidArgument, invalid.StatusCode);
         Assert.Equal(("hospitals", 4.0, "officer"), (budget.Population, budget.Epsilon, budget.SetBy));
-        Assert.Equal(4.0, coordinator.Host.State.GetBudget("hospitals")!.Epsilon);
+        Assert.Equal(4.0, coordinator.Host.State.Budgets.Get("hospitals")!.Epsilon);
         Assert.Contains(audit.Entries, e => e.CanonicalJson.Contains("\"action\":\"budget.set\",\"actor\":\"officer\"", StringComparison.Ordinal));
         Assert.Equal(audit.Entries[^1].Hash, audit.HeadHash);
     }
@@ -152,7 +152,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, response.Status);
     }
 
-    private int AuditCount() => coordinator.Host.State.ReadAudit(1, 100_000).Entries.Count;
+    private int AuditCount() => coordinator.Host.State.Audit.Read(1, 100_000).Entries.Count;
 
     /// <summary>A channel built by hand, as an attacker would: it trusts the server and presents whatever certificate it likes.</summary>
     private GrpcChannel Channel(X509Certificate2? clientCertificate, X509Certificate2 ca)

@@ -33,7 +33,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         string model = Path.Combine(coordinator.Root, "tiny");
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
-        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         var generous = LocalPolicy.Load(WritePolicy("generous", maxEpsilonPerRun: 100));
         // One round at z = 1 and q = 1 costs epsilon ~4.7 at delta 1e-5 (Gaussian RDP): far over 0.5.
         var strict = LocalPolicy.Load(WritePolicy("strict", maxEpsilonPerRun: 0.5));
@@ -66,13 +66,13 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         Assert.Equal(1, ledgers["alice"]);
         Assert.Equal(1, ledgers["bob"]);
         // The coordinator's side: the round was summed over the two others, carol's row says declined, the audit names the rule.
-        LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+        LedgerRecord charge = Assert.Single(coordinator.Host.State.Ledger.List(started.RunId, null));
         Assert.Equal(2, charge.Participants);
-        IReadOnlyDictionary<string, string> participants = coordinator.Host.State.GetParticipants(started.RunId, 1);
-        Assert.Equal("declined", participants["carol"]);
-        Assert.Equal("uploaded", participants["alice"]);
-        Assert.Equal("uploaded", participants["bob"]);
-        IReadOnlyList<AuditRecord> audit = coordinator.Host.State.ReadAudit(1, 100_000).Entries;
+        IReadOnlyDictionary<string, ParticipantStatus> participants = coordinator.Host.State.Rounds.Participants(started.RunId, 1);
+        Assert.Equal(ParticipantStatus.Declined, participants["carol"]);
+        Assert.Equal(ParticipantStatus.Uploaded, participants["alice"]);
+        Assert.Equal(ParticipantStatus.Uploaded, participants["bob"]);
+        IReadOnlyList<AuditRecord> audit = coordinator.Host.State.Audit.Read(1, 100_000).Entries;
         AuditRecord entry = Assert.Single(audit, e => e.CanonicalJson.Contains("\"action\":\"round.decline\"", StringComparison.Ordinal));
         Assert.Contains("\"rule\":\"max_epsilon_per_run\"", entry.CanonicalJson, StringComparison.Ordinal);
         Assert.Contains("\"client_id\":\"carol\"", entry.CanonicalJson, StringComparison.Ordinal);

@@ -44,7 +44,7 @@ public sealed class RenewTests(CoordinatorFixture coordinator) : IClassFixture<C
         {
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(renewedPath));
         }
-        Assert.Contains(coordinator.Host.State.ReadAudit(1, 100_000).Entries, e =>
+        Assert.Contains(coordinator.Host.State.Audit.Read(1, 100_000).Entries, e =>
             e.CanonicalJson.Contains("\"action\":\"certificate.renew\",\"actor\":\"renewing\"", StringComparison.Ordinal));
 
         using (var connection = new CoordinatorConnection(coordinator.Address, renewed))

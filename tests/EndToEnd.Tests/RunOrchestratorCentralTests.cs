@@ -20,7 +20,7 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
         const double z = 0.5;
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 23);
-        coordinator.Host.State.SetBudget("default", 100, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 100, 1e-5, "officer");
         RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root))];
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
@@ -45,7 +45,7 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
             using EdgeIdentity alice = EdgeIdentity.Load(coordinator.Identity("alice"), coordinator.CaPath);
             using var asAlice = new CoordinatorConnection(coordinator.Address, alice);
             adapter = await AdapterDownload.DownloadAsync(asAlice,
-                new AdapterRef { Sha256 = final.AdapterSha256, SizeBytes = (ulong)coordinator.Host.State.GetAdapter(final.AdapterSha256)!.Value.SizeBytes }, stop.Token);
+                new AdapterRef { Sha256 = final.AdapterSha256, SizeBytes = (ulong)coordinator.Host.State.AdapterRecords.Get(final.AdapterSha256)!.Value.SizeBytes }, stop.Token);
         }
         finally
         {
@@ -56,7 +56,7 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
         Assert.Equal(RunState.Completed, final.State);
         RoundManifest manifest = clients[0].Manifests.Single(m => m.Round.RunId == started.RunId);
         Assert.Equal((NoiseMechanism.CentralGaussian, 0.0), (manifest.Dp.Mechanism, manifest.Dp.PerClientVariance));
-        LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+        LedgerRecord charge = Assert.Single(coordinator.Host.State.Ledger.List(started.RunId, null));
         Assert.Equal(((int)NoiseMechanism.CentralGaussian, 3), (charge.Mechanism, charge.Participants));
         // The accountant, independently: one Gaussian mechanism (RDP alpha / 2z^2) at q = 1.
         double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, RdpAnalysis.SubsampledGaussian(1.0, z, RdpOrders.Default), 1e-6).Epsilon;

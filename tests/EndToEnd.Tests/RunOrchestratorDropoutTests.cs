@@ -19,7 +19,7 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
     {
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 13);
-        coordinator.Host.State.SetBudget("default", 100, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 100, 1e-5, "officer");
         coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(6);
         // Round 1: bob and carol vanish before sharing keys (1 survivor < t = 2). Round 2: carol vanishes before
         // uploading (2 survivors = t). Round 3: everyone stays.
@@ -63,13 +63,13 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
         Assert.Contains(statuses, s => (s.CurrentRound, s.Stage, s.Reported, s.Selected) == (1u, RoundStage.ShareKeys, 1u, 3u));
         Assert.Contains(statuses, s => (s.CurrentRound, s.Stage, s.Reported) == (2u, RoundStage.MaskedInput, 2u));
         Assert.Equal((3u, RoundStage.Completed), (final.CurrentRound, final.Stage));
-        Assert.Equal(RoundStage.Failed, coordinator.Host.State.GetRoundStage(started.RunId, 1));
-        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+        Assert.Equal(RoundStage.Failed, coordinator.Host.State.Rounds.Stage(started.RunId, 1));
+        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
         Assert.Equal([(2, 2), (3, 3)], ledger.Select(l => (l.Round, l.Participants)));
         DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(clients[0].Dimension, 32, 1.0, 0.5, MaxClients: 3, MinClients: 2));
         double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, [.. expected.RdpPerRound(RdpOrders.Default).Select(r => 2 * r)], 1e-6).Epsilon;
         Assert.Equal(epsilon, ledger[^1].EpsilonAfter, 1e-9);
-        Assert.Equal(epsilon, coordinator.Host.State.GetBudget("default")!.EpsilonSpent, 1e-9);
+        Assert.Equal(epsilon, coordinator.Host.State.Budgets.Get("default")!.EpsilonSpent, 1e-9);
         // The failed round moved nothing: round 2 started from the same global adapter as round 1.
         Dictionary<uint, string> adapters = clients[0].Manifests.Where(m => m.Round.RunId == started.RunId).ToDictionary(m => m.Round.Round, m => m.GlobalAdapter.Sha256);
         Assert.Equal(adapters[1], adapters[2]);

@@ -20,12 +20,12 @@ public sealed class RunOrchestratorSamplingTests(CoordinatorFixture coordinator)
         (RandomUpdateClient[] clients, RunStatus final, StartRunResponse started) = await RunAsync(samplingRate: 1.0, rounds: 1);
 
         Assert.Equal(RunState.Completed, final.State);
-        LedgerRecord charge = Assert.Single(coordinator.Host.State.GetLedger(started.RunId, null));
+        LedgerRecord charge = Assert.Single(coordinator.Host.State.Ledger.List(started.RunId, null));
         Assert.Equal(3, charge.Participants);
         RoundManifest manifest = clients[0].Manifests.Single(m => m.Round.RunId == started.RunId);
-        Assert.Equal((3u, (uint)RunOrchestrator.MaxClientsPerRound), (manifest.Secagg.Participants, manifest.Dp.MaxClients));
+        Assert.Equal((3u, (uint)RunPlanValidation.MaxClientsPerRound), (manifest.Secagg.Participants, manifest.Dp.MaxClients));
         // Priced and charged as one full Skellam round sized for the cap: no amplification by the sampling rate is claimed.
-        DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(clients[0].Dimension, 32, 1.0, 0.5, MaxClients: RunOrchestrator.MaxClientsPerRound, MinClients: 2));
+        DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(clients[0].Dimension, 32, 1.0, 0.5, MaxClients: RunPlanValidation.MaxClientsPerRound, MinClients: 2));
         double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, expected.RdpPerRound(RdpOrders.Default), 1e-6).Epsilon;
         Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
         Assert.Equal(epsilon, charge.EpsilonAfter, 1e-9);
@@ -35,16 +35,16 @@ public sealed class RunOrchestratorSamplingTests(CoordinatorFixture coordinator)
     public async Task StartRun_SamplingRateTooLowForThreshold_RoundsSkippedUnchargedThenRunFails()
     {
         coordinator.Host.Services.GetRequiredService<RunOrchestrator>().MaxSkippedRoundsInARow = 3;
-        double spentBefore = coordinator.Host.State.GetBudget("default")?.EpsilonSpent ?? 0;
+        double spentBefore = coordinator.Host.State.Budgets.Get("default")?.EpsilonSpent ?? 0;
 
         // With q = 1e-4 and three clients, a sample of t = 2 has probability 3e-8 per round.
         (_, RunStatus final, StartRunResponse started) = await RunAsync(samplingRate: 1e-4, rounds: 1);
 
         Assert.Equal(RunState.Failed, final.State);
         Assert.Contains("3 rounds in a row sampled too few", final.Detail, StringComparison.Ordinal);
-        Assert.Empty(coordinator.Host.State.GetLedger(started.RunId, null));
-        Assert.Equal(spentBefore, coordinator.Host.State.GetBudget("default")!.EpsilonSpent);
-        Assert.All(Enumerable.Range(1, 3), r => Assert.Equal(RoundStage.Failed, coordinator.Host.State.GetRoundStage(started.RunId, r)));
+        Assert.Empty(coordinator.Host.State.Ledger.List(started.RunId, null));
+        Assert.Equal(spentBefore, coordinator.Host.State.Budgets.Get("default")!.EpsilonSpent);
+        Assert.All(Enumerable.Range(1, 3), r => Assert.Equal(RoundStage.Failed, coordinator.Host.State.Rounds.Stage(started.RunId, r)));
     }
 
     [Fact]
@@ -71,14 +71,14 @@ public sealed class RunOrchestratorSamplingTests(CoordinatorFixture coordinator)
         {
             TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 17);
         }
-        coordinator.Host.State.SetBudget("default", 1000, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root))];
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
         try
         {
             // Sampling draws from the clients available now: wait until all three have registered.
-            while (coordinator.Host.State.ListClients(TimeSpan.FromSeconds(3)).Count(c => s_clients.Contains(c.ClientId) && c.Available) < s_clients.Length)
+            while (coordinator.Host.State.Clients.List(TimeSpan.FromSeconds(3)).Count(c => s_clients.Contains(c.ClientId) && c.Available) < s_clients.Length)
             {
                 await Task.Delay(100, stop.Token);
             }

@@ -20,7 +20,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
     {
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 7);
-        coordinator.Host.State.SetBudget("default", 100, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("default", 100, 1e-5, "officer");
         var plan = new RunPlan
         {
             BaseModel = baseModel, LoraRank = 2, Rounds = 2, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
@@ -42,7 +42,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
         Assert.Equal(RunState.Completed, status.State);
-        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.GetLedger(started.RunId, null);
+        IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
         Assert.Equal([1, 2], ledger.Select(l => l.Round));
         Assert.All(ledger, l => Assert.Equal(3, l.Participants));
         // The accountant, independently: Skellam RDP of the calibrated plan, composed over two rounds.
@@ -52,7 +52,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, rdp, 1e-6).Epsilon;
         Assert.Equal(epsilon, ledger[^1].EpsilonAfter, 1e-9);
         Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
-        Assert.Equal(epsilon, coordinator.Host.State.GetBudget("default")!.EpsilonSpent, 1e-9);
+        Assert.Equal(epsilon, coordinator.Host.State.Budgets.Get("default")!.EpsilonSpent, 1e-9);
 
         // The final adapter is B0 (zero) plus two noisy means of the same updates.
         using EdgeIdentity alice = EdgeIdentity.Load(coordinator.Identity("alice"), coordinator.CaPath);
@@ -72,7 +72,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
     {
         string baseModel = Path.Combine(coordinator.Root, "base-small");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 3);
-        coordinator.Host.State.SetBudget("tight", 0.5, 1e-5, "officer");
+        coordinator.Host.State.Budgets.Set("tight", 0.5, 1e-5, "officer");
         var plan = new RunPlan
         {
             BaseModel = baseModel, LoraRank = 2, Rounds = 100, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
@@ -88,7 +88,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         Assert.Contains("over 100 rounds but population 'tight' has 0.5 left of its budget 0.5", refused.Status.Detail, StringComparison.Ordinal);
     }
 
-    private long AdapterSize(string sha256) => coordinator.Host.State.GetAdapter(sha256)!.Value.SizeBytes;
+    private long AdapterSize(string sha256) => coordinator.Host.State.AdapterRecords.Get(sha256)!.Value.SizeBytes;
 
     private static async Task<RunStatus> WaitForEndAsync(AdminService.AdminServiceClient admin, CoordinatorConnection connection, string runId, CancellationToken cancellationToken)
     {

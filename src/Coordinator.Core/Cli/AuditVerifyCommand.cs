@@ -36,10 +36,10 @@ internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
         }
         AuditVerification result;
         string signerSource;
-        using (SqliteConnection connection = CoordinatorState.OpenReadOnly(settings.State))
+        using (SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(settings.State))
         {
-            IReadOnlyList<AuditRecord> records = CoordinatorState.ReadAuditRecords(connection);
-            AuditHead? head = CoordinatorState.ReadAuditHead(connection);
+            IReadOnlyList<AuditRecord> records = AuditStore.ReadRecords(connection);
+            AuditHead? head = AuditStore.ReadHead(connection);
             (result, signerSource) = Verify(records, head, settings.Pki);
         }
 

@@ -26,10 +26,10 @@ namespace Federated.Coordinator;
 /// The coordinator's gRPC host: Kestrel with HTTP/2 over TLS 1.2/1.3, client certificates required and
 /// validated against the federation CA only, roles enforced per RPC, state in SQLite.
 /// </summary>
-internal sealed class CoordinatorHost : IAsyncDisposable
+public sealed class CoordinatorHost : IAsyncDisposable
 {
     /// <summary>Largest gRPC message accepted; upload chunks are capped well below it by the SecAgg parameters.</summary>
-    public const int MaxReceiveMessageBytes = 4 * 1024 * 1024;
+    internal const int MaxReceiveMessageBytes = 4 * 1024 * 1024;
 
     private readonly WebApplication _app;
     private readonly CoordinatorState _state;
@@ -48,17 +48,18 @@ internal sealed class CoordinatorHost : IAsyncDisposable
     }
 
     /// <summary>Exports a run's adapter as a signed PEFT folder with its provenance.</summary>
-    public RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
+    internal RunExporter Exporter => _app.Services.GetRequiredService<RunExporter>();
 
+    /// <summary>The coordinator's durable state.</summary>
     public CoordinatorState State => _state;
 
     /// <summary>The rounds in progress (the orchestrator opens rounds here).</summary>
-    public RoundRegistry Rounds => _app.Services.GetRequiredService<RoundRegistry>();
+    internal RoundRegistry Rounds => _app.Services.GetRequiredService<RoundRegistry>();
 
     /// <summary>The signed global adapters.</summary>
     public AdapterStore Adapters => _app.Services.GetRequiredService<AdapterStore>();
 
-    public IServiceProvider Services => _app.Services;
+    internal IServiceProvider Services => _app.Services;
 
     /// <summary>The bound https address (with the real port when 0 was asked for); valid after <see cref="StartAsync"/>.</summary>
     public Uri Address =>
@@ -171,14 +172,17 @@ internal sealed class CoordinatorHost : IAsyncDisposable
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
             builder.Services.AddSingleton<CallLimitInterceptor>();
+            builder.Services.AddSingleton<DomainStatusInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
             builder.Services.AddGrpc(grpc =>
             {
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
-                // Last, so that the service sees the capped deadline and cancellation token.
+                // Then the call limits, so that the service sees the capped deadline and cancellation token.
                 grpc.Interceptors.Add<CallLimitInterceptor>();
+                // Innermost: the domain's refusals become statuses before any other interceptor sees them.
+                grpc.Interceptors.Add<DomainStatusInterceptor>();
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });
@@ -242,7 +246,7 @@ internal sealed class CoordinatorHost : IAsyncDisposable
         CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);
     }
 
-    public Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);
+    internal Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);
 
     public async ValueTask DisposeAsync()
     {

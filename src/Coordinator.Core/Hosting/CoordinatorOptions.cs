@@ -1,9 +1,9 @@
 namespace Federated.Coordinator;
 
 /// <summary>The coordinator host's settings (section "Coordinator" of appsettings.json, FEDERATED_ environment variables, then flags).</summary>
-internal sealed class CoordinatorOptions
+public sealed class CoordinatorOptions
 {
-    public const string Section = "Coordinator";
+    internal const string Section = "Coordinator";
 
     /// <summary>Folder written by `pki init`: ca.crt and server.pfx.</summary>
     public string Pki { get; set; } = "";
@@ -57,7 +57,7 @@ internal sealed class CoordinatorOptions
     public int RetentionDays { get; set; }
 
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
-    public void Validate()
+    internal void Validate()
     {
         if (string.IsNullOrWhiteSpace(Pki))
         {

@@ -6,20 +6,20 @@ using System.Text.RegularExpressions;
 namespace Federated.Coordinator.Pki;
 
 /// <summary>An identity (certificate with its private key) and the files it was written to.</summary>
-internal sealed record IssuedIdentity(string Name, FederationRole Role, string PfxPath, string CertificatePath, string KeyPath, string Thumbprint);
+public sealed record IssuedIdentity(string Name, FederationRole Role, string PfxPath, string CertificatePath, string KeyPath, string Thumbprint);
 
 /// <summary>
 /// The federation's private PKI: an ECDSA P-256 CA that signs one server certificate and role-carrying
 /// identities. Trust never extends beyond this CA: the coordinator and the clients pin it as their only root.
 /// </summary>
-internal sealed partial class FederationPki : IDisposable
+public sealed partial class FederationPki : IDisposable
 {
     public const string CaCertificateFile = "ca.crt";
-    public const string CaKeyFile = "ca.key";
-    public const string ServerName = "server";
+    internal const string CaKeyFile = "ca.key";
+    internal const string ServerName = "server";
 
     /// <summary>The coordinator's code-signing identity (adapter-signer.pfx): every adapter it serves or exports is CMS-signed with it.</summary>
-    public const string AdapterSignerName = "adapter-signer";
+    internal const string AdapterSignerName = "adapter-signer";
 
     private static readonly TimeSpan s_clockSkew = TimeSpan.FromMinutes(5);
     private static readonly TimeSpan s_caLifetime = TimeSpan.FromDays(3650);
@@ -35,7 +35,7 @@ internal sealed partial class FederationPki : IDisposable
     private readonly string _directory;
 
     /// <summary>Folder under the CA's where a public copy of every issued certificate is kept, so `pki revoke --name` finds its serials.</summary>
-    public const string IssuedFolder = "issued";
+    internal const string IssuedFolder = "issued";
 
     private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time, string directory)
     {
@@ -45,7 +45,7 @@ internal sealed partial class FederationPki : IDisposable
         _directory = directory;
     }
 
-    public X509Certificate2 CaCertificate => _caCertificate;
+    internal X509Certificate2 CaCertificate => _caCertificate;
 
     public void Dispose()
     {
@@ -57,7 +57,7 @@ internal sealed partial class FederationPki : IDisposable
     private static partial Regex IdentityNamePattern();
 
     /// <summary>Checks an identity name: it becomes a file name and a certificate common name.</summary>
-    public static void ValidateName(string name)
+    internal static void ValidateName(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
         if (!IdentityNamePattern().IsMatch(name))
@@ -90,7 +90,7 @@ internal sealed partial class FederationPki : IDisposable
     }
 
     /// <summary>Loads the CA certificate and key written by <see cref="CreateCa"/>.</summary>
-    public static FederationPki Load(string directory, TimeProvider time)
+    internal static FederationPki Load(string directory, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(directory);
         ArgumentNullException.ThrowIfNull(time);
@@ -137,7 +137,7 @@ internal sealed partial class FederationPki : IDisposable
     /// Issues the coordinator's adapter-signing certificate: code-signing extended key usage only (what
     /// AdapterSignature requires of a signer), so the TLS key never signs artefacts and this key never serves TLS.
     /// </summary>
-    public IssuedIdentity IssueAdapterSigner(string directory, string? password)
+    internal IssuedIdentity IssueAdapterSigner(string directory, string? password)
     {
         var subject = new X500DistinguishedName("CN=Federated adapter signer, O=Federated");
         return Issue(directory, AdapterSignerName, subject, role: null, CodeSigningOid, alternativeNames: null, s_serverLifetime, password);
@@ -230,7 +230,7 @@ internal sealed partial class FederationPki : IDisposable
     /// Revokes every certificate this CA issued to <paramref name="name"/> (the recorded copies in issued/, and NAME.crt
     /// in the CA folder for identities made before that record existed): their serials go into the signed crl.pem.
     /// </summary>
-    public IReadOnlyList<string> Revoke(string name)
+    internal IReadOnlyList<string> Revoke(string name)
     {
         ValidateName(name);
         var serials = new List<byte[]>();
@@ -265,7 +265,7 @@ internal sealed partial class FederationPki : IDisposable
     }
 
     /// <summary>Largest CSR accepted by <see cref="Renew"/>.</summary>
-    public const int MaxCsrBytes = 4096;
+    internal const int MaxCsrBytes = 4096;
 
     /// <summary>
     /// Signs a new certificate for <paramref name="current"/>'s subject, role and EKU over the key of
@@ -273,7 +273,7 @@ internal sealed partial class FederationPki : IDisposable
     /// ignored so a caller can never widen its name or role. The new key must be ECDSA P-256 and differ from the
     /// current one. Returns the certificate without a private key; a copy is recorded for `pki revoke`.
     /// </summary>
-    public X509Certificate2 Renew(X509Certificate2 current, ReadOnlySpan<byte> csrDer, TimeSpan lifetime)
+    internal X509Certificate2 Renew(X509Certificate2 current, ReadOnlySpan<byte> csrDer, TimeSpan lifetime)
     {
         ArgumentNullException.ThrowIfNull(current);
         ArgumentOutOfRangeException.ThrowIfLessThan(lifetime, TimeSpan.FromMinutes(10));

@@ -4,7 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 namespace Federated.Coordinator.Pki;
 
 /// <summary>What a certificate holder may do: edge clients train, engineers run, officers govern privacy.</summary>
-internal enum FederationRole
+public enum FederationRole
 {
     Client = 1,
     Engineer = 2,

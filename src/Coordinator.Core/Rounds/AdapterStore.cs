@@ -8,10 +8,10 @@ namespace Federated.Coordinator.Rounds;
 /// Content-addressed global adapters, each CMS-signed by the coordinator's adapter signer: bytes are written to a
 /// temporary file, flushed and renamed into place (the directory flushed too) before the database records them, so a
 /// half-written adapter is never served; a round's adapter is served only once the transaction that completed its
-/// round has committed (<see cref="CoordinatorState.GetAdapter"/>). With an at-rest cipher the files hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
+/// round has committed (<see cref="AdapterRecordStore.Get"/>). With an at-rest cipher the files hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
 /// adapter's hash; the hash that names the adapter in manifests and the audit chain is always the plaintext's.
 /// </summary>
-internal sealed class AdapterStore
+public sealed class AdapterStore
 {
     private const string PlainExtension = ".adapter";
     private const string EncryptedExtension = ".adapter.enc";
@@ -21,7 +21,7 @@ internal sealed class AdapterStore
     private readonly AdapterSigner _signer;
     private readonly AtRestCipher? _cipher;
 
-    public AdapterStore(string directory, CoordinatorState state, AdapterSigner signer, AtRestCipher? cipher = null)
+    internal AdapterStore(string directory, CoordinatorState state, AdapterSigner signer, AtRestCipher? cipher = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(state);
@@ -34,10 +34,13 @@ internal sealed class AdapterStore
     }
 
     /// <summary>Whether new adapters are written encrypted.</summary>
-    public bool EncryptsAtRest => _cipher is not null;
+    internal bool EncryptsAtRest => _cipher is not null;
 
-    /// <summary>Stores an adapter and returns its lowercase hex SHA-256.</summary>
-    public string Put(ReadOnlySpan<byte> adapter, string runId, int round)
+    /// <summary>
+    /// Writes an adapter's bytes durably and signs them, without recording it: the caller records the returned adapter
+    /// in the unit of work it belongs to (a run's start, a round's completion), or <see cref="Discard"/>s it if that fails.
+    /// </summary>
+    internal StoredAdapter Write(ReadOnlySpan<byte> adapter)
     {
         if (adapter.IsEmpty)
         {
@@ -60,16 +63,33 @@ internal sealed class AdapterStore
                 WriteAtomically(path, _cipher.Encrypt(adapter, BlobName(sha256)));
             }
         }
-        _state.RecordAdapter(sha256, runId, round, adapter.Length, _signer.Sign(adapter), "coordinator");
-        return sha256;
+        return new StoredAdapter(sha256, adapter.Length, _signer.Sign(adapter));
+    }
+
+    /// <summary>Stores and records an adapter on its own (one that belongs to no larger unit of work); returns its lowercase hex SHA-256.</summary>
+    internal string Put(ReadOnlySpan<byte> adapter, string runId, int round)
+    {
+        StoredAdapter stored = Write(adapter);
+        _state.AdapterRecords.Record(stored, runId, round, "coordinator");
+        return stored.Sha256;
+    }
+
+    /// <summary>Deletes the file of an adapter whose recording failed, unless some row records the same bytes.</summary>
+    internal void Discard(StoredAdapter adapter)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (!_state.AdapterRecords.IsRecorded(adapter.Sha256))
+        {
+            Delete(adapter.Sha256);
+        }
     }
 
     /// <summary>Opens a stored adapter's plaintext for reading with its size and CMS signature; null when unknown.</summary>
     /// <exception cref="AtRestDecryptionException">Encrypted under another key, tampered, or encrypted while no key is configured.</exception>
-    public (Stream Content, long SizeBytes, byte[] Signature)? Open(string sha256)
+    internal (Stream Content, long SizeBytes, byte[] Signature)? Open(string sha256)
     {
         RequireHash(sha256);
-        if (_state.GetAdapter(sha256) is not { } record)
+        if (_state.AdapterRecords.Get(sha256) is not { } record)
         {
             return null;
         }
@@ -99,7 +119,7 @@ internal sealed class AdapterStore
     }
 
     /// <summary>Removes an adapter's file (either form); the caller removes its database row.</summary>
-    public void Delete(string sha256)
+    internal void Delete(string sha256)
     {
         RequireHash(sha256);
         File.Delete(PathOf(sha256, encrypted: true));
@@ -110,7 +130,7 @@ internal sealed class AdapterStore
     /// Checks at start-up that every encrypted adapter on disk was written under the configured key, so a wrong or
     /// missing key stops the coordinator with one clear error instead of failing the first download of a round.
     /// </summary>
-    public void CheckKey()
+    internal void CheckKey()
     {
         string[] encrypted = Directory.GetFiles(_directory, "*" + EncryptedExtension);
         if (encrypted.Length == 0)

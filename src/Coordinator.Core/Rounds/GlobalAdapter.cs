@@ -15,6 +15,9 @@ internal sealed class GlobalAdapter
     /// <summary>Safetensors metadata key holding the PEFT adapter_config.json text.</summary>
     public const string ConfigMetadataKey = "federated.adapter_config";
 
+    // PEFT's name prefix of every adapter tensor (as LlamaForCausalLM.GetAdapter names them).
+    private const string PeftPrefix = "base_model.model.";
+
     private readonly string _baseModel;
     private AdapterTensors _tensors;
 
@@ -27,21 +30,36 @@ internal sealed class GlobalAdapter
 
     public LoraSettings Settings { get; }
 
+    /// <summary>A and B of every targeted projection under their PEFT names.</summary>
+    public AdapterTensors Tensors => _tensors;
+
     /// <summary>Length d of the aggregated vector: every lora_B element.</summary>
     public int BDimension => checked((int)_tensors.OnlyB().ElementCount);
 
     /// <summary>The lora_B values flattened in ordinal name order (the layout clients flatten their deltas in).</summary>
     public float[] FlatB() => _tensors.OnlyB().Flatten();
 
-    /// <summary>A fresh adapter for the base model's layers: A from the settings' seed, B zero (PEFT's init).</summary>
+    /// <summary>
+    /// A fresh adapter for the base model's layers, from its config.json alone (the weights are never loaded): A from the
+    /// settings' seed exactly as <see cref="LlamaForCausalLM.AddLora"/> draws it, B zero (PEFT's init).
+    /// </summary>
     public static GlobalAdapter Create(string baseModelDirectory, LoraSettings settings)
     {
         ArgumentException.ThrowIfNullOrEmpty(baseModelDirectory);
         ArgumentNullException.ThrowIfNull(settings);
         settings.Validate();
-        using LlamaForCausalLM model = LlamaForCausalLM.FromPretrained(baseModelDirectory, torch.CPU);
-        model.AddLora(settings);
-        return new GlobalAdapter(settings, model.GetAdapter(), Path.GetFileName(Path.TrimEndingDirectorySeparator(baseModelDirectory)));
+        LlamaConfig config = LlamaConfig.Load(baseModelDirectory);
+        var tensors = new List<NamedTensor>();
+        foreach (LoraProjection projection in LoraShapes.Projections(config, settings.Targets))
+        {
+            string prefix = PeftPrefix + projection.ModulePath;
+            using (torch.Tensor a = LoraInit.KaimingUniformA(settings.Rank, projection.InFeatures, settings.InitSeed, projection.ModulePath))
+            {
+                tensors.Add(NamedTensor.FromTensor(prefix + ".lora_A.weight", a));
+            }
+            tensors.Add(new NamedTensor(prefix + ".lora_B.weight", [projection.OutFeatures, settings.Rank], new float[checked(projection.OutFeatures * settings.Rank)]));
+        }
+        return new GlobalAdapter(settings, new AdapterTensors(tensors), Path.GetFileName(Path.TrimEndingDirectorySeparator(baseModelDirectory)));
     }
 
     /// <summary>

@@ -25,7 +25,7 @@ internal sealed record RunExportSummary(
     IReadOnlyList<string> Files);
 
 /// <summary>A run cannot be exported: unknown, or its adapter or base model is gone, or the coordinator has no signing identity.</summary>
-internal sealed class RunExportException(string message, bool notFound = false) : Exception(message)
+internal sealed class RunExportException(string message, bool notFound = false) : CoordinatorException(message)
 {
     /// <summary>True when the run itself is unknown (NOT_FOUND), false when it exists but cannot be exported (FAILED_PRECONDITION).</summary>
     public bool NotFound { get; } = notFound;
@@ -63,7 +63,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         ArgumentNullException.ThrowIfNull(runId);
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         ValidateRunId(runId);
-        RunRecord run = state.GetRun(runId) ?? throw new RunExportException($"run '{runId}' is not known to this coordinator", notFound: true);
+        RunRecord run = state.Runs.Get(runId) ?? throw new RunExportException($"run '{runId}' is not known to this coordinator", notFound: true);
         if (signer is null)
         {
             throw new RunExportException(
@@ -82,7 +82,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
 
         RunPlan plan = RunPlan.Parser.ParseFrom(run.Plan);
         string baseModelSha256 = BaseModelSha256(plan.BaseModel);
-        IReadOnlyList<LedgerRecord> ledger = state.GetLedger(runId, population: null);
+        IReadOnlyList<LedgerRecord> ledger = state.Ledger.List(runId, population: null);
         bool created = !Directory.Exists(directory);
         Directory.CreateDirectory(directory);
         try

@@ -1,26 +1,8 @@
 using Federated.Aggregation.SecureAggregation;
 using Federated.Protos.V1;
-using Grpc.Core;
 using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
 
 namespace Federated.Coordinator.Rounds;
-
-/// <summary>What the coordinator fixes for one SecAgg+ round: who takes part (by identity) and the protocol's sizes and deadlines.</summary>
-internal sealed record SecAggRoundPlan(
-    string RunId,
-    int Round,
-    IReadOnlyList<string> Participants,
-    int VectorLength,
-    int Bits,
-    int Degree,
-    int Threshold,
-    TimeSpan StageTimeout,
-    int MaxChunkBytes = 1 << 20,
-    DpParameters? Dp = null,
-    AdapterRef? GlobalAdapter = null,
-    int LocalSteps = 0,
-    double LearningRate = 0,
-    double EpsilonAfterRound = 0);
 
 /// <summary>
 /// One SecAgg+ round over the wire: holds the <see cref="ServerSession"/>, serializes every call into it, and
@@ -41,7 +23,7 @@ internal sealed class SecAggRound : IDisposable
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
     private readonly TaskCompletionSource<uint[]> _sum = New<uint[]>();
     private readonly Dictionary<RoundStage, DateTimeOffset> _closedAt = [];
-    private readonly SemaphoreSlim _uploadSlots;
+    private readonly UploadBuffers _uploads;
     private HashSet<int> _expected;
     private ITimer? _deadline;
     private RoundStage _stage = RoundStage.AdvertiseKeys;
@@ -66,17 +48,11 @@ internal sealed class SecAggRound : IDisposable
         Parameters = SecAggParameters.Create(plan.RunId, plan.Round, _indexByClient.Values, plan.VectorLength, plan.Bits, plan.Degree, plan.Threshold, graphSeed);
         _session = new ServerSession(Parameters);
         _expected = [.. _indexByClient.Values];
-        _uploadSlots = new SemaphoreSlim((int)Math.Clamp(MaxBufferedUploadBytes / (4L * plan.VectorLength), 1, plan.Participants.Count));
+        _uploads = new UploadBuffers(plan.VectorLength, plan.Participants.Count);
         OpenedAt = time.GetUtcNow();
         Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.StageTimeout * i)];
         ArmDeadline(0);
     }
-
-    /// <summary>
-    /// Memory the round may hold in masked-input uploads that are still arriving (each is buffered until whole);
-    /// uploads beyond it wait for a slot, so a round holds min(n, this / 4d) vectors besides its sum.
-    /// </summary>
-    public const long MaxBufferedUploadBytes = 256L << 20;
 
     public SecAggRoundPlan Plan { get; }
 
@@ -115,7 +91,10 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
-    /// <summary>Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails.</summary>
+    /// <summary>
+    /// Completes with the unmasked sum in Z_(2^b) of the survivors' inputs, or faults when the round fails: with a
+    /// <see cref="RoundFailedException"/> (abort, shutdown) or the protocol's <see cref="SecureAggregationException"/>.
+    /// </summary>
     public Task<uint[]> Sum => _sum.Task;
 
     /// <summary>Called (under the round's lock: keep it short, take no lock that is held while reading this round) after each report and stage change.</summary>
@@ -140,7 +119,7 @@ internal sealed class SecAggRound : IDisposable
     public int IndexOf(string clientId) =>
         _indexByClient.TryGetValue(clientId, out int index)
             ? index
-            : throw new RpcException(new Status(StatusCode.PermissionDenied, $"client '{clientId}' is not a participant of round {Plan.Round} of run {Plan.RunId}"));
+            : throw new NotAParticipantException($"client '{clientId}' is not a participant of round {Plan.Round} of run {Plan.RunId}");
 
     /// <summary>Whether this participant's message for the current stage was accepted (status views; tests wait on it).</summary>
     public bool HasSubmitted(string clientId)
@@ -157,7 +136,7 @@ internal sealed class SecAggRound : IDisposable
         {
             if (_stage != RoundStage.AdvertiseKeys)
             {
-                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is past the point where a participant can decline"));
+                throw new ProtocolStageException($"round {Plan.Round} is past the point where a participant can decline");
             }
             _declined.Add(index);
             _expected.Remove(index);
@@ -186,14 +165,7 @@ internal sealed class SecAggRound : IDisposable
         {
             RequireStage(RoundStage.MaskedInput);
             RequireLive(chunk.Sender);
-            try
-            {
-                _session.ReceiveMaskedInputChunk(chunk);
-            }
-            catch (SecureAggregationException ex)
-            {
-                throw SecAggStatus.ToRpc(ex);
-            }
+            _session.ReceiveMaskedInputChunk(chunk);
         }
     }
 
@@ -206,17 +178,13 @@ internal sealed class SecAggRound : IDisposable
             RequireLive(index);
             if (_session.State.MaskedInputs.Contains(index))
             {
-                throw new RpcException(new Status(StatusCode.FailedPrecondition, $"participant {index} already sent its whole masked input for round {Plan.Round}"));
+                throw new DuplicateMessageException($"participant {index} already sent its whole masked input for round {Plan.Round}");
             }
         }
     }
 
-    /// <summary>Waits for one of the round's upload buffers (see <see cref="MaxBufferedUploadBytes"/>); dispose to release it.</summary>
-    public async Task<IDisposable> AcquireUploadSlotAsync(CancellationToken cancellationToken)
-    {
-        await _uploadSlots.WaitAsync(cancellationToken);
-        return new UploadSlot(_uploadSlots);
-    }
+    /// <summary>Waits for one of the round's upload buffers (see <see cref="UploadBuffers"/>); dispose to release it.</summary>
+    public Task<IDisposable> AcquireUploadSlotAsync(CancellationToken cancellationToken) => _uploads.AcquireAsync(cancellationToken);
 
     /// <summary>Marks a participant's upload complete and waits for stage 3 to close.</summary>
     public async Task<UnmaskRequestMessage> FinishUploadAsync(int index, CancellationToken cancellationToken)
@@ -226,7 +194,7 @@ internal sealed class SecAggRound : IDisposable
             RequireStage(RoundStage.MaskedInput);
             if (!_session.State.MaskedInputs.Contains(index))
             {
-                throw new RpcException(new Status(StatusCode.InvalidArgument, $"participant {index} ended its upload before the whole masked vector arrived"));
+                throw new MalformedMessageException($"participant {index} ended its upload before the whole masked vector arrived");
             }
             _submitted.Add(index);
             CloseIfComplete();
@@ -243,7 +211,7 @@ internal sealed class SecAggRound : IDisposable
     {
         lock (_gate)
         {
-            Fail(new RpcException(new Status(StatusCode.Aborted, reason)));
+            Fail(new RoundFailedException(reason));
         }
     }
 
@@ -254,7 +222,7 @@ internal sealed class SecAggRound : IDisposable
             _deadline?.Dispose();
             if (_stage is not (RoundStage.Completed or RoundStage.Failed))
             {
-                Fail(new RpcException(new Status(StatusCode.Aborted, "the coordinator is shutting down")));
+                Fail(new RoundFailedException("the coordinator is shutting down"));
             }
             _session.Dispose();
         }
@@ -266,14 +234,7 @@ internal sealed class SecAggRound : IDisposable
         {
             RequireStage(stage);
             RequireLive(index);
-            try
-            {
-                receive();
-            }
-            catch (SecureAggregationException ex)
-            {
-                throw SecAggStatus.ToRpc(ex);
-            }
+            receive();
             _submitted.Add(index);
             CloseIfComplete();
         }
@@ -283,11 +244,11 @@ internal sealed class SecAggRound : IDisposable
     {
         if (_stage == RoundStage.Failed)
         {
-            throw new RpcException(new Status(StatusCode.Aborted, $"round {Plan.Round} of run {Plan.RunId} failed and releases nothing"));
+            throw new RoundFailedException($"round {Plan.Round} of run {Plan.RunId} failed and releases nothing");
         }
         if (_stage != stage)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"round {Plan.Round} is in stage {_stage}, not {stage}"));
+            throw new ProtocolStageException($"round {Plan.Round} is in stage {_stage}, not {stage}");
         }
     }
 
@@ -298,7 +259,7 @@ internal sealed class SecAggRound : IDisposable
         if (!_expected.Contains(index))
         {
             string why = _declined.Contains(index) ? "declined" : "was dropped at an earlier stage";
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"participant {index} {why} and takes no further part in round {Plan.Round} of run {Plan.RunId}"));
+            throw new ParticipantNotLiveException($"participant {index} {why} and takes no further part in round {Plan.Round} of run {Plan.RunId}");
         }
     }
 
@@ -356,7 +317,8 @@ internal sealed class SecAggRound : IDisposable
         }
         catch (SecureAggregationException ex)
         {
-            Fail(SecAggStatus.ToRpc(ex));
+            // The protocol's own exception: callers waiting on the stage get the status it maps to.
+            Fail(ex);
         }
         finally
         {
@@ -391,21 +353,8 @@ internal sealed class SecAggRound : IDisposable
         _sum.TrySetException(reason);
     }
 
-    private RpcException Dropped(int index) =>
-        new(new Status(StatusCode.DeadlineExceeded, $"participant {index} missed a stage of round {Plan.Round} and was dropped"));
+    private ParticipantDroppedException Dropped(int index) =>
+        new($"participant {index} missed a stage of round {Plan.Round} and was dropped");
 
     private static TaskCompletionSource<T> New<T>() => new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    private sealed class UploadSlot(SemaphoreSlim slots) : IDisposable
-    {
-        private int _released;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _released, 1) == 0)
-            {
-                slots.Release();
-            }
-        }
-    }
 }

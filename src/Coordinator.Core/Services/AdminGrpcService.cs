@@ -88,16 +88,8 @@ internal sealed class AdminGrpcService(
         string directory = Path.Combine(Path.GetTempPath(), "federated-export-" + Guid.NewGuid().ToString("N"));
         try
         {
-            RunExportSummary summary;
-            try
-            {
-                summary = await Task.Run(() => exporter.Export(request.RunId, directory), context.CancellationToken);
-            }
-            catch (RunExportException ex)
-            {
-                throw new RpcException(new Status(ex.NotFound ? StatusCode.NotFound : StatusCode.FailedPrecondition, ex.Message));
-            }
-            state.Audit(caller.Name, "run.export", new Dictionary<string, string>
+            RunExportSummary summary = await Task.Run(() => exporter.Export(request.RunId, directory), context.CancellationToken);
+            state.Audit.Append(caller.Name, "run.export", new Dictionary<string, string>
             {
                 ["run_id"] = summary.RunId,
                 ["adapter_sha256"] = summary.AdapterSha256,
@@ -145,7 +137,7 @@ internal sealed class AdminGrpcService(
     {
         TimeSpan? window = request.SeenWithinSeconds == 0 ? null : TimeSpan.FromSeconds(request.SeenWithinSeconds);
         var response = new ListClientsResponse();
-        foreach (ClientRecord client in state.ListClients(window))
+        foreach (ClientRecord client in state.Clients.List(window))
         {
             response.Clients.Add(new ClientInfo
             {
@@ -173,7 +165,7 @@ internal sealed class AdminGrpcService(
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"delta {request.Delta} is invalid: it must be in (0, 1)"));
         }
-        BudgetRecord budget = state.SetBudget(population, request.Epsilon, request.Delta, caller.Name);
+        BudgetRecord budget = state.Budgets.Set(population, request.Epsilon, request.Delta, caller.Name);
         CoordinatorLog.BudgetSet(logger, population, request.Epsilon, request.Delta, caller.Name);
         return Task.FromResult(ToMessage(budget));
     }
@@ -181,7 +173,7 @@ internal sealed class AdminGrpcService(
     public override Task<Budget> GetBudget(GetBudgetRequest request, ServerCallContext context)
     {
         string population = Population(request.Population);
-        BudgetRecord budget = state.GetBudget(population)
+        BudgetRecord budget = state.Budgets.Get(population)
             ?? throw new RpcException(new Status(StatusCode.NotFound, $"no budget is set for population '{population}'; an officer sets one with 'budget set'"));
         return Task.FromResult(ToMessage(budget));
     }
@@ -189,7 +181,7 @@ internal sealed class AdminGrpcService(
     public override Task<GetLedgerResponse> GetLedger(GetLedgerRequest request, ServerCallContext context)
     {
         var response = new GetLedgerResponse();
-        foreach (LedgerRecord entry in state.GetLedger(request.RunId, request.Population))
+        foreach (LedgerRecord entry in state.Ledger.List(request.RunId, request.Population))
         {
             response.Entries.Add(new LedgerEntry
             {
@@ -218,7 +210,7 @@ internal sealed class AdminGrpcService(
         }
         long from = request.FromSequence == 0 ? 1 : (long)Math.Min(request.FromSequence, long.MaxValue);
         int limit = request.Limit == 0 ? DefaultAuditLimit : (int)request.Limit;
-        (IReadOnlyList<AuditRecord> entries, AuditHead? head) = state.ReadAudit(from, limit);
+        (IReadOnlyList<AuditRecord> entries, AuditHead? head) = state.Audit.Read(from, limit);
         var response = new GetAuditResponse();
         foreach (AuditRecord entry in entries)
         {

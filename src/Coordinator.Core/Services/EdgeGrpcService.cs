@@ -32,7 +32,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         string version = RequireText(request.ClientVersion, "client_version", MaxVersionLength);
         string device = RequireText(request.Device, "device", MaxDeviceLength);
-        state.RegisterClient(caller.Name, caller.CertificateSha256, version, device);
+        state.Clients.Register(caller.Name, caller.CertificateSha256, version, device);
         CoordinatorLog.ClientRegistered(logger, caller.Name, version, device, caller.CertificateSha256);
         return Task.FromResult(new RegisterResponse
         {
@@ -45,7 +45,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
     public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
     {
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
-        if (!state.Heartbeat(caller.Name, request.Available))
+        if (!state.Clients.Heartbeat(caller.Name, request.Available))
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, $"client '{caller.Name}' is not registered; call Register first"));
         }
@@ -79,7 +79,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         SecAggRound round = rounds.Find(request.Round);
         rounds.Decline(round, caller.Name);
         // Durable before the reply: the decline and the client's rule are on the audit chain.
-        state.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
+        state.Rounds.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);
         return Task.FromResult(new DeclineRoundResponse());
     }

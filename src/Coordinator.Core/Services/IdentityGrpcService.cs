@@ -59,7 +59,7 @@ internal sealed class IdentityGrpcService(CertificateRenewer renewer, Coordinato
         using (renewed)
         {
             string serial = renewed.SerialNumber;
-            state.Audit(caller.Name, "certificate.renew", new Dictionary<string, string>
+            state.Audit.Append(caller.Name, "certificate.renew", new Dictionary<string, string>
             {
                 ["serial"] = serial,
                 ["not_after"] = renewed.NotAfter.ToUniversalTime().ToString("O", System.Globalization.CultureInfo.InvariantCulture),

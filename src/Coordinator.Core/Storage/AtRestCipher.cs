@@ -16,9 +16,9 @@ internal sealed class AtRestDecryptionException(string message, Exception? inner
 /// "run/7/round/3/adapter"), so a blob moved or swapped under another name fails authentication. A random 96-bit
 /// nonce per blob stays far below GCM's 2^32-invocations bound for one key (NIST SP 800-38D, section 8.3).
 /// </remarks>
-internal sealed class AtRestCipher : IDisposable
+public sealed class AtRestCipher : IDisposable
 {
-    public const int KeyBytes = 32;
+    internal const int KeyBytes = 32;
 
     /// <summary>The key file `pki init` writes into the PKI folder.</summary>
     public const string DefaultFileName = "at-rest.key";
@@ -29,7 +29,7 @@ internal sealed class AtRestCipher : IDisposable
     private const int TagBytes = 16;
 
     /// <summary>Bytes before the ciphertext: magic, key id and nonce.</summary>
-    public const int HeaderBytes = 6 + KeyIdBytes + NonceBytes;
+    internal const int HeaderBytes = 6 + KeyIdBytes + NonceBytes;
 
     private readonly AesGcm _aes;
 
@@ -38,7 +38,7 @@ internal sealed class AtRestCipher : IDisposable
     private readonly Lock _gate = new();
     private readonly byte[] _keyId;
 
-    public AtRestCipher(ReadOnlySpan<byte> key)
+    internal AtRestCipher(ReadOnlySpan<byte> key)
     {
         if (key.Length != KeyBytes)
         {
@@ -49,10 +49,10 @@ internal sealed class AtRestCipher : IDisposable
     }
 
     /// <summary>The key's id (hex of the first 8 bytes of its SHA-256), which every blob carries to name a wrong key.</summary>
-    public string KeyId => Convert.ToHexStringLower(_keyId);
+    internal string KeyId => Convert.ToHexStringLower(_keyId);
 
     /// <summary>The key id a blob (or at least its first <see cref="HeaderBytes"/> bytes) was encrypted under.</summary>
-    public static string ReadKeyId(ReadOnlySpan<byte> blob, string name)
+    internal static string ReadKeyId(ReadOnlySpan<byte> blob, string name)
     {
         if (blob.Length < HeaderBytes || !blob[..6].SequenceEqual(Magic))
         {
@@ -82,7 +82,7 @@ internal sealed class AtRestCipher : IDisposable
     }
 
     /// <summary>Loads a key file (base64 of 32 bytes); refuses one that others can read.</summary>
-    public static AtRestCipher FromKeyFile(string path)
+    internal static AtRestCipher FromKeyFile(string path)
     {
         if (!File.Exists(path))
         {
@@ -109,7 +109,7 @@ internal sealed class AtRestCipher : IDisposable
         }
     }
 
-    public byte[] Encrypt(ReadOnlySpan<byte> plaintext, string name)
+    internal byte[] Encrypt(ReadOnlySpan<byte> plaintext, string name)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         byte[] blob = new byte[HeaderBytes + plaintext.Length + TagBytes];
@@ -124,7 +124,7 @@ internal sealed class AtRestCipher : IDisposable
         return blob;
     }
 
-    public byte[] Decrypt(ReadOnlySpan<byte> blob, string name)
+    internal byte[] Decrypt(ReadOnlySpan<byte> blob, string name)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (blob.Length < HeaderBytes + TagBytes || !blob[..6].SequenceEqual(Magic))
@@ -153,7 +153,7 @@ internal sealed class AtRestCipher : IDisposable
     }
 
     /// <summary>Encrypts to <paramref name="path"/> atomically (temp file, then rename), so no half-written blob is ever read.</summary>
-    public void WriteFile(string path, ReadOnlySpan<byte> plaintext, string name)
+    internal void WriteFile(string path, ReadOnlySpan<byte> plaintext, string name)
     {
         byte[] blob = Encrypt(plaintext, name);
         string temp = path + ".tmp";
@@ -165,7 +165,7 @@ internal sealed class AtRestCipher : IDisposable
         File.Move(temp, path, overwrite: true);
     }
 
-    public byte[] ReadFile(string path, string name) => Decrypt(File.ReadAllBytes(path), name);
+    internal byte[] ReadFile(string path, string name) => Decrypt(File.ReadAllBytes(path), name);
 
     public void Dispose() => _aes.Dispose();
 }

@@ -1,6 +1,6 @@
+using System.Data.Common;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
-using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -30,13 +30,13 @@ internal sealed class RetentionPruner(CoordinatorState state, AdapterStore adapt
             return null;
         }
         DateTimeOffset cutoff = time.GetUtcNow() - TimeSpan.FromDays(options.RetentionDays);
-        PrunePlan plan = state.PlanPrune(cutoff);
+        PrunePlan plan = state.Retention.Plan(cutoff);
         if (plan.IsEmpty)
         {
             return new RetentionResult(cutoff, 0, []);
         }
         // Rows first, then files: a crash in between leaves an unreferenced file, never a referenced adapter without one.
-        IReadOnlyList<string> removed = state.Prune(plan);
+        IReadOnlyList<string> removed = state.Retention.Prune(plan);
         foreach (string sha256 in removed)
         {
             adapters.Delete(sha256);
@@ -57,7 +57,7 @@ internal sealed class RetentionPruner(CoordinatorState state, AdapterStore adapt
             {
                 PruneNow();
             }
-            catch (Exception ex) when (ex is IOException or SqliteException or UnauthorizedAccessException)
+            catch (Exception ex) when (ex is IOException or DbException or UnauthorizedAccessException)
             {
                 // The next pass retries; serving rounds matters more than pruning on time.
                 CoordinatorLog.RetentionFailed(logger, ex.Message);

@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace Federated.EdgeClient.Policy;
 
 /// <summary>The noise mechanisms a round can use, as a data holder names them in policy.json.</summary>
-internal enum NoiseMechanismKind
+public enum NoiseMechanismKind
 {
     DistributedSkellam,
     DistributedDiscreteGaussian,
@@ -19,7 +19,7 @@ internal sealed class PolicyFileException(string message) : Exception(message);
 /// The data holder's own privacy policy (policy.json beside the client identity). The coordinator cannot override
 /// it: every round manifest is checked against it, and the local ledger is charged against its budgets.
 /// </summary>
-internal sealed record LocalPolicy
+public sealed record LocalPolicy
 {
     public const string FileName = "policy.json";
 

@@ -32,11 +32,11 @@ internal sealed record PolicyDecision(bool Accepted, string? Rule, string Messag
 /// training; <see cref="ChargeBeforeUpload"/> re-checks and charges the ledger durably right before the update
 /// leaves the machine, so a declined or failed round costs nothing and an uploaded one is always on record.
 /// </summary>
-internal sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledger, TimeProvider time)
+public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledger, TimeProvider time)
 {
     private readonly object _gate = new();
 
-    public PolicyDecision Check(RoundTerms terms)
+    internal PolicyDecision Check(RoundTerms terms)
     {
         ArgumentNullException.ThrowIfNull(terms);
         lock (_gate)
@@ -45,7 +45,7 @@ internal sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger led
         }
     }
 
-    public PolicyDecision ChargeBeforeUpload(RoundTerms terms)
+    internal PolicyDecision ChargeBeforeUpload(RoundTerms terms)
     {
         ArgumentNullException.ThrowIfNull(terms);
         lock (_gate)

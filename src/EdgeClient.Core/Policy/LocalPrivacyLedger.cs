@@ -27,7 +27,7 @@ internal sealed record LocalCharge(
 /// principles each time the ledger opens. Rows written before the Skellam parameters were kept are accounted as the
 /// Gaussian they were charged as.
 /// </remarks>
-internal sealed class LocalPrivacyLedger : IDisposable
+public sealed class LocalPrivacyLedger : IDisposable
 {
     public const string FileName = "edge-ledger.db";
 
@@ -45,7 +45,7 @@ internal sealed class LocalPrivacyLedger : IDisposable
 
     private LocalPrivacyLedger(SqliteConnection connection) => _connection = connection;
 
-    public IReadOnlyList<LocalCharge> Charges => _charges;
+    internal IReadOnlyList<LocalCharge> Charges => _charges;
 
     public static LocalPrivacyLedger Open(string path)
     {
@@ -90,7 +90,7 @@ internal sealed class LocalPrivacyLedger : IDisposable
     }
 
     /// <summary>Epsilon at <paramref name="delta"/> of every charge, or of one run's charges.</summary>
-    public PrivacySpent Spent(double delta, string? runId = null, LocalCharge? plus = null)
+    internal PrivacySpent Spent(double delta, string? runId = null, LocalCharge? plus = null)
     {
         var accountant = new RdpAccountant(_orders);
         // Rounds with the same mechanism and parameters compose as one RDP vector times their count, as the
@@ -126,7 +126,7 @@ internal sealed class LocalPrivacyLedger : IDisposable
     public int RoundsInDayBefore(DateTimeOffset now) => _charges.Count(c => c.ChargedAt > now.AddDays(-1) && c.ChargedAt <= now);
 
     /// <summary>Writes the charge durably; a repeated (run, round) is kept once.</summary>
-    public void Record(LocalCharge charge)
+    internal void Record(LocalCharge charge)
     {
         if (IsCharged(charge.RunId, charge.Round))
         {

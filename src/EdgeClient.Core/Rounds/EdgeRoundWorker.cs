@@ -13,7 +13,7 @@ using Federated.Training.Trainer;
 namespace Federated.EdgeClient.Rounds;
 
 /// <summary>How one invitation ended on this machine.</summary>
-internal sealed record RoundWorkResult(string RunId, uint Round, bool Participated, string? DeclinedRule, string Message, double FirstLoss, double LastLoss, ulong UploadedBytes);
+public sealed record RoundWorkResult(string RunId, uint Round, bool Participated, string? DeclinedRule, string Message, double FirstLoss, double LastLoss, ulong UploadedBytes);
 
 /// <summary>
 /// One edge client's part of a federated round: verify the signed manifest, hold it against the local policy
@@ -23,7 +23,7 @@ internal sealed record RoundWorkResult(string RunId, uint Round, bool Participat
 /// charge the local ledger, then mask and upload through SecAgg+. Only the masked vector leaves the machine.
 /// The base model stays loaded across rounds; several workers can share a process (tests, simulation).
 /// </summary>
-internal sealed class EdgeRoundWorker(
+public sealed class EdgeRoundWorker(
     CoordinatorConnection connection,
     string identityName,
     LlamaForCausalLM model,

@@ -7,7 +7,7 @@ namespace Federated.EdgeClient.Rounds;
 /// Reads the coordinator's global adapter blob: a PEFT adapter_model.safetensors whose metadata key
 /// "federated.adapter_config" holds the adapter_config.json (written by the coordinator's GlobalAdapter).
 /// </summary>
-internal static class GlobalAdapterFile
+public static class GlobalAdapterFile
 {
     public const string ConfigMetadataKey = "federated.adapter_config";
 

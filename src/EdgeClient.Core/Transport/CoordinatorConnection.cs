@@ -8,7 +8,7 @@ using Grpc.Net.Client;
 namespace Federated.EdgeClient.Transport;
 
 /// <summary>Timeouts of the edge client's calls.</summary>
-internal sealed record ConnectionOptions
+public sealed record ConnectionOptions
 {
     /// <summary>Deadline of each unary call that is not a stage long poll.</summary>
     public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(30);
@@ -33,7 +33,7 @@ internal sealed record ConnectionOptions
 /// A mutual-TLS gRPC connection to the coordinator: presents the edge identity, trusts only the federation CA
 /// with the server name checked, puts a deadline on every call and retries idempotent calls with backoff.
 /// </summary>
-internal sealed class CoordinatorConnection : IDisposable
+public sealed class CoordinatorConnection : IDisposable
 {
     private readonly GrpcChannel _channel;
     private readonly ConnectionOptions _options;

@@ -4,7 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 namespace Federated.EdgeClient.Transport;
 
 /// <summary>The edge client's credentials: its certificate with private key (NAME.pfx) and the federation CA it trusts (ca.crt).</summary>
-internal sealed class EdgeIdentity : IDisposable
+public sealed class EdgeIdentity : IDisposable
 {
     private const string ClientAuthOid = "1.3.6.1.5.5.7.3.2";
 

@@ -8,7 +8,7 @@ namespace Federated.EdgeClient.Transport;
 /// invitation to the caller, register again when the coordinator has forgotten this client, and ride out outages
 /// with the connection's backoff. Cancellation ends it between steps.
 /// </summary>
-internal sealed class EdgeSession(CoordinatorConnection connection, RegisterRequest registration, TimeProvider? time = null)
+public sealed class EdgeSession(CoordinatorConnection connection, RegisterRequest registration, TimeProvider? time = null)
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 

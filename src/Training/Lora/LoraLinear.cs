@@ -115,8 +115,8 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Deterministic LoRA A initialisation shared by all clients of a round.</summary>
-internal static class LoraInit
+/// <summary>Deterministic LoRA A initialisation shared by all clients of a round (and by the coordinator, which builds the initial adapter from config.json).</summary>
+public static class LoraInit
 {
     /// <summary>
     /// PEFT's reset_lora_parameters uses nn.init.kaiming_uniform_(A, a=sqrt(5)): gain sqrt(2/(1+5)), bound

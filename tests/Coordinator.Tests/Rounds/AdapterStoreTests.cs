@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
-using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.Coordinator.Storage;
@@ -23,13 +22,7 @@ public sealed class AdapterStoreTests : IDisposable
 
     public AdapterStoreTests()
     {
-        string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
-        _signer = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), null), _ca);
+        (_ca, _signer) = TestAdapterSigner.Create(_dir.File("pki"));
         _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, TimeProvider.System);
     }
 

@@ -1,7 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
-using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.Coordinator.Storage;
@@ -24,13 +23,7 @@ public sealed class RetentionPrunerTests : IDisposable
 
     public RetentionPrunerTests()
     {
-        string pki = _dir.File("pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueAdapterSigner(pki, password: null);
-        }
-        _ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, FederationPki.CaCertificateFile));
-        _signer = new AdapterSigner(X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), null), _ca);
+        (_ca, _signer) = TestAdapterSigner.Create(_dir.File("pki"));
         AtRestCipher.CreateKeyFile(_dir.File("at-rest.key"));
         _cipher = AtRestCipher.FromKeyFile(_dir.File("at-rest.key"));
         _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, _time);
@@ -52,20 +45,20 @@ public sealed class RetentionPrunerTests : IDisposable
     {
         // Day 0: run A completes two rounds; run C completes one round and starts a second that is still in progress.
         string a0 = Adapter("run-a", 0);
-        _state.CreateRun("run-a", [1], "default", 2, 1, a0, "engineer");
+        _state.Runs.Create("run-a", [1], "default", 2, 1, a0, "engineer");
         string a1 = CompletedRound("run-a", 1, a0);
         string a2 = CompletedRound("run-a", 2, a1);
-        _state.EndRun("run-a", RunState.Completed, "2 of 2 rounds released", "coordinator");
+        _state.Runs.End("run-a", RunState.Completed, "2 of 2 rounds released", "coordinator");
         string c0 = Adapter("run-c", 0);
-        _state.CreateRun("run-c", [2], "default", 2, 1, c0, "engineer");
+        _state.Runs.Create("run-c", [2], "default", 2, 1, c0, "engineer");
         string c1 = CompletedRound("run-c", 1, c0);
-        _state.StartRound("run-c", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, c1);
+        _state.Rounds.Start("run-c", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, c1);
         // Day 40: run B completes a round.
         _time.Advance(TimeSpan.FromDays(40));
         string b0 = Adapter("run-b", 0);
-        _state.CreateRun("run-b", [3], "default", 2, 1, b0, "engineer");
+        _state.Runs.Create("run-b", [3], "default", 2, 1, b0, "engineer");
         string b1 = CompletedRound("run-b", 1, b0);
-        int ledgerBefore = _state.GetLedger(null, null).Count;
+        int ledgerBefore = _state.Ledger.List(null, null).Count;
         var pruner = new RetentionPruner(_state, _store, new CoordinatorOptions { Pki = "p", RetentionDays = 30 }, _time, NullLogger<RetentionPruner>.Instance);
 
         RetentionResult result = pruner.PruneNow()!;
@@ -82,14 +75,14 @@ public sealed class RetentionPrunerTests : IDisposable
         {
             Assert.NotNull(_store.Read(kept));
         }
-        Assert.Empty(_state.GetParticipants("run-a", 1));
-        Assert.Empty(_state.GetParticipants("run-a", 2));
-        Assert.Empty(_state.GetParticipants("run-c", 1));
-        Assert.Equal(2, _state.GetParticipants("run-c", 2).Count);
-        Assert.Equal(2, _state.GetParticipants("run-b", 1).Count);
-        Assert.Equal(ledgerBefore, _state.GetLedger(null, null).Count);
-        Assert.Equal(RoundStage.Completed, _state.GetRoundStage("run-a", 1));
-        var audit = _state.ReadAudit(1, 100_000).Entries;
+        Assert.Empty(_state.Rounds.Participants("run-a", 1));
+        Assert.Empty(_state.Rounds.Participants("run-a", 2));
+        Assert.Empty(_state.Rounds.Participants("run-c", 1));
+        Assert.Equal(2, _state.Rounds.Participants("run-c", 2).Count);
+        Assert.Equal(2, _state.Rounds.Participants("run-b", 1).Count);
+        Assert.Equal(ledgerBefore, _state.Ledger.List(null, null).Count);
+        Assert.Equal(RoundStage.Completed, _state.Rounds.Stage("run-a", 1));
+        var audit = _state.Audit.Read(1, 100_000).Entries;
         Assert.Contains("\"action\":\"retention.prune\"", audit[^1].CanonicalJson, StringComparison.Ordinal);
         Assert.Contains(a0, audit[^1].CanonicalJson, StringComparison.Ordinal);
         // The pruned adapters' hashes remain where they were first recorded.
@@ -97,7 +90,7 @@ public sealed class RetentionPrunerTests : IDisposable
 
         // A second pass finds nothing and appends nothing.
         Assert.Empty(pruner.PruneNow()!.Adapters);
-        Assert.Equal(audit.Count, _state.ReadAudit(1, 100_000).Entries.Count);
+        Assert.Equal(audit.Count, _state.Audit.Read(1, 100_000).Entries.Count);
 
         _state.Dispose();
         Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", _dir.File("state.db")]));
@@ -118,11 +111,10 @@ public sealed class RetentionPrunerTests : IDisposable
 
     private string CompletedRound(string runId, int round, string before)
     {
-        _state.StartRound(runId, round, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, before);
-        string after = Adapter(runId, round);
-        _state.SetParticipantStatus(runId, round, "alice", "uploaded");
-        _state.SetParticipantStatus(runId, round, "bob", "uploaded");
-        _state.CompleteRound(new LedgerRecord(0, runId, round, "default", 0.1 * round, 0.1, 1e-6, 1, 1, 1, 2, default), after);
-        return after;
+        _state.Rounds.Start(runId, round, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, before);
+        StoredAdapter after = _store.Write(RandomNumberGenerator.GetBytes(64));
+        _state.Rounds.Complete(new RoundCompletion(new LedgerRecord(0, runId, round, "default", 0.1 * round, 0.1, 1e-6, 1, 1, 1, 2, default), after,
+            new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Uploaded }));
+        return after.Sha256;
     }
 }

@@ -29,7 +29,7 @@ public sealed class LocalPrivacyLedgerTests : IDisposable
 
         double edge = ledger.Spent(1e-6, "run-1").Epsilon;
 
-        // The coordinator's pricing (RunOrchestrator.Epsilon): the plan's Skellam RDP per round times the rounds.
+        // The coordinator's pricing (RunPricing.EpsilonAfter): the plan's Skellam RDP per round times the rounds.
         double[] rdp = DSkellamPlan.Calibrate(s_skellam).RdpPerRound(RdpOrders.Default);
         double coordinator = RdpAnalysis.Epsilon(RdpOrders.Default, rdp.Select(r => r * rounds).ToArray(), 1e-6).Epsilon;
         Assert.Equal(coordinator, edge, 12);

@@ -1,5 +1,4 @@
 using System.ComponentModel;
-using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Federated.Coordinator.Rounds;
@@ -17,15 +16,6 @@ namespace Federated.Coordinator.Cli;
 /// </summary>
 internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
 {
-    /// <summary>Most files an export may hold (it has four).</summary>
-    public const int MaxFiles = 16;
-
-    /// <summary>Most bytes an export may hold in all (a rank-256 adapter on a 70B model is well below).</summary>
-    public const long MaxTotalBytes = 8L << 30;
-
-    private const int MaxChunkBytes = 1 << 20;
-    private const int MaxFileNameLength = 128;
-
     /// <summary>How long the whole download may take.</summary>
     private static readonly TimeSpan s_timeout = TimeSpan.FromMinutes(30);
 
@@ -65,7 +55,7 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
             IReadOnlyList<(string Name, long Size, string Sha256)> files;
             try
             {
-                files = await DownloadAsync(connection.Admin, AdminConnection.Options(cancellationToken, s_timeout), runId, directory, cancellationToken);
+                files = await RunExportDownload.DownloadAsync(connection.Admin, AdminConnection.Options(cancellationToken, s_timeout), runId, directory, cancellationToken);
             }
             catch (RpcException ex)
             {
@@ -93,108 +83,6 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
             throw;
         }
     }
-
-    /// <summary>
-    /// Writes an ExportRun stream's files into <paramref name="directory"/> (the CLI's and simulate's one reader); every
-    /// field from the wire is checked before it touches the disk. The caller verifies the signature and maps RpcException.
-    /// </summary>
-    internal static async Task<IReadOnlyList<(string Name, long Size, string Sha256)>> DownloadAsync(
-        AdminService.AdminServiceClient admin, CallOptions options, string runId, string directory, CancellationToken cancellationToken)
-    {
-        var finished = new List<(string Name, long Size, string Sha256)>();
-        var finishedNames = new HashSet<string>(StringComparer.Ordinal);
-        string? current = null;
-        FileStream? output = null;
-        IncrementalHash? hash = null;
-        long written = 0, total = 0;
-        try
-        {
-            using AsyncServerStreamingCall<ExportChunk> call = admin.ExportRun(new ExportRunRequest { RunId = runId }, options);
-            await foreach (ExportChunk chunk in call.ResponseStream.ReadAllAsync(cancellationToken))
-            {
-                if (chunk.FileName != current)
-                {
-                    if (current is not null)
-                    {
-                        throw Invalid($"file {current} ended without its SHA-256");
-                    }
-                    ValidateFileName(chunk.FileName);
-                    if (finishedNames.Contains(chunk.FileName))
-                    {
-                        throw Invalid($"file {chunk.FileName} was sent twice");
-                    }
-                    if (finishedNames.Count >= MaxFiles)
-                    {
-                        throw Invalid($"more than {MaxFiles} files");
-                    }
-                    current = chunk.FileName;
-                    output = new FileStream(Path.Combine(directory, current), FileMode.CreateNew, FileAccess.Write, FileShare.None);
-                    hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                    written = 0;
-                }
-                if (chunk.Offset != (ulong)written)
-                {
-                    throw Invalid($"chunk of {current} at offset {chunk.Offset}, expected {written}");
-                }
-                if (chunk.Data.Length > MaxChunkBytes)
-                {
-                    throw Invalid($"chunk of {current} has {chunk.Data.Length} bytes; at most {MaxChunkBytes} are allowed");
-                }
-                total += chunk.Data.Length;
-                if (total > MaxTotalBytes)
-                {
-                    throw Invalid($"the export exceeds {MaxTotalBytes} bytes");
-                }
-                await output!.WriteAsync(chunk.Data.Memory, cancellationToken);
-                hash!.AppendData(chunk.Data.Span);
-                written += chunk.Data.Length;
-                if (chunk.Sha256.Length > 0)
-                {
-                    string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
-                    if (!CryptographicOperations.FixedTimeEquals(System.Text.Encoding.ASCII.GetBytes(actual), System.Text.Encoding.ASCII.GetBytes(chunk.Sha256)))
-                    {
-                        throw Invalid($"file {current} hashes to {actual}, not the announced {chunk.Sha256}");
-                    }
-                    output.Flush(flushToDisk: true);
-                    await output.DisposeAsync();
-                    hash.Dispose();
-                    (output, hash) = (null, null);
-                    finished.Add((current!, written, actual));
-                    finishedNames.Add(current!);
-                    current = null;
-                }
-            }
-        }
-        finally
-        {
-            if (output is not null)
-            {
-                await output.DisposeAsync();
-            }
-            hash?.Dispose();
-        }
-        if (current is not null)
-        {
-            throw Invalid($"the stream ended inside file {current}");
-        }
-        if (!finishedNames.Contains(AdapterSignature.SignatureFileName))
-        {
-            throw Invalid($"the export has no {AdapterSignature.SignatureFileName}");
-        }
-        return finished;
-    }
-
-    private static void ValidateFileName(string name)
-    {
-        if (name.Length is 0 or > MaxFileNameLength || name is "." or ".." || name.StartsWith('.')
-            || name.IndexOfAny(['/', '\\', ':']) >= 0 || name.Any(char.IsControl) || name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
-        {
-            throw Invalid($"file name '{name}' is not a plain file name");
-        }
-    }
-
-    private static AdminCallException Invalid(string problem) =>
-        new(StatusCode.DataLoss, $"the coordinator sent a malformed export: {problem}");
 
     private static void Report(bool json, string runId, string directory, IReadOnlyList<(string Name, long Size, string Sha256)> files, X509Certificate2 signer)
     {

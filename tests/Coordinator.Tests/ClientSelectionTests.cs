@@ -2,14 +2,14 @@ using Federated.Coordinator.Rounds;
 
 namespace Federated.Coordinator.Tests;
 
-public sealed class RunOrchestratorTests
+public sealed class ClientSelectionTests
 {
     [Fact]
     public void PoissonSample_RateOne_KeepsEveryone()
     {
         string[] pool = [.. Enumerable.Range(0, 50).Select(i => $"client-{i}")];
 
-        Assert.Equal(pool, RunOrchestrator.PoissonSample(pool, 1.0));
+        Assert.Equal(pool, ClientSelection.PoissonSample(pool, 1.0));
     }
 
     [Fact]
@@ -19,8 +19,8 @@ public sealed class RunOrchestratorTests
         const double rate = 0.3;
         string[] pool = [.. Enumerable.Range(0, members).Select(i => $"client-{i}")];
 
-        IReadOnlyList<string> first = RunOrchestrator.PoissonSample(pool, rate);
-        IReadOnlyList<string> second = RunOrchestrator.PoissonSample(pool, rate);
+        IReadOnlyList<string> first = ClientSelection.PoissonSample(pool, rate);
+        IReadOnlyList<string> second = ClientSelection.PoissonSample(pool, rate);
 
         // Binomial(20000, 0.3): mean 6000, standard deviation 64.8; 6 sigma makes a false failure ~1e-9.
         double sigma = Math.Sqrt(members * rate * (1 - rate));
@@ -39,5 +39,5 @@ public sealed class RunOrchestratorTests
     [InlineData(1.5)]
     [InlineData(double.NaN)]
     public void PoissonSample_RateOutsideZeroOne_Throws(double rate) =>
-        Assert.Throws<ArgumentOutOfRangeException>(() => RunOrchestrator.PoissonSample(["a"], rate));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ClientSelection.PoissonSample(["a"], rate));
 }

@@ -1,0 +1,74 @@
+using System.Security.Cryptography;
+using Federated.Coordinator.State;
+
+namespace Federated.Coordinator.Rounds;
+
+/// <summary>
+/// Chooses a round's participants among the clients available now (seen within three heartbeats, not already invited):
+/// a uniformly random fixed-size set, or a Poisson sample. Randomness comes from the CSPRNG only.
+/// </summary>
+internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds, CoordinatorOptions options, OrchestratorSettings settings, TimeProvider time)
+{
+    /// <summary>How often the pool is read again while too few clients are available.</summary>
+    private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>A uniformly random set of <paramref name="count"/> clients among those available now (CSPRNG shuffle).</summary>
+    public async Task<IReadOnlyList<string>> SelectAsync(int count, CancellationToken cancellationToken)
+    {
+        string[] online = await AvailableAsync(count, cancellationToken);
+        RandomNumberGenerator.Shuffle(online.AsSpan());
+        return online[..count];
+    }
+
+    /// <summary>
+    /// Poisson sampling: once at least <paramref name="threshold"/> clients are available (fewer could never make a
+    /// round), each available client is included independently with probability <paramref name="rate"/>.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, CancellationToken cancellationToken)
+    {
+        string[] pool = await AvailableAsync(threshold, cancellationToken);
+        return PoissonSample(pool, rate);
+    }
+
+    /// <summary>Each member kept independently with probability <paramref name="rate"/>: a uniform 53-bit draw from the CSPRNG below the rate.</summary>
+    public static IReadOnlyList<string> PoissonSample(IReadOnlyList<string> pool, double rate)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        if (!(rate > 0 && rate <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(rate), rate, "the sampling rate must be in (0, 1]");
+        }
+        Span<byte> draw = stackalloc byte[8];
+        var sample = new List<string>();
+        foreach (string client in pool)
+        {
+            RandomNumberGenerator.Fill(draw);
+            double u = (BitConverter.ToUInt64(draw) >> 11) * (1.0 / (1UL << 53));
+            if (u < rate)
+            {
+                sample.Add(client);
+            }
+        }
+        return sample;
+    }
+
+    /// <summary>The clients available now, once there are at least <paramref name="count"/>; a timeout after the selection timeout.</summary>
+    private async Task<string[]> AvailableAsync(int count, CancellationToken cancellationToken)
+    {
+        TimeSpan window = TimeSpan.FromSeconds(3 * options.HeartbeatIntervalSeconds);
+        DateTimeOffset giveUp = time.GetUtcNow() + settings.SelectionTimeout;
+        while (true)
+        {
+            string[] online = [.. clients.List(window).Where(c => c.Available && rounds.InvitationFor(c.ClientId) is null).Select(c => c.ClientId)];
+            if (online.Length >= count)
+            {
+                return online;
+            }
+            if (time.GetUtcNow() > giveUp)
+            {
+                throw new TimeoutException($"only {online.Length} of the {count} clients a round needs were available within {settings.SelectionTimeout}");
+            }
+            await Task.Delay(s_poll, time, cancellationToken);
+        }
+    }
+}

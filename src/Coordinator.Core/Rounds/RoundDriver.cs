@@ -1,0 +1,150 @@
+using System.Security.Cryptography;
+using Federated.Aggregation.Privacy;
+using Federated.Aggregation.SecureAggregation;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+
+namespace Federated.Coordinator.Rounds;
+
+/// <summary>How a round ended.</summary>
+internal enum RoundOutcome
+{
+    /// <summary>Its mean update was applied, stored, released and charged.</summary>
+    Released,
+
+    /// <summary>Too few survivors, a protocol failure or a timeout: nothing released, nothing charged.</summary>
+    Failed,
+
+    /// <summary>A Poisson sample of the wrong size: the round never opened.</summary>
+    Skipped,
+}
+
+/// <summary>
+/// Drives one round of a run: selects the participants, opens a SecAgg+ round with its instructions (signed into each
+/// manifest), decodes the distributed Skellam sum into the mean update, applies it to the global lora_B, stores the
+/// signed adapter and completes the round (release, charge, statuses, audit) in one transaction.
+/// </summary>
+internal sealed class RoundDriver(
+    CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, ClientSelection selection, OrchestratorSettings settings, TimeProvider time, ILogger logger)
+{
+    /// <summary>One round: released (and charged), failed (nothing released or charged) or skipped (too few sampled).</summary>
+    public async Task<RoundOutcome> RunAsync(RunTracker run, int number, int releasedBefore, CancellationToken cancellationToken)
+    {
+        AcceptedRun accepted = run.Accepted;
+        RunPlan plan = accepted.Plan;
+        IReadOnlyList<string> selected;
+        if (plan.SamplingRate > 0)
+        {
+            selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, cancellationToken);
+            if (selected.Count < accepted.Threshold || selected.Count > RunPlanValidation.MaxClientsPerRound)
+            {
+                // Decided on the sample's size alone, before anyone trains: nothing is released and nothing charged.
+                string reason = $"Poisson sampling at rate {plan.SamplingRate} drew {selected.Count} clients; a round needs {accepted.Threshold}..{RunPlanValidation.MaxClientsPerRound}";
+                state.Rounds.Start(accepted.RunId, number, selected.Order(StringComparer.Ordinal).Select((c, i) => (c, i + 1)).ToDictionary(p => p.c, p => p.Item2), run.Adapter.Sha256);
+                state.Rounds.Fail(accepted.RunId, number, reason);
+                run.Skipped(number, selected.Count);
+                OrchestratorLog.RoundSkipped(logger, accepted.RunId, number, reason);
+                return RoundOutcome.Skipped;
+            }
+        }
+        else
+        {
+            selected = await selection.SelectAsync(RunPlanValidation.MaxClients(plan), cancellationToken);
+        }
+        DSkellamPlan dskellam = RunPricing.Quantizer(plan, run.Global.BDimension, accepted.NoiseMultiplier);
+        double epsilonAfter = RunPricing.EpsilonAfter(plan, dskellam, accepted.NoiseMultiplier, releasedBefore + 1);
+        byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
+        var dp = new DpParameters
+        {
+            Mechanism = plan.Mechanism,
+            ClipNorm = plan.ClipNorm,
+            NoiseMultiplier = accepted.NoiseMultiplier,
+            Scale = dskellam.Scale,
+            PerClientVariance = 2 * dskellam.LocalSkellamMu,
+            RotationSeed = ByteString.CopyFrom(rotationSeed),
+            Delta = plan.Delta,
+            MaxClients = (uint)RunPlanValidation.MaxClients(plan),
+        };
+        SecAggRound round = rounds.Start(
+            new SecAggRoundPlan(accepted.RunId, number, selected, dskellam.PaddedDimension, RunPricing.RingBits,
+                Degree: selected.Count - 1, Threshold: accepted.Threshold, StageTimeout: settings.StageTimeout),
+            new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
+        try
+        {
+            state.Rounds.Start(accepted.RunId, number, round.Indices, run.Adapter.Sha256);
+            run.Begin(round, number, selected.Count);
+            uint[] sum;
+            try
+            {
+                sum = await round.Sum.WaitAsync(cancellationToken);
+            }
+            catch (Exception ex) when (ex is RoundFailedException or SecureAggregationException)
+            {
+                // Too few survivors, a timeout or a protocol failure: nothing is released and nothing is charged.
+                state.Rounds.Fail(accepted.RunId, number, ex.Message);
+                run.End(RoundStage.Failed);
+                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
+                return RoundOutcome.Failed;
+            }
+            Release(run, round, number, DecodeMean(plan, dskellam, rotationSeed, accepted.NoiseMultiplier, sum, round.Survivors.Count), epsilonAfter);
+            return RoundOutcome.Released;
+        }
+        catch (OperationCanceledException)
+        {
+            round.Abort(run.AbortReason ?? "the coordinator is shutting down");
+            state.Rounds.Fail(accepted.RunId, number, run.AbortReason ?? "the coordinator shut down");
+            run.End(RoundStage.Failed);
+            throw;
+        }
+        finally
+        {
+            rounds.Finish(round);
+        }
+    }
+
+    /// <summary>The survivors' mean update from the unmasked sum (central DP: with the coordinator's Gaussian noise added first).</summary>
+    private static float[] DecodeMean(RunPlan plan, DSkellamPlan dskellam, byte[] rotationSeed, double noiseMultiplier, uint[] sum, int survivors)
+    {
+        float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeSum(sum);
+        if (plan.Mechanism == NoiseMechanism.CentralGaussian)
+        {
+            // Central DP: N(0, (z Delta)^2) per coordinate on the unmasked sum (the Gaussian mechanism, Dwork and Roth 2014,
+            // Thm A.1; RDP alpha / (2 z^2), Mironov 2017), Delta being a client's rounded contribution bound, just above C.
+            GaussianMechanism.AddNoise(mean, dskellam.DecodedL2Sensitivity, noiseMultiplier);
+        }
+        for (int i = 0; i < mean.Length; i++)
+        {
+            mean[i] /= survivors;
+        }
+        return mean;
+    }
+
+    /// <summary>Applies the mean to the global adapter, stores it and completes the round in one transaction (release, charge, statuses, audit).</summary>
+    private void Release(RunTracker run, SecAggRound round, int number, float[] mean, double epsilonAfter)
+    {
+        AcceptedRun accepted = run.Accepted;
+        RunPlan plan = accepted.Plan;
+        IReadOnlyList<int> survivors = round.Survivors;
+        run.Global.ApplyMeanUpdate(mean.AsSpan(0, run.Global.BDimension));
+        byte[] bytes = run.Global.Serialize();
+        StoredAdapter stored = adapters.Write(bytes);
+        var statuses = round.Indices.ToDictionary(
+            p => p.Key, p => survivors.Contains(p.Value) ? ParticipantStatus.Uploaded : ParticipantStatus.Dropped, StringComparer.Ordinal);
+        var charge = new LedgerRecord(0, accepted.RunId, number, accepted.Population, epsilonAfter, epsilonAfter - run.EpsilonSpent, plan.Delta,
+            (int)plan.Mechanism, accepted.NoiseMultiplier, plan.ClipNorm, survivors.Count, time.GetUtcNow());
+        LedgerRecord charged;
+        try
+        {
+            charged = state.Rounds.Complete(new RoundCompletion(charge, stored, statuses));
+        }
+        catch
+        {
+            // Nothing of the round was recorded: its adapter's file must not outlive it.
+            adapters.Discard(stored);
+            throw;
+        }
+        run.Released(new AdapterRef { Sha256 = stored.Sha256, SizeBytes = (ulong)bytes.Length }, charged.EpsilonAfter);
+    }
+}

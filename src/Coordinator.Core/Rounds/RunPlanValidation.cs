@@ -1,0 +1,111 @@
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+
+namespace Federated.Coordinator.Rounds;
+
+/// <summary>
+/// What makes a run plan acceptable, checked once when a run starts: every refusal names the field, the value and the
+/// allowed range. Also the sizes that follow from a valid plan (clients per round, the SecAgg+ threshold).
+/// </summary>
+internal static class RunPlanValidation
+{
+    /// <summary>Most clients in one round; with Poisson sampling also the cap that sizes every round's scale.</summary>
+    public const int MaxClientsPerRound = 1000;
+
+    public const uint MaxRounds = 10_000;
+    public const int MaxRank = 256;
+
+    /// <summary>Refuses a plan with any field outside its range.</summary>
+    /// <exception cref="InvalidPlanException">A field is invalid; the message names it, its value and the allowed range.</exception>
+    public static void Validate(RunPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        static InvalidPlanException Invalid(string message) => new(message);
+        if (string.IsNullOrEmpty(plan.BaseModel) || !Directory.Exists(plan.BaseModel))
+        {
+            throw Invalid($"base_model '{plan.BaseModel}' is not a folder on the coordinator host");
+        }
+        if (plan.LoraRank is 0 or > MaxRank)
+        {
+            throw Invalid($"lora_rank {plan.LoraRank} is invalid: use 1..{MaxRank}");
+        }
+        if (plan.Rounds is 0 or > MaxRounds)
+        {
+            throw Invalid($"rounds {plan.Rounds} is invalid: use 1..{MaxRounds}");
+        }
+        if ((plan.SamplingRate != 0) == (plan.ClientsPerRound != 0))
+        {
+            throw Invalid($"set exactly one of clients_per_round ({plan.ClientsPerRound}) and sampling_rate ({plan.SamplingRate})");
+        }
+        if (plan.SamplingRate != 0 && !(plan.SamplingRate > 0 && plan.SamplingRate <= 1))
+        {
+            throw Invalid($"sampling_rate {plan.SamplingRate} is invalid: use a rate in (0, 1]");
+        }
+        if (plan.SamplingRate == 0 && plan.ClientsPerRound is < 2 or > MaxClientsPerRound)
+        {
+            throw Invalid($"clients_per_round {plan.ClientsPerRound} is invalid: use 2..{MaxClientsPerRound}");
+        }
+        if (plan.LocalSteps is 0 or > 100_000)
+        {
+            throw Invalid($"local_steps {plan.LocalSteps} is invalid: use 1..100000");
+        }
+        if (!(plan.LearningRate > 0) || !double.IsFinite(plan.LearningRate))
+        {
+            throw Invalid($"learning_rate {plan.LearningRate} is invalid: it must be a finite number > 0");
+        }
+        if (!(plan.ClipNorm > 0) || !double.IsFinite(plan.ClipNorm))
+        {
+            throw Invalid($"clip_norm {plan.ClipNorm} is invalid: it must be a finite number > 0");
+        }
+        if (plan.Mechanism is not (NoiseMechanism.DistributedSkellam or NoiseMechanism.CentralGaussian))
+        {
+            throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
+        }
+        if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
+        {
+            throw Invalid($"target_epsilon {plan.TargetEpsilon} is invalid: it must be a finite number >= 0 (0 = not set)");
+        }
+        if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
+        {
+            throw Invalid($"noise_multiplier {plan.NoiseMultiplier} is invalid: give a finite value > 0, or 0 with target_epsilon > 0");
+        }
+        if (!(plan.Delta > 0) || plan.Delta >= 1)
+        {
+            throw Invalid($"delta {plan.Delta} is invalid: it must be in (0, 1)");
+        }
+        if (plan.Population.Length > 64 || !plan.Population.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+        {
+            throw Invalid($"population '{plan.Population}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -");
+        }
+    }
+
+    /// <summary>The population the plan draws on (the default one when it names none).</summary>
+    public static string Population(RunPlan plan) => plan.Population.Length == 0 ? CoordinatorState.DefaultPopulation : plan.Population;
+
+    /// <summary>The most clients a round of the plan can have: clients_per_round, or the cap when clients are Poisson-sampled.</summary>
+    public static int MaxClients(RunPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        return plan.SamplingRate > 0 ? MaxClientsPerRound : (int)plan.ClientsPerRound;
+    }
+
+    /// <summary>The SecAgg+ threshold t: min_survivors (required with Poisson sampling), or about two thirds of the clients per round.</summary>
+    /// <exception cref="InvalidPlanException">min_survivors is outside its range.</exception>
+    public static int Threshold(RunPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        if (plan.SamplingRate > 0)
+        {
+            return plan.MinSurvivors is >= 2 and <= MaxClientsPerRound
+                ? (int)plan.MinSurvivors
+                : throw new InvalidPlanException($"min_survivors {plan.MinSurvivors} is invalid with sampling_rate: use 2..{MaxClientsPerRound}");
+        }
+        int n = (int)plan.ClientsPerRound;
+        int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
+        if (threshold < 2 || threshold > n)
+        {
+            throw new InvalidPlanException($"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})");
+        }
+        return threshold;
+    }
+}

@@ -1,0 +1,127 @@
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Federated.Coordinator.Rounds;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Federated.Coordinator.Tests.Rounds;
+
+/// <summary>StartRun against a real state store: what it records, in which transaction, and what a refusal leaves behind.</summary>
+public sealed class RunOrchestratorTests : IAsyncDisposable
+{
+    private readonly TempDirectory _dir = new();
+    private readonly X509Certificate2 _server = TestSigner.Create();
+    private readonly X509Certificate2 _ca;
+    private readonly AdapterSigner _adapterSigner;
+    private readonly CoordinatorSigner _manifestSigner;
+    private readonly CoordinatorState _state;
+    private readonly AdapterStore _adapters;
+    private readonly RoundRegistry _rounds;
+    private readonly RunOrchestrator _orchestrator;
+    private readonly string _model;
+
+    public RunOrchestratorTests()
+    {
+        string pki = _dir.File("pki");
+        (_ca, _adapterSigner) = TestAdapterSigner.Create(pki);
+        _manifestSigner = new CoordinatorSigner(_server);
+        _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
+        _adapters = new AdapterStore(_dir.File("adapters"), _state, _adapterSigner);
+        _rounds = new RoundRegistry(_manifestSigner, TimeProvider.System);
+        _orchestrator = new RunOrchestrator(_state, _rounds, _adapters, new CoordinatorOptions { Pki = pki }, TimeProvider.System, NullLogger<RunOrchestrator>.Instance);
+        // config.json only: planning a run never loads the base model's weights.
+        _model = _dir.File("model");
+        Directory.CreateDirectory(_model);
+        File.WriteAllText(Path.Combine(_model, "config.json"), TinyLlamaFactory.DefaultConfig().ToJson());
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _orchestrator.DisposeAsync();
+        _rounds.Dispose();
+        _state.Dispose();
+        _manifestSigner.Dispose();
+        _adapterSigner.Dispose();
+        _ca.Dispose();
+        _server.Dispose();
+        _dir.Dispose();
+    }
+
+    [Fact]
+    public void Start_Affordable_InitialAdapterAndRunRecordedTogetherAndPricedByRunPricing()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        RunPlan plan = Plan();
+
+        AcceptedRun run = _orchestrator.Start(plan, "engineer");
+
+        string[] actions = [.. _state.Audit.Read(1, 100).Entries.Select(e => JsonDocument.Parse(e.CanonicalJson).RootElement.GetProperty("action").GetString()!)];
+        Assert.Equal(["budget.set", "adapter.store", "run.start"], actions);
+        RunRecord record = _state.Runs.Get(run.RunId)!;
+        Assert.Equal((RunState.Pending, run.PlannedEpsilon), (record.State, record.PlannedEpsilon));
+        Assert.NotNull(_adapters.Read(record.AdapterSha256));
+        int dimension = LoraShapes.BDimension(TinyLlamaFactory.DefaultConfig(), new LoraSettings(Rank: 2, TargetModules: ["q_proj", "v_proj"]));
+        Assert.Equal(RunPricing.Price(plan, dimension), new RunPrice(run.NoiseMultiplier, run.PlannedEpsilon));
+    }
+
+    [Fact]
+    public void Start_BudgetTooSmall_RefusedNamingTheNumbersAndNothingWritten()
+    {
+        _state.Budgets.Set("default", 0.01, 1e-5, "officer");
+
+        var ex = Assert.Throws<BudgetRefusedException>(() => _orchestrator.Start(Plan(), "engineer"));
+
+        Assert.StartsWith("the plan needs epsilon ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("left of its budget 0.01 (spent 0)", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(_state.Runs.ListUnfinished());
+        Assert.Empty(Directory.GetFiles(_dir.File("adapters")));
+        Assert.Single(_state.Audit.Read(1, 100).Entries);
+    }
+
+    [Fact]
+    public void Start_BaseModelWithoutConfig_InvalidPlanNamingTheModel()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        string empty = _dir.File("empty-model");
+        Directory.CreateDirectory(empty);
+        RunPlan plan = Plan();
+        plan.BaseModel = empty;
+
+        var ex = Assert.Throws<InvalidPlanException>(() => _orchestrator.Start(plan, "engineer"));
+
+        Assert.StartsWith($"base model '{empty}' cannot be used: ", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Price_TargetEpsilon_SmallestNoiseThatMeetsIt()
+    {
+        RunPlan plan = Plan();
+        plan.NoiseMultiplier = 0;
+        plan.TargetEpsilon = 8;
+
+        RunPrice price = RunPricing.Price(plan, 1024);
+        plan.NoiseMultiplier = price.NoiseMultiplier * (1 - 2e-4);
+        double justBelow = RunPricing.Price(plan, 1024).PlannedEpsilon;
+
+        Assert.InRange(price.PlannedEpsilon, 0, 8);
+        Assert.True(justBelow > 8, $"noise {plan.NoiseMultiplier} still meets the target ({justBelow})");
+        plan.NoiseMultiplier = 0;
+        plan.TargetEpsilon = 1e-6;
+        Assert.StartsWith("target_epsilon 1E-06 cannot be met", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
+    }
+
+    private RunPlan Plan()
+    {
+        var plan = new RunPlan
+        {
+            BaseModel = _model, LoraRank = 2, Rounds = 3, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
+            ClipNorm = 1, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 1, Delta = 1e-6,
+        };
+        plan.TargetModules.Add("q_proj");
+        plan.TargetModules.Add("v_proj");
+        return plan;
+    }
+}

@@ -1,0 +1,135 @@
+using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.State;
+using Federated.Protos.V1;
+using Microsoft.Data.Sqlite;
+
+namespace Federated.Coordinator.Tests.State;
+
+/// <summary>A write and the audit entry describing it commit together or not at all, whichever store writes.</summary>
+public sealed class UnitOfWorkTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+    private readonly X509Certificate2 _signer = TestSigner.Create();
+    private readonly CoordinatorState _state;
+
+    public UnitOfWorkTests()
+    {
+        _state = CoordinatorState.Open(_dir.File("state.db"), _signer, TimeProvider.System);
+    }
+
+    public void Dispose()
+    {
+        _state.Dispose();
+        _signer.Dispose();
+        _dir.Dispose();
+    }
+
+    [Fact]
+    public void BudgetsSet_AuditInsertFails_BudgetRolledBack()
+    {
+        RefuseAuditInserts(true);
+
+        var ex = Assert.Throws<SqliteException>(() => _state.Budgets.Set("default", 4, 1e-6, "officer"));
+
+        Assert.Contains("audit refused", ex.Message, StringComparison.Ordinal);
+        Assert.Null(_state.Budgets.Get("default"));
+        RefuseAuditInserts(false);
+        _state.Budgets.Set("default", 4, 1e-6, "officer");
+        Assert.Equal(4, _state.Budgets.Get("default")!.Epsilon);
+        Assert.Single(_state.Audit.Read(1, 10).Entries);
+    }
+
+    [Fact]
+    public void RoundsComplete_AuditInsertFails_NothingOfTheCompletionIsWritten()
+    {
+        _state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+        _state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+        int entriesBefore = _state.Audit.Read(1, 100).Entries.Count;
+        var completion = new RoundCompletion(
+            new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 1, default),
+            new StoredAdapter("a1", 10, [1]),
+            new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Dropped });
+        // Only the last write of the completion fails: everything before it in the transaction was already executed.
+        RefuseAuditInserts(true, action: "round.complete");
+
+        Assert.Throws<SqliteException>(() => _state.Rounds.Complete(completion));
+
+        // The charge, the adapter's row and entry, the statuses, the round's end and the run's adapter all rolled back.
+        Assert.Empty(_state.Ledger.List("run1", null));
+        Assert.False(_state.AdapterRecords.IsRecorded("a1"));
+        Assert.All(_state.Rounds.Participants("run1", 1).Values, s => Assert.Equal(ParticipantStatus.Selected, s));
+        Assert.Equal(RoundStage.Manifest, _state.Rounds.Stage("run1", 1));
+        Assert.Equal("a0", _state.Runs.Get("run1")!.AdapterSha256);
+        Assert.Equal(entriesBefore, _state.Audit.Read(1, 100).Entries.Count);
+
+        RefuseAuditInserts(false);
+        LedgerRecord charged = _state.Rounds.Complete(completion);
+        Assert.Equal(0.5, charged.EpsilonAfter);
+        Assert.Equal(ParticipantStatus.Dropped, _state.Rounds.Participants("run1", 1)["bob"]);
+        Assert.Equal("a1", _state.Runs.Get("run1")!.AdapterSha256);
+    }
+
+    [Fact]
+    public void Write_ThrowsAfterWritesOfSeveralStores_NoneOfThemCommits()
+    {
+        Assert.Throws<InvalidOperationException>(() => _state.Database.Write(work =>
+        {
+            _state.AdapterRecords.Record(work, new StoredAdapter("a0", 10, [1]), "run1", 0, "coordinator");
+            _state.Runs.Create(work, "run1", [1], "default", 2.0, 1.1, "a0", "engineer");
+            throw new InvalidOperationException("refused after the writes");
+        }));
+
+        Assert.Null(_state.Runs.Get("run1"));
+        Assert.False(_state.AdapterRecords.IsRecorded("a0"));
+        Assert.Empty(_state.Audit.Read(1, 10).Entries);
+        Assert.Null(_state.Audit.Read(1, 10).Head);
+    }
+
+    [Fact]
+    public void BudgetsRequireAffordable_MoreThanRemains_RefusedNamingTheNumbers()
+    {
+        _state.Budgets.Set("default", 1.0, 1e-6, "officer");
+        _state.Database.Write(work => _state.Ledger.Charge(work, new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default)));
+
+        var ex = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("default", 0.5, 10));
+        var none = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("other", 0.5, 10));
+
+        Assert.Equal("the plan needs epsilon 0.5 over 10 rounds but population 'default' has 0.25 left of its budget 1 (spent 0.75)", ex.Message);
+        Assert.Contains("no budget is set for population 'other'", none.Message, StringComparison.Ordinal);
+        Assert.Equal(0.75, _state.Budgets.RequireAffordable("default", 0.25, 10).EpsilonSpent);
+    }
+
+    [Fact]
+    public void ParticipantStatusText_EachStatus_StoredAsItsWordAndParsedBack()
+    {
+        var words = new Dictionary<ParticipantStatus, string>
+        {
+            [ParticipantStatus.Selected] = "selected",
+            [ParticipantStatus.Declined] = "declined",
+            [ParticipantStatus.Uploaded] = "uploaded",
+            [ParticipantStatus.Dropped] = "dropped",
+        };
+
+        Assert.Equal(Enum.GetValues<ParticipantStatus>(), words.Keys);
+        Assert.All(words, pair => Assert.Equal(pair.Value, pair.Key.ToStored()));
+        Assert.All(words, pair => Assert.Equal(pair.Key, ParticipantStatusText.Parse(pair.Value)));
+    }
+
+    [Fact]
+    public void ParticipantStatusText_UnknownWord_Refused() =>
+        Assert.Throws<InvalidDataException>(() => ParticipantStatusText.Parse("vanished"));
+
+    // A trigger makes every audit INSERT fail the way a full disk or a constraint would, from a second connection.
+    private void RefuseAuditInserts(bool refuse, string? action = null)
+    {
+        using var connection = new SqliteConnection($"Data Source={_dir.File("state.db")};Pooling=False");
+        connection.Open();
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = refuse
+            ? "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit "
+                + (action is null ? "" : $"WHEN NEW.canonical_json LIKE '%\"action\":\"{action}\"%' ")
+                + "BEGIN SELECT RAISE(ABORT, 'audit refused'); END;"
+            : "DROP TRIGGER refuse_audit;";
+        command.ExecuteNonQuery();
+    }
+}
