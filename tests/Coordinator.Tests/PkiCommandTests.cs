@@ -2,7 +2,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
-using Federated.Coordinator.Security;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 
@@ -47,13 +47,13 @@ public sealed class PkiCommandTests
         var names = Assert.IsType<X509SubjectAlternativeNameExtension>(server.Extensions["2.5.29.17"]);
         Assert.Equal(["localhost", "coord.example.org"], names.EnumerateDnsNames());
         Assert.Equal(["127.0.0.1", "::1", "10.1.2.3"], names.EnumerateIPAddresses().Select(a => a.ToString()));
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        Assert.True(validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out _));
-        Assert.False(validator.TryBuildChain(server, FederationCertificateValidator.ClientAuthOid, out _));
+        var trust = new FederationTrust(ca, TimeProvider.System);
+        Assert.True(trust.TryBuildChain(server, FederationTrust.ServerAuthOid, out _));
+        Assert.False(trust.TryBuildChain(server, FederationTrust.ClientAuthOid, out _));
 
         using X509Certificate2 officer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "officer.pfx"), null);
-        Assert.True(validator.TryValidateClient(officer, out CallerIdentity? identity, out string reason), reason);
-        Assert.Equal(new CallerIdentity("officer", FederationRole.Officer, identity!.CertificateSha256), identity);
+        Assert.True(trust.TryValidateClient(officer, out FederationIdentity? identity, out string reason), reason);
+        Assert.Equal(new FederationIdentity("officer", FederationRole.Officer, identity!.CertificateSha256), identity);
     }
 
     [Fact]
@@ -74,9 +74,9 @@ public sealed class PkiCommandTests
         using X509Certificate2 verified = Training.Provenance.AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, ca);
         Assert.Equal(signer.Thumbprint, verified.Thumbprint);
         // A code-signing certificate is no TLS identity.
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        Assert.False(validator.TryValidateClient(signer, out _, out _));
-        Assert.False(validator.TryBuildChain(signer, FederationCertificateValidator.ServerAuthOid, out _));
+        var trust = new FederationTrust(ca, TimeProvider.System);
+        Assert.False(trust.TryValidateClient(signer, out _, out _));
+        Assert.False(trust.TryBuildChain(signer, FederationTrust.ServerAuthOid, out _));
     }
 
     [Fact]

@@ -2,7 +2,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
-using Federated.Coordinator.Security;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 
