@@ -131,7 +131,7 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
                 Delta = 1e-5, MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 1000, MinNoiseMultiplier = 0.1,
                 AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam], AllowedTargetModules = ["q_proj", "v_proj"], MaxRank = 16, MaxRoundsPerDay = 100,
             };
-            var worker = new EdgeRoundWorker(connection, "alice", local, [], new LocalPolicyGate(policy, ledger, TimeProvider.System), Path.Combine(coordinator.Root, "forged-scratch"));
+            var worker = new EdgeRoundWorker(connection, "alice", local, [], new LocalPolicyGate(policy, ledger, TimeProvider.System));
 
             RoundWorkResult result = await worker.HandleAsync(round.Ref, CancellationToken.None);
 
@@ -139,7 +139,6 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
             Assert.Equal("adapter_signature", result.DeclinedRule);
             Assert.Contains("unsigned", result.Message, StringComparison.Ordinal);
             Assert.Null(local.Lora);
-            Assert.False(Directory.Exists(Path.Combine(coordinator.Root, "forged-scratch")));
             Assert.Empty(ledger.Charges);
             Assert.Equal("declined", coordinator.Host.State.GetParticipants("forged-run", 1)["alice"]);
             Assert.Contains(coordinator.Host.State.ReadAudit(1, 100_000).Entries, e =>

@@ -27,6 +27,16 @@ public static partial class PeftAdapter
     {
         ArgumentNullException.ThrowIfNull(model);
         var (settings, adapter, _) = Load(directory);
+        Apply(settings, adapter, model);
+        return settings;
+    }
+
+    /// <summary>Attaches an adapter read from bytes or a stream (<see cref="FromBytes"/>) to a model that has no adapter yet.</summary>
+    public static void Apply(LoraSettings settings, AdapterTensors adapter, Model.LlamaForCausalLM model)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentNullException.ThrowIfNull(model);
         model.AddLora(settings);
         try
         {
@@ -37,7 +47,6 @@ public static partial class PeftAdapter
             model.RemoveLora();
             throw;
         }
-        return settings;
     }
 
     /// <summary>Writes the folder so that <c>PeftModel.from_pretrained(base, dir)</c> loads it.</summary>
@@ -157,7 +166,7 @@ public static partial class PeftAdapter
     }
 
     /// <summary>The adapter_config.json text PEFT 0.1x writes for a LoRA on a causal LM.</summary>
-    internal static string ConfigJson(LoraSettings settings, string baseModelNameOrPath)
+    public static string ConfigJson(LoraSettings settings, string baseModelNameOrPath)
     {
         var root = new JsonObject
         {
