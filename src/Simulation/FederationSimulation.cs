@@ -17,6 +17,7 @@ using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
+using Federated.Wire;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -101,16 +102,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         IReadOnlyList<string> names = SimulationData.ClientNames(options.Clients);
         string pki = Path.Combine(root, "pki");
         progress($"making an ephemeral federation CA with {names.Count} client identities, an engineer and an officer in {pki}");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueServer(pki, [], password: null);
-            authority.IssueIdentity(pki, "engineer", FederationRole.Engineer, password: null);
-            authority.IssueIdentity(pki, "officer", FederationRole.Officer, password: null);
-            foreach (string name in names)
-            {
-                authority.IssueIdentity(pki, name, FederationRole.Client, password: null);
-            }
-        }
+        FederationPki.CreateFederation(pki, names, TimeProvider.System);
         string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
 
         string model = options.Model is { } given ? Path.GetFullPath(given) : WriteTinyModel(Path.Combine(root, "tiny-llama"));
@@ -357,7 +349,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
             using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
             using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
             var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
-            var worker = new EdgeRoundWorker(connection, name, local, batches, gate, Path.Combine(home, "scratch"))
+            var worker = new EdgeRoundWorker(connection, name, local, batches, gate)
             {
                 Log = options.Verbose ? line => progress($"{name}: {line}") : null,
             };
@@ -417,12 +409,12 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         {
             return false;
         }
-        GlobalAdapterFile.WriteFolder(content, folder);
+        GlobalAdapterContent adapter = GlobalAdapterBlob.Read(content);
         if (evaluator.Lora is not null)
         {
             evaluator.RemoveLora();
         }
-        PeftAdapter.Apply(folder, evaluator);
+        PeftAdapter.Apply(adapter.Settings, adapter.Tensors, evaluator);
         return true;
     }
 
