@@ -55,6 +55,7 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     /// <summary>
     /// Runs the stages for <paramref name="manifest"/>. <paramref name="produceInput"/> returns the vector to aggregate
     /// (values in Z_(2^b), length d); it runs after the key exchange, and a participant that fails there has dropped.
+    /// The returned array becomes the upload buffer: it is masked in place, so hand over one nobody else reads.
     /// </summary>
     public async Task<ParticipationOutcome> ParticipateAsync(RoundManifest manifest, Func<RoundManifest, CancellationToken, Task<uint[]>> produceInput, CancellationToken cancellationToken)
     {
@@ -73,13 +74,13 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         ShareKeysResponse inbound = await connection.Edge.ShareKeysAsync(share, StageCall(manifest.ShareKeysDeadline, cancellationToken));
         session.ReceiveForwardedShares(SecAggWire.FromResponse(self, inbound));
 
-        uint[] input = await produceInput(manifest, cancellationToken);
-        uint[] masked = session.MaskInput(input).MaskedInput;
-        // Locals of an async method live as long as it does: dropped here, only the masked vector is held during the upload.
-        input = [];
+        // One ring buffer from the encoded input to the wire: masked where it lies, then sent as slices of itself.
+        uint[] ring = await produceInput(manifest, cancellationToken);
+        session.MaskInPlace(ring);
         await StageAsync(RoundStage.MaskedInput, cancellationToken);
-        UploadMaskedInputResponse uploaded = await UploadAsync(manifest, masked, cancellationToken);
-        masked = [];
+        UploadMaskedInputResponse uploaded = await UploadAsync(manifest, ring, cancellationToken);
+        // Locals of an async method live as long as it does; the coordinator has the vector now.
+        ring = [];
 
         UnmaskRequestMessage survivors = SecAggWire.FromResponse(self, uploaded);
         UnmaskRequest unmask = SecAggWire.ToRequest(round, session.ReceiveUnmaskRequest(survivors));
@@ -92,16 +93,25 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     public async Task DeclineAsync(RoundRef round, DeclineReason reason, string rule, string detail, CancellationToken cancellationToken) =>
         await connection.Edge.DeclineRoundAsync(new DeclineRoundRequest { Round = round, Reason = reason, Rule = rule, Detail = detail }, connection.Call(cancellationToken));
 
-    /// <summary>Streams the masked vector in slices of itself (no copy of the d elements), each chunk as large as the manifest allows.</summary>
+    /// <summary>
+    /// Writes a masked vector as upload chunks that are slices of it (no copy of its d elements), each as large as
+    /// <paramref name="maxChunkBytes"/> allows, then completes the stream.
+    /// </summary>
+    internal static async Task WriteMaskedAsync(IClientStreamWriter<ProtoChunk> writer, RoundRef round, uint[] masked, uint maxChunkBytes, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        foreach (ProtoChunk chunk in SecAggWire.UploadChunks(round, new RingElementBytes(masked).Memory, maxChunkBytes))
+        {
+            await writer.WriteAsync(chunk, cancellationToken);
+        }
+        await writer.CompleteAsync();
+    }
+
     private async Task<UploadMaskedInputResponse> UploadAsync(RoundManifest manifest, uint[] masked, CancellationToken cancellationToken)
     {
         using AsyncClientStreamingCall<ProtoChunk, UploadMaskedInputResponse> call =
             connection.Edge.UploadMaskedInput(StageCall(manifest.MaskedInputDeadline, cancellationToken));
-        foreach (ProtoChunk chunk in SecAggWire.UploadChunks(manifest.Round, new RingElementBytes(masked).Memory, manifest.Secagg.MaxChunkBytes))
-        {
-            await call.RequestStream.WriteAsync(chunk, cancellationToken);
-        }
-        await call.RequestStream.CompleteAsync();
+        await WriteMaskedAsync(call.RequestStream, manifest.Round, masked, manifest.Secagg.MaxChunkBytes, cancellationToken);
         return await call.ResponseAsync;
     }
 
