@@ -12,7 +12,7 @@ namespace Federated.EdgeClient.Cli;
 /// <summary>Renews this machine's certificate: a new P-256 key made here, a CSR sent over mutual TLS, the CA-signed certificate checked and saved.</summary>
 internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--identity <FILE>")]
         public string? Identity { get; init; }
@@ -22,15 +22,6 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
 
         [CommandOption("--coordinator <URL>")]
         public string? Coordinator { get; init; }
-
-        [CommandOption("--out <FILE>")]
-        public string? Out { get; init; }
-
-        [CommandOption("--password-file <FILE>")]
-        public string? PasswordFile { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
