@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
+using Federated.Coordinator.Tests.Cli;
 using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
@@ -10,15 +10,13 @@ namespace Federated.Coordinator.Tests;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class PkiCommandTests
 {
-    private static Task<int> Run(params string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-
     [Fact]
     public async Task Init_NewFolder_WritesCaServerEngineerOfficerWithOwnerOnlyKeys()
     {
         using var dir = new TempDirectory();
         string pki = dir.File("pki");
 
-        int code = await Run("pki", "init", "--out", pki, "--host", "coord.example.org", "--host", "10.1.2.3");
+        int code = await CoordinatorCli.Run("pki", "init", "--out", pki, "--host", "coord.example.org", "--host", "10.1.2.3");
 
         Assert.Equal(CliRunner.Ok, code);
         foreach (string name in new[] { "server", "engineer", "officer" })
@@ -62,7 +60,7 @@ public sealed class PkiCommandTests
         using var dir = new TempDirectory();
         string pki = dir.File("pki");
 
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "init", "--out", pki));
 
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, "adapter-signer.pfx")));
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
@@ -83,13 +81,12 @@ public sealed class PkiCommandTests
     public async Task Issue_ClientRole_WritesPfxPemAndCaBesideOut()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         string password = dir.File("password.txt");
         File.WriteAllText(password, "correct horse\n");
         string outDir = dir.File("alice");
 
-        int code = await Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
+        int code = await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
 
         Assert.Equal(CliRunner.Ok, code);
         Assert.True(File.Exists(Path.Combine(outDir, "ca.crt")));
@@ -111,13 +108,12 @@ public sealed class PkiCommandTests
     public async Task Issue_BadArgument_ExitsTwoAndWritesNothing(string flag, string value)
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         string outFile = dir.File("x/x.pfx");
         var args = new Dictionary<string, string> { ["--ca"] = pki, ["--name"] = "bob", ["--role"] = "client", ["--out"] = outFile };
         args[flag] = value;
 
-        int code = await Run(["pki", "issue", .. args.SelectMany(p => new[] { p.Key, p.Value })]);
+        int code = await CoordinatorCli.Run(["pki", "issue", .. args.SelectMany(p => new[] { p.Key, p.Value })]);
 
         Assert.Equal(CliRunner.BadUsage, code);
         Assert.False(Directory.Exists(dir.File("x")));
@@ -127,11 +123,10 @@ public sealed class PkiCommandTests
     public async Task Init_ExistingCa_ExitsTwoAndKeepsTheCa()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         byte[] before = File.ReadAllBytes(Path.Combine(pki, "ca.crt"));
 
-        Assert.Equal(CliRunner.BadUsage, await Run("pki", "init", "--out", pki));
+        Assert.Equal(CliRunner.BadUsage, await CoordinatorCli.Run("pki", "init", "--out", pki));
 
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(pki, "ca.crt")));
     }
