@@ -5,6 +5,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -15,7 +16,7 @@ namespace Federated.EndToEnd.Tests;
 /// parameters. Like `edge-client run`, one lost round does not end it, and it reconnects with backoff by itself when
 /// the coordinator goes away. <see cref="BeforeStage"/> lets a test hold it or make it vanish at a SecAgg+ stage.
 /// </summary>
-internal sealed class RandomUpdateClient(string name, string identityPath, string caPath, Uri coordinator, string scratch)
+internal sealed class RandomUpdateClient(string name, string identityPath, string caPath, Uri coordinator)
 {
     private readonly ConcurrentDictionary<int, float[]> _updates = new();
 
@@ -63,8 +64,7 @@ internal sealed class RandomUpdateClient(string name, string identityPath, strin
                         current = await participant.FetchManifestAsync(invitation, ct);
                         Manifests.Enqueue(current);
                         byte[] content = await AdapterDownload.DownloadAsync(connection, current.GlobalAdapter, ct);
-                        (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(scratch, $"{Name}-{current.Round.RunId}-{current.Round.Round}"));
-                        int d = checked((int)adapter.OnlyB().ElementCount);
+                        int d = checked((int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount);
                         Dimension = d;
                         DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)current.Secagg.RingBits, current.Dp.ClipNorm,
                             current.Dp.Mechanism == NoiseMechanism.CentralGaussian ? 0 : current.Dp.NoiseMultiplier, (int)Math.Max(current.Dp.MaxClients, current.Secagg.Participants), (int)current.Secagg.Threshold));
