@@ -61,6 +61,7 @@ internal static class TrainingMemoryChild
             result["peak_rss_load_bytes"] = Status("VmHWM");
             result["rss_after_load_bytes"] = Status("VmRSS");
             result["parameters"] = ModelMemoryEstimate.ParameterCount(model.Config);
+            result["weight_bytes"] = model.WeightBytes();
             result["weight_type"] = model.Storage.WeightType.ToString();
             result["compute_type"] = model.Storage.ComputeType.ToString();
             result["quantize"] = PrecisionChoices.Name(model.Storage.Quantization);

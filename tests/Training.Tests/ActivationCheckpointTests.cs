@@ -21,14 +21,7 @@ public sealed class ActivationCheckpointTests
         model.AddLora(new LoraSettings(Rank: 4, Alpha: 8, Dropout: dropout, TargetModules: LoraSettings.AllProjections, InitSeed: 5, FreezeA: freezeA));
         model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: 6));
 
-        model.CheckpointActivations = false;
-        var plain = TrainingGradients.Compute(model, seed: 7);
-        model.CheckpointActivations = true;
-        var checkpointed = TrainingGradients.Compute(model, seed: 7);
-
-        Assert.Equal(plain.Loss, checkpointed.Loss, 6);
-        // Recomputation runs the same kernels on the same inputs, so the gradients agree to float32 rounding.
-        TrainingGradients.AssertEqual(plain.Grads, checkpointed.Grads, 1e-7);
+        AssertCheckpointedEqualsPlain(model);
     }
 
     [Fact]
@@ -41,13 +34,7 @@ public sealed class ActivationCheckpointTests
         model.AddLora(new LoraSettings(Rank: 4, TargetModules: LoraSettings.AllProjections, InitSeed: 5, FreezeA: false));
         model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: 6));
 
-        model.CheckpointActivations = false;
-        var plain = TrainingGradients.Compute(model, seed: 7);
-        model.CheckpointActivations = true;
-        var checkpointed = TrainingGradients.Compute(model, seed: 7);
-
-        Assert.Equal(plain.Loss, checkpointed.Loss, 6);
-        TrainingGradients.AssertEqual(plain.Grads, checkpointed.Grads, 1e-7);
+        AssertCheckpointedEqualsPlain(model);
     }
 
     [Fact]
@@ -78,5 +65,17 @@ public sealed class ActivationCheckpointTests
         Assert.False(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, workload: null));
         Assert.True(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, new TrainingWorkload(2, 256, lora)));
         Assert.False(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, new TrainingWorkload(1, 32, lora)));
+    }
+
+    private static void AssertCheckpointedEqualsPlain(LlamaForCausalLM model)
+    {
+        model.CheckpointActivations = false;
+        var plain = TrainingGradients.Compute(model, seed: 7);
+        model.CheckpointActivations = true;
+        var checkpointed = TrainingGradients.Compute(model, seed: 7);
+
+        Assert.Equal(plain.Loss, checkpointed.Loss, 6);
+        // Recomputation runs the same kernels on the same inputs, so the gradients agree to float32 rounding.
+        TrainingGradients.AssertEqual(plain.Grads, checkpointed.Grads, 1e-7);
     }
 }

@@ -36,14 +36,14 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
         using Tensor weight = call.Weight();
         Tensor total = torch.zeros([], ScalarType.Float32, hidden.device);
         long rows = hidden.shape[0];
+        using Tensor logits = torch.empty([Math.Min(call.ChunkRows, rows), weight.shape[0]], ScalarType.Float32, hidden.device);
         for (long start = 0; start < rows; start += call.ChunkRows)
         {
             using var scope = torch.NewDisposeScope();
             long count = Math.Min(call.ChunkRows, rows - start);
-            Tensor logits = Logits(hidden.narrow(0, start, count), weight, call.ComputeType);
-            Tensor target = call.Labels.narrow(0, start, count).unsqueeze(1);
-            Tensor picked = logits.gather(1, target).squeeze(1);
-            total.add_((logits.logsumexp(1, keepdim: false) - picked).sum());
+            Tensor chunk = Logits(hidden.narrow(0, start, count), weight, call.ComputeType, logits.narrow(0, 0, count));
+            // torch's fused log-softmax and NLL: the same sum of logsumexp(z) - z[y], in one pass over the chunk.
+            total.add_(nn.functional.cross_entropy(chunk, call.Labels.narrow(0, start, count), reduction: nn.Reduction.Sum));
         }
         return total;
     }
@@ -58,14 +58,14 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
         Tensor gradHidden = torch.empty_like(hidden);
         Tensor? gradWeight = call.WeightTrains ? torch.zeros(weight.shape, ScalarType.Float32, weight.device) : null;
         long rows = hidden.shape[0];
+        Tensor logits = torch.empty([Math.Min(call.ChunkRows, Math.Max(1, rows)), weight.shape[0]], ScalarType.Float32, hidden.device);
         for (long start = 0; start < rows; start += call.ChunkRows)
         {
             using var chunkScope = torch.NewDisposeScope();
             long count = Math.Min(call.ChunkRows, rows - start);
             Tensor h = hidden.narrow(0, start, count);
-            Tensor logits = Logits(h, weight, call.ComputeType);
-            // d loss / d logits = softmax(logits) - onehot(label), scaled by the upstream gradient; built in place.
-            Tensor probabilities = logits.sub_(logits.logsumexp(1, keepdim: true)).exp_();
+            // d loss / d logits = softmax(logits) - onehot(label), scaled by the upstream gradient.
+            Tensor probabilities = Logits(h, weight, call.ComputeType, logits.narrow(0, 0, count)).softmax(1);
             Tensor target = labels.narrow(0, start, count).unsqueeze(1);
             probabilities.scatter_(1, target, probabilities.gather(1, target) - 1.0);
             probabilities.mul_(gradOutput);
@@ -81,12 +81,12 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
         return result;
     }
 
-    private static Tensor Logits(Tensor hidden, Tensor weight, ScalarType computeType)
+    /// <summary>Float32 logits of one chunk, written into <paramref name="buffer"/> so each chunk reuses one allocation.</summary>
+    private static Tensor Logits(Tensor hidden, Tensor weight, ScalarType computeType, Tensor buffer)
     {
         using Tensor input = hidden.to_type(computeType);
-        // Disposing a handle never frees storage another handle shares, so this costs a copy only when the type changes.
         using Tensor logits = nn.functional.linear(input, weight);
-        return logits.to_type(ScalarType.Float32);
+        return buffer.copy_(logits);
     }
 
     private sealed record Call(Tensor Labels, Func<Tensor> Weight, ScalarType ComputeType, long ChunkRows, bool WeightTrains);

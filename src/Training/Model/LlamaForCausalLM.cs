@@ -62,7 +62,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Recompute each decoder layer in backward instead of keeping its activations (equal gradients, one more forward).</summary>
     public bool CheckpointActivations { get; set; }
 
-    /// <summary>Tokens per chunk of the LM head and loss; 0 sizes chunks to about 64 MiB of float32 logits.</summary>
+    /// <summary>Tokens per chunk of the LM head and loss; 0 sizes chunks to about 32 MiB of float32 logits.</summary>
     public int LossChunkTokens
     {
         get;
@@ -104,7 +104,6 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         var storage = new WeightStorage(weightType, compute, options.Quantization);
         bool checkpointActivations = options.CheckpointActivations
             ?? ModelMemoryEstimate.CheckpointByDefault(config, storage, options.Workload);
-        NativeHeap.ReturnLargeBlocksToTheSystem();
         ModelFit.Check(modelDirectory, config, storage, options, checkpointActivations, device);
         var model = new LlamaForCausalLM(config, device, storage)
         {
@@ -126,6 +125,10 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>The base weights by Hugging Face name (LoRA tensors excluded).</summary>
     public IEnumerable<(string Name, Tensor Tensor)> BaseWeights() =>
         named_parameters().Where(p => !IsLoraName(p.name)).Select(p => (p.name, (Tensor)p.parameter));
+
+    /// <summary>Bytes the base weights occupy in their storage form (quantized projections included, LoRA excluded).</summary>
+    public long WeightBytes() =>
+        BaseWeights().Sum(w => w.Tensor.numel() * w.Tensor.element_size()) + AllLinears().Where(l => l.Linear.Weight is null).Sum(l => l.Linear.WeightBytes);
 
     /// <summary>Writes config.json and model.safetensors (e.g. after MergeLora) so that transformers loads the folder.</summary>
     public void SavePretrained(string directory, SafeTensorDType dtype = SafeTensorDType.F32)

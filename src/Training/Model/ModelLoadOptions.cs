@@ -33,7 +33,7 @@ public sealed record ModelLoadOptions
     /// <summary>Recompute each decoder layer in backward; null decides by <see cref="ModelMemoryEstimate.CheckpointByDefault"/>.</summary>
     public bool? CheckpointActivations { get; init; }
 
-    /// <summary>Tokens per chunk of the LM head and cross-entropy; 0 sizes chunks to about 64 MiB of float32 logits.</summary>
+    /// <summary>Tokens per chunk of the LM head and cross-entropy; 0 sizes chunks to about 32 MiB of float32 logits.</summary>
     public int LossChunkTokens { get; init; }
 
     /// <summary>The device's capabilities; null detects them (tests pass their own).</summary>

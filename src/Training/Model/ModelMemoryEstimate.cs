@@ -99,8 +99,8 @@ public sealed record ModelMemoryEstimate(long Parameters, long WeightBytes, long
         return plain.ActivationBytes - checkpointed.ActivationBytes > plain.WeightBytes;
     }
 
-    /// <summary>Tokens per head chunk that keep its float32 logits near 64 MiB.</summary>
-    internal static long ChunkTokens(long vocabulary) => Math.Max(16, 64L * 1024 * 1024 / (vocabulary * 4));
+    /// <summary>Tokens per head chunk that keep its float32 logits near 32 MiB.</summary>
+    internal static long ChunkTokens(long vocabulary) => Math.Max(16, 32L * 1024 * 1024 / (vocabulary * 4));
 
     /// <summary>Bytes the OS can give this process now: MemAvailable, capped by a cgroup v2 limit when one is set.</summary>
     public static long AvailableBytes()

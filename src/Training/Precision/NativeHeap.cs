@@ -1,36 +1,40 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Federated.Training.Precision;
 
 /// <summary>
-/// libtorch's CPU tensors come from malloc. glibc serves blocks below its mmap threshold from the heap and keeps them
-/// there after free, and the threshold grows to 32 MiB as large blocks are freed (mallopt(3), M_MMAP_THRESHOLD), so
-/// the activations of a training step (a few MiB each) stay resident long after they die and stack up into the
-/// peak. A fixed 1 MiB threshold gives every tensor of that size its own mapping, returned to the OS on free.
+/// How the process's native heap serves libtorch's CPU tensors. Every tensor of a few MiB or more is a fresh mapping
+/// whose pages fault in on first touch; with 4 KiB pages that costs more than the arithmetic on them on a virtual
+/// machine (a 67 MB copy took 0.22 CPU-s on the build machine, 0.014 s with 2 MiB pages). libtorch asks the kernel
+/// for transparent huge pages on allocations of 2 MiB and more when THP_MEM_ALLOC_ENABLE=1 (c10 alloc_cpu), a
+/// variable it reads once, at its first allocation.
 /// </summary>
 internal static partial class NativeHeap
 {
-    private const int MmapThreshold = -3; // M_MMAP_THRESHOLD in glibc's malloc.h
-    private const int Threshold = 1 << 20;
-    private static int s_configured;
+    private const string HugePagesVariable = "THP_MEM_ALLOC_ENABLE";
 
-    /// <summary>Sets the threshold once per process on Linux with glibc; elsewhere (or with another libc) nothing happens.</summary>
-    public static void ReturnLargeBlocksToTheSystem()
+    /// <summary>Sets THP_MEM_ALLOC_ENABLE=1 in the native environment unless the user set it, before any tensor exists.</summary>
+    /// <remarks>Environment.SetEnvironmentVariable changes only .NET's copy of the environment, so libc's setenv is called.</remarks>
+#pragma warning disable CA2255 // A module initializer is the one place guaranteed to run before this library's first tensor.
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void UseHugePagesForTensors()
     {
-        if (!OperatingSystem.IsLinux() || Interlocked.Exchange(ref s_configured, 1) == 1)
+        if (!OperatingSystem.IsLinux())
         {
             return;
         }
         try
         {
-            _ = Mallopt(MmapThreshold, Threshold);
+            _ = SetEnv(HugePagesVariable, "1", overwrite: 0);
         }
         catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
         {
-            // musl and other libcs have no mallopt; their allocators decide for themselves.
+            // Without libc's setenv libtorch keeps 4 KiB pages: slower, never wrong.
         }
     }
 
-    [LibraryImport("libc", EntryPoint = "mallopt")]
-    private static partial int Mallopt(int parameter, int value);
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SetEnv(string name, string value, int overwrite);
 }
