@@ -10,7 +10,7 @@ namespace Federated.Training.Precision;
 /// for transparent huge pages on allocations of 2 MiB and more when THP_MEM_ALLOC_ENABLE=1 (c10 alloc_cpu), a
 /// variable it reads once, at its first allocation.
 /// </summary>
-internal static partial class NativeHeap
+internal static partial class TensorHugePages
 {
     private const string HugePagesVariable = "THP_MEM_ALLOC_ENABLE";
 
