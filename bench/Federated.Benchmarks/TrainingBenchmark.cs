@@ -4,14 +4,17 @@ using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Lora;
 using Federated.Training.Model;
+using Federated.Training.Precision;
 using Federated.Training.Trainer;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Federated.Benchmarks;
 
 /// <summary>
 /// Training step throughput on CPU: one optimiser step (forward, backward, AdamW) of a 6-layer, hidden-512, 8-head
-/// Llama at sequence 256, batch 8, with LoRA r=8 on all projections and with full fine-tuning.
+/// Llama at sequence 256, batch 8, with LoRA r=8 on all projections and with full fine-tuning, all float32; on a CPU with
+/// native bf16 matmul the LoRA step once more with bf16 weights and matmuls.
 /// bench/pytorch_reference.py measures the same step in PyTorch for the ratio.
 /// </summary>
 internal sealed class TrainingBenchmark : IBenchmarkSuite
@@ -51,9 +54,14 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         long[] labels = ids.Skip(1).Append(TokenizedExample.IgnoreIndex).ToArray();
         var data = new TokenBatch(ids, labels, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, seq);
 
-        var (loraSeconds, loraCpu) = MeasureStep(config, data, lora: new LoraSettings(rank, 2 * rank, 0, LoraSettings.AllProjections, 0, FreezeA: false), repeats);
-        var (ffaSeconds, ffaCpu) = MeasureStep(config, data, lora: new LoraSettings(rank, 2 * rank, 0, LoraSettings.AllProjections, 0, FreezeA: true), repeats);
-        var (fullSeconds, fullCpu) = MeasureStep(config, data, lora: null, repeats);
+        var lora = new LoraSettings(rank, 2 * rank, 0, LoraSettings.AllProjections, 0, FreezeA: false);
+        var (loraSeconds, loraCpu) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32);
+        var (ffaSeconds, ffaCpu) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32);
+        var (fullSeconds, fullCpu) = MeasureStep(config, data, lora: null, repeats, WeightStorage.Float32);
+        bool bf16 = DeviceCapabilities.Detect(torch.CPU).NativeBf16Matmul;
+        var (bf16Seconds, bf16Cpu) = bf16
+            ? MeasureStep(config, data, lora, repeats, new WeightStorage(ScalarType.BFloat16, ScalarType.BFloat16, BaseQuantization.None))
+            : (double.NaN, double.NaN);
         long tokens = (long)batch * seq;
 
         var result = new Dictionary<string, object>
@@ -80,6 +88,13 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
             ["ffa_lora_step_cpu_seconds_median"] = Math.Round(ffaCpu, 4),
             ["full_step_cpu_seconds_median"] = Math.Round(fullCpu, 4),
         };
+        if (bf16)
+        {
+            // The LoRA step again with bf16 weights and matmuls (LoRA, norms, softmax and loss stay float32).
+            result["bf16_lora_step_seconds_median"] = Math.Round(bf16Seconds, 4);
+            result["bf16_lora_tokens_per_second"] = Math.Round(tokens / bf16Seconds, 1);
+            result["bf16_lora_step_cpu_seconds_median"] = Math.Round(bf16Cpu, 4);
+        }
         if (options.Json)
         {
             Console.WriteLine(JsonSerializer.Serialize(result));
@@ -94,9 +109,10 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         return Task.FromResult(0);
     }
 
-    private static (double Wall, double Cpu) MeasureStep(LlamaConfig config, TokenBatch data, LoraSettings? lora, int repeats)
+    private static (double Wall, double Cpu) MeasureStep(LlamaConfig config, TokenBatch data, LoraSettings? lora, int repeats,
+        WeightStorage storage)
     {
-        using var model = new LlamaForCausalLM(config, torch.CPU);
+        using var model = new LlamaForCausalLM(config, torch.CPU, storage);
         model.InitializeRandom(1);
         if (lora is not null)
         {

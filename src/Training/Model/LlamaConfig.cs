@@ -38,6 +38,9 @@ public sealed record LlamaConfig
     public int? SlidingWindow { get; init; }
     public string TorchDtype { get; init; } = "float32";
 
+    /// <summary>Whether config.json named torch_dtype; only then must the checkpoint's weights have that type.</summary>
+    public bool DeclaresTorchDtype { get; init; }
+
     /// <summary>Reads and validates <c>config.json</c> in a Hugging Face model folder.</summary>
     public static LlamaConfig Load(string modelDirectory)
     {
@@ -124,6 +127,7 @@ public sealed record LlamaConfig
                 ? GetInt(root, "sliding_window")
                 : null,
             TorchDtype = GetString(root, "torch_dtype") ?? GetString(root, "dtype") ?? "float32",
+            DeclaresTorchDtype = GetString(root, "torch_dtype") is not null || GetString(root, "dtype") is not null,
         };
         config.Validate();
         return config;
@@ -188,8 +192,11 @@ public sealed record LlamaConfig
             ["rope_scaling"] = RopeScaling?.ToJson(),
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["max_position_embeddings"] = MaxPositionEmbeddings,
-            ["torch_dtype"] = TorchDtype,
         };
+        if (DeclaresTorchDtype)
+        {
+            root["torch_dtype"] = TorchDtype;
+        }
         if (SlidingWindow is { } window)
         {
             root["sliding_window"] = window;

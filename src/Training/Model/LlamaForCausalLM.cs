@@ -1,4 +1,5 @@
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using Federated.Training.SafeTensors;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -8,9 +9,10 @@ namespace Federated.Training.Model;
 
 /// <summary>
 /// A Llama-family causal language model (transformers' LlamaForCausalLM) in TorchSharp, with optional LoRA adapters.
-/// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved).
+/// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved). Frozen
+/// weights are held as <see cref="Storage"/> says; activations, norms, softmax, the loss and LoRA are float32.
 /// </summary>
-public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
+public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 {
     private const string PeftPrefix = "base_model.model.";
     private readonly LlamaBackbone _model;
@@ -18,22 +20,34 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     private readonly RotaryEmbedding _rotary;
     private LoraSettings? _lora;
 
-    /// <summary>Builds the architecture with uninitialised weights on a device; load or initialise them before use.</summary>
+    /// <summary>Builds the architecture with uninitialised float32 weights on a device; load or initialise them before use.</summary>
     public LlamaForCausalLM(LlamaConfig config, Device? device = null)
+        : this(config, device, WeightStorage.Float32)
+    {
+    }
+
+    /// <summary>Builds the architecture with frozen weights held as <paramref name="storage"/> says (quantized ones are filled by loading).</summary>
+    public LlamaForCausalLM(LlamaConfig config, Device? device, WeightStorage storage)
         : base("LlamaForCausalLM")
     {
         ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(storage);
         config.Validate();
+        storage.Validate();
         Config = config;
+        Storage = storage;
         Device = device ?? torch.CPU;
-        _model = new LlamaBackbone(config, Device);
+        _model = new LlamaBackbone(config, Device, storage);
         register_module("model", _model);
         if (!config.TieWordEmbeddings)
         {
-            _lmHead = new Lora.LoraLinear("lm_head", config.HiddenSize, config.VocabSize, false, Device);
+            // The head is never quantized (as bitsandbytes leaves lm_head): its error would reach every logit.
+            _lmHead = new Lora.LoraLinear("lm_head", config.HiddenSize, config.VocabSize, false, Device,
+                storage with { Quantization = BaseQuantization.None });
             register_module("lm_head", _lmHead);
         }
         _rotary = new RotaryEmbedding(config, Device);
+        CheckpointActivations = ModelMemoryEstimate.ParameterCount(config) > ModelLoadOptions.CheckpointByDefaultAbove;
         // Inference mode until a trainer says otherwise, as transformers' from_pretrained leaves models.
         eval();
     }
@@ -42,22 +56,62 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 
     public Device Device { get; }
 
+    /// <summary>Element types and quantization of the frozen weights.</summary>
+    public WeightStorage Storage { get; }
+
+    /// <summary>Recompute each decoder layer in backward instead of keeping its activations (equal gradients, one more forward).</summary>
+    public bool CheckpointActivations { get; set; }
+
+    /// <summary>Tokens per chunk of the LM head and loss; 0 sizes chunks to about 32 MiB of float32 logits.</summary>
+    public int LossChunkTokens
+    {
+        get;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            field = value;
+        }
+    }
+
     /// <summary>The LoRA settings in effect, or null without an adapter.</summary>
     public LoraSettings? Lora => _lora;
 
-    /// <summary>Loads config.json and the safetensors weights of a Hugging Face folder into float32 on <paramref name="device"/>.</summary>
-    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device = null)
+    /// <summary>Loads config.json and the safetensors weights of a Hugging Face folder with float32 matmuls (<see cref="ModelLoadOptions.Float32"/>).</summary>
+    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device = null) =>
+        FromPretrained(modelDirectory, device, ModelLoadOptions.Float32);
+
+    /// <summary>
+    /// Loads a Hugging Face folder: checks config.json against the checkpoint (names, shapes, dtype), resolves the precision
+    /// for the device, estimates memory before reading any weight, then streams each weight straight into its storage form.
+    /// 16-bit checkpoints stay 16-bit in memory; float32 ones are stored in the compute type.
+    /// </summary>
+    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device, ModelLoadOptions options)
     {
         ArgumentNullException.ThrowIfNull(modelDirectory);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         if (!Directory.Exists(modelDirectory))
         {
             throw new DirectoryNotFoundException($"model folder '{modelDirectory}' does not exist");
         }
+        device ??= torch.CPU;
         var config = LlamaConfig.Load(modelDirectory);
-        var model = new LlamaForCausalLM(config, device);
+        using var checkpoint = SafeTensorsCheckpoint.Open(modelDirectory);
+        SafeTensorDType stored = CheckpointLoading.FloatType(config, checkpoint);
+        ScalarType compute = PrecisionChoices.ComputeType(options.Precision, options.Capabilities ?? DeviceCapabilities.Detect(device));
+        PrecisionChoices.CheckQuantization(options.Quantization, device);
+        ScalarType weightType = stored == SafeTensorDType.F32 ? compute : SafeTensorDTypes.ToScalarType(stored);
+        var storage = new WeightStorage(weightType, compute, options.Quantization);
+        bool checkpointActivations = options.CheckpointActivations
+            ?? ModelMemoryEstimate.CheckpointByDefault(config, storage, options.Workload);
+        ModelFit.Check(modelDirectory, config, storage, options, checkpointActivations, device);
+        var model = new LlamaForCausalLM(config, device, storage)
+        {
+            CheckpointActivations = checkpointActivations,
+            LossChunkTokens = options.LossChunkTokens,
+        };
         try
         {
-            using var checkpoint = SafeTensorsCheckpoint.Open(modelDirectory);
             model.LoadWeights(checkpoint);
             return model;
         }
@@ -72,6 +126,10 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     public IEnumerable<(string Name, Tensor Tensor)> BaseWeights() =>
         named_parameters().Where(p => !IsLoraName(p.name)).Select(p => (p.name, (Tensor)p.parameter));
 
+    /// <summary>Bytes the base weights occupy in their storage form (quantized projections included, LoRA excluded).</summary>
+    public long WeightBytes() =>
+        BaseWeights().Sum(w => w.Tensor.numel() * w.Tensor.element_size()) + AllLinears().Where(l => l.Linear.Weight is null).Sum(l => l.Linear.WeightBytes);
+
     /// <summary>Writes config.json and model.safetensors (e.g. after MergeLora) so that transformers loads the folder.</summary>
     public void SavePretrained(string directory, SafeTensorDType dtype = SafeTensorDType.F32)
     {
@@ -80,51 +138,50 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         {
             throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "model weights must be F32, F16 or BF16");
         }
+        RequireUnquantized("save the model");
         Directory.CreateDirectory(directory);
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"),
             BaseWeights().Select(w => (w.Name, w.Tensor, dtype)), new Dictionary<string, string> { ["format"] = "pt" });
-        string torchDtype = dtype switch
-        {
-            SafeTensorDType.BF16 => "bfloat16",
-            SafeTensorDType.F16 => "float16",
-            _ => "float32",
-        };
-        File.WriteAllText(Path.Combine(directory, "config.json"), (Config with { TorchDtype = torchDtype }).ToJson());
+        File.WriteAllText(Path.Combine(directory, "config.json"),
+            (Config with { TorchDtype = SafeTensorDTypes.ToTorchDtypeName(dtype), DeclaresTorchDtype = true }).ToJson());
     }
 
-    /// <summary>Copies every base weight from a checkpoint; a missing or mis-shaped tensor is an error naming it.</summary>
+    /// <summary>Reads every base weight from a checkpoint; a missing, extra or mis-shaped tensor is an error naming it.</summary>
     public void LoadWeights(SafeTensorsCheckpoint checkpoint)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
-        var targets = BaseWeights().ToList();
-        foreach (var (name, target) in targets)
+        var slots = BaseWeights().Select(w => WeightSlot.Dense(w.Name, w.Tensor)).ToList();
+        foreach (var (path, linear) in AllLinears().Where(l => l.Linear.Weight is null))
         {
-            if (!checkpoint.Contains(name))
-            {
-                throw new InvalidDataException($"checkpoint is missing tensor '{name}' (expected shape [{string.Join(", ", target.shape)}])");
-            }
-            var info = checkpoint.Info(name);
-            if (!info.Shape.SequenceEqual(target.shape))
-            {
-                throw new InvalidDataException(
-                    $"checkpoint tensor '{name}' has shape [{string.Join(", ", info.Shape)}]; the config needs [{string.Join(", ", target.shape)}]");
-            }
+            slots.Add(WeightSlot.Quantized(path + ".weight", linear, Device));
         }
-        using (torch.no_grad())
-        {
-            foreach (var (name, target) in targets)
-            {
-                using Tensor source = checkpoint.ReadFloat32(name);
-                target.copy_(source);
-            }
-        }
+        CheckpointLoading.Load(slots, checkpoint, Config);
     }
 
     /// <summary>Logits [B, T, vocab] for token ids [B, T] with a causal mask only.</summary>
     public override Tensor forward(Tensor inputIds) => Forward(inputIds, null);
 
-    /// <summary>Logits [B, T, vocab]; <paramref name="attentionMask"/> [B, T] (1 = token, 0 = padding) hides padded keys.</summary>
+    /// <summary>Logits [B, T, vocab] in float32; <paramref name="attentionMask"/> [B, T] (1 = token, 0 = padding) hides padded keys.</summary>
+    /// <remarks>Materializes every logit: for training and evaluation losses use <see cref="SummedTokenLoss"/>.</remarks>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor hidden = ForwardHidden(inputIds, attentionMask);
+        Tensor logits;
+        if (_lmHead is not null)
+        {
+            logits = _lmHead.forward(hidden);
+        }
+        else
+        {
+            using Tensor weight = HeadWeight();
+            logits = nn.functional.linear(hidden.to_type(Storage.ComputeType), weight).to_type(ScalarType.Float32);
+        }
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The final-normed hidden states [B, T, hidden] in float32 (before the LM head).</summary>
+    public Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         if (inputIds.dim() != 2)
@@ -142,11 +199,25 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         var (cos, sin) = _rotary.Tables(length);
         Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
         Tensor? mask = BuildMask(attentionMask, length);
-        Tensor hidden = _model.Forward(ids, cos, sin, mask);
-        Tensor logits = _lmHead is not null
-            ? _lmHead.forward(hidden)
-            : nn.functional.linear(hidden, _model.Embed.Weight);
-        return logits.MoveToOuterDisposeScope();
+        return _model.Forward(ids, cos, sin, mask, CheckpointActivations && training).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Summed token cross-entropy over positions whose (already shifted) label is not -100, through the chunked LM head:
+    /// the [tokens x vocabulary] logits never exist whole, in forward or backward. Divide by the labelled token count for the mean.
+    /// </summary>
+    public Tensor SummedTokenLoss(Tensor inputIds, Tensor labels, Tensor? attentionMask)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        using var scope = torch.NewDisposeScope();
+        Tensor hidden = ForwardHidden(inputIds, attentionMask);
+        Tensor flatHidden = hidden.reshape(-1, hidden.shape[^1]);
+        Tensor flatLabels = labels.to(Device).reshape(-1);
+        Tensor positions = flatLabels.ne(Data.TokenizedExample.IgnoreIndex).nonzero().squeeze(1);
+        Tensor? trainableHead = (_lmHead?.Weight ?? _model.Embed.Weight) is { requires_grad: true } head ? head : null;
+        long chunk = LossChunkTokens > 0 ? LossChunkTokens : ModelMemoryEstimate.ChunkTokens(Config.VocabSize);
+        return ChunkedLmHeadLoss.Apply(flatHidden.index_select(0, positions), flatLabels.index_select(0, positions), HeadWeight,
+            trainableHead, Storage.ComputeType, chunk).MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean token cross-entropy over positions whose label is not -100 (labels already shifted).</summary>
@@ -176,6 +247,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms 1, biases 0) from a seed.</summary>
     public void InitializeRandom(long seed, double std = 0.02)
     {
+        RequireUnquantized("initialise random weights");
         using var gen = new Generator((ulong)seed);
         using (torch.no_grad())
         {
@@ -191,6 +263,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
                 }
                 else
                 {
+                    // Drawn in float32 and rounded once, so every storage type holds the same draw.
                     using Tensor values = torch.randn(tensor.shape, ScalarType.Float32, torch.CPU, generator: gen).mul_(std);
                     tensor.copy_(values);
                 }
@@ -198,54 +271,14 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>Attaches LoRA adapters to the target projections of every layer; base weights stay frozen.</summary>
-    public void AddLora(LoraSettings settings)
-    {
-        ArgumentNullException.ThrowIfNull(settings);
-        settings.Validate();
-        if (_lora is not null)
-        {
-            throw new InvalidOperationException("the model already has a LoRA adapter; merge or remove it first");
-        }
-        foreach (var (path, linear) in TargetLinears(settings.Targets))
-        {
-            linear.AttachLora(settings, path);
-        }
-        _lora = settings;
-    }
-
-    /// <summary>Removes the adapter without changing the base weights.</summary>
-    public void RemoveLora()
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.RemoveLora();
-        }
-        _lora = null;
-    }
-
-    /// <summary>Adds scaling · B A into each base weight and removes the adapter (PEFT's merge_and_unload).</summary>
-    public void MergeLora()
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.MergeAndRemoveLora();
-        }
-        _lora = null;
-    }
-
-    /// <summary>Turns the LoRA branches off or on without removing them (evaluation "without an adapter").</summary>
-    public void SetLoraEnabled(bool enabled)
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.LoraEnabled = enabled;
-        }
-    }
-
-    /// <summary>Makes the base weights trainable (full fine-tuning) or frozen (LoRA, the default).</summary>
+    /// <summary>Makes the base weights trainable (full fine-tuning, float32 storage only) or frozen (LoRA, the default).</summary>
     public void SetBaseTrainable(bool trainable)
     {
+        if (trainable && Storage != WeightStorage.Float32)
+        {
+            throw new InvalidOperationException(
+                $"full fine-tuning needs float32, unquantized weights; this model holds {Storage.WeightType} weights quantized {Storage.Quantization} with {Storage.ComputeType} matmuls");
+        }
         foreach (var (_, tensor) in BaseWeights())
         {
             tensor.requires_grad = trainable;
@@ -254,54 +287,6 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 
     /// <summary>The parameters an optimiser should update (those with requires_grad).</summary>
     public IEnumerable<Parameter> TrainableParameters() => parameters().Where(p => p.requires_grad);
-
-    /// <summary>PEFT names of the adapter tensors that train (lora_B only under FFA-LoRA).</summary>
-    public IReadOnlyList<string> TrainableAdapterNames() =>
-        AdapterParameters().Where(p => p.Parameter.requires_grad).Select(p => p.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
-
-    /// <summary>A managed copy of every adapter tensor under its PEFT name.</summary>
-    public AdapterTensors GetAdapter()
-    {
-        RequireLora();
-        return new AdapterTensors(AdapterParameters().Select(p => NamedTensor.FromTensor(p.Name, p.Parameter)));
-    }
-
-    /// <summary>Overwrites the adapter from named tensors; every adapter tensor must be present with its exact shape.</summary>
-    public void SetAdapter(AdapterTensors adapter)
-    {
-        ArgumentNullException.ThrowIfNull(adapter);
-        RequireLora();
-        var parameters = AdapterParameters().ToList();
-        var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (string name in adapter.Names)
-        {
-            if (!expected.Contains(name))
-            {
-                throw new InvalidDataException($"adapter tensor '{name}' matches no LoRA module of this model");
-            }
-        }
-        foreach (var (name, parameter) in parameters)
-        {
-            if (!adapter.Contains(name))
-            {
-                throw new InvalidDataException($"adapter is missing tensor '{name}'");
-            }
-            var t = adapter[name];
-            if (!t.Shape.SequenceEqual(parameter.shape))
-            {
-                throw new InvalidDataException(
-                    $"adapter tensor '{name}' has shape [{string.Join(", ", t.Shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
-            }
-        }
-        using (torch.no_grad())
-        {
-            foreach (var (name, parameter) in parameters)
-            {
-                using Tensor source = adapter[name].ToTensor();
-                parameter.copy_(source);
-            }
-        }
-    }
 
     /// <summary>Number of values in parameters that train.</summary>
     public long TrainableParameterCount() => TrainableParameters().Sum(p => p.numel());
@@ -326,26 +311,22 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         }
     }
 
-    internal IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
+    /// <summary>The head weight [vocab, hidden] in the compute type (the embedding when tied); the caller disposes it.</summary>
+    private Tensor HeadWeight()
     {
-        foreach (var (path, linear) in AllLinears())
+        if (_lmHead is not null)
         {
-            if (linear.LoraA is { } a && linear.LoraB is { } b)
-            {
-                yield return ($"{PeftPrefix}{path}.lora_A.weight", a);
-                yield return ($"{PeftPrefix}{path}.lora_B.weight", b);
-            }
+            return _lmHead.ComputeWeight();
         }
+        using var noGrad = torch.no_grad();
+        return _model.Embed.Weight.to_type(Storage.ComputeType);
     }
 
-    private IEnumerable<(string Path, Lora.LoraLinear Linear)> TargetLinears(IReadOnlyList<string> targets) =>
-        AllLinears().Where(l => targets.Contains(l.Path[(l.Path.LastIndexOf('.') + 1)..]));
-
-    private void RequireLora()
+    private void RequireUnquantized(string action)
     {
-        if (_lora is null)
+        if (Storage.Quantization != BaseQuantization.None)
         {
-            throw new InvalidOperationException("the model has no LoRA adapter; call AddLora first");
+            throw new InvalidOperationException($"cannot {action}: the base weights are quantized ({Storage.Quantization}); load it with quantization none");
         }
     }
 

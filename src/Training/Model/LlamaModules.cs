@@ -1,4 +1,5 @@
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -33,15 +34,15 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Token embedding table [vocab, hidden] looked up by id.</summary>
+/// <summary>Token embedding table [vocab, hidden] in the weight storage type, looked up by id into float32 rows.</summary>
 internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter _weight;
 
-    public TokenEmbedding(string name, long vocab, long hidden, Device device)
+    public TokenEmbedding(string name, long vocab, long hidden, Device device, ScalarType weightType)
         : base(name)
     {
-        _weight = new Parameter(torch.empty([vocab, hidden], ScalarType.Float32, device), requires_grad: false);
+        _weight = new Parameter(torch.empty([vocab, hidden], weightType, device), requires_grad: false);
         register_parameter("weight", _weight);
     }
 
@@ -52,7 +53,8 @@ internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
         using Tensor flat = ids.reshape(-1);
         using Tensor rows = _weight.index_select(0, flat);
         long[] shape = [.. ids.shape, _weight.shape[1]];
-        return rows.view(shape);
+        using Tensor view = rows.view(shape);
+        return view.to_type(ScalarType.Float32);
     }
 }
 
@@ -118,16 +120,16 @@ internal sealed class LlamaAttention : nn.Module
     private readonly int _kvHeads;
     private readonly int _headDim;
 
-    public LlamaAttention(LlamaConfig config, Device device)
+    public LlamaAttention(LlamaConfig config, Device device, WeightStorage storage)
         : base("self_attn")
     {
         _heads = config.NumAttentionHeads;
         _kvHeads = config.NumKeyValueHeads;
         _headDim = config.HeadDim;
-        _q = new LoraLinear("q_proj", config.HiddenSize, _heads * _headDim, config.QkvBias, device);
-        _k = new LoraLinear("k_proj", config.HiddenSize, _kvHeads * _headDim, config.QkvBias, device);
-        _v = new LoraLinear("v_proj", config.HiddenSize, _kvHeads * _headDim, config.QkvBias, device);
-        _o = new LoraLinear("o_proj", _heads * _headDim, config.HiddenSize, config.OutputBias, device);
+        _q = new LoraLinear("q_proj", config.HiddenSize, _heads * _headDim, config.QkvBias, device, storage);
+        _k = new LoraLinear("k_proj", config.HiddenSize, _kvHeads * _headDim, config.QkvBias, device, storage);
+        _v = new LoraLinear("v_proj", config.HiddenSize, _kvHeads * _headDim, config.QkvBias, device, storage);
+        _o = new LoraLinear("o_proj", _heads * _headDim, config.HiddenSize, config.OutputBias, device, storage);
         register_module("q_proj", _q);
         register_module("k_proj", _k);
         register_module("v_proj", _v);
@@ -180,12 +182,12 @@ internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     private readonly LoraLinear _up;
     private readonly LoraLinear _down;
 
-    public LlamaMlp(LlamaConfig config, Device device)
+    public LlamaMlp(LlamaConfig config, Device device, WeightStorage storage)
         : base("mlp")
     {
-        _gate = new LoraLinear("gate_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias, device);
-        _up = new LoraLinear("up_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias, device);
-        _down = new LoraLinear("down_proj", config.IntermediateSize, config.HiddenSize, config.MlpBias, device);
+        _gate = new LoraLinear("gate_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias, device, storage);
+        _up = new LoraLinear("up_proj", config.HiddenSize, config.IntermediateSize, config.MlpBias, device, storage);
+        _down = new LoraLinear("down_proj", config.IntermediateSize, config.HiddenSize, config.MlpBias, device, storage);
         register_module("gate_proj", _gate);
         register_module("up_proj", _up);
         register_module("down_proj", _down);
@@ -214,13 +216,13 @@ internal sealed class LlamaDecoderLayer : nn.Module
     private readonly RmsNorm _postNorm;
     private readonly LlamaMlp _mlp;
 
-    public LlamaDecoderLayer(int index, LlamaConfig config, Device device)
+    public LlamaDecoderLayer(int index, LlamaConfig config, Device device, WeightStorage storage)
         : base(index.ToString(System.Globalization.CultureInfo.InvariantCulture))
     {
         _inputNorm = new RmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, device);
-        _attention = new LlamaAttention(config, device);
+        _attention = new LlamaAttention(config, device, storage);
         _postNorm = new RmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, device);
-        _mlp = new LlamaMlp(config, device);
+        _mlp = new LlamaMlp(config, device, storage);
         register_module("input_layernorm", _inputNorm);
         register_module("self_attn", _attention);
         register_module("post_attention_layernorm", _postNorm);
@@ -230,6 +232,9 @@ internal sealed class LlamaDecoderLayer : nn.Module
     public IEnumerable<(string Name, LoraLinear Linear)> Projections() =>
         _attention.Projections().Select(p => ("self_attn." + p.Name, p.Linear))
             .Concat(_mlp.Projections().Select(p => ("mlp." + p.Name, p.Linear)));
+
+    /// <summary>Whether a forward pass in training mode draws random numbers (LoRA dropout), which recomputation must replay.</summary>
+    public bool UsesDropout => Projections().Any(p => p.Linear is { HasLora: true, LoraEnabled: true, Dropout: > 0 });
 
     public Tensor Forward(Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
     {
@@ -248,11 +253,11 @@ internal sealed class LlamaBackbone : nn.Module
     private readonly LlamaDecoderLayer[] _layerArray;
     private readonly RmsNorm _norm;
 
-    public LlamaBackbone(LlamaConfig config, Device device)
+    public LlamaBackbone(LlamaConfig config, Device device, WeightStorage storage)
         : base("model")
     {
-        _embed = new TokenEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, device);
-        _layerArray = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(i, config, device)).ToArray();
+        _embed = new TokenEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, device, storage.WeightType);
+        _layerArray = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(i, config, device, storage)).ToArray();
         _layers = new ModuleList<LlamaDecoderLayer>(_layerArray);
         _norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, device);
         register_module("embed_tokens", _embed);
@@ -264,13 +269,18 @@ internal sealed class LlamaBackbone : nn.Module
 
     public IReadOnlyList<LlamaDecoderLayer> Layers => _layerArray;
 
-    public Tensor Forward(Tensor ids, Tensor cos, Tensor sin, Tensor? mask)
+    /// <summary>Final-normed hidden states [B, T, hidden] in float32; <paramref name="checkpoint"/> recomputes each layer in backward.</summary>
+    public Tensor Forward(Tensor ids, Tensor cos, Tensor sin, Tensor? mask, bool checkpoint)
     {
         using var scope = torch.NewDisposeScope();
         Tensor hidden = _embed.forward(ids);
+        // Only a pass that builds a graph has activations worth dropping; inference runs the layers plainly.
+        bool recompute = checkpoint && torch.is_grad_enabled();
         foreach (var layer in _layerArray)
         {
-            hidden = layer.Forward(hidden, cos, sin, mask);
+            hidden = recompute
+                ? LayerCheckpoint.Apply(layer, hidden, cos, sin, mask)
+                : layer.Forward(hidden, cos, sin, mask);
         }
         return _norm.forward(hidden).MoveToOuterDisposeScope();
     }

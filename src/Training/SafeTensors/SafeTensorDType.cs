@@ -40,37 +40,28 @@ public static class SafeTensorDTypes
     public static bool IsFloatingPoint(SafeTensorDType dtype) =>
         dtype is SafeTensorDType.F32 or SafeTensorDType.F16 or SafeTensorDType.BF16 or SafeTensorDType.F64;
 
+    // Each safetensors dtype and the TorchSharp element type that holds its bytes unchanged.
+    private static readonly (SafeTensorDType DType, ScalarType Type)[] s_pairs =
+    [
+        (SafeTensorDType.F32, ScalarType.Float32), (SafeTensorDType.F16, ScalarType.Float16), (SafeTensorDType.BF16, ScalarType.BFloat16),
+        (SafeTensorDType.F64, ScalarType.Float64), (SafeTensorDType.I64, ScalarType.Int64), (SafeTensorDType.I32, ScalarType.Int32),
+        (SafeTensorDType.I16, ScalarType.Int16), (SafeTensorDType.I8, ScalarType.Int8), (SafeTensorDType.U8, ScalarType.Byte),
+        (SafeTensorDType.BOOL, ScalarType.Bool),
+    ];
+
     /// <summary>The TorchSharp element type that holds this dtype's bytes unchanged.</summary>
-    public static ScalarType ToScalarType(SafeTensorDType dtype) => dtype switch
+    public static ScalarType ToScalarType(SafeTensorDType dtype)
     {
-        SafeTensorDType.F32 => ScalarType.Float32,
-        SafeTensorDType.F16 => ScalarType.Float16,
-        SafeTensorDType.BF16 => ScalarType.BFloat16,
-        SafeTensorDType.F64 => ScalarType.Float64,
-        SafeTensorDType.I64 => ScalarType.Int64,
-        SafeTensorDType.I32 => ScalarType.Int32,
-        SafeTensorDType.I16 => ScalarType.Int16,
-        SafeTensorDType.I8 => ScalarType.Int8,
-        SafeTensorDType.U8 => ScalarType.Byte,
-        SafeTensorDType.BOOL => ScalarType.Bool,
-        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown safetensors dtype"),
-    };
+        int i = Array.FindIndex(s_pairs, p => p.DType == dtype);
+        return i >= 0 ? s_pairs[i].Type : throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown safetensors dtype");
+    }
 
     /// <summary>The safetensors dtype for a TorchSharp element type.</summary>
-    public static SafeTensorDType FromScalarType(ScalarType type) => type switch
+    public static SafeTensorDType FromScalarType(ScalarType type)
     {
-        ScalarType.Float32 => SafeTensorDType.F32,
-        ScalarType.Float16 => SafeTensorDType.F16,
-        ScalarType.BFloat16 => SafeTensorDType.BF16,
-        ScalarType.Float64 => SafeTensorDType.F64,
-        ScalarType.Int64 => SafeTensorDType.I64,
-        ScalarType.Int32 => SafeTensorDType.I32,
-        ScalarType.Int16 => SafeTensorDType.I16,
-        ScalarType.Int8 => SafeTensorDType.I8,
-        ScalarType.Byte => SafeTensorDType.U8,
-        ScalarType.Bool => SafeTensorDType.BOOL,
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "no safetensors dtype for this element type"),
-    };
+        int i = Array.FindIndex(s_pairs, p => p.Type == type);
+        return i >= 0 ? s_pairs[i].DType : throw new ArgumentOutOfRangeException(nameof(type), type, "no safetensors dtype for this element type");
+    }
 
     /// <summary>The safetensors dtype named by a config.json torch_dtype ("float32", "bfloat16", "float16").</summary>
     public static SafeTensorDType FromTorchDtypeName(string name) => name switch
