@@ -7,13 +7,14 @@ using static TorchSharp.torch;
 namespace Federated.Training.Model;
 
 /// <summary>
-/// A Llama-family causal language model (transformers' LlamaForCausalLM) in TorchSharp, with optional LoRA adapters.
+/// A decoder-only causal language model of a supported family (transformers' LlamaForCausalLM, MistralForCausalLM,
+/// Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM) in TorchSharp, with optional LoRA adapters.
 /// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved).
 /// </summary>
-public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
+public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 {
     private const string PeftPrefix = "base_model.model.";
-    private readonly LlamaBackbone _model;
+    private readonly DecoderBackbone _model;
     private readonly Lora.LoraLinear? _lmHead;
     private readonly RotaryEmbedding _rotary;
     private LoraSettings? _lora;
@@ -26,7 +27,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         config.Validate();
         Config = config;
         Device = device ?? torch.CPU;
-        _model = new LlamaBackbone(config, Device);
+        _model = new DecoderBackbone(config, Device);
         register_module("model", _model);
         if (!config.TieWordEmbeddings)
         {
@@ -126,26 +127,59 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Logits [B, T, vocab]; <paramref name="attentionMask"/> [B, T] (1 = token, 0 = padding) hides padded keys.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
     {
-        ArgumentNullException.ThrowIfNull(inputIds);
-        if (inputIds.dim() != 2)
-        {
-            throw new ArgumentException($"input ids must be [batch, sequence]; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
-        }
-        long length = inputIds.shape[1];
-        if (Config.SlidingWindow is { } window && length > window)
-        {
-            // Within the window, sliding-window attention is plain causal attention; beyond it we would be wrong.
-            throw new NotSupportedException(
-                $"sequence length {length} exceeds the model's sliding_window {window}; sliding-window attention is not implemented, use sequences of at most {window} tokens");
-        }
+        RequireIds(inputIds);
         using var scope = torch.NewDisposeScope();
-        var (cos, sin) = _rotary.Tables(length);
         Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
-        Tensor? mask = BuildMask(attentionMask, length);
-        Tensor hidden = _model.Forward(ids, cos, sin, mask);
+        Tensor hidden = _model.Forward(ids, Inputs(0, inputIds.shape[1], attentionMask, null));
+        return HeadLogits(hidden).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Logits [B, T, vocab] of the new tokens <paramref name="inputIds"/> [B, T] that follow the cached ones; their keys
+    /// and values are added to <paramref name="cache"/>. Inference only (no gradients); no padding.
+    /// </summary>
+    internal Tensor ForwardCached(Tensor inputIds, KvCache cache)
+    {
+        RequireIds(inputIds);
+        ArgumentNullException.ThrowIfNull(cache);
+        if (cache.Layers != Config.NumHiddenLayers)
+        {
+            throw new ArgumentException($"the cache has {cache.Layers} layers; the model has {Config.NumHiddenLayers}", nameof(cache));
+        }
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
+        long length = ids.shape[1];
+        if (cache.Length > 0 && _rotary.UsesLongFactors(cache.Length + length) != cache.LongFactors)
+        {
+            // LongRoPE moved every position to its long factors: the cached keys were rotated with the short ones.
+            Tensor all = torch.cat([cache.TokenIds(), ids], 1);
+            cache.Clear();
+            return ForwardCached(all, cache).narrow(1, all.shape[1] - length, length).MoveToOuterDisposeScope();
+        }
+        long past = cache.Length;
+        cache.LongFactors = _rotary.UsesLongFactors(past + length);
+        Tensor hidden = _model.Forward(ids, Inputs(past, length, null, cache));
+        cache.Advance(ids);
+        return HeadLogits(hidden).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A fresh cache for this model's layers.</summary>
+    internal KvCache NewCache(long capacity = 256) => new(Config.NumHiddenLayers, capacity);
+
+    /// <summary>The logits of final hidden states [.., hidden]: the LM head (or the tied embedding), then Gemma 2's soft-capping.</summary>
+    /// <remarks>A chunked head must call this per chunk so that final_logit_softcapping applies to every logit.</remarks>
+    internal Tensor HeadLogits(Tensor hidden)
+    {
+        using var scope = torch.NewDisposeScope();
         Tensor logits = _lmHead is not null
             ? _lmHead.forward(hidden)
             : nn.functional.linear(hidden, _model.Embed.Weight);
+        if (Config.FinalLogitSoftcapping is { } cap)
+        {
+            // transformers Gemma2ForCausalLM: logits = tanh(logits / cap) * cap.
+            logits = logits.div(cap).tanh().mul(cap);
+        }
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -173,7 +207,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             reduction: nn.Reduction.Sum).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms 1, biases 0) from a seed.</summary>
+    /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms the identity, biases 0) from a seed.</summary>
     public void InitializeRandom(long seed, double std = 0.02)
     {
         using var gen = new Generator((ulong)seed);
@@ -183,7 +217,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             {
                 if (name.EndsWith("norm.weight", StringComparison.Ordinal))
                 {
-                    tensor.fill_(1.0);
+                    tensor.fill_(_model.NormIdentityWeight);
                 }
                 else if (name.EndsWith(".bias", StringComparison.Ordinal))
                 {
@@ -198,114 +232,6 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         }
     }
 
-    /// <summary>Attaches LoRA adapters to the target projections of every layer; base weights stay frozen.</summary>
-    public void AddLora(LoraSettings settings)
-    {
-        ArgumentNullException.ThrowIfNull(settings);
-        settings.Validate();
-        if (_lora is not null)
-        {
-            throw new InvalidOperationException("the model already has a LoRA adapter; merge or remove it first");
-        }
-        foreach (var (path, linear) in TargetLinears(settings.Targets))
-        {
-            linear.AttachLora(settings, path);
-        }
-        _lora = settings;
-    }
-
-    /// <summary>Removes the adapter without changing the base weights.</summary>
-    public void RemoveLora()
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.RemoveLora();
-        }
-        _lora = null;
-    }
-
-    /// <summary>Adds scaling · B A into each base weight and removes the adapter (PEFT's merge_and_unload).</summary>
-    public void MergeLora()
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.MergeAndRemoveLora();
-        }
-        _lora = null;
-    }
-
-    /// <summary>Turns the LoRA branches off or on without removing them (evaluation "without an adapter").</summary>
-    public void SetLoraEnabled(bool enabled)
-    {
-        foreach (var (_, linear) in AllLinears())
-        {
-            linear.LoraEnabled = enabled;
-        }
-    }
-
-    /// <summary>Makes the base weights trainable (full fine-tuning) or frozen (LoRA, the default).</summary>
-    public void SetBaseTrainable(bool trainable)
-    {
-        foreach (var (_, tensor) in BaseWeights())
-        {
-            tensor.requires_grad = trainable;
-        }
-    }
-
-    /// <summary>The parameters an optimiser should update (those with requires_grad).</summary>
-    public IEnumerable<Parameter> TrainableParameters() => parameters().Where(p => p.requires_grad);
-
-    /// <summary>PEFT names of the adapter tensors that train (lora_B only under FFA-LoRA).</summary>
-    public IReadOnlyList<string> TrainableAdapterNames() =>
-        AdapterParameters().Where(p => p.Parameter.requires_grad).Select(p => p.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
-
-    /// <summary>A managed copy of every adapter tensor under its PEFT name.</summary>
-    public AdapterTensors GetAdapter()
-    {
-        RequireLora();
-        return new AdapterTensors(AdapterParameters().Select(p => NamedTensor.FromTensor(p.Name, p.Parameter)));
-    }
-
-    /// <summary>Overwrites the adapter from named tensors; every adapter tensor must be present with its exact shape.</summary>
-    public void SetAdapter(AdapterTensors adapter)
-    {
-        ArgumentNullException.ThrowIfNull(adapter);
-        RequireLora();
-        var parameters = AdapterParameters().ToList();
-        var expected = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (string name in adapter.Names)
-        {
-            if (!expected.Contains(name))
-            {
-                throw new InvalidDataException($"adapter tensor '{name}' matches no LoRA module of this model");
-            }
-        }
-        foreach (var (name, parameter) in parameters)
-        {
-            if (!adapter.Contains(name))
-            {
-                throw new InvalidDataException($"adapter is missing tensor '{name}'");
-            }
-            var t = adapter[name];
-            if (!t.Shape.SequenceEqual(parameter.shape))
-            {
-                throw new InvalidDataException(
-                    $"adapter tensor '{name}' has shape [{string.Join(", ", t.Shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
-            }
-        }
-        using (torch.no_grad())
-        {
-            foreach (var (name, parameter) in parameters)
-            {
-                using Tensor source = adapter[name].ToTensor();
-                parameter.copy_(source);
-            }
-        }
-    }
-
-    /// <summary>Number of values in parameters that train.</summary>
-    public long TrainableParameterCount() => TrainableParameters().Sum(p => p.numel());
-
     protected override void Dispose(bool disposing)
     {
         if (disposing)
@@ -315,58 +241,22 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         base.Dispose(disposing);
     }
 
-    internal IEnumerable<(string Path, Lora.LoraLinear Linear)> AllLinears()
+    private static void RequireIds(Tensor inputIds)
     {
-        for (int i = 0; i < _model.Layers.Count; i++)
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (inputIds.dim() != 2 || inputIds.shape[1] == 0)
         {
-            foreach (var (name, linear) in _model.Layers[i].Projections())
-            {
-                yield return ($"model.layers.{i}.{name}", linear);
-            }
+            throw new ArgumentException($"input ids must be [batch, sequence] with at least one token; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
         }
     }
 
-    internal IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
+    /// <summary>Rotary tables and masks for positions past .. past + length - 1.</summary>
+    private AttentionInputs Inputs(long past, long length, Tensor? attentionMask, KvCache? cache)
     {
-        foreach (var (path, linear) in AllLinears())
-        {
-            if (linear.LoraA is { } a && linear.LoraB is { } b)
-            {
-                yield return ($"{PeftPrefix}{path}.lora_A.weight", a);
-                yield return ($"{PeftPrefix}{path}.lora_B.weight", b);
-            }
-        }
-    }
-
-    private IEnumerable<(string Path, Lora.LoraLinear Linear)> TargetLinears(IReadOnlyList<string> targets) =>
-        AllLinears().Where(l => targets.Contains(l.Path[(l.Path.LastIndexOf('.') + 1)..]));
-
-    private void RequireLora()
-    {
-        if (_lora is null)
-        {
-            throw new InvalidOperationException("the model has no LoRA adapter; call AddLora first");
-        }
-    }
-
-    private static bool IsLoraName(string name) => name.Contains(".lora_A", StringComparison.Ordinal) || name.Contains(".lora_B", StringComparison.Ordinal);
-
-    private Tensor? BuildMask(Tensor? attentionMask, long length)
-    {
-        if (attentionMask is null)
-        {
-            return null;
-        }
-        Tensor keep = attentionMask.to(Device).to_type(ScalarType.Bool);
-        if (keep.all().item<bool>())
-        {
-            // No padding: the fused causal path is faster than an explicit mask.
-            return null;
-        }
-        Tensor causal = torch.ones([length, length], ScalarType.Bool, Device).tril();
-        // Every query may see itself, so a row of padding never becomes all -inf (NaN); its loss is ignored anyway.
-        Tensor self = torch.eye(length, length, ScalarType.Bool, Device);
-        Tensor keys = keep.unsqueeze(1).unsqueeze(2); // [B, 1, 1, T]
-        return causal.logical_and(keys.logical_or(self));
+        var (cos, sin) = _rotary.Tables(past, length, past + length);
+        Tensor? full = AttentionMask.Build(past, length, null, attentionMask, Device);
+        bool anySliding = Enumerable.Range(0, Config.NumHiddenLayers).Any(Config.LayerSlides);
+        Tensor? sliding = anySliding ? AttentionMask.Build(past, length, Config.SlidingWindow, attentionMask, Device) : null;
+        return new AttentionInputs(cos, sin, full, sliding, cache);
     }
 }
