@@ -230,7 +230,7 @@ public sealed class LlamaForCausalLMTests
         RewriteWeights(directory, (name, w) => name.EndsWith("norm.weight", StringComparison.Ordinal) ? torch.rand_like(w) + 0.5 : w);
     }
 
-    private static void RewriteWeights(string directory, Func<string, Tensor, Tensor?> change)
+    internal static void RewriteWeights(string directory, Func<string, Tensor, Tensor?> change)
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new List<(string, Tensor, SafeTensorDType)>();

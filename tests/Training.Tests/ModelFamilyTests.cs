@@ -41,7 +41,7 @@ public sealed class ModelFamilyTests
     {
         using var dir = new TempDirectory();
         WriteRandom(dir.Path, TinyFamilies.Config(family), seed: 1);
-        RewriteWeights(dir.Path, (name, w) => name == tensor ? null : w);
+        LlamaForCausalLMTests.RewriteWeights(dir.Path, (name, w) => name == tensor ? null : w);
 
         var e = Assert.Throws<InvalidDataException>(() => LlamaForCausalLM.FromPretrained(dir.Path));
         Assert.Contains($"'{tensor}'", e.Message);
@@ -218,26 +218,8 @@ public sealed class ModelFamilyTests
     {
         TinyLlamaFactory.Write(directory, config, seed, initStd: 0.2);
         torch.manual_seed(seed);
-        RewriteWeights(directory, (name, w) => name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith(".bias", StringComparison.Ordinal)
+        LlamaForCausalLMTests.RewriteWeights(directory, (name, w) => name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith(".bias", StringComparison.Ordinal)
             ? torch.rand_like(w) + 0.5
             : w);
-    }
-
-    private static void RewriteWeights(string directory, Func<string, Tensor, Tensor?> change)
-    {
-        using var scope = torch.NewDisposeScope();
-        var tensors = new List<(string, Tensor, SafeTensorDType)>();
-        using (var checkpoint = SafeTensorsCheckpoint.Open(directory))
-        {
-            foreach (string name in checkpoint.Names)
-            {
-                Tensor? w = change(name, checkpoint.ReadFloat32(name));
-                if (w is not null)
-                {
-                    tensors.Add((name, w, SafeTensorDType.F32));
-                }
-            }
-        }
-        SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors);
     }
 }
