@@ -1,3 +1,4 @@
+using Federated.Cli;
 using Federated.EdgeClient.Cli;
 
 namespace Federated.EdgeClient;

@@ -1,8 +1,8 @@
-using System.Reflection;
-using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Security.Cryptography;
 using System.Text.Json;
 using Federated.Aggregation.Privacy;
+using Federated.Cli;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Rounds;
 using Federated.EdgeClient.Rounds;
@@ -30,12 +30,6 @@ public sealed class AdminCliCollection
 [Collection(AdminCliCollection.Name)]
 public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
 {
-    // CliRunner is compiled into both executables (internal, same name), so the coordinator's copy is taken by reflection.
-    private static readonly Func<string, Action<IConfigurator>, string[], Task<int>> s_run =
-        typeof(CoordinatorCommands).Assembly.GetType("Federated.Cli.CliRunner", throwOnError: true)!
-            .GetMethod("RunAsync", BindingFlags.Public | BindingFlags.Static)!
-            .CreateDelegate<Func<string, Action<IConfigurator>, string[], Task<int>>>();
-
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
 
     private async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
@@ -47,7 +41,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Console.SetError(stderr);
         try
         {
-            int code = await s_run("coordinator", CoordinatorCommands.Configure, args);
+            int code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
             return (code, stdout.ToString(), stderr.ToString());
         }
         finally

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
-using Federated.Coordinator.Simulation;
+using Federated.Simulation;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;

@@ -3,11 +3,11 @@ using Spectre.Console.Cli;
 namespace Federated.Cli;
 
 /// <summary>A command-line problem the user can fix: the process prints one line and exits with 2.</summary>
-internal sealed class UsageException(string message) : Exception(message);
+public sealed class UsageException(string message) : Exception(message);
 
 /// <summary>Runs a command app and maps outcomes to exit codes: 0 ok, 1 failed, 2 bad usage, 130 Ctrl+C.</summary>
-/// <remarks>Compiled into both executables (linked from src/Shared), so coordinator and edge-client behave alike.</remarks>
-internal static class CliRunner
+/// <remarks>One runner for both executables (src/Shared), so coordinator and edge-client behave alike.</remarks>
+public static class CliRunner
 {
     public const int Ok = 0;
     public const int Failed = 1;

@@ -1,7 +1,7 @@
 namespace Federated.Cli;
 
 /// <summary>Reads a PKCS#12 password from a file so that it never appears in a process listing or shell history.</summary>
-internal static class PasswordFile
+public static class PasswordFile
 {
     public static string? Read(string? path)
     {

@@ -5,7 +5,7 @@ using Spectre.Console.Cli;
 namespace Federated.Cli;
 
 /// <summary>Prints the product version, for operators and scripts.</summary>
-internal sealed class VersionCommand : Command<VersionCommand.Settings>
+public sealed class VersionCommand : Command<VersionCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {

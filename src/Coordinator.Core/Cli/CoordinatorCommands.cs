@@ -3,7 +3,7 @@ using Spectre.Console.Cli;
 namespace Federated.Coordinator.Cli;
 
 /// <summary>The coordinator's command tree; each command lives in its own file under Cli/.</summary>
-internal static class CoordinatorCommands
+public static class CoordinatorCommands
 {
     public static void Configure(IConfigurator config)
     {
@@ -15,7 +15,6 @@ internal static class CoordinatorCommands
             pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
             pki.AddCommand<PkiRevokeCommand>("revoke").WithDescription("Revoke every certificate of a name (CA-signed crl.pem, read by a running coordinator).");
         });
-        config.AddCommand<SimulateCommand>("simulate").WithDescription("Run a whole federation on this machine: coordinator, edge clients, DP rounds, signed export.");
         config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
         config.AddBranch("audit", audit =>
         {

@@ -1,7 +1,7 @@
 using System.Text.Json;
-using Federated.Coordinator.Simulation;
+using Federated.Cli;
 
-namespace Federated.Coordinator.Tests.Simulation;
+namespace Federated.Simulation.Tests;
 
 public sealed class SimulationDataTests
 {

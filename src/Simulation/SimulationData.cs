@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text.Json;
 using Federated.Aggregation.Privacy;
 
-namespace Federated.Coordinator.Simulation;
+namespace Federated.Simulation;
 
 /// <summary>One simulated data holder's private JSONL lines: what it trains on and its held-out evaluation split.</summary>
 internal sealed record ClientData(string Name, IReadOnlyList<string> TrainLines, IReadOnlyList<string> EvalLines, string Source);

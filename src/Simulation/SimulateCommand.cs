@@ -2,10 +2,10 @@ using System.ComponentModel;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
-using Federated.Coordinator.Simulation;
+using Federated.Coordinator.Cli;
 using Spectre.Console.Cli;
 
-namespace Federated.Coordinator.Cli;
+namespace Federated.Simulation;
 
 /// <summary>
 /// The one-command demo: a real coordinator and N edge clients on loopback mutual TLS train a LoRA adapter with

@@ -1,12 +1,14 @@
-extern alias edge;
-
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Security.Cryptography;
 using Federated.Aggregation.Privacy;
+using Federated.Coordinator;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
+using Federated.EdgeClient.Policy;
+using Federated.EdgeClient.Rounds;
+using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Data;
 using Federated.Training.Lora;
@@ -17,19 +19,11 @@ using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TorchSharp;
-using EdgeIdentity = edge::Federated.EdgeClient.Transport.EdgeIdentity;
-using CoordinatorConnection = edge::Federated.EdgeClient.Transport.CoordinatorConnection;
-using EdgeSession = edge::Federated.EdgeClient.Transport.EdgeSession;
-using EdgeRoundWorker = edge::Federated.EdgeClient.Rounds.EdgeRoundWorker;
-using RoundWorkResult = edge::Federated.EdgeClient.Rounds.RoundWorkResult;
-using GlobalAdapterFile = edge::Federated.EdgeClient.Rounds.GlobalAdapterFile;
-using LocalPolicy = edge::Federated.EdgeClient.Policy.LocalPolicy;
-using LocalPolicyGate = edge::Federated.EdgeClient.Policy.LocalPolicyGate;
-using LocalPrivacyLedger = edge::Federated.EdgeClient.Policy.LocalPrivacyLedger;
 
-namespace Federated.Coordinator.Simulation;
+namespace Federated.Simulation;
 
 /// <summary>One finished round as the simulation reports it (round 0 is the baseline before any training).</summary>
 internal sealed record RoundReport(int Round, double TrainLoss, double EvalLoss, double Epsilon, int Participants, int Dropouts, double Seconds, bool Released);
@@ -143,8 +137,8 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
 
         string state = Path.Combine(root, "coordinator.db");
         // Stored adapters are encrypted at rest, as a production coordinator's should be.
-        string atRestKey = Path.Combine(pki, Storage.AtRestCipher.DefaultFileName);
-        Storage.AtRestCipher.CreateKeyFile(atRestKey);
+        string atRestKey = Path.Combine(pki, Coordinator.Storage.AtRestCipher.DefaultFileName);
+        Coordinator.Storage.AtRestCipher.CreateKeyFile(atRestKey);
         await using CoordinatorHost host = CoordinatorHost.Create(
             new CoordinatorOptions { Pki = pki, Port = 0, Address = "127.0.0.1", State = state, HeartbeatIntervalSeconds = 1, AtRestKey = atRestKey },
             logging => logging.AddSimpleConsole(o => o.SingleLine = true).AddFilter((_, level) => level >= LogLevel.Warning)

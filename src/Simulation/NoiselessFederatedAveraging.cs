@@ -4,7 +4,7 @@ using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Trainer;
 
-namespace Federated.Coordinator.Simulation;
+namespace Federated.Simulation;
 
 /// <summary>
 /// The memorisation audit's comparison without differential privacy: federated averaging (McMahan et al. 2017) of

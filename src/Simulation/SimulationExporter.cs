@@ -2,7 +2,7 @@ using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Training.Provenance;
 
-namespace Federated.Coordinator.Simulation;
+namespace Federated.Simulation;
 
 /// <summary>
 /// Fetches the run's export as the engineer would (AdminService/ExportRun over mutual TLS), checks each file's SHA-256

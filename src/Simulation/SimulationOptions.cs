@@ -1,6 +1,6 @@
 using Federated.Training.Lora;
 
-namespace Federated.Coordinator.Simulation;
+namespace Federated.Simulation;
 
 /// <summary>
 /// Everything a simulation needs, validated once. The defaults are tuned so that 4 clients and 5 rounds finish in

@@ -3,7 +3,7 @@ using Spectre.Console.Cli;
 namespace Federated.EdgeClient.Cli;
 
 /// <summary>The edge client's command tree; each command lives in its own file under Cli/.</summary>
-internal static class EdgeClientCommands
+public static class EdgeClientCommands
 {
     public static void Configure(IConfigurator config)
     {

@@ -1,7 +1,7 @@
-namespace Federated.Coordinator.Tests;
+namespace Federated.TestKit;
 
 /// <summary>A unique folder under the temp path, deleted with everything in it when disposed.</summary>
-internal sealed class TempDirectory : IDisposable
+public sealed class TempDirectory : IDisposable
 {
     public TempDirectory()
     {
