@@ -41,7 +41,8 @@ internal sealed class GlobalAdapter
         settings.Validate();
         using LlamaForCausalLM model = LlamaForCausalLM.FromPretrained(baseModelDirectory, torch.CPU);
         model.AddLora(settings);
-        return new GlobalAdapter(settings, model.GetAdapter(), Path.GetFileName(Path.TrimEndingDirectorySeparator(baseModelDirectory)));
+        // The model's settings keep only the targets its family has (PEFT's matching), so target_modules is exact.
+        return new GlobalAdapter(model.Lora!, model.GetAdapter(), Path.GetFileName(Path.TrimEndingDirectorySeparator(baseModelDirectory)));
     }
 
     /// <summary>

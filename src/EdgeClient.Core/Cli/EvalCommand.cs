@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Model;
-using Federated.Training.Peft;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using Spectre.Console;
@@ -66,7 +65,7 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);
         if (settings.Adapter is not null)
         {
-            LoadAdapter(model, settings.Adapter);
+            LocalModelInputs.RequireAdapter(model, settings.Adapter);
         }
 
         IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId);
@@ -87,17 +86,5 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"tokens      {result.Tokens}"));
         }
         return Task.FromResult(CliRunner.Ok);
-    }
-
-    private static void LoadAdapter(LlamaForCausalLM model, string adapterDirectory)
-    {
-        try
-        {
-            PeftAdapter.Apply(adapterDirectory, model);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or JsonException)
-        {
-            throw new UsageException($"--adapter: {ex.Message}");
-        }
     }
 }
