@@ -171,22 +171,28 @@ public sealed class LlamaForCausalLMTests
         Assert.Contains("[8, 64]", e.Message);
     }
 
-    [Fact]
-    public void FromPretrained_Bf16Checkpoint_LoadsTheStoredValues()
+    [Theory]
+    [InlineData(SafeTensorDType.BF16, ScalarType.BFloat16)]
+    [InlineData(SafeTensorDType.F16, ScalarType.Float16)]
+    public void FromPretrained_HalfCheckpointAtFp32_KeepsTheStoredTypeAndValues(SafeTensorDType dtype, ScalarType stored)
     {
         using var dir = new TempDirectory();
         TinyLlamaFactory.Write(dir.Sub("f32"), Config(false), seed: 2);
-        TinyLlamaFactory.Write(dir.Sub("bf16"), Config(false), seed: 2, SafeTensorDType.BF16);
+        TinyLlamaFactory.Write(dir.Sub("half"), Config(false), seed: 2, dtype);
         using var f32 = LlamaForCausalLM.FromPretrained(dir.Sub("f32"));
-        using var bf16 = LlamaForCausalLM.FromPretrained(dir.Sub("bf16"));
+        using var half = LlamaForCausalLM.FromPretrained(dir.Sub("half"));
         using var scope = torch.NewDisposeScope();
 
         Tensor exact = f32.BaseWeights().First(w => w.Name == "model.layers.0.self_attn.q_proj.weight").Tensor;
-        Tensor loaded = bf16.BaseWeights().First(w => w.Name == "model.layers.0.self_attn.q_proj.weight").Tensor;
+        Tensor loaded = half.BaseWeights().First(w => w.Name == "model.layers.0.self_attn.q_proj.weight").Tensor;
 
-        Assert.Equal("bfloat16", LlamaConfig.Load(dir.Sub("bf16")).TorchDtype);
-        Assert.Equal(ScalarType.Float32, loaded.dtype);
-        Assert.True(loaded.allclose(exact.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32), rtol: 0, atol: 0));
+        // No float32 copy of a frozen weight: projections, embedding and head stay in the checkpoint's type.
+        Assert.All(half.BaseWeights().Where(w => !w.Name.Contains("norm", StringComparison.Ordinal)), w => Assert.Equal(stored, w.Tensor.dtype));
+        Assert.Equal(ScalarType.Float32, half.Storage.ComputeType);
+        Assert.True(loaded.eq(exact.to_type(stored)).all().item<bool>());
+        // Each matmul upcasts the stored weight, so fp32 logits equal those of a float32 copy of the same values.
+        Tensor input = torch.tensor(s_ids).unsqueeze(0);
+        Assert.True(half.forward(input).allclose(ReferenceDecoder.Logits(dir.Sub("half"), s_ids).unsqueeze(0), rtol: 1e-4, atol: 1e-5));
     }
 
     [Fact]

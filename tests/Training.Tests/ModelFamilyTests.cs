@@ -123,6 +123,41 @@ public sealed class ModelFamilyTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void SummedTokenLoss_ChunkedAndCheckpointed_EqualTheWholeLogitsLossAndGradients(string family)
+    {
+        using var model = new LlamaForCausalLM(TinyFamilies.Config(family));
+        model.InitializeRandom(27, std: 0.2);
+        model.AddLora(new LoraSettings(Rank: 2, TargetModules: LoraSettings.AllProjections, InitSeed: 3, FreezeA: false));
+        model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: 4));
+        model.LossChunkTokens = 3;
+        model.CheckpointActivations = false;
+
+        // A padded batch through sliding windows, soft-capping and LongRoPE: the chunked head (soft-capped per chunk on
+        // Gemma 2) and per-layer recomputation must give what the plain whole-logits pass gives.
+        var whole = TrainingGradients.Compute(model, seed: 1, TrainingGradients.WholeLoss);
+        var chunked = TrainingGradients.Compute(model, seed: 1);
+        model.CheckpointActivations = true;
+        var checkpointed = TrainingGradients.Compute(model, seed: 1);
+
+        Assert.Equal(whole.Loss, chunked.Loss, 3);
+        Assert.Equal(whole.Loss, checkpointed.Loss, 3);
+        TrainingGradients.AssertEqual(whole.Grads, chunked.Grads, 1e-5);
+        TrainingGradients.AssertEqual(whole.Grads, checkpointed.Grads, 1e-5);
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void ParameterCount_EveryFamily_EqualsTheBuiltModel(string family)
+    {
+        var config = TinyFamilies.Config(family);
+        using var model = new LlamaForCausalLM(config);
+
+        Assert.Equal(model.BaseWeights().Sum(w => w.Tensor.numel()), ModelMemoryEstimate.ParameterCount(config));
+        Assert.Equal(config.ProjectionNames, ModelMemoryEstimate.Projections(config).Select(p => p.Name));
+    }
+
     [Fact]
     public void AddLora_Phi3_UsesPeftsFusedModuleNames()
     {

@@ -1,30 +1,55 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
+using Federated.Training.Precision;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Federated.Training.Lora;
 
-/// <summary>A linear layer y = x Wᵀ + b with an optional LoRA branch (scaling · B A x), named like Hugging Face and PEFT.</summary>
+/// <summary>
+/// A linear layer y = x Wᵀ + b with an optional LoRA branch (scaling · B A x), named like Hugging Face and PEFT.
+/// The frozen weight is dense in its storage type or quantized; its matmul runs in the compute type. Output, bias and
+/// the LoRA branch are float32, the branch as two separate matmuls on float32 tensors (per-example gradients of A and
+/// B need exactly its input and output gradient).
+/// </summary>
 internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
 {
-    private readonly Parameter _weight;
     private readonly Parameter? _bias;
+    private readonly ScalarType _computeType;
+    private readonly Device _device;
+    private Parameter? _weight;
+    private FrozenWeight? _frozen;
     private Parameter? _loraA;
     private Parameter? _loraB;
     private double _scaling;
     private double _dropout;
 
     public LoraLinear(string name, long inFeatures, long outFeatures, bool hasBias, Device device)
+        : this(name, inFeatures, outFeatures, hasBias, device, WeightStorage.Float32)
+    {
+    }
+
+    public LoraLinear(string name, long inFeatures, long outFeatures, bool hasBias, Device device, WeightStorage storage)
         : base(name)
     {
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
-        // Empty: weights are always loaded or initialised explicitly, so no time goes into a throw-away init.
-        _weight = new Parameter(torch.empty([outFeatures, inFeatures], ScalarType.Float32, device), requires_grad: false);
-        register_parameter("weight", _weight);
+        ArgumentNullException.ThrowIfNull(storage);
+        _computeType = storage.ComputeType;
+        _device = device;
+        if (storage.Quantization == BaseQuantization.None)
+        {
+            // Empty: weights are always loaded or initialised explicitly, so no time goes into a throw-away init.
+            _weight = new Parameter(torch.empty([outFeatures, inFeatures], storage.WeightType, device), requires_grad: false);
+            register_parameter("weight", _weight);
+            if (storage.WeightType != storage.ComputeType)
+            {
+                _frozen = new DenseFrozenWeight(_weight);
+            }
+        }
+        Quantization = storage.Quantization;
         if (hasBias)
         {
             _bias = new Parameter(torch.zeros([outFeatures], ScalarType.Float32, device), requires_grad: false);
@@ -36,9 +61,15 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
 
     public long OutFeatures { get; }
 
-    public Parameter Weight => _weight;
+    /// <summary>The dense frozen weight, or null when the weight is quantized.</summary>
+    public Parameter? Weight => _weight;
 
     public Parameter? Bias => _bias;
+
+    public BaseQuantization Quantization { get; }
+
+    /// <summary>Bytes the frozen weight occupies in its storage form.</summary>
+    public long WeightBytes => _weight is not null ? _weight.numel() * _weight.element_size() : _frozen?.StorageBytes ?? 0;
 
     public Parameter? LoraA => _loraA;
 
@@ -48,20 +79,76 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
 
     public double Scaling => _scaling;
 
+    /// <summary>Dropout probability on the LoRA branch's input in training.</summary>
+    public double Dropout => _dropout;
+
     /// <summary>When false the LoRA branch is skipped (evaluation of the base model with an adapter attached).</summary>
     public bool LoraEnabled { get; set; } = true;
 
     public override Tensor forward(Tensor input)
     {
-        Tensor output = nn.functional.linear(input, _weight, _bias);
+        Tensor output = BaseForward(input);
         if (_loraA is null || _loraB is null || !LoraEnabled)
         {
             return output;
         }
-        Tensor x = _dropout > 0 && training ? nn.functional.dropout(input, _dropout, true) : input;
+        using Tensor x32 = input.to_type(ScalarType.Float32);
+        Tensor x = _dropout > 0 && training ? nn.functional.dropout(x32, _dropout, true) : x32;
         using Tensor down = nn.functional.linear(x, _loraA);
         using Tensor up = nn.functional.linear(down, _loraB);
+        if (!ReferenceEquals(x, x32))
+        {
+            x.Dispose();
+        }
         return output.add_(up, _scaling);
+    }
+
+    /// <summary>The dense weight in the compute type for a caller's own matmul (a new tensor the caller disposes).</summary>
+    public Tensor ComputeWeight()
+    {
+        if (_frozen is not null)
+        {
+            return _frozen.Dequantize(_computeType);
+        }
+        return _weight!.alias();
+    }
+
+    /// <summary>Replaces a quantized layer's weight with the quantized form of <paramref name="weight"/> [out, in].</summary>
+    public void LoadQuantized(Tensor weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        if (Quantization == BaseQuantization.None)
+        {
+            throw new InvalidOperationException($"linear '{GetName()}' is not quantized");
+        }
+        FrozenWeight quantized = Quantization == BaseQuantization.Int8 ? Int8Weight.Quantize(weight) : Nf4Weight.Quantize(weight);
+        _frozen?.Dispose();
+        _frozen = quantized;
+    }
+
+    private Tensor BaseForward(Tensor input)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor x = input.to_type(_computeType);
+        Tensor output;
+        if (_frozen is not null)
+        {
+            output = FrozenLinearFunction.Apply(_frozen, _computeType, x);
+        }
+        else if (_weight is not null)
+        {
+            output = nn.functional.linear(x, _weight);
+        }
+        else
+        {
+            throw new InvalidOperationException($"the weight of linear '{GetName()}' has not been loaded");
+        }
+        output = output.to_type(ScalarType.Float32);
+        if (_bias is not null)
+        {
+            output = output + _bias;
+        }
+        return output.MoveToOuterDisposeScope();
     }
 
     /// <summary>Adds A [r, in] (kaiming-uniform from a per-module seed, as PEFT) and B [out, r] = 0.</summary>
@@ -71,7 +158,7 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
         {
             throw new InvalidOperationException($"module '{modulePath}' already has a LoRA adapter");
         }
-        Device device = _weight.device;
+        Device device = _device;
         using (torch.no_grad())
         {
             Tensor a = LoraInit.KaimingUniformA(settings.Rank, InFeatures, settings.InitSeed, modulePath).to(device);
@@ -91,10 +178,16 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
         {
             return;
         }
+        if (_weight is null)
+        {
+            throw new InvalidOperationException($"cannot merge the adapter into the {Quantization} weight of '{GetName()}'; load the base without quantization to merge");
+        }
         using (torch.no_grad())
         {
+            // Summed in float32 and rounded once to the storage type, as PEFT merges into a bf16 base.
             using Tensor delta = _loraB.matmul(_loraA);
-            _weight.add_(delta, _scaling);
+            using Tensor merged = _weight.to_type(ScalarType.Float32).add_(delta, _scaling);
+            _weight.copy_(merged);
         }
         RemoveLora();
     }
@@ -112,6 +205,16 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
         _loraB!.Dispose();
         _loraA = null;
         _loraB = null;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _frozen?.Dispose();
+            _frozen = null;
+        }
+        base.Dispose(disposing);
     }
 }
 

@@ -1,4 +1,5 @@
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -25,7 +26,7 @@ internal sealed class DecoderAttention : nn.Module
     private readonly double _scale;
     private readonly double? _softcap;
 
-    public DecoderAttention(int layer, LlamaConfig config, Device device)
+    public DecoderAttention(int layer, LlamaConfig config, Device device, WeightStorage storage)
         : base("self_attn")
     {
         _layer = layer;
@@ -41,19 +42,19 @@ internal sealed class DecoderAttention : nn.Module
         if (config.HasFusedProjections)
         {
             // transformers Phi3Attention: qkv_proj rows are the query heads, then the key heads, then the value heads.
-            _qkv = new LoraLinear("qkv_proj", hidden, queryWidth + 2 * kvWidth, false, device);
+            _qkv = new LoraLinear("qkv_proj", hidden, queryWidth + 2 * kvWidth, false, device, storage);
             register_module("qkv_proj", _qkv);
         }
         else
         {
-            _q = new LoraLinear("q_proj", hidden, queryWidth, config.QkvBias, device);
-            _k = new LoraLinear("k_proj", hidden, kvWidth, config.QkvBias, device);
-            _v = new LoraLinear("v_proj", hidden, kvWidth, config.QkvBias, device);
+            _q = new LoraLinear("q_proj", hidden, queryWidth, config.QkvBias, device, storage);
+            _k = new LoraLinear("k_proj", hidden, kvWidth, config.QkvBias, device, storage);
+            _v = new LoraLinear("v_proj", hidden, kvWidth, config.QkvBias, device, storage);
             register_module("q_proj", _q);
             register_module("k_proj", _k);
             register_module("v_proj", _v);
         }
-        _o = new LoraLinear("o_proj", queryWidth, hidden, config.OutputBias, device);
+        _o = new LoraLinear("o_proj", queryWidth, hidden, config.OutputBias, device, storage);
         register_module("o_proj", _o);
         if (config.HasQkNorm)
         {

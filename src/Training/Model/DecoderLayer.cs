@@ -1,5 +1,6 @@
 using System.Globalization;
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,14 +21,14 @@ internal sealed class DecoderLayer : nn.Module
     private readonly RmsNorm? _postFeedforwardNorm;
     private readonly GatedMlp _mlp;
 
-    public DecoderLayer(int index, LlamaConfig config, Device device)
+    public DecoderLayer(int index, LlamaConfig config, Device device, WeightStorage storage)
         : base(index.ToString(CultureInfo.InvariantCulture))
     {
         bool gemma = config.IsGemma2;
         _inputNorm = new RmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, device, gemma);
-        _attention = new DecoderAttention(index, config, device);
+        _attention = new DecoderAttention(index, config, device, storage);
         _postAttentionNorm = new RmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, device, gemma);
-        _mlp = new GatedMlp(config, device);
+        _mlp = new GatedMlp(config, device, storage);
         register_module("input_layernorm", _inputNorm);
         register_module("self_attn", _attention);
         register_module("post_attention_layernorm", _postAttentionNorm);
@@ -44,6 +45,9 @@ internal sealed class DecoderLayer : nn.Module
     public IEnumerable<(string Name, LoraLinear Linear)> Projections() =>
         _attention.Projections().Select(p => ("self_attn." + p.Name, p.Linear))
             .Concat(_mlp.Projections().Select(p => ("mlp." + p.Name, p.Linear)));
+
+    /// <summary>Whether a forward pass in training mode draws random numbers (LoRA dropout), which recomputation must replay.</summary>
+    public bool UsesDropout => Projections().Any(p => p.Linear is { HasLora: true, LoraEnabled: true, Dropout: > 0 });
 
     public Tensor Forward(Tensor hidden, AttentionInputs inputs)
     {
@@ -73,11 +77,11 @@ internal sealed class DecoderBackbone : nn.Module
     private readonly RmsNorm _norm;
     private readonly double _embeddingScale;
 
-    public DecoderBackbone(LlamaConfig config, Device device)
+    public DecoderBackbone(LlamaConfig config, Device device, WeightStorage storage)
         : base("model")
     {
-        _embed = new TokenEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, device);
-        _layerArray = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(i, config, device)).ToArray();
+        _embed = new TokenEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, device, storage.WeightType);
+        _layerArray = Enumerable.Range(0, config.NumHiddenLayers).Select(i => new DecoderLayer(i, config, device, storage)).ToArray();
         _layers = new ModuleList<DecoderLayer>(_layerArray);
         _norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, device, config.IsGemma2);
         // transformers Gemma2Model: hidden_states * torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype).
@@ -94,7 +98,8 @@ internal sealed class DecoderBackbone : nn.Module
     /// <summary>The value a freshly initialised norm weight holds (0 for Gemma 2's (1 + weight) norms).</summary>
     public double NormIdentityWeight => _norm.IdentityWeight;
 
-    public Tensor Forward(Tensor ids, AttentionInputs inputs)
+    /// <summary>Final-normed hidden states [B, T, hidden] in float32; <paramref name="checkpoint"/> recomputes each layer in backward.</summary>
+    public Tensor Forward(Tensor ids, AttentionInputs inputs, bool checkpoint)
     {
         using var scope = torch.NewDisposeScope();
         Tensor hidden = _embed.forward(ids);
@@ -102,9 +107,11 @@ internal sealed class DecoderBackbone : nn.Module
         {
             hidden = hidden * _embeddingScale;
         }
+        // Only a pass that builds a graph has activations worth dropping; inference runs the layers plainly.
+        bool recompute = checkpoint && torch.is_grad_enabled() && inputs.Cache is null;
         foreach (var layer in _layerArray)
         {
-            hidden = layer.Forward(hidden, inputs);
+            hidden = recompute ? LayerCheckpoint.Apply(layer, hidden, inputs) : layer.Forward(hidden, inputs);
         }
         return _norm.forward(hidden).MoveToOuterDisposeScope();
     }

@@ -1,4 +1,5 @@
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,7 +18,7 @@ internal sealed class GatedMlp : nn.Module<Tensor, Tensor>
     private readonly string _activation;
     private readonly long _intermediate;
 
-    public GatedMlp(LlamaConfig config, Device device)
+    public GatedMlp(LlamaConfig config, Device device, WeightStorage storage)
         : base("mlp")
     {
         _activation = config.HiddenActivation;
@@ -25,17 +26,17 @@ internal sealed class GatedMlp : nn.Module<Tensor, Tensor>
         if (config.HasFusedProjections)
         {
             // transformers Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); phi3 has no MLP bias.
-            _gateUp = new LoraLinear("gate_up_proj", config.HiddenSize, 2 * _intermediate, false, device);
+            _gateUp = new LoraLinear("gate_up_proj", config.HiddenSize, 2 * _intermediate, false, device, storage);
             register_module("gate_up_proj", _gateUp);
         }
         else
         {
-            _gate = new LoraLinear("gate_proj", config.HiddenSize, _intermediate, config.MlpBias, device);
-            _up = new LoraLinear("up_proj", config.HiddenSize, _intermediate, config.MlpBias, device);
+            _gate = new LoraLinear("gate_proj", config.HiddenSize, _intermediate, config.MlpBias, device, storage);
+            _up = new LoraLinear("up_proj", config.HiddenSize, _intermediate, config.MlpBias, device, storage);
             register_module("gate_proj", _gate);
             register_module("up_proj", _up);
         }
-        _down = new LoraLinear("down_proj", _intermediate, config.HiddenSize, config.MlpBias, device);
+        _down = new LoraLinear("down_proj", _intermediate, config.HiddenSize, config.MlpBias, device, storage);
         register_module("down_proj", _down);
     }
 

@@ -54,8 +54,11 @@ public sealed partial record LlamaConfig
             ["rope_scaling"] = RopeScaling?.ToJson(),
             ["tie_word_embeddings"] = TieWordEmbeddings,
             ["max_position_embeddings"] = MaxPositionEmbeddings,
-            ["torch_dtype"] = TorchDtype,
         };
+        if (DeclaresTorchDtype)
+        {
+            root["torch_dtype"] = TorchDtype;
+        }
         switch (ModelType)
         {
             case "llama":
@@ -155,6 +158,7 @@ public sealed partial record LlamaConfig
             AttnLogitSoftcapping = gemma2 ? GetDoubleOrDefault(root, "attn_logit_softcapping", 50.0) : null,
             FinalLogitSoftcapping = gemma2 ? GetDoubleOrDefault(root, "final_logit_softcapping", 30.0) : null,
             TorchDtype = GetString(root, "torch_dtype") ?? GetString(root, "dtype") ?? "float32",
+            DeclaresTorchDtype = GetString(root, "torch_dtype") is not null || GetString(root, "dtype") is not null,
         };
         config.Validate();
         return config;

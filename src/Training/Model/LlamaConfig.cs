@@ -81,6 +81,9 @@ public sealed partial record LlamaConfig
 
     public string TorchDtype { get; init; } = "float32";
 
+    /// <summary>Whether config.json named torch_dtype; only then must the checkpoint's weights have that type.</summary>
+    public bool DeclaresTorchDtype { get; init; }
+
     /// <summary>The architectures entry transformers writes for this model_type.</summary>
     public string Architecture => s_families.First(f => f.ModelType == ModelType).Architecture;
 

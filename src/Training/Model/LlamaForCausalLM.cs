@@ -1,4 +1,5 @@
 using Federated.Training.Lora;
+using Federated.Training.Precision;
 using Federated.Training.SafeTensors;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -9,7 +10,8 @@ namespace Federated.Training.Model;
 /// <summary>
 /// A decoder-only causal language model of a supported family (transformers' LlamaForCausalLM, MistralForCausalLM,
 /// Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM) in TorchSharp, with optional LoRA adapters.
-/// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved).
+/// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved). Frozen
+/// weights are held as <see cref="Storage"/> says; activations, norms, softmax, the loss and LoRA are float32.
 /// </summary>
 public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 {
@@ -19,22 +21,34 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     private readonly RotaryEmbedding _rotary;
     private LoraSettings? _lora;
 
-    /// <summary>Builds the architecture with uninitialised weights on a device; load or initialise them before use.</summary>
+    /// <summary>Builds the architecture with uninitialised float32 weights on a device; load or initialise them before use.</summary>
     public LlamaForCausalLM(LlamaConfig config, Device? device = null)
+        : this(config, device, WeightStorage.Float32)
+    {
+    }
+
+    /// <summary>Builds the architecture with frozen weights held as <paramref name="storage"/> says (quantized ones are filled by loading).</summary>
+    public LlamaForCausalLM(LlamaConfig config, Device? device, WeightStorage storage)
         : base("LlamaForCausalLM")
     {
         ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(storage);
         config.Validate();
+        storage.Validate();
         Config = config;
+        Storage = storage;
         Device = device ?? torch.CPU;
-        _model = new DecoderBackbone(config, Device);
+        _model = new DecoderBackbone(config, Device, storage);
         register_module("model", _model);
         if (!config.TieWordEmbeddings)
         {
-            _lmHead = new Lora.LoraLinear("lm_head", config.HiddenSize, config.VocabSize, false, Device);
+            // The head is never quantized (as bitsandbytes leaves lm_head): its error would reach every logit.
+            _lmHead = new Lora.LoraLinear("lm_head", config.HiddenSize, config.VocabSize, false, Device,
+                storage with { Quantization = BaseQuantization.None });
             register_module("lm_head", _lmHead);
         }
         _rotary = new RotaryEmbedding(config, Device);
+        CheckpointActivations = ModelMemoryEstimate.ParameterCount(config) > ModelLoadOptions.CheckpointByDefaultAbove;
         // Inference mode until a trainer says otherwise, as transformers' from_pretrained leaves models.
         eval();
     }
@@ -43,22 +57,62 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 
     public Device Device { get; }
 
+    /// <summary>Element types and quantization of the frozen weights.</summary>
+    public WeightStorage Storage { get; }
+
+    /// <summary>Recompute each decoder layer in backward instead of keeping its activations (equal gradients, one more forward).</summary>
+    public bool CheckpointActivations { get; set; }
+
+    /// <summary>Tokens per chunk of the LM head and loss; 0 sizes chunks to about 64 MiB of float32 logits.</summary>
+    public int LossChunkTokens
+    {
+        get;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            field = value;
+        }
+    }
+
     /// <summary>The LoRA settings in effect, or null without an adapter.</summary>
     public LoraSettings? Lora => _lora;
 
-    /// <summary>Loads config.json and the safetensors weights of a Hugging Face folder into float32 on <paramref name="device"/>.</summary>
-    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device = null)
+    /// <summary>Loads config.json and the safetensors weights of a Hugging Face folder with float32 matmuls (<see cref="ModelLoadOptions.Float32"/>).</summary>
+    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device = null) =>
+        FromPretrained(modelDirectory, device, ModelLoadOptions.Float32);
+
+    /// <summary>
+    /// Loads a Hugging Face folder: checks config.json against the checkpoint (names, shapes, dtype), resolves the precision
+    /// for the device, estimates memory before reading any weight, then streams each weight straight into its storage form.
+    /// 16-bit checkpoints stay 16-bit in memory; float32 ones are stored in the compute type.
+    /// </summary>
+    public static LlamaForCausalLM FromPretrained(string modelDirectory, Device? device, ModelLoadOptions options)
     {
         ArgumentNullException.ThrowIfNull(modelDirectory);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         if (!Directory.Exists(modelDirectory))
         {
             throw new DirectoryNotFoundException($"model folder '{modelDirectory}' does not exist");
         }
+        device ??= torch.CPU;
         var config = LlamaConfig.Load(modelDirectory);
-        var model = new LlamaForCausalLM(config, device);
+        using var checkpoint = SafeTensorsCheckpoint.Open(modelDirectory);
+        SafeTensorDType stored = CheckpointLoading.FloatType(config, checkpoint);
+        ScalarType compute = PrecisionChoices.ComputeType(options.Precision, options.Capabilities ?? DeviceCapabilities.Detect(device));
+        PrecisionChoices.CheckQuantization(options.Quantization, device);
+        ScalarType weightType = stored == SafeTensorDType.F32 ? compute : SafeTensorDTypes.ToScalarType(stored);
+        var storage = new WeightStorage(weightType, compute, options.Quantization);
+        bool checkpointActivations = options.CheckpointActivations
+            ?? ModelMemoryEstimate.ParameterCount(config) > ModelLoadOptions.CheckpointByDefaultAbove;
+        ModelFit.Check(modelDirectory, config, storage, options, checkpointActivations, device);
+        var model = new LlamaForCausalLM(config, device, storage)
+        {
+            CheckpointActivations = checkpointActivations,
+            LossChunkTokens = options.LossChunkTokens,
+        };
         try
         {
-            using var checkpoint = SafeTensorsCheckpoint.Open(modelDirectory);
             model.LoadWeights(checkpoint);
             return model;
         }
@@ -81,106 +135,86 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         {
             throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "model weights must be F32, F16 or BF16");
         }
+        RequireUnquantized("save the model");
         Directory.CreateDirectory(directory);
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"),
             BaseWeights().Select(w => (w.Name, w.Tensor, dtype)), new Dictionary<string, string> { ["format"] = "pt" });
-        string torchDtype = dtype switch
-        {
-            SafeTensorDType.BF16 => "bfloat16",
-            SafeTensorDType.F16 => "float16",
-            _ => "float32",
-        };
-        File.WriteAllText(Path.Combine(directory, "config.json"), (Config with { TorchDtype = torchDtype }).ToJson());
+        File.WriteAllText(Path.Combine(directory, "config.json"),
+            (Config with { TorchDtype = SafeTensorDTypes.ToTorchDtypeName(dtype), DeclaresTorchDtype = true }).ToJson());
     }
 
-    /// <summary>Copies every base weight from a checkpoint; a missing or mis-shaped tensor is an error naming it.</summary>
+    /// <summary>Reads every base weight from a checkpoint; a missing, extra or mis-shaped tensor is an error naming it.</summary>
     public void LoadWeights(SafeTensorsCheckpoint checkpoint)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
-        var targets = BaseWeights().ToList();
-        foreach (var (name, target) in targets)
+        var slots = BaseWeights().Select(w => WeightSlot.Dense(w.Name, w.Tensor)).ToList();
+        foreach (var (path, linear) in AllLinears().Where(l => l.Linear.Weight is null))
         {
-            if (!checkpoint.Contains(name))
-            {
-                throw new InvalidDataException($"checkpoint is missing tensor '{name}' (expected shape [{string.Join(", ", target.shape)}])");
-            }
-            var info = checkpoint.Info(name);
-            if (!info.Shape.SequenceEqual(target.shape))
-            {
-                throw new InvalidDataException(
-                    $"checkpoint tensor '{name}' has shape [{string.Join(", ", info.Shape)}]; the config needs [{string.Join(", ", target.shape)}]");
-            }
+            slots.Add(WeightSlot.Quantized(path + ".weight", linear, Device));
         }
-        using (torch.no_grad())
-        {
-            foreach (var (name, target) in targets)
-            {
-                using Tensor source = checkpoint.ReadFloat32(name);
-                target.copy_(source);
-            }
-        }
+        CheckpointLoading.Load(slots, checkpoint, Config);
     }
 
     /// <summary>Logits [B, T, vocab] for token ids [B, T] with a causal mask only.</summary>
     public override Tensor forward(Tensor inputIds) => Forward(inputIds, null);
 
-    /// <summary>Logits [B, T, vocab]; <paramref name="attentionMask"/> [B, T] (1 = token, 0 = padding) hides padded keys.</summary>
+    /// <summary>Logits [B, T, vocab] in float32; <paramref name="attentionMask"/> [B, T] (1 = token, 0 = padding) hides padded keys.</summary>
+    /// <remarks>Materializes every logit: for training and evaluation losses use <see cref="SummedTokenLoss"/>.</remarks>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask)
     {
-        RequireIds(inputIds);
         using var scope = torch.NewDisposeScope();
-        Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
-        Tensor hidden = _model.Forward(ids, Inputs(0, inputIds.shape[1], attentionMask, null));
+        Tensor hidden = ForwardHidden(inputIds, attentionMask);
         return HeadLogits(hidden).MoveToOuterDisposeScope();
     }
 
-    /// <summary>
-    /// Logits [B, T, vocab] of the new tokens <paramref name="inputIds"/> [B, T] that follow the cached ones; their keys
-    /// and values are added to <paramref name="cache"/>. Inference only (no gradients); no padding.
-    /// </summary>
-    internal Tensor ForwardCached(Tensor inputIds, KvCache cache)
+    /// <summary>The final-normed hidden states [B, T, hidden] in float32 (before the LM head).</summary>
+    public Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask)
     {
         RequireIds(inputIds);
-        ArgumentNullException.ThrowIfNull(cache);
-        if (cache.Layers != Config.NumHiddenLayers)
-        {
-            throw new ArgumentException($"the cache has {cache.Layers} layers; the model has {Config.NumHiddenLayers}", nameof(cache));
-        }
-        using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
         Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
-        long length = ids.shape[1];
-        if (cache.Length > 0 && _rotary.UsesLongFactors(cache.Length + length) != cache.LongFactors)
-        {
-            // LongRoPE moved every position to its long factors: the cached keys were rotated with the short ones.
-            Tensor all = torch.cat([cache.TokenIds(), ids], 1);
-            cache.Clear();
-            return ForwardCached(all, cache).narrow(1, all.shape[1] - length, length).MoveToOuterDisposeScope();
-        }
-        long past = cache.Length;
-        cache.LongFactors = _rotary.UsesLongFactors(past + length);
-        Tensor hidden = _model.Forward(ids, Inputs(past, length, null, cache));
-        cache.Advance(ids);
-        return HeadLogits(hidden).MoveToOuterDisposeScope();
+        AttentionInputs inputs = Inputs(0, inputIds.shape[1], attentionMask, null);
+        return _model.Forward(ids, inputs, CheckpointActivations && training).MoveToOuterDisposeScope();
     }
 
-    /// <summary>A fresh cache for this model's layers.</summary>
-    internal KvCache NewCache(long capacity = 256) => new(Config.NumHiddenLayers, capacity);
-
-    /// <summary>The logits of final hidden states [.., hidden]: the LM head (or the tied embedding), then Gemma 2's soft-capping.</summary>
-    /// <remarks>A chunked head must call this per chunk so that final_logit_softcapping applies to every logit.</remarks>
+    /// <summary>Float32 logits of final hidden states [.., hidden]: the LM head (or the tied embedding) in the compute type, then Gemma 2's soft-capping.</summary>
     internal Tensor HeadLogits(Tensor hidden)
     {
         using var scope = torch.NewDisposeScope();
-        Tensor logits = _lmHead is not null
-            ? _lmHead.forward(hidden)
-            : nn.functional.linear(hidden, _model.Embed.Weight);
+        Tensor logits;
+        if (_lmHead is not null)
+        {
+            logits = _lmHead.forward(hidden);
+        }
+        else
+        {
+            using Tensor weight = HeadWeight();
+            logits = nn.functional.linear(hidden.to_type(Storage.ComputeType), weight).to_type(ScalarType.Float32);
+        }
         if (Config.FinalLogitSoftcapping is { } cap)
         {
             // transformers Gemma2ForCausalLM: logits = tanh(logits / cap) * cap.
             logits = logits.div(cap).tanh().mul(cap);
         }
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Summed token cross-entropy over positions whose (already shifted) label is not -100, through the chunked LM head:
+    /// the [tokens x vocabulary] logits never exist whole, in forward or backward. Divide by the labelled token count for the mean.
+    /// </summary>
+    public Tensor SummedTokenLoss(Tensor inputIds, Tensor labels, Tensor? attentionMask)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        using var scope = torch.NewDisposeScope();
+        Tensor hidden = ForwardHidden(inputIds, attentionMask);
+        Tensor flatHidden = hidden.reshape(-1, hidden.shape[^1]);
+        Tensor flatLabels = labels.to(Device).reshape(-1);
+        Tensor positions = flatLabels.ne(Data.TokenizedExample.IgnoreIndex).nonzero().squeeze(1);
+        Tensor? trainableHead = (_lmHead?.Weight ?? _model.Embed.Weight) is { requires_grad: true } head ? head : null;
+        long chunk = LossChunkTokens > 0 ? LossChunkTokens : ModelMemoryEstimate.ChunkTokens(Config.VocabSize);
+        return ChunkedLmHeadLoss.Apply(flatHidden.index_select(0, positions), flatLabels.index_select(0, positions), HeadWeight,
+            trainableHead, Storage.ComputeType, chunk, Config.FinalLogitSoftcapping).MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean token cross-entropy over positions whose label is not -100 (labels already shifted).</summary>
@@ -210,6 +244,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms the identity, biases 0) from a seed.</summary>
     public void InitializeRandom(long seed, double std = 0.02)
     {
+        RequireUnquantized("initialise random weights");
         using var gen = new Generator((ulong)seed);
         using (torch.no_grad())
         {
@@ -225,12 +260,33 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
                 }
                 else
                 {
+                    // Drawn in float32 and rounded once, so every storage type holds the same draw.
                     using Tensor values = torch.randn(tensor.shape, ScalarType.Float32, torch.CPU, generator: gen).mul_(std);
                     tensor.copy_(values);
                 }
             }
         }
     }
+
+    /// <summary>Makes the base weights trainable (full fine-tuning, float32 storage only) or frozen (LoRA, the default).</summary>
+    public void SetBaseTrainable(bool trainable)
+    {
+        if (trainable && Storage != WeightStorage.Float32)
+        {
+            throw new InvalidOperationException(
+                $"full fine-tuning needs float32, unquantized weights; this model holds {Storage.WeightType} weights quantized {Storage.Quantization} with {Storage.ComputeType} matmuls");
+        }
+        foreach (var (_, tensor) in BaseWeights())
+        {
+            tensor.requires_grad = trainable;
+        }
+    }
+
+    /// <summary>The parameters an optimiser should update (those with requires_grad).</summary>
+    public IEnumerable<Parameter> TrainableParameters() => parameters().Where(p => p.requires_grad);
+
+    /// <summary>Number of values in parameters that train.</summary>
+    public long TrainableParameterCount() => TrainableParameters().Sum(p => p.numel());
 
     protected override void Dispose(bool disposing)
     {
@@ -240,6 +296,38 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         }
         base.Dispose(disposing);
     }
+
+    internal IEnumerable<(string Path, Lora.LoraLinear Linear)> AllLinears()
+    {
+        for (int i = 0; i < _model.Layers.Count; i++)
+        {
+            foreach (var (name, linear) in _model.Layers[i].Projections())
+            {
+                yield return ($"model.layers.{i}.{name}", linear);
+            }
+        }
+    }
+
+    /// <summary>The head weight [vocab, hidden] in the compute type (the embedding when tied); the caller disposes it.</summary>
+    private Tensor HeadWeight()
+    {
+        if (_lmHead is not null)
+        {
+            return _lmHead.ComputeWeight();
+        }
+        using var noGrad = torch.no_grad();
+        return _model.Embed.Weight.to_type(Storage.ComputeType);
+    }
+
+    private void RequireUnquantized(string action)
+    {
+        if (Storage.Quantization != BaseQuantization.None)
+        {
+            throw new InvalidOperationException($"cannot {action}: the base weights are quantized ({Storage.Quantization}); load it with quantization none");
+        }
+    }
+
+    private static bool IsLoraName(string name) => name.Contains(".lora_A", StringComparison.Ordinal) || name.Contains(".lora_B", StringComparison.Ordinal);
 
     private static void RequireIds(Tensor inputIds)
     {

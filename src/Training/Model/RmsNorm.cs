@@ -43,15 +43,15 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Token embedding table [vocab, hidden] looked up by id.</summary>
+/// <summary>Token embedding table [vocab, hidden] in the weight storage type, looked up by id into float32 rows.</summary>
 internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter _weight;
 
-    public TokenEmbedding(string name, long vocab, long hidden, Device device)
+    public TokenEmbedding(string name, long vocab, long hidden, Device device, ScalarType weightType)
         : base(name)
     {
-        _weight = new Parameter(torch.empty([vocab, hidden], ScalarType.Float32, device), requires_grad: false);
+        _weight = new Parameter(torch.empty([vocab, hidden], weightType, device), requires_grad: false);
         register_parameter("weight", _weight);
     }
 
@@ -62,6 +62,7 @@ internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
         using Tensor flat = ids.reshape(-1);
         using Tensor rows = _weight.index_select(0, flat);
         long[] shape = [.. ids.shape, _weight.shape[1]];
-        return rows.view(shape);
+        using Tensor view = rows.view(shape);
+        return view.to_type(ScalarType.Float32);
     }
 }

@@ -183,8 +183,7 @@ public sealed class LoraTrainer
             using var microScope = torch.NewDisposeScope();
             var (ids, labels, mask) = ToTensors(batch, model.Device);
             inputTokens += batch.AttentionMask.Sum();
-            Tensor logits = model.Forward(ids, mask);
-            Tensor loss = LlamaForCausalLM.SummedLoss(logits, labels);
+            Tensor loss = model.SummedTokenLoss(ids, labels, mask);
             (loss / targetTokens).backward();
             lossSum += loss.item<float>();
         }

@@ -28,8 +28,7 @@ public static class ModelEvaluator
                 cancellationToken.ThrowIfCancellationRequested();
                 using var scope = torch.NewDisposeScope();
                 var (ids, labels, mask) = LoraTrainer.ToTensors(batch, model.Device);
-                var logits = model.Forward(ids, mask);
-                lossSum += LlamaForCausalLM.SummedLoss(logits, labels).to_type(torch.ScalarType.Float64).item<double>();
+                lossSum += model.SummedTokenLoss(ids, labels, mask).to_type(torch.ScalarType.Float64).item<double>();
                 tokens += batch.TargetTokens;
             }
         }

@@ -1,5 +1,6 @@
 using Federated.Training.Generation;
 using Federated.Training.Model;
+using Federated.Training.Precision;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -59,6 +60,32 @@ public sealed class TextGeneratorTests
             Assert.True(step[0, 0].allclose(full[0, -1], rtol: 1e-4, atol: 1e-5), $"position {i}: max diff {(step[0, 0] - full[0, -1]).abs().max().item<float>()}");
         }
         Assert.Equal(ids.Length, cache.Length);
+    }
+
+    [Theory]
+    [InlineData("gemma2")]
+    [InlineData("phi3-longrope")]
+    [InlineData("qwen3")]
+    public void Generate_Int8QuantizedBase_EqualsArgmaxOfItsFullForwardPasses(string family)
+    {
+        using var dir = new TempDirectory();
+        TinyLlamaFactory.Write(dir.Path, TinyFamilies.Config(family), seed: 32, initStd: 0.3);
+        using var model = LlamaForCausalLM.FromPretrained(dir.Path, null, ModelLoadOptions.Float32 with { Quantization = BaseQuantization.Int8 });
+
+        var result = TextGenerator.Generate(model, s_prompt, new GenerationOptions { MaxNewTokens = 10 });
+
+        var expected = new List<int>(s_prompt);
+        using (torch.no_grad())
+        {
+            for (int step = 0; step < 10; step++)
+            {
+                using var scope = torch.NewDisposeScope();
+                Tensor logits = model.forward(torch.tensor(expected.Select(i => (long)i).ToArray()).unsqueeze(0));
+                expected.Add((int)logits[0, -1].argmax().item<long>());
+            }
+        }
+        Assert.Equal(BaseQuantization.Int8, model.Storage.Quantization);
+        Assert.Equal(expected.Skip(s_prompt.Length), result.GeneratedIds);
     }
 
     [Theory]

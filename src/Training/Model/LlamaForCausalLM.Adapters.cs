@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace Federated.Training.Model;
 
-// The LoRA side of the model: attaching, merging and exchanging adapters under PEFT's names.
+// The adapter side of the model: attaching, merging and exchanging LoRA tensors under their PEFT names.
 public sealed partial class LlamaForCausalLM
 {
     /// <summary>
@@ -67,18 +67,6 @@ public sealed partial class LlamaForCausalLM
         }
     }
 
-    /// <summary>Makes the base weights trainable (full fine-tuning) or frozen (LoRA, the default).</summary>
-    public void SetBaseTrainable(bool trainable)
-    {
-        foreach (var (_, tensor) in BaseWeights())
-        {
-            tensor.requires_grad = trainable;
-        }
-    }
-
-    /// <summary>The parameters an optimiser should update (those with requires_grad).</summary>
-    public IEnumerable<Parameter> TrainableParameters() => parameters().Where(p => p.requires_grad);
-
     /// <summary>PEFT names of the adapter tensors that train (lora_B only under FFA-LoRA).</summary>
     public IReadOnlyList<string> TrainableAdapterNames() =>
         AdapterParameters().Where(p => p.Parameter.requires_grad).Select(p => p.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
@@ -127,21 +115,6 @@ public sealed partial class LlamaForCausalLM
         }
     }
 
-    /// <summary>Number of values in parameters that train.</summary>
-    public long TrainableParameterCount() => TrainableParameters().Sum(p => p.numel());
-
-
-    internal IEnumerable<(string Path, LoraLinear Linear)> AllLinears()
-    {
-        for (int i = 0; i < _model.Layers.Count; i++)
-        {
-            foreach (var (name, linear) in _model.Layers[i].Projections())
-            {
-                yield return ($"model.layers.{i}.{name}", linear);
-            }
-        }
-    }
-
     internal IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
     {
         foreach (var (path, linear) in AllLinears())
@@ -154,7 +127,7 @@ public sealed partial class LlamaForCausalLM
         }
     }
 
-    private IEnumerable<(string Path, LoraLinear Linear)> TargetLinears(IReadOnlyList<string> targets) =>
+    private IEnumerable<(string Path, Lora.LoraLinear Linear)> TargetLinears(IReadOnlyList<string> targets) =>
         AllLinears().Where(l => targets.Contains(l.Path[(l.Path.LastIndexOf('.') + 1)..]));
 
     private void RequireLora()
@@ -164,6 +137,4 @@ public sealed partial class LlamaForCausalLM
             throw new InvalidOperationException("the model has no LoRA adapter; call AddLora first");
         }
     }
-
-    private static bool IsLoraName(string name) => name.Contains(".lora_A", StringComparison.Ordinal) || name.Contains(".lora_B", StringComparison.Ordinal);
 }

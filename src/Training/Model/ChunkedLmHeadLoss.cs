@@ -1,0 +1,110 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Federated.Training.Model;
+
+/// <summary>
+/// Summed token cross-entropy of the LM head, sum_i (logsumexp(h_i Wᵀ) - (h_i Wᵀ)[y_i]), over chunks of tokens, so the
+/// [tokens x vocabulary] logits never exist whole (Qwen's 151,936-token vocabulary makes them the largest tensor of a
+/// step). Forward keeps only the hidden states; backward recomputes each chunk's logits and turns them into
+/// softmax - onehot(y), the gradient of cross-entropy with respect to the logits. The head matmul runs in the
+/// compute type; logits, softmax and the loss are float32. With Gemma 2's final_logit_softcapping the logits are
+/// c · tanh(z / c) of the head's z, and backward multiplies by their derivative 1 - tanh²(z / c).
+/// </summary>
+internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedLmHeadLoss>
+{
+    public override string Name => nameof(ChunkedLmHeadLoss);
+
+    /// <param name="hidden">[N, H] float32 hidden states of the labelled positions.</param>
+    /// <param name="labels">[N] int64 target ids (no ignored positions).</param>
+    /// <param name="weight">Returns the head weight [V, H] in <paramref name="computeType"/> (a tensor the caller disposes).</param>
+    /// <param name="trainableWeight">The head weight when it trains (full fine-tuning, float32); it then gets a gradient.</param>
+    /// <param name="chunkRows">Tokens per chunk.</param>
+    /// <param name="softcap">final_logit_softcapping, or null.</param>
+    public static Tensor Apply(Tensor hidden, Tensor labels, Func<Tensor> weight, Tensor? trainableWeight, ScalarType computeType,
+        long chunkRows, double? softcap = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkRows);
+        var call = new Call(labels, weight, computeType, chunkRows, trainableWeight is not null, softcap);
+        return trainableWeight is null ? apply(call, hidden) : apply(call, hidden, trainableWeight);
+    }
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var call = (Call)vars[0];
+        var hidden = (Tensor)vars[1];
+        ctx.save_for_backward([hidden, call.Labels]);
+        ctx.save_data("call", call);
+        using Tensor weight = call.Weight();
+        Tensor total = torch.zeros([], ScalarType.Float32, hidden.device);
+        long rows = hidden.shape[0];
+        for (long start = 0; start < rows; start += call.ChunkRows)
+        {
+            using var scope = torch.NewDisposeScope();
+            long count = Math.Min(call.ChunkRows, rows - start);
+            Tensor logits = Logits(hidden.narrow(0, start, count), weight, call.ComputeType);
+            if (call.Softcap is { } cap)
+            {
+                logits = logits.div_(cap).tanh_().mul_(cap);
+            }
+            Tensor target = call.Labels.narrow(0, start, count).unsqueeze(1);
+            Tensor picked = logits.gather(1, target).squeeze(1);
+            total.add_((logits.logsumexp(1, keepdim: false) - picked).sum());
+        }
+        return total;
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        var call = (Call)ctx.get_data("call");
+        List<Tensor> saved = ctx.get_saved_variables();
+        Tensor hidden = saved[0], labels = saved[1];
+        using var scope = torch.NewDisposeScope();
+        using Tensor weight = call.Weight();
+        Tensor gradHidden = torch.empty_like(hidden);
+        Tensor? gradWeight = call.WeightTrains ? torch.zeros(weight.shape, ScalarType.Float32, weight.device) : null;
+        long rows = hidden.shape[0];
+        for (long start = 0; start < rows; start += call.ChunkRows)
+        {
+            using var chunkScope = torch.NewDisposeScope();
+            long count = Math.Min(call.ChunkRows, rows - start);
+            Tensor h = hidden.narrow(0, start, count);
+            Tensor logits = Logits(h, weight, call.ComputeType);
+            Tensor? capped = null;
+            if (call.Softcap is { } cap)
+            {
+                capped = logits.div_(cap).tanh_();
+                logits = capped.mul(cap);
+            }
+            // d loss / d logits = softmax(logits) - onehot(label), scaled by the upstream gradient; built in place.
+            Tensor probabilities = logits.sub_(logits.logsumexp(1, keepdim: true)).exp_();
+            Tensor target = labels.narrow(0, start, count).unsqueeze(1);
+            probabilities.scatter_(1, target, probabilities.gather(1, target) - 1.0);
+            probabilities.mul_(gradOutput);
+            if (capped is not null)
+            {
+                // Through c · tanh(z / c): d/dz = 1 - tanh²(z / c).
+                probabilities.mul_(capped.mul_(capped).neg_().add_(1.0));
+            }
+            Tensor gradLogits = probabilities.to_type(call.ComputeType);
+            gradHidden.narrow(0, start, count).copy_(gradLogits.matmul(weight));
+            gradWeight?.add_(probabilities.t().matmul(h));
+        }
+        var result = new List<Tensor> { null!, gradHidden.MoveToOuterDisposeScope() };
+        if (gradWeight is not null)
+        {
+            result.Add(gradWeight.MoveToOuterDisposeScope());
+        }
+        return result;
+    }
+
+    private static Tensor Logits(Tensor hidden, Tensor weight, ScalarType computeType)
+    {
+        using Tensor input = hidden.to_type(computeType);
+        // Disposing a handle never frees storage another handle shares, so this costs a copy only when the type changes.
+        using Tensor logits = nn.functional.linear(input, weight);
+        return logits.to_type(ScalarType.Float32);
+    }
+
+    private sealed record Call(Tensor Labels, Func<Tensor> Weight, ScalarType ComputeType, long ChunkRows, bool WeightTrains, double? Softcap);
+}
