@@ -1,6 +1,7 @@
 using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Precision;
+using static TorchSharp.torch;
 
 namespace Federated.Training.Tests;
 
@@ -59,10 +60,23 @@ public sealed class ActivationCheckpointTests
             NumKeyValueHeads = 8, HeadDim = 64, TieWordEmbeddings = true,
         };
 
+        var qwen05B = llama1B with
+        {
+            ModelType = "qwen2", VocabSize = 151936, HiddenSize = 896, IntermediateSize = 4864, NumHiddenLayers = 24, NumAttentionHeads = 14,
+            NumKeyValueHeads = 2, QkvBias = true,
+        };
+        var bf16 = new WeightStorage(ScalarType.BFloat16, ScalarType.BFloat16, BaseQuantization.None);
+        var lora = new LoraSettings(TargetModules: LoraSettings.AllProjections);
+
         using var model = new LlamaForCausalLM(TinyLlamaFactory.DefaultConfig());
 
         Assert.False(model.CheckpointActivations);
         Assert.Equal(1_235_814_400L, ModelMemoryEstimate.ParameterCount(llama1B));
-        Assert.True(ModelMemoryEstimate.ParameterCount(llama1B) > ModelLoadOptions.CheckpointByDefaultAbove);
+        Assert.True(ModelMemoryEstimate.CheckpointByDefault(llama1B, bf16, workload: null));
+        // Qwen2.5-0.5B's config.json: 494,032,768 values; at 2 x 256 tokens its activations outweigh its bf16 weights.
+        Assert.Equal(494_032_768L, ModelMemoryEstimate.ParameterCount(qwen05B));
+        Assert.False(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, workload: null));
+        Assert.True(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, new TrainingWorkload(2, 256, lora)));
+        Assert.False(ModelMemoryEstimate.CheckpointByDefault(qwen05B, bf16, new TrainingWorkload(1, 32, lora)));
     }
 }

@@ -104,7 +104,8 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         ScalarType weightType = stored == SafeTensorDType.F32 ? compute : SafeTensorDTypes.ToScalarType(stored);
         var storage = new WeightStorage(weightType, compute, options.Quantization);
         bool checkpointActivations = options.CheckpointActivations
-            ?? ModelMemoryEstimate.ParameterCount(config) > ModelLoadOptions.CheckpointByDefaultAbove;
+            ?? ModelMemoryEstimate.CheckpointByDefault(config, storage, options.Workload);
+        NativeHeap.ReturnLargeBlocksToTheSystem();
         ModelFit.Check(modelDirectory, config, storage, options, checkpointActivations, device);
         var model = new LlamaForCausalLM(config, device, storage)
         {

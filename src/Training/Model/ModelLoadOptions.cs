@@ -30,7 +30,7 @@ public sealed record ModelLoadOptions
 
     public BaseQuantization Quantization { get; init; } = BaseQuantization.None;
 
-    /// <summary>Recompute each decoder layer in backward; null means on above <see cref="CheckpointByDefaultAbove"/> parameters.</summary>
+    /// <summary>Recompute each decoder layer in backward; null decides by <see cref="ModelMemoryEstimate.CheckpointByDefault"/>.</summary>
     public bool? CheckpointActivations { get; init; }
 
     /// <summary>Tokens per chunk of the LM head and cross-entropy; 0 sizes chunks to about 64 MiB of float32 logits.</summary>

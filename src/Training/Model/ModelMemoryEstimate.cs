@@ -45,7 +45,8 @@ public sealed record ModelMemoryEstimate(long Parameters, long WeightBytes, long
             _ => projectionValues * dense,
         };
         long embedBytes = v * h * dense * (config.TieWordEmbeddings ? 1 : 2);
-        long otherBytes = (parameters - projectionValues - v * h * (config.TieWordEmbeddings ? 1 : 2)) * 4;
+        // Norms and biases stay float32.
+        long otherBytes = (parameters - config.NumHiddenLayers * projectionValues - v * h * (config.TieWordEmbeddings ? 1 : 2)) * 4;
         long weights = config.NumHiddenLayers * projectionBytes + embedBytes + otherBytes;
         if (workload is null)
         {
@@ -76,6 +77,28 @@ public sealed record ModelMemoryEstimate(long Parameters, long WeightBytes, long
             ? Math.Max(projections.Max(p => p.In * p.Out), storage.WeightType != storage.ComputeType ? v * h : 0) * ElementSize(storage.ComputeType)
             : 0;
         return new ModelMemoryEstimate(parameters, weights, adapter, layers + working + rebuilt, RuntimeOverhead);
+    }
+
+    /// <summary>
+    /// Whether checkpointing is on when not set: above <see cref="ModelLoadOptions.CheckpointByDefaultAbove"/> parameters, and
+    /// for a known workload whose kept activations would outweigh the weights (a 0.5B model at 2 x 256 tokens keeps
+    /// about 1.4 GB of them against 1 GB of bf16 weights; recomputing costs a third more compute for most of that).
+    /// </summary>
+    public static bool CheckpointByDefault(LlamaConfig config, WeightStorage storage, TrainingWorkload? workload)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(storage);
+        if (ParameterCount(config) > ModelLoadOptions.CheckpointByDefaultAbove)
+        {
+            return true;
+        }
+        if (workload is null)
+        {
+            return false;
+        }
+        var plain = Estimate(config, storage, workload, checkpoint: false);
+        var checkpointed = Estimate(config, storage, workload, checkpoint: true);
+        return plain.ActivationBytes - checkpointed.ActivationBytes > plain.WeightBytes;
     }
 
     /// <summary>Tokens per head chunk that keep its float32 logits near 64 MiB.</summary>
