@@ -4,7 +4,10 @@ using Federated.Aggregation.Privacy;
 
 namespace Federated.Benchmarks;
 
-/// <summary>Times the RDP and PLD accountants at T = 10,000 rounds and the DSkellam encoding of d = 4,194,304.</summary>
+/// <summary>
+/// Times the RDP and PLD accountants at T = 10,000 rounds, the DSkellam encoding of d = 4,194,304, and the central
+/// mechanism's exact discrete Gaussian noise on a modular sum of the same length.
+/// </summary>
 internal sealed class PrivacyBenchmark : IBenchmarkSuite
 {
     public string Name => "privacy";
@@ -39,6 +42,14 @@ internal sealed class PrivacyBenchmark : IBenchmarkSuite
         var decoder = new DSkellamDecoder(plan, seed);
         double decodeSeconds = Measure.MedianSeconds(repeats, () => decoder.DecodeSum(encoded!.Values));
 
+        // The central mechanism: 100 clients at z = 1 in a 32-bit ring; the coordinator's noise on one round's sum.
+        CentralGaussianPlan central = PrivacyPlan.Create(new PrivacyPlanParameters(PrivacyMechanism.CentralGaussian, dimension, 100, 50, 32,
+            ClipNorm: 1.0, NoiseMultiplier: z, Rounds: 1, Delta: delta)).Central!;
+        var modularSum = new uint[central.Quantizer.PaddedDimension];
+        double centralNoiseSeconds = Measure.MedianSeconds(repeats, () => central.AddNoise(modularSum));
+        double planSeconds = Measure.MedianSeconds(repeats, () => PrivacyPlan.NoiseForEpsilon(new PrivacyPlanParameters(
+            PrivacyMechanism.DistributedSkellam, dimension, 100, 50, 32, ClipNorm: 1.0, NoiseMultiplier: z, Rounds: rounds, Delta: delta), 8.0));
+
         var result = new Dictionary<string, object>
         {
             ["suite"] = Name,
@@ -58,6 +69,10 @@ internal sealed class PrivacyBenchmark : IBenchmarkSuite
             ["dskellam_rounding_attempts"] = encoded!.RoundingAttempts,
             ["dskellam_scale"] = plan.Scale,
             ["dskellam_local_mu"] = plan.LocalSkellamMu,
+            ["central_noise_seconds"] = centralNoiseSeconds,
+            ["central_noise_sigma_squared"] = central.SigmaSquared,
+            ["central_noise_ns_per_coordinate"] = centralNoiseSeconds * 1e9 / modularSum.Length,
+            ["noise_search_distributed_seconds"] = planSeconds,
         };
         if (options.Json)
         {

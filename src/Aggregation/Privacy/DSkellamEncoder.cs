@@ -56,19 +56,21 @@ public sealed class DSkellamEncoder
 
         var sampler = new NoiseSampler(_random);
         var result = new long[rotated.Length];
-        double boundSquared = _plan.L2Sensitivity * _plan.L2Sensitivity;
+        // Compared in exact integers: the sensitivity the accountant prices is this bound, so no rounding may let a vector past it.
+        var boundSquared = (UInt128)_plan.NormBoundSquared;
         attempts = 0;
         while (true)
         {
             // Conditional stochastic rounding: unbiased rounding, redrawn until the norm bound holds (probability >= 1 - beta).
             attempts++;
-            double normSquared = 0;
+            UInt128 normSquared = 0;
             for (int i = 0; i < rotated.Length; i++)
             {
                 double floor = Math.Floor(rotated[i]);
                 long r = (long)floor + sampler.Bernoulli(rotated[i] - floor);
                 result[i] = r;
-                normSquared += (double)r * r;
+                ulong magnitude = (ulong)Math.Abs(r);
+                normSquared += (UInt128)magnitude * magnitude;
             }
             if (normSquared <= boundSquared)
             {

@@ -31,9 +31,11 @@ public sealed class DSkellamPlan
         Parameters = parameters;
         PaddedDimension = paddedDimension;
         Scale = scale;
-        L2Sensitivity = Math.Sqrt(RoundedNormBoundSquared(scale * parameters.ClipNorm, paddedDimension, parameters.Beta));
+        // The squared norm of an integer vector is an integer, so the conditional-rounding bound holds at its floor.
+        NormBoundSquared = Math.Floor(RoundedNormBoundSquared(scale * parameters.ClipNorm, paddedDimension, parameters.Beta));
+        L2Sensitivity = Math.Sqrt(NormBoundSquared);
         // An integer vector has |x|_1 <= |x|_2^2 and, by Cauchy-Schwarz, |x|_1 <= sqrt(d) |x|_2.
-        L1Sensitivity = Math.Min(L2Sensitivity * L2Sensitivity, Math.Sqrt(paddedDimension) * L2Sensitivity);
+        L1Sensitivity = Math.Min(NormBoundSquared, Math.Sqrt(paddedDimension) * L2Sensitivity);
         NoiseVariance = Math.Pow(parameters.NoiseMultiplier * L2Sensitivity, 2);
         LocalSkellamMu = NoiseVariance / (2.0 * parameters.MinClients);
         AggregateStdDev = Math.Sqrt(AggregateVariance(parameters, paddedDimension, scale));
@@ -48,10 +50,13 @@ public sealed class DSkellamPlan
     /// <summary>Scale s applied after rotation (integer units per unit of update).</summary>
     public double Scale { get; }
 
-    /// <summary>L2 norm bound of a client's rounded integer vector (the mechanism's L2 sensitivity).</summary>
+    /// <summary>Bound on the squared L2 norm of a client's rounded integer vector: an integer (held exactly by the double).</summary>
+    public double NormBoundSquared { get; }
+
+    /// <summary>L2 norm bound of one client's rounded integer vector, sqrt(NormBoundSquared): the zero-out L2 sensitivity.</summary>
     public double L2Sensitivity { get; }
 
-    /// <summary>L1 sensitivity bound of the rounded integer vector.</summary>
+    /// <summary>L1 norm bound of one client's rounded integer vector: the zero-out L1 sensitivity.</summary>
     public double L1Sensitivity { get; }
 
     /// <summary>Variance of the summed Skellam noise per coordinate over MinClients clients, integer units: (z * L2)^2.</summary>
@@ -73,11 +78,29 @@ public sealed class DSkellamPlan
         return Math.Sqrt(2 * LocalSkellamMu * clients) / Scale;
     }
 
-    /// <summary>RDP per round at the given orders (Skellam RDP with the integer sensitivities and the threshold noise).</summary>
-    public double[] RdpPerRound(IReadOnlyList<double>? orders = null) =>
-        NoiseVariance > 0
-            ? RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, NoiseVariance, orders ?? RdpOrders.Default)
-            : throw new InvalidOperationException("a plan without noise (noise multiplier 0) gives no differential privacy by itself");
+    /// <summary>Variance of the noise in a sum of exactly MinClients encodings: 2 mu t, what the threshold's honest shares carry.</summary>
+    public double ThresholdNoiseVariance => 2 * LocalSkellamMu * Parameters.MinClients;
+
+    /// <summary>
+    /// RDP per round at the given orders: the Skellam RDP (Agarwal et al. 2021, Thm 3.5, at integer orders) of the
+    /// integer sensitivities under <paramref name="adjacency"/> and the noise of the threshold's t shares. Under both
+    /// relations it accepts the client's own share stays in the sum (see <see cref="Adjacency"/>); replace-one doubles
+    /// both sensitivities. Add/remove is refused: its two worlds differ in noise variance, which this bound does not cover.
+    /// </summary>
+    public double[] RdpPerRound(IReadOnlyList<double>? orders = null, Adjacency adjacency = Adjacency.ZeroOut)
+    {
+        if (!(ThresholdNoiseVariance > 0))
+        {
+            throw new InvalidOperationException("a plan without noise (noise multiplier 0) gives no differential privacy by itself");
+        }
+        double factor = adjacency switch
+        {
+            Adjacency.ZeroOut => 1,
+            Adjacency.ReplaceOne => 2,
+            _ => throw new ArgumentOutOfRangeException(nameof(adjacency), adjacency, "distributed noise is priced for replace-one or zero-out only"),
+        };
+        return RdpAnalysis.Skellam(factor * L1Sensitivity, factor * L2Sensitivity, ThresholdNoiseVariance, orders ?? RdpOrders.Default);
+    }
 
     /// <summary>L2 sensitivity of one client's contribution to the decoded sum (update units): the rounded norm bound over the scale, slightly above C.</summary>
     public double DecodedL2Sensitivity => L2Sensitivity / Scale;
@@ -147,6 +170,18 @@ public sealed class DSkellamPlan
             throw new ArgumentOutOfRangeException(nameof(parameters), parameters.Bits, "no positive scale fits the ring; use more bits");
         }
         return new DSkellamPlan(parameters, padded, lo);
+    }
+
+    /// <summary>A plan with a scale chosen elsewhere (the central mechanism's hard ring bound), validated like any other.</summary>
+    internal static DSkellamPlan WithScale(DSkellamParameters parameters, double scale)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        Validate(parameters);
+        if (!(scale > 0) || double.IsInfinity(scale))
+        {
+            throw new ArgumentOutOfRangeException(nameof(scale), scale, "scale must be a finite number > 0");
+        }
+        return new DSkellamPlan(parameters, Fft.NextPowerOfTwo(parameters.Dimension), scale);
     }
 
     /// <summary>Largest per-client Poisson mean the plan allows (doubles hold such integers exactly).</summary>

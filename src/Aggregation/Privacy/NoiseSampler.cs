@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics;
 
 namespace Federated.Aggregation.Privacy;
 
@@ -9,13 +10,21 @@ namespace Federated.Aggregation.Privacy;
 internal sealed class NoiseSampler
 {
     private readonly IRandomSource _source;
-    private readonly byte[] _buffer = new byte[1 << 16];
+    private readonly byte[] _buffer;
     private int _position;
+    private ulong _bits;
+    private int _bitsLeft;
 
-    public NoiseSampler(IRandomSource source)
+    /// <summary>Draws from the source in blocks of <paramref name="bufferBytes"/> (a multiple of 8; smaller for few draws).</summary>
+    public NoiseSampler(IRandomSource source, int bufferBytes = 1 << 16)
     {
         ArgumentNullException.ThrowIfNull(source);
+        if (bufferBytes < 8 || bufferBytes % 8 != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bufferBytes), bufferBytes, "buffer must be a positive multiple of 8 bytes");
+        }
         _source = source;
+        _buffer = new byte[bufferBytes];
         _position = _buffer.Length;
     }
 
@@ -30,6 +39,76 @@ internal sealed class NoiseSampler
         _position += 8;
         return value;
     }
+
+    /// <summary>One uniform bit.</summary>
+    public bool NextBit()
+    {
+        if (_bitsLeft == 0)
+        {
+            _bits = NextUInt64();
+            _bitsLeft = 64;
+        }
+        bool bit = (_bits & 1) != 0;
+        _bits >>= 1;
+        _bitsLeft--;
+        return bit;
+    }
+
+    /// <summary>Uniform on {0, ..., bound - 1} by rejection from the fewest random bits: exact, no floating point.</summary>
+    public ulong UniformBelow(ulong bound)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(bound);
+        if (bound == 1)
+        {
+            return 0;
+        }
+        int shift = BitOperations.LeadingZeroCount(bound - 1);
+        while (true)
+        {
+            ulong candidate = NextUInt64() >> shift;
+            if (candidate < bound)
+            {
+                return candidate;
+            }
+        }
+    }
+
+    /// <summary>Uniform on {0, ..., bound - 1} for any unsigned or non-negative integer type, by rejection.</summary>
+    public T UniformBelow<T>(T bound) where T : IBinaryInteger<T>
+    {
+        if (bound <= T.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bound), bound, "bound must be > 0");
+        }
+        if (bound == T.One)
+        {
+            return T.Zero;
+        }
+        int bits = int.CreateChecked(T.Log2(bound - T.One)) + 1;
+        Span<byte> value = stackalloc byte[(bits + 7) / 8];
+        while (true)
+        {
+            for (int i = 0; i < value.Length; i += 8)
+            {
+                ulong word = NextUInt64();
+                for (int j = i; j < Math.Min(i + 8, value.Length); j++)
+                {
+                    value[j] = (byte)(word >> (8 * (j - i)));
+                }
+            }
+            int extra = 8 * value.Length - bits;
+            value[^1] &= (byte)(0xFF >> extra);
+            T candidate = T.ReadLittleEndian(value, isUnsigned: true);
+            if (candidate < bound)
+            {
+                return candidate;
+            }
+        }
+    }
+
+    /// <summary>True with probability numerator / denominator exactly (0 &lt;= numerator &lt;= denominator).</summary>
+    public bool Bernoulli<T>(T numerator, T denominator) where T : IBinaryInteger<T> =>
+        UniformBelow(denominator) < numerator;
 
     /// <summary>Uniform on [0, 1) with 53 random bits (every representable multiple of 2^-53).</summary>
     public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));

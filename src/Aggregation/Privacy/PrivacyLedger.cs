@@ -1,55 +1,24 @@
 namespace Federated.Aggregation.Privacy;
 
-/// <summary>An (epsilon, delta) budget set by the privacy officer for one population.</summary>
-public sealed record PrivacyBudget(double Epsilon, double Delta)
-{
-    /// <summary>Throws unless 0 &lt; epsilon &lt; infinity and 0 &lt; delta &lt; 1.</summary>
-    public void Validate()
-    {
-        if (!(Epsilon > 0) || double.IsInfinity(Epsilon))
-        {
-            throw new ArgumentOutOfRangeException(nameof(Epsilon), Epsilon, "budget epsilon must be a finite number > 0");
-        }
-        if (!(Delta > 0 && Delta < 1))
-        {
-            throw new ArgumentOutOfRangeException(nameof(Delta), Delta, "budget delta must be in (0, 1)");
-        }
-    }
-}
-
-/// <summary>One round's charge as stored: RDP per order of the ledger's order list.</summary>
-public sealed record PrivacyCharge(string RunId, long Round, double[] Rdp);
-
-/// <summary>A ledger's full state as plain values, for persistence by the coordinator or the edge client.</summary>
-public sealed record PrivacyLedgerState(string Population, double BudgetEpsilon, double BudgetDelta, double[] Orders, PrivacyCharge[] Charges);
-
-/// <summary>What happened to a charge.</summary>
-public enum ChargeOutcome
-{
-    /// <summary>The charge was recorded.</summary>
-    Charged,
-
-    /// <summary>This (run, round) was charged before; nothing changed.</summary>
-    AlreadyCharged,
-
-    /// <summary>The charge would exceed the budget; nothing changed.</summary>
-    Refused,
-}
-
-/// <summary>Result of a charge: the outcome and the epsilon spent after it.</summary>
-public sealed record ChargeResult(ChargeOutcome Outcome, PrivacySpent Spent);
-
 /// <summary>
-/// Per-population privacy ledger: composes RDP charges per order across rounds and runs, refuses any charge
-/// that would exceed the budget, and charges each (run, round) at most once. Pure logic; thread-safe.
+/// A population's privacy ledger: composes every run's RDP per order (never epsilons added as numbers), converts at the
+/// budget's delta, and keeps the budget whole under concurrency by reserving a run's planned RDP when it starts,
+/// turning reservation into spend round by round, and releasing what a run did not spend when it ends, aborts or
+/// fails. Pure logic, thread-safe; the coordinator persists its <see cref="Export"/>.
 /// </summary>
+/// <remarks>
+/// "Committed" is spent plus reserved, composed per order. Epsilons are reported at the budget's delta: spent =
+/// eps(spent), reserved = eps(committed) - eps(spent) (what the reservations add), remaining = budget - eps(committed),
+/// so the three add up to the budget. RDP composes additively per order (Mironov 2017, Prop. 1).
+/// </remarks>
 public sealed class PrivacyLedger
 {
-    private readonly object _gate = new();
+    private readonly Lock _gate = new();
     private readonly double[] _orders;
-    private readonly double[] _total;
+    private readonly double[] _spent;
     private readonly Dictionary<(string RunId, long Round), double[]> _charges = new();
     private readonly List<PrivacyCharge> _history = new();
+    private readonly Dictionary<string, (double[] Planned, double[] Remaining)> _reservations = new(StringComparer.Ordinal);
 
     /// <summary>Creates an empty ledger for a population with a budget, over the given RDP orders.</summary>
     public PrivacyLedger(string population, PrivacyBudget budget, IReadOnlyList<double>? orders = null)
@@ -64,68 +33,71 @@ public sealed class PrivacyLedger
         {
             throw new ArgumentOutOfRangeException(nameof(orders), "orders must be a non-empty list of finite numbers > 1");
         }
-        _total = new double[_orders.Length];
+        _spent = new double[_orders.Length];
     }
 
     /// <summary>The population this ledger guards.</summary>
     public string Population { get; }
 
     /// <summary>The officer's budget.</summary>
-    public PrivacyBudget Budget { get; }
+    public PrivacyBudget Budget { get; private set; }
 
-    /// <summary>The RDP orders every charge vector uses.</summary>
+    /// <summary>The RDP orders every charge and reservation vector uses.</summary>
     public IReadOnlyList<double> Orders => _orders;
 
-    /// <summary>Epsilon spent so far at the budget's delta.</summary>
+    /// <summary>Epsilon spent by released rounds, at the budget's delta.</summary>
     public PrivacySpent Spent
     {
         get
         {
             lock (_gate)
             {
-                return RdpAnalysis.Epsilon(_orders, _total, Budget.Delta);
+                return RdpAnalysis.Epsilon(_orders, _spent, Budget.Delta);
             }
         }
     }
 
-    /// <summary>Epsilon still available: budget minus spent, never negative.</summary>
-    public double RemainingEpsilon => Math.Max(0.0, Budget.Epsilon - Spent.Epsilon);
-
-    /// <summary>The RDP vector of <paramref name="rounds"/> rounds of the subsampled Gaussian on this ledger's orders.</summary>
-    public double[] SubsampledGaussianCharge(double samplingRate, double noiseMultiplier, long rounds = 1)
+    /// <summary>Spent, reserved and remaining epsilon at the budget's delta.</summary>
+    public PrivacyBalance Balance
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
-        double[] rdp = RdpAnalysis.SubsampledGaussian(samplingRate, noiseMultiplier, _orders);
-        for (int i = 0; i < rdp.Length; i++)
+        get
         {
-            rdp[i] *= rounds;
+            lock (_gate)
+            {
+                return BalanceOf(Budget, Committed(null, null));
+            }
         }
-        return rdp;
     }
 
-    /// <summary>Epsilon that would be spent after adding the planned RDP to what is spent.</summary>
+    /// <summary>Epsilon still available: budget minus spent and reserved, never negative.</summary>
+    public double RemainingEpsilon => Balance.Remaining;
+
+    /// <summary>Epsilon committed (spent and reserved) after adding <paramref name="plannedRdp"/>.</summary>
     public PrivacySpent Preview(ReadOnlySpan<double> plannedRdp)
     {
         CheckVector(plannedRdp);
         lock (_gate)
         {
-            return RdpAnalysis.Epsilon(_orders, Sum(_total, plannedRdp), Budget.Delta);
+            return RdpAnalysis.Epsilon(_orders, Add(Committed(null, null), plannedRdp), Budget.Delta);
         }
     }
 
-    /// <summary>Whether the planned RDP (e.g. all rounds of a run) still fits in the budget.</summary>
+    /// <summary>Whether <paramref name="plannedRdp"/> still fits next to what is spent and reserved.</summary>
     public bool CanAfford(ReadOnlySpan<double> plannedRdp) => Preview(plannedRdp).Epsilon <= Budget.Epsilon;
 
-    /// <summary>How many more rounds of the subsampled Gaussian the budget allows.</summary>
-    public long AffordableRounds(double samplingRate, double noiseMultiplier, long maxRounds = 10_000_000)
+    /// <summary>How many more rounds of <paramref name="perRoundRdp"/> fit next to what is spent and reserved (0 if none).</summary>
+    public long AffordableRounds(ReadOnlySpan<double> perRoundRdp, long maxRounds = 10_000_000)
     {
-        double[] perRound = SubsampledGaussianCharge(samplingRate, noiseMultiplier);
-        if (!CanAfford(perRound))
+        CheckVector(perRoundRdp);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxRounds, 1);
+        double[] perRound = perRoundRdp.ToArray();
+        bool Fits(long rounds) => CanAfford(perRound.Select(v => v * rounds).ToArray());
+        if (!Fits(1))
         {
             return 0;
         }
         long lo = 1, hi = 2;
-        while (hi <= maxRounds && CanAfford(Scale(perRound, hi)))
+        while (hi <= maxRounds && Fits(hi))
         {
             lo = hi;
             hi *= 2;
@@ -134,7 +106,7 @@ public sealed class PrivacyLedger
         while (hi - lo > 1)
         {
             long mid = lo + (hi - lo) / 2;
-            if (CanAfford(Scale(perRound, mid)))
+            if (Fits(mid))
             {
                 lo = mid;
             }
@@ -147,8 +119,37 @@ public sealed class PrivacyLedger
     }
 
     /// <summary>
-    /// Charges one round of a run. A repeated (run, round) is a no-op that reports AlreadyCharged; a charge that
-    /// would exceed the budget is refused and changes nothing.
+    /// Reserves a run's planned RDP (all its rounds) if it fits next to what is spent and reserved; a refused
+    /// reservation changes nothing. Reserving the same run again with the same plan reports AlreadyReserved.
+    /// </summary>
+    public ReservationResult Reserve(string runId, ReadOnlySpan<double> plannedRdp)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(runId);
+        CheckVector(plannedRdp);
+        lock (_gate)
+        {
+            if (_reservations.TryGetValue(runId, out var existing))
+            {
+                if (!existing.Planned.AsSpan().SequenceEqual(plannedRdp))
+                {
+                    throw new InvalidOperationException($"run '{runId}' already holds a reservation for a different plan");
+                }
+                return new ReservationResult(ReservationOutcome.AlreadyReserved, BalanceOf(Budget, Committed(null, null)));
+            }
+            double[] after = Add(Committed(null, null), plannedRdp);
+            if (!(RdpAnalysis.Epsilon(_orders, after, Budget.Delta).Epsilon <= Budget.Epsilon))
+            {
+                return new ReservationResult(ReservationOutcome.Refused, BalanceOf(Budget, Committed(null, null)));
+            }
+            _reservations.Add(runId, (plannedRdp.ToArray(), plannedRdp.ToArray()));
+            return new ReservationResult(ReservationOutcome.Reserved, BalanceOf(Budget, after));
+        }
+    }
+
+    /// <summary>
+    /// Charges one released round. The run's reservation shrinks by the charge (per order, never below zero); the
+    /// charge is refused, changing nothing, when spent plus every reservation would then exceed the budget, which can
+    /// only happen when it exceeds what the run reserved. A repeated (run, round) reports AlreadyCharged.
     /// </summary>
     public ChargeResult Charge(string runId, long round, ReadOnlySpan<double> rdp)
     {
@@ -163,19 +164,67 @@ public sealed class PrivacyLedger
                 {
                     throw new InvalidOperationException($"run '{runId}' round {round} was already charged with a different amount");
                 }
-                return new ChargeResult(ChargeOutcome.AlreadyCharged, RdpAnalysis.Epsilon(_orders, _total, Budget.Delta));
+                return new ChargeResult(ChargeOutcome.AlreadyCharged, RdpAnalysis.Epsilon(_orders, _spent, Budget.Delta));
             }
-            double[] after = Sum(_total, rdp);
-            PrivacySpent spentAfter = RdpAnalysis.Epsilon(_orders, after, Budget.Delta);
-            if (!(spentAfter.Epsilon <= Budget.Epsilon))
+            double[]? remaining = null;
+            if (_reservations.TryGetValue(runId, out var reservation))
             {
-                return new ChargeResult(ChargeOutcome.Refused, RdpAnalysis.Epsilon(_orders, _total, Budget.Delta));
+                remaining = new double[_orders.Length];
+                for (int i = 0; i < remaining.Length; i++)
+                {
+                    remaining[i] = Math.Max(0, reservation.Remaining[i] - rdp[i]);
+                }
+            }
+            double[] spentAfter = Add(_spent, rdp);
+            double[] committedAfter = Committed(runId, remaining);
+            for (int i = 0; i < committedAfter.Length; i++)
+            {
+                committedAfter[i] += rdp[i];
+            }
+            if (!(RdpAnalysis.Epsilon(_orders, committedAfter, Budget.Delta).Epsilon <= Budget.Epsilon))
+            {
+                return new ChargeResult(ChargeOutcome.Refused, RdpAnalysis.Epsilon(_orders, _spent, Budget.Delta));
             }
             double[] copy = rdp.ToArray();
             _charges.Add((runId, round), copy);
             _history.Add(new PrivacyCharge(runId, round, copy));
-            after.CopyTo(_total, 0);
-            return new ChargeResult(ChargeOutcome.Charged, spentAfter);
+            spentAfter.CopyTo(_spent, 0);
+            if (remaining is not null)
+            {
+                _reservations[runId] = (reservation.Planned, remaining);
+            }
+            return new ChargeResult(ChargeOutcome.Charged, RdpAnalysis.Epsilon(_orders, _spent, Budget.Delta));
+        }
+    }
+
+    /// <summary>Releases what a run reserved and did not spend (it completed, aborted or failed); false if it held nothing.</summary>
+    public bool Release(string runId)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(runId);
+        lock (_gate)
+        {
+            return _reservations.Remove(runId);
+        }
+    }
+
+    /// <summary>
+    /// Replaces the budget unless what is already spent and reserved, converted at the new delta, exceeds the new
+    /// epsilon; a refusal changes nothing and its text names both numbers.
+    /// </summary>
+    public BudgetChangeResult ChangeBudget(PrivacyBudget budget)
+    {
+        ArgumentNullException.ThrowIfNull(budget);
+        budget.Validate();
+        lock (_gate)
+        {
+            PrivacyBalance under = BalanceOf(budget, Committed(null, null));
+            if (under.Spent + under.Reserved > budget.Epsilon)
+            {
+                return new BudgetChangeResult(false, under,
+                    $"budget epsilon {budget.Epsilon:G6} is below what population '{Population}' has already spent ({under.Spent:G6}) and reserved ({under.Reserved:G6}) at delta {budget.Delta:G6}");
+            }
+            Budget = budget;
+            return new BudgetChangeResult(true, under, null);
         }
     }
 
@@ -188,17 +237,28 @@ public sealed class PrivacyLedger
         }
     }
 
-    /// <summary>The state as plain records (charges in the order they were made).</summary>
+    /// <summary>Whether the run holds a reservation.</summary>
+    public bool IsReserved(string runId)
+    {
+        lock (_gate)
+        {
+            return _reservations.ContainsKey(runId);
+        }
+    }
+
+    /// <summary>The state as plain records (charges in the order they were made, reservations by run id).</summary>
     public PrivacyLedgerState Export()
     {
         lock (_gate)
         {
             return new PrivacyLedgerState(Population, Budget.Epsilon, Budget.Delta, _orders.ToArray(),
-                _history.Select(c => c with { Rdp = c.Rdp.ToArray() }).ToArray());
+                _history.Select(c => c with { Rdp = c.Rdp.ToArray() }).ToArray(),
+                _reservations.OrderBy(r => r.Key, StringComparer.Ordinal)
+                    .Select(r => new PrivacyReservation(r.Key, r.Value.Planned.ToArray(), r.Value.Remaining.ToArray())).ToArray());
         }
     }
 
-    /// <summary>Rebuilds a ledger from exported state, validating every charge and the budget.</summary>
+    /// <summary>Rebuilds a ledger from exported state; throws <see cref="InvalidDataException"/> when it does not fit its budget.</summary>
     public static PrivacyLedger Import(PrivacyLedgerState state)
     {
         ArgumentNullException.ThrowIfNull(state);
@@ -215,7 +275,46 @@ public sealed class PrivacyLedger
                 throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: run '{charge.RunId}' round {charge.Round} was {result.Outcome}");
             }
         }
+        foreach (PrivacyReservation reservation in state.Reservations ?? [])
+        {
+            ArgumentNullException.ThrowIfNull(reservation);
+            ArgumentNullException.ThrowIfNull(reservation.Planned);
+            ArgumentNullException.ThrowIfNull(reservation.Remaining);
+            ledger.CheckVector(reservation.Planned);
+            ledger.CheckVector(reservation.Remaining);
+            lock (ledger._gate)
+            {
+                double[] after = Add(ledger.Committed(null, null), reservation.Remaining);
+                if (ledger._reservations.ContainsKey(reservation.RunId) || RdpAnalysis.Epsilon(ledger._orders, after, state.BudgetDelta).Epsilon > state.BudgetEpsilon)
+                {
+                    throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: the reservation of run '{reservation.RunId}' does not fit");
+                }
+                ledger._reservations.Add(reservation.RunId, (reservation.Planned.ToArray(), reservation.Remaining.ToArray()));
+            }
+        }
         return ledger;
+    }
+
+    // Spent plus every reservation, with run `replacedRun`'s reservation taken as `replacement` (null: as held).
+    private double[] Committed(string? replacedRun, double[]? replacement)
+    {
+        double[] total = _spent.ToArray();
+        foreach ((string runId, (double[] _, double[] remaining)) in _reservations)
+        {
+            double[] part = runId == replacedRun && replacement is not null ? replacement : remaining;
+            for (int i = 0; i < total.Length; i++)
+            {
+                total[i] += part[i];
+            }
+        }
+        return total;
+    }
+
+    private PrivacyBalance BalanceOf(PrivacyBudget budget, double[] committed)
+    {
+        double spent = RdpAnalysis.Epsilon(_orders, _spent, budget.Delta).Epsilon;
+        double all = RdpAnalysis.Epsilon(_orders, committed, budget.Delta).Epsilon;
+        return new PrivacyBalance(budget.Epsilon, budget.Delta, spent, Math.Max(0, all - spent), Math.Max(0, budget.Epsilon - all));
     }
 
     private void CheckVector(ReadOnlySpan<double> rdp)
@@ -233,7 +332,7 @@ public sealed class PrivacyLedger
         }
     }
 
-    private static double[] Sum(double[] a, ReadOnlySpan<double> b)
+    private static double[] Add(double[] a, ReadOnlySpan<double> b)
     {
         var result = new double[a.Length];
         for (int i = 0; i < a.Length; i++)
@@ -242,6 +341,4 @@ public sealed class PrivacyLedger
         }
         return result;
     }
-
-    private static double[] Scale(double[] a, long factor) => a.Select(v => v * factor).ToArray();
 }

@@ -14,7 +14,7 @@ public enum PrivacyAccountantKind
 public static class PrivacyPlanner
 {
     /// <summary>Relative precision of <see cref="NoiseForEpsilon"/> (the issue asks for 1e-4).</summary>
-    public const double NoiseRelativeTolerance = 1e-5;
+    public const double NoiseRelativeTolerance = NoiseSearch.RelativeTolerance;
 
     // PLD grids grow like 1/z^2; below this the discretized distribution gets too large to be practical.
     private const double PldMinimumNoise = 0.2;
@@ -45,94 +45,15 @@ public static class PrivacyPlanner
         }
         Validate(1.0, samplingRate, rounds, delta);
         double floor = kind == PrivacyAccountantKind.Pld ? PldMinimumNoise : 1e-3;
-        Func<double, double> eps = z => Epsilon(kind, z, samplingRate, rounds, delta).Epsilon;
         // PLD evaluations are costly and grow like 1/z^2, so start PLD at the RDP answer (PLD needs no more
         // noise than RDP) and step down gently; RDP starts at 1 and doubles or halves.
         double start = kind == PrivacyAccountantKind.Pld
             ? NoiseForEpsilon(PrivacyAccountantKind.Rdp, targetEpsilon, delta, samplingRate, rounds)
             : 1.0;
-        double factor = kind == PrivacyAccountantKind.Pld ? 0.85 : 0.5;
-        double lo, hi = start;
-        if (eps(hi) > targetEpsilon)
-        {
-            do
-            {
-                lo = hi;
-                hi *= 2;
-                if (hi > MaximumNoise)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(targetEpsilon), targetEpsilon, $"no noise multiplier up to {MaximumNoise} reaches this target");
-                }
-            }
-            while (eps(hi) > targetEpsilon);
-        }
-        else
-        {
-            while (true)
-            {
-                lo = Math.Max(hi * factor, floor);
-                if (eps(lo) > targetEpsilon)
-                {
-                    break;
-                }
-                if (lo <= floor)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(targetEpsilon), targetEpsilon,
-                        $"the target is met with a noise multiplier below {floor}; plan with the RDP accountant or a smaller target");
-                }
-                hi = lo;
-            }
-        }
-        // Invariant: eps(lo) > target >= eps(hi). Illinois regula falsi (few evaluations, which matters for PLD),
-        // falling back to bisection whenever a step fails to halve the bracket, so it ends like bisection would.
-        double fLo = eps(lo) - targetEpsilon, fHi = eps(hi) - targetEpsilon;
-        int side = 0;
-        while (hi - lo > NoiseRelativeTolerance * hi)
-        {
-            double width = hi - lo;
-            double mid = double.IsFinite(fLo) ? hi - fHi * (hi - lo) / (fHi - fLo) : 0.5 * (lo + hi);
-            // Keep the probe strictly inside and away from the ends by a fraction of the tolerance.
-            double guard = 0.25 * NoiseRelativeTolerance * hi;
-            mid = Math.Clamp(mid, lo + guard, hi - guard);
-            double fMid = eps(mid) - targetEpsilon;
-            if (fMid <= 0)
-            {
-                hi = mid;
-                fHi = fMid;
-                if (side == -1)
-                {
-                    fLo *= 0.5;
-                }
-                side = -1;
-            }
-            else
-            {
-                lo = mid;
-                fLo = fMid;
-                if (side == 1)
-                {
-                    fHi *= 0.5;
-                }
-                side = 1;
-            }
-            if (hi - lo > 0.5 * width)
-            {
-                double bisect = 0.5 * (lo + hi);
-                double fBisect = eps(bisect) - targetEpsilon;
-                if (fBisect <= 0)
-                {
-                    hi = bisect;
-                    fHi = fBisect;
-                }
-                else
-                {
-                    lo = bisect;
-                    fLo = fBisect;
-                }
-                side = 0;
-            }
-        }
-        return hi;
+        return NoiseSearch.Smallest(z => Epsilon(kind, z, samplingRate, rounds, delta).Epsilon, targetEpsilon,
+            start, kind == PrivacyAccountantKind.Pld ? 0.85 : 0.5, floor, MaximumNoise,
+            reason => new ArgumentOutOfRangeException(nameof(targetEpsilon), targetEpsilon,
+                reason + (kind == PrivacyAccountantKind.Pld ? "; plan with the RDP accountant or a smaller target" : "")));
     }
 
     /// <summary>Largest number of rounds (0 if none) whose epsilon stays at most the target, up to <paramref name="maxRounds"/>.</summary>

@@ -75,6 +75,8 @@ public static class RdpAnalysis
     /// RDP of the (distributed) Skellam mechanism whose summed noise has the given variance, for integer-valued
     /// sensitivities l1 and l2 (Agarwal, Kairouz, Liu 2021, arXiv:2110.04995, the Skellam RDP theorem; Sk(mu, mu) has variance 2 mu):
     /// eps(a) = a l2^2 / (2 var) + min(((2a - 1) l2^2 + 6 l1) / (4 var^2), 3 l1 / (2 var)).
+    /// The theorem holds for integer orders only, so a fractional order a is charged the bound at ceil(a): RDP is
+    /// non-decreasing in the order, so (a, eps(ceil a))-RDP holds, and the conversion to (epsilon, delta) at a stays valid.
     /// </summary>
     public static double[] Skellam(double l1Sensitivity, double l2Sensitivity, double variance, IReadOnlyList<double> orders)
     {
@@ -86,13 +88,73 @@ public static class RdpAnalysis
         var rdp = new double[orders.Count];
         for (int i = 0; i < rdp.Length; i++)
         {
-            double a = orders[i];
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(orders[i], 1.0, nameof(orders));
+            double a = Math.Ceiling(orders[i]);
             double gaussianPart = a * l2Squared / (2 * variance);
             double correction = Math.Min(((2 * a - 1) * l2Squared + 6 * l1Sensitivity) / (4 * variance * variance),
                 3 * l1Sensitivity / (2 * variance));
             rdp[i] = gaussianPart + correction;
         }
         return rdp;
+    }
+
+    /// <summary>
+    /// RDP of the multivariate discrete Gaussian N_Z(0, sigma^2)^d on an integer-valued query whose L2 sensitivity squared
+    /// is given: a l2^2 / (2 sigma^2) at every real order a > 1 (Canonne, Kamath, Steinke 2020, arXiv:2004.00010,
+    /// Thm 14: (1/2) eps^2-concentrated DP with eps^2 = l2^2 / sigma^2, which is exactly this RDP curve).
+    /// </summary>
+    public static double[] DiscreteGaussian(double l2SensitivitySquared, double sigmaSquared, IReadOnlyList<double> orders)
+    {
+        ArgumentNullException.ThrowIfNull(orders);
+        ArgumentOutOfRangeException.ThrowIfNegative(l2SensitivitySquared);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(sigmaSquared);
+        var rdp = new double[orders.Count];
+        for (int i = 0; i < rdp.Length; i++)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(orders[i], 1.0, nameof(orders));
+            rdp[i] = orders[i] * l2SensitivitySquared / (2 * sigmaSquared);
+        }
+        return rdp;
+    }
+
+    /// <summary>
+    /// RDP of any mechanism run on a Poisson sample of rate q (add/remove neighbours), from its RDP at integer orders,
+    /// by the general upper bound of Zhu and Wang 2019 (ICML, "Poisson subsampled Renyi differential privacy", Thm 6):
+    /// eps'(a) &lt;= 1/(a-1) ln{ (1-q)^(a-1) (a q - q + 1) + C(a,2) q^2 (1-q)^(a-2) e^eps(2) + 3 sum_{l=3..a} C(a,l) (1-q)^(a-l) q^l e^((l-1) eps(l)) },
+    /// evaluated at ceil(a) for a fractional order and never above the unsampled eps(ceil a) (sampling never hurts).
+    /// </summary>
+    /// <param name="rdpAtInteger">The mechanism's RDP at an integer order >= 2.</param>
+    public static double[] PoissonSubsampled(Func<int, double> rdpAtInteger, double samplingRate, IReadOnlyList<double> orders)
+    {
+        ArgumentNullException.ThrowIfNull(rdpAtInteger);
+        ArgumentNullException.ThrowIfNull(orders);
+        if (!(samplingRate > 0 && samplingRate <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(samplingRate), samplingRate, "sampling rate must be in (0, 1]");
+        }
+        var rdp = new double[orders.Count];
+        for (int i = 0; i < rdp.Length; i++)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(orders[i], 1.0, nameof(orders));
+            int a = checked((int)Math.Ceiling(orders[i]));
+            double plain = rdpAtInteger(a);
+            rdp[i] = samplingRate == 1 ? plain : Math.Min(plain, ZhuWangBound(rdpAtInteger, samplingRate, a));
+        }
+        return rdp;
+    }
+
+    private static double ZhuWangBound(Func<int, double> eps, double q, int a)
+    {
+        double logQ = Math.Log(q), log1MinusQ = PrivacyMath.LogOnePlus(-q);
+        double logSum = (a - 1) * log1MinusQ + PrivacyMath.LogOnePlus((a - 1) * q);
+        double logBinom = Math.Log(a) + Math.Log(a - 1) - Math.Log(2); // ln C(a, 2)
+        logSum = PrivacyMath.LogAdd(logSum, logBinom + 2 * logQ + (a - 2) * log1MinusQ + eps(2));
+        for (int l = 3; l <= a; l++)
+        {
+            logBinom += Math.Log(a - l + 1) - Math.Log(l);
+            logSum = PrivacyMath.LogAdd(logSum, Math.Log(3) + logBinom + l * logQ + (a - l) * log1MinusQ + (l - 1) * eps(l));
+        }
+        return logSum / (a - 1);
     }
 
     /// <summary>
@@ -108,6 +170,11 @@ public static class RdpAnalysis
         }
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(delta, 0.0);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(delta, 1.0);
+        if (!rdp.ContainsAnyExcept(0.0))
+        {
+            // Zero at every order: the outputs are identically distributed, epsilon 0 (the conversion is loose at zero).
+            return new PrivacySpent(0.0, delta, null);
+        }
         double best = double.PositiveInfinity;
         double? bestOrder = null;
         double logDelta = Math.Log(delta);

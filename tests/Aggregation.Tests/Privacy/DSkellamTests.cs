@@ -235,4 +235,25 @@ public sealed class DSkellamTests
         Assert.Throws<InvalidOperationException>(() => plan.RdpPerRound());
         Assert.Throws<ArgumentOutOfRangeException>(() => DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, -0.1, n, 2)));
     }
+
+    [Fact]
+    public void Encode_ConditionalRounding_IntegerNormNeverAboveTheFlooredBound()
+    {
+        // A small scale makes rounding matter: scaled norm 4 in 16 dimensions, bound floor(16 + 4 + sqrt(2 ln(1/beta)) (4 + 2)) = 26.
+        var p = new DSkellamParameters(16, 32, ClipNorm: 1.0, NoiseMultiplier: 0, MaxClients: 2, MinClients: 1);
+        DSkellamPlan plan = DSkellamPlan.WithScale(p, 4.0);
+        Assert.Equal(26, plan.NormBoundSquared);
+        Assert.Equal(Math.Sqrt(26), plan.L2Sensitivity);
+        using var random = Random("norm");
+        var encoder = new DSkellamEncoder(plan, s_manifestSeed, random);
+        var generator = new Random(6);
+        int redraws = 0;
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            long[] x = encoder.EncodeToIntegers(RandomUpdate(generator, 16, 1.0), out _, out int attempts);
+            redraws += attempts - 1;
+            Assert.True(x.Sum(v => v * v) <= 26, $"trial {trial}: |x|^2 = {x.Sum(v => v * v)}");
+        }
+        Assert.True(redraws > 0, "no rounding was ever redrawn; the bound is not being exercised");
+    }
 }

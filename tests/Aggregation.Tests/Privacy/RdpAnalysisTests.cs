@@ -199,6 +199,75 @@ public sealed class RdpAnalysisTests
     }
 
     [Fact]
+    public void Skellam_FractionalOrders_ChargedAtTheirCeiling()
+    {
+        // Thm 3.5 holds at integer orders only: 2.5 is charged as 3 (l1 = 40, l2 = 6, var = 50: 3*36/100 + min(...)
+        // = 1.08 + min((5*36 + 240)/10000, 120/100) = 1.122, Python), 1.1 as 2, and an integer order as itself.
+        double[] rdp = RdpAnalysis.Skellam(40, 6, 50, [1.1, 2.0, 2.5, 3.0]);
+        Assert.Equal(1.122, rdp[2], 1e-15);
+        Assert.Equal(rdp[3], rdp[2]);
+        Assert.Equal(rdp[1], rdp[0]);
+        Assert.Equal(2 * 36 / 100.0 + (3 * 36 + 240) / 10000.0, rdp[1], 1e-15);
+        Assert.Throws<ArgumentOutOfRangeException>(() => RdpAnalysis.Skellam(40, 6, 50, [1.0]));
+    }
+
+    [Fact]
+    public void Skellam_DefaultOrders_BestOrderIsAnInteger()
+    {
+        // z = 1, 100 rounds, Delta2 = 2^10: about 50 a per run, whose conversion is smallest near a = 1.5 when the bound is
+        // read at fractional orders (100.7 there). At integer orders the best is a = 2: 100 a/2 + tiny + 13.12 = 112.43.
+        double l2 = 1024, variance = l2 * l2;
+        double[] rdp = RdpAnalysis.Skellam(l2 * l2, l2, variance, RdpOrders.Default).Select(r => 100 * r).ToArray();
+        PrivacySpent spent = RdpAnalysis.Epsilon(RdpOrders.Default, rdp, 1e-6);
+        Assert.Equal(2.0, spent.Order);
+        Assert.Equal(100 + 100 * (3 + 6) / (4 * variance) - (Math.Log(1e-6) + Math.Log(2)) + Math.Log(0.5), spent.Epsilon, 1e-9);
+    }
+
+    [Fact]
+    public void DiscreteGaussian_WorkedValues_AreAlphaL2SquaredOverTwoSigmaSquared()
+    {
+        // CKS 2020 Thm 14: l2^2 = 4 (replace-one of a unit vector), sigma^2 = 9: a * 4 / 18.
+        double[] rdp = RdpAnalysis.DiscreteGaussian(4, 9, [1.5, 2.0, 64.0]);
+        Assert.Equal(1.5 * 4 / 18, rdp[0], 1e-15);
+        Assert.Equal(2.0 * 4 / 18, rdp[1], 1e-15);
+        Assert.Equal(64.0 * 4 / 18, rdp[2], 1e-13);
+    }
+
+    [Theory]
+    [InlineData(2.0, 0.00428650437041895)]
+    [InlineData(3.0, 0.009729634361002059)]
+    [InlineData(4.0, 0.019097707036746753)]
+    [InlineData(3.5, 0.019097707036746753)]
+    [InlineData(8.0, 0.7566727644003748)]
+    [InlineData(16.0, 4.877799260853755)]
+    public void PoissonSubsampled_ZhuWangGeneralBound_MatchesWorkedValues(double order, double expected)
+    {
+        // Python (math.comb, exact sums): Zhu-Wang 2019 Thm 6 for eps(l) = l / 2 (sigma/Delta = 1) at q = 0.05, capped at eps(a).
+        double[] rdp = RdpAnalysis.PoissonSubsampled(l => l / 2.0, 0.05, [order]);
+        Assert.Equal(expected, rdp[0], expected * 1e-12);
+    }
+
+    [Fact]
+    public void PoissonSubsampled_GaussianCurve_BetweenTheTightBoundAndNoSampling()
+    {
+        int[] orders = [2, 3, 5, 10, 20, 40, 63];
+        double[] general = RdpAnalysis.PoissonSubsampled(l => l / (2 * 1.3 * 1.3), 0.01, orders.Select(a => (double)a).ToArray());
+        for (int i = 0; i < orders.Length; i++)
+        {
+            // The Gaussian's own (tight) subsampled RDP (Mironov-Talwar-Zhang) is a lower bound for the general one.
+            Assert.True(general[i] >= RdpAnalysis.SubsampledGaussian(0.01, 1.3, orders[i]) * (1 - 1e-9));
+            Assert.True(general[i] <= orders[i] / (2 * 1.3 * 1.3));
+        }
+        Assert.Equal(7.0, RdpAnalysis.PoissonSubsampled(l => l, 1.0, [7.0])[0]);
+    }
+
+    [Fact]
+    public void Epsilon_ZeroRdp_IsZero()
+    {
+        Assert.Equal(0.0, RdpAnalysis.Epsilon(RdpOrders.Default, new double[RdpOrders.Default.Count], 1e-6).Epsilon);
+    }
+
+    [Fact]
     public void Orders_Default_ContainsOpacusListPlusExtras()
     {
         Assert.Equal(99 + 52, RdpOrders.Opacus.Count);
