@@ -69,8 +69,8 @@ public sealed class LlamaConfigTests
         var e = Assert.Throws<InvalidDataException>(() => LlamaConfig.Parse("""
             {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 50257, "n_embd": 768}
             """));
-        Assert.Contains("gpt2", e.Message);
-        Assert.Contains("Llama family", e.Message);
+        Assert.Contains("config.json model_type 'gpt2' is not supported", e.Message);
+        Assert.Contains("gemma2", e.Message);
     }
 
     [Fact]

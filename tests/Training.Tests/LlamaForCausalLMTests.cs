@@ -24,7 +24,7 @@ public sealed class LlamaForCausalLMTests
         using var scope = torch.NewDisposeScope();
 
         Tensor logits = model.forward(torch.tensor(s_ids).unsqueeze(0));
-        Tensor expected = ReferenceLlama.Logits(dir.Path, s_ids);
+        Tensor expected = ReferenceDecoder.Logits(dir.Path, s_ids);
 
         Assert.Equal([1L, s_ids.Length, 64L], logits.shape);
         Assert.True(logits[0].allclose(expected, rtol: 1e-4, atol: 1e-5), $"max diff {(logits[0] - expected).abs().max().item<float>()}");
@@ -49,23 +49,33 @@ public sealed class LlamaForCausalLMTests
         using var scope = torch.NewDisposeScope();
 
         Tensor logits = model.forward(torch.tensor(s_ids).unsqueeze(0));
-        Tensor expected = ReferenceLlama.Logits(dir.Path, s_ids);
+        Tensor expected = ReferenceDecoder.Logits(dir.Path, s_ids);
 
         Assert.Contains(model.named_parameters(), p => p.name == "model.layers.0.self_attn.k_proj.bias");
         Assert.DoesNotContain(model.named_parameters(), p => p.name == "model.layers.0.self_attn.o_proj.bias");
         Assert.True(logits[0].allclose(expected, rtol: 1e-4, atol: 1e-5), $"max diff {(logits[0] - expected).abs().max().item<float>()}");
     }
 
-    [Fact]
-    public void Forward_BeyondSlidingWindow_IsRefused()
+    [Theory]
+    [InlineData("mistral", 4, 0)]
+    [InlineData("qwen2", 3, 1)]
+    public void Forward_BeyondSlidingWindow_MatchesPlainReference(string modelType, int window, int maxWindowLayers)
     {
-        using var model = new LlamaForCausalLM(Config(false) with { ModelType = "mistral", SlidingWindow = 4 });
-        model.InitializeRandom(1);
+        using var dir = new TempDirectory();
+        var config = Config(false) with { ModelType = modelType, QkvBias = modelType == "qwen2", SlidingWindow = window, MaxWindowLayers = maxWindowLayers };
+        TinyLlamaFactory.Write(dir.Path, config, seed: 13, initStd: 0.2);
+        using var model = LlamaForCausalLM.FromPretrained(dir.Path);
         using var scope = torch.NewDisposeScope();
 
-        Assert.Equal([1L, 4L, 64L], model.forward(torch.tensor(s_ids[..4]).unsqueeze(0)).shape);
-        var e = Assert.Throws<NotSupportedException>(() => model.forward(torch.tensor(s_ids).unsqueeze(0)));
-        Assert.Contains("sliding_window 4", e.Message);
+        Tensor logits = model.forward(torch.tensor(s_ids).unsqueeze(0));
+        Tensor expected = ReferenceDecoder.Logits(dir.Path, s_ids);
+        Tensor unwindowed = ReferenceDecoder.Logits(WithoutWindow(dir, config), s_ids);
+
+        Assert.Equal(window, LlamaConfig.Load(dir.Path).SlidingWindow);
+        Assert.True(logits[0].allclose(expected, rtol: 1e-4, atol: 1e-5), $"max diff {(logits[0] - expected).abs().max().item<float>()}");
+        // The window matters: beyond it the logits differ from full attention, within it they agree.
+        Assert.False(logits[0].allclose(unwindowed, rtol: 1e-3, atol: 1e-4));
+        Assert.True(logits[0, ..window].allclose(unwindowed[..window], rtol: 1e-4, atol: 1e-5));
     }
 
     [Fact]
@@ -182,7 +192,7 @@ public sealed class LlamaForCausalLMTests
         Assert.True(loaded.eq(exact.to_type(stored)).all().item<bool>());
         // Each matmul upcasts the stored weight, so fp32 logits equal those of a float32 copy of the same values.
         Tensor input = torch.tensor(s_ids).unsqueeze(0);
-        Assert.True(half.forward(input).allclose(ReferenceLlama.Logits(dir.Sub("half"), s_ids).unsqueeze(0), rtol: 1e-4, atol: 1e-5));
+        Assert.True(half.forward(input).allclose(ReferenceDecoder.Logits(dir.Sub("half"), s_ids).unsqueeze(0), rtol: 1e-4, atol: 1e-5));
     }
 
     [Fact]
@@ -210,6 +220,15 @@ public sealed class LlamaForCausalLMTests
         Assert.Equal(expected, loss, 5);
     }
 
+    private static string WithoutWindow(TempDirectory dir, LlamaConfig config)
+    {
+        string full = dir.Sub("full");
+        Directory.CreateDirectory(full);
+        File.Copy(Path.Combine(dir.Path, "model.safetensors"), Path.Combine(full, "model.safetensors"));
+        File.WriteAllText(Path.Combine(full, "config.json"), (config with { SlidingWindow = null }).ToJson());
+        return full;
+    }
+
     /// <summary>Factory norms are 1; random ones make the reference comparison sensitive to the norm weights.</summary>
     private static void RandomizeNorms(string directory)
     {
@@ -217,7 +236,7 @@ public sealed class LlamaForCausalLMTests
         RewriteWeights(directory, (name, w) => name.EndsWith("norm.weight", StringComparison.Ordinal) ? torch.rand_like(w) + 0.5 : w);
     }
 
-    private static void RewriteWeights(string directory, Func<string, Tensor, Tensor?> change)
+    internal static void RewriteWeights(string directory, Func<string, Tensor, Tensor?> change)
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new List<(string, Tensor, SafeTensorDType)>();

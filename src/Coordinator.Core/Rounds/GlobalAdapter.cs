@@ -45,6 +45,8 @@ internal sealed class GlobalAdapter
         ArgumentNullException.ThrowIfNull(settings);
         settings.Validate();
         LlamaConfig config = LlamaConfig.Load(baseModelDirectory);
+        // The settings keep only the targets this family has (PEFT's matching), so target_modules is exact.
+        settings = LoraShapes.Effective(config, settings);
         var tensors = new List<NamedTensor>();
         foreach (LoraProjection projection in LoraShapes.Projections(config, settings.Targets))
         {

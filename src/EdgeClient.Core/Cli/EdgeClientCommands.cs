@@ -22,5 +22,7 @@ public static class EdgeClientCommands
             .WithDescription("Take part in federated rounds: train locally, add DP noise, mask and upload, until Ctrl+C.");
         config.AddCommand<EvalCommand>("eval")
             .WithDescription("Print mean_loss, perplexity and tokens of a model, with or without an adapter, on a JSONL file.");
+        config.AddCommand<GenerateCommand>("generate")
+            .WithDescription("Continue a prompt or a chat with a model, with or without an adapter (greedy, or sampled with a seed).");
     }
 }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Peft;
+using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -45,7 +46,7 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);
         if (settings.Adapter is not null)
         {
-            LoadAdapter(model, settings.Adapter);
+            LocalModelInputs.RequireAdapter(model, settings.Adapter);
         }
 
         IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId);
@@ -66,17 +67,5 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"tokens      {result.Tokens}"));
         }
         return Task.FromResult(CliRunner.Ok);
-    }
-
-    private static void LoadAdapter(LlamaForCausalLM model, string adapterDirectory)
-    {
-        try
-        {
-            PeftAdapter.Apply(adapterDirectory, model);
-        }
-        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or JsonException)
-        {
-            throw new UsageException($"--adapter: {ex.Message}");
-        }
     }
 }

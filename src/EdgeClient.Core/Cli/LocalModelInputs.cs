@@ -1,17 +1,18 @@
 using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Model;
+using Federated.Training.Peft;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using TorchSharp;
 
 namespace Federated.EdgeClient.Cli;
 
-/// <summary>Opens what the local train and eval commands read, turning every user-fixable problem into a UsageException.</summary>
+/// <summary>Opens what the local train, eval and generate commands read, turning every user-fixable problem into a UsageException.</summary>
 /// <remarks>Checks run cheapest first (paths, config.json, tokenizer, data) so a bad flag fails before any weights load.</remarks>
 internal static class LocalModelInputs
 {
-    /// <summary>Reads and validates config.json of a Llama-family model folder.</summary>
+    /// <summary>Reads and validates config.json of a model folder of a supported family.</summary>
     public static LlamaConfig RequireConfig(string modelDirectory)
     {
         if (!Directory.Exists(modelDirectory))
@@ -119,6 +120,19 @@ internal static class LocalModelInputs
         catch (Exception ex) when (ex is IOException or InvalidDataException)
         {
             throw new UsageException($"--model: {ex.Message}");
+        }
+    }
+
+    /// <summary>Attaches a PEFT adapter folder; an unreadable or mismatched adapter is a usage error.</summary>
+    public static void RequireAdapter(LlamaForCausalLM model, string adapterDirectory)
+    {
+        try
+        {
+            PeftAdapter.Apply(adapterDirectory, model);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ArgumentException or JsonException)
+        {
+            throw new UsageException($"--adapter: {ex.Message}");
         }
     }
 

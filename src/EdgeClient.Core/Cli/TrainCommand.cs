@@ -33,7 +33,8 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         public double? Alpha { get; init; }
 
         [CommandOption("--targets <LIST>")]
-        [Description("Comma-separated projections to adapt (default: all seven linear projections).")]
+        [Description("Comma-separated projections to adapt, as PEFT names them; names the model's family lacks are skipped "
+            + "(default: every linear projection: q/k/v/o_proj, gate/up/down_proj; qkv_proj, o_proj, gate_up_proj, down_proj on Phi-3).")]
         public string Targets { get; init; } = string.Join(',', LoraSettings.AllProjections);
 
         [CommandOption("--learning-rate <LR>")]
@@ -95,6 +96,11 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         string outDirectory = settings.Out!;
         LlamaConfig config = LocalModelInputs.RequireConfig(modelDirectory);
         int maxLength = LocalModelInputs.SequenceLength(settings.MaxLength, config);
+        if (!settings.TargetList.Any(config.ProjectionNames.Contains))
+        {
+            throw new UsageException(
+                $"--targets: a {config.ModelType} model has none of {settings.Targets}; its projections are {string.Join(",", config.ProjectionNames)}");
+        }
         if (File.Exists(outDirectory))
         {
             throw new UsageException($"--out: {outDirectory} is a file, not a folder");
@@ -125,7 +131,8 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             ? Train(model, batches, trainerOptions, WriteJsonStep, cancellationToken)
             : await TrainWithProgressBarAsync(model, batches, trainerOptions, cancellationToken);
 
-        PeftAdapter.Save(outDirectory, lora, result.After!, Path.GetFullPath(modelDirectory));
+        // The model's settings list only the targets its family has, so target_modules names modules PEFT will find.
+        PeftAdapter.Save(outDirectory, model.Lora!, result.After!, Path.GetFullPath(modelDirectory));
 
         if (settings.Json)
         {

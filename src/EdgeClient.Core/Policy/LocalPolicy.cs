@@ -50,7 +50,8 @@ public sealed record LocalPolicy
     /// <summary>SHA-256 (hex) of the only coordinator certificate this machine talks to; null pins nothing beyond the CA.</summary>
     public string? CoordinatorCertificateSha256 { get; init; }
 
-    private static readonly string[] s_targetModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    // Every projection name of a supported family (Phi-3's fused qkv_proj and gate_up_proj included).
+    private static readonly IReadOnlyList<string> s_targetModules = Federated.Training.Lora.LoraSettings.AllProjections;
 
     /// <summary>Reads and validates a policy file.</summary>
     /// <exception cref="PolicyFileException">Missing file, bad JSON, unknown key, or a value out of range.</exception>

@@ -266,26 +266,14 @@ public sealed class JsonlDataset
 
     private static List<ChatMessage> ReadMessages(JsonElement messages)
     {
-        if (messages.ValueKind != JsonValueKind.Array || messages.GetArrayLength() == 0)
+        List<ChatMessage> result;
+        try
         {
-            throw new RecordException("\"messages\" must be a non-empty array");
+            result = ChatTemplate.ReadMessages(messages);
         }
-        var result = new List<ChatMessage>();
-        foreach (JsonElement message in messages.EnumerateArray())
+        catch (FormatException ex)
         {
-            int index = result.Count;
-            if (message.ValueKind != JsonValueKind.Object
-                || !message.TryGetProperty("role", out JsonElement role) || role.ValueKind != JsonValueKind.String
-                || !message.TryGetProperty("content", out JsonElement content) || content.ValueKind != JsonValueKind.String)
-            {
-                throw new RecordException($"messages[{index}] must be an object with string \"role\" and \"content\"");
-            }
-            string roleName = role.GetString()!;
-            if (!ChatTemplate.Roles.Contains(roleName))
-            {
-                throw new RecordException($"messages[{index}].role '{roleName}' is not one of {string.Join(", ", ChatTemplate.Roles)}");
-            }
-            result.Add(new ChatMessage(roleName, content.GetString()!));
+            throw new RecordException(ex.Message);
         }
         if (!result.Exists(m => m.Role == ChatTemplate.Assistant))
         {

@@ -4,7 +4,7 @@ namespace Federated.Training.Lora;
 /// <param name="Rank">r, the inner dimension of B·A (1..4096).</param>
 /// <param name="Alpha">lora_alpha; the update is scaled by alpha / r as in PEFT.</param>
 /// <param name="Dropout">Dropout probability on the adapter input during training, in [0, 1).</param>
-/// <param name="TargetModules">Projection names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).</param>
+/// <param name="TargetModules">Projection names as PEFT's target_modules (q_proj .. down_proj; qkv_proj and gate_up_proj on Phi-3); a model skips names its family lacks.</param>
 /// <param name="InitSeed">Seed for A's kaiming-uniform init; the coordinator hands it out so every client starts from the same A.</param>
 /// <param name="FreezeA">FFA-LoRA (Sun et al. 2024): train only B so federated averaging is exact; the default for rounds.</param>
 public sealed record LoraSettings(
@@ -15,11 +15,11 @@ public sealed record LoraSettings(
     long InitSeed = 0,
     bool FreezeA = true)
 {
-    /// <summary>Every projection a Llama-family layer has, in the order the model visits them.</summary>
+    /// <summary>Every projection name a supported family has: Llama's seven, then Phi-3's fused qkv_proj and gate_up_proj.</summary>
     public static readonly IReadOnlyList<string> AllProjections =
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"];
 
-    /// <summary>The target modules in effect (the attention projections when none are given).</summary>
+    /// <summary>The target modules asked for (Llama's attention projections when none are given; a model picks its family's).</summary>
     public IReadOnlyList<string> Targets => TargetModules ?? ["q_proj", "k_proj", "v_proj", "o_proj"];
 
     /// <summary>alpha / r, as PEFT's LoraLayer.scaling without rsLoRA.</summary>

@@ -8,7 +8,8 @@ namespace Federated.Training.Model;
 /// [tokens x vocabulary] logits never exist whole (Qwen's 151,936-token vocabulary makes them the largest tensor of a
 /// step). Forward keeps only the hidden states; backward recomputes each chunk's logits and turns them into
 /// softmax - onehot(y), the gradient of cross-entropy with respect to the logits. The head matmul runs in the
-/// compute type; logits, softmax and the loss are float32.
+/// compute type; logits, softmax and the loss are float32. With Gemma 2's final_logit_softcapping the logits are
+/// c · tanh(z / c) of the head's z, and backward multiplies by their derivative 1 - tanh²(z / c).
 /// </summary>
 internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedLmHeadLoss>
 {
@@ -20,10 +21,10 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
     /// <param name="trainableWeight">The head weight when it trains (full fine-tuning, float32); it then gets a gradient.</param>
     /// <param name="chunkRows">Tokens per chunk.</param>
     public static Tensor Apply(Tensor hidden, Tensor labels, Func<Tensor> weight, Tensor? trainableWeight, ScalarType computeType,
-        long chunkRows)
+        long chunkRows, double? softcap = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkRows);
-        var call = new Call(labels, weight, computeType, chunkRows, trainableWeight is not null);
+        var call = new Call(labels, weight, computeType, chunkRows, trainableWeight is not null, softcap);
         return trainableWeight is null ? apply(call, hidden) : apply(call, hidden, trainableWeight);
     }
 
@@ -42,6 +43,10 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
             using var scope = torch.NewDisposeScope();
             long count = Math.Min(call.ChunkRows, rows - start);
             Tensor chunk = Logits(hidden.narrow(0, start, count), weight, call.ComputeType, logits.narrow(0, 0, count));
+            if (call.Softcap is { } cap)
+            {
+                chunk.div_(cap).tanh_().mul_(cap);
+            }
             // torch's fused log-softmax and NLL: the same sum of logsumexp(z) - z[y], in one pass over the chunk.
             total.add_(nn.functional.cross_entropy(chunk, call.Labels.narrow(0, start, count), reduction: nn.Reduction.Sum));
         }
@@ -65,10 +70,22 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
             long count = Math.Min(call.ChunkRows, rows - start);
             Tensor h = hidden.narrow(0, start, count);
             // d loss / d logits = softmax(logits) - onehot(label), scaled by the upstream gradient.
-            Tensor probabilities = Logits(h, weight, call.ComputeType, logits.narrow(0, 0, count)).softmax(1);
+            Tensor chunk = Logits(h, weight, call.ComputeType, logits.narrow(0, 0, count));
+            Tensor? capped = null;
+            if (call.Softcap is { } cap)
+            {
+                capped = chunk.div(cap).tanh_();
+                chunk.copy_(capped).mul_(cap);
+            }
+            Tensor probabilities = chunk.softmax(1);
             Tensor target = labels.narrow(0, start, count).unsqueeze(1);
             probabilities.scatter_(1, target, probabilities.gather(1, target) - 1.0);
             probabilities.mul_(gradOutput);
+            if (capped is not null)
+            {
+                // Through c · tanh(z / c): d/dz = 1 - tanh²(z / c).
+                probabilities.mul_(capped.mul_(capped).neg_().add_(1.0));
+            }
             Tensor gradLogits = probabilities.to_type(call.ComputeType);
             gradHidden.narrow(0, start, count).copy_(gradLogits.matmul(weight));
             gradWeight?.add_(probabilities.t().matmul(h));
@@ -89,5 +106,5 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
         return buffer.copy_(logits);
     }
 
-    private sealed record Call(Tensor Labels, Func<Tensor> Weight, ScalarType ComputeType, long ChunkRows, bool WeightTrains);
+    private sealed record Call(Tensor Labels, Func<Tensor> Weight, ScalarType ComputeType, long ChunkRows, bool WeightTrains, double? Softcap);
 }

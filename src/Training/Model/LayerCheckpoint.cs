@@ -14,7 +14,7 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
 {
     public override string Name => nameof(LayerCheckpoint);
 
-    public static Tensor Apply(LlamaDecoderLayer layer, Tensor hidden, Tensor cos, Tensor sin, Tensor? mask)
+    public static Tensor Apply(DecoderLayer layer, Tensor hidden, AttentionInputs inputs)
     {
         Parameter[] trainable = layer.parameters().Where(p => p.requires_grad).ToArray();
         bool randomness = layer.training && layer.UsesDropout;
@@ -25,8 +25,8 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
         }
         var call = new Call(layer, trainable.Length, hidden.requires_grad, randomness);
         object[] args = [call, hidden, .. trainable];
-        // cos, sin, the mask and the generator state go through save_for_backward below, not as inputs.
-        call.Extra = [cos, sin, mask, randomness ? torch.get_rng_state() : null];
+        // cos, sin, the masks and the generator state go through save_for_backward below, not as inputs.
+        call.Extra = [inputs.Cos, inputs.Sin, inputs.FullMask, inputs.SlidingMask, randomness ? torch.get_rng_state() : null];
         return apply(args);
     }
 
@@ -36,17 +36,18 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
         var hidden = (Tensor)vars[1];
         Tensor?[] extra = call.Extra!;
         call.Extra = null;
-        ctx.save_for_backward([hidden, extra[0]!, extra[1]!, extra[2]!, extra[3]!]);
+        ctx.save_for_backward([hidden, extra[0]!, extra[1]!, extra[2]!, extra[3]!, extra[4]!]);
         ctx.save_data("call", call);
-        return call.Layer.Forward(hidden, extra[0]!, extra[1]!, extra[2]);
+        return call.Layer.Forward(hidden, new AttentionInputs(extra[0]!, extra[1]!, extra[2], extra[3], null));
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var call = (Call)ctx.get_data("call");
         List<Tensor> saved = ctx.get_saved_variables();
-        Tensor hidden = saved[0], cos = saved[1], sin = saved[2];
-        Tensor? mask = saved[3], rngState = saved[4];
+        Tensor hidden = saved[0];
+        var attention = new AttentionInputs(saved[1], saved[2], saved[3], saved[4], null);
+        Tensor? rngState = saved[5];
         Parameter[] trainable = call.Layer.parameters().Where(p => p.requires_grad).ToArray();
         if (trainable.Length != call.TrainableCount)
         {
@@ -62,7 +63,7 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
             torch.set_rng_state(rngState!);
             try
             {
-                output = call.Layer.Forward(input, cos, sin, mask);
+                output = call.Layer.Forward(input, attention);
             }
             finally
             {
@@ -71,7 +72,7 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
         }
         else
         {
-            output = call.Layer.Forward(input, cos, sin, mask);
+            output = call.Layer.Forward(input, attention);
         }
         var inputs = new List<Tensor>();
         if (call.InputNeedsGrad)
@@ -96,9 +97,9 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
     private static Tensor Defined(Tensor? grad) =>
         grad is null || grad.IsInvalid ? null! : grad.MoveToOuterDisposeScope();
 
-    private sealed class Call(LlamaDecoderLayer layer, int trainableCount, bool inputNeedsGrad, bool replaysRandomness)
+    private sealed class Call(DecoderLayer layer, int trainableCount, bool inputNeedsGrad, bool replaysRandomness)
     {
-        public LlamaDecoderLayer Layer { get; } = layer;
+        public DecoderLayer Layer { get; } = layer;
         public int TrainableCount { get; } = trainableCount;
         public bool InputNeedsGrad { get; } = inputNeedsGrad;
         public bool ReplaysRandomness { get; } = replaysRandomness;

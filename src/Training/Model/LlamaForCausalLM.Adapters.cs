@@ -8,7 +8,11 @@ namespace Federated.Training.Model;
 // The adapter side of the model: attaching, merging and exchanging LoRA tensors under their PEFT names.
 public sealed partial class LlamaForCausalLM
 {
-    /// <summary>Attaches LoRA adapters to the target projections of every layer; base weights stay frozen.</summary>
+    /// <summary>
+    /// Attaches LoRA adapters to the target projections of every layer; base weights stay frozen. As PEFT matches
+    /// target_modules, names this family does not have are skipped (q_proj on Phi-3, whose attention is one qkv_proj),
+    /// but at least one must match; <see cref="Lora"/> then lists only the matched ones, in this family's order.
+    /// </summary>
     public void AddLora(LoraSettings settings)
     {
         ArgumentNullException.ThrowIfNull(settings);
@@ -17,11 +21,21 @@ public sealed partial class LlamaForCausalLM
         {
             throw new InvalidOperationException("the model already has a LoRA adapter; merge or remove it first");
         }
-        foreach (var (path, linear) in TargetLinears(settings.Targets))
+        // Without target_modules, the attention projections of this family (PEFT's usual q/k/v/o; qkv/o on Phi-3).
+        IReadOnlyList<string> requested = settings.TargetModules ?? Config.AttentionProjectionNames;
+        string[] matched = Config.ProjectionNames.Where(requested.Contains).ToArray();
+        if (matched.Length == 0)
         {
-            linear.AttachLora(settings, path);
+            throw new ArgumentException(
+                $"none of the LoRA target modules {string.Join(", ", requested)} exists in a {Config.ModelType} model; its projections are {string.Join(", ", Config.ProjectionNames)}",
+                nameof(settings));
         }
-        _lora = settings;
+        var effective = settings with { TargetModules = matched };
+        foreach (var (path, linear) in TargetLinears(matched))
+        {
+            linear.AttachLora(effective, path);
+        }
+        _lora = effective;
     }
 
     /// <summary>Removes the adapter without changing the base weights.</summary>

@@ -8,14 +8,15 @@ using static TorchSharp.torch;
 namespace Federated.Training.Model;
 
 /// <summary>
-/// A Llama-family causal language model (transformers' LlamaForCausalLM) in TorchSharp, with optional LoRA adapters.
+/// A decoder-only causal language model of a supported family (transformers' LlamaForCausalLM, MistralForCausalLM,
+/// Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM) in TorchSharp, with optional LoRA adapters.
 /// Parameters carry Hugging Face names; the model lives on the device it was built on (it is never moved). Frozen
 /// weights are held as <see cref="Storage"/> says; activations, norms, softmax, the loss and LoRA are float32.
 /// </summary>
 public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 {
     private const string PeftPrefix = "base_model.model.";
-    private readonly LlamaBackbone _model;
+    private readonly DecoderBackbone _model;
     private readonly Lora.LoraLinear? _lmHead;
     private readonly RotaryEmbedding _rotary;
     private LoraSettings? _lora;
@@ -37,7 +38,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         Config = config;
         Storage = storage;
         Device = device ?? torch.CPU;
-        _model = new LlamaBackbone(config, Device, storage);
+        _model = new DecoderBackbone(config, Device, storage);
         register_module("model", _model);
         if (!config.TieWordEmbeddings)
         {
@@ -167,6 +168,23 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         Tensor hidden = ForwardHidden(inputIds, attentionMask);
+        return HeadLogits(hidden).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The final-normed hidden states [B, T, hidden] in float32 (before the LM head).</summary>
+    public Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask)
+    {
+        RequireIds(inputIds);
+        using var scope = torch.NewDisposeScope();
+        Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
+        AttentionInputs inputs = Inputs(0, inputIds.shape[1], attentionMask, null);
+        return _model.Forward(ids, inputs, CheckpointActivations && training).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Float32 logits of final hidden states [.., hidden]: the LM head (or the tied embedding) in the compute type, then Gemma 2's soft-capping.</summary>
+    internal Tensor HeadLogits(Tensor hidden)
+    {
+        using var scope = torch.NewDisposeScope();
         Tensor logits;
         if (_lmHead is not null)
         {
@@ -177,29 +195,12 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             using Tensor weight = HeadWeight();
             logits = nn.functional.linear(hidden.to_type(Storage.ComputeType), weight).to_type(ScalarType.Float32);
         }
+        if (Config.FinalLogitSoftcapping is { } cap)
+        {
+            // transformers Gemma2ForCausalLM: logits = tanh(logits / cap) * cap.
+            logits = logits.div(cap).tanh().mul(cap);
+        }
         return logits.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>The final-normed hidden states [B, T, hidden] in float32 (before the LM head).</summary>
-    public Tensor ForwardHidden(Tensor inputIds, Tensor? attentionMask)
-    {
-        ArgumentNullException.ThrowIfNull(inputIds);
-        if (inputIds.dim() != 2)
-        {
-            throw new ArgumentException($"input ids must be [batch, sequence]; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
-        }
-        long length = inputIds.shape[1];
-        if (Config.SlidingWindow is { } window && length > window)
-        {
-            // Within the window, sliding-window attention is plain causal attention; beyond it we would be wrong.
-            throw new NotSupportedException(
-                $"sequence length {length} exceeds the model's sliding_window {window}; sliding-window attention is not implemented, use sequences of at most {window} tokens");
-        }
-        using var scope = torch.NewDisposeScope();
-        var (cos, sin) = _rotary.Tables(length);
-        Tensor ids = inputIds.device == Device ? inputIds : inputIds.to(Device);
-        Tensor? mask = BuildMask(attentionMask, length);
-        return _model.Forward(ids, cos, sin, mask, CheckpointActivations && training).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -217,7 +218,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
         Tensor? trainableHead = (_lmHead?.Weight ?? _model.Embed.Weight) is { requires_grad: true } head ? head : null;
         long chunk = LossChunkTokens > 0 ? LossChunkTokens : ModelMemoryEstimate.ChunkTokens(Config.VocabSize);
         return ChunkedLmHeadLoss.Apply(flatHidden.index_select(0, positions), flatLabels.index_select(0, positions), HeadWeight,
-            trainableHead, Storage.ComputeType, chunk).MoveToOuterDisposeScope();
+            trainableHead, Storage.ComputeType, chunk, Config.FinalLogitSoftcapping).MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean token cross-entropy over positions whose label is not -100 (labels already shifted).</summary>
@@ -244,7 +245,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             reduction: nn.Reduction.Sum).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms 1, biases 0) from a seed.</summary>
+    /// <summary>Initialises base weights like transformers' _init_weights (normal(0, std), norms the identity, biases 0) from a seed.</summary>
     public void InitializeRandom(long seed, double std = 0.02)
     {
         RequireUnquantized("initialise random weights");
@@ -255,7 +256,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
             {
                 if (name.EndsWith("norm.weight", StringComparison.Ordinal))
                 {
-                    tensor.fill_(1.0);
+                    tensor.fill_(_model.NormIdentityWeight);
                 }
                 else if (name.EndsWith(".bias", StringComparison.Ordinal))
                 {
@@ -332,22 +333,22 @@ public sealed partial class LlamaForCausalLM : nn.Module<Tensor, Tensor>
 
     private static bool IsLoraName(string name) => name.Contains(".lora_A", StringComparison.Ordinal) || name.Contains(".lora_B", StringComparison.Ordinal);
 
-    private Tensor? BuildMask(Tensor? attentionMask, long length)
+    private static void RequireIds(Tensor inputIds)
     {
-        if (attentionMask is null)
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (inputIds.dim() != 2 || inputIds.shape[1] == 0)
         {
-            return null;
+            throw new ArgumentException($"input ids must be [batch, sequence] with at least one token; got [{string.Join(", ", inputIds.shape)}]", nameof(inputIds));
         }
-        Tensor keep = attentionMask.to(Device).to_type(ScalarType.Bool);
-        if (keep.all().item<bool>())
-        {
-            // No padding: the fused causal path is faster than an explicit mask.
-            return null;
-        }
-        Tensor causal = torch.ones([length, length], ScalarType.Bool, Device).tril();
-        // Every query may see itself, so a row of padding never becomes all -inf (NaN); its loss is ignored anyway.
-        Tensor self = torch.eye(length, length, ScalarType.Bool, Device);
-        Tensor keys = keep.unsqueeze(1).unsqueeze(2); // [B, 1, 1, T]
-        return causal.logical_and(keys.logical_or(self));
+    }
+
+    /// <summary>Rotary tables and masks for positions past .. past + length - 1.</summary>
+    private AttentionInputs Inputs(long past, long length, Tensor? attentionMask, KvCache? cache)
+    {
+        var (cos, sin) = _rotary.Tables(past, length, past + length);
+        Tensor? full = AttentionMask.Build(past, length, null, attentionMask, Device);
+        bool anySliding = Enumerable.Range(0, Config.NumHiddenLayers).Any(Config.LayerSlides);
+        Tensor? sliding = anySliding ? AttentionMask.Build(past, length, Config.SlidingWindow, attentionMask, Device) : null;
+        return new AttentionInputs(cos, sin, full, sliding, cache);
     }
 }

@@ -17,7 +17,9 @@ public sealed record ModelMemoryEstimate(long Parameters, long WeightBytes, long
     {
         ArgumentNullException.ThrowIfNull(config);
         long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
-        long layer = Projections(config).Sum(p => p.In * p.Out) + 2 * h
+        // Two norms per layer (four on Gemma 2), plus Qwen3's per-head q_norm and k_norm.
+        long norms = (config.IsGemma2 ? 4 : 2) * h + (config.HasQkNorm ? 2L * config.HeadDim : 0);
+        long layer = Projections(config).Sum(p => p.In * p.Out) + norms
             + (config.QkvBias ? q + 2 * kv : 0) + (config.OutputBias ? h : 0) + (config.MlpBias ? 2L * config.IntermediateSize + h : 0);
         long embed = (long)config.VocabSize * h;
         return embed + config.NumHiddenLayers * layer + h + (config.TieWordEmbeddings ? 0 : embed);
@@ -136,6 +138,15 @@ public sealed record ModelMemoryEstimate(long Parameters, long WeightBytes, long
     internal static IEnumerable<(string Name, long In, long Out)> Projections(LlamaConfig config)
     {
         long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
+        if (config.HasFusedProjections)
+        {
+            // Phi-3: one qkv_proj and one gate_up_proj, named as the LoRA targets are.
+            yield return ("qkv_proj", h, q + 2 * kv);
+            yield return ("o_proj", q, h);
+            yield return ("gate_up_proj", h, 2L * config.IntermediateSize);
+            yield return ("down_proj", config.IntermediateSize, h);
+            yield break;
+        }
         yield return ("q_proj", h, q);
         yield return ("k_proj", h, kv);
         yield return ("v_proj", h, kv);

@@ -268,11 +268,11 @@ public static partial class PeftAdapter
         if (!match.Success)
         {
             throw new InvalidDataException(
-                $"adapter tensor '{name}' is not a PEFT LoRA key (base_model.model.model.layers.N.(self_attn|mlp).X_proj.lora_(A|B).weight)");
+                $"adapter tensor '{name}' is not a PEFT LoRA key (base_model.model.model.layers.N.(self_attn|mlp).X_proj.lora_(A|B).weight, X_proj one of {string.Join(", ", LoraSettings.AllProjections)})");
         }
         return (int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture), match.Groups[3].Value, match.Groups[4].Value == "A");
     }
 
-    [GeneratedRegex(@"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.lora_(A|B)\.weight$")]
+    [GeneratedRegex(@"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv_proj|gate_up_proj)\.lora_(A|B)\.weight$")]
     private static partial Regex KeyPattern();
 }

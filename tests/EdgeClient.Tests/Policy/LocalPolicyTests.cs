@@ -38,6 +38,16 @@ public sealed class LocalPolicyTests : IDisposable
     }
 
     [Fact]
+    public void Load_Phi3FusedTargetModules_AreAllowed()
+    {
+        string path = WritePolicy("\"allowed_target_modules\": [\"qkv_proj\", \"o_proj\", \"gate_up_proj\"]");
+
+        LocalPolicy policy = LocalPolicy.Load(path);
+
+        Assert.Equal(["qkv_proj", "o_proj", "gate_up_proj"], policy.AllowedTargetModules);
+    }
+
+    [Fact]
     public void Load_MissingKey_SaysItIsRequired()
     {
         string path = Path.Combine(_dir, "policy.json");
