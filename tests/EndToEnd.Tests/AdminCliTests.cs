@@ -5,6 +5,7 @@ using Federated.Aggregation.Privacy;
 using Federated.Cli;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Rounds;
+using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -534,8 +535,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
                 (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(coordinator.Root, $"cli-{name}-{manifest.Round.RunId}-{manifest.Round.Round}"));
                 int d = (int)adapter.OnlyB().ElementCount;
                 float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
-                DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)manifest.Secagg.RingBits, manifest.Dp.ClipNorm,
-                    manifest.Dp.NoiseMultiplier, (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold));
+                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
                 await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
             }, cancellationToken);
         }

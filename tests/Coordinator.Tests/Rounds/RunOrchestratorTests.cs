@@ -64,7 +64,9 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal((RunState.Pending, run.PlannedEpsilon), (record.State, record.PlannedEpsilon));
         Assert.NotNull(_adapters.Read(record.AdapterSha256));
         int dimension = LoraShapes.BDimension(TinyLlamaFactory.DefaultConfig(), new LoraSettings(Rank: 2, TargetModules: ["q_proj", "v_proj"]));
-        Assert.Equal(RunPricing.Price(plan, dimension), new RunPrice(run.NoiseMultiplier, run.PlannedEpsilon));
+        RunPrice price = RunPricing.Price(plan, dimension);
+        Assert.Equal((price.NoiseMultiplier, price.PlannedEpsilon), (run.NoiseMultiplier, run.PlannedEpsilon));
+        Assert.Equal(price.Privacy.Parameters, run.Privacy.Parameters);
     }
 
     [Fact]
@@ -75,7 +77,7 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         var ex = Assert.Throws<BudgetRefusedException>(() => _orchestrator.Start(Plan(), "engineer"));
 
         Assert.StartsWith("the plan needs epsilon ", ex.Message, StringComparison.Ordinal);
-        Assert.Contains("left of its budget 0.01 (spent 0)", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("has 0.01 left of its budget 0.01 at delta 1E-05 (spent 0, reserved 0)", ex.Message, StringComparison.Ordinal);
         Assert.Empty(_state.Runs.ListUnfinished());
         Assert.Empty(Directory.GetFiles(_dir.File("adapters")));
         Assert.Single(_state.Audit.Read(1, 100).Entries);
@@ -110,7 +112,7 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.True(justBelow > 8, $"noise {plan.NoiseMultiplier} still meets the target ({justBelow})");
         plan.NoiseMultiplier = 0;
         plan.TargetEpsilon = 1e-6;
-        Assert.StartsWith("target_epsilon 1E-06 cannot be met", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("target_epsilon 1E-06 is invalid: ", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
     }
 
     private RunPlan Plan()
