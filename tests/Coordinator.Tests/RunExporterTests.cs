@@ -116,6 +116,7 @@ public sealed class RunExporterTests : IDisposable
         Assert.Equal("distributed_skellam", root.GetProperty("mechanism").GetString());
         Assert.Equal(0.75, root.GetProperty("epsilon_spent").GetDouble());
         Assert.Equal(1e-6, root.GetProperty("delta").GetDouble());
+        Assert.Equal(("client", "replace-one"), (root.GetProperty("privacy_unit").GetString(), root.GetProperty("adjacency").GetString()));
         Assert.Equal(1.5, root.GetProperty("clip_norm").GetDouble());
         Assert.Equal(0.9, root.GetProperty("noise_multiplier").GetDouble());
         Assert.Equal(3, root.GetProperty("rounds_planned").GetInt32());

@@ -196,8 +196,8 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         File.WriteAllText(path, """
             {
               "delta": 1e-5,
-              "max_epsilon_per_run": 100,
-              "max_epsilon_lifetime": 1000,
+              "max_epsilon_per_run": 1000,
+              "max_epsilon_lifetime": 10000,
               "min_noise_multiplier": 0.1,
               "allowed_mechanisms": ["distributed_skellam"],
               "allowed_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
