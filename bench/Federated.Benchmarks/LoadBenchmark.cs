@@ -1,9 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Globalization;
 using System.Text.Json;
-using System.Text.RegularExpressions;
-using Federated.Coordinator.Pki;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -21,7 +18,7 @@ namespace Federated.Benchmarks;
 /// Options: --clients 200 --seconds 60 --round-clients 10 --interval 5 [--coordinator PATH/coordinator.dll]
 /// (--quick: 20 clients, 10 s, rounds of 3, interval 2).
 /// </summary>
-internal sealed partial class LoadBenchmark : IBenchmarkSuite
+internal sealed class LoadBenchmark : IBenchmarkSuite
 {
     public string Name => "load";
 
@@ -71,22 +68,14 @@ internal sealed partial class LoadBenchmark : IBenchmarkSuite
 
     private static async Task<LoadResult> RunLoadAsync(string root, string coordinatorDll, int clientCount, int seconds, int roundClients, int interval)
     {
-        string pki = Path.Combine(root, "pki");
         string[] names = [.. Enumerable.Range(1, clientCount).Select(i => $"edge{i:D4}")];
-        using (FederationPki ca = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            ca.IssueServer(pki, [], password: null);
-            ca.IssueIdentity(pki, "engineer", FederationRole.Engineer, password: null);
-            ca.IssueIdentity(pki, "officer", FederationRole.Officer, password: null);
-            foreach (string name in names)
-            {
-                ca.IssueIdentity(pki, name, FederationRole.Client, password: null);
-            }
-        }
-        string caPath = Path.Combine(pki, FederationPki.CaCertificateFile);
+        TestFederation federation = TestFederation.Create(Path.Combine(root, "pki"), names);
+        string pki = federation.Directory;
+        string caPath = federation.CaPath;
 
-        using var coordinator = new CoordinatorProcess(coordinatorDll, pki, Path.Combine(root, "state.db"), interval);
-        Uri address = await coordinator.StartAsync(TimeSpan.FromMinutes(2));
+        using CoordinatorProcess coordinator = await CoordinatorProcess.StartAsync(pki, Path.Combine(root, "state.db"), TimeSpan.FromMinutes(2),
+            heartbeatIntervalSeconds: interval, coordinatorDll: coordinatorDll);
+        Uri address = coordinator.Address;
 
         var errors = new ConcurrentDictionary<string, int>(StringComparer.Ordinal);
         void Error(string kind) => errors.AddOrUpdate(kind, 1, (_, n) => n + 1);
@@ -312,96 +301,5 @@ internal sealed partial class LoadBenchmark : IBenchmarkSuite
             connection.Dispose();
             identity.Dispose();
         }
-    }
-
-    /// <summary>`coordinator serve` as a child process on an ephemeral loopback port; its log is drained and its bound address read from it.</summary>
-    private sealed partial class CoordinatorProcess(string coordinatorDll, string pki, string state, int heartbeatInterval) : IDisposable
-    {
-        private readonly TaskCompletionSource<Uri> _address = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly ConcurrentQueue<string> _tail = new();
-        private Process? _process;
-
-        public async Task<Uri> StartAsync(TimeSpan timeout)
-        {
-            var start = new ProcessStartInfo("dotnet")
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            foreach (string arg in new[] { coordinatorDll, "serve", "--pki", pki, "--state", state, "--port", "0", "--address", "127.0.0.1" })
-            {
-                start.ArgumentList.Add(arg);
-            }
-            start.Environment["FEDERATED_Coordinator__HeartbeatIntervalSeconds"] = heartbeatInterval.ToString(CultureInfo.InvariantCulture);
-            _process = Process.Start(start) ?? throw new InvalidOperationException("could not start the coordinator");
-            _process.OutputDataReceived += (_, e) => Read(e.Data);
-            _process.ErrorDataReceived += (_, e) => Read(e.Data);
-            _process.BeginOutputReadLine();
-            _process.BeginErrorReadLine();
-            try
-            {
-                return await _address.Task.WaitAsync(timeout);
-            }
-            catch (TimeoutException)
-            {
-                throw new InvalidOperationException("the coordinator did not report its address; last lines:\n" + string.Join('\n', _tail));
-            }
-        }
-
-        public long WorkingSet()
-        {
-            if (_process is null || _process.HasExited)
-            {
-                return 0;
-            }
-            _process.Refresh();
-            return _process.WorkingSet64;
-        }
-
-        /// <summary>The kernel's high-water mark of the process's resident set (Linux VmHWM); -1 where unavailable.</summary>
-        public long PeakResidentBytes()
-        {
-            string status = $"/proc/{_process?.Id}/status";
-            if (_process is null || !File.Exists(status))
-            {
-                return -1;
-            }
-            string? line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-            return line is null ? -1 : 1024 * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-        }
-
-        public void Dispose()
-        {
-            if (_process is not null)
-            {
-                if (!_process.HasExited)
-                {
-                    _process.Kill(entireProcessTree: true);
-                    _process.WaitForExit(10_000);
-                }
-                _process.Dispose();
-            }
-        }
-
-        private void Read(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-            _tail.Enqueue(line);
-            while (_tail.Count > 20)
-            {
-                _tail.TryDequeue(out _);
-            }
-            if (ListeningPattern().Match(line) is { Success: true } match)
-            {
-                _address.TrySetResult(new Uri(match.Groups[1].Value));
-            }
-        }
-
-        [GeneratedRegex(@"listening on (https://\S+)")]
-        private static partial Regex ListeningPattern();
     }
 }

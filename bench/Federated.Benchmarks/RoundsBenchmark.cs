@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Coordinator;
-using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
@@ -54,14 +53,7 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
         try
         {
             string[] names = [.. Enumerable.Range(1, n).Select(i => $"client{i:D3}")];
-            using (FederationPki pki = FederationPki.CreateCa(root, TimeProvider.System))
-            {
-                pki.IssueServer(root, [], password: null);
-                foreach (string name in names)
-                {
-                    pki.IssueIdentity(root, name, FederationRole.Client, password: null);
-                }
-            }
+            TestFederation federation = TestFederation.Create(root, names);
             await using CoordinatorHost host = CoordinatorHost.Create(
                 new CoordinatorOptions { Pki = root, Port = 0, Address = "127.0.0.1", State = Path.Combine(root, "state.db") },
                 logging => logging.AddSimpleConsole().SetMinimumLevel(LogLevel.Warning));
@@ -70,7 +62,7 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
             var clients = new List<(string Name, EdgeIdentity Identity, CoordinatorConnection Connection, CountingStreamTotals Wire)>();
             foreach (string name in names)
             {
-                var identity = EdgeIdentity.Load(Path.Combine(root, name + ".pfx"), Path.Combine(root, FederationPki.CaCertificateFile));
+                var identity = EdgeIdentity.Load(federation.Identity(name), federation.CaPath);
                 var wire = new CountingStreamTotals();
                 var connection = new CoordinatorConnection(host.Address, identity, new ConnectionOptions
                 {

@@ -17,7 +17,7 @@ internal sealed class CanaryAudit(SimulationOptions options, Action<string> prog
     /// <summary>Measures every canary with and without DP; also returns the held-out loss of the model trained without DP.</summary>
     public async Task<(IReadOnlyList<CanaryReport> Canaries, double NoDpEvalLoss)> RunAsync(CoordinatorHost host, string model, HuggingFaceTokenizer tokenizer,
         CanaryFormat format, string[] secrets, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> train, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> eval,
-        string initialSha, string outDirectory, string scratch, CancellationToken cancellationToken)
+        string initialSha, string outDirectory, CancellationToken cancellationToken)
     {
         IReadOnlyList<string> candidates = CanaryExposure.SampleCandidates(format, options.CanaryCandidates, secrets);
         progress($"memorisation audit: ranking each canary against {candidates.Count} random secrets with the exported adapter");
@@ -29,9 +29,8 @@ internal sealed class CanaryAudit(SimulationOptions options, Action<string> prog
         }
 
         progress($"training the comparison without DP: the same clients, data, rounds, steps and learning rate, plain federated averaging (no clipping, no noise, no SecAgg)");
-        string initialFolder = Path.Combine(scratch, "no-dp-initial");
         using LlamaForCausalLM plain = LlamaForCausalLM.FromPretrained(model, torch.CPU);
-        if (!RoundReporter.LoadAdapter(host, initialSha, plain, initialFolder))
+        if (!RoundReporter.LoadAdapter(host, initialSha, plain))
         {
             throw new InvalidOperationException($"the run's initial adapter {initialSha} is not in the coordinator's store");
         }

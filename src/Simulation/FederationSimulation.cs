@@ -65,16 +65,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         IReadOnlyList<string> names = SimulationData.ClientNames(options.Clients);
         string pki = Path.Combine(root, "pki");
         progress($"making an ephemeral federation CA with {names.Count} client identities, an engineer and an officer in {pki}");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueServer(pki, [], password: null);
-            authority.IssueIdentity(pki, "engineer", FederationRole.Engineer, password: null);
-            authority.IssueIdentity(pki, "officer", FederationRole.Officer, password: null);
-            foreach (string name in names)
-            {
-                authority.IssueIdentity(pki, name, FederationRole.Client, password: null);
-            }
-        }
+        FederationPki.CreateFederation(pki, names, TimeProvider.System);
         string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
 
         string model = options.Model is { } given ? Path.GetFullPath(given) : SimulationModel.WriteTiny(Path.Combine(root, "tiny-llama"), options.Seed, progress);
@@ -115,7 +106,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         Task[] running = clients.Start(names, host.Address, pki, ca, model, train, root, stopClients.Token);
         try
         {
-            var run = new SimulatedRun(host, pki, ca, model, tokenizer, format, secrets, train, eval, Path.Combine(root, "eval"), clients, running);
+            var run = new SimulatedRun(host, pki, ca, model, tokenizer, format, secrets, train, eval, clients, running);
             return await DriveRunAsync(run, outDirectory, clock, cancellationToken);
         }
         finally
@@ -149,7 +140,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         progress($"engineer started {started.RunId}: {options.Rounds} rounds of {options.Clients} clients, distributed Skellam noise (z = {started.NoiseMultiplier:G3}, C = {options.ClipNorm:G3}) under SecAgg+, planned epsilon {started.PlannedEpsilon:G4}");
 
         using LlamaForCausalLM evaluator = LlamaForCausalLM.FromPretrained(run.Model, torch.CPU);
-        var reporter = new RoundReporter(host, officerAdmin, asOfficer, run.Clients, evaluator, run.Eval, run.Scratch, progress, RoundFinished);
+        var reporter = new RoundReporter(host, officerAdmin, asOfficer, run.Clients, evaluator, run.Eval, progress, RoundFinished);
         string initialSha = (await admin.GetRunStatusAsync(new GetRunStatusRequest { RunId = started.RunId }, asEngineer.Call(cancellationToken))).AdapterSha256;
         reporter.Baseline(initialSha);
 
@@ -173,7 +164,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         if (run.Secrets.Length > 0)
         {
             (canaries, noDpEval) = await new CanaryAudit(options, progress).RunAsync(host, run.Model, run.Tokenizer, run.Format, run.Secrets, run.Train, run.Eval,
-                initialSha, outDirectory, run.Scratch, cancellationToken);
+                initialSha, outDirectory, cancellationToken);
         }
         return new SimulationResult(started.RunId, reporter.Reports, started.PlannedEpsilon, epsilon, options.Delta, started.NoiseMultiplier, options.ClipNorm,
             checked((int)plan.MinSurvivors), price.Privacy, last.AdapterSha256, canaries, noDpEval, clock.Elapsed.TotalSeconds);
@@ -214,6 +205,6 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
     /// <summary>What the run's driver needs from the set-up: the coordinator, the PKI, the model and data, and the clients.</summary>
     private sealed record SimulatedRun(
         CoordinatorHost Host, string Pki, string Ca, string Model, HuggingFaceTokenizer Tokenizer, CanaryFormat Format, string[] Secrets,
-        IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> Train, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> Eval, string Scratch,
+        IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> Train, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> Eval,
         SimulatedClients Clients, Task[] Running);
 }

@@ -7,6 +7,7 @@ using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Trainer;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.Simulation;
@@ -17,7 +18,7 @@ namespace Federated.Simulation;
 /// </summary>
 internal sealed class RoundReporter(
     CoordinatorHost host, AdminService.AdminServiceClient officerAdmin, CoordinatorConnection asOfficer, SimulatedClients clients,
-    LlamaForCausalLM evaluator, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> eval, string scratch, Action<string> progress,
+    LlamaForCausalLM evaluator, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> eval, Action<string> progress,
     Action<RoundReport>? roundFinished)
 {
     private readonly List<RoundReport> _reports = [];
@@ -28,7 +29,7 @@ internal sealed class RoundReporter(
     /// <summary>Reports round 0: the held-out loss of the run's initial adapter, before any training.</summary>
     public void Baseline(string initialSha256)
     {
-        LoadAdapter(host, initialSha256, evaluator, Path.Combine(scratch, "round-0"));
+        LoadAdapter(host, initialSha256, evaluator);
         Add(new RoundReport(0, double.NaN, MeanEvalLoss(evaluator, eval), 0, 0, 0, 0, Released: true));
     }
 
@@ -54,18 +55,18 @@ internal sealed class RoundReporter(
     }
 
     /// <summary>Applies the stored, signed global adapter <paramref name="sha256"/> to <paramref name="model"/> (replacing any adapter).</summary>
-    public static bool LoadAdapter(CoordinatorHost host, string sha256, LlamaForCausalLM model, string folder)
+    public static bool LoadAdapter(CoordinatorHost host, string sha256, LlamaForCausalLM model)
     {
         if (host.Adapters.Read(sha256) is not { } content)
         {
             return false;
         }
-        GlobalAdapterFile.WriteFolder(content, folder);
+        GlobalAdapterContent adapter = GlobalAdapterBlob.Read(content);
         if (model.Lora is not null)
         {
             model.RemoveLora();
         }
-        PeftAdapter.Apply(folder, model);
+        PeftAdapter.Apply(adapter.Settings, adapter.Tensors, model);
         return true;
     }
 
@@ -89,7 +90,7 @@ internal sealed class RoundReporter(
             double evalLoss = _reports[^1].EvalLoss;
             if (round.AdapterSha256After is { } sha)
             {
-                evalLoss = LoadAdapter(host, sha, evaluator, Path.Combine(scratch, $"round-{round.Round}")) ? MeanEvalLoss(evaluator, eval) : double.NaN;
+                evalLoss = LoadAdapter(host, sha, evaluator) ? MeanEvalLoss(evaluator, eval) : double.NaN;
             }
             double trainLoss = await clients.MeanTrainLossAsync((uint)round.Round, round.Survivors, cancellationToken);
             int participants = charge is null ? 0 : (int)charge.Participants;

@@ -77,7 +77,7 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
             using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
             using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
             var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
-            var worker = new EdgeRoundWorker(connection, name, local, batches, gate, Path.Combine(home, "scratch"))
+            var worker = new EdgeRoundWorker(connection, name, local, batches, gate)
             {
                 Log = options.Verbose ? line => progress($"{name}: {line}") : null,
             };

@@ -1,8 +1,8 @@
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
-using Federated.Coordinator.Security;
 using Federated.Coordinator.Tests.Cli;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 
@@ -53,9 +53,9 @@ public sealed class AdminSettingsTests
         X509EnhancedKeyUsageExtension usage = Assert.Single(signer.Extensions.OfType<X509EnhancedKeyUsageExtension>());
         Assert.Equal(["1.3.6.1.5.5.7.3.3"], usage.EnhancedKeyUsages.Cast<System.Security.Cryptography.Oid>().Select(o => o.Value));
         Assert.Null(FederationRoleExtension.Read(signer));
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        Assert.True(validator.TryBuildChain(signer, "1.3.6.1.5.5.7.3.3", out _));
-        Assert.False(validator.TryValidateClient(signer, out _, out string reason));
+        var trust = new FederationTrust(ca, TimeProvider.System);
+        Assert.True(trust.TryBuildChain(signer, "1.3.6.1.5.5.7.3.3", out _));
+        Assert.False(trust.TryValidateClient(signer, out _, out string reason));
         Assert.Contains("does not chain to the federation CA for this purpose", reason, StringComparison.Ordinal);
         if (!OperatingSystem.IsWindows())
         {

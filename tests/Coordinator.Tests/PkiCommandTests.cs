@@ -1,8 +1,8 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
-using Federated.Coordinator.Security;
+using Federated.Coordinator.Tests.Cli;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 
@@ -10,15 +10,13 @@ namespace Federated.Coordinator.Tests;
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class PkiCommandTests
 {
-    private static Task<int> Run(params string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-
     [Fact]
     public async Task Init_NewFolder_WritesCaServerEngineerOfficerWithOwnerOnlyKeys()
     {
         using var dir = new TempDirectory();
         string pki = dir.File("pki");
 
-        int code = await Run("pki", "init", "--out", pki, "--host", "coord.example.org", "--host", "10.1.2.3");
+        int code = await CoordinatorCli.Run("pki", "init", "--out", pki, "--host", "coord.example.org", "--host", "10.1.2.3");
 
         Assert.Equal(CliRunner.Ok, code);
         foreach (string name in new[] { "server", "engineer", "officer" })
@@ -47,13 +45,13 @@ public sealed class PkiCommandTests
         var names = Assert.IsType<X509SubjectAlternativeNameExtension>(server.Extensions["2.5.29.17"]);
         Assert.Equal(["localhost", "coord.example.org"], names.EnumerateDnsNames());
         Assert.Equal(["127.0.0.1", "::1", "10.1.2.3"], names.EnumerateIPAddresses().Select(a => a.ToString()));
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        Assert.True(validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out _));
-        Assert.False(validator.TryBuildChain(server, FederationCertificateValidator.ClientAuthOid, out _));
+        var trust = new FederationTrust(ca, TimeProvider.System);
+        Assert.True(trust.TryBuildChain(server, FederationTrust.ServerAuthOid, out _));
+        Assert.False(trust.TryBuildChain(server, FederationTrust.ClientAuthOid, out _));
 
         using X509Certificate2 officer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "officer.pfx"), null);
-        Assert.True(validator.TryValidateClient(officer, out CallerIdentity? identity, out string reason), reason);
-        Assert.Equal(new CallerIdentity("officer", FederationRole.Officer, identity!.CertificateSha256), identity);
+        Assert.True(trust.TryValidateClient(officer, out FederationIdentity? identity, out string reason), reason);
+        Assert.Equal(new FederationIdentity("officer", FederationRole.Officer, identity!.CertificateSha256), identity);
     }
 
     [Fact]
@@ -62,7 +60,7 @@ public sealed class PkiCommandTests
         using var dir = new TempDirectory();
         string pki = dir.File("pki");
 
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "init", "--out", pki));
 
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(pki, "adapter-signer.pfx")));
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
@@ -74,22 +72,21 @@ public sealed class PkiCommandTests
         using X509Certificate2 verified = Training.Provenance.AdapterSignature.VerifyFile(blob, "adapter_model.safetensors", signature, ca);
         Assert.Equal(signer.Thumbprint, verified.Thumbprint);
         // A code-signing certificate is no TLS identity.
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        Assert.False(validator.TryValidateClient(signer, out _, out _));
-        Assert.False(validator.TryBuildChain(signer, FederationCertificateValidator.ServerAuthOid, out _));
+        var trust = new FederationTrust(ca, TimeProvider.System);
+        Assert.False(trust.TryValidateClient(signer, out _, out _));
+        Assert.False(trust.TryBuildChain(signer, FederationTrust.ServerAuthOid, out _));
     }
 
     [Fact]
     public async Task Issue_ClientRole_WritesPfxPemAndCaBesideOut()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         string password = dir.File("password.txt");
         File.WriteAllText(password, "correct horse\n");
         string outDir = dir.File("alice");
 
-        int code = await Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
+        int code = await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
 
         Assert.Equal(CliRunner.Ok, code);
         Assert.True(File.Exists(Path.Combine(outDir, "ca.crt")));
@@ -111,13 +108,12 @@ public sealed class PkiCommandTests
     public async Task Issue_BadArgument_ExitsTwoAndWritesNothing(string flag, string value)
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         string outFile = dir.File("x/x.pfx");
         var args = new Dictionary<string, string> { ["--ca"] = pki, ["--name"] = "bob", ["--role"] = "client", ["--out"] = outFile };
         args[flag] = value;
 
-        int code = await Run(["pki", "issue", .. args.SelectMany(p => new[] { p.Key, p.Value })]);
+        int code = await CoordinatorCli.Run(["pki", "issue", .. args.SelectMany(p => new[] { p.Key, p.Value })]);
 
         Assert.Equal(CliRunner.BadUsage, code);
         Assert.False(Directory.Exists(dir.File("x")));
@@ -127,11 +123,10 @@ public sealed class PkiCommandTests
     public async Task Init_ExistingCa_ExitsTwoAndKeepsTheCa()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
         byte[] before = File.ReadAllBytes(Path.Combine(pki, "ca.crt"));
 
-        Assert.Equal(CliRunner.BadUsage, await Run("pki", "init", "--out", pki));
+        Assert.Equal(CliRunner.BadUsage, await CoordinatorCli.Run("pki", "init", "--out", pki));
 
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(pki, "ca.crt")));
     }

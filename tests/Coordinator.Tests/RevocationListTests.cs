@@ -1,30 +1,27 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Federated.Coordinator.Cli;
 using Federated.Coordinator.Pki;
-using Federated.Coordinator.Security;
+using Federated.Coordinator.Tests.Cli;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 
 public sealed class RevocationListTests
 {
-    private static Task<int> Run(params string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-
     [Fact]
     public async Task RevokeCommand_IdentityIssuedElsewhere_OnlyItsCertificatesRefused()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
-        Assert.Equal(CliRunner.Ok, await Run("pki", "issue", "--ca", pki, "--name", "hospital-a", "--role", "client", "--out", dir.File("ids/hospital-a.pfx")));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "hospital-a", "--role", "client", "--out", dir.File("ids/hospital-a.pfx")));
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
         using X509Certificate2 hospital = X509CertificateLoader.LoadPkcs12FromFile(dir.File("ids/hospital-a.pfx"), null);
         using X509Certificate2 engineer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, "engineer.pfx"), null);
         var cache = new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca);
         Assert.False(cache.IsRefused(hospital, out _));
 
-        int code = await Run("pki", "revoke", "--name", "hospital-a", "--pki", pki);
-        int again = await Run("pki", "revoke", "--name", "engineer", "--pki", pki);
+        int code = await CoordinatorCli.Run("pki", "revoke", "--name", "hospital-a", "--pki", pki);
+        int again = await CoordinatorCli.Run("pki", "revoke", "--name", "engineer", "--pki", pki);
 
         Assert.Equal((CliRunner.Ok, CliRunner.Ok), (code, again));
         IReadOnlySet<System.Numerics.BigInteger> revoked = RevocationList.ReadVerified(
@@ -42,11 +39,10 @@ public sealed class RevocationListTests
     public async Task RevokeCommand_UnknownNameOrBadName_FailsWithoutWritingACrl()
     {
         using var dir = new TempDirectory();
-        string pki = dir.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
 
-        int unknown = await Run("pki", "revoke", "--name", "nobody", "--pki", pki);
-        int invalid = await Run("pki", "revoke", "--name", "../ca", "--pki", pki);
+        int unknown = await CoordinatorCli.Run("pki", "revoke", "--name", "nobody", "--pki", pki);
+        int invalid = await CoordinatorCli.Run("pki", "revoke", "--name", "../ca", "--pki", pki);
 
         Assert.Equal((CliRunner.Failed, CliRunner.BadUsage), (unknown, invalid));
         Assert.False(File.Exists(Path.Combine(pki, RevocationList.FileName)));

@@ -1,6 +1,7 @@
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Security;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Google.Protobuf.Reflection;
 
 namespace Federated.Coordinator.Tests;

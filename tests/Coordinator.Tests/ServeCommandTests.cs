@@ -1,4 +1,5 @@
 using Federated.Coordinator.Cli;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Tests;
 

@@ -132,7 +132,7 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
                 Delta = 1e-5, MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 1000, MinNoiseMultiplier = 0.1,
                 AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam], AllowedTargetModules = ["q_proj", "v_proj"], MaxRank = 16, MaxRoundsPerDay = 100,
             };
-            var worker = new EdgeRoundWorker(connection, "alice", local, [], new LocalPolicyGate(policy, ledger, TimeProvider.System), Path.Combine(coordinator.Root, "forged-scratch"));
+            var worker = new EdgeRoundWorker(connection, "alice", local, [], new LocalPolicyGate(policy, ledger, TimeProvider.System));
 
             RoundWorkResult result = await worker.HandleAsync(round.Ref, CancellationToken.None);
 
@@ -140,7 +140,6 @@ public sealed class AdapterDownloadTests(CoordinatorFixture coordinator) : IClas
             Assert.Equal("adapter_signature", result.DeclinedRule);
             Assert.Contains("unsigned", result.Message, StringComparison.Ordinal);
             Assert.Null(local.Lora);
-            Assert.False(Directory.Exists(Path.Combine(coordinator.Root, "forged-scratch")));
             Assert.Empty(ledger.Charges);
             Assert.Equal(ParticipantStatus.Declined, coordinator.Host.State.Rounds.Participants("forged-run", 1)["alice"]);
             Assert.Contains(coordinator.Host.State.Audit.Read(1, 100_000).Entries, e =>

@@ -13,6 +13,8 @@ using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
+using Federated.Trust;
+using Federated.Wire;
 using Spectre.Console.Cli;
 
 namespace Federated.EndToEnd.Tests;
@@ -255,7 +257,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         {
             if (!File.Exists(Path.Combine(coordinator.RoguePki, "rogue-officer.pfx")))
             {
-                rogue.IssueIdentity(coordinator.RoguePki, "rogue-officer", Federated.Coordinator.Pki.FederationRole.Officer, password: null);
+                rogue.IssueIdentity(coordinator.RoguePki, "rogue-officer", FederationRole.Officer, password: null);
             }
         }
         var (code, _, error) = await RunAsync("budget", "show", "--coordinator", coordinator.Address.ToString(),
@@ -601,8 +603,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             {
                 RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
                 byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
-                (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(coordinator.Root, $"cli-{name}-{manifest.Round.RunId}-{manifest.Round.Round}"));
-                int d = (int)adapter.OnlyB().ElementCount;
+                int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
                 float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
                 DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
                 await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);

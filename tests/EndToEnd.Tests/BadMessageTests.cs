@@ -2,6 +2,7 @@ using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Google.Protobuf;
 using Grpc.Core;
 

@@ -6,6 +6,7 @@ using Federated.Coordinator.Pki;
 using Federated.Coordinator.State;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Grpc.Core;
 using Grpc.Net.Client;
 
@@ -38,7 +39,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
             "self-signed" => TestCertificates.Create(null, flaw, s_now.AddHours(-1), s_now.AddDays(1)),
             "expired" => TestCertificates.Create(coordinator.Pki, flaw, s_now.AddDays(-10), s_now.AddDays(-1)),
             "not-yet-valid" => TestCertificates.Create(coordinator.Pki, flaw, s_now.AddDays(1), s_now.AddDays(10)),
-            "server-auth-only" => TestCertificates.Create(coordinator.Pki, flaw, s_now.AddHours(-1), s_now.AddDays(1), TestCertificates.ServerAuth),
+            "server-auth-only" => TestCertificates.Create(coordinator.Pki, flaw, s_now.AddHours(-1), s_now.AddDays(1), FederationTrust.ServerAuthOid),
             "no-signing-key-usage" => TestCertificates.Create(coordinator.Pki, flaw, s_now.AddHours(-1), s_now.AddDays(1), keyUsage: X509KeyUsageFlags.NonRepudiation),
             _ => throw new ArgumentOutOfRangeException(nameof(flaw), flaw, "unknown flaw"),
         };
@@ -108,8 +109,8 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
     public async Task EdgeClient_FlawedServerCertificate_RefusesAndLogs(string flaw, string expectedReason)
     {
         using X509Certificate2 serverCertificate = flaw == "name-mismatch"
-            ? TestCertificates.Create(coordinator.Pki, "coordinator.example.org", s_now.AddHours(-1), s_now.AddDays(1), TestCertificates.ServerAuth, dnsNames: ["coordinator.example.org"])
-            : TestCertificates.Create(coordinator.Pki, "impostor", s_now.AddHours(-1), s_now.AddDays(1), TestCertificates.ClientAuth, dnsNames: ["localhost"], loopbackAddress: true);
+            ? TestCertificates.Create(coordinator.Pki, "coordinator.example.org", s_now.AddHours(-1), s_now.AddDays(1), FederationTrust.ServerAuthOid, dnsNames: ["coordinator.example.org"])
+            : TestCertificates.Create(coordinator.Pki, "impostor", s_now.AddHours(-1), s_now.AddDays(1), FederationTrust.ClientAuthOid, dnsNames: ["localhost"], loopbackAddress: true);
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         Task<bool> server = ServeOnceAsync(listener, serverCertificate);
@@ -170,7 +171,7 @@ public sealed class CertificateRejectionTests(CoordinatorFixture coordinator) : 
                 ClientCertificates = [clientCertificate],
                 LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate,
                 RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                    FederationTrust.ValidateServer(ca, certificate, errors, TimeProvider.System, out _),
+                    new FederationTrust(ca, TimeProvider.System).TryValidateServer(certificate, errors, out _, out _),
             },
         };
         return GrpcChannel.ForAddress(coordinator.Address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });

@@ -7,6 +7,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Model;
+using Federated.Trust;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -26,28 +27,20 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
     [Fact]
     public async Task Serve_KilledDuringMaskedInput_RunResumesFromLastReleasedRoundAndChargesEachReleaseOnce()
     {
-        string pki = Path.Combine(_root, "pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueServer(pki, [], password: null);
-            authority.IssueIdentity(pki, "engineer", FederationRole.Engineer, password: null);
-            authority.IssueIdentity(pki, "officer", FederationRole.Officer, password: null);
-            foreach (string name in s_clients)
-            {
-                authority.IssueIdentity(pki, name, FederationRole.Client, password: null);
-            }
-        }
-        string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
+        TestFederation federation = TestFederation.Create(Path.Combine(_root, "pki"), s_clients);
+        string pki = federation.Directory;
+        string ca = federation.CaPath;
         string baseModel = Path.Combine(_root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 11);
         string stateFile = Path.Combine(_root, "state", "coordinator.db");
-        int port = CoordinatorProcess.FreePort();
-        var address = new Uri($"https://127.0.0.1:{port}/");
+        CoordinatorProcess first = await CoordinatorProcess.StartAsync(pki, stateFile, TimeSpan.FromSeconds(90), onLine: Log);
+        // The restart binds the port the first process reported, so the clients find it again at the same address.
+        Uri address = first.Address;
 
         // Every client holds in round 2 just before uploading until the coordinator is dead.
         var atRound2Upload = new CountdownEvent(s_clients.Length);
         var killed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, Path.Combine(pki, name + ".pfx"), ca, address, _root)
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, federation.Identity(name), ca, address)
         {
             BeforeStage = async (manifest, stage, ct) =>
             {
@@ -59,7 +52,6 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
             },
         })];
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(6));
-        CoordinatorProcess first = await CoordinatorProcess.StartAsync(pki, stateFile, port, Log, TimeSpan.FromSeconds(90));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
         string runId;
         double plannedEpsilon;
@@ -103,7 +95,7 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
         RunStatus final;
         LedgerEntry[] ledger;
         Budget budget;
-        using (CoordinatorProcess second = await CoordinatorProcess.StartAsync(pki, stateFile, port, Log, TimeSpan.FromSeconds(90)))
+        using (CoordinatorProcess second = await CoordinatorProcess.StartAsync(pki, stateFile, TimeSpan.FromSeconds(90), port: address.Port, onLine: Log))
         {
             using EdgeIdentity engineer = EdgeIdentity.Load(Path.Combine(pki, "engineer.pfx"), ca);
             using var asEngineer = new CoordinatorConnection(address, engineer);
@@ -173,23 +165,18 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
     [Fact]
     public async Task Host_StoppedGracefullyDuringMaskedInput_RunResumesOnNextStart()
     {
-        string pki = Path.Combine(_root, "pki");
-        using (FederationPki authority = FederationPki.CreateCa(pki, TimeProvider.System))
-        {
-            authority.IssueServer(pki, [], password: null);
-            foreach (string name in s_clients)
-            {
-                authority.IssueIdentity(pki, name, FederationRole.Client, password: null);
-            }
-        }
-        string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
+        TestFederation federation = TestFederation.Create(Path.Combine(_root, "pki"), s_clients);
         string baseModel = Path.Combine(_root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 31);
-        var options = new CoordinatorOptions { Pki = pki, Port = CoordinatorProcess.FreePort(), Address = "127.0.0.1", State = Path.Combine(_root, "state.db"), HeartbeatIntervalSeconds = 1 };
-        var address = new Uri($"https://127.0.0.1:{options.Port}/");
+        var options = new CoordinatorOptions { Pki = federation.Directory, Port = 0, Address = "127.0.0.1", State = Path.Combine(_root, "state.db"), HeartbeatIntervalSeconds = 1 };
+        CoordinatorHost first = CoordinatorHost.Create(options, _ => { });
+        await first.StartAsync(CancellationToken.None);
+        // The second host binds the port the first one got, so the clients find it again at the same address.
+        Uri address = first.Address;
+        options = new CoordinatorOptions { Pki = options.Pki, Port = address.Port, Address = options.Address, State = options.State, HeartbeatIntervalSeconds = 1 };
         var atRound2Upload = new CountdownEvent(s_clients.Length);
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, Path.Combine(pki, name + ".pfx"), ca, address, _root)
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, federation.Identity(name), federation.CaPath, address)
         {
             BeforeStage = async (manifest, stage, ct) =>
             {
@@ -205,9 +192,8 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
         string runId;
         try
         {
-            await using (CoordinatorHost first = CoordinatorHost.Create(options, _ => { }))
+            await using (first)
             {
-                await first.StartAsync(CancellationToken.None);
                 first.State.Budgets.Set("default", 100, 1e-5, "officer");
                 var plan = new RunPlan
                 {

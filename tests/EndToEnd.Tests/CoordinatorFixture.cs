@@ -1,5 +1,6 @@
 using Federated.Coordinator;
 using Federated.Coordinator.Pki;
+using Federated.Trust;
 using Microsoft.Extensions.Logging;
 
 namespace Federated.EndToEnd.Tests;
@@ -30,17 +31,7 @@ public sealed class CoordinatorFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        using (FederationPki pki = FederationPki.CreateCa(Pki, TimeProvider.System))
-        {
-            pki.IssueServer(Pki, [], password: null);
-            pki.IssueIdentity(Pki, "engineer", FederationRole.Engineer, password: null);
-            pki.IssueIdentity(Pki, "officer", FederationRole.Officer, password: null);
-            pki.IssueIdentity(Pki, "alice", FederationRole.Client, password: null);
-            pki.IssueIdentity(Pki, "bob", FederationRole.Client, password: null);
-            pki.IssueIdentity(Pki, "carol", FederationRole.Client, password: null);
-            pki.IssueIdentity(Pki, "dave", FederationRole.Client, password: null);
-            pki.IssueIdentity(Pki, "erin", FederationRole.Client, password: null);
-        }
+        TestFederation.Create(Pki, ["alice", "bob", "carol", "dave", "erin"]);
         using (FederationPki rogue = FederationPki.CreateCa(RoguePki, TimeProvider.System))
         {
             rogue.IssueIdentity(RoguePki, "mallory", FederationRole.Client, password: null);

@@ -50,7 +50,7 @@ public sealed class DistributedDpRoundTests(CoordinatorFixture coordinator) : IC
         uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(60));
         coordinator.Host.Rounds.Finish(round);
 
-        float[] decoded = new DSkellamDecoder(plan, rotationSeed).DecodeMean(sum, names.Length);
+        float[] decoded = [.. new DSkellamDecoder(plan, rotationSeed).DecodeSum(sum).Select(v => v / names.Length)];
         float[] truth = new float[d];
         foreach (float[] u in updates.Values)
         {

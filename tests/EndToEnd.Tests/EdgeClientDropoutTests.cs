@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
@@ -8,6 +7,7 @@ using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Model;
 using Federated.Training.Tokenization;
+using Federated.Trust;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -38,7 +38,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         // Every stage but the last waits for its deadline once someone vanished in it; training fits in the first.
         coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(18);
         var killed = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
-        var processes = new List<(string Name, Process Process)>();
+        var processes = new List<(string Name, DotnetProcess Process)>();
         try
         {
             foreach ((string name, string? hold) in s_clients)
@@ -85,12 +85,8 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         }
         finally
         {
-            foreach ((_, Process process) in processes)
+            foreach ((_, DotnetProcess process) in processes)
             {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                }
                 process.Dispose();
             }
         }
@@ -111,7 +107,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         return statuses;
     }
 
-    private Process Start(string name, string? hold, string model, ConcurrentDictionary<string, string> killed)
+    private DotnetProcess Start(string name, string? hold, string model, ConcurrentDictionary<string, string> killed)
     {
         string home = Path.Combine(coordinator.Root, "home-" + name);
         Directory.CreateDirectory(home);
@@ -122,46 +118,35 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
             """);
         string data = Path.Combine(home, "data.jsonl");
         File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.Environment["OMP_NUM_THREADS"] = "1";
+        DotnetProcess process = DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
+            ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"), "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"],
+            line => Log($"[{name}] {line}"),
+            hold is null ? null : new Dictionary<string, string?> { [RunCommand.HoldBeforeStageVariable] = hold });
         if (hold is not null)
         {
-            start.Environment[RunCommand.HoldBeforeStageVariable] = hold;
+            _ = KillWhenHeldAsync(name, process, killed);
         }
-        start.ArgumentList.Add("exec");
-        start.ArgumentList.Add(CoordinatorProcess.BuildOutput("EdgeClient", "edge-client.dll"));
-        foreach (string arg in (string[])["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
-            "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"])
-        {
-            start.ArgumentList.Add(arg);
-        }
-        Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start edge-client");
-        void OnLine(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-            const string marker = "test hook: holding before ";
-            int at = line.IndexOf(marker, StringComparison.Ordinal);
-            if (at >= 0 && killed.TryAdd(name, line[(at + marker.Length)..].Trim()))
-            {
-                // SIGKILL: the client vanishes with its stage message unsent, as a crashed machine would.
-                process.Kill();
-            }
-            try
-            {
-                output.WriteLine($"[{name}] {line}");
-            }
-            catch (InvalidOperationException)
-            {
-                // The test already ended.
-            }
-        }
-        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        process.OutputDataReceived += (_, e) => OnLine(e.Data);
-        process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
         return process;
+    }
+
+    /// <summary>SIGKILL once the test-only hook says the client holds: it vanishes with its stage message unsent, as a crashed machine would.</summary>
+    private static async Task KillWhenHeldAsync(string name, DotnetProcess process, ConcurrentDictionary<string, string> killed)
+    {
+        const string marker = "test hook: holding before ";
+        string line = await process.WaitForLineAsync(l => l.Contains(marker, StringComparison.Ordinal), TimeSpan.FromMinutes(4));
+        killed.TryAdd(name, line[(line.IndexOf(marker, StringComparison.Ordinal) + marker.Length)..].Trim());
+        process.Kill();
+    }
+
+    private void Log(string line)
+    {
+        try
+        {
+            output.WriteLine(line);
+        }
+        catch (InvalidOperationException)
+        {
+            // The test already ended.
+        }
     }
 }

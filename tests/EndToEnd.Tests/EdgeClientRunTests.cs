@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Federated.Coordinator.State;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -20,7 +19,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
         coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
-        var processes = new List<Process>();
+        var processes = new List<DotnetProcess>();
         try
         {
             foreach (string name in s_clients)
@@ -65,52 +64,27 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             {
                 Assert.True(File.Exists(Path.Combine(coordinator.Root, "home-" + name, "edge-ledger.db")), $"{name} has no local ledger");
             }
-            foreach (Process process in processes)
+            foreach (DotnetProcess process in processes)
             {
-                using Process kill = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
-                await kill.WaitForExitAsync();
+                await process.InterruptAsync();
             }
-            foreach (Process process in processes)
+            foreach (DotnetProcess process in processes)
             {
-                using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-                await process.WaitForExitAsync(exit.Token);
-                Assert.Equal(130, process.ExitCode);
+                Assert.Equal(130, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
             }
         }
         finally
         {
-            foreach (Process process in processes)
+            foreach (DotnetProcess process in processes)
             {
-                if (!process.HasExited)
-                {
-                    process.Kill(entireProcessTree: true);
-                }
                 process.Dispose();
             }
         }
     }
 
-    private Process Start(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.Environment["OMP_NUM_THREADS"] = "1";
-        start.ArgumentList.Add("exec");
-        // The edge client's own build output: this test folder resolves some assemblies from the ASP.NET shared
-        // framework (the coordinator's), which a standalone edge-client does not use.
-        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        string repository = bin.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        start.ArgumentList.Add(Path.Combine(repository, "src", "EdgeClient", "bin", bin.Parent.Name, bin.Name, "edge-client.dll"));
-        foreach (string arg in args)
-        {
-            start.ArgumentList.Add(arg);
-        }
-        Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start edge-client");
-        process.ErrorDataReceived += (_, e) => Log(e.Data);
-        process.OutputDataReceived += (_, e) => Log(e.Data);
-        process.BeginErrorReadLine();
-        process.BeginOutputReadLine();
-        return process;
-    }
+    // The edge client's own build output: this test folder resolves some assemblies from the ASP.NET shared framework
+    // (the coordinator's), which a standalone edge-client does not use.
+    private DotnetProcess Start(params string[] args) => DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"), args, Log);
 
     private void Log(string? line)
     {

@@ -9,6 +9,8 @@ using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Tokenization;
+using Federated.Trust;
+using Federated.Wire;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -63,7 +65,7 @@ public sealed class EncryptedStoreTests : IAsyncLifetime
         Assert.EndsWith(".adapter.enc", file, StringComparison.Ordinal);
         string onDisk = Encoding.Latin1.GetString(File.ReadAllBytes(file));
         Assert.Contains("lora_B", Encoding.Latin1.GetString(checkpoint), StringComparison.Ordinal);
-        foreach (string plaintext in new[] { "lora_B", "lora_A", "__metadata__", GlobalAdapter.ConfigMetadataKey, "data_offsets" })
+        foreach (string plaintext in new[] { "lora_B", "lora_A", "__metadata__", GlobalAdapterBlob.ConfigMetadataKey, "data_offsets" })
         {
             Assert.DoesNotContain(plaintext, onDisk, StringComparison.Ordinal);
         }

@@ -8,6 +8,7 @@ using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
+using Federated.Wire;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
 using TorchSharp;
@@ -89,7 +90,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         using var connection = new CoordinatorConnection(coordinator.Address, identity);
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(coordinator.Root, name + "-" + LocalPrivacyLedger.FileName));
         using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
-        var worker = new EdgeRoundWorker(connection, name, local, train, new LocalPolicyGate(policy, ledger, TimeProvider.System), Path.Combine(coordinator.Root, name + "-scratch"))
+        var worker = new EdgeRoundWorker(connection, name, local, train, new LocalPolicyGate(policy, ledger, TimeProvider.System))
         {
             Log = line => output.WriteLine($"{name}: {line}"),
         };
@@ -137,11 +138,9 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
 
     private double MeanEvalLoss(string model, string adapterSha, Dictionary<string, (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval)> data)
     {
-        string folder = Path.Combine(coordinator.Root, "eval-" + adapterSha[..12]);
-        byte[] content = File.ReadAllBytes(Path.Combine(coordinator.Root, "adapters", adapterSha + ".adapter"));
-        GlobalAdapterFile.WriteFolder(content, folder);
+        GlobalAdapterContent adapter = GlobalAdapterBlob.Read(File.ReadAllBytes(Path.Combine(coordinator.Root, "adapters", adapterSha + ".adapter")));
         using LlamaForCausalLM evaluated = LlamaForCausalLM.FromPretrained(model, torch.CPU);
-        PeftAdapter.Apply(folder, evaluated);
+        PeftAdapter.Apply(adapter.Settings, adapter.Tensors, evaluated);
         return data.Values.Average(d => ModelEvaluator.Evaluate(evaluated, d.Eval).MeanLoss);
     }
 

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Federated.Coordinator.Pki;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using Grpc.Core;

@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.State;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
@@ -164,7 +165,7 @@ public sealed class MutualTlsTests(CoordinatorFixture coordinator) : IClassFixtu
                 ClientCertificates = clientCertificate is null ? null : [clientCertificate],
                 LocalCertificateSelectionCallback = clientCertificate is null ? null : (_, _, _, _, _) => clientCertificate,
                 RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                    FederationTrust.ValidateServer(ca, certificate, errors, TimeProvider.System, out _),
+                    new FederationTrust(ca, TimeProvider.System).TryValidateServer(certificate, errors, out _, out _),
             },
         };
         return GrpcChannel.ForAddress(coordinator.Address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });

@@ -91,8 +91,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
         using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(ledgerPath))
         {
-            var worker = new EdgeRoundWorker(connection, name, local, Batches(model, name), new LocalPolicyGate(policy, ledger, TimeProvider.System),
-                Path.Combine(coordinator.Root, name + "-decline-scratch"))
+            var worker = new EdgeRoundWorker(connection, name, local, Batches(model, name), new LocalPolicyGate(policy, ledger, TimeProvider.System))
             {
                 Log = line => output.WriteLine($"{name}: {line}"),
             };

@@ -6,6 +6,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -16,7 +17,7 @@ namespace Federated.EndToEnd.Tests;
 /// `edge-client run` recomputes it). Like `edge-client run`, one lost round does not end it, and it reconnects with backoff by itself when
 /// the coordinator goes away. <see cref="BeforeStage"/> lets a test hold it or make it vanish at a SecAgg+ stage.
 /// </summary>
-internal sealed class RandomUpdateClient(string name, string identityPath, string caPath, Uri coordinator, string scratch)
+internal sealed class RandomUpdateClient(string name, string identityPath, string caPath, Uri coordinator)
 {
     private readonly ConcurrentDictionary<int, float[]> _updates = new();
 
@@ -64,8 +65,7 @@ internal sealed class RandomUpdateClient(string name, string identityPath, strin
                         current = await participant.FetchManifestAsync(invitation, ct);
                         Manifests.Enqueue(current);
                         byte[] content = await AdapterDownload.DownloadAsync(connection, current.GlobalAdapter, ct);
-                        (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(scratch, $"{Name}-{current.Round.RunId}-{current.Round.Round}"));
-                        int d = checked((int)adapter.OnlyB().ElementCount);
+                        int d = checked((int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount);
                         Dimension = d;
                         // The plan the edge recomputes from the manifest (central: the hard-bound scale, no client noise).
                         DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(current, d)).Quantizer;

@@ -4,6 +4,7 @@ using Federated.Coordinator.Pki;
 using Federated.EdgeClient.Cli;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Google.Protobuf;
 using Grpc.Core;
 using Spectre.Console.Cli;

@@ -5,6 +5,7 @@ using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Federated.Training.Model;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -24,7 +25,7 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 23);
         coordinator.Host.State.Budgets.Set("default", 100, 1e-5, "officer");
-        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root))];
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address))];
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
         RunStatus final;
@@ -70,8 +71,7 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
         Assert.Equal(central.Quantizer.Scale, manifest.Dp.Scale, central.Quantizer.Scale * 1e-12);
 
         // B started at zero, so B is now the noisy mean: the clients added no noise, so any error beyond rounding is the coordinator's.
-        (_, AdapterTensors tensors) = GlobalAdapterFile.WriteFolder(adapter, Path.Combine(coordinator.Root, "central-final"));
-        float[] b = tensors.OnlyB().Flatten();
+        float[] b = GlobalAdapterBlob.Read(adapter).Tensors.OnlyB().Flatten();
         int d = b.Length;
         float[][] updates = [.. clients.Select(c => c.Update(d))];
         double error = Math.Sqrt(b.Select((x, i) => Math.Pow(x - updates.Average(u => u[i]), 2)).Sum());

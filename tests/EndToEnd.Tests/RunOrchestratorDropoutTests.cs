@@ -27,7 +27,7 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
             (manifest.Round.Round, stage, name) is (1, RoundStage.ShareKeys, "bob" or "carol") or (2, RoundStage.MaskedInput, "carol")
                 ? throw new DroppedOutException($"{name} vanished before {stage} of round {manifest.Round.Round}")
                 : Task.CompletedTask;
-        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root)
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address)
         {
             BeforeStage = Vanish(name),
         })];

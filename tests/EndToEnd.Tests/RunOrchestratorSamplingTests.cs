@@ -71,7 +71,7 @@ public sealed class RunOrchestratorSamplingTests(CoordinatorFixture coordinator)
             TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 17);
         }
         coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
-        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address, coordinator.Root))];
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address))];
         using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
         try

@@ -7,6 +7,7 @@ using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Federated.Training.Model;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
@@ -64,8 +65,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
         Assert.NotEqual(downloaded[0], status.AdapterSha256);
         byte[] final = await AdapterDownload.DownloadAsync(connection, new AdapterRef { Sha256 = status.AdapterSha256, SizeBytes = (ulong)AdapterSize(status.AdapterSha256) }, CancellationToken.None);
-        (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(final, Path.Combine(coordinator.Root, "final"));
-        float[] b = adapter.OnlyB().Flatten();
+        float[] b = GlobalAdapterBlob.Read(final).Tensors.OnlyB().Flatten();
         double error = Math.Sqrt(b.Select((x, i) => Math.Pow(x - 2 * updates.Values.Average(u => u[i]), 2)).Sum());
         double noise = Math.Sqrt(2) * expected.NoiseStdDevOfSum(3) / 3;
         Assert.InRange(error, 0.3 * Math.Sqrt(d) * noise, 2.0 * Math.Sqrt(d) * noise + 0.05);
@@ -118,8 +118,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
             {
                 RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
                 byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
-                (_, AdapterTensors adapter) = GlobalAdapterFile.WriteFolder(content, Path.Combine(coordinator.Root, name + "-" + manifest.Round.Round));
-                int d = (int)adapter.OnlyB().ElementCount;
+                int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
                 float[] update;
                 lock (updates)
                 {

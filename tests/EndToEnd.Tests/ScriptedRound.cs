@@ -1,15 +1,11 @@
-using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Coordinator.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
-using Google.Protobuf;
+using Federated.Wire;
 using Grpc.Core;
 using ProtoChunk = Federated.Protos.V1.MaskedInputChunk;
-using ProtoEncryptedShare = Federated.Protos.V1.EncryptedShare;
-using ProtoShareCommitment = Federated.Protos.V1.ShareCommitment;
-using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -58,11 +54,7 @@ internal sealed class ScriptedParticipant : IDisposable
             await connection.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
             GetRoundManifestResponse signed = await connection.Edge.GetRoundManifestAsync(new GetRoundManifestRequest { Round = round }, connection.Call(CancellationToken.None));
             RoundManifest manifest = RoundManifest.Parser.ParseFrom(signed.Manifest);
-            Federated.Protos.V1.SecAggParameters wire = manifest.Secagg;
-            SecAggParameters parameters = SecAggParameters.Create(
-                manifest.Round.RunId, manifest.Round.Round, manifest.Participants.Select(p => (int)p.Index),
-                (int)wire.VectorLength, (int)wire.RingBits, (int)wire.Neighbours, (int)wire.Threshold, wire.GraphSeed.Span);
-            return new ScriptedParticipant(identity, connection, manifest, new ClientSession(parameters, (int)manifest.Self.Index));
+            return new ScriptedParticipant(identity, connection, manifest, new ClientSession(SecAggWire.Parameters(manifest), (int)manifest.Self.Index));
         }
         catch
         {
@@ -74,16 +66,7 @@ internal sealed class ScriptedParticipant : IDisposable
 
     public AdvertiseKeysRequest AdvertiseRequest()
     {
-        if (Advertised is null)
-        {
-            AdvertiseKeysMessage keys = _session.AdvertiseKeys();
-            Advertised = new AdvertiseKeysRequest
-            {
-                Round = Round,
-                EncryptionPublicKey = ByteString.CopyFrom(keys.CipherPublicKey),
-                MaskPublicKey = ByteString.CopyFrom(keys.MaskPublicKey),
-            };
-        }
+        Advertised ??= SecAggWire.ToRequest(Round, _session.AdvertiseKeys());
         return Advertised;
     }
 
@@ -92,63 +75,30 @@ internal sealed class ScriptedParticipant : IDisposable
 
     public ShareKeysRequest ShareRequest(AdvertiseKeysResponse roster)
     {
-        ShareKeysMessage dealt = _session.ReceiveRoster(new KeyRosterMessage(Index,
-            [.. roster.Neighbours.Select(n => new AdvertisedKeys((int)n.Participant.Index, n.EncryptionPublicKey.ToByteArray(), n.MaskPublicKey.ToByteArray()))]));
-        var request = new ShareKeysRequest { Round = Round };
-        request.Shares.AddRange(dealt.Shares.Select(s => new ProtoEncryptedShare { FromIndex = (uint)Index, ToIndex = (uint)s.Receiver, Ciphertext = ByteString.CopyFrom(s.Ciphertext) }));
-        request.Commitments.AddRange(dealt.Commitments.Select(c => new ProtoShareCommitment
-        {
-            HolderIndex = (uint)c.Holder,
-            SelfMaskSeedCommitment = ByteString.CopyFrom(c.SelfMaskSeedCommitment),
-            MaskKeyCommitment = ByteString.CopyFrom(c.MaskKeyCommitment),
-        }));
-        Shared = request;
-        return request;
+        Shared = SecAggWire.ToRequest(Round, _session.ReceiveRoster(SecAggWire.FromResponse(Index, roster)));
+        return Shared;
     }
 
     public async Task ShareAsync()
     {
         ShareKeysResponse inbound = await Connection.Edge.ShareKeysAsync(Shared!, Connection.Call(CancellationToken.None)).ResponseAsync;
-        _session.ReceiveForwardedShares(new ForwardedSharesMessage(Index, [.. inbound.Shares.Select(s => new ForwardedShare((int)s.FromIndex, s.Ciphertext.ToByteArray()))]));
+        _session.ReceiveForwardedShares(SecAggWire.FromResponse(Index, inbound));
     }
 
     /// <summary>The masked input as the chunks an honest client streams (round and total on the first).</summary>
     public IReadOnlyList<ProtoChunk> UploadChunks(uint[] input)
     {
         uint[] masked = _session.MaskInput(input).MaskedInput;
-        int perChunk = (int)Math.Max(1, Manifest.Secagg.MaxChunkBytes / 4);
-        var chunks = new List<ProtoChunk>();
-        for (int offset = 0; offset < masked.Length; offset += perChunk)
-        {
-            int count = Math.Min(perChunk, masked.Length - offset);
-            byte[] data = new byte[4 * count];
-            for (int i = 0; i < count; i++)
-            {
-                BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(4 * i), masked[offset + i]);
-            }
-            var chunk = new ProtoChunk { Offset = 4UL * (ulong)offset, Data = ByteString.CopyFrom(data) };
-            if (offset == 0)
-            {
-                chunk.Round = Round;
-                chunk.TotalBytes = 4UL * (ulong)masked.Length;
-            }
-            chunks.Add(chunk);
-        }
-        Uploaded = chunks;
-        return chunks;
+        Uploaded = [.. SecAggWire.UploadChunks(Round, new RingElementBytes(masked).Memory, Manifest.Secagg.MaxChunkBytes)];
+        return Uploaded;
     }
 
     public Task<UploadMaskedInputResponse> UploadAsync() => Upload(Connection, Uploaded!);
 
     public UnmaskRequest UnmaskRequest(UploadMaskedInputResponse survivors)
     {
-        UnmaskResponseMessage reveal = _session.ReceiveUnmaskRequest(new UnmaskRequestMessage(Index,
-            [.. survivors.Survivors.Select(i => (int)i)], [.. survivors.Dropped.Select(i => (int)i)]));
-        var request = new UnmaskRequest { Round = Round };
-        request.SelfMaskShares.AddRange(reveal.SelfMaskSeedShares.Select(ToWire));
-        request.MaskKeyShares.AddRange(reveal.MaskKeyShares.Select(ToWire));
-        Unmasked = request;
-        return request;
+        Unmasked = SecAggWire.ToRequest(Round, _session.ReceiveUnmaskRequest(SecAggWire.FromResponse(Index, survivors)));
+        return Unmasked;
     }
 
     public Task<UnmaskResponse> UnmaskAsync() =>
@@ -179,13 +129,6 @@ internal sealed class ScriptedParticipant : IDisposable
         Connection.Dispose();
         _identity.Dispose();
     }
-
-    private static ReconstructionShare ToWire(RevealedShare share) => new()
-    {
-        OwnerIndex = (uint)share.Owner,
-        Share = ByteString.CopyFrom(share.Share),
-        Salt = ByteString.CopyFrom(share.Salt),
-    };
 }
 
 /// <summary>The four stages of a SecAgg+ round as a scripted test drives them.</summary>

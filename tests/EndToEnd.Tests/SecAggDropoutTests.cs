@@ -96,7 +96,8 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
             BeforeStage = (stage, _) => stage == vanishAt ? throw new DroppedOutException($"{name} vanished before {stage}") : Task.CompletedTask,
         };
         RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
-        return await participant.ParticipateAsync(manifest, (_, _) => Task.FromResult(input), CancellationToken.None);
+        // A copy: the participant masks the vector it is given in place, and the test sums the originals.
+        return await participant.ParticipateAsync(manifest, (_, _) => Task.FromResult<uint[]>([.. input]), CancellationToken.None);
     }
 
     /// <summary>The four participants' registered connections.</summary>

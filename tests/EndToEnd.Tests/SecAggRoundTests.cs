@@ -119,7 +119,7 @@ public sealed class SecAggRoundTests(CoordinatorFixture coordinator) : IClassFix
         var participant = new SecAggParticipant(connection, identity.Name);
         RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
         return await participant.ParticipateAsync(manifest, (_, _) =>
-            failTraining ? throw new InvalidOperationException("local training crashed") : Task.FromResult(input), CancellationToken.None);
+            failTraining ? throw new InvalidOperationException("local training crashed") : Task.FromResult<uint[]>([.. input]), CancellationToken.None);
     }
 
     private static async Task<UploadMaskedInputResponse> Upload(CoordinatorConnection connection, MaskedInputChunk chunk)

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Federated.Simulation;
@@ -142,39 +141,11 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
     private async Task<(int Code, string Stdout)> RunAsync(string[] args)
     {
         Directory.CreateDirectory(_root);
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = _root };
-        start.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
-        start.ArgumentList.Add("exec");
-        // The coordinator's own build output, as `dotnet run --project src/Coordinator` uses it.
-        var bin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        string repository = bin.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-        start.ArgumentList.Add(Path.Combine(repository, "src", "Coordinator", "bin", bin.Parent.Name, bin.Name, "coordinator.dll"));
-        foreach (string arg in args)
-        {
-            start.ArgumentList.Add(arg);
-        }
-        using Process process = Process.Start(start) ?? throw new InvalidOperationException("could not start coordinator");
-        process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is not null)
-            {
-                output.WriteLine(e.Data);
-            }
-        };
-        process.BeginErrorReadLine();
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(8));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        string text = await stdout;
-        output.WriteLine(text);
-        return (process.ExitCode, text);
+        // The coordinator's own build output, as `dotnet run --project src/Coordinator` uses it; libtorch threads as a user gets them.
+        (int code, string stdout, string stderr) = await DotnetProcess.RunAsync(DotnetProcess.BuildOutput("Coordinator", "coordinator.dll"), args, TimeSpan.FromMinutes(8),
+            new Dictionary<string, string?> { ["OMP_NUM_THREADS"] = null, ["OMP_WAIT_POLICY"] = "PASSIVE" }, workingDirectory: _root);
+        output.WriteLine(stderr);
+        output.WriteLine(stdout);
+        return (code, stdout);
     }
 }

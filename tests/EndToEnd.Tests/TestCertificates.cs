@@ -2,22 +2,20 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Pki;
+using Federated.Trust;
 
 namespace Federated.EndToEnd.Tests;
 
 /// <summary>Makes deliberately flawed certificates (validity windows, key usages, names) signed by a test federation CA.</summary>
 internal static class TestCertificates
 {
-    public const string ServerAuth = "1.3.6.1.5.5.7.3.1";
-    public const string ClientAuth = "1.3.6.1.5.5.7.3.2";
-
     /// <summary>A client-shaped certificate (CN, OU=role and the role extension) with the given flaws, signed by the CA in <paramref name="pkiDirectory"/> or self-signed when null.</summary>
     public static X509Certificate2 Create(
         string? pkiDirectory,
         string name,
         DateTimeOffset notBefore,
         DateTimeOffset notAfter,
-        string extendedKeyUsage = ClientAuth,
+        string extendedKeyUsage = FederationTrust.ClientAuthOid,
         X509KeyUsageFlags keyUsage = X509KeyUsageFlags.DigitalSignature,
         string[]? dnsNames = null,
         bool loopbackAddress = false)

@@ -31,6 +31,26 @@ public sealed class PeftAdapterTests
         Assert.Equal(adapter.Flatten(), loaded.Flatten());
     }
 
+    [Fact]
+    public void ToBytes_FromBytesAndFromStream_EqualTheFolderRoundTrip()
+    {
+        using var dir = new TempDirectory();
+        var adapter = TrainedAdapter(dir);
+        PeftAdapter.Save(dir.Sub("out"), s_settings, adapter, "tiny-llama");
+
+        var (config, weights) = PeftAdapter.ToBytes(s_settings, adapter, "tiny-llama");
+        var fromBytes = PeftAdapter.FromBytes(config, weights);
+        var fromStream = PeftAdapter.FromStream(config, new MemoryStream(weights));
+
+        Assert.Equal(File.ReadAllText(Path.Combine(dir.Sub("out"), PeftAdapter.ConfigFileName)), config);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Sub("out"), PeftAdapter.WeightsFileName)), weights);
+        Assert.Equal(s_settings, fromBytes.Settings with { TargetModules = s_settings.TargetModules });
+        Assert.Equal(s_settings.Targets, fromStream.Settings.Targets);
+        Assert.Equal(adapter.Flatten(), fromBytes.Adapter.Flatten());
+        Assert.Equal(adapter.Flatten(), fromStream.Adapter.Flatten());
+        Assert.Equal("tiny-llama", fromStream.BaseModelNameOrPath);
+    }
+
     [Theory]
     [InlineData(SafeTensorDType.BF16)]
     [InlineData(SafeTensorDType.F16)]

@@ -128,12 +128,78 @@ public sealed class SafeTensorsTests
     }
 
     [Fact]
-    public void ToBFloat16_RoundsToNearestEven()
+    public void Write_BFloat16_RoundsToNearestEven()
     {
+        using var scope = torch.NewDisposeScope();
         // 1 + 2^-8 lies exactly halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even mantissa (1).
-        Assert.Equal((ushort)0x3F80, SafeTensorsWriter.ToBFloat16(1f + 1f / 256));
-        Assert.Equal((ushort)0x3F81, SafeTensorsWriter.ToBFloat16(1f + 3f / 512));
-        using var t = torch.tensor(new[] { 1f + 3f / 512 }).to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
-        Assert.Equal(0x3F81u, BitConverter.SingleToUInt32Bits(t.item<float>()) >> 16);
+        byte[] bytes = SafeTensorsWriter.ToBytes([("x", torch.tensor(new[] { 1f + 1f / 256, 1f + 3f / 512 }), SafeTensorDType.BF16)]);
+
+        int data = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        Assert.Equal((ushort)0x3F80, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(data)));
+        Assert.Equal((ushort)0x3F81, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(data + 2)));
+    }
+
+    [Fact]
+    public void ToBytes_StreamAndBufferReaders_MatchTheFileReader()
+    {
+        using var dir = new TempDirectory();
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(3);
+        Tensor a = torch.randn(4, 6);
+        Tensor b = torch.arange(5L);
+        (string, Tensor, SafeTensorDType)[] tensors = [("a", a, SafeTensorDType.F32), ("b", b, SafeTensorDType.I64)];
+        string path = dir.Sub("x.safetensors");
+        SafeTensorsWriter.Write(path, tensors, new Dictionary<string, string> { ["k"] = "v" });
+
+        byte[] bytes = SafeTensorsWriter.ToBytes(tensors, new Dictionary<string, string> { ["k"] = "v" });
+        using var fromBytes = new SafeTensorsReader(bytes);
+        using var fromStream = new SafeTensorsReader(new MemoryStream(bytes));
+
+        Assert.Equal(File.ReadAllBytes(path), bytes);
+        foreach (var reader in new[] { fromBytes, fromStream })
+        {
+            Assert.Equal("v", reader.Metadata["k"]);
+            Assert.Equal(a.data<float>().ToArray(), reader.ReadFloat32("a").data<float>().ToArray());
+            Assert.Equal(b.data<long>().ToArray(), reader.Read("b").data<long>().ToArray());
+        }
+    }
+
+    [Theory]
+    [InlineData(SafeTensorDType.F32, ScalarType.BFloat16)]
+    [InlineData(SafeTensorDType.BF16, ScalarType.BFloat16)]
+    [InlineData(SafeTensorDType.BF16, ScalarType.Float32)]
+    [InlineData(SafeTensorDType.F16, ScalarType.Float16)]
+    public void ReadInto_TargetType_EqualsTorchConversion(SafeTensorDType stored, ScalarType target)
+    {
+        using var scope = torch.NewDisposeScope();
+        torch.manual_seed(4);
+        Tensor values = torch.randn(33, 17);
+        byte[] bytes = SafeTensorsWriter.ToBytes([("w", values, stored)]);
+        using var reader = new SafeTensorsReader(bytes);
+        Tensor destination = torch.empty(33, 17, target);
+
+        reader.ReadInto("w", destination);
+
+        Tensor expected = values.to_type(SafeTensorDTypes.ToScalarType(stored)).to_type(target);
+        Assert.True(destination.eq(expected).all().item<bool>());
+    }
+
+    [Fact]
+    public void ReadInto_WrongElementCount_NamesTheTensor()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var reader = new SafeTensorsReader(SafeTensorsWriter.ToBytes([("w", torch.ones(6), SafeTensorDType.F32)]));
+
+        var e = Assert.Throws<ArgumentException>(() => reader.ReadInto("w", torch.empty(5)));
+        Assert.Contains("'w'", e.Message);
+    }
+
+    [Fact]
+    public void Write_SpecWritingTooFewBytes_IsRefused()
+    {
+        var spec = new SafeTensorSpec("w", SafeTensorDType.F32, [4], s => s.Write(new byte[12]));
+
+        var e = Assert.Throws<InvalidOperationException>(() => SafeTensorsWriter.Write(new MemoryStream(), [spec]));
+        Assert.Contains("'w'", e.Message);
     }
 }

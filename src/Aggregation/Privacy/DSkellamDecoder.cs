@@ -40,16 +40,4 @@ public sealed class DSkellamDecoder
         _rotation.Inverse(centred, output);
         return output;
     }
-
-    /// <summary>The noisy average over <paramref name="clients"/> contributing clients.</summary>
-    public float[] DecodeMean(ReadOnlySpan<uint> modularSum, int clients)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(clients, _plan.Parameters.MinClients);
-        float[] sum = DecodeSum(modularSum);
-        for (int i = 0; i < sum.Length; i++)
-        {
-            sum[i] /= clients;
-        }
-        return sum;
-    }
 }

@@ -270,6 +270,18 @@ public sealed class ClientSession : IDisposable
     /// <summary>Stage 3: masks the input (values in Z_(2^b), length d) for the server.</summary>
     public MaskedInputMessage MaskInput(ReadOnlySpan<uint> input)
     {
+        uint[] masked = input.ToArray();
+        MaskInPlace(masked);
+        return new MaskedInputMessage(_id, masked);
+    }
+
+    /// <summary>
+    /// Stage 3 without a copy: masks <paramref name="input"/> (length d, values in Z_(2^b)) where it lies, so a client
+    /// holds one ring buffer from its encoded update to the upload. Same checks and stage rules as <see cref="MaskInput"/>.
+    /// </summary>
+    public void MaskInPlace(uint[] input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
         RequireStage(SecAggStage.MaskedInput, "masking the input");
         if (!_sharesReceived)
         {
@@ -293,7 +305,6 @@ public sealed class ClientSession : IDisposable
             seeds[i] = SecAggCrypto.DeriveSharedKey(_maskKey, peer.MaskPublicKey, maskSeed: true, _parameters.RunId, _parameters.Round, _id, peer.Id);
         });
         var generators = new List<(MaskPrg Prg, KeystreamOperation Operation)>(peers.Length + 1);
-        uint[] masked = input.ToArray();
         try
         {
             generators.Add((new MaskPrg(_selfMaskSeed), KeystreamOperation.Add));
@@ -302,8 +313,8 @@ public sealed class ClientSession : IDisposable
                 // y_u = x_u + PRG(b_u) + sum_{v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv) (Bonawitz et al. 2017, 4).
                 generators.Add((new MaskPrg(seeds[i]), _id < peers[i] ? KeystreamOperation.Add : KeystreamOperation.Subtract));
             }
-            ApplyGenerators(masked, generators, _parallelism);
-            RingVector.Reduce(masked, _parameters.Bits);
+            ApplyGenerators(input, generators, _parallelism);
+            RingVector.Reduce(input, _parameters.Bits);
         }
         finally
         {
@@ -320,7 +331,6 @@ public sealed class ClientSession : IDisposable
             }
         }
         _stage = SecAggStage.Unmask;
-        return new MaskedInputMessage(_id, masked);
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Federated.Coordinator.Pki;
+using Federated.Trust;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -7,19 +8,10 @@ namespace Federated.Coordinator.Cli;
 /// <summary>Creates the federation CA, the coordinator's server and adapter-signing certificates and the first engineer and officer identities.</summary>
 internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : KeyOutputSettings
     {
-        [CommandOption("--out <DIR>")]
-        public string? Out { get; init; }
-
         [CommandOption("--host <NAME>")]
         public string[] Hosts { get; init; } = [];
-
-        [CommandOption("--password-file <FILE>")]
-        public string? PasswordFile { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Federated.Coordinator.Pki;
+using Federated.Trust;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -7,7 +8,7 @@ namespace Federated.Coordinator.Cli;
 /// <summary>Issues a client, engineer or officer identity signed by the federation CA.</summary>
 internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--ca <DIR>")]
         public string? Ca { get; init; }
@@ -17,15 +18,6 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
 
         [CommandOption("--role <ROLE>")]
         public string? Role { get; init; }
-
-        [CommandOption("--out <FILE>")]
-        public string? Out { get; init; }
-
-        [CommandOption("--password-file <FILE>")]
-        public string? PasswordFile { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)

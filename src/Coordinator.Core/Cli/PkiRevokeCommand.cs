@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Federated.Coordinator.Pki;
+using Federated.Trust;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;

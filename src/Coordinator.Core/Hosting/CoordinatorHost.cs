@@ -8,6 +8,7 @@ using Federated.Coordinator.Security;
 using Federated.Coordinator.Services;
 using Federated.Coordinator.State;
 using Federated.Coordinator.Storage;
+using Federated.Trust;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -79,8 +80,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
         X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
         X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(serverPath, password: null);
-        var validator = new FederationCertificateValidator(ca, time, new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca));
-        if (!validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out string serverProblem))
+        var trust = new FederationTrust(ca, time, new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca));
+        if (!trust.TryBuildChain(server, FederationTrust.ServerAuthOid, out string serverProblem))
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
         }
@@ -138,7 +139,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
                         ClientCertificateValidation = (certificate, _, _) =>
                         {
                             // The platform's chain and errors are ignored on purpose: they consult system roots.
-                            if (validator.TryValidateClient(certificate, out _, out string reason))
+                            if (trust.TryValidateClient(certificate, out _, out string reason))
                             {
                                 return true;
                             }
@@ -154,7 +155,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton(time);
-            builder.Services.AddSingleton(validator);
+            builder.Services.AddSingleton(trust);
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);

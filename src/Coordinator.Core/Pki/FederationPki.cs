@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Pki;
 
@@ -25,9 +26,6 @@ public sealed partial class FederationPki : IDisposable
     private static readonly TimeSpan s_caLifetime = TimeSpan.FromDays(3650);
     private static readonly TimeSpan s_serverLifetime = TimeSpan.FromDays(730);
     private static readonly TimeSpan s_identityLifetime = TimeSpan.FromDays(365);
-    private const string ServerAuthOid = "1.3.6.1.5.5.7.3.1";
-    private const string ClientAuthOid = "1.3.6.1.5.5.7.3.2";
-    private const string CodeSigningOid = "1.3.6.1.5.5.7.3.3";
 
     private readonly X509Certificate2 _caCertificate;
     private readonly ECDsa _caKey;
@@ -89,6 +87,23 @@ public sealed partial class FederationPki : IDisposable
         return Load(directory, time);
     }
 
+    /// <summary>
+    /// A whole federation in one folder, without passwords: the CA, the server certificate, the engineer and officer of
+    /// `pki init` and a client identity per name (simulations, tests and benchmarks).
+    /// </summary>
+    public static void CreateFederation(string directory, IEnumerable<string> clients, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(clients);
+        using FederationPki authority = CreateCa(directory, time);
+        authority.IssueServer(directory, [], password: null);
+        authority.IssueIdentity(directory, "engineer", FederationRole.Engineer, password: null);
+        authority.IssueIdentity(directory, "officer", FederationRole.Officer, password: null);
+        foreach (string name in clients)
+        {
+            authority.IssueIdentity(directory, name, FederationRole.Client, password: null);
+        }
+    }
+
     /// <summary>Loads the CA certificate and key written by <see cref="CreateCa"/>.</summary>
     internal static FederationPki Load(string directory, TimeProvider time)
     {
@@ -130,7 +145,7 @@ public sealed partial class FederationPki : IDisposable
             }
         }
         string commonName = hosts.Count > 0 && !IPAddress.TryParse(hosts[0], out _) ? hosts[0] : "localhost";
-        return Issue(directory, ServerName, new X500DistinguishedName($"CN={commonName}, O=Federated"), role: null, ServerAuthOid, names.Build(), s_serverLifetime, password);
+        return Issue(directory, ServerName, new X500DistinguishedName($"CN={commonName}, O=Federated"), role: null, FederationTrust.ServerAuthOid, names.Build(), s_serverLifetime, password);
     }
 
     /// <summary>
@@ -140,7 +155,7 @@ public sealed partial class FederationPki : IDisposable
     internal IssuedIdentity IssueAdapterSigner(string directory, string? password)
     {
         var subject = new X500DistinguishedName("CN=Federated adapter signer, O=Federated");
-        return Issue(directory, AdapterSignerName, subject, role: null, CodeSigningOid, alternativeNames: null, s_serverLifetime, password);
+        return Issue(directory, AdapterSignerName, subject, role: null, FederationTrust.CodeSigningOid, alternativeNames: null, s_serverLifetime, password);
     }
 
     /// <summary>Issues a client, engineer or officer identity with the role in its certificate.</summary>
@@ -151,7 +166,7 @@ public sealed partial class FederationPki : IDisposable
         subject.AddCommonName(name);
         subject.AddOrganizationalUnitName(FederationRoleExtension.Name(role));
         subject.AddOrganizationName("Federated");
-        return Issue(directory, name, subject.Build(), role, ClientAuthOid, alternativeNames: null, s_identityLifetime, password, pfxPath);
+        return Issue(directory, name, subject.Build(), role, FederationTrust.ClientAuthOid, alternativeNames: null, s_identityLifetime, password, pfxPath);
     }
 
     private IssuedIdentity Issue(
@@ -178,30 +193,7 @@ public sealed partial class FederationPki : IDisposable
         }
 
         using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
-        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(extendedKeyUsage)], false));
-        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
-        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(_caCertificate, true, false));
-        if (alternativeNames is not null)
-        {
-            request.CertificateExtensions.Add(alternativeNames);
-        }
-        if (role is { } r)
-        {
-            request.CertificateExtensions.Add(FederationRoleExtension.Create(r));
-        }
-
-        DateTimeOffset now = _time.GetUtcNow();
-        DateTimeOffset notAfter = now + lifetime;
-        if (notAfter > _caCertificate.NotAfter)
-        {
-            notAfter = _caCertificate.NotAfter;
-        }
-        byte[] serial = RandomNumberGenerator.GetBytes(16);
-        serial[0] &= 0x7F; // positive INTEGER, as RFC 5280 requires
-        using X509Certificate2 issued = request.Create(_caCertificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now - s_clockSkew, notAfter, serial);
+        using X509Certificate2 issued = Sign(new CertificateRequest(subject, key, HashAlgorithmName.SHA256), extendedKeyUsage, role, alternativeNames, lifetime);
         using X509Certificate2 withKey = issued.CopyWithPrivateKey(key);
 
         byte[] pkcs12 = withKey.ExportPkcs12(Pkcs12ExportPbeParameters.Pbes2Aes256Sha256, password);
@@ -215,9 +207,6 @@ public sealed partial class FederationPki : IDisposable
         }
         PkiFiles.WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
         PkiFiles.WritePublic(certificatePath, issued.ExportCertificatePem());
-        string issuedFolder = Path.Combine(_directory, IssuedFolder);
-        Directory.CreateDirectory(issuedFolder);
-        PkiFiles.WritePublic(Path.Combine(issuedFolder, Convert.ToHexStringLower(serial) + ".crt"), issued.ExportCertificatePem());
         string caCopy = Path.Combine(directory, CaCertificateFile);
         if (!File.Exists(caCopy))
         {
@@ -310,18 +299,34 @@ public sealed partial class FederationPki : IDisposable
             throw new ArgumentException("the current certificate carries no valid role", nameof(current));
         }
 
-        var renewed = new CertificateRequest(current.SubjectName, request.PublicKey, HashAlgorithmName.SHA256);
-        renewed.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
-        renewed.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
-        renewed.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(ClientAuthOid)], false));
-        renewed.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(renewed.PublicKey, false));
-        renewed.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(_caCertificate, true, false));
-        renewed.CertificateExtensions.Add(FederationRoleExtension.Create(role));
+        return Sign(new CertificateRequest(current.SubjectName, request.PublicKey, HashAlgorithmName.SHA256), FederationTrust.ClientAuthOid, role, alternativeNames: null, lifetime);
+    }
+
+    /// <summary>
+    /// Signs an end-entity certificate for <paramref name="request"/>'s subject and key: one extended key usage, the
+    /// digitalSignature key usage, the role when given, valid from a little before now to at most the CA's own end.
+    /// A public copy is recorded in issued/ so that `pki revoke --name` finds its serial.
+    /// </summary>
+    private X509Certificate2 Sign(CertificateRequest request, string extendedKeyUsage, FederationRole? role, X509Extension? alternativeNames, TimeSpan lifetime)
+    {
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(extendedKeyUsage)], false));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(_caCertificate, true, false));
+        if (alternativeNames is not null)
+        {
+            request.CertificateExtensions.Add(alternativeNames);
+        }
+        if (role is { } r)
+        {
+            request.CertificateExtensions.Add(FederationRoleExtension.Create(r));
+        }
         DateTimeOffset now = _time.GetUtcNow();
         DateTimeOffset notAfter = now + lifetime < _caCertificate.NotAfter ? now + lifetime : _caCertificate.NotAfter;
         byte[] serial = RandomNumberGenerator.GetBytes(16);
         serial[0] &= 0x7F; // positive INTEGER, as RFC 5280 requires
-        X509Certificate2 issued = renewed.Create(_caCertificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now - s_clockSkew, notAfter, serial);
+        X509Certificate2 issued = request.Create(_caCertificate.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now - s_clockSkew, notAfter, serial);
         string issuedFolder = Path.Combine(_directory, IssuedFolder);
         Directory.CreateDirectory(issuedFolder);
         PkiFiles.WritePublic(Path.Combine(issuedFolder, Convert.ToHexStringLower(serial) + ".crt"), issued.ExportCertificatePem());

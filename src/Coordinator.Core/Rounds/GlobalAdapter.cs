@@ -1,20 +1,16 @@
 using Federated.Training.Lora;
 using Federated.Training.Model;
-using Federated.Training.Peft;
+using Federated.Wire;
 using TorchSharp;
 
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>
 /// The run's global LoRA adapter under FFA-LoRA (Sun et al. 2024): A is fixed by the seed in the settings and never
-/// aggregated, B is the averaged part. Serialized as a PEFT adapter_model.safetensors file whose metadata carries the
-/// adapter_config.json, so one signed blob is all a client needs besides its own copy of the base model.
+/// aggregated, B is the averaged part. Serialized as the one global adapter blob that clients load (<see cref="GlobalAdapterBlob"/>).
 /// </summary>
 internal sealed class GlobalAdapter
 {
-    /// <summary>Safetensors metadata key holding the PEFT adapter_config.json text.</summary>
-    public const string ConfigMetadataKey = "federated.adapter_config";
-
     // PEFT's name prefix of every adapter tensor (as LlamaForCausalLM.GetAdapter names them).
     private const string PeftPrefix = "base_model.model.";
 
@@ -64,32 +60,13 @@ internal sealed class GlobalAdapter
 
     /// <summary>
     /// Reads back what <see cref="Serialize"/> wrote (a coordinator that restarts resumes a run from its last released
-    /// adapter): the PEFT config from the safetensors metadata, then A and B.
+    /// adapter).
     /// </summary>
     public static GlobalAdapter Deserialize(byte[] content)
     {
         ArgumentNullException.ThrowIfNull(content);
-        string directory = Path.Combine(Path.GetTempPath(), "federated-adapter-" + Guid.NewGuid().ToString("N"));
-        try
-        {
-            Directory.CreateDirectory(directory);
-            string weights = Path.Combine(directory, PeftAdapter.WeightsFileName);
-            File.WriteAllBytes(weights, content);
-            using (var reader = new Training.SafeTensors.SafeTensorsReader(weights))
-            {
-                if (!reader.Metadata.TryGetValue(ConfigMetadataKey, out string? config) || config.Length is 0 or > 1 << 16)
-                {
-                    throw new InvalidDataException($"the stored adapter carries no '{ConfigMetadataKey}' metadata of 1..65536 characters");
-                }
-                File.WriteAllText(Path.Combine(directory, PeftAdapter.ConfigFileName), config);
-            }
-            (LoraSettings settings, AdapterTensors tensors, string baseModel) = PeftAdapter.Load(directory);
-            return new GlobalAdapter(settings, tensors, baseModel);
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        GlobalAdapterContent read = GlobalAdapterBlob.Read(content);
+        return new GlobalAdapter(read.Settings, read.Tensors, read.BaseModel);
     }
 
     /// <summary>Adds the decoded mean update to B (A untouched).</summary>
@@ -105,20 +82,6 @@ internal sealed class GlobalAdapter
         _tensors = new AdapterTensors(a.Tensors.Concat(newB.Tensors));
     }
 
-    /// <summary>The adapter as safetensors bytes with the PEFT config in its metadata.</summary>
-    public byte[] Serialize()
-    {
-        string directory = Path.Combine(Path.GetTempPath(), "federated-adapter-" + Guid.NewGuid().ToString("N"));
-        try
-        {
-            PeftAdapter.Save(directory, Settings, _tensors, _baseModel);
-            string config = File.ReadAllText(Path.Combine(directory, PeftAdapter.ConfigFileName));
-            PeftAdapter.Save(directory, Settings, _tensors, _baseModel, metadata: new Dictionary<string, string> { [ConfigMetadataKey] = config });
-            return File.ReadAllBytes(Path.Combine(directory, PeftAdapter.WeightsFileName));
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
-    }
+    /// <summary>The adapter as its blob (<see cref="GlobalAdapterBlob"/>).</summary>
+    public byte[] Serialize() => GlobalAdapterBlob.Write(Settings, _tensors, _baseModel);
 }

@@ -10,6 +10,7 @@ using Federated.Protos.V1;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
 using Federated.Training.SafeTensors;
+using Federated.Wire;
 
 namespace Federated.Coordinator.Rounds;
 
@@ -45,7 +46,6 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
     /// <summary>Provenance format version, bumped when a key changes meaning.</summary>
     public const int ProvenanceFormat = 1;
 
-    private const int MaxConfigCharacters = 1 << 16;
 
     // Indented for people; '+' (in versions) is left unescaped, the file is never embedded in HTML.
     private static readonly JsonSerializerOptions s_provenanceJson = new()
@@ -182,11 +182,14 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
     private static string ReadConfig(string weights)
     {
         using var reader = new SafeTensorsReader(weights);
-        if (!reader.Metadata.TryGetValue(GlobalAdapter.ConfigMetadataKey, out string? config) || config.Length is 0 or > MaxConfigCharacters)
+        try
         {
-            throw new RunExportException($"the stored adapter carries no '{GlobalAdapter.ConfigMetadataKey}' metadata of 1..{MaxConfigCharacters} characters");
+            return GlobalAdapterBlob.Config(reader);
         }
-        return config;
+        catch (InvalidDataException ex)
+        {
+            throw new RunExportException($"the stored adapter cannot be exported: {ex.Message}");
+        }
     }
 
     private static JsonObject LoraSummary(string config)

@@ -1,4 +1,4 @@
-using Federated.Coordinator.Pki;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Security;
 

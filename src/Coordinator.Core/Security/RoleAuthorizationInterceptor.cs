@@ -1,4 +1,4 @@
-using Federated.Coordinator.Pki;
+using Federated.Trust;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Microsoft.AspNetCore.Connections.Features;
@@ -11,7 +11,7 @@ namespace Federated.Coordinator.Security;
 /// client certificate (TLS already refused others), its role must be allowed for the method, else
 /// PERMISSION_DENIED with a message naming the role and the allowed roles.
 /// </summary>
-internal sealed class RoleAuthorizationInterceptor(FederationCertificateValidator validator, ILogger<RoleAuthorizationInterceptor> logger) : Interceptor
+internal sealed class RoleAuthorizationInterceptor(FederationTrust trust, ILogger<RoleAuthorizationInterceptor> logger) : Interceptor
 {
     private static readonly object s_identityKey = new();
 
@@ -72,22 +72,23 @@ internal sealed class RoleAuthorizationInterceptor(FederationCertificateValidato
         if (connectionItems is not null && connectionItems.TryGetValue(s_identityKey, out object? cached) && cached is CallerIdentity known)
         {
             // A certificate revoked while its connection is open loses access at its next call, not at reconnect.
-            if (http.Connection.ClientCertificate is { } certificate && validator.IsRevoked(certificate, out string revoked))
+            if (http.Connection.ClientCertificate is { } certificate && trust.IsRevoked(certificate, out string revoked))
             {
                 CoordinatorLog.Unauthenticated(logger, method, revoked);
                 throw new RpcException(new Status(StatusCode.Unauthenticated, revoked));
             }
             return known;
         }
-        if (!validator.TryValidateClient(http.Connection.ClientCertificate, out CallerIdentity? identity, out string reason))
+        if (!trust.TryValidateClient(http.Connection.ClientCertificate, out FederationIdentity? certified, out string reason))
         {
             CoordinatorLog.Unauthenticated(logger, method, reason);
             throw new RpcException(new Status(StatusCode.Unauthenticated, reason));
         }
+        var identity = new CallerIdentity(certified!.Name, certified.Role, certified.CertificateSha256);
         if (connectionItems is not null)
         {
             connectionItems[s_identityKey] = identity;
         }
-        return identity!;
+        return identity;
     }
 }

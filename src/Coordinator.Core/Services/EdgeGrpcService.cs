@@ -1,18 +1,14 @@
-using System.Buffers.Binary;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
+using Federated.Wire;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using ProtoChunk = Federated.Protos.V1.MaskedInputChunk;
-using ProtoEncryptedShare = Federated.Protos.V1.EncryptedShare;
-using ProtoShareCommitment = Federated.Protos.V1.ShareCommitment;
 using SecAggChunk = Federated.Aggregation.SecureAggregation.MaskedInputChunk;
-using SecAggEncryptedShare = Federated.Aggregation.SecureAggregation.EncryptedShare;
-using SecAggShareCommitment = Federated.Aggregation.SecureAggregation.ShareCommitment;
 
 namespace Federated.Coordinator.Services;
 
@@ -134,20 +130,8 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         SecAggRound round = rounds.Find(request.Round);
         int index = round.IndexOf(caller.Name);
-        var message = new AdvertiseKeysMessage(index, request.EncryptionPublicKey.ToByteArray(), request.MaskPublicKey.ToByteArray());
-        KeyRosterMessage roster = await round.AdvertiseAsync(message, context.CancellationToken);
-        var response = new AdvertiseKeysResponse();
-        Dictionary<int, string> names = round.Indices.ToDictionary(p => p.Value, p => p.Key);
-        foreach (AdvertisedKeys keys in roster.Neighbours)
-        {
-            response.Neighbours.Add(new ParticipantKeys
-            {
-                Participant = new ParticipantRef { Index = (uint)keys.ClientId, ClientId = names[keys.ClientId] },
-                EncryptionPublicKey = Google.Protobuf.ByteString.CopyFrom(keys.CipherPublicKey),
-                MaskPublicKey = Google.Protobuf.ByteString.CopyFrom(keys.MaskPublicKey),
-            });
-        }
-        return response;
+        KeyRosterMessage roster = await round.AdvertiseAsync(SecAggWire.FromRequest(index, request), context.CancellationToken);
+        return SecAggWire.ToResponse(roster, round.Indices.ToDictionary(p => p.Value, p => p.Key));
     }
 
     public override async Task<ShareKeysResponse> ShareKeys(ShareKeysRequest request, ServerCallContext context)
@@ -155,25 +139,8 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         SecAggRound round = rounds.Find(request.Round);
         int index = round.IndexOf(caller.Name);
-        var shares = new List<SecAggEncryptedShare>(request.Shares.Count);
-        foreach (ProtoEncryptedShare share in request.Shares)
-        {
-            if (share.FromIndex != (uint)index)
-            {
-                throw new RpcException(new Status(StatusCode.InvalidArgument, $"share from_index {share.FromIndex} is not the caller's index {index}"));
-            }
-            shares.Add(new SecAggEncryptedShare(ToIndex(share.ToIndex, "to_index"), share.Ciphertext.ToByteArray()));
-        }
-        var commitments = request.Commitments
-            .Select(c => new SecAggShareCommitment(ToIndex(c.HolderIndex, "holder_index"), c.SelfMaskSeedCommitment.ToByteArray(), c.MaskKeyCommitment.ToByteArray()))
-            .ToList();
-        ForwardedSharesMessage forwarded = await round.ShareKeysAsync(new ShareKeysMessage(index, shares, commitments), context.CancellationToken);
-        var response = new ShareKeysResponse();
-        foreach (ForwardedShare share in forwarded.Shares)
-        {
-            response.Shares.Add(new ProtoEncryptedShare { FromIndex = (uint)share.Sender, ToIndex = (uint)index, Ciphertext = Google.Protobuf.ByteString.CopyFrom(share.Ciphertext) });
-        }
-        return response;
+        ForwardedSharesMessage forwarded = await round.ShareKeysAsync(SecAggWire.FromRequest(index, request), context.CancellationToken);
+        return SecAggWire.ToResponse(forwarded);
     }
 
     public override async Task<UploadMaskedInputResponse> UploadMaskedInput(IAsyncStreamReader<ProtoChunk> requestStream, ServerCallContext context)
@@ -228,12 +195,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             {
                 throw new RpcException(new Status(StatusCode.ResourceExhausted, $"upload exceeds the round's masked vector size {expectedTotal}"));
             }
-            ReadOnlySpan<byte> data = chunk.Data.Span;
-            Span<uint> target = vector.AsSpan((int)(offset / 4), length / 4);
-            for (int i = 0; i < target.Length; i++)
-            {
-                target[i] = BinaryPrimitives.ReadUInt32LittleEndian(data.Slice(4 * i, 4));
-            }
+            SecAggWire.ReadElements(chunk.Data.Span, vector.AsSpan((int)(offset / 4), length / 4));
             offset += (ulong)length;
         }
         while (await requestStream.MoveNext(cancellationToken));
@@ -244,10 +206,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         round.ReceiveChunk(new SecAggChunk(index, 0, vector));
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
-        var response = new UploadMaskedInputResponse { ReceivedBytes = offset };
-        response.Survivors.AddRange(request.Survivors.Select(i => (uint)i));
-        response.Dropped.AddRange(request.Dropped.Select(i => (uint)i));
-        return response;
+        return SecAggWire.ToResponse(offset, request);
     }
 
     public override Task<UnmaskResponse> Unmask(UnmaskRequest request, ServerCallContext context)
@@ -255,16 +214,9 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         SecAggRound round = rounds.Find(request.Round);
         int index = round.IndexOf(caller.Name);
-        var seeds = request.SelfMaskShares.Select(s => new RevealedShare(ToIndex(s.OwnerIndex, "owner_index"), s.Share.ToByteArray(), s.Salt.ToByteArray())).ToList();
-        var keys = request.MaskKeyShares.Select(s => new RevealedShare(ToIndex(s.OwnerIndex, "owner_index"), s.Share.ToByteArray(), s.Salt.ToByteArray())).ToList();
-        round.Unmask(new UnmaskResponseMessage(index, seeds, keys));
+        round.Unmask(SecAggWire.FromRequest(index, request));
         return Task.FromResult(new UnmaskResponse { Stage = round.Stage });
     }
-
-    private static int ToIndex(uint value, string field) =>
-        value is >= 1 and <= int.MaxValue
-            ? (int)value
-            : throw new RpcException(new Status(StatusCode.InvalidArgument, $"{field} {value} is invalid: participant indices start at 1"));
 
     private static string RequireText(string value, string field, int maxLength)
     {

@@ -4,7 +4,6 @@ using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Peft;
-using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -19,10 +18,6 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
         [CommandOption("--adapter <DIR>")]
         [Description("PEFT adapter folder to evaluate with; the base model alone when omitted.")]
         public string? Adapter { get; init; }
-
-        [CommandOption("--data <FILE>")]
-        [Description("JSONL evaluation data (same formats as train).")]
-        public string? Data { get; init; }
 
         public override ValidationResult Validate()
         {
@@ -44,23 +39,7 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
             throw new UsageException($"--adapter: folder not found: {adapterDirectory}");
         }
 
-        JsonlDataset dataset;
-        int padId;
-        using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(modelDirectory, config))
-        {
-            var options = new DatasetOptions
-            {
-                MaxLength = maxLength,
-                Pack = settings.Pack,
-                MalformedLines = settings.SkipMalformed ? MalformedLinePolicy.Skip : MalformedLinePolicy.Stop,
-            };
-            dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
-            padId = tokenizer.PadId;
-        }
-        foreach (MalformedLine skipped in dataset.SkippedLines)
-        {
-            Console.Error.WriteLine($"edge-client: skipped {skipped}");
-        }
+        (JsonlDataset dataset, int padId) = LocalModelInputs.RequireDataset(settings, config, maxLength, cancellationToken);
 
         var device = LocalModelInputs.RequireDevice(settings.Device);
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);

@@ -12,6 +12,10 @@ internal abstract class LocalDataSettings : CommandSettings
     [Description("Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json.")]
     public string? Model { get; init; }
 
+    [CommandOption("--data <FILE>")]
+    [Description("JSONL data: text, prompt/completion, messages or input_ids records.")]
+    public string? Data { get; init; }
+
     [CommandOption("--device <D>")]
     [Description("auto, cpu or cuda (default auto: CUDA when available).")]
     public string Device { get; init; } = "auto";

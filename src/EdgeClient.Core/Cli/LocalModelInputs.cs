@@ -50,6 +50,28 @@ internal static class LocalModelInputs
         return tokenizer;
     }
 
+    /// <summary>
+    /// The --data file of `train` or `eval` tokenized with the --model folder's tokenizer under the shared flags
+    /// (--max-length, --pack, --skip-malformed); each skipped line is reported on stderr. Returns the pad id with it.
+    /// </summary>
+    public static (JsonlDataset Dataset, int PadId) RequireDataset(LocalDataSettings settings, LlamaConfig config, int maxLength, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        using HuggingFaceTokenizer tokenizer = RequireTokenizer(settings.Model!, config);
+        var options = new DatasetOptions
+        {
+            MaxLength = maxLength,
+            Pack = settings.Pack,
+            MalformedLines = settings.SkipMalformed ? MalformedLinePolicy.Skip : MalformedLinePolicy.Stop,
+        };
+        JsonlDataset dataset = RequireData(settings.Data!, tokenizer, options, cancellationToken);
+        foreach (MalformedLine skipped in dataset.SkippedLines)
+        {
+            Console.Error.WriteLine($"edge-client: skipped {skipped}");
+        }
+        return (dataset, tokenizer.PadId);
+    }
+
     /// <summary>Reads a JSONL file; a malformed line (under the stop policy) or an empty result is a usage error.</summary>
     public static JsonlDataset RequireData(string path, ITextTokenizer tokenizer, DatasetOptions options,
         CancellationToken cancellationToken)

@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Trust;
 using Google.Protobuf;
 using Spectre.Console.Cli;
 
@@ -11,7 +12,7 @@ namespace Federated.EdgeClient.Cli;
 /// <summary>Renews this machine's certificate: a new P-256 key made here, a CSR sent over mutual TLS, the CA-signed certificate checked and saved.</summary>
 internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
 {
-    public sealed class Settings : CommandSettings
+    public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--identity <FILE>")]
         public string? Identity { get; init; }
@@ -21,15 +22,6 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
 
         [CommandOption("--coordinator <URL>")]
         public string? Coordinator { get; init; }
-
-        [CommandOption("--out <FILE>")]
-        public string? Out { get; init; }
-
-        [CommandOption("--password-file <FILE>")]
-        public string? PasswordFile { get; init; }
-
-        [CommandOption("--json")]
-        public bool Json { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -71,7 +63,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         {
             throw new CryptographicException("the coordinator returned a certificate for another subject or key");
         }
-        if (!FederationTrust.TryValidate(issued, identity.Ca, "1.3.6.1.5.5.7.3.2", TimeProvider.System, out string reason))
+        if (!new FederationTrust(identity.Ca, TimeProvider.System).TryBuildChain(issued, FederationTrust.ClientAuthOid, out string reason))
         {
             throw new CryptographicException($"the renewed certificate is not a client identity of this federation: {reason}");
         }
@@ -80,16 +72,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         string temporary = Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}");
         try
         {
-            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            }
-            using (var stream = new FileStream(temporary, options))
-            {
-                stream.Write(pkcs12);
-                stream.Flush(flushToDisk: true);
-            }
+            PkiFiles.WritePrivate(temporary, pkcs12);
             // Renamed over the old file only once complete: a crash leaves the old identity or the new one, never half.
             File.Move(temporary, output, overwrite: true);
         }

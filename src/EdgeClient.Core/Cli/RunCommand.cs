@@ -120,8 +120,6 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         using EdgeIdentity identity = LoadIdentity(identityPath, settings.Ca!, password);
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
-        string scratch = Path.Combine(home, "rounds");
-        Directory.CreateDirectory(scratch);
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
         Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
 
@@ -131,7 +129,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity);
-            var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate, scratch)
+            var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
                 Log = line => Console.Error.WriteLine($"edge-client: {line}"),
                 BeforeStage = holdBeforeStage,

@@ -5,7 +5,6 @@ using Federated.Training.Data;
 using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Peft;
-using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -17,10 +16,6 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
 {
     public sealed class Settings : LocalDataSettings
     {
-        [CommandOption("--data <FILE>")]
-        [Description("JSONL training data: text, prompt/completion, messages or input_ids records.")]
-        public string? Data { get; init; }
-
         [CommandOption("--out <DIR>")]
         [Description("Folder to write the PEFT adapter to (adapter_config.json, adapter_model.safetensors).")]
         public string? Out { get; init; }
@@ -105,23 +100,7 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             throw new UsageException($"--out: {outDirectory} is a file, not a folder");
         }
 
-        JsonlDataset dataset;
-        int padId;
-        using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(modelDirectory, config))
-        {
-            var options = new DatasetOptions
-            {
-                MaxLength = maxLength,
-                Pack = settings.Pack,
-                MalformedLines = settings.SkipMalformed ? MalformedLinePolicy.Skip : MalformedLinePolicy.Stop,
-            };
-            dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
-            padId = tokenizer.PadId;
-        }
-        foreach (MalformedLine skipped in dataset.SkippedLines)
-        {
-            await Console.Error.WriteLineAsync($"edge-client: skipped {skipped}");
-        }
+        (JsonlDataset dataset, int padId) = LocalModelInputs.RequireDataset(settings, config, maxLength, cancellationToken);
 
         var device = LocalModelInputs.RequireDevice(settings.Device);
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);

@@ -9,6 +9,7 @@ using Federated.Training.Model;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
 using Federated.Training.Trainer;
+using Federated.Wire;
 
 namespace Federated.EdgeClient.Rounds;
 
@@ -28,8 +29,7 @@ public sealed class EdgeRoundWorker(
     string identityName,
     LlamaForCausalLM model,
     IReadOnlyList<TokenBatch> batches,
-    LocalPolicyGate gate,
-    string scratchDirectory)
+    LocalPolicyGate gate)
 {
     private const double ScaleRelativeTolerance = 1e-9;
     private const int MaxDetailLength = 256;
@@ -76,9 +76,11 @@ public sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.InvalidManifest, "adapter_integrity", $"the global adapter was refused: {ex.Message}", cancellationToken);
         }
-        string folder = Path.Combine(scratchDirectory, $"adapter-{manifest.GlobalAdapter.Sha256[..16]}");
-        (LoraSettings settings, AdapterTensors global) = GlobalAdapterFile.WriteFolder(content, folder);
-        int d = checked((int)global.OnlyB().ElementCount);
+        GlobalAdapterContent? global = GlobalAdapterBlob.Read(content);
+        // Locals of an async method live as long as it does; what the upload does not need is let go as soon as possible.
+        content = [];
+        LoraSettings settings = global.Settings;
+        int d = checked((int)global.Tensors.OnlyB().ElementCount);
         // The scale is sized for the most clients the round may sum (the run's cap under Poisson sampling).
         uint maxClients = manifest.Dp.MaxClients == 0 ? manifest.Secagg.Participants : manifest.Dp.MaxClients;
         if (maxClients < manifest.Secagg.Participants || maxClients > 1_000_000)
@@ -117,15 +119,10 @@ public sealed class EdgeRoundWorker(
         {
             model.RemoveLora();
         }
-        PeftAdapter.Apply(folder, model);
+        PeftAdapter.Apply(settings, global.Tensors, model);
+        global = null;
         Log?.Invoke($"round {round.Round} of {round.RunId}: training {manifest.LocalSteps} steps");
-        TrainingResult trained = await Task.Run(() => new LoraTrainer().Train(model, batches, new TrainerOptions
-        {
-            Steps = checked((int)manifest.LocalSteps),
-            LearningRate = manifest.LearningRate,
-            Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
-        }, cancellationToken: cancellationToken), cancellationToken);
-        float[] delta = trained.FlatDelta();
+        (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, cancellationToken), cancellationToken);
         if (delta.Length != d)
         {
             throw new InvalidOperationException($"the trained delta has {delta.Length} values; the global lora_B has {d}");
@@ -140,13 +137,27 @@ public sealed class EdgeRoundWorker(
             {
                 throw new InvalidOperationException($"local policy refused the upload ({charge.Rule}): {charge.Message}");
             }
-            DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta);
+            DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta!);
+            // The encoding is all the upload needs: the delta is not held while it runs.
+            delta = null;
             normBeforeClipping = encoded.NormBeforeClipping;
             return Task.FromResult(encoded.Values);
         }, cancellationToken);
         // The norm stays in this machine's own log: it tells the data holder whether the clip norm bites.
-        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {trained.FirstLoss:F4} -> {trained.LastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
-        return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, trained.FirstLoss, trained.LastLoss, outcome.UploadedBytes);
+        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {firstLoss:F4} -> {lastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
+        return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, firstLoss, lastLoss, outcome.UploadedBytes);
+    }
+
+    /// <summary>Local training from the applied global adapter; only the flat lora_B delta and the losses outlive it (not the before and after adapters).</summary>
+    private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, CancellationToken cancellationToken)
+    {
+        TrainingResult trained = new LoraTrainer().Train(model, batches, new TrainerOptions
+        {
+            Steps = checked((int)manifest.LocalSteps),
+            LearningRate = manifest.LearningRate,
+            Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
+        }, cancellationToken: cancellationToken);
+        return (trained.FlatDelta(), trained.FirstLoss, trained.LastLoss);
     }
 
     private async Task<RoundWorkResult> DeclineAsync(RoundRef round, DeclineReason reason, string rule, string message, CancellationToken cancellationToken)

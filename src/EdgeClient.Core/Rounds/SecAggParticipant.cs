@@ -1,14 +1,11 @@
-using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Aggregation.SecureAggregation;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
-using Google.Protobuf;
+using Federated.Wire;
 using Grpc.Core;
 using ProtoChunk = Federated.Protos.V1.MaskedInputChunk;
-using ProtoEncryptedShare = Federated.Protos.V1.EncryptedShare;
-using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
 
 namespace Federated.EdgeClient.Rounds;
 
@@ -58,87 +55,64 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     /// <summary>
     /// Runs the stages for <paramref name="manifest"/>. <paramref name="produceInput"/> returns the vector to aggregate
     /// (values in Z_(2^b), length d); it runs after the key exchange, and a participant that fails there has dropped.
+    /// The returned array becomes the upload buffer: it is masked in place, so hand over one nobody else reads.
     /// </summary>
     public async Task<ParticipationOutcome> ParticipateAsync(RoundManifest manifest, Func<RoundManifest, CancellationToken, Task<uint[]>> produceInput, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(manifest);
         ArgumentNullException.ThrowIfNull(produceInput);
-        Protos.V1.SecAggParameters wire = manifest.Secagg;
+        RoundRef round = manifest.Round;
         int self = checked((int)manifest.Self.Index);
-        SecAggParameters parameters = SecAggParameters.Create(
-            manifest.Round.RunId, manifest.Round.Round, manifest.Participants.Select(p => checked((int)p.Index)),
-            checked((int)wire.VectorLength), checked((int)wire.RingBits), checked((int)wire.Neighbours), checked((int)wire.Threshold), wire.GraphSeed.Span);
-        using var session = new ClientSession(parameters, self);
+        using var session = new ClientSession(SecAggWire.Parameters(manifest), self);
 
-        AdvertiseKeysMessage advertised = session.AdvertiseKeys();
+        AdvertiseKeysRequest advertise = SecAggWire.ToRequest(round, session.AdvertiseKeys());
         await StageAsync(RoundStage.AdvertiseKeys, cancellationToken);
-        AdvertiseKeysResponse roster = await connection.Edge.AdvertiseKeysAsync(
-            new AdvertiseKeysRequest
-            {
-                Round = manifest.Round,
-                EncryptionPublicKey = ByteString.CopyFrom(advertised.CipherPublicKey),
-                MaskPublicKey = ByteString.CopyFrom(advertised.MaskPublicKey),
-            },
-            StageCall(manifest.AdvertiseKeysDeadline, cancellationToken));
+        AdvertiseKeysResponse roster = await connection.Edge.AdvertiseKeysAsync(advertise, StageCall(manifest.AdvertiseKeysDeadline, cancellationToken));
 
-        ShareKeysMessage dealt = session.ReceiveRoster(new KeyRosterMessage(self,
-            [.. roster.Neighbours.Select(n => new AdvertisedKeys(checked((int)n.Participant.Index), n.EncryptionPublicKey.ToByteArray(), n.MaskPublicKey.ToByteArray()))]));
-        var shareRequest = new ShareKeysRequest { Round = manifest.Round };
-        shareRequest.Shares.AddRange(dealt.Shares.Select(s => new ProtoEncryptedShare { FromIndex = (uint)self, ToIndex = (uint)s.Receiver, Ciphertext = ByteString.CopyFrom(s.Ciphertext) }));
-        shareRequest.Commitments.AddRange(dealt.Commitments.Select(c => new Protos.V1.ShareCommitment
-        {
-            HolderIndex = (uint)c.Holder,
-            SelfMaskSeedCommitment = ByteString.CopyFrom(c.SelfMaskSeedCommitment),
-            MaskKeyCommitment = ByteString.CopyFrom(c.MaskKeyCommitment),
-        }));
+        ShareKeysRequest share = SecAggWire.ToRequest(round, session.ReceiveRoster(SecAggWire.FromResponse(self, roster)));
         await StageAsync(RoundStage.ShareKeys, cancellationToken);
-        ShareKeysResponse inbound = await connection.Edge.ShareKeysAsync(shareRequest, StageCall(manifest.ShareKeysDeadline, cancellationToken));
-        session.ReceiveForwardedShares(new ForwardedSharesMessage(self, [.. inbound.Shares.Select(s => new ForwardedShare(checked((int)s.FromIndex), s.Ciphertext.ToByteArray()))]));
+        ShareKeysResponse inbound = await connection.Edge.ShareKeysAsync(share, StageCall(manifest.ShareKeysDeadline, cancellationToken));
+        session.ReceiveForwardedShares(SecAggWire.FromResponse(self, inbound));
 
-        uint[] input = await produceInput(manifest, cancellationToken);
-        MaskedInputMessage masked = session.MaskInput(input);
+        // One ring buffer from the encoded input to the wire: masked where it lies, then sent as slices of itself.
+        uint[] ring = await produceInput(manifest, cancellationToken);
+        session.MaskInPlace(ring);
         await StageAsync(RoundStage.MaskedInput, cancellationToken);
-        (ulong uploaded, UploadMaskedInputResponse survivors) = await UploadAsync(manifest, masked.MaskedInput, cancellationToken);
+        UploadMaskedInputResponse uploaded = await UploadAsync(manifest, ring, cancellationToken);
+        // Locals of an async method live as long as it does; the coordinator has the vector now.
+        ring = [];
 
-        UnmaskResponseMessage reveal = session.ReceiveUnmaskRequest(new UnmaskRequestMessage(self,
-            [.. survivors.Survivors.Select(i => checked((int)i))], [.. survivors.Dropped.Select(i => checked((int)i))]));
-        var unmask = new UnmaskRequest { Round = manifest.Round };
-        unmask.SelfMaskShares.AddRange(reveal.SelfMaskSeedShares.Select(ToWire));
-        unmask.MaskKeyShares.AddRange(reveal.MaskKeyShares.Select(ToWire));
+        UnmaskRequestMessage survivors = SecAggWire.FromResponse(self, uploaded);
+        UnmaskRequest unmask = SecAggWire.ToRequest(round, session.ReceiveUnmaskRequest(survivors));
         await StageAsync(RoundStage.Unmask, cancellationToken);
         await connection.Edge.UnmaskAsync(unmask, StageCall(manifest.UnmaskDeadline, cancellationToken));
-        return new ParticipationOutcome(manifest, uploaded, [.. survivors.Survivors.Select(i => (int)i)], [.. survivors.Dropped.Select(i => (int)i)]);
+        return new ParticipationOutcome(manifest, uploaded.ReceivedBytes, survivors.Survivors, survivors.Dropped);
     }
 
     /// <summary>Declines a round, for example because its manifest breaks the local policy.</summary>
     public async Task DeclineAsync(RoundRef round, DeclineReason reason, string rule, string detail, CancellationToken cancellationToken) =>
         await connection.Edge.DeclineRoundAsync(new DeclineRoundRequest { Round = round, Reason = reason, Rule = rule, Detail = detail }, connection.Call(cancellationToken));
 
-    private async Task<(ulong Bytes, UploadMaskedInputResponse Response)> UploadAsync(RoundManifest manifest, uint[] masked, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes a masked vector as upload chunks that are slices of it (no copy of its d elements), each as large as
+    /// <paramref name="maxChunkBytes"/> allows, then completes the stream.
+    /// </summary>
+    internal static async Task WriteMaskedAsync(IClientStreamWriter<ProtoChunk> writer, RoundRef round, uint[] masked, uint maxChunkBytes, CancellationToken cancellationToken)
     {
-        int elementsPerChunk = (int)Math.Max(1, manifest.Secagg.MaxChunkBytes / 4);
+        ArgumentNullException.ThrowIfNull(writer);
+        foreach (ProtoChunk chunk in SecAggWire.UploadChunks(round, new RingElementBytes(masked).Memory, maxChunkBytes))
+        {
+            await writer.WriteAsync(chunk, cancellationToken);
+        }
+        await writer.CompleteAsync();
+    }
+
+    private async Task<UploadMaskedInputResponse> UploadAsync(RoundManifest manifest, uint[] masked, CancellationToken cancellationToken)
+    {
         using AsyncClientStreamingCall<ProtoChunk, UploadMaskedInputResponse> call =
             connection.Edge.UploadMaskedInput(StageCall(manifest.MaskedInputDeadline, cancellationToken));
-        ulong total = 4UL * (ulong)masked.Length;
-        byte[] buffer = new byte[4 * Math.Min(elementsPerChunk, masked.Length)];
-        for (int offset = 0; offset < masked.Length; offset += elementsPerChunk)
-        {
-            int count = Math.Min(elementsPerChunk, masked.Length - offset);
-            for (int i = 0; i < count; i++)
-            {
-                BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(4 * i, 4), masked[offset + i]);
-            }
-            var chunk = new ProtoChunk { Offset = 4UL * (ulong)offset, Data = ByteString.CopyFrom(buffer, 0, 4 * count) };
-            if (offset == 0)
-            {
-                chunk.Round = manifest.Round;
-                chunk.TotalBytes = total;
-            }
-            await call.RequestStream.WriteAsync(chunk, cancellationToken);
-        }
-        await call.RequestStream.CompleteAsync();
-        UploadMaskedInputResponse response = await call.ResponseAsync;
-        return (response.ReceivedBytes, response);
+        await WriteMaskedAsync(call.RequestStream, manifest.Round, masked, manifest.Secagg.MaxChunkBytes, cancellationToken);
+        return await call.ResponseAsync;
     }
 
     private Task StageAsync(RoundStage stage, CancellationToken cancellationToken) =>
@@ -155,11 +129,4 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         TimeSpan slack = defaults.Deadline!.Value - DateTime.UtcNow;
         return defaults.WithDeadline(stageDeadline.ToDateTime() + slack);
     }
-
-    private static ReconstructionShare ToWire(RevealedShare share) => new()
-    {
-        OwnerIndex = (uint)share.Owner,
-        Share = ByteString.CopyFrom(share.Share),
-        Salt = ByteString.CopyFrom(share.Salt),
-    };
 }

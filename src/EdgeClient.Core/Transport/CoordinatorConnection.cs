@@ -1,9 +1,8 @@
-using System.Net.Security;
-using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Protos.V1;
+using Federated.Transport;
+using Federated.Trust;
 using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace Federated.EdgeClient.Transport;
 
@@ -35,88 +34,35 @@ public sealed record ConnectionOptions
 /// </summary>
 public sealed class CoordinatorConnection : IDisposable
 {
-    private readonly GrpcChannel _channel;
+    private readonly MutualTlsChannel _channel;
     private readonly ConnectionOptions _options;
     private readonly TimeProvider _time;
-    private X509Certificate2? _serverCertificate;
 
     public CoordinatorConnection(Uri coordinator, EdgeIdentity identity, ConnectionOptions? options = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(coordinator);
         ArgumentNullException.ThrowIfNull(identity);
-        if (coordinator.Scheme != Uri.UriSchemeHttps)
-        {
-            throw new ArgumentException($"coordinator URL '{coordinator}' must use https", nameof(coordinator));
-        }
         _options = options ?? new ConnectionOptions();
         _time = time ?? TimeProvider.System;
-        FederationCa = identity.Ca;
-        TimeProvider clock = _time;
-        var handler = new SocketsHttpHandler
+        Microsoft.Extensions.Logging.ILogger? logger = _options.Logger;
+        _channel = new MutualTlsChannel(coordinator, identity.Certificate, new FederationTrust(identity.Ca, _time), new MutualTlsOptions
         {
             ConnectTimeout = _options.ConnectTimeout,
-            EnableMultipleHttp2Connections = true,
-            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-            SslOptions = new SslClientAuthenticationOptions
-            {
-                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
-                ClientCertificates = [identity.Certificate],
-                // Always present our identity, whatever CA list the server advertises.
-                LocalCertificateSelectionCallback = (_, _, _, _, _) => identity.Certificate,
-                RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                {
-                    if (!FederationTrust.ValidateServer(identity.Ca, certificate, errors, clock, out string reason))
-                    {
-                        if (_options.Logger is { } logger)
-                        {
-                            TransportLog.ServerRefused(logger, coordinator.ToString(), reason);
-                        }
-                        return false;
-                    }
-                    // Kept to verify what the coordinator signs (manifests, adapters) with the key TLS authenticated.
-                    Interlocked.Exchange(ref _serverCertificate, X509CertificateLoader.LoadCertificate(certificate!.GetRawCertData()))?.Dispose();
-                    return true;
-                },
-                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-            },
-        };
-        if (_options.TransportObserver is { } observe)
-        {
-            handler.ConnectCallback = async (context, ct) =>
-            {
-                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
-                try
-                {
-                    await socket.ConnectAsync(context.DnsEndPoint, ct);
-                    return observe(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true));
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            };
-        }
-        _channel = GrpcChannel.ForAddress(coordinator, new GrpcChannelOptions
-        {
-            HttpHandler = handler,
-            DisposeHttpClient = true,
-            MaxReceiveMessageSize = 4 * 1024 * 1024,
+            TransportObserver = _options.TransportObserver,
+            ServerRefused = logger is null ? null : reason => TransportLog.ServerRefused(logger, coordinator.ToString(), reason),
         });
-        Edge = new EdgeService.EdgeServiceClient(_channel);
+        Edge = new EdgeService.EdgeServiceClient(_channel.Channel);
     }
 
     public EdgeService.EdgeServiceClient Edge { get; }
 
     /// <summary>The federation CA this connection trusts (owned by the identity): what signed adapters must chain to.</summary>
-    public X509Certificate2 FederationCa { get; }
+    public X509Certificate2 FederationCa => _channel.Trust.Ca;
 
-    public ChannelBase Channel => _channel;
+    public ChannelBase Channel => _channel.Channel;
 
     /// <summary>The coordinator's certificate from the last validated TLS handshake; null before the first call.</summary>
-    public X509Certificate2? ServerCertificate => Volatile.Read(ref _serverCertificate);
+    public X509Certificate2? ServerCertificate => _channel.ServerCertificate;
 
     /// <summary>Call options with this connection's deadline (or <paramref name="timeout"/>) and the caller's token.</summary>
     public CallOptions Call(CancellationToken cancellationToken, TimeSpan? timeout = null) =>
@@ -152,9 +98,5 @@ public sealed class CoordinatorConnection : IDisposable
 
     public static bool IsTransient(StatusCode status) => status is StatusCode.Unavailable or StatusCode.DeadlineExceeded;
 
-    public void Dispose()
-    {
-        _channel.Dispose();
-        Interlocked.Exchange(ref _serverCertificate, null)?.Dispose();
-    }
+    public void Dispose() => _channel.Dispose();
 }

@@ -1,13 +1,12 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Federated.Trust;
 
 namespace Federated.EdgeClient.Transport;
 
 /// <summary>The edge client's credentials: its certificate with private key (NAME.pfx) and the federation CA it trusts (ca.crt).</summary>
 public sealed class EdgeIdentity : IDisposable
 {
-    private const string ClientAuthOid = "1.3.6.1.5.5.7.3.2";
-
     private EdgeIdentity(X509Certificate2 certificate, X509Certificate2 ca)
     {
         Certificate = certificate;
@@ -51,7 +50,7 @@ public sealed class EdgeIdentity : IDisposable
             {
                 throw new CryptographicException($"identity file '{pfxPath}' holds no private key");
             }
-            if (!FederationTrust.TryValidate(certificate, ca, ClientAuthOid, TimeProvider.System, out string reason))
+            if (!new FederationTrust(ca, TimeProvider.System).TryBuildChain(certificate, FederationTrust.ClientAuthOid, out string reason))
             {
                 throw new CryptographicException($"identity '{pfxPath}' is not a client identity of this federation: {reason}");
             }

@@ -27,6 +27,16 @@ public static partial class PeftAdapter
     {
         ArgumentNullException.ThrowIfNull(model);
         var (settings, adapter, _) = Load(directory);
+        Apply(settings, adapter, model);
+        return settings;
+    }
+
+    /// <summary>Attaches an adapter read from bytes or a stream (<see cref="FromBytes"/>) to a model that has no adapter yet.</summary>
+    public static void Apply(LoraSettings settings, AdapterTensors adapter, Model.LlamaForCausalLM model)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentNullException.ThrowIfNull(model);
         model.AddLora(settings);
         try
         {
@@ -37,7 +47,6 @@ public static partial class PeftAdapter
             model.RemoveLora();
             throw;
         }
-        return settings;
     }
 
     /// <summary>Writes the folder so that <c>PeftModel.from_pretrained(base, dir)</c> loads it.</summary>
@@ -49,11 +58,53 @@ public static partial class PeftAdapter
         ArgumentNullException.ThrowIfNull(adapter);
         ArgumentNullException.ThrowIfNull(baseModelNameOrPath);
         settings.Validate();
+        Directory.CreateDirectory(directory);
+        string weightsPath = Path.Combine(directory, WeightsFileName);
+        // A temporary file and a move, so a crash never leaves a half-written adapter behind.
+        using (var weights = new FileStream(weightsPath + ".tmp", FileMode.Create, FileAccess.Write))
+        {
+            WriteWeights(weights, adapter, dtype, metadata);
+        }
+        File.Move(weightsPath + ".tmp", weightsPath, overwrite: true);
+        File.WriteAllText(Path.Combine(directory, ConfigFileName), ConfigJson(settings, baseModelNameOrPath));
+    }
+
+    /// <summary>The two files of a PEFT folder in memory: adapter_config.json text and adapter_model.safetensors bytes.</summary>
+    public static (string ConfigJson, byte[] Weights) ToBytes(LoraSettings settings, AdapterTensors adapter, string baseModelNameOrPath,
+        SafeTensorDType dtype = SafeTensorDType.F32, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(adapter);
+        ArgumentNullException.ThrowIfNull(baseModelNameOrPath);
+        settings.Validate();
+        using var weights = new MemoryStream();
+        WriteWeights(weights, adapter, dtype, metadata);
+        return (ConfigJson(settings, baseModelNameOrPath), weights.ToArray());
+    }
+
+    /// <summary>Reads an adapter from its adapter_config.json text and adapter_model.safetensors bytes.</summary>
+    public static (LoraSettings Settings, AdapterTensors Adapter, string BaseModelNameOrPath) FromBytes(string configJson,
+        ReadOnlyMemory<byte> weights)
+    {
+        ArgumentNullException.ThrowIfNull(configJson);
+        using var reader = new SafeTensorsReader(weights, WeightsFileName);
+        return Read(configJson, reader);
+    }
+
+    /// <summary>Reads an adapter from its adapter_config.json text and a seekable adapter_model.safetensors stream (left open).</summary>
+    public static (LoraSettings Settings, AdapterTensors Adapter, string BaseModelNameOrPath) FromStream(string configJson, Stream weights)
+    {
+        ArgumentNullException.ThrowIfNull(configJson);
+        using var reader = new SafeTensorsReader(weights, WeightsFileName, leaveOpen: true);
+        return Read(configJson, reader);
+    }
+
+    private static void WriteWeights(Stream stream, AdapterTensors adapter, SafeTensorDType dtype, IReadOnlyDictionary<string, string>? metadata)
+    {
         foreach (string name in adapter.Names)
         {
             _ = ParseKey(name);
         }
-        Directory.CreateDirectory(directory);
         var tensors = adapter.Tensors.Select(t => (t.Name, t.ToTensor(), dtype)).ToList();
         try
         {
@@ -61,7 +112,7 @@ public static partial class PeftAdapter
             {
                 ["format"] = "pt",
             };
-            SafeTensorsWriter.Write(Path.Combine(directory, WeightsFileName), tensors, meta);
+            SafeTensorsWriter.Write(stream, tensors, meta);
         }
         finally
         {
@@ -70,7 +121,6 @@ public static partial class PeftAdapter
                 tensor.Dispose();
             }
         }
-        File.WriteAllText(Path.Combine(directory, ConfigFileName), ConfigJson(settings, baseModelNameOrPath));
     }
 
     /// <summary>Reads the folder back: the LoRA settings (seed and FFA flag from our own fields, defaults otherwise) and the tensors.</summary>
@@ -87,33 +137,36 @@ public static partial class PeftAdapter
         {
             throw new FileNotFoundException($"adapter folder '{directory}' has no {WeightsFileName}", weightsPath);
         }
-        var (settings, baseModel) = ParseConfig(File.ReadAllText(configPath));
+        using var reader = new SafeTensorsReader(weightsPath);
+        return Read(File.ReadAllText(configPath), reader);
+    }
+
+    private static (LoraSettings Settings, AdapterTensors Adapter, string BaseModelNameOrPath) Read(string configJson, SafeTensorsReader reader)
+    {
+        var (settings, baseModel) = ParseConfig(configJson);
         var tensors = new List<NamedTensor>();
-        using (var reader = new SafeTensorsReader(weightsPath))
+        foreach (string name in reader.Names.Order(StringComparer.Ordinal))
         {
-            foreach (string name in reader.Names.Order(StringComparer.Ordinal))
+            var (_, module, isA) = ParseKey(name);
+            if (!settings.Targets.Contains(module))
             {
-                var (_, module, isA) = ParseKey(name);
-                if (!settings.Targets.Contains(module))
-                {
-                    throw new InvalidDataException($"adapter tensor '{name}' targets '{module}', which is not in target_modules");
-                }
-                var info = reader.Info(name);
-                int expectedRankDim = isA ? 0 : 1;
-                if (info.Shape.Length != 2 || info.Shape[expectedRankDim] != settings.Rank)
-                {
-                    throw new InvalidDataException(
-                        $"adapter tensor '{name}' has shape [{string.Join(", ", info.Shape)}]; expected rank {settings.Rank} in dimension {expectedRankDim}");
-                }
-                using var tensor = reader.ReadFloat32(name);
-                tensors.Add(NamedTensor.FromTensor(name, tensor));
+                throw new InvalidDataException($"adapter tensor '{name}' targets '{module}', which is not in target_modules");
             }
+            var info = reader.Info(name);
+            int expectedRankDim = isA ? 0 : 1;
+            if (info.Shape.Length != 2 || info.Shape[expectedRankDim] != settings.Rank)
+            {
+                throw new InvalidDataException(
+                    $"adapter tensor '{name}' has shape [{string.Join(", ", info.Shape)}]; expected rank {settings.Rank} in dimension {expectedRankDim}");
+            }
+            using var tensor = reader.ReadFloat32(name);
+            tensors.Add(NamedTensor.FromTensor(name, tensor));
         }
         return (settings, new AdapterTensors(tensors), baseModel);
     }
 
     /// <summary>The adapter_config.json text PEFT 0.1x writes for a LoRA on a causal LM.</summary>
-    internal static string ConfigJson(LoraSettings settings, string baseModelNameOrPath)
+    public static string ConfigJson(LoraSettings settings, string baseModelNameOrPath)
     {
         var root = new JsonObject
         {

@@ -55,6 +55,15 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     /// <summary>Reads a tensor as float32 on the CPU.</summary>
     public torch.Tensor ReadFloat32(string name) => Reader(name).ReadFloat32(name);
 
+    /// <summary>Reads a tensor into a new tensor of <paramref name="type"/> on <paramref name="device"/>.</summary>
+    public torch.Tensor Read(string name, torch.ScalarType type, torch.Device? device = null) => Reader(name).Read(name, type, device);
+
+    /// <summary>Fills a contiguous tensor of the same element count in slices (see <see cref="SafeTensorsReader.ReadInto"/>).</summary>
+    public void ReadInto(string name, torch.Tensor destination) => Reader(name).ReadInto(name, destination);
+
+    /// <summary>The shard file that holds a tensor (for error messages).</summary>
+    public string FileOf(string name) => Reader(name).Path;
+
     public void Dispose()
     {
         foreach (var reader in _readers)

@@ -1,11 +1,9 @@
-using System.Net.Security;
-using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Federated.Coordinator.Security;
 using Federated.Protos.V1;
+using Federated.Transport;
+using Federated.Trust;
 using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace Federated.Coordinator.Cli;
 
@@ -24,73 +22,23 @@ internal sealed class AdminConnection : IDisposable
     /// <summary>Deadline of each unary call.</summary>
     public static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(30);
 
-    private readonly GrpcChannel _channel;
+    private readonly MutualTlsChannel _channel;
     private readonly X509Certificate2 _identity;
-    private readonly X509Certificate2 _ca;
-    private readonly Uri _coordinator;
-    private X509Certificate2? _serverCertificate;
-    private string? _serverRefusal;
 
-    private AdminConnection(Uri coordinator, X509Certificate2 identity, X509Certificate2 ca)
+    private AdminConnection(Uri coordinator, X509Certificate2 identity, FederationTrust trust)
     {
-        _coordinator = coordinator;
         _identity = identity;
-        _ca = ca;
-        var validator = new FederationCertificateValidator(ca, TimeProvider.System);
-        var handler = new SocketsHttpHandler
-        {
-            ConnectTimeout = TimeSpan.FromSeconds(10),
-            KeepAlivePingDelay = TimeSpan.FromSeconds(30),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-            SslOptions = new SslClientAuthenticationOptions
-            {
-                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
-                ClientCertificates = [identity],
-                LocalCertificateSelectionCallback = (_, _, _, _, _) => identity,
-                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-                RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                {
-                    if (certificate is null || errors.HasFlag(SslPolicyErrors.RemoteCertificateNotAvailable))
-                    {
-                        _serverRefusal = "the coordinator presented no certificate";
-                        return false;
-                    }
-                    if (errors.HasFlag(SslPolicyErrors.RemoteCertificateNameMismatch))
-                    {
-                        _serverRefusal = $"the coordinator's certificate '{certificate.Subject}' does not name the host '{coordinator.Host}'";
-                        return false;
-                    }
-                    // RemoteCertificateChainErrors is expected (the platform does not trust the private CA); our own chain replaces it.
-                    X509Certificate2 server = X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
-                    if (!validator.TryBuildChain(server, FederationCertificateValidator.ServerAuthOid, out string reason))
-                    {
-                        server.Dispose();
-                        _serverRefusal = $"the coordinator's certificate is not from this federation: {reason}";
-                        return false;
-                    }
-                    // Kept to verify what the coordinator signs with the key TLS authenticated (the audit head).
-                    Interlocked.Exchange(ref _serverCertificate, server)?.Dispose();
-                    return true;
-                },
-            },
-        };
-        _channel = GrpcChannel.ForAddress(coordinator, new GrpcChannelOptions
-        {
-            HttpHandler = handler,
-            DisposeHttpClient = true,
-            // An export chunk is at most 1 MiB of data plus its framing.
-            MaxReceiveMessageSize = 4 * 1024 * 1024,
-        });
-        Admin = new AdminService.AdminServiceClient(_channel);
+        _channel = new MutualTlsChannel(coordinator, identity, trust);
+        Admin = new AdminService.AdminServiceClient(_channel.Channel);
     }
 
     public AdminService.AdminServiceClient Admin { get; }
 
     /// <summary>The federation CA this connection trusts (also the anchor for verifying exports).</summary>
-    public X509Certificate2 Ca => _ca;
+    public X509Certificate2 Ca => _channel.Trust.Ca;
 
     /// <summary>The coordinator's certificate from the validated handshake; null before the first call.</summary>
-    public X509Certificate2? ServerCertificate => Volatile.Read(ref _serverCertificate);
+    public X509Certificate2? ServerCertificate => _channel.ServerCertificate;
 
     /// <summary>Loads the identity and CA; unreadable files, a wrong password or a foreign identity are usage errors.</summary>
     public static AdminConnection Open(AdminEndpoint endpoint)
@@ -121,14 +69,15 @@ internal sealed class AdminConnection : IDisposable
             ca.Dispose();
             throw new UsageException($"--identity '{endpoint.IdentityPath}' holds no private key");
         }
+        var trust = new FederationTrust(ca, TimeProvider.System);
         // Checked here so a foreign identity gets a clear message instead of a failed handshake.
-        if (!new FederationCertificateValidator(ca, TimeProvider.System).TryBuildChain(identity, FederationCertificateValidator.ClientAuthOid, out string reason))
+        if (!trust.TryBuildChain(identity, FederationTrust.ClientAuthOid, out string reason))
         {
             identity.Dispose();
             ca.Dispose();
             throw new UsageException($"--identity '{endpoint.IdentityPath}' is not an identity of the federation in --ca: {reason}");
         }
-        return new AdminConnection(endpoint.Coordinator, identity, ca);
+        return new AdminConnection(endpoint.Coordinator, identity, trust);
     }
 
     /// <summary>Call options with the unary deadline (or none for a stream that ends on its own) and the caller's token.</summary>
@@ -159,13 +108,13 @@ internal sealed class AdminConnection : IDisposable
             return new OperationCanceledException("interrupted", ex, cancellationToken);
         }
         // A refused server certificate surfaces as INTERNAL or UNAVAILABLE depending on where the handshake broke.
-        if (_serverRefusal is { } refusal)
+        if (_channel.ServerRefusal is { } refusal)
         {
-            return new AdminCallException(StatusCode.Unavailable, $"Unavailable: cannot reach the coordinator at {_coordinator} ({refusal})");
+            return new AdminCallException(StatusCode.Unavailable, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({refusal})");
         }
         if (ex.StatusCode == StatusCode.Unavailable)
         {
-            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_coordinator} ({OneLine(ex.Status.Detail)})");
+            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({OneLine(ex.Status.Detail)})");
         }
         return new AdminCallException(ex.StatusCode, $"{ex.StatusCode}: {OneLine(ex.Status.Detail)}");
     }
@@ -176,7 +125,6 @@ internal sealed class AdminConnection : IDisposable
     {
         _channel.Dispose();
         _identity.Dispose();
-        _ca.Dispose();
-        Interlocked.Exchange(ref _serverCertificate, null)?.Dispose();
+        _channel.Trust.Ca.Dispose();
     }
 }

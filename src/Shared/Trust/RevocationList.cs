@@ -3,7 +3,7 @@ using System.Numerics;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
-namespace Federated.Coordinator.Pki;
+namespace Federated.Trust;
 
 /// <summary>
 /// The federation's certificate revocation list (crl.pem, RFC 5280 section 5), signed by the CA. .NET builds CRLs
@@ -11,7 +11,7 @@ namespace Federated.Coordinator.Pki;
 /// distribution point into its own cache, so the coordinator reads this file itself: it verifies the CA's
 /// ECDSA signature over tbsCertList and checks the leaf serial against the revoked set after the chain is built.
 /// </summary>
-internal static class RevocationList
+public static class RevocationList
 {
     public const string FileName = "crl.pem";
     private const string EcdsaWithSha256Oid = "1.2.840.10045.4.3.2";

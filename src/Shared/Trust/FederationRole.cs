@@ -1,7 +1,7 @@
 using System.Formats.Asn1;
 using System.Security.Cryptography.X509Certificates;
 
-namespace Federated.Coordinator.Pki;
+namespace Federated.Trust;
 
 /// <summary>What a certificate holder may do: edge clients train, engineers run, officers govern privacy.</summary>
 public enum FederationRole
@@ -16,7 +16,7 @@ public enum FederationRole
 /// private OID repeats it as a DER UTF8String. Both must agree; a certificate with only one, or with
 /// disagreeing values, has no role and is refused.
 /// </summary>
-internal static class FederationRoleExtension
+public static class FederationRoleExtension
 {
     /// <summary>
     /// A UUID-derived OID (ITU-T X.667, arc 2.25), which needs no registration and cannot collide with

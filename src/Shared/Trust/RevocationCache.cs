@@ -1,16 +1,15 @@
 using System.Numerics;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Federated.Coordinator.Pki;
 
-namespace Federated.Coordinator.Security;
+namespace Federated.Trust;
 
 /// <summary>
 /// The revoked serials of crl.pem, reloaded whenever the file's timestamp or length changes (checked on every
 /// handshake and call, a single stat), so `pki revoke` takes effect without a restart. A CRL that exists but does
 /// not verify fails closed: every client is refused until it is fixed, rather than trusting a forged list.
 /// </summary>
-internal sealed class RevocationCache
+public sealed class RevocationCache : IRevocationCheck
 {
     private readonly string _path;
     private readonly X509Certificate2 _ca;

@@ -1,9 +1,9 @@
 using System.Text;
 
-namespace Federated.Coordinator.Pki;
+namespace Federated.Trust;
 
 /// <summary>Writes PKI material: private keys are created owner-only (0600) from the first byte, never chmod-ed later.</summary>
-internal static class PkiFiles
+public static class PkiFiles
 {
     private const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     private const UnixFileMode Public = OwnerOnly | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
