@@ -379,7 +379,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         const string done = "run-00000000000000d1", orphan = "run-00000000000000d2";
         string initial = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 0);
         coordinator.Host.State.Runs.Create(done, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
-        coordinator.Host.State.Rounds.Start(done, 1, new Dictionary<string, int> { ["dave"] = 1, ["erin"] = 2 }, initial);
+        coordinator.Host.State.Rounds.Start(done, 1, new Dictionary<string, int> { ["former-1"] = 1, ["former-2"] = 2 }, initial);
         adapter.ApplyMeanUpdate(Enumerable.Repeat(0.125f, adapter.BDimension).ToArray());
         Coordinator.State.StoredAdapter released = coordinator.Host.Adapters.Write(adapter.Serialize());
         coordinator.Host.State.Rounds.Complete(new Coordinator.State.RoundCompletion(
@@ -389,7 +389,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             },
             released,
             // Participants that are not this fixture's clients: a charged round binds its contributors to its population.
-            new Dictionary<string, Coordinator.State.ParticipantStatus> { ["dave"] = Coordinator.State.ParticipantStatus.Uploaded, ["erin"] = Coordinator.State.ParticipantStatus.Uploaded }));
+            new Dictionary<string, Coordinator.State.ParticipantStatus> { ["former-1"] = Coordinator.State.ParticipantStatus.Uploaded, ["former-2"] = Coordinator.State.ParticipantStatus.Uploaded }));
         coordinator.Host.State.Runs.End(done, RunState.Completed, "1 of 2 rounds released", "coordinator");
         coordinator.Host.State.Runs.Create(orphan, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
 
