@@ -11,35 +11,11 @@ namespace Federated.Coordinator.Cli;
 /// no amplification); without it, the plain Poisson-subsampled Gaussian of one record of a secret sample (DP-SGD's
 /// calculation), by the RDP or PLD accountant.
 /// </summary>
-internal sealed class PrivacyQuote
+/// <param name="Plan">The mechanism's plan; null for the plain subsampled Gaussian.</param>
+internal sealed record PrivacyQuote(
+    PrivacyAccountantKind Accountant, PrivacySpent Spent, double Delta, double NoiseMultiplier, double SamplingRate, long Rounds, PrivacyPlan? Plan)
 {
     private const string RecordUnit = "record";
-
-    private PrivacyQuote(PrivacyAccountantKind accountant, PrivacySpent spent, double delta, double noiseMultiplier, double samplingRate, long rounds, PrivacyPlan? plan)
-    {
-        Accountant = accountant;
-        Spent = spent;
-        Delta = delta;
-        NoiseMultiplier = noiseMultiplier;
-        SamplingRate = samplingRate;
-        Rounds = rounds;
-        Plan = plan;
-    }
-
-    public PrivacyAccountantKind Accountant { get; }
-
-    public PrivacySpent Spent { get; }
-
-    public double Delta { get; }
-
-    public double NoiseMultiplier { get; }
-
-    public double SamplingRate { get; }
-
-    public long Rounds { get; }
-
-    /// <summary>The mechanism's plan; null for the plain subsampled Gaussian.</summary>
-    public PrivacyPlan? Plan { get; }
 
     /// <summary>The epsilon of the flags' plan at noise multiplier <paramref name="noiseMultiplier"/>.</summary>
     public static PrivacyQuote ForNoise(PrivacyPlanSettings settings, double noiseMultiplier)

@@ -68,14 +68,7 @@ public sealed class PopulationLedgerTests : IDisposable
     public void RunEnd_AbortedWithRoundsUnspent_ReleasesWhatItDidNotSpend()
     {
         PrivacyPlan plan = Plan(4, 5);
-        _state.Budgets.Set("default", 50, Delta, "officer");
-        _state.Database.Write(work =>
-        {
-            _state.Runs.Create(work, "run-a", [1], "default", plan.Epsilon.Epsilon, 4, "a0", "engineer");
-            _state.Budgets.Reserve(work, "run-a", "default", plan);
-        });
-        _state.Rounds.Start("run-a", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
-        _state.Rounds.Complete(Completion("run-a", 1, plan));
+        StartedWithOneRound(plan);
         BudgetRecord running = _state.Budgets.Get("default")!;
 
         _state.Runs.End("run-a", RunState.Aborted, "aborted by engineer", "engineer");
@@ -118,14 +111,7 @@ public sealed class PopulationLedgerTests : IDisposable
     public void BudgetSet_BelowSpentAndReserved_RefusedNamingBothAndNothingWritten()
     {
         PrivacyPlan plan = Plan(4, 5);
-        _state.Budgets.Set("default", 50, Delta, "officer");
-        _state.Database.Write(work =>
-        {
-            _state.Runs.Create(work, "run-a", [1], "default", plan.Epsilon.Epsilon, 4, "a0", "engineer");
-            _state.Budgets.Reserve(work, "run-a", "default", plan);
-        });
-        _state.Rounds.Start("run-a", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
-        _state.Rounds.Complete(Completion("run-a", 1, plan));
+        StartedWithOneRound(plan);
         BudgetRecord before = _state.Budgets.Get("default")!;
         int audit = _state.Audit.Read(1, 1000).Entries.Count;
 
@@ -212,6 +198,19 @@ public sealed class PopulationLedgerTests : IDisposable
         var refused = Assert.Throws<BudgetRefusedException>(() => legacy.Budgets.RequireAffordable("default", Plan(100, 1)));
         Assert.Contains("holds 1 charge(s) recorded before per-order RDP accounting", refused.Message, StringComparison.Ordinal);
         Assert.Null(legacy.Ledger.List("old", null).Single().Adjacency);
+    }
+
+    // Budget 50 at Delta; run-a reserves the plan and releases round 1.
+    private void StartedWithOneRound(PrivacyPlan plan)
+    {
+        _state.Budgets.Set("default", 50, Delta, "officer");
+        _state.Database.Write(work =>
+        {
+            _state.Runs.Create(work, "run-a", [1], "default", plan.Epsilon.Epsilon, 4, "a0", "engineer");
+            _state.Budgets.Reserve(work, "run-a", "default", plan);
+        });
+        _state.Rounds.Start("run-a", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
+        _state.Rounds.Complete(Completion("run-a", 1, plan));
     }
 
     private static double EpsilonOf(double[] rdp) => RdpAnalysis.Epsilon(RdpOrders.Default, rdp, Delta).Epsilon;
