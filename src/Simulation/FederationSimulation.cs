@@ -128,7 +128,8 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
 
         RunPlan plan = Plan(run.Model);
         // The officer's budget is what this plan needs: the coordinator prices the plan and would refuse anything more.
-        double planned = PlannedEpsilon(plan);
+        RunPrice price = Price(plan);
+        double planned = price.PlannedEpsilon;
         // Rounded up to three significant digits, as an officer would write it.
         double scale = Math.Pow(10, Math.Floor(Math.Log10(planned)) - 2);
         double budget = Math.Max(Math.Ceiling(planned / scale) * scale, planned * (1 + 1e-9));
@@ -166,7 +167,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
                 initialSha, outDirectory, cancellationToken);
         }
         return new SimulationResult(started.RunId, reporter.Reports, started.PlannedEpsilon, epsilon, options.Delta, started.NoiseMultiplier, options.ClipNorm,
-            checked((int)plan.MinSurvivors), last.AdapterSha256, canaries, noDpEval, clock.Elapsed.TotalSeconds);
+            checked((int)plan.MinSurvivors), price.Privacy, last.AdapterSha256, canaries, noDpEval, clock.Elapsed.TotalSeconds);
     }
 
     private RunPlan Plan(string model)
@@ -192,13 +193,13 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
     }
 
     /// <summary>
-    /// The epsilon the coordinator will charge for the plan, from the coordinator's own pricing over the adapter shape
-    /// that config.json gives. If this ever disagreed with the coordinator, StartRun would refuse and name both numbers.
+    /// What the coordinator will charge for the plan, from the coordinator's own pricing (one <see cref="Aggregation.Privacy.PrivacyPlan"/>)
+    /// over the adapter shape that config.json gives. If this ever disagreed with the coordinator, StartRun would refuse and name both numbers.
     /// </summary>
-    private double PlannedEpsilon(RunPlan plan)
+    private RunPrice Price(RunPlan plan)
     {
         int dimension = LoraShapes.BDimension(LlamaConfig.Load(plan.BaseModel), new LoraSettings(Rank: options.Rank, TargetModules: [.. options.Targets]));
-        return RunPricing.Price(plan, dimension).PlannedEpsilon;
+        return RunPricing.Price(plan, dimension);
     }
 
     /// <summary>What the run's driver needs from the set-up: the coordinator, the PKI, the model and data, and the clients.</summary>

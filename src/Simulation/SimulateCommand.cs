@@ -177,6 +177,8 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
                 ["epsilon"] = result.Epsilon,
                 ["planned_epsilon"] = result.PlannedEpsilon,
                 ["delta"] = result.Delta,
+                ["privacy_unit"] = result.Privacy.PrivacyUnit,
+                ["adjacency"] = result.Privacy.AdjacencyName,
                 ["noise_multiplier"] = result.NoiseMultiplier,
                 ["clip_norm"] = result.ClipNorm,
                 ["mechanism"] = "distributed_skellam",
@@ -210,8 +212,9 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         }
         Console.WriteLine();
         Console.WriteLine($"held-out eval loss {initial:F4} -> {final:F4} (mean over the clients' own held-out text)");
-        Console.WriteLine($"privacy spent: epsilon {result.Epsilon:G4} at delta {result.Delta:G3} for the whole run (distributed discrete Skellam, " +
-            $"noise multiplier {result.NoiseMultiplier:G3}, clip norm {result.ClipNorm:G3}, SecAgg+ threshold {result.Threshold} of {options.Clients}).");
+        Console.WriteLine($"privacy spent: epsilon {result.Epsilon:G4} at delta {result.Delta:G3} for the whole run, per client ({result.Privacy.PrivacyUnit}-level, " +
+            $"{result.Privacy.AdjacencyName}; distributed discrete Skellam, noise multiplier {result.NoiseMultiplier:G3}, clip norm {result.ClipNorm:G3}, " +
+            $"SecAgg+ threshold {result.Threshold} of {options.Clients}).");
         Console.WriteLine("  With only a handful of clients, useful learning needs little noise, so this epsilon is large: it demonstrates the");
         Console.WriteLine("  machinery, not a strong guarantee. Real deployments have many clients per round, and the noise per client shrinks.");
         Console.WriteLine($"adapter (PEFT, provenance.json, adapter.p7s): {outDirectory}");

@@ -11,7 +11,7 @@ internal sealed record RoundReport(int Round, double TrainLoss, double EvalLoss,
 /// <summary>What a memorisation audit measured: each canary's exposure with the DP run's adapter and without DP.</summary>
 internal sealed record CanaryReport(string Secret, CanaryExposureResult WithDp, CanaryExposureResult WithoutDp);
 
-/// <summary>The whole simulation's outcome.</summary>
+/// <summary>The whole simulation's outcome; <paramref name="Privacy"/> is the plan the coordinator priced the run with (its unit and relation).</summary>
 internal sealed record SimulationResult(
     string RunId,
     IReadOnlyList<RoundReport> Rounds,
@@ -21,6 +21,7 @@ internal sealed record SimulationResult(
     double NoiseMultiplier,
     double ClipNorm,
     int Threshold,
+    Aggregation.Privacy.PrivacyPlan Privacy,
     string AdapterSha256,
     IReadOnlyList<CanaryReport> Canaries,
     double? NoDpEvalLoss,

@@ -72,7 +72,7 @@ public sealed class CoordinatorStateTests
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
         state.Budgets.Set("default", 8.0, 1e-6, "officer");
-        var charge = new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default);
+        var charge = new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default) { Rdp = TestCharges.Rdp() };
 
         LedgerRecord stored = state.Database.Write(work => state.Ledger.Charge(work, charge));
         Assert.Throws<SqliteException>(() => state.Database.Write(work => state.Ledger.Charge(work, charge)));
@@ -80,7 +80,8 @@ public sealed class CoordinatorStateTests
 
         Assert.Equal(1, stored.Sequence);
         BudgetRecord budget = state.Budgets.Get("default")!;
-        Assert.Equal(1.1, budget.EpsilonSpent, 12);
+        // Two rounds composed per RDP order at the budget's delta, not the rows' epsilons added.
+        Assert.Equal(TestCharges.Epsilon(2, 1e-6), budget.EpsilonSpent, 12);
         Assert.Equal(2, state.Ledger.List("run1", null).Count);
         Assert.Empty(state.Ledger.List("run2", null));
     }
@@ -111,9 +112,10 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1, 2, 3], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
-        var charge = new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 3, default);
+        var charge = new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 3, default) { Rdp = TestCharges.Rdp() };
 
         LedgerRecord stored = state.Rounds.Complete(Completion(charge, "a1", ("alice", ParticipantStatus.Uploaded)));
         var second = Assert.Throws<InvalidOperationException>(() => state.Rounds.Complete(Completion(charge with { EpsilonAfter = 9 }, "a2")));
@@ -124,7 +126,7 @@ public sealed class CoordinatorStateRoundTests
         Assert.Equal(Federated.Protos.V1.RoundStage.Completed, state.Rounds.Stage("run1", 1));
         string[] actions = [.. state.Audit.Read(1, 100).Entries.Select(e => System.Text.Json.JsonDocument.Parse(e.CanonicalJson).RootElement.GetProperty("action").GetString()!)];
         // The new adapter's record is part of the completing transaction, so its entry comes just before round.complete.
-        Assert.Equal(["run.start", "round.start", "adapter.store", "round.complete"], actions);
+        Assert.Equal(["budget.set", "run.start", "round.start", "adapter.store", "round.complete"], actions);
         Assert.Equal(ParticipantStatus.Uploaded, state.Rounds.Participants("run1", 1)["alice"]);
     }
 
@@ -134,12 +136,13 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
 
         state.Rounds.Fail("run1", 1, "2 survivors, threshold 3");
 
-        Assert.Throws<InvalidOperationException>(() => state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1")));
+        Assert.Throws<InvalidOperationException>(() => state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default) { Rdp = TestCharges.Rdp() }, "a1")));
         Assert.False(state.AdapterRecords.IsRecorded("a1"));
         Assert.Empty(state.Ledger.List("run1", null));
         Assert.Equal(Federated.Protos.V1.RoundStage.Failed, state.Rounds.Stage("run1", 1));
@@ -151,11 +154,12 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
 
         bool recorded = state.Rounds.RecordDecline("run1", 1, "carol", "Budget", "max_epsilon_per_run", "max_epsilon_per_run: run would reach 4.7");
-        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1",
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default) { Rdp = TestCharges.Rdp() }, "a1",
             ("carol", ParticipantStatus.Dropped), ("alice", ParticipantStatus.Uploaded)));
 
         Assert.True(recorded);
@@ -175,12 +179,13 @@ public sealed class CoordinatorStateRoundTests
         using var dir = new TempDirectory();
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
 
         bool recorded = state.Rounds.RecordDecline("run1", 1, "bob", "Policy", "max_rank", "max_rank: rank 64 is outside 1..16");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
         IReadOnlyDictionary<string, ParticipantStatus> atStart = state.Rounds.Participants("run1", 1);
-        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), "a1", ("bob", ParticipantStatus.Dropped)));
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default) { Rdp = TestCharges.Rdp() }, "a1", ("bob", ParticipantStatus.Dropped)));
 
         Assert.False(recorded);
         Assert.Equal(ParticipantStatus.Declined, atStart["bob"]);
@@ -195,6 +200,7 @@ public sealed class CoordinatorStateRoundTests
         using X509Certificate2 signer = TestSigner.Create();
         using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
         string initial = new('0', 64), after = new('1', 64), failed = new('2', 64);
+        state.Budgets.Set("default", 100, 1e-5, "officer");
         state.AdapterRecords.Record(new StoredAdapter(initial, 10, [1]), "run1", 0, "coordinator");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, initial, "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
@@ -205,7 +211,7 @@ public sealed class CoordinatorStateRoundTests
         // Stored but not yet released (a crash here must never let a client fetch it).
         Assert.NotNull(state.AdapterRecords.Get(initial));
         Assert.Null(state.AdapterRecords.Get(after));
-        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default), after));
+        state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 2, default) { Rdp = TestCharges.Rdp() }, after));
         state.Rounds.Fail("run1", 2, "1 survivor, threshold 2");
 
         Assert.Equal(10, state.AdapterRecords.Get(after)!.Value.SizeBytes);
@@ -220,10 +226,11 @@ public sealed class CoordinatorStateRoundTests
         string path = dir.File("state.db");
         using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
         {
+            state.Budgets.Set("default", 100, 1e-5, "officer");
             state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
             state.Runs.Create("run2", [2], "default", 2.0, 1.1, "b0", "engineer");
             state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
-            state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.7, 0.7, 1e-6, 1, 1.1, 1.0, 2, default), "a1"));
+            state.Rounds.Complete(Completion(new LedgerRecord(0, "run1", 1, "default", 0.7, 0.7, 1e-6, 1, 1.1, 1.0, 2, default) { Rdp = TestCharges.Rdp() }, "a1"));
             state.Rounds.Start("run1", 2, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a1");
             state.Runs.End("run2", Federated.Protos.V1.RunState.Aborted, "stopped", "engineer");
             // The process dies here: round 2 of run1 is neither completed nor failed.

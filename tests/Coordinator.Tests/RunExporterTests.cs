@@ -62,12 +62,13 @@ public sealed class RunExporterTests : IDisposable
         plan.TargetModules.Add("q_proj");
         plan.TargetModules.Add("v_proj");
         string initial = _store.Put(_adapter.Serialize(), RunId, 0);
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
         _state.Runs.Create(RunId, plan.ToByteArray(), "default", 2.5, 0.9, initial, "engineer");
         _state.Rounds.Start(RunId, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, initial);
         _adapter.ApplyMeanUpdate(Enumerable.Repeat(step, _adapter.BDimension).ToArray());
         StoredAdapter released = _store.Write(_adapter.Serialize());
         _state.Rounds.Complete(new RoundCompletion(
-            new LedgerRecord(0, RunId, 1, "default", 0.75, 0.75, 1e-6, (int)NoiseMechanism.DistributedSkellam, 0.9, 1.5, 3, DateTimeOffset.UtcNow), released,
+            new LedgerRecord(0, RunId, 1, "default", 0.75, 0.75, 1e-6, (int)NoiseMechanism.DistributedSkellam, 0.9, 1.5, 3, DateTimeOffset.UtcNow) { Rdp = TestCharges.Rdp() }, released,
             new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Uploaded, ["carol"] = ParticipantStatus.Uploaded }));
         return released.Sha256;
     }
@@ -115,6 +116,7 @@ public sealed class RunExporterTests : IDisposable
         Assert.Equal("distributed_skellam", root.GetProperty("mechanism").GetString());
         Assert.Equal(0.75, root.GetProperty("epsilon_spent").GetDouble());
         Assert.Equal(1e-6, root.GetProperty("delta").GetDouble());
+        Assert.Equal(("client", "replace-one"), (root.GetProperty("privacy_unit").GetString(), root.GetProperty("adjacency").GetString()));
         Assert.Equal(1.5, root.GetProperty("clip_norm").GetDouble());
         Assert.Equal(0.9, root.GetProperty("noise_multiplier").GetDouble());
         Assert.Equal(3, root.GetProperty("rounds_planned").GetInt32());

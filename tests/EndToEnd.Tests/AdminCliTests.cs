@@ -5,6 +5,7 @@ using Federated.Aggregation.Privacy;
 using Federated.Cli;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Rounds;
+using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -33,6 +34,9 @@ public sealed class AdminCliCollection
 public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
+
+    // Every (client, manifest, lora_B length) a fixed-update client took part with, for the edge-ledger comparison.
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(string Client, RoundManifest Manifest, int Dimension)> _participated = new();
 
     private async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
     {
@@ -85,7 +89,9 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Equal(7.5, set.GetProperty("epsilon").GetDouble());
         Assert.Equal(1e-5, set.GetProperty("delta").GetDouble());
         Assert.Equal(0.0, set.GetProperty("epsilon_spent").GetDouble());
+        Assert.Equal(0.0, set.GetProperty("epsilon_reserved").GetDouble());
         Assert.Equal(7.5, set.GetProperty("epsilon_remaining").GetDouble());
+        Assert.Equal(("client", "replace-one"), (set.GetProperty("privacy_unit").GetString(), set.GetProperty("adjacency").GetString()));
         Assert.Equal("officer", set.GetProperty("set_by").GetString());
         Assert.True(set.GetProperty("set_at").GetDateTimeOffset() > DateTimeOffset.UtcNow.AddMinutes(-5));
 
@@ -96,7 +102,8 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "cli-pop");
         Assert.Equal(0, code);
         Assert.Contains("epsilon remaining", output, StringComparison.Ordinal);
-        Assert.Contains("7.5", output, StringComparison.Ordinal);
+        Assert.Contains("epsilon reserved", output, StringComparison.Ordinal);
+        Assert.Contains("7.5 at delta 1E-05, client-level, replace-one", output, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -269,11 +276,20 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         var (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-abort", 5), "--rank", "2",
             "--targets", "q_proj", "--rounds", "1", "--clients-per-round", "1000", "--noise", "1", "--delta", "1e-6", "--population", "abortable", "--json");
         Assert.True(code == 0, error);
-        string runId = Json(output).GetProperty("run_id").GetString()!;
+        JsonElement started = Json(output);
+        string runId = started.GetProperty("run_id").GetString()!;
+        double reserved = started.GetProperty("epsilon_reserved").GetDouble();
 
         (code, output, _) = await AsAsync("engineer", "run", "status", runId, "--json");
         Assert.Equal(0, code);
         Assert.Equal("pending", Json(output).GetProperty("state").GetString());
+        // The run's whole plan is reserved from the moment it is accepted.
+        (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "abortable", "--json");
+        Assert.Equal(0, code);
+        JsonElement held = Json(output);
+        Assert.True(reserved > 0);
+        Assert.Equal((0.0, reserved, 1000 - reserved), (held.GetProperty("epsilon_spent").GetDouble(), held.GetProperty("epsilon_reserved").GetDouble(),
+            held.GetProperty("epsilon_remaining").GetDouble()));
 
         (code, output, error) = await AsAsync("engineer", "run", "abort", runId, "--reason", "cli test", "--json");
         Assert.True(code == 0, error);
@@ -289,6 +305,13 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         (code, output, _) = await AsAsync("engineer", "run", "status", runId);
         Assert.Equal(0, code);
         Assert.Contains("aborted by engineer: cli test", output, StringComparison.Ordinal);
+
+        // Aborted before any round was released: what it reserved is free again.
+        (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "abortable", "--json");
+        Assert.Equal(0, code);
+        JsonElement released = Json(output);
+        Assert.Equal((0.0, 0.0, 1000.0), (released.GetProperty("epsilon_spent").GetDouble(), released.GetProperty("epsilon_reserved").GetDouble(),
+            released.GetProperty("epsilon_remaining").GetDouble()));
     }
 
     [Fact]
@@ -356,12 +379,17 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         const string done = "run-00000000000000d1", orphan = "run-00000000000000d2";
         string initial = coordinator.Host.Adapters.Put(adapter.Serialize(), done, 0);
         coordinator.Host.State.Runs.Create(done, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
-        coordinator.Host.State.Rounds.Start(done, 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, initial);
+        coordinator.Host.State.Rounds.Start(done, 1, new Dictionary<string, int> { ["former-1"] = 1, ["former-2"] = 2 }, initial);
         adapter.ApplyMeanUpdate(Enumerable.Repeat(0.125f, adapter.BDimension).ToArray());
         Coordinator.State.StoredAdapter released = coordinator.Host.Adapters.Write(adapter.Serialize());
         coordinator.Host.State.Rounds.Complete(new Coordinator.State.RoundCompletion(
-            new Coordinator.State.LedgerRecord(0, done, 1, "recorded", 0.9, 0.9, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow), released,
-            new Dictionary<string, Coordinator.State.ParticipantStatus> { ["alice"] = Coordinator.State.ParticipantStatus.Uploaded, ["bob"] = Coordinator.State.ParticipantStatus.Uploaded }));
+            new Coordinator.State.LedgerRecord(0, done, 1, "recorded", 0.9, 0.9, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow)
+            {
+                Rdp = new Coordinator.State.RdpCharge(RdpOrders.Default, [.. RdpOrders.Default.Select(a => 0.01 * a)]),
+            },
+            released,
+            // Participants that are not this fixture's clients: a charged round binds its contributors to its population.
+            new Dictionary<string, Coordinator.State.ParticipantStatus> { ["former-1"] = Coordinator.State.ParticipantStatus.Uploaded, ["former-2"] = Coordinator.State.ParticipantStatus.Uploaded }));
         coordinator.Host.State.Runs.End(done, RunState.Completed, "1 of 2 rounds released", "coordinator");
         coordinator.Host.State.Runs.Create(orphan, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded", 1.5, 1, initial, "engineer");
 
@@ -456,14 +484,56 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             Assert.Equal(0, code);
             Assert.Contains(runId, output, StringComparison.Ordinal);
 
-            (code, output, _) = await AsAsync("engineer", "clients", "list", "--json");
-            Assert.Equal(0, code);
-            JsonElement[] listed = [.. Json(output).GetProperty("clients").EnumerateArray()];
-            foreach (string name in s_clients)
+            // One pricing across the three: the officer's calculator, what `run start` planned, and what each edge ledger
+            // charges for the manifest it took part with (the edge's own recomputation of the plan).
+            var (_, manifest, dimension) = _participated.First(p => p.Manifest.Round.RunId == runId);
+            (code, output, error) = await RunAsync("privacy", "epsilon", "--mechanism", "distributed", "--dimension", dimension.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--clients", "3", "--threshold", "2", "--bits", "32", "--clip-norm", "1", "--noise-multiplier", "0.5", "--rounds", "1", "--delta", "1e-6", "--json");
+            Assert.True(code == 0, error);
+            JsonElement officer = Json(output);
+            Assert.Equal(planned, officer.GetProperty("epsilon").GetDouble(), planned * 1e-12);
+            Assert.Equal(("distributed_skellam", "client", "replace-one"), (officer.GetProperty("mechanism").GetString(),
+                officer.GetProperty("privacy_unit").GetString(), officer.GetProperty("adjacency").GetString()));
+            Assert.Equal(manifest.Dp.Scale, officer.GetProperty("scale").GetDouble(), manifest.Dp.Scale * 1e-12);
+            Assert.Equal(("client", "replace-one"), (started.GetProperty("privacy_unit").GetString(), started.GetProperty("adjacency").GetString()));
+            string edgeHome = Path.Combine(coordinator.Root, "edge-ledgers-" + runId);
+            Directory.CreateDirectory(edgeHome);
+            var edges = new Dictionary<string, LocalPrivacyLedger>(StringComparer.Ordinal);
+            try
             {
-                JsonElement client = Assert.Single(listed, c => c.GetProperty("client_id").GetString() == name);
-                Assert.True(client.GetProperty("rounds_participated").GetUInt32() >= 1);
-                Assert.Equal(64, client.GetProperty("certificate_sha256").GetString()!.Length);
+                foreach ((string client, RoundManifest m, int d) in _participated.Where(p => p.Manifest.Round.RunId == runId))
+                {
+                    if (!edges.TryGetValue(client, out LocalPrivacyLedger? edge))
+                    {
+                        edges[client] = edge = LocalPrivacyLedger.Open(Path.Combine(edgeHome, client + ".db"));
+                    }
+                    edge.Record(new LocalCharge(runId, m.Round.Round, NoiseMechanismKind.DistributedSkellam, m.Dp.NoiseMultiplier, 1.0, DateTimeOffset.UtcNow,
+                        ManifestPrivacy.Parameters(m, d)));
+                }
+                Assert.Equal(s_clients.Order(), edges.Keys.Order());
+                Assert.All(edges.Values, edge => Assert.Equal(planned, edge.Spent(1e-6).Epsilon, planned * 1e-12));
+
+                // Each client's own epsilon on the coordinator equals its edge ledger's for the same rounds, at the population's delta.
+                (code, output, _) = await AsAsync("engineer", "clients", "list", "--json");
+                Assert.Equal(0, code);
+                JsonElement[] listed = [.. Json(output).GetProperty("clients").EnumerateArray()];
+                foreach (string name in s_clients)
+                {
+                    JsonElement client = Assert.Single(listed, c => c.GetProperty("client_id").GetString() == name);
+                    Assert.True(client.GetProperty("rounds_participated").GetUInt32() >= 1);
+                    Assert.Equal(64, client.GetProperty("certificate_sha256").GetString()!.Length);
+                    Assert.Equal(("lifecycle", 1e-5, "client", "replace-one"), (client.GetProperty("population").GetString(), client.GetProperty("delta").GetDouble(),
+                        client.GetProperty("privacy_unit").GetString(), client.GetProperty("adjacency").GetString()));
+                    double own = edges[name].Spent(1e-5).Epsilon;
+                    Assert.Equal(own, client.GetProperty("epsilon").GetDouble(), own * 1e-9);
+                }
+            }
+            finally
+            {
+                foreach (LocalPrivacyLedger edge in edges.Values)
+                {
+                    edge.Dispose();
+                }
             }
             (code, output, _) = await AsAsync("engineer", "clients", "list");
             Assert.Equal(0, code);
@@ -535,9 +605,9 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
                 byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
                 int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
                 float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
-                DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)manifest.Secagg.RingBits, manifest.Dp.ClipNorm,
-                    manifest.Dp.NoiseMultiplier, (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold));
+                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
                 await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
+                _participated.Enqueue((name, manifest, d));
             }, cancellationToken);
         }
         catch (OperationCanceledException)

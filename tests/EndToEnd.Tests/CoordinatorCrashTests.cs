@@ -142,12 +142,13 @@ public sealed class CoordinatorCrashTests(Xunit.Abstractions.ITestOutputHelper o
         }
         Assert.Equal([1u, 3u], ledger.Select(e => e.Round));
         Assert.All(ledger, e => Assert.Equal(3u, e.Participants));
-        // The accountant, independently: Skellam RDP of the calibrated plan composed over the two released rounds.
-        DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(clients[0].Dimension, 32, 1.0, 0.5, MaxClients: 3, MinClients: 2));
-        double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, [.. expected.RdpPerRound(RdpOrders.Default).Select(r => 2 * r)], 1e-6).Epsilon;
+        // The accountant, independently: replace-one Skellam RDP of the calibrated plan composed over the two released
+        // rounds, at the run's delta (1e-6) and, for the population, at the budget's (1e-5).
+        double epsilon = ExpectedPrice.Skellam(clients[0].Dimension, 3, 2, 0.5, 2, 1e-6);
         Assert.Equal(epsilon, plannedEpsilon, 1e-9);
         Assert.Equal(epsilon, ledger[^1].EpsilonAfter, 1e-9);
-        Assert.Equal(epsilon, budget.EpsilonSpent, 1e-9);
+        Assert.Equal(ExpectedPrice.Skellam(clients[0].Dimension, 3, 2, 0.5, 2, 1e-5), budget.EpsilonSpent, 1e-9);
+        Assert.Equal(0, budget.EpsilonReserved, 12);
         Assert.Equal(epsilon, final.EpsilonSpent, 1e-9);
         // The resumed round started from round 1's adapter (round 2 released nothing), and every client rejoined it.
         foreach (RandomUpdateClient client in clients)

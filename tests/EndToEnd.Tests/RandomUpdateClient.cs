@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Federated.Aggregation.Privacy;
+using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -12,8 +13,8 @@ namespace Federated.EndToEnd.Tests;
 
 /// <summary>
 /// An in-process edge client without training: it registers, heartbeats, and takes part in every round it is invited
-/// to with a fixed random update of its own (so sums can be checked), encoded with the manifest's distributed Skellam
-/// parameters. Like `edge-client run`, one lost round does not end it, and it reconnects with backoff by itself when
+/// to with a fixed random update of its own (so sums can be checked), encoded with the plan the manifest fixes (as
+/// `edge-client run` recomputes it). Like `edge-client run`, one lost round does not end it, and it reconnects with backoff by itself when
 /// the coordinator goes away. <see cref="BeforeStage"/> lets a test hold it or make it vanish at a SecAgg+ stage.
 /// </summary>
 internal sealed class RandomUpdateClient(string name, string identityPath, string caPath, Uri coordinator)
@@ -66,8 +67,8 @@ internal sealed class RandomUpdateClient(string name, string identityPath, strin
                         byte[] content = await AdapterDownload.DownloadAsync(connection, current.GlobalAdapter, ct);
                         int d = checked((int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount);
                         Dimension = d;
-                        DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)current.Secagg.RingBits, current.Dp.ClipNorm,
-                            current.Dp.Mechanism == NoiseMechanism.CentralGaussian ? 0 : current.Dp.NoiseMultiplier, (int)Math.Max(current.Dp.MaxClients, current.Secagg.Participants), (int)current.Secagg.Threshold));
+                        // The plan the edge recomputes from the manifest (central: the hard-bound scale, no client noise).
+                        DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(current, d)).Quantizer;
                         float[] update = Update(d);
                         await participant.ParticipateAsync(current, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
                         Completed.Enqueue(current.Round.Round);

@@ -10,13 +10,16 @@ using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
 
-/// <summary>The central Gaussian mechanism over the wire: clients clip and round without noise under SecAgg+, the coordinator noises the unmasked sum.</summary>
+/// <summary>
+/// The central mechanism over the wire: clients clip and round without noise under SecAgg+ at the plan's hard-bound
+/// scale, the coordinator adds discrete Gaussian integers to the unmasked modular sum before decoding.
+/// </summary>
 public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) : IClassFixture<CoordinatorFixture>
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
 
     [Fact]
-    public async Task StartRun_CentralGaussian_CoordinatorNoisesSumAndChargesGaussianRdp()
+    public async Task StartRun_CentralGaussian_CoordinatorNoisesTheRingSumAndChargesDiscreteGaussianRdp()
     {
         const double z = 0.5;
         string baseModel = Path.Combine(coordinator.Root, "base");
@@ -59,18 +62,21 @@ public sealed class RunOrchestratorCentralTests(CoordinatorFixture coordinator) 
         Assert.Equal((NoiseMechanism.CentralGaussian, 0.0), (manifest.Dp.Mechanism, manifest.Dp.PerClientVariance));
         LedgerRecord charge = Assert.Single(coordinator.Host.State.Ledger.List(started.RunId, null));
         Assert.Equal(((int)NoiseMechanism.CentralGaussian, 3), (charge.Mechanism, charge.Participants));
-        // The accountant, independently: one Gaussian mechanism (RDP alpha / 2z^2) at q = 1.
-        double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, RdpAnalysis.SubsampledGaussian(1.0, z, RdpOrders.Default), 1e-6).Epsilon;
+        // The accountant, independently: one discrete Gaussian round at replace-one (RDP a (2 Delta)^2 / (2 sigma^2)), q = 1.
+        int dimension = clients[0].Dimension;
+        double epsilon = ExpectedPrice.Central(dimension, 3, 2, z, 1, 1e-6);
         Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
         Assert.Equal(epsilon, charge.EpsilonAfter, 1e-9);
+        CentralGaussianPlan central = CentralGaussianPlan.Calibrate(new DSkellamParameters(dimension, 32, 1.0, z, 3, 2));
+        Assert.Equal(central.Quantizer.Scale, manifest.Dp.Scale, central.Quantizer.Scale * 1e-12);
 
         // B started at zero, so B is now the noisy mean: the clients added no noise, so any error beyond rounding is the coordinator's.
         float[] b = GlobalAdapterBlob.Read(adapter).Tensors.OnlyB().Flatten();
         int d = b.Length;
         float[][] updates = [.. clients.Select(c => c.Update(d))];
         double error = Math.Sqrt(b.Select((x, i) => Math.Pow(x - updates.Average(u => u[i]), 2)).Sum());
-        DSkellamPlan quantizer = DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, 0, 3, 2));
-        double sigmaOfMean = z * quantizer.DecodedL2Sensitivity / 3;
+        // The discrete Gaussian's sigma in update units: sqrt(sigma^2) integer units over the scale, about z times the decoded norm bound.
+        double sigmaOfMean = Math.Sqrt(central.SigmaSquared) / central.Quantizer.Scale / 3;
         Assert.InRange(error, 0.5 * Math.Sqrt(d) * sigmaOfMean, 1.5 * Math.Sqrt(d) * sigmaOfMean);
     }
 }

@@ -25,8 +25,7 @@ public sealed class RunOrchestratorSamplingTests(CoordinatorFixture coordinator)
         RoundManifest manifest = clients[0].Manifests.Single(m => m.Round.RunId == started.RunId);
         Assert.Equal((3u, (uint)RunPlanValidation.MaxClientsPerRound), (manifest.Secagg.Participants, manifest.Dp.MaxClients));
         // Priced and charged as one full Skellam round sized for the cap: no amplification by the sampling rate is claimed.
-        DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(clients[0].Dimension, 32, 1.0, 0.5, MaxClients: RunPlanValidation.MaxClientsPerRound, MinClients: 2));
-        double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, expected.RdpPerRound(RdpOrders.Default), 1e-6).Epsilon;
+        double epsilon = ExpectedPrice.Skellam(clients[0].Dimension, RunPlanValidation.MaxClientsPerRound, 2, 0.5, 1, 1e-6);
         Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
         Assert.Equal(epsilon, charge.EpsilonAfter, 1e-9);
     }

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
+using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
@@ -46,14 +47,17 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
         Assert.Equal([1, 2], ledger.Select(l => l.Round));
         Assert.All(ledger, l => Assert.Equal(3, l.Participants));
-        // The accountant, independently: Skellam RDP of the calibrated plan, composed over two rounds.
+        // The accountant, independently: replace-one Skellam RDP of the calibrated plan, composed over two rounds, at the
+        // run's delta for the run and at the budget's delta for the population.
         int d = updates.Values.First().Length;
         DSkellamPlan expected = DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, 0.5, MaxClients: 3, MinClients: 2));
-        double[] rdp = [.. expected.RdpPerRound(RdpOrders.Default).Select(r => 2 * r)];
-        double epsilon = RdpAnalysis.Epsilon(RdpOrders.Default, rdp, 1e-6).Epsilon;
+        double epsilon = ExpectedPrice.Skellam(d, 3, 2, 0.5, 2, 1e-6);
         Assert.Equal(epsilon, ledger[^1].EpsilonAfter, 1e-9);
         Assert.Equal(epsilon, started.PlannedEpsilon, 1e-9);
-        Assert.Equal(epsilon, coordinator.Host.State.Budgets.Get("default")!.EpsilonSpent, 1e-9);
+        Assert.Equal(("client", "replace-one"), (started.PrivacyUnit, started.Adjacency));
+        BudgetRecord budget = coordinator.Host.State.Budgets.Get("default")!;
+        Assert.Equal(ExpectedPrice.Skellam(d, 3, 2, 0.5, 2, 1e-5), budget.EpsilonSpent, 1e-9);
+        Assert.Equal(0, budget.EpsilonReserved, 12);
 
         // The final adapter is B0 (zero) plus two noisy means of the same updates.
         using EdgeIdentity alice = EdgeIdentity.Load(coordinator.Identity("alice"), coordinator.CaPath);
@@ -85,7 +89,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
         var refused = await Assert.ThrowsAsync<RpcException>(() => admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None)).ResponseAsync);
 
         Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
-        Assert.Contains("over 100 rounds but population 'tight' has 0.5 left of its budget 0.5", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains("over 100 rounds but population 'tight' has 0.5 left of its budget 0.5 at delta 1E-05 (spent 0, reserved 0)", refused.Status.Detail, StringComparison.Ordinal);
     }
 
     private long AdapterSize(string sha256) => coordinator.Host.State.AdapterRecords.Get(sha256)!.Value.SizeBytes;
@@ -124,8 +128,7 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
                         update = updates[name] = Update(d, name);
                     }
                 }
-                DSkellamPlan plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, (int)manifest.Secagg.RingBits, manifest.Dp.ClipNorm,
-                    manifest.Dp.NoiseMultiplier, (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold));
+                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
                 Assert.Equal(plan.Scale, manifest.Dp.Scale, 1e-9);
                 await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
             }, cancellationToken);

@@ -5,7 +5,7 @@ namespace Federated.Aggregation.Privacy;
 /// <param name="Bits">Ring bit width b: SecAgg sums in Z_(2^b), 16 &lt;= b &lt;= 32.</param>
 /// <param name="ClipNorm">L2 clip norm C of each client's update.</param>
 /// <param name="NoiseMultiplier">z: summed noise standard deviation over the integer L2 sensitivity; 0 quantizes without
-/// noise (central DP, where the coordinator adds Gaussian noise to the decoded sum instead).</param>
+/// noise (central DP, where the coordinator adds discrete Gaussian noise to the modular sum instead).</param>
 /// <param name="MaxClients">Most clients whose vectors may be summed in one round (sizes the wrap bound).</param>
 /// <param name="MinClients">SecAgg threshold t: the noise of any t clients carries the full planned noise.</param>
 /// <param name="Beta">Conditional rounding failure bound (TFF's default exp(-1/2)).</param>
@@ -87,7 +87,7 @@ public sealed class DSkellamPlan
     /// relations it accepts the client's own share stays in the sum (see <see cref="Adjacency"/>); replace-one doubles
     /// both sensitivities. Add/remove is refused: its two worlds differ in noise variance, which this bound does not cover.
     /// </summary>
-    public double[] RdpPerRound(IReadOnlyList<double>? orders = null, Adjacency adjacency = Adjacency.ZeroOut)
+    internal double[] RdpPerRound(IReadOnlyList<double> orders, Adjacency adjacency)
     {
         if (!(ThresholdNoiseVariance > 0))
         {
@@ -99,7 +99,7 @@ public sealed class DSkellamPlan
             Adjacency.ReplaceOne => 2,
             _ => throw new ArgumentOutOfRangeException(nameof(adjacency), adjacency, "distributed noise is priced for replace-one or zero-out only"),
         };
-        return RdpAnalysis.Skellam(factor * L1Sensitivity, factor * L2Sensitivity, ThresholdNoiseVariance, orders ?? RdpOrders.Default);
+        return RdpAnalysis.Skellam(factor * L1Sensitivity, factor * L2Sensitivity, ThresholdNoiseVariance, orders);
     }
 
     /// <summary>L2 sensitivity of one client's contribution to the decoded sum (update units): the rounded norm bound over the scale, slightly above C.</summary>

@@ -4,7 +4,7 @@ using System.Numerics;
 namespace Federated.Aggregation.Privacy;
 
 /// <summary>
-/// Draws uniforms, Bernoulli, Poisson, Skellam and Gaussian variates from an <see cref="IRandomSource"/>
+/// Draws uniforms, Bernoulli, Poisson and Skellam variates from an <see cref="IRandomSource"/>
 /// (buffered, so the cryptographic source is called in large blocks). Not thread-safe.
 /// </summary>
 internal sealed class NoiseSampler
@@ -113,18 +113,8 @@ internal sealed class NoiseSampler
     /// <summary>Uniform on [0, 1) with 53 random bits (every representable multiple of 2^-53).</summary>
     public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
 
-    /// <summary>Uniform on (0, 1].</summary>
-    public double NextDoubleNonZero() => ((NextUInt64() >> 11) + 1) * (1.0 / (1UL << 53));
-
     /// <summary>1 with probability p.</summary>
     public int Bernoulli(double p) => NextDouble() < p ? 1 : 0;
-
-    /// <summary>Standard normal by Box-Muller.</summary>
-    public double Gaussian()
-    {
-        double u1 = NextDoubleNonZero(), u2 = NextDouble();
-        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
-    }
 
     /// <summary>
     /// Poisson(mean): inversion by sequential search below 10, above it Hormann's PTRS transformed rejection

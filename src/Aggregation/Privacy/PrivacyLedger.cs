@@ -176,12 +176,15 @@ public sealed class PrivacyLedger
                 }
             }
             double[] spentAfter = Add(_spent, rdp);
+            // A charge the run's reservation covers at every order only turns reservation into spend: what is committed
+            // does not grow, so it needs no budget check (which, re-summed in another order, could refuse it by a rounding).
+            bool covered = reservation.Remaining is { } held && Covers(held, rdp);
             double[] committedAfter = Committed(runId, remaining);
             for (int i = 0; i < committedAfter.Length; i++)
             {
                 committedAfter[i] += rdp[i];
             }
-            if (!(RdpAnalysis.Epsilon(_orders, committedAfter, Budget.Delta).Epsilon <= Budget.Epsilon))
+            if (!covered && !(RdpAnalysis.Epsilon(_orders, committedAfter, Budget.Delta).Epsilon <= Budget.Epsilon))
             {
                 return new ChargeResult(ChargeOutcome.Refused, RdpAnalysis.Epsilon(_orders, _spent, Budget.Delta));
             }
@@ -258,7 +261,12 @@ public sealed class PrivacyLedger
         }
     }
 
-    /// <summary>Rebuilds a ledger from exported state; throws <see cref="InvalidDataException"/> when it does not fit its budget.</summary>
+    /// <summary>
+    /// Rebuilds a ledger from exported state; throws <see cref="InvalidDataException"/> when a record is malformed or
+    /// repeated, or when what it holds does not fit its budget. The fit is checked once, on the whole state, with a
+    /// relative slack of <see cref="ImportTolerance"/>: the vectors were checked when they were written, and summing
+    /// them again in another order may differ from that by a rounding.
+    /// </summary>
     public static PrivacyLedger Import(PrivacyLedgerState state)
     {
         ArgumentNullException.ThrowIfNull(state);
@@ -269,10 +277,17 @@ public sealed class PrivacyLedger
         {
             ArgumentNullException.ThrowIfNull(charge);
             ArgumentNullException.ThrowIfNull(charge.Rdp);
-            ChargeResult result = ledger.Charge(charge.RunId, charge.Round, charge.Rdp);
-            if (result.Outcome != ChargeOutcome.Charged)
+            ArgumentException.ThrowIfNullOrWhiteSpace(charge.RunId);
+            ledger.CheckVector(charge.Rdp);
+            double[] copy = charge.Rdp.ToArray();
+            if (charge.Round < 0 || !ledger._charges.TryAdd((charge.RunId, charge.Round), copy))
             {
-                throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: run '{charge.RunId}' round {charge.Round} was {result.Outcome}");
+                throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: run '{charge.RunId}' round {charge.Round} is charged twice or numbered below 0");
+            }
+            ledger._history.Add(new PrivacyCharge(charge.RunId, charge.Round, copy));
+            for (int i = 0; i < copy.Length; i++)
+            {
+                ledger._spent[i] += copy[i];
             }
         }
         foreach (PrivacyReservation reservation in state.Reservations ?? [])
@@ -280,19 +295,36 @@ public sealed class PrivacyLedger
             ArgumentNullException.ThrowIfNull(reservation);
             ArgumentNullException.ThrowIfNull(reservation.Planned);
             ArgumentNullException.ThrowIfNull(reservation.Remaining);
+            ArgumentException.ThrowIfNullOrWhiteSpace(reservation.RunId);
             ledger.CheckVector(reservation.Planned);
             ledger.CheckVector(reservation.Remaining);
-            lock (ledger._gate)
+            if (!ledger._reservations.TryAdd(reservation.RunId, (reservation.Planned.ToArray(), reservation.Remaining.ToArray())))
             {
-                double[] after = Add(ledger.Committed(null, null), reservation.Remaining);
-                if (ledger._reservations.ContainsKey(reservation.RunId) || RdpAnalysis.Epsilon(ledger._orders, after, state.BudgetDelta).Epsilon > state.BudgetEpsilon)
-                {
-                    throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: the reservation of run '{reservation.RunId}' does not fit");
-                }
-                ledger._reservations.Add(reservation.RunId, (reservation.Planned.ToArray(), reservation.Remaining.ToArray()));
+                throw new InvalidDataException($"ledger state for '{state.Population}' is inconsistent: run '{reservation.RunId}' holds two reservations");
             }
         }
+        double committed = RdpAnalysis.Epsilon(ledger._orders, ledger.Committed(null, null), state.BudgetDelta).Epsilon;
+        if (!(committed <= state.BudgetEpsilon * (1 + ImportTolerance)))
+        {
+            throw new InvalidDataException(
+                $"ledger state for '{state.Population}' is inconsistent: it commits epsilon {committed:G6} (spent and reserved) over its budget {state.BudgetEpsilon:G6} at delta {state.BudgetDelta:G6}");
+        }
         return ledger;
+    }
+
+    /// <summary>Relative slack <see cref="Import"/> allows over the budget for rounding in re-summed vectors.</summary>
+    public const double ImportTolerance = 1e-9;
+
+    private static bool Covers(double[] held, ReadOnlySpan<double> rdp)
+    {
+        for (int i = 0; i < held.Length; i++)
+        {
+            if (!(rdp[i] <= held[i]))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     // Spent plus every reservation, with run `replacedRun`'s reservation taken as `replacement` (null: as held).

@@ -37,13 +37,6 @@ public sealed class RdpAccountant
         Compose(RdpAnalysis.SubsampledGaussian(samplingRate, noiseMultiplier, _orders), steps);
     }
 
-    /// <summary>Adds <paramref name="steps"/> rounds of the distributed Skellam mechanism (no sampling amplification claimed).</summary>
-    public void ComposeSkellam(double l1Sensitivity, double l2Sensitivity, double variance, long steps = 1)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(steps);
-        Compose(RdpAnalysis.Skellam(l1Sensitivity, l2Sensitivity, variance, _orders), steps);
-    }
-
     /// <summary>Adds an RDP vector (one value per order) <paramref name="steps"/> times.</summary>
     public void Compose(ReadOnlySpan<double> rdpPerStep, long steps = 1)
     {

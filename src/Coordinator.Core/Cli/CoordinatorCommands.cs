@@ -41,7 +41,7 @@ public static class CoordinatorCommands
         {
             budget.SetDescription("Privacy budgets (officer).");
             budget.AddCommand<BudgetSetCommand>("set").WithDescription("Set a population's (epsilon, delta) budget.");
-            budget.AddCommand<BudgetShowCommand>("show").WithDescription("A population's budget and what has been spent.");
+            budget.AddCommand<BudgetShowCommand>("show").WithDescription("A population's budget: spent, reserved by running runs, remaining.");
         });
         config.AddBranch("ledger", ledger =>
         {
@@ -51,8 +51,8 @@ public static class CoordinatorCommands
         config.AddBranch("privacy", privacy =>
         {
             privacy.SetDescription("Privacy officer's calculator: epsilon for a plan, noise for a target.");
-            privacy.AddCommand<PrivacyEpsilonCommand>("epsilon").WithDescription("Epsilon after T rounds of the subsampled Gaussian.");
-            privacy.AddCommand<PrivacyNoiseCommand>("noise").WithDescription("Smallest noise multiplier for a target epsilon.");
+            privacy.AddCommand<PrivacyEpsilonCommand>("epsilon").WithDescription("Epsilon after T rounds: what a run is charged (--mechanism distributed|central), or the subsampled Gaussian.");
+            privacy.AddCommand<PrivacyNoiseCommand>("noise").WithDescription("Smallest noise multiplier for a target epsilon (--mechanism for a run's plan).");
         });
     }
 }

@@ -41,6 +41,20 @@ internal static class PrivacyArguments
         return value;
     }
 
+    /// <summary>An integer flag; its range is checked where the plan is priced, which names it.</summary>
+    public static int Integer(string? text, string flag, string what)
+    {
+        if (text is null)
+        {
+            throw new UsageException($"{flag} is required with --mechanism: {what}");
+        }
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+        {
+            throw new UsageException($"{flag} must be an integer ({what}), got '{text}'");
+        }
+        return value;
+    }
+
     public static double NoiseMultiplier(string? text) => Number(text, "--noise-multiplier", "> 0", v => v > 0);
 
     public static double SamplingRate(string? text) => Number(text, "--sampling-rate", "in (0, 1]", v => v > 0 && v <= 1);

@@ -17,6 +17,25 @@ internal abstract class PrivacyPlanSettings : CommandSettings
     [CommandOption("--accountant <rdp|pld>")]
     public string? Accountant { get; init; }
 
+    /// <summary>Prices what a run is charged (distributed Skellam or central discrete Gaussian) instead of the plain subsampled Gaussian.</summary>
+    [CommandOption("--mechanism <distributed|central>")]
+    public string? Mechanism { get; init; }
+
+    [CommandOption("--dimension <D>")]
+    public string? Dimension { get; init; }
+
+    [CommandOption("--clients <N>")]
+    public string? Clients { get; init; }
+
+    [CommandOption("--threshold <T>")]
+    public string? Threshold { get; init; }
+
+    [CommandOption("--bits <B>")]
+    public string? Bits { get; init; }
+
+    [CommandOption("--clip-norm <C>")]
+    public string? ClipNorm { get; init; }
+
     [CommandOption("--json")]
     public bool Json { get; init; }
 }

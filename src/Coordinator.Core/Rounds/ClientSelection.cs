@@ -4,8 +4,9 @@ using Federated.Coordinator.State;
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>
-/// Chooses a round's participants among the clients available now (seen within three heartbeats, not already invited):
-/// a uniformly random fixed-size set, or a Poisson sample. Randomness comes from the CSPRNG only.
+/// Chooses a round's participants among the clients available now (seen within three heartbeats, not already invited)
+/// that may serve the run's population (bound to it, or to none yet: a client belongs to one population for life, see
+/// <see cref="ClientStore"/>): a uniformly random fixed-size set, or a Poisson sample. Randomness comes from the CSPRNG only.
 /// </summary>
 internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds, CoordinatorOptions options, OrchestratorSettings settings, TimeProvider time)
 {
@@ -13,9 +14,9 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
     private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(200);
 
     /// <summary>A uniformly random set of <paramref name="count"/> clients among those available now (CSPRNG shuffle).</summary>
-    public async Task<IReadOnlyList<string>> SelectAsync(int count, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<string>> SelectAsync(int count, string population, CancellationToken cancellationToken)
     {
-        string[] online = await AvailableAsync(count, cancellationToken);
+        string[] online = await AvailableAsync(count, population, cancellationToken);
         RandomNumberGenerator.Shuffle(online.AsSpan());
         return online[..count];
     }
@@ -24,9 +25,9 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
     /// Poisson sampling: once at least <paramref name="threshold"/> clients are available (fewer could never make a
     /// round), each available client is included independently with probability <paramref name="rate"/>.
     /// </summary>
-    public async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, string population, CancellationToken cancellationToken)
     {
-        string[] pool = await AvailableAsync(threshold, cancellationToken);
+        string[] pool = await AvailableAsync(threshold, population, cancellationToken);
         return PoissonSample(pool, rate);
     }
 
@@ -52,14 +53,16 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
         return sample;
     }
 
-    /// <summary>The clients available now, once there are at least <paramref name="count"/>; a timeout after the selection timeout.</summary>
-    private async Task<string[]> AvailableAsync(int count, CancellationToken cancellationToken)
+    /// <summary>The clients of the population available now, once there are at least <paramref name="count"/>; a timeout after the selection timeout.</summary>
+    private async Task<string[]> AvailableAsync(int count, string population, CancellationToken cancellationToken)
     {
         TimeSpan window = TimeSpan.FromSeconds(3 * options.HeartbeatIntervalSeconds);
         DateTimeOffset giveUp = time.GetUtcNow() + settings.SelectionTimeout;
         while (true)
         {
-            string[] online = [.. clients.List(window).Where(c => c.Available && rounds.InvitationFor(c.ClientId) is null).Select(c => c.ClientId)];
+            string[] online = [.. clients.List(window)
+                .Where(c => c.Available && (c.Population is null || c.Population == population) && rounds.InvitationFor(c.ClientId) is null)
+                .Select(c => c.ClientId)];
             if (online.Length >= count)
             {
                 return online;

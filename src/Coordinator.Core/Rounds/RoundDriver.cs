@@ -23,8 +23,9 @@ internal enum RoundOutcome
 
 /// <summary>
 /// Drives one round of a run: selects the participants, opens a SecAgg+ round with its instructions (signed into each
-/// manifest), decodes the distributed Skellam sum into the mean update, applies it to the global lora_B, stores the
-/// signed adapter and completes the round (release, charge, statuses, audit) in one transaction.
+/// manifest), decodes the modular sum (with the central noise added first in central mode) into the mean update, applies
+/// it to the global lora_B, stores the signed adapter and completes the round (release, charge, statuses, audit) in one
+/// transaction.
 /// </summary>
 internal sealed class RoundDriver(
     CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, ClientSelection selection, OrchestratorSettings settings, TimeProvider time, ILogger logger)
@@ -37,7 +38,7 @@ internal sealed class RoundDriver(
         IReadOnlyList<string> selected;
         if (plan.SamplingRate > 0)
         {
-            selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, cancellationToken);
+            selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, accepted.Population, cancellationToken);
             if (selected.Count < accepted.Threshold || selected.Count > RunPlanValidation.MaxClientsPerRound)
             {
                 // Decided on the sample's size alone, before anyone trains: nothing is released and nothing charged.
@@ -51,24 +52,29 @@ internal sealed class RoundDriver(
         }
         else
         {
-            selected = await selection.SelectAsync(RunPlanValidation.MaxClients(plan), cancellationToken);
+            selected = await selection.SelectAsync(RunPlanValidation.MaxClients(plan), accepted.Population, cancellationToken);
         }
-        DSkellamPlan dskellam = RunPricing.Quantizer(plan, run.Global.BDimension, accepted.NoiseMultiplier);
-        double epsilonAfter = RunPricing.EpsilonAfter(plan, dskellam, accepted.NoiseMultiplier, releasedBefore + 1);
+        PrivacyPlan privacy = accepted.Privacy;
+        DSkellamPlan quantizer = privacy.Quantizer;
+        double epsilonAfter = privacy.EpsilonAfter(releasedBefore + 1).Epsilon;
         byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
+        // Everything the edge needs to price the round with the same PrivacyPlan: mechanism, z, C, delta, the relation,
+        // the cap (max_clients), with the SecAgg+ threshold and ring bits and the lora_B it downloads; the scale is
+        // what the plan calibrated, which the edge checks against its own.
         var dp = new DpParameters
         {
             Mechanism = plan.Mechanism,
             ClipNorm = plan.ClipNorm,
             NoiseMultiplier = accepted.NoiseMultiplier,
-            Scale = dskellam.Scale,
-            PerClientVariance = 2 * dskellam.LocalSkellamMu,
+            Scale = privacy.Scale,
+            PerClientVariance = 2 * quantizer.LocalSkellamMu,
             RotationSeed = ByteString.CopyFrom(rotationSeed),
             Delta = plan.Delta,
             MaxClients = (uint)RunPlanValidation.MaxClients(plan),
+            Adjacency = privacy.AdjacencyName,
         };
         SecAggRound round = rounds.Start(
-            new SecAggRoundPlan(accepted.RunId, number, selected, dskellam.PaddedDimension, RunPricing.RingBits,
+            new SecAggRoundPlan(accepted.RunId, number, selected, quantizer.PaddedDimension, RunPricing.RingBits,
                 Degree: selected.Count - 1, Threshold: accepted.Threshold, StageTimeout: settings.StageTimeout),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
         try
@@ -88,7 +94,7 @@ internal sealed class RoundDriver(
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
                 return RoundOutcome.Failed;
             }
-            Release(run, round, number, DecodeMean(plan, dskellam, rotationSeed, accepted.NoiseMultiplier, sum, round.Survivors.Count), epsilonAfter);
+            Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count), epsilonAfter);
             return RoundOutcome.Released;
         }
         catch (OperationCanceledException)
@@ -104,16 +110,14 @@ internal sealed class RoundDriver(
         }
     }
 
-    /// <summary>The survivors' mean update from the unmasked sum (central DP: with the coordinator's Gaussian noise added first).</summary>
-    private static float[] DecodeMean(RunPlan plan, DSkellamPlan dskellam, byte[] rotationSeed, double noiseMultiplier, uint[] sum, int survivors)
+    /// <summary>The survivors' mean update from the unmasked modular sum (central DP: with the coordinator's noise added in the ring first).</summary>
+    private static float[] DecodeMean(PrivacyPlan privacy, byte[] rotationSeed, uint[] sum, int survivors)
     {
-        float[] mean = new DSkellamDecoder(dskellam, rotationSeed).DecodeSum(sum);
-        if (plan.Mechanism == NoiseMechanism.CentralGaussian)
-        {
-            // Central DP: N(0, (z Delta)^2) per coordinate on the unmasked sum (the Gaussian mechanism, Dwork and Roth 2014,
-            // Thm A.1; RDP alpha / (2 z^2), Mironov 2017), Delta being a client's rounded contribution bound, just above C.
-            GaussianMechanism.AddNoise(mean, dskellam.DecodedL2Sensitivity, noiseMultiplier);
-        }
+        // Central DP: exact discrete Gaussian integers added to the modular sum before decoding (Canonne, Kamath and
+        // Steinke 2020), so the release is a post-processing of S + x + N whatever the other inputs, and the scale leaves
+        // room in the ring for n clients plus the noise bound.
+        privacy.Central?.AddNoise(sum);
+        float[] mean = new DSkellamDecoder(privacy.Quantizer, rotationSeed).DecodeSum(sum);
         for (int i = 0; i < mean.Length; i++)
         {
             mean[i] /= survivors;
@@ -132,17 +136,25 @@ internal sealed class RoundDriver(
         StoredAdapter stored = adapters.Write(bytes);
         var statuses = round.Indices.ToDictionary(
             p => p.Key, p => survivors.Contains(p.Value) ? ParticipantStatus.Uploaded : ParticipantStatus.Dropped, StringComparer.Ordinal);
+        PrivacyPlan privacy = accepted.Privacy;
         var charge = new LedgerRecord(0, accepted.RunId, number, accepted.Population, epsilonAfter, epsilonAfter - run.EpsilonSpent, plan.Delta,
-            (int)plan.Mechanism, accepted.NoiseMultiplier, plan.ClipNorm, survivors.Count, time.GetUtcNow());
+            (int)plan.Mechanism, accepted.NoiseMultiplier, plan.ClipNorm, survivors.Count, time.GetUtcNow(),
+            new RdpCharge(privacy.Orders, privacy.RoundRdp), privacy.AdjacencyName);
         LedgerRecord charged;
         try
         {
             charged = state.Rounds.Complete(new RoundCompletion(charge, stored, statuses));
         }
-        catch
+        catch (Exception ex)
         {
             // Nothing of the round was recorded: its adapter's file must not outlive it.
             adapters.Discard(stored);
+            if (ex is BudgetRefusedException)
+            {
+                // Refused by the budget re-check: the round released nothing, and the run cannot go on within its budget.
+                state.Rounds.Fail(accepted.RunId, number, ex.Message);
+                run.End(RoundStage.Failed);
+            }
             throw;
         }
         run.Released(new AdapterRef { Sha256 = stored.Sha256, SizeBytes = (ulong)bytes.Length }, charged.EpsilonAfter);

@@ -107,6 +107,10 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
                 ["epsilon_spent"] = ledger.Count == 0 ? 0.0 : ledger[^1].EpsilonAfter,
                 ["epsilon_planned"] = run.PlannedEpsilon,
                 ["delta"] = plan.Delta,
+                // What the epsilons protect and the relation they are stated for (charges recorded before the relation was
+                // stored were priced for zero-out).
+                ["privacy_unit"] = Aggregation.Privacy.PrivacyUnitNames.Client,
+                ["adjacency"] = ledger.Count == 0 ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.ProductAdjacency) : ledger[^1].Adjacency ?? "zero-out",
                 ["clip_norm"] = plan.ClipNorm,
                 ["noise_multiplier"] = run.NoiseMultiplier,
                 ["rounds_planned"] = plan.Rounds,

@@ -31,6 +31,8 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     private readonly ConcurrentDictionary<string, RunTracker> _runs = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _shutdown = new();
 
+    private static readonly string s_productAdjacency = Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.ProductAdjacency);
+
     public RunOrchestrator(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RunOrchestrator> logger)
     {
         _state = state;
@@ -81,19 +83,21 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         GlobalAdapter adapter = InitialAdapter(plan);
         RunPrice price = RunPricing.Price(plan, adapter.BDimension);
         // Checked before anything is written, so a refused plan leaves no adapter behind.
-        _state.Budgets.RequireAffordable(population, price.PlannedEpsilon, plan.Rounds);
+        _state.Budgets.RequireAffordable(population, price.Privacy);
         string runId = "run-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
         byte[] initial = adapter.Serialize();
         StoredAdapter stored = _adapters.Write(initial);
+        Aggregation.Privacy.PrivacyBalance balance;
         try
         {
-            _state.Database.Write(work =>
+            balance = _state.Database.Write(work =>
             {
-                // Checked again in the transaction that records the run: the place where the run's planned epsilon is
-                // reserved against concurrent starts once budgets hold reservations.
-                _state.Budgets.RequireAffordable(work, population, price.PlannedEpsilon, plan.Rounds);
                 _state.AdapterRecords.Record(work, stored, runId, 0, "coordinator");
                 _state.Runs.Create(work, runId, plan.ToByteArray(), population, price.PlannedEpsilon, price.NoiseMultiplier, stored.Sha256, actor);
+                // Decided for good here, in the transaction that records the run: write transactions are serialized
+                // (one connection under a lock, BEGIN IMMEDIATE), so concurrent starts each see the reservations of those
+                // committed before them and the population's budget is never promised twice.
+                return _state.Budgets.Reserve(work, runId, population, price.Privacy);
             });
         }
         catch
@@ -101,7 +105,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             _adapters.Discard(stored);
             throw;
         }
-        var accepted = new AcceptedRun(runId, plan, population, price.NoiseMultiplier, price.PlannedEpsilon, threshold, budget.Epsilon);
+        var accepted = new AcceptedRun(runId, plan, population, price.NoiseMultiplier, price.PlannedEpsilon, threshold, budget.Epsilon, price.Privacy, balance);
         Launch(new RunTracker(accepted, adapter, new AdapterRef { Sha256 = stored.Sha256, SizeBytes = (ulong)initial.Length }, new RunProgress(0, 0, 0), _time));
         return accepted;
     }
@@ -133,7 +137,10 @@ internal sealed class RunOrchestrator : IAsyncDisposable
                     ?? throw new InvalidDataException($"population '{record.Population}' has no budget any more");
                 GlobalAdapter adapter = GlobalAdapter.Deserialize(ReadAdapter(record.AdapterSha256));
                 RunProgress progress = _state.Runs.Progress(record.RunId);
-                var accepted = new AcceptedRun(record.RunId, plan, record.Population, record.NoiseMultiplier, record.PlannedEpsilon, RunPlanValidation.Threshold(plan), budget.Epsilon);
+                // Priced again from the stored plan and noise: the same parameters give the same plan, round for round.
+                var privacy = Aggregation.Privacy.PrivacyPlan.Create(RunPricing.Parameters(plan, adapter.BDimension, record.NoiseMultiplier));
+                var accepted = new AcceptedRun(record.RunId, plan, record.Population, record.NoiseMultiplier, record.PlannedEpsilon, RunPlanValidation.Threshold(plan),
+                    budget.Epsilon, privacy);
                 long size = _state.AdapterRecords.Get(record.AdapterSha256)?.SizeBytes ?? throw new InvalidDataException($"adapter {record.AdapterSha256} is not recorded");
                 Launch(new RunTracker(accepted, adapter, new AdapterRef { Sha256 = record.AdapterSha256, SizeBytes = (ulong)size }, progress, _time));
                 resumed.Add(record.RunId);
@@ -163,9 +170,12 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         }
         RunProgress progress = _state.Runs.Progress(runId);
         uint planned = 0;
+        double delta = 0;
         try
         {
-            planned = RunPlan.Parser.ParseFrom(record.Plan).Rounds;
+            RunPlan stored = RunPlan.Parser.ParseFrom(record.Plan);
+            planned = stored.Rounds;
+            delta = stored.Delta;
         }
         catch (InvalidProtocolBufferException)
         {
@@ -180,6 +190,10 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             Stage = record.CurrentRound == 0 ? RoundStage.Unspecified : _state.Rounds.Stage(runId, record.CurrentRound) ?? RoundStage.Unspecified,
             EpsilonSpent = progress.EpsilonSpent,
             EpsilonBudget = _state.Budgets.Get(record.Population)?.Epsilon ?? 0,
+            Delta = delta,
+            PrivacyUnit = Aggregation.Privacy.PrivacyUnitNames.Client,
+            // Charges recorded before the relation was stored were priced for zero-out.
+            Adjacency = _state.Ledger.List(runId, null).LastOrDefault() is { } last ? last.Adjacency ?? "zero-out" : s_productAdjacency,
             Detail = record.Detail,
             UpdatedAt = Timestamp.FromDateTimeOffset(record.UpdatedAt),
             AdapterSha256 = record.AdapterSha256,

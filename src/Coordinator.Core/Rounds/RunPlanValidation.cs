@@ -89,6 +89,9 @@ internal static class RunPlanValidation
         return plan.SamplingRate > 0 ? MaxClientsPerRound : (int)plan.ClientsPerRound;
     }
 
+    /// <summary>The threshold a fixed count of <paramref name="clients"/> gets when min_survivors is not set: about two thirds, at least 2.</summary>
+    public static int DefaultThreshold(int clients) => Math.Max(2, (clients * 2 + 2) / 3);
+
     /// <summary>The SecAgg+ threshold t: min_survivors (required with Poisson sampling), or about two thirds of the clients per round.</summary>
     /// <exception cref="InvalidPlanException">min_survivors is outside its range.</exception>
     public static int Threshold(RunPlan plan)
@@ -101,7 +104,7 @@ internal static class RunPlanValidation
                 : throw new InvalidPlanException($"min_survivors {plan.MinSurvivors} is invalid with sampling_rate: use 2..{MaxClientsPerRound}");
         }
         int n = (int)plan.ClientsPerRound;
-        int threshold = plan.MinSurvivors == 0 ? Math.Max(2, (n * 2 + 2) / 3) : (int)plan.MinSurvivors;
+        int threshold = plan.MinSurvivors == 0 ? DefaultThreshold(n) : (int)plan.MinSurvivors;
         if (threshold < 2 || threshold > n)
         {
             throw new InvalidPlanException($"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})");

@@ -1,11 +1,17 @@
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
 using Google.Protobuf.WellKnownTypes;
 
 namespace Federated.Coordinator.Rounds;
 
-/// <summary>A run's plan after validation, with the noise and epsilon the pricing fixed for it.</summary>
-internal sealed record AcceptedRun(string RunId, RunPlan Plan, string Population, double NoiseMultiplier, double PlannedEpsilon, int Threshold, double BudgetEpsilon);
+/// <summary>
+/// A run's plan after validation, with the noise, epsilon and privacy plan the pricing fixed for it, and (for a run
+/// just started) the population's balance after its reservation.
+/// </summary>
+internal sealed record AcceptedRun(
+    string RunId, RunPlan Plan, string Population, double NoiseMultiplier, double PlannedEpsilon, int Threshold, double BudgetEpsilon, PrivacyPlan Privacy,
+    PrivacyBalance? Balance = null);
 
 /// <summary>A run's live status, its global adapter and a signal for watchers.</summary>
 internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, AdapterRef adapter, RunProgress startedFrom, TimeProvider time)
@@ -129,6 +135,9 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
                 Selected = (uint)_selected,
                 EpsilonSpent = EpsilonSpent,
                 EpsilonBudget = Accepted.BudgetEpsilon,
+                Delta = Accepted.Plan.Delta,
+                PrivacyUnit = Accepted.Privacy.PrivacyUnit,
+                Adjacency = Accepted.Privacy.AdjacencyName,
                 Detail = _detail,
                 UpdatedAt = Timestamp.FromDateTimeOffset(_updatedAt),
                 AdapterSha256 = Adapter.Sha256,

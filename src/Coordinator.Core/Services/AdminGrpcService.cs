@@ -1,3 +1,4 @@
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.Audit;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
@@ -20,6 +21,8 @@ internal sealed class AdminGrpcService(
 {
     private const int MaxAbortReasonLength = 256;
 
+    private static readonly string s_productAdjacency = PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency);
+
     /// <summary>Bytes per ExportChunk (the proto allows at most 1 MiB).</summary>
     public const int ExportChunkBytes = 1 << 20;
 
@@ -28,7 +31,15 @@ internal sealed class AdminGrpcService(
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         RunPlan plan = request.Plan ?? throw new RpcException(new Status(StatusCode.InvalidArgument, "plan is required"));
         AcceptedRun run = orchestrator.Start(plan, caller.Name);
-        return Task.FromResult(new StartRunResponse { RunId = run.RunId, PlannedEpsilon = run.PlannedEpsilon, NoiseMultiplier = run.NoiseMultiplier });
+        return Task.FromResult(new StartRunResponse
+        {
+            RunId = run.RunId,
+            PlannedEpsilon = run.PlannedEpsilon,
+            NoiseMultiplier = run.NoiseMultiplier,
+            PrivacyUnit = run.Privacy.PrivacyUnit,
+            Adjacency = run.Privacy.AdjacencyName,
+            EpsilonReserved = run.Balance?.Reserved ?? 0,
+        });
     }
 
     public override Task<RunStatus> GetRunStatus(GetRunStatusRequest request, ServerCallContext context) =>
@@ -137,8 +148,10 @@ internal sealed class AdminGrpcService(
     {
         TimeSpan? window = request.SeenWithinSeconds == 0 ? null : TimeSpan.FromSeconds(request.SeenWithinSeconds);
         var response = new ListClientsResponse();
+        IReadOnlyDictionary<string, ClientPrivacy> privacy = state.Clients.Privacy();
         foreach (ClientRecord client in state.Clients.List(window))
         {
+            ClientPrivacy? own = privacy.GetValueOrDefault(client.ClientId);
             response.Clients.Add(new ClientInfo
             {
                 ClientId = client.ClientId,
@@ -148,6 +161,11 @@ internal sealed class AdminGrpcService(
                 Available = client.Available,
                 RoundsParticipated = (uint)client.RoundsParticipated,
                 CertificateSha256 = client.CertificateSha256,
+                Epsilon = own?.Epsilon ?? 0,
+                Delta = own?.Delta ?? 0,
+                PrivacyUnit = PrivacyUnitNames.Client,
+                Adjacency = s_productAdjacency,
+                Population = client.Population ?? "",
             });
         }
         return Task.FromResult(response);
@@ -197,6 +215,9 @@ internal sealed class AdminGrpcService(
                 ClipNorm = entry.ClipNorm,
                 Participants = (uint)entry.Participants,
                 ChargedAt = Timestamp.FromDateTimeOffset(entry.ChargedAt),
+                PrivacyUnit = PrivacyUnitNames.Client,
+                // Charges recorded before the relation was stored were priced for zero-out.
+                Adjacency = entry.Adjacency ?? PrivacyUnitNames.Name(Aggregation.Privacy.Adjacency.ZeroOut),
             });
         }
         return Task.FromResult(response);
@@ -247,6 +268,10 @@ internal sealed class AdminGrpcService(
         Epsilon = budget.Epsilon,
         Delta = budget.Delta,
         EpsilonSpent = budget.EpsilonSpent,
+        EpsilonReserved = budget.EpsilonReserved,
+        EpsilonRemaining = budget.EpsilonRemaining,
+        PrivacyUnit = PrivacyUnitNames.Client,
+        Adjacency = s_productAdjacency,
         SetBy = budget.SetBy,
         SetAt = Timestamp.FromDateTimeOffset(budget.SetAt),
     };

@@ -1,11 +1,20 @@
 using System.Globalization;
+using Federated.Aggregation.Privacy;
 
 namespace Federated.Coordinator.State;
 
-/// <summary>The officers' privacy budgets per population, with what the ledger has charged against each.</summary>
+/// <summary>
+/// The officers' privacy budgets per population and the reservations runs hold against them. Every decision (a budget
+/// change, a reservation) is made by the population's <see cref="PopulationLedger"/> loaded inside the transaction that
+/// writes it, so two runs starting at once are serialized by the database and never both spend the same epsilon.
+/// </summary>
 internal sealed class BudgetStore(StateDatabase database)
 {
-    /// <summary>Sets a population's budget; audited with the officer's identity.</summary>
+    /// <summary>
+    /// Sets a population's budget; audited with the officer's identity. A budget below what the population has already
+    /// spent and reserved (converted at the new delta) is refused naming both numbers, and nothing is written.
+    /// </summary>
+    /// <exception cref="BudgetRefusedException">The new budget is below what is spent and reserved.</exception>
     public BudgetRecord Set(string population, double epsilon, double delta, string actor)
     {
         ArgumentException.ThrowIfNullOrEmpty(population);
@@ -20,6 +29,14 @@ internal sealed class BudgetStore(StateDatabase database)
         }
         return database.Write(work =>
         {
+            if (PopulationLedger.Load(work, population)?.Ledger is { } ledger)
+            {
+                BudgetChangeResult change = ledger.ChangeBudget(new PrivacyBudget(epsilon, delta));
+                if (!change.Changed)
+                {
+                    throw new BudgetRefusedException(change.Refusal!);
+                }
+            }
             work.Execute(
                 """
                 INSERT INTO budgets (population, epsilon, delta, set_by, set_at) VALUES (@p, @e, @d, @by, @at)
@@ -36,7 +53,7 @@ internal sealed class BudgetStore(StateDatabase database)
         });
     }
 
-    /// <summary>The population's budget with the epsilon charged so far; null when none was set.</summary>
+    /// <summary>The population's budget with what is spent, reserved and remaining; null when none was set.</summary>
     public BudgetRecord? Get(string population)
     {
         ArgumentException.ThrowIfNullOrEmpty(population);
@@ -44,45 +61,71 @@ internal sealed class BudgetStore(StateDatabase database)
     }
 
     /// <inheritdoc cref="Get(string)"/>
-    public BudgetRecord? Get(StateSession session, string population) =>
-        session.Query(
-            """
-            SELECT b.population, b.epsilon, b.delta, b.set_by, b.set_at,
-                   (SELECT COALESCE(SUM(l.epsilon_delta), 0) FROM ledger l WHERE l.population = b.population)
-            FROM budgets b WHERE b.population = @p
-            """,
-            r => new BudgetRecord(r.Text(0), r.Real(1), r.Real(2), r.Real(5), r.Text(3), r.Time(4)),
-            ("@p", population)).SingleOrDefault();
+    public BudgetRecord? Get(StateSession session, string population) => PopulationLedger.Load(session, population)?.Budget;
 
     /// <summary>The population's budget; refused when an officer never set one.</summary>
     /// <exception cref="BudgetRefusedException">No budget is set for <paramref name="population"/>.</exception>
-    public BudgetRecord Require(StateSession session, string population) =>
-        Get(session, population)
-            ?? throw new BudgetRefusedException($"no budget is set for population '{population}'; an officer sets one with 'budget set'");
-
-    /// <inheritdoc cref="Require(StateSession, string)"/>
-    public BudgetRecord Require(string population) => database.Read(session => Require(session, population));
+    public BudgetRecord Require(string population) => database.Read(session => PopulationLedger.Require(session, population).Budget);
 
     /// <summary>
-    /// Refuses a plan that needs more than the population has left (or a population without a budget), naming the
-    /// numbers. Called once before any work and again inside the transaction that records the run, where a reservation
-    /// of the planned epsilon belongs once budgets hold reservations.
+    /// Refuses a plan whose whole planned RDP does not fit next to what the population has spent and reserved, naming
+    /// the numbers; writes nothing. StartRun calls it before any work, then <see cref="Reserve"/> decides for good.
     /// </summary>
-    /// <exception cref="BudgetRefusedException">No budget, or not enough of it left.</exception>
-    public BudgetRecord RequireAffordable(StateSession session, string population, double plannedEpsilon, uint rounds)
-    {
-        ArgumentNullException.ThrowIfNull(session);
-        BudgetRecord budget = Require(session, population);
-        double remaining = budget.Epsilon - budget.EpsilonSpent;
-        if (plannedEpsilon > remaining)
+    /// <exception cref="BudgetRefusedException">No budget, legacy charges, or not enough of it left.</exception>
+    public BudgetRecord RequireAffordable(string population, PrivacyPlan plan) =>
+        database.Read(session =>
         {
-            throw new BudgetRefusedException(
-                $"the plan needs epsilon {plannedEpsilon:G6} over {rounds} rounds but population '{population}' has {remaining:G6} left of its budget {budget.Epsilon:G6} (spent {budget.EpsilonSpent:G6})");
+            PopulationLedger loaded = PopulationLedger.Require(session, population);
+            PrivacyLedger ledger = loaded.Composable;
+            double[] planned = plan.RdpAfter(plan.Parameters.Rounds);
+            if (!ledger.CanAfford(planned))
+            {
+                throw Refusal(population, plan, ledger.Balance, ledger.Preview(planned).Epsilon);
+            }
+            return loaded.Budget;
+        });
+
+    /// <summary>
+    /// Reserves the run's planned RDP (all its rounds) in <paramref name="work"/>, the transaction that records the run:
+    /// refused, naming the numbers, when it does not fit next to what is spent and reserved. The reservation is
+    /// released when the run ends (<see cref="Release"/>); its rounds' charges turn it into spend meanwhile.
+    /// </summary>
+    /// <exception cref="BudgetRefusedException">No budget, legacy charges, or not enough of it left.</exception>
+    public PrivacyBalance Reserve(UnitOfWork work, string runId, string population, PrivacyPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ArgumentException.ThrowIfNullOrEmpty(runId);
+        ArgumentNullException.ThrowIfNull(plan);
+        PrivacyLedger ledger = PopulationLedger.Require(work, population).Composable;
+        double[] planned = plan.RdpAfter(plan.Parameters.Rounds);
+        PrivacyBalance before = ledger.Balance;
+        double committed = ledger.Preview(planned).Epsilon;
+        ReservationResult result = ledger.Reserve(runId, planned);
+        if (result.Outcome != ReservationOutcome.Reserved)
+        {
+            throw result.Outcome == ReservationOutcome.Refused
+                ? Refusal(population, plan, before, committed)
+                : new InvalidOperationException($"run '{runId}' already holds a reservation");
         }
-        return budget;
+        work.Execute("INSERT INTO reservations (run_id, population, planned_rdp, reserved_at) VALUES (@run, @p, @rdp, @at)",
+            ("@run", runId), ("@p", population), ("@rdp", RdpBlob.Encode(plan.Orders, planned)), ("@at", StateValues.Format(work.Now)));
+        return result.Balance;
     }
 
-    /// <inheritdoc cref="RequireAffordable(StateSession, string, double, uint)"/>
-    public BudgetRecord RequireAffordable(string population, double plannedEpsilon, uint rounds) =>
-        database.Read(session => RequireAffordable(session, population, plannedEpsilon, rounds));
+    /// <summary>Releases what the run reserved and did not spend (it ended: completed, aborted or failed), in <paramref name="work"/>.</summary>
+    public void Release(UnitOfWork work, string runId)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        work.Execute("UPDATE reservations SET released_at = @at WHERE run_id = @run AND released_at IS NULL",
+            ("@at", StateValues.Format(work.Now)), ("@run", runId));
+    }
+
+    private static BudgetRefusedException Refusal(string population, PrivacyPlan plan, PrivacyBalance balance, double committed)
+    {
+        PrivacyPlanParameters p = plan.Parameters;
+        return new BudgetRefusedException(
+            $"the plan needs epsilon {plan.Epsilon.Epsilon:G6} at delta {p.Delta:G6} over {p.Rounds} rounds but population '{population}' has " +
+            $"{balance.Remaining:G6} left of its budget {balance.Budget:G6} at delta {balance.Delta:G6} (spent {balance.Spent:G6}, reserved {balance.Reserved:G6}); " +
+            $"with this run it would commit {committed:G6} ({plan.PrivacyUnit}-level, {plan.AdjacencyName})");
+    }
 }

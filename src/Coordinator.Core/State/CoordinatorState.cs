@@ -17,9 +17,9 @@ public sealed class CoordinatorState : IDisposable
         Clients = new ClientStore(database);
         Budgets = new BudgetStore(database);
         Ledger = new LedgerStore(database);
-        Runs = new RunStore(database);
+        Runs = new RunStore(database, Budgets);
         AdapterRecords = new AdapterRecordStore(database);
-        Rounds = new RoundStore(database, Runs, Ledger, AdapterRecords);
+        Rounds = new RoundStore(database, Runs, Ledger, AdapterRecords, Clients);
         Audit = new AuditStore(database);
         Retention = new RetentionStore(database);
     }

@@ -13,18 +13,20 @@ public sealed class RoundStore
     private readonly RunStore _runs;
     private readonly LedgerStore _ledger;
     private readonly AdapterRecordStore _adapters;
+    private readonly ClientStore _clients;
     private readonly Lock _gate = new();
 
     // Declines that arrived before the round's rows were written (the round is opened in memory, then recorded):
     // Start writes these participants as declined. Guarded by _gate.
     private readonly HashSet<(string RunId, int Round, string ClientId)> _earlyDeclines = [];
 
-    internal RoundStore(StateDatabase database, RunStore runs, LedgerStore ledger, AdapterRecordStore adapters)
+    internal RoundStore(StateDatabase database, RunStore runs, LedgerStore ledger, AdapterRecordStore adapters, ClientStore clients)
     {
         _database = database;
         _runs = runs;
         _ledger = ledger;
         _adapters = adapters;
+        _clients = clients;
     }
 
     /// <summary>Records a round's start and its selected participants (by index), audited with the participant list.</summary>
@@ -112,9 +114,12 @@ public sealed class RoundStore
 
     /// <summary>
     /// Completes a round in one transaction: the new adapter's row, every participant's final status (a recorded decline
-    /// is kept), the round's end with its survivor count, the ledger charge (UNIQUE per round, so never twice), the run's
-    /// current adapter and the audit entries. Nothing is released before this returns, and nothing of it if it throws.
+    /// is kept), the round's end with its survivor count, the ledger charge (re-checked against the population's budget
+    /// and UNIQUE per round, so never an overspend and never twice), the contributors' own charges and their population,
+    /// the run's current adapter and the audit entries. Nothing is released before this returns, and nothing of it if it
+    /// throws.
     /// </summary>
+    /// <exception cref="BudgetRefusedException">The charge would overspend the budget, or a contributor belongs to another population.</exception>
     internal LedgerRecord Complete(RoundCompletion completion)
     {
         ArgumentNullException.ThrowIfNull(completion);
@@ -140,9 +145,11 @@ public sealed class RoundStore
                     ("@s", status.ToStored()), ("@now", now), ("@run", charge.RunId), ("@round", charge.Round), ("@id", clientId),
                     ("@declined", ParticipantStatus.Declined.ToStored()));
             }
-            // A re-check of the charge against the population's budget belongs here, before the ledger row, so that an
-            // overspend refused by it rolls the whole completion back.
+            // Re-checked against the population's budget inside this transaction: a refused overspend rolls the whole
+            // completion back, so nothing of the round is released.
             LedgerRecord charged = _ledger.Charge(work, charge);
+            _clients.RecordContributions(work, charge.RunId, charge.Round, charge.Population,
+                [.. completion.Statuses.Where(p => p.Value == ParticipantStatus.Uploaded).Select(p => p.Key)]);
             _runs.SetAdapter(work, charge.RunId, adapterAfter);
             work.Audit("coordinator", "round.complete", new Dictionary<string, string>
             {

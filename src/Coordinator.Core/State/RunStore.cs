@@ -5,7 +5,7 @@ using Federated.Protos.V1;
 namespace Federated.Coordinator.State;
 
 /// <summary>Runs: the accepted plan, the state an engineer sees, the current global adapter and how far the run got.</summary>
-internal sealed class RunStore(StateDatabase database)
+internal sealed class RunStore(StateDatabase database, BudgetStore budgets)
 {
     private const string Columns =
         "run_id, plan, population, state, planned_epsilon, noise_multiplier, current_round, adapter_sha256, detail, created_by, created_at, updated_at";
@@ -63,7 +63,7 @@ internal sealed class RunStore(StateDatabase database)
             ("@run", runId)).Single());
     }
 
-    /// <summary>Records a run's end (completed, aborted or failed) with the reason, audited.</summary>
+    /// <summary>Records a run's end (completed, aborted or failed) with the reason, audited, and releases what it reserved and did not spend.</summary>
     public void End(string runId, RunState runState, string detail, string actor)
     {
         ArgumentException.ThrowIfNullOrEmpty(runId);
@@ -77,6 +77,7 @@ internal sealed class RunStore(StateDatabase database)
         {
             work.Execute("UPDATE runs SET state = @state, detail = @detail, updated_at = @now WHERE run_id = @run",
                 ("@state", (int)runState), ("@detail", detail), ("@now", StateValues.Format(work.Now)), ("@run", runId));
+            budgets.Release(work, runId);
             work.Audit(actor, "run.end", new Dictionary<string, string>
             {
                 ["run_id"] = runId,

@@ -9,12 +9,24 @@ internal sealed record ClientRecord(
     DateTimeOffset RegisteredAt,
     DateTimeOffset LastSeenAt,
     bool Available,
-    int RoundsParticipated);
+    int RoundsParticipated,
+    string? Population = null);
 
-/// <summary>A population's budget and what the ledger has charged against it.</summary>
-internal sealed record BudgetRecord(string Population, double Epsilon, double Delta, double EpsilonSpent, string SetBy, DateTimeOffset SetAt);
+/// <summary>A client's own epsilon: every released round it contributed to, RDP composed per order, at its population's budget delta.</summary>
+internal sealed record ClientPrivacy(double Epsilon, double Delta, int Rounds);
 
-/// <summary>One charge of the privacy ledger.</summary>
+/// <summary>
+/// A population's budget and its balance at the budget's delta: spent by released rounds, reserved by running runs
+/// (what their reservations add to what is committed), and what remains for new runs.
+/// </summary>
+internal sealed record BudgetRecord(
+    string Population, double Epsilon, double Delta, double EpsilonSpent, double EpsilonReserved, double EpsilonRemaining, string SetBy, DateTimeOffset SetAt);
+
+/// <summary>
+/// One charge of the privacy ledger. <paramref name="EpsilonAfter"/> is the run's own epsilon after the round, at the
+/// run's <paramref name="Delta"/>; <paramref name="Rdp"/> is what the population's ledger composes (null only in rows
+/// recorded before per-order accounting).
+/// </summary>
 internal sealed record LedgerRecord(
     long Sequence,
     string RunId,
@@ -27,7 +39,12 @@ internal sealed record LedgerRecord(
     double NoiseMultiplier,
     double ClipNorm,
     int Participants,
-    DateTimeOffset ChargedAt);
+    DateTimeOffset ChargedAt,
+    RdpCharge? Rdp = null,
+    string? Adjacency = null);
+
+/// <summary>One round's RDP per order, as the pricing gave it.</summary>
+internal sealed record RdpCharge(IReadOnlyList<double> Orders, IReadOnlyList<double> Values);
 
 /// <summary>A run as the state store holds it: the serialized RunPlan the engineer started, its progress and its latest global adapter.</summary>
 internal sealed record RunRecord(

@@ -98,5 +98,33 @@ internal static class StateSchema
             signer    TEXT NOT NULL
         );
         """,
+        // Per-order privacy accounting: each charge keeps its RDP vector, runs reserve their planned RDP, and clients
+        // keep the rounds they contributed to (participant rows are pruned; these never are).
+        """
+        -- The round's RDP as (order, value) pairs of little-endian doubles; NULL only in rows written before this
+        -- migration, which were priced as epsilons and cannot be composed (their population takes no more charges).
+        ALTER TABLE ledger ADD COLUMN rdp BLOB;
+        -- The neighbouring relation the charge is priced for ('replace-one'); NULL in rows written before.
+        ALTER TABLE ledger ADD COLUMN adjacency TEXT;
+        -- A run's planned RDP (all its rounds), held against its population's budget from the transaction that
+        -- records the run until the run ends; what the run spent is its ledger rows.
+        CREATE TABLE reservations (
+            run_id      TEXT PRIMARY KEY REFERENCES runs(run_id),
+            population  TEXT NOT NULL,
+            planned_rdp BLOB NOT NULL,
+            reserved_at TEXT NOT NULL,
+            released_at TEXT
+        );
+        -- The one population whose runs may select the client, bound by its first charged round.
+        ALTER TABLE clients ADD COLUMN population TEXT;
+        -- Every released round a client's masked input was summed into.
+        CREATE TABLE client_charges (
+            client_id TEXT NOT NULL,
+            run_id    TEXT NOT NULL,
+            round     INTEGER NOT NULL,
+            PRIMARY KEY (client_id, run_id, round),
+            FOREIGN KEY (run_id, round) REFERENCES ledger(run_id, round)
+        );
+        """,
     ];
 }

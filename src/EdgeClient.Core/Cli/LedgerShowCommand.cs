@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Globalization;
+using Federated.Aggregation.Privacy;
 using Federated.EdgeClient.Policy;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -49,7 +50,8 @@ internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
 
         string F(double v) => v.ToString("0.###", CultureInfo.InvariantCulture);
         double lifetime = ledger.Spent(policy.Delta).Epsilon;
-        AnsiConsole.MarkupLine($"Lifetime epsilon [bold]{F(lifetime)}[/] of {F(policy.MaxEpsilonLifetime)} at delta {policy.Delta:g3}, {ledger.Charges.Count} rounds.");
+        AnsiConsole.MarkupLine($"Lifetime epsilon [bold]{F(lifetime)}[/] of {F(policy.MaxEpsilonLifetime)} at delta {policy.Delta:g3} " +
+            $"({PrivacyUnitNames.Client}-level, {PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency)}), {ledger.Charges.Count} rounds.");
         var table = new Table().AddColumn("run").AddColumn(new TableColumn("rounds").RightAligned())
             .AddColumn(new TableColumn("epsilon").RightAligned()).AddColumn(new TableColumn("of").RightAligned()).AddColumn("last round");
         foreach (IGrouping<string, LocalCharge> run in ledger.Charges.GroupBy(c => c.RunId))

@@ -4,8 +4,8 @@ using Federated.Aggregation.Privacy;
 namespace Federated.EdgeClient.Policy;
 
 /// <summary>What a round asks of this machine, taken from the round manifest and the connection.</summary>
-/// <param name="Skellam">The distributed Skellam mechanism's parameters (dimension, ring, clip, clients, threshold)
-/// for the ledger to price the round as the coordinator does; null for central Gaussian rounds.</param>
+/// <param name="Plan">The round's privacy plan as the manifest fixes it (<see cref="ManifestPrivacy"/>), for the ledger to
+/// price the round as the coordinator does.</param>
 /// <param name="SamplingRate">The Poisson rate at which this client was sampled; 1 when it was picked by count,
 /// since then no amplification by sampling can be claimed.</param>
 internal sealed record RoundTerms(
@@ -17,7 +17,7 @@ internal sealed record RoundTerms(
     IReadOnlyList<string> TargetModules,
     int Rank,
     string CoordinatorCertificateSha256,
-    DSkellamParameters? Skellam = null);
+    PrivacyPlanParameters? Plan = null);
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
 internal sealed record PolicyDecision(bool Accepted, string? Rule, string Message)
@@ -119,5 +119,5 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>
-        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Skellam);
+        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan);
 }

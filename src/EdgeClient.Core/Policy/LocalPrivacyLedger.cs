@@ -6,26 +6,24 @@ using Microsoft.Data.Sqlite;
 namespace Federated.EdgeClient.Policy;
 
 /// <summary>One round this machine paid for, as the local ledger stores it.</summary>
-/// <param name="Skellam">For a distributed Skellam round, the mechanism's parameters as the manifest fixed them (the
-/// coordinator prices the round from the same ones); null for central Gaussian rounds and for rows written before
-/// the ledger kept them.</param>
+/// <param name="Plan">The round's privacy plan as the manifest fixed it (mechanism, dimension, clients, threshold, ring,
+/// clip norm, the relation; the coordinator prices the round from the same); null for rows written before the ledger
+/// kept them.</param>
 internal sealed record LocalCharge(
     string RunId, long Round, NoiseMechanismKind Mechanism, double NoiseMultiplier, double SamplingRate, DateTimeOffset ChargedAt,
-    DSkellamParameters? Skellam = null);
+    PrivacyPlanParameters? Plan = null);
 
 /// <summary>
 /// The edge machine's own privacy ledger, in its own SQLite file: every round is charged here, durably, before
 /// the update leaves the machine, whatever the coordinator claims to have spent.
 /// </summary>
 /// <remarks>
-/// A charge is the RDP of the mechanism that protected the round, on the default order list, computed by the same
-/// code the coordinator prices runs with: for a distributed Skellam round, the Skellam RDP of the calibrated
-/// DSkellam plan (Agarwal, Kairouz and Liu 2021, Thm 3.5, through <see cref="DSkellamPlan.RdpPerRound"/>); for a
-/// central Gaussian round, the Poisson-subsampled Gaussian with the manifest's noise multiplier and sampling rate
-/// (Mironov, Talwar and Zhang 2019, through <see cref="RdpAnalysis"/>). Charges are composed in the shared
-/// <see cref="RdpAccountant"/>. Rows keep the parameters, not the RDP values, so accounting is recomputed from first
-/// principles each time the ledger opens. Rows written before the Skellam parameters were kept are accounted as the
-/// Gaussian they were charged as.
+/// A charge is one round of <see cref="PrivacyPlan.RoundRdp"/> for the manifest's parameters: the same pricing the
+/// coordinator charges its ledger with and the officer's calculator prints (distributed Skellam at integer orders,
+/// Agarwal, Kairouz and Liu 2021, Thm 3.5; central discrete Gaussian, Canonne, Kamath and Steinke 2020; replace-one),
+/// composed per order. Rows keep the parameters, not the RDP values, so accounting is recomputed from first principles
+/// each time the ledger opens. Rows written before the parameters were kept are accounted as the continuous Gaussian
+/// of their noise multiplier at replace-one (sensitivity doubled: the Gaussian of z / 2) without amplification.
 /// </remarks>
 public sealed class LocalPrivacyLedger : IDisposable
 {
@@ -34,13 +32,15 @@ public sealed class LocalPrivacyLedger : IDisposable
     private readonly SqliteConnection _connection;
     private readonly List<LocalCharge> _charges = [];
     private readonly IReadOnlyList<double> _orders = RdpOrders.Default;
-    private readonly Dictionary<(NoiseMechanismKind Mechanism, double Q, double Z, DSkellamParameters? Skellam), double[]> _rdpCache = [];
+    private readonly Dictionary<object, double[]> _rdpCache = [];
 
-    // Columns added after the first release of the ledger file; a file without them is migrated in place.
-    private static readonly (string Name, string Type)[] s_skellamColumns =
+    // Columns added after the first release of the ledger file; a file without them is migrated in place. The skellam_*
+    // columns hold the plan of either mechanism (their name is from when only distributed rounds kept it).
+    private static readonly (string Name, string Type)[] s_planColumns =
     [
         ("skellam_dimension", "INTEGER"), ("skellam_bits", "INTEGER"), ("skellam_clip_norm", "REAL"),
         ("skellam_max_clients", "INTEGER"), ("skellam_min_clients", "INTEGER"), ("skellam_beta", "REAL"), ("skellam_wrap", "REAL"),
+        ("adjacency", "TEXT"), ("plan_delta", "REAL"),
     ];
 
     private LocalPrivacyLedger(SqliteConnection connection) => _connection = connection;
@@ -68,17 +68,26 @@ public sealed class LocalPrivacyLedger : IDisposable
             var ledger = new LocalPrivacyLedger(connection);
             using SqliteCommand select = connection.CreateCommand();
             select.CommandText = "SELECT run_id, round, mechanism, noise_multiplier, sampling_rate, charged_at, "
-                + string.Join(", ", s_skellamColumns.Select(c => c.Name)) + " FROM charges ORDER BY rowid";
+                + string.Join(", ", s_planColumns.Select(c => c.Name)) + " FROM charges ORDER BY rowid";
             using SqliteDataReader reader = select.ExecuteReader();
             while (reader.Read())
             {
                 NoiseMechanismKind mechanism = LocalPolicy.ParseMechanism(reader.GetString(2))
                     ?? throw new InvalidDataException($"{path}: unknown mechanism '{reader.GetString(2)}' in the ledger");
                 double z = reader.GetDouble(3);
-                DSkellamParameters? skellam = reader.IsDBNull(6) ? null : new DSkellamParameters(
-                    reader.GetInt32(6), reader.GetInt32(7), reader.GetDouble(8), z, reader.GetInt32(9), reader.GetInt32(10), reader.GetDouble(11), reader.GetDouble(12));
+                // Rows kept before the relation was stored were distributed rounds, now priced at the product's relation.
+                Adjacency adjacency = reader.IsDBNull(13) ? PrivacyUnitNames.ProductAdjacency : PrivacyUnitNames.ParseAdjacency(reader.GetString(13))
+                    ?? throw new InvalidDataException($"{path}: unknown adjacency '{reader.GetString(13)}' in the ledger");
+                PrivacyPlanParameters? plan = reader.IsDBNull(6) ? null : new PrivacyPlanParameters(
+                    mechanism == NoiseMechanismKind.CentralGaussian ? PrivacyMechanism.CentralGaussian : PrivacyMechanism.DistributedSkellam,
+                    reader.GetInt32(6), reader.GetInt32(9), reader.GetInt32(10), reader.GetInt32(7), reader.GetDouble(8), z, Rounds: 1,
+                    Delta: reader.IsDBNull(14) ? PlaceholderDelta : reader.GetDouble(14), Adjacency: adjacency)
+                {
+                    Beta = reader.GetDouble(11),
+                    WrapStdDevs = reader.GetDouble(12),
+                };
                 ledger._charges.Add(new LocalCharge(reader.GetString(0), reader.GetInt64(1), mechanism, z,
-                    reader.GetDouble(4), DateTimeOffset.Parse(reader.GetString(5), CultureInfo.InvariantCulture), skellam));
+                    reader.GetDouble(4), DateTimeOffset.Parse(reader.GetString(5), CultureInfo.InvariantCulture), plan));
             }
             return ledger;
         }
@@ -93,8 +102,8 @@ public sealed class LocalPrivacyLedger : IDisposable
     internal PrivacySpent Spent(double delta, string? runId = null, LocalCharge? plus = null)
     {
         var accountant = new RdpAccountant(_orders);
-        // Rounds with the same mechanism and parameters compose as one RDP vector times their count, as the
-        // coordinator composes a run's rounds, so both sides reach the same epsilon for the same rounds.
+        // Rounds with the same parameters compose as one RDP vector times their count, as the coordinator composes a
+        // run's rounds, so both sides reach the same epsilon for the same rounds.
         foreach (var group in _charges.Where(c => runId is null || c.RunId == runId).Append(plus).OfType<LocalCharge>().GroupBy(Key))
         {
             accountant.Compose(RoundRdp(group.Key), group.Count());
@@ -102,23 +111,26 @@ public sealed class LocalPrivacyLedger : IDisposable
         return accountant.GetEpsilon(delta);
     }
 
-    private static (NoiseMechanismKind, double, double, DSkellamParameters?) Key(LocalCharge charge) =>
-        charge.Mechanism == NoiseMechanismKind.DistributedSkellam && charge.Skellam is { } skellam
-            ? (charge.Mechanism, 1.0, charge.NoiseMultiplier, skellam with { NoiseMultiplier = charge.NoiseMultiplier })
-            : (charge.Mechanism, charge.SamplingRate, charge.NoiseMultiplier, null);
+    // What one round's RDP depends on: the plan (one round; its delta does not enter the RDP), or a legacy row's z.
+    private static object Key(LocalCharge charge) =>
+        charge.Plan is { } plan ? plan with { NoiseMultiplier = charge.NoiseMultiplier, Rounds = 1, Delta = PlaceholderDelta } : charge.NoiseMultiplier;
 
     // Rounds of a run share their parameters, so the per-order RDP is computed once per key.
-    private double[] RoundRdp((NoiseMechanismKind Mechanism, double Q, double Z, DSkellamParameters? Skellam) key)
+    private double[] RoundRdp(object key)
     {
         if (!_rdpCache.TryGetValue(key, out double[]? rdp))
         {
-            rdp = key.Skellam is { } skellam
-                ? DSkellamPlan.Calibrate(skellam).RdpPerRound(_orders)
-                : RdpAnalysis.SubsampledGaussian(key.Q, key.Z, _orders);
+            rdp = key is PrivacyPlanParameters plan
+                ? [.. PrivacyPlan.Create(plan, _orders).RoundRdp]
+                // Replace-one doubles the Gaussian's sensitivity, which is its noise multiplier halved; q = 1: the sample is public.
+                : RdpAnalysis.SubsampledGaussian(1.0, (double)key / 2, _orders);
             _rdpCache[key] = rdp;
         }
         return rdp;
     }
+
+    // A plan's per-round RDP does not depend on its delta; rows written before the manifest's delta was kept use this one.
+    private const double PlaceholderDelta = 1e-5;
 
     public bool IsCharged(string runId, long round) => _charges.Any(c => c.RunId == runId && c.Round == round);
 
@@ -137,17 +149,19 @@ public sealed class LocalPrivacyLedger : IDisposable
         insert.Transaction = transaction;
         insert.CommandText = """
             INSERT INTO charges (run_id, round, mechanism, noise_multiplier, sampling_rate, charged_at,
-                skellam_dimension, skellam_bits, skellam_clip_norm, skellam_max_clients, skellam_min_clients, skellam_beta, skellam_wrap)
-            VALUES ($run, $round, $mechanism, $z, $q, $at, $d, $b, $c, $n, $t, $beta, $k)
+                skellam_dimension, skellam_bits, skellam_clip_norm, skellam_max_clients, skellam_min_clients, skellam_beta, skellam_wrap, adjacency, plan_delta)
+            VALUES ($run, $round, $mechanism, $z, $q, $at, $d, $b, $c, $n, $t, $beta, $k, $adj, $delta)
             """;
-        DSkellamParameters? skellam = charge.Skellam;
-        insert.Parameters.AddWithValue("$d", (object?)skellam?.Dimension ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$b", (object?)skellam?.Bits ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$c", (object?)skellam?.ClipNorm ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$n", (object?)skellam?.MaxClients ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$t", (object?)skellam?.MinClients ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$beta", (object?)skellam?.Beta ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$k", (object?)skellam?.WrapStdDevs ?? DBNull.Value);
+        PrivacyPlanParameters? plan = charge.Plan;
+        insert.Parameters.AddWithValue("$d", (object?)plan?.Dimension ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$b", (object?)plan?.Bits ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$c", (object?)plan?.ClipNorm ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$n", (object?)plan?.Clients ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$t", (object?)plan?.Threshold ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$beta", (object?)plan?.Beta ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$k", (object?)plan?.WrapStdDevs ?? DBNull.Value);
+        insert.Parameters.AddWithValue("$adj", plan is null ? DBNull.Value : PrivacyUnitNames.Name(plan.Adjacency));
+        insert.Parameters.AddWithValue("$delta", (object?)plan?.Delta ?? DBNull.Value);
         insert.Parameters.AddWithValue("$run", charge.RunId);
         insert.Parameters.AddWithValue("$round", charge.Round);
         insert.Parameters.AddWithValue("$mechanism", LocalPolicy.MechanismName(charge.Mechanism));
@@ -163,6 +177,8 @@ public sealed class LocalPrivacyLedger : IDisposable
     public string ToJson(double delta) => JsonSerializer.Serialize(new
     {
         delta,
+        privacy_unit = PrivacyUnitNames.Client,
+        adjacency = PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency),
         epsilon_lifetime = Spent(delta).Epsilon,
         runs = _charges.GroupBy(c => c.RunId).Select(g => new { run_id = g.Key, rounds = g.Count(), epsilon = Spent(delta, g.Key).Epsilon }),
         charges = _charges.Select(c => new
@@ -172,10 +188,11 @@ public sealed class LocalPrivacyLedger : IDisposable
             mechanism = LocalPolicy.MechanismName(c.Mechanism),
             noise_multiplier = c.NoiseMultiplier,
             sampling_rate = c.SamplingRate,
-            // What the round was priced from: the DSkellam parameters for distributed Skellam rounds, null otherwise.
-            skellam = c.Skellam is { } p
-                ? new { dimension = p.Dimension, ring_bits = p.Bits, clip_norm = p.ClipNorm, max_clients = p.MaxClients, min_clients = p.MinClients }
+            // What the round was priced from (either mechanism; the key's name predates central plans); null for old rows.
+            skellam = c.Plan is { } p
+                ? new { dimension = p.Dimension, ring_bits = p.Bits, clip_norm = p.ClipNorm, max_clients = p.Clients, min_clients = p.Threshold }
                 : null,
+            adjacency = c.Plan is { } a ? PrivacyUnitNames.Name(a.Adjacency) : null,
             charged_at = c.ChargedAt,
         }),
     });
@@ -194,7 +211,7 @@ public sealed class LocalPrivacyLedger : IDisposable
                 present.Add(reader.GetString(1));
             }
         }
-        foreach ((string name, string type) in s_skellamColumns.Where(c => !present.Contains(c.Name)))
+        foreach ((string name, string type) in s_planColumns.Where(c => !present.Contains(c.Name)))
         {
             Execute(connection, $"ALTER TABLE charges ADD COLUMN {name} {type}");
         }

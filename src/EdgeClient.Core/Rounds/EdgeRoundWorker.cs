@@ -87,26 +87,27 @@ public sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"max_clients {manifest.Dp.MaxClients} is below the round's {manifest.Secagg.Participants} participants or above 1000000", cancellationToken);
         }
-        DSkellamPlan plan;
+        // The round's plan, recomputed here from the manifest: what the coordinator priced, and the encoding to use.
+        PrivacyPlan privacy;
         try
         {
-            plan = DSkellamPlan.Calibrate(new DSkellamParameters(d, checked((int)manifest.Secagg.RingBits), manifest.Dp.ClipNorm,
-                central ? 0 : manifest.Dp.NoiseMultiplier, checked((int)maxClients), checked((int)manifest.Secagg.Threshold)));
+            privacy = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d));
         }
         catch (Exception ex) when (ex is ArgumentException or OverflowException)
         {
             return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", $"the manifest's DP or SecAgg parameters are unusable: {ex.Message}", cancellationToken);
         }
         // The coordinator's scale and padded length must be what these parameters give, or the decode would be wrong.
+        DSkellamPlan plan = privacy.Quantizer;
         if (Math.Abs(plan.Scale - manifest.Dp.Scale) > ScaleRelativeTolerance * plan.Scale || (ulong)plan.PaddedDimension != manifest.Secagg.VectorLength)
         {
             return await DeclineAsync(round, DeclineReason.Policy, "manifest", $"the manifest's scale {manifest.Dp.Scale} or vector length {manifest.Secagg.VectorLength} does not match the DP parameters (expected {plan.Scale}, {plan.PaddedDimension})", cancellationToken);
         }
 
-        // The ledger prices the round as the coordinator's accountant does: DSkellam RDP for distributed noise, the
-        // Gaussian RDP of the central noise otherwise.
+        // The ledger prices the round with the same plan the coordinator charges: Skellam RDP for distributed noise, the
+        // discrete Gaussian's for central noise, both at replace-one; sampling rate 1: the sample is public.
         var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
-            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), central ? null : plan.Parameters);
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), privacy.Parameters);
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
         {

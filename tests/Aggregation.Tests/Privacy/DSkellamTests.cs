@@ -71,16 +71,6 @@ public sealed class DSkellamTests
         Assert.Throws<ArgumentException>(() => L2Clipping.ClipInPlace([float.NaN], 1.0));
     }
 
-    [Fact]
-    public void GaussianMechanism_AddsNoiseWithStdDevZTimesC()
-    {
-        var sum = new float[50_000];
-        using var random = Random("central");
-        GaussianMechanism.AddNoise(sum, clipNorm: 2.0, noiseMultiplier: 1.5, random);
-        double variance = sum.Sum(v => (double)v * v) / sum.Length;
-        Assert.True(Math.Abs(variance / 9.0 - 1) < 6 * Math.Sqrt(2.0 / sum.Length));
-    }
-
     [Theory]
     [InlineData(16, 1024, 8, 4)]
     [InlineData(20, 5000, 10, 5)]
@@ -98,7 +88,7 @@ public sealed class DSkellamTests
         Assert.True(plan.LocalSkellamMu <= DSkellamPlan.MaxSkellamMu * (1 + 1e-12));
         Assert.Equal(2 * Math.Exp(-8), plan.PerCoordinateWrapBound, 1e-15);
         // The Gaussian part of the Skellam RDP is exactly a / (2 z^2): noise is z times the integer sensitivity.
-        double[] rdp = plan.RdpPerRound([2.0]);
+        double[] rdp = plan.RdpPerRound([2.0], Adjacency.ZeroOut);
         Assert.True(rdp[0] >= 2.0 / 2 && rdp[0] < 1.01);
     }
 
@@ -229,7 +219,7 @@ public sealed class DSkellamTests
         double bound = 6 * Math.Sqrt(n / 4.0) / plan.Scale + 1e-6;
         Assert.All(Enumerable.Range(0, d), i => Assert.InRange(decoded[i] - updates.Sum(u => u[i]), -bound, bound));
         Assert.InRange(plan.DecodedL2Sensitivity, 1.0, 1.0 + 1e-3);
-        Assert.Throws<InvalidOperationException>(() => plan.RdpPerRound());
+        Assert.Throws<InvalidOperationException>(() => plan.RdpPerRound(RdpOrders.Default, Adjacency.ReplaceOne));
         Assert.Throws<ArgumentOutOfRangeException>(() => DSkellamPlan.Calibrate(new DSkellamParameters(d, 32, 1.0, -0.1, n, 2)));
     }
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.Cli;
 
 namespace Federated.Coordinator.Tests.Cli;
@@ -180,5 +181,133 @@ public sealed class PrivacyCommandTests
         var (code, _, error) = await RunAsync(argv.ToArray());
         Assert.Equal(2, code);
         Assert.Contains(expected, error);
+    }
+
+    // The first worked plan of PrivacyPlanTests: d 65536, n 10, t 7, z 1, 100 rounds, delta 1e-6 (independent Python values).
+    private static readonly string[] s_distributed =
+    [
+        "--mechanism", "distributed", "--dimension", "65536", "--clients", "10", "--threshold", "7", "--bits", "32", "--clip-norm", "1",
+        "--rounds", "100", "--delta", "1e-6",
+    ];
+
+    [Fact]
+    public async Task Epsilon_MechanismDistributedJson_IsThePlansPriceWithItsCalibration()
+    {
+        var (code, output, error) = await RunAsync(["privacy", "epsilon", .. s_distributed, "--noise-multiplier", "1", "--json"]);
+
+        Assert.Equal(0, code);
+        Assert.Equal("", error);
+        using JsonDocument json = JsonDocument.Parse(output);
+        JsonElement root = json.RootElement;
+        foreach (string key in new[] { "accountant", "epsilon", "delta", "noise_multiplier", "sampling_rate", "rounds", "order" })
+        {
+            Assert.True(root.TryGetProperty(key, out _), key);
+        }
+        Assert.Equal(("distributed_skellam", "client", "replace-one"), (root.GetProperty("mechanism").GetString(), root.GetProperty("privacy_unit").GetString(),
+            root.GetProperty("adjacency").GetString()));
+        Assert.Equal(412.42921619684455, root.GetProperty("epsilon").GetDouble(), 412.43 * 1e-9);
+        Assert.Equal(37416573.36750434, root.GetProperty("scale").GetDouble(), 37416573.4 * 1e-9);
+        Assert.Equal(19157285820.275192, root.GetProperty("l1_sensitivity").GetDouble(), 19157285820.3 * 1e-9);
+        Assert.Equal(74833147.73544997, root.GetProperty("l2_sensitivity").GetDouble(), 74833147.7 * 1e-9);
+        Assert.Equal(1399999999998920.2, root.GetProperty("noise_variance").GetDouble(), 1.4e15 * 1e-9);
+        Assert.Equal(1.0, root.GetProperty("priced_sampling_rate").GetDouble());
+        Assert.Equal(Math.Ceiling(root.GetProperty("order").GetDouble()), root.GetProperty("order").GetDouble());
+    }
+
+    [Fact]
+    public async Task Epsilon_MechanismHumanOutput_NamesUnitRelationAndCalibration()
+    {
+        var (code, output, _) = await RunAsync(["privacy", "epsilon", .. s_distributed, "--noise-multiplier", "1"]);
+
+        Assert.Equal(0, code);
+        Assert.StartsWith("epsilon = 412.429216 at delta = 1E-06 (rdp, best order ", output, StringComparison.Ordinal);
+        Assert.Contains("distributed_skellam, client-level, replace-one, no amplification", output, StringComparison.Ordinal);
+        Assert.Contains("calibrated plan (integer units): scale 37416573.4", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Noise_MechanismCentral_SmallestNoiseMeetingTheTargetOfThatPlan()
+    {
+        string[] central = ["--mechanism", "central", "--dimension", "4096", "--clients", "20", "--threshold", "2", "--rounds", "50", "--delta", "1e-5"];
+
+        var (code, output, error) = await RunAsync(["privacy", "noise", .. central, "--epsilon", "10", "--json"]);
+
+        Assert.True(code == 0, error);
+        using JsonDocument json = JsonDocument.Parse(output);
+        double z = json.RootElement.GetProperty("noise_multiplier").GetDouble();
+        Assert.Equal("central_gaussian", json.RootElement.GetProperty("mechanism").GetString());
+        var parameters = new PrivacyPlanParameters(PrivacyMechanism.CentralGaussian, 4096, 20, 2, 32, 1.0, z, 50, 1e-5);
+        Assert.Equal(PrivacyPlan.Create(parameters).Epsilon.Epsilon, json.RootElement.GetProperty("epsilon").GetDouble(), 1e-12);
+        Assert.InRange(json.RootElement.GetProperty("epsilon").GetDouble(), 9.9, 10);
+        Assert.True(PrivacyPlan.Create(parameters with { NoiseMultiplier = z * (1 - 1e-4) }).Epsilon.Epsilon > 10);
+    }
+
+    [Theory]
+    [InlineData("--dimension", "0", "--dimension 0 is invalid: use 1..2^28")]
+    [InlineData("--dimension", "many", "--dimension must be an integer")]
+    [InlineData("--threshold", "20", "--threshold 20 is invalid: use 1..clients (10)")]
+    [InlineData("--bits", "8", "--bits 8 is invalid: use 16..32")]
+    [InlineData("--clip-norm", "-1", "--clip-norm must be > 0")]
+    [InlineData("--mechanism", "local", "--mechanism must be distributed or central")]
+    [InlineData("--accountant", "pld", "--accountant pld cannot price --mechanism plans")]
+    public async Task Epsilon_MechanismBadValue_ExitsTwoNamingFlagValueAndRange(string flag, string value, string expected)
+    {
+        var args = new List<string> { "privacy", "epsilon", "--noise-multiplier", "1" };
+        for (int i = 0; i < s_distributed.Length; i += 2)
+        {
+            args.Add(s_distributed[i]);
+            args.Add(s_distributed[i] == flag ? value : s_distributed[i + 1]);
+        }
+        if (!s_distributed.Contains(flag))
+        {
+            args.Add(flag);
+            args.Add(value);
+        }
+
+        var (code, output, error) = await RunAsync([.. args]);
+
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+        Assert.Single(error.TrimEnd().Split('\n'));
+    }
+
+    [Fact]
+    public async Task Epsilon_RingTooSmallForThePlan_ExitsTwoNamingBitsAndTheSmallestThatFits()
+    {
+        var (code, _, error) = await RunAsync("privacy", "epsilon", "--mechanism", "distributed", "--dimension", "268435456", "--clients", "1000", "--threshold", "10",
+            "--bits", "16", "--noise-multiplier", "1", "--rounds", "10", "--delta", "1e-5");
+
+        Assert.Equal(2, code);
+        Assert.Contains("--bits 16 is invalid: a 16-bit ring cannot hold the rounding and noise of 1000 clients at dimension 268435456; use bits >= ", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Epsilon_MechanismWithoutDimension_ExitsTwoSayingItIsRequired()
+    {
+        var (code, _, error) = await RunAsync("privacy", "epsilon", "--mechanism", "distributed", "--clients", "10", "--noise-multiplier", "1", "--rounds", "10", "--delta", "1e-5");
+
+        Assert.Equal(2, code);
+        Assert.Contains("--dimension is required with --mechanism", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Epsilon_PlanFlagWithoutMechanism_ExitsTwoAskingForIt()
+    {
+        var (code, _, error) = await RunAsync("privacy", "epsilon", "--dimension", "1024", "--noise-multiplier", "1", "--sampling-rate", "0.1", "--rounds", "10", "--delta", "1e-5");
+
+        Assert.Equal(2, code);
+        Assert.Contains("--dimension needs --mechanism distributed|central", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Epsilon_WithoutMechanism_StatesTheRecordUnitOfTheSubsampledGaussian()
+    {
+        var (code, output, _) = await RunAsync("privacy", "epsilon", "--noise-multiplier", "1.5", "--sampling-rate", "0.04", "--rounds", "2250", "--delta", "1e-5", "--json");
+
+        Assert.Equal(0, code);
+        using JsonDocument json = JsonDocument.Parse(output);
+        Assert.Equal(("subsampled_gaussian", "record", "add-remove"), (json.RootElement.GetProperty("mechanism").GetString(),
+            json.RootElement.GetProperty("privacy_unit").GetString(), json.RootElement.GetProperty("adjacency").GetString()));
     }
 }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
@@ -64,7 +65,9 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal((RunState.Pending, run.PlannedEpsilon), (record.State, record.PlannedEpsilon));
         Assert.NotNull(_adapters.Read(record.AdapterSha256));
         int dimension = LoraShapes.BDimension(TinyLlamaFactory.DefaultConfig(), new LoraSettings(Rank: 2, TargetModules: ["q_proj", "v_proj"]));
-        Assert.Equal(RunPricing.Price(plan, dimension), new RunPrice(run.NoiseMultiplier, run.PlannedEpsilon));
+        RunPrice price = RunPricing.Price(plan, dimension);
+        Assert.Equal((price.NoiseMultiplier, price.PlannedEpsilon), (run.NoiseMultiplier, run.PlannedEpsilon));
+        Assert.Equal(price.Privacy.Parameters, run.Privacy.Parameters);
     }
 
     [Fact]
@@ -75,7 +78,7 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         var ex = Assert.Throws<BudgetRefusedException>(() => _orchestrator.Start(Plan(), "engineer"));
 
         Assert.StartsWith("the plan needs epsilon ", ex.Message, StringComparison.Ordinal);
-        Assert.Contains("left of its budget 0.01 (spent 0)", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("has 0.01 left of its budget 0.01 at delta 1E-05 (spent 0, reserved 0)", ex.Message, StringComparison.Ordinal);
         Assert.Empty(_state.Runs.ListUnfinished());
         Assert.Empty(Directory.GetFiles(_dir.File("adapters")));
         Assert.Single(_state.Audit.Read(1, 100).Entries);
@@ -110,7 +113,79 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.True(justBelow > 8, $"noise {plan.NoiseMultiplier} still meets the target ({justBelow})");
         plan.NoiseMultiplier = 0;
         plan.TargetEpsilon = 1e-6;
-        Assert.StartsWith("target_epsilon 1E-06 cannot be met", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
+        Assert.StartsWith("target_epsilon 1E-06 is invalid: ", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Start_ManyInParallelAgainstOneBudget_ComposedReservationsNeverExceedItAndEveryRunThatFitsIsAccepted()
+    {
+        // Each plan alone is far inside the budget; three fit composed per order at the budget's delta, four do not.
+        RunPlan plan = Plan();
+        int dimension = LoraShapes.BDimension(TinyLlamaFactory.DefaultConfig(), new LoraSettings(Rank: 2, TargetModules: ["q_proj", "v_proj"]));
+        PrivacyPlan priced = RunPricing.Price(plan, dimension).Privacy;
+        double[] Runs(int k) => [.. priced.RdpAfter(plan.Rounds).Select(r => r * k)];
+        double Composed(int k) => RdpAnalysis.Epsilon(priced.Orders, Runs(k), 1e-5).Epsilon;
+        double budget = (Composed(3) + Composed(4)) / 2;
+        _state.Budgets.Set("default", budget, 1e-5, "officer");
+        _orchestrator.SelectionTimeout = TimeSpan.FromHours(1);
+
+        using var gate = new Barrier(8);
+        Task<AcceptedRun?>[] starts = [.. Enumerable.Range(0, 8).Select(_ => Task.Run(() =>
+        {
+            gate.SignalAndWait();
+            try
+            {
+                return _orchestrator.Start(Plan(), "engineer");
+            }
+            catch (BudgetRefusedException)
+            {
+                return null;
+            }
+        }))];
+        AcceptedRun?[] results = await Task.WhenAll(starts);
+
+        AcceptedRun[] accepted = [.. results.OfType<AcceptedRun>()];
+        Assert.Equal(3, accepted.Length);
+        BudgetRecord after = _state.Budgets.Get("default")!;
+        Assert.True(after.EpsilonSpent + after.EpsilonReserved <= budget, $"{after.EpsilonReserved} reserved of {budget}");
+        Assert.Equal(Composed(3), after.EpsilonReserved, 9);
+        Assert.Equal(3, _state.Runs.ListUnfinished().Count);
+        // Refused starts left nothing behind: one initial adapter per accepted run.
+        Assert.Equal(3, Directory.GetFiles(_dir.File("adapters")).Length);
+    }
+
+    [Fact]
+    public async Task Abort_RunHoldingAReservation_ReleasesIt()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        _orchestrator.SelectionTimeout = TimeSpan.FromHours(1);
+        AcceptedRun run = _orchestrator.Start(Plan(), "engineer");
+        Assert.True(_state.Budgets.Get("default")!.EpsilonReserved > 0);
+
+        await _orchestrator.AbortAsync(run.RunId, "test", "engineer");
+
+        BudgetRecord budget = _state.Budgets.Get("default")!;
+        Assert.Equal((0.0, 0.0, 1000.0), (budget.EpsilonSpent, budget.EpsilonReserved, budget.EpsilonRemaining));
+    }
+
+    [Fact]
+    public void Price_PoissonCentralPublicSample_PricedWithoutAmplification()
+    {
+        // The review's plan: central, q = 0.05, 50 rounds, z = 1, delta 1e-5. Priced as the subsampled Gaussian it was 3.18;
+        // the roster is public, so no amplification: 166.04 at replace-one (57.30 at zero-out; PrivacyPlanTests has both).
+        RunPlan plan = Plan();
+        plan.Mechanism = NoiseMechanism.CentralGaussian;
+        plan.ClientsPerRound = 0;
+        plan.SamplingRate = 0.05;
+        plan.MinSurvivors = 2;
+        plan.Rounds = 50;
+        plan.Delta = 1e-5;
+
+        RunPrice price = RunPricing.Price(plan, 4096);
+
+        Assert.False(price.Privacy.Amplified);
+        Assert.Equal(1.0, price.Privacy.PricedSamplingRate);
+        Assert.Equal(166.03553359954904, price.PlannedEpsilon, 1e-9);
     }
 
     private RunPlan Plan()

@@ -1,4 +1,5 @@
 using System.Security.Cryptography.X509Certificates;
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
 using Microsoft.Data.Sqlite;
@@ -42,11 +43,12 @@ public sealed class UnitOfWorkTests : IDisposable
     [Fact]
     public void RoundsComplete_AuditInsertFails_NothingOfTheCompletionIsWritten()
     {
+        _state.Budgets.Set("default", 100, 1e-5, "officer");
         _state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         _state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
         int entriesBefore = _state.Audit.Read(1, 100).Entries.Count;
         var completion = new RoundCompletion(
-            new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 1, default),
+            new LedgerRecord(0, "run1", 1, "default", 0.5, 0.5, 1e-6, 1, 1.1, 1.0, 1, default) { Rdp = TestCharges.Rdp() },
             new StoredAdapter("a1", 10, [1]),
             new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Dropped });
         // Only the last write of the completion fails: everything before it in the transaction was already executed.
@@ -88,15 +90,20 @@ public sealed class UnitOfWorkTests : IDisposable
     [Fact]
     public void BudgetsRequireAffordable_MoreThanRemains_RefusedNamingTheNumbers()
     {
-        _state.Budgets.Set("default", 1.0, 1e-6, "officer");
-        _state.Database.Write(work => _state.Ledger.Charge(work, new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default)));
+        _state.Budgets.Set("default", 2.0, 1e-6, "officer");
+        _state.Database.Write(work => _state.Ledger.Charge(work, new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default) { Rdp = TestCharges.Rdp() }));
+        double spent = TestCharges.Epsilon(1, 1e-6);
+        PrivacyPlan tooMuch = PrivacyPlan.Create(new PrivacyPlanParameters(PrivacyMechanism.CentralGaussian, 1024, 3, 2, 32, 1.0, 0.5, 10, 1e-6));
+        PrivacyPlan small = PrivacyPlan.Create(new PrivacyPlanParameters(PrivacyMechanism.CentralGaussian, 1024, 3, 2, 32, 1.0, 1000, 1, 1e-6));
 
-        var ex = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("default", 0.5, 10));
-        var none = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("other", 0.5, 10));
+        var ex = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("default", tooMuch));
+        var none = Assert.Throws<BudgetRefusedException>(() => _state.Budgets.RequireAffordable("other", small));
 
-        Assert.Equal("the plan needs epsilon 0.5 over 10 rounds but population 'default' has 0.25 left of its budget 1 (spent 0.75)", ex.Message);
+        Assert.StartsWith($"the plan needs epsilon {tooMuch.Epsilon.Epsilon:G6} at delta 1E-06 over 10 rounds but population 'default' has ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"left of its budget 2 at delta 1E-06 (spent {spent:G6}, reserved 0); with this run it would commit ", ex.Message, StringComparison.Ordinal);
+        Assert.EndsWith("(client-level, replace-one)", ex.Message, StringComparison.Ordinal);
         Assert.Contains("no budget is set for population 'other'", none.Message, StringComparison.Ordinal);
-        Assert.Equal(0.75, _state.Budgets.RequireAffordable("default", 0.25, 10).EpsilonSpent);
+        Assert.Equal(spent, _state.Budgets.RequireAffordable("default", small).EpsilonSpent, 12);
     }
 
     [Fact]

@@ -28,6 +28,7 @@ public sealed class RetentionPrunerTests : IDisposable
         _cipher = AtRestCipher.FromKeyFile(_dir.File("at-rest.key"));
         _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, _time);
         _store = new AdapterStore(_dir.File("adapters"), _state, _signer, _cipher);
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
     }
 
     public void Dispose()
@@ -113,7 +114,7 @@ public sealed class RetentionPrunerTests : IDisposable
     {
         _state.Rounds.Start(runId, round, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, before);
         StoredAdapter after = _store.Write(RandomNumberGenerator.GetBytes(64));
-        _state.Rounds.Complete(new RoundCompletion(new LedgerRecord(0, runId, round, "default", 0.1 * round, 0.1, 1e-6, 1, 1, 1, 2, default), after,
+        _state.Rounds.Complete(new RoundCompletion(new LedgerRecord(0, runId, round, "default", 0.1 * round, 0.1, 1e-6, 1, 1, 1, 2, default) { Rdp = TestCharges.Rdp() }, after,
             new Dictionary<string, ParticipantStatus> { ["alice"] = ParticipantStatus.Uploaded, ["bob"] = ParticipantStatus.Uploaded }));
         return after.Sha256;
     }

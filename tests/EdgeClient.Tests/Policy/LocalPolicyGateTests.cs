@@ -26,8 +26,11 @@ public sealed class LocalPolicyGateTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static RoundTerms Terms(string run = "run-1", long round = 1, double z = 1.0, double q = 0.1) =>
-        new(run, round, NoiseMechanismKind.DistributedSkellam, z, q, ["q_proj", "v_proj"], 8, Pin);
+    // The plan a manifest fixes (ManifestPrivacy): d = 512, 5 clients, threshold 4, 32-bit ring, C = 1.
+    private static PrivacyPlanParameters Plan(double z) => new(PrivacyMechanism.DistributedSkellam, 512, 5, 4, 32, 1.0, z, 1, 1e-5);
+
+    private static RoundTerms Terms(string run = "run-1", long round = 1, double z = 10.0, double q = 1.0) =>
+        new(run, round, NoiseMechanismKind.DistributedSkellam, z, q, ["q_proj", "v_proj"], 8, Pin, double.IsFinite(z) && z > 0 ? Plan(z) : null);
 
     private string LedgerPath => Path.Combine(_dir, LocalPrivacyLedger.FileName);
 
@@ -54,23 +57,17 @@ public sealed class LocalPolicyGateTests : IDisposable
         for (int round = 1; round <= 500; round++)
         {
             _time.Advance(TimeSpan.FromMinutes(30));
-            if (!gate.ChargeBeforeUpload(Terms(round: round, z: 1.0, q: 0.1)).Accepted)
+            if (!gate.ChargeBeforeUpload(Terms(round: round)).Accepted)
             {
                 break;
             }
             accepted++;
         }
 
-        // The same composition through the privacy accountant: rounds that keep epsilon <= 3 at delta 1e-5.
+        // The same plan priced over the rounds (what the coordinator charges): rounds that keep epsilon <= 3 at delta 1e-5.
         int expected = 0;
-        while (true)
+        while (PrivacyPlan.Create(Plan(10.0) with { Rounds = expected + 1 }).Epsilon.Epsilon <= 3)
         {
-            var accountant = new RdpAccountant(RdpOrders.Default);
-            accountant.ComposeSubsampledGaussian(0.1, 1.0, expected + 1);
-            if (accountant.GetEpsilon(1e-5).Epsilon > 3)
-            {
-                break;
-            }
             expected++;
         }
         Assert.InRange(expected, 1, 499);
@@ -95,9 +92,7 @@ public sealed class LocalPolicyGateTests : IDisposable
 
         Assert.Equal(2, reopened.Charges.Count);
         Assert.Equal(before.Epsilon, reopened.Spent(1e-5).Epsilon);
-        var accountant = new RdpAccountant(RdpOrders.Default);
-        accountant.ComposeSubsampledGaussian(0.1, 1.0, 2);
-        Assert.Equal(accountant.GetEpsilon(1e-5).Epsilon, before.Epsilon, 12);
+        Assert.Equal(PrivacyPlan.Create(Plan(10.0) with { Rounds = 2 }).Epsilon.Epsilon, before.Epsilon, 12);
     }
 
     [Fact]
@@ -158,11 +153,11 @@ public sealed class LocalPolicyGateTests : IDisposable
     {
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
         var gate = new LocalPolicyGate(s_policy with { MaxRoundsPerDay = 2, MaxEpsilonPerRun = 5 }, ledger, _time);
-        Assert.True(gate.ChargeBeforeUpload(Terms(round: 1, z: 5)).Accepted);
-        Assert.True(gate.ChargeBeforeUpload(Terms(round: 2, z: 5)).Accepted);
+        Assert.True(gate.ChargeBeforeUpload(Terms(round: 1)).Accepted);
+        Assert.True(gate.ChargeBeforeUpload(Terms(round: 2)).Accepted);
 
-        Assert.Equal("max_rounds_per_day", gate.Check(Terms(round: 3, z: 5)).Rule);
+        Assert.Equal("max_rounds_per_day", gate.Check(Terms(round: 3)).Rule);
         _time.Advance(TimeSpan.FromHours(24));
-        Assert.True(gate.Check(Terms(round: 3, z: 5)).Accepted);
+        Assert.True(gate.Check(Terms(round: 3)).Accepted);
     }
 }

@@ -68,10 +68,10 @@ public sealed class LocalPolicyTests : IDisposable
             var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
             for (int round = 1; round <= 3; round++)
             {
-                Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 1.1, 0.05, ["q_proj"], 8, "")).Accepted);
+                Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "")).Accepted);
             }
-            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-8", 1, NoiseMechanismKind.DistributedSkellam, 2.0, 1.0, ["q_proj"], 8, "",
-                new Aggregation.Privacy.DSkellamParameters(512, 32, 1.0, 2.0, 5, 4))).Accepted);
+            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-8", 1, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "",
+                new Aggregation.Privacy.PrivacyPlanParameters(Aggregation.Privacy.PrivacyMechanism.DistributedSkellam, 512, 5, 4, 32, 1.0, 8.0, 1, 1e-5))).Accepted);
         }
 
         (int code, string stdout, string stderr) = await EdgeClientProcess.RunAsync("ledger", "show", "--ledger", ledgerPath, "--policy", policyPath, "--json");
@@ -82,6 +82,7 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal("run-7", run.GetProperty("run_id").GetString());
         Assert.Equal(3, run.GetProperty("rounds").GetInt32());
         Assert.True(run.GetProperty("epsilon").GetDouble() > 0);
+        Assert.Equal(("client", "replace-one"), (json.RootElement.GetProperty("privacy_unit").GetString(), json.RootElement.GetProperty("adjacency").GetString()));
         JsonElement charges = json.RootElement.GetProperty("charges");
         Assert.Equal(4, charges.GetArrayLength());
         Assert.Equal(JsonValueKind.Null, charges[0].GetProperty("skellam").ValueKind);

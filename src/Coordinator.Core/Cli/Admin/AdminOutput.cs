@@ -15,6 +15,8 @@ internal static class AdminOutput
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        // A population holding charges from before per-order accounting reports epsilon_spent as Infinity.
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
         // Not HTML: '+' in a version or '<' in a detail stays readable.
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
@@ -93,17 +95,23 @@ internal static class AdminOutput
         Reported = status.Reported,
         EpsilonSpent = status.EpsilonSpent,
         EpsilonBudget = status.EpsilonBudget,
+        Delta = status.Delta,
+        PrivacyUnit = status.PrivacyUnit,
+        Adjacency = status.Adjacency,
         Detail = status.Detail,
         AdapterSha256 = status.AdapterSha256,
         UpdatedAt = Time(status.UpdatedAt),
     };
 
+    /// <summary>"at delta D, client-level, replace-one": what an epsilon is stated for.</summary>
+    public static string StatedFor(double delta, string unit, string adjacency) => $"at delta {Number(delta)}, {unit}-level, {adjacency}";
+
     /// <summary>One line of live progress: round, stage, clients reported, epsilon against the budget.</summary>
     public static string ProgressLine(RunStatus status)
     {
         string budget = status.EpsilonBudget > 0
-            ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0})"
-            : Number(status.EpsilonSpent);
+            ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0}) {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"
+            : $"{Number(status.EpsilonSpent)} {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}";
         // Once a round has ended nobody reports in it any more; the count would read as a failure.
         string reported = status.Stage is RoundStage.Completed or RoundStage.Failed or RoundStage.Unspecified
             ? $"selected {status.Selected}"
@@ -120,7 +128,8 @@ internal static class AdminOutput
         ("round", $"{status.CurrentRound} of {status.PlannedRounds}"),
         ("stage", Stage(status.Stage)),
         ("clients reported", $"{status.Reported} of {status.Selected} selected"),
-        ("epsilon spent", status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent)),
+        ("epsilon spent", (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
+            + $" {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),
         ("adapter sha256", status.AdapterSha256),
         ("updated", Time(status.UpdatedAt) ?? ""),
         ("detail", status.Detail),

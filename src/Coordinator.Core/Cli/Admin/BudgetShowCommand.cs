@@ -4,7 +4,7 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Officer: a population's budget and the epsilon the ledger has charged against it.</summary>
+/// <summary>Officer: a population's budget, what released rounds spent, what running runs reserved and what remains, RDP composed per order.</summary>
 internal sealed class BudgetShowCommand : AsyncCommand<BudgetShowCommand.Settings>
 {
     public sealed class Settings : AdminSettings
@@ -25,7 +25,6 @@ internal sealed class BudgetShowCommand : AsyncCommand<BudgetShowCommand.Setting
 
     internal static void Print(Budget budget, bool json)
     {
-        double remaining = Math.Max(0, budget.Epsilon - budget.EpsilonSpent);
         if (json)
         {
             AdminOutput.Json(new
@@ -34,19 +33,24 @@ internal sealed class BudgetShowCommand : AsyncCommand<BudgetShowCommand.Setting
                 Epsilon = budget.Epsilon,
                 Delta = budget.Delta,
                 EpsilonSpent = budget.EpsilonSpent,
-                EpsilonRemaining = remaining,
+                EpsilonReserved = budget.EpsilonReserved,
+                EpsilonRemaining = budget.EpsilonRemaining,
+                PrivacyUnit = budget.PrivacyUnit,
+                Adjacency = budget.Adjacency,
                 SetBy = budget.SetBy,
                 SetAt = AdminOutput.Time(budget.SetAt),
             });
             return;
         }
+        string Share(double part) => budget.Epsilon > 0 ? $" ({part / budget.Epsilon:P1})" : "";
         AdminOutput.Terminal().Write(AdminOutput.Properties(
         [
             ("population", budget.Population),
-            ("epsilon", AdminOutput.Number(budget.Epsilon)),
+            ("epsilon", $"{AdminOutput.Number(budget.Epsilon)} {AdminOutput.StatedFor(budget.Delta, budget.PrivacyUnit, budget.Adjacency)}"),
             ("delta", AdminOutput.Number(budget.Delta)),
-            ("epsilon spent", $"{AdminOutput.Number(budget.EpsilonSpent)} ({(budget.Epsilon > 0 ? budget.EpsilonSpent / budget.Epsilon : 0):P1})"),
-            ("epsilon remaining", AdminOutput.Number(remaining)),
+            ("epsilon spent", AdminOutput.Number(budget.EpsilonSpent) + Share(budget.EpsilonSpent)),
+            ("epsilon reserved", AdminOutput.Number(budget.EpsilonReserved) + Share(budget.EpsilonReserved) + " (running runs' planned rounds not yet released)"),
+            ("epsilon remaining", AdminOutput.Number(budget.EpsilonRemaining)),
             ("set by", $"{budget.SetBy} at {AdminOutput.Time(budget.SetAt)}"),
         ]));
     }

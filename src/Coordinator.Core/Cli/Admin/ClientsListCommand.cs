@@ -5,7 +5,10 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Engineer: the registered edge clients, their liveness and how many rounds each took part in.</summary>
+/// <summary>
+/// Engineer: the registered edge clients, their liveness, how many rounds each took part in, the population it belongs
+/// to and its own epsilon over every released round it contributed to (what its edge ledger shows for those rounds).
+/// </summary>
 internal sealed class ClientsListCommand : AsyncCommand<ClientsListCommand.Settings>
 {
     public sealed class Settings : AdminSettings
@@ -34,15 +37,22 @@ internal sealed class ClientsListCommand : AsyncCommand<ClientsListCommand.Setti
                     RoundsParticipated = c.RoundsParticipated,
                     ClientVersion = c.ClientVersion,
                     CertificateSha256 = c.CertificateSha256,
+                    Population = c.Population.Length == 0 ? null : c.Population,
+                    Epsilon = c.Epsilon,
+                    Delta = c.Population.Length == 0 ? (double?)null : c.Delta,
+                    PrivacyUnit = c.PrivacyUnit,
+                    Adjacency = c.Adjacency,
                 }).ToArray(),
             });
             return CliRunner.Ok;
         }
-        Table table = AdminOutput.Table("client", "available", "last seen", "rounds", "version", "certificate sha256");
+        Table table = AdminOutput.Table("client", "available", "last seen", "rounds", "population", "epsilon", "version", "certificate sha256");
         foreach (ClientInfo c in response.Clients)
         {
+            string epsilon = c.Population.Length == 0 ? "0" : $"{AdminOutput.Number(c.Epsilon)} {AdminOutput.StatedFor(c.Delta, c.PrivacyUnit, c.Adjacency)}";
             table.AddRow(Markup.Escape(c.ClientId), c.Available ? "yes" : "no", AdminOutput.Time(c.LastSeenAt) ?? "",
-                c.RoundsParticipated.ToString(CultureInfo.InvariantCulture), Markup.Escape(c.ClientVersion), c.CertificateSha256[..Math.Min(16, c.CertificateSha256.Length)]);
+                c.RoundsParticipated.ToString(CultureInfo.InvariantCulture), Markup.Escape(c.Population.Length == 0 ? "-" : c.Population), Markup.Escape(epsilon),
+                Markup.Escape(c.ClientVersion), c.CertificateSha256[..Math.Min(16, c.CertificateSha256.Length)]);
         }
         AdminOutput.Terminal().Write(table);
         Console.Out.WriteLine($"{response.Clients.Count} client(s)");

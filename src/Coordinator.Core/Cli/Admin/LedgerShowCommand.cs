@@ -46,20 +46,22 @@ internal sealed class LedgerShowCommand : AsyncCommand<LedgerShowCommand.Setting
                     ClipNorm = e.ClipNorm,
                     Participants = e.Participants,
                     ChargedAt = AdminOutput.Time(e.ChargedAt),
+                    PrivacyUnit = e.PrivacyUnit,
+                    Adjacency = e.Adjacency,
                 }).ToArray(),
             });
             return CliRunner.Ok;
         }
-        Table table = AdminOutput.Table("#", "run", "round", "population", "epsilon after", "+epsilon", "delta", "mechanism", "z", "C", "participants", "charged at");
+        Table table = AdminOutput.Table("#", "run", "round", "population", "epsilon after", "+epsilon", "delta", "unit", "mechanism", "z", "C", "participants", "charged at");
         foreach (LedgerEntry e in response.Entries)
         {
             table.AddRow(
                 e.Sequence.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.RunId), e.Round.ToString(CultureInfo.InvariantCulture), Markup.Escape(e.Population),
-                AdminOutput.Number(e.EpsilonAfter), AdminOutput.Number(e.EpsilonDelta), AdminOutput.Number(e.Delta), WireNames.Mechanism(e.Mechanism),
+                AdminOutput.Number(e.EpsilonAfter), AdminOutput.Number(e.EpsilonDelta), AdminOutput.Number(e.Delta), $"{e.PrivacyUnit}, {e.Adjacency}", WireNames.Mechanism(e.Mechanism),
                 AdminOutput.Number(e.NoiseMultiplier), AdminOutput.Number(e.ClipNorm), e.Participants.ToString(CultureInfo.InvariantCulture), AdminOutput.Time(e.ChargedAt) ?? "");
         }
         AdminOutput.Terminal().Write(table);
-        Console.Out.WriteLine($"{response.Entries.Count} charge(s)");
+        Console.Out.WriteLine($"{response.Entries.Count} charge(s); epsilon after: the run's own epsilon at its delta (a population's total is 'budget show', composed per RDP order)");
         return CliRunner.Ok;
     }
 }

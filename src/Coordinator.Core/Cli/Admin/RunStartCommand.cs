@@ -1,3 +1,4 @@
+using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Spectre.Console;
@@ -70,6 +71,10 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
                 PlannedEpsilon = started.PlannedEpsilon,
                 NoiseMultiplier = started.NoiseMultiplier,
                 Delta = plan.Delta,
+                PrivacyUnit = started.PrivacyUnit,
+                Adjacency = started.Adjacency,
+                Mechanism = WireNames.Mechanism(plan.Mechanism),
+                EpsilonReserved = started.EpsilonReserved,
                 Rounds = plan.Rounds,
                 ClientsPerRound = plan.ClientsPerRound,
                 Population = plan.Population.Length == 0 ? "default" : plan.Population,
@@ -80,7 +85,9 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             AdminOutput.Terminal().Write(AdminOutput.Properties(
             [
                 ("run", started.RunId),
-                ("planned epsilon", $"{AdminOutput.Number(started.PlannedEpsilon)} at delta {AdminOutput.Number(plan.Delta)} after {plan.Rounds} rounds"),
+                ("planned epsilon", $"{AdminOutput.Number(started.PlannedEpsilon)} {AdminOutput.StatedFor(plan.Delta, started.PrivacyUnit, started.Adjacency)}, after {plan.Rounds} rounds"),
+                ("mechanism", WireNames.Mechanism(plan.Mechanism)),
+                ("population reserved", $"{AdminOutput.Number(started.EpsilonReserved)} of its budget now reserved by running runs (this one included)"),
                 ("noise multiplier", AdminOutput.Number(started.NoiseMultiplier)),
                 ("population", plan.Population.Length == 0 ? "default" : plan.Population),
             ]));
