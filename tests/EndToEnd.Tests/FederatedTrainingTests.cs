@@ -1,3 +1,4 @@
+using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
 using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
@@ -177,7 +178,12 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
             {
                 for (int i = 0; i < reader.FieldCount; i++)
                 {
-                    if (reader.GetValue(i) is byte[] blob)
+                    if (reader.GetValue(i) is byte[] rdp && reader.GetName(i).Contains("rdp", StringComparison.Ordinal))
+                    {
+                        // RDP vectors of the ledgers (RdpBlob: each order and its value), whatever the model's size.
+                        Assert.Equal(2 * RdpOrders.Default.Count * sizeof(double), rdp.Length);
+                    }
+                    else if (reader.GetValue(i) is byte[] blob)
                     {
                         // Signatures, plans and audit entries are small; one client's masked vector (512 ring elements) is 2 KiB.
                         Assert.True(blob.Length < 2048, $"{table}.{reader.GetName(i)} holds a {blob.Length}-byte blob");
