@@ -18,13 +18,15 @@ using Xunit.Abstractions;
 namespace Federated.EndToEnd.Tests;
 
 /// <summary>
-/// The product end to end: a coordinator run started over the admin service, three edge workers training a tiny
+/// The product end to end: a coordinator run started over the admin service, five edge workers training a tiny
 /// Llama on private non-IID text, distributed Skellam noise under SecAgg+, two rounds over mutual TLS.
 /// </summary>
 public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
 {
-    // Two rounds at replace-one (sensitivity 2 Delta, twice the zero-out price's) cost epsilon 78 at the run's delta 1e-6,
-    // inside the clients' per-run limit of 100 at theirs; z = 0.15 (the zero-out era's) would cost about 190.
+    // Two rounds at replace-one (sensitivity 2 Delta) cost epsilon 78 at the run's delta 1e-6, inside the clients' per-run
+    // limit of 100. With t = n the noise on the mean has norm z C sqrt(512) / n against a clipped signal of at most C: with
+    // three clients (2.6 C) the eval loss fell by 0.006 in one CI run and by 0.08 to 0.15 in most; five clients (1.6 C)
+    // fell by 0.08 to 0.14 in four runs.
     private const double NoiseMultiplier = 0.35;
     private const double ClipNorm = 1.0;
 
@@ -33,10 +35,12 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         ["alice"] = ["the cat sat on the mat", "the cat ate the fish", "a cat naps in the sun", "the cat saw a mouse"],
         ["bob"] = ["the dog ran in the park", "a dog digs in the yard", "the dog barks at night", "the dog found a stick"],
         ["carol"] = ["the bird flew over the tree", "a bird sings at dawn", "the bird built a nest", "the bird ate a seed"],
+        ["dave"] = ["the cat sleeps on the bed", "a cat plays with yarn", "the cat drank the milk", "the cat hid in a box"],
+        ["erin"] = ["the dog chased the ball", "a dog sleeps by the door", "the dog ate the bone", "the dog swam in the lake"],
     };
 
     [Fact]
-    public async Task TwoRounds_ThreeTrainingClients_AdapterChangesEvalLossFallsNoUpdateStoredEpsilonAsAccounted()
+    public async Task TwoRounds_FiveTrainingClients_AdapterChangesEvalLossFallsNoUpdateStoredEpsilonAsAccounted()
     {
         string model = Path.Combine(coordinator.Root, "tiny");
         int vocab = ByteLevelTokenizerWriter.Write(model);
@@ -53,9 +57,9 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
         var plan = new RunPlan
         {
-            BaseModel = model, LoraRank = 2, Rounds = 2, ClientsPerRound = 3, LocalSteps = 30, LearningRate = 0.02,
-            // t = n: the three clients' noise together is exactly the planned z C (with t < n it would be sqrt(n / t) times more).
-            ClipNorm = ClipNorm, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = NoiseMultiplier, Delta = 1e-6, MinSurvivors = 3,
+            BaseModel = model, LoraRank = 2, Rounds = 2, ClientsPerRound = 5, LocalSteps = 30, LearningRate = 0.02,
+            // t = n: the five clients' noise together is exactly the planned z C (with t < n it would be sqrt(n / t) times more).
+            ClipNorm = ClipNorm, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = NoiseMultiplier, Delta = 1e-6, MinSurvivors = 5,
         };
         plan.TargetModules.Add("q_proj");
         plan.TargetModules.Add("v_proj");
@@ -69,7 +73,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         Assert.All(results, r => Assert.True(r.Participated, $"round {r.Round} declined: {r.Message}"));
         IReadOnlyList<LedgerRecord> ledger = coordinator.Host.State.Ledger.List(started.RunId, null);
         Assert.Equal(2, ledger.Count);
-        Assert.All(ledger, l => Assert.Equal(3, l.Participants));
+        Assert.All(ledger, l => Assert.Equal(5, l.Participants));
         Assert.Equal(started.PlannedEpsilon, ledger[^1].EpsilonAfter, 1e-9);
 
         // Mean eval loss of the clients on their own held-out text: base (B = 0) versus the final global adapter.
