@@ -1,4 +1,7 @@
 using System.ComponentModel;
+using Federated.Training.Lora;
+using Federated.Training.Model;
+using Federated.Training.Precision;
 using Federated.Training.Trainer;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -36,6 +39,22 @@ internal abstract class LocalDataSettings : CommandSettings
     [Description("Skip malformed JSONL lines (each reported) instead of stopping at the first.")]
     public bool SkipMalformed { get; init; }
 
+    [CommandOption("--precision <P>")]
+    [Description("Matmul precision against the frozen weights: auto (bf16 where the device has native bf16 matmul, else fp32), fp32, bf16 or fp16 (default auto).")]
+    public string Precision { get; init; } = "auto";
+
+    [CommandOption("--quantize <Q>")]
+    [Description("Frozen base weights as none, int8 (per-channel absmax) or nf4 (QLoRA's 4-bit NormalFloat) (default none).")]
+    public string Quantize { get; init; } = "none";
+
+    [CommandOption("--checkpoint-activations")]
+    [Description("Recompute each decoder layer in backward (less memory, about a third more compute). Default: on when the kept activations would outweigh the weights.")]
+    public bool CheckpointActivations { get; init; }
+
+    [CommandOption("--no-checkpoint-activations")]
+    [Description("Keep every layer's activations for backward.")]
+    public bool NoCheckpointActivations { get; init; }
+
     [CommandOption("--json")]
     [Description("Print machine-readable JSON instead of text.")]
     public bool Json { get; init; }
@@ -51,6 +70,27 @@ internal abstract class LocalDataSettings : CommandSettings
         {
             return ValidationResult.Error($"--device '{Device}' is not one of {string.Join(", ", TrainingDevice.Choices)}");
         }
+        if (!PrecisionChoices.PrecisionNames.Contains(Precision.ToLowerInvariant()))
+        {
+            return ValidationResult.Error($"--precision '{Precision}' is not one of {string.Join(", ", PrecisionChoices.PrecisionNames)}");
+        }
+        if (!PrecisionChoices.QuantizationNames.Contains(Quantize.ToLowerInvariant()))
+        {
+            return ValidationResult.Error($"--quantize '{Quantize}' is not one of {string.Join(", ", PrecisionChoices.QuantizationNames)}");
+        }
+        if (CheckpointActivations && NoCheckpointActivations)
+        {
+            return ValidationResult.Error("--checkpoint-activations and --no-checkpoint-activations exclude each other");
+        }
         return ValidationResult.Success();
     }
+
+    /// <summary>How to hold and run the model for a workload of these flags' batch size and sequence length.</summary>
+    public ModelLoadOptions LoadOptions(int sequenceLength, LoraSettings? lora) => new()
+    {
+        Precision = PrecisionChoices.ParsePrecision(Precision),
+        Quantization = PrecisionChoices.ParseQuantization(Quantize),
+        CheckpointActivations = CheckpointActivations ? true : NoCheckpointActivations ? false : null,
+        Workload = new TrainingWorkload(BatchSize, sequenceLength, lora),
+    };
 }

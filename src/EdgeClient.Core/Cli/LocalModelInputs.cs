@@ -2,6 +2,7 @@ using System.Text.Json;
 using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Peft;
+using Federated.Training.Precision;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
 using TorchSharp;
@@ -111,15 +112,26 @@ internal static class LocalModelInputs
     }
 
     /// <summary>Loads the weights; a missing or mis-shaped tensor file is a usage error naming it.</summary>
-    public static LlamaForCausalLM RequireModel(string modelDirectory, torch.Device device)
+    public static LlamaForCausalLM RequireModel(string modelDirectory, torch.Device device) =>
+        RequireModel(modelDirectory, device, ModelLoadOptions.Float32);
+
+    /// <summary>
+    /// Loads the weights as the options say; a precision or quantization the device cannot run names its flag, and a model
+    /// that will not fit says the estimated memory and the flags that would make it fit, before any weight is read.
+    /// </summary>
+    public static LlamaForCausalLM RequireModel(string modelDirectory, torch.Device device, ModelLoadOptions options)
     {
         try
         {
-            return LlamaForCausalLM.FromPretrained(modelDirectory, device);
+            return LlamaForCausalLM.FromPretrained(modelDirectory, device, options);
         }
-        catch (Exception ex) when (ex is IOException or InvalidDataException)
+        catch (Exception ex) when (ex is IOException or InvalidDataException or ModelMemoryException)
         {
             throw new UsageException($"--model: {ex.Message}");
+        }
+        catch (UnsupportedPrecisionException ex)
+        {
+            throw new UsageException($"--{ex.Option}: {ex.Message}");
         }
     }
 

@@ -109,13 +109,13 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         (JsonlDataset dataset, int padId) = LocalModelInputs.RequireDataset(settings, config, maxLength, cancellationToken);
 
         var device = LocalModelInputs.RequireDevice(settings.Device);
-        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device);
         var lora = new LoraSettings(
             Rank: settings.Rank,
             Alpha: settings.Alpha ?? 2.0 * settings.Rank,
             TargetModules: settings.TargetList,
             InitSeed: settings.Seed,
             FreezeA: settings.FreezeA);
+        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device, settings.LoadOptions(maxLength, lora));
         model.AddLora(lora);
         // Examples are shuffled into batches once (seeded); the trainer then visits the batches in a seeded order per epoch.
         IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId,
