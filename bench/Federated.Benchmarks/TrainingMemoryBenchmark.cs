@@ -119,7 +119,7 @@ internal sealed partial class TrainingMemoryBenchmark : IBenchmarkSuite
             {
                 ["shape"] = shape,
                 ["variant"] = variant,
-                ["error"] = $"child exited {process.ExitCode}: {error.Result.Trim().Split('\n').LastOrDefault()}",
+                ["error"] = $"child exited {process.ExitCode}: {error.Result.Trim().Split('\n').FirstOrDefault()}",
             };
         }
     }

@@ -133,7 +133,8 @@ internal static class TrainingMemoryChild
     private static long Status(string field)
     {
         string line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(field + ":", StringComparison.Ordinal));
-        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        // "VmHWM:\t    2032 kB": a tab, then the value padded with spaces to 8 digits (none left from 10 GB on).
+        return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 
     /// <summary>Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+), so training gets its own peak.</summary>
