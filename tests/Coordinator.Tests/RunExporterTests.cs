@@ -160,6 +160,27 @@ public sealed class RunExporterTests : IDisposable
     }
 
     [Fact]
+    public void Export_RunWithNothingReleased_RefusedAndNothingWritten()
+    {
+        var plan = new RunPlan
+        {
+            BaseModel = _baseModel, LoraRank = 2, Rounds = 3, ClientsPerRound = 3, LocalSteps = 5, LearningRate = 0.01,
+            ClipNorm = 1.5, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 0.9, Delta = 1e-6,
+        };
+        plan.TargetModules.Add("q_proj");
+        string initial = _store.Put(_adapter.Serialize(), RunId, 0);
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        _state.Runs.Create(RunId, plan.ToByteArray(), "default", 2.5, 0.9, initial, "engineer");
+
+        var ex = Assert.Throws<RunExportException>(() => Exporter().Export(RunId, _dir.File("out")));
+
+        Assert.False(ex.NotFound);
+        Assert.Contains("has released no round", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("0 of 3 rounds", ex.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(_dir.File("out")));
+    }
+
+    [Fact]
     public void Export_UnknownRun_NotFound()
     {
         var ex = Assert.Throws<RunExportException>(() => Exporter().Export("run-ffffffffffffffff", _dir.File("none")));

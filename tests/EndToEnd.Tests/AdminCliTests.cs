@@ -421,6 +421,13 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Contains("signature verified", output, StringComparison.Ordinal);
         Assert.Contains("over 1 released rounds", output, StringComparison.Ordinal);
         Assert.All(PeftAdapter.Load(exportDir).Adapter.OnlyB().Flatten(), b => Assert.Equal(0.125f, b));
+
+        // A run that released nothing holds the untrained initial adapter: its export is refused, and nothing is written.
+        string orphanExport = Path.Combine(coordinator.Root, "export-orphan");
+        (code, _, error) = await AsAsync("engineer", "run", "export", orphan, "--out", orphanExport);
+        Assert.Equal(1, code);
+        Assert.Contains("has released no round", error, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(orphanExport) && Directory.EnumerateFileSystemEntries(orphanExport).Any());
     }
 
     [Fact]

@@ -83,6 +83,12 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         RunPlan plan = RunPlan.Parser.ParseFrom(run.Plan);
         string baseModelSha256 = BaseModelSha256(plan.BaseModel);
         IReadOnlyList<LedgerRecord> ledger = state.Ledger.List(runId, population: null);
+        if (ledger.Count == 0)
+        {
+            // The stored adapter is still the initial one (B = 0): exporting it would hand out an untrained model as the run's.
+            throw new RunExportException(
+                $"run '{runId}' has released no round ({WireNames.State(run.State)}, 0 of {plan.Rounds} rounds), so its adapter is the untrained initial one; export it once a round is released");
+        }
         bool created = !Directory.Exists(directory);
         Directory.CreateDirectory(directory);
         try
