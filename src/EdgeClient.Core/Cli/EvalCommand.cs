@@ -43,8 +43,8 @@ internal sealed class EvalCommand : AsyncCommand<EvalCommand.Settings>
         (JsonlDataset dataset, int padId) = LocalModelInputs.RequireDataset(settings, config, maxLength, cancellationToken);
 
         var device = LocalModelInputs.RequireDevice(settings.Device);
-        // Evaluation keeps no activations for backward: the memory check counts the weights only.
-        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device, settings.LoadOptions(maxLength, null) with { Workload = null });
+        // Evaluation keeps no activations for backward: no workload, so the memory check counts the weights only.
+        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device, settings.LoadOptions(workload: null));
         if (settings.Adapter is not null)
         {
             LocalModelInputs.RequireAdapter(model, settings.Adapter);

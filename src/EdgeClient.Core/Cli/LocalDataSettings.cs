@@ -1,5 +1,4 @@
 using System.ComponentModel;
-using Federated.Training.Lora;
 using Federated.Training.Model;
 using Federated.Training.Precision;
 using Federated.Training.Trainer;
@@ -85,12 +84,12 @@ internal abstract class LocalDataSettings : CommandSettings
         return ValidationResult.Success();
     }
 
-    /// <summary>How to hold and run the model for a workload of these flags' batch size and sequence length.</summary>
-    public ModelLoadOptions LoadOptions(int sequenceLength, LoraSettings? lora) => new()
+    /// <summary>How to hold and run the model; <paramref name="workload"/> (null for evaluation) sizes the memory check.</summary>
+    public ModelLoadOptions LoadOptions(TrainingWorkload? workload) => new()
     {
         Precision = PrecisionChoices.ParsePrecision(Precision),
         Quantization = PrecisionChoices.ParseQuantization(Quantize),
         CheckpointActivations = CheckpointActivations ? true : NoCheckpointActivations ? false : null,
-        Workload = new TrainingWorkload(BatchSize, sequenceLength, lora),
+        Workload = workload,
     };
 }

@@ -115,7 +115,8 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             TargetModules: settings.TargetList,
             InitSeed: settings.Seed,
             FreezeA: settings.FreezeA);
-        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device, settings.LoadOptions(maxLength, lora));
+        var workload = new TrainingWorkload(settings.BatchSize, maxLength, lora);
+        using LlamaForCausalLM model = LocalModelInputs.RequireModel(modelDirectory, device, settings.LoadOptions(workload));
         model.AddLora(lora);
         // Examples are shuffled into batches once (seeded); the trainer then visits the batches in a seeded order per epoch.
         IReadOnlyList<TokenBatch> batches = TokenBatcher.Batches(dataset.Examples, settings.BatchSize, padId,
