@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Text.Json.Nodes;
+using Federated.TestKit;
 using Federated.Training.Data;
 using Federated.Training.Lora;
 using Federated.Training.Model;
@@ -130,12 +130,8 @@ internal static class TrainingMemoryChild
     }
 
     /// <summary>A /proc/self/status field in bytes (VmRSS: now; VmHWM: the peak since start or the last reset).</summary>
-    private static long Status(string field)
-    {
-        string line = File.ReadLines("/proc/self/status").First(l => l.StartsWith(field + ":", StringComparison.Ordinal));
-        // "VmHWM:\t    2032 kB": a tab, then the value padded with spaces to 8 digits (none left from 10 GB on).
-        return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-    }
+    private static long Status(string field) =>
+        ProcStatus.Bytes("/proc/self/status", field) ?? throw new InvalidOperationException($"/proc/self/status has no {field} line");
 
     /// <summary>Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+), so training gets its own peak.</summary>
     private static bool ResetPeak()

@@ -144,7 +144,7 @@ public sealed class DotnetProcess : IDisposable
         return _process.WorkingSet64;
     }
 
-    /// <summary>The kernel's high-water mark of the resident set (Linux VmHWM, "VmHWM:\t   2032 kB"); -1 where unavailable.</summary>
+    /// <summary>The kernel's high-water mark of the resident set (Linux VmHWM); -1 where unavailable.</summary>
     public long PeakResidentBytes()
     {
         string status = $"/proc/{_process.Id}/status";
@@ -152,8 +152,7 @@ public sealed class DotnetProcess : IDisposable
         {
             return -1;
         }
-        string? line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-        return line is null ? -1 : 1024 * long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        return ProcStatus.Bytes(status, "VmHWM") ?? -1;
     }
 
     public void Dispose()
