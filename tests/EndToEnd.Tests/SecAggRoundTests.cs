@@ -83,6 +83,67 @@ public sealed class SecAggRoundTests(CoordinatorFixture coordinator) : IClassFix
     }
 
     [Fact]
+    public async Task DeclineRound_TwiceAfterAdvertisingOrWithABadReplayRound_RefusedAndEachDeclineRecordedOnce()
+    {
+        string[] names = ["alice", "bob", "carol", "dave"];
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("decline-run", 4, names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: TimeSpan.FromSeconds(60)));
+        using var stop = new CancellationTokenSource();
+        var connections = new List<(EdgeIdentity Identity, CoordinatorConnection Connection)>();
+        try
+        {
+            foreach (string name in names)
+            {
+                var identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
+                connections.Add((identity, new CoordinatorConnection(coordinator.Address, identity)));
+            }
+            CoordinatorConnection alice = connections[0].Connection, bob = connections[1].Connection, carol = connections[2].Connection;
+            Task Decline(CoordinatorConnection c, DeclineReason reason, ulong lastCharged = 0) => c.Edge.DeclineRoundAsync(
+                new DeclineRoundRequest { Round = round.Ref, Reason = reason, Rule = "test", Detail = "declined by the test", LastChargedRound = lastCharged }, c.Call(CancellationToken.None)).ResponseAsync;
+
+            await Decline(alice, DeclineReason.Policy);
+            var twice = await Assert.ThrowsAsync<RpcException>(() => Decline(alice, DeclineReason.Busy));
+            // A replay decline moves the run's numbering forward only, and only with a replay reason.
+            var backwards = await Assert.ThrowsAsync<RpcException>(() => Decline(carol, DeclineReason.ReplayedRound, lastCharged: 3));
+            var tooFar = await Assert.ThrowsAsync<RpcException>(() => Decline(carol, DeclineReason.ReplayedRound, lastCharged: 4 + 100_001));
+            var stray = await Assert.ThrowsAsync<RpcException>(() => Decline(carol, DeclineReason.Policy, lastCharged: 9));
+            await Decline(carol, DeclineReason.ReplayedRound, lastCharged: 9);
+            // Bob advertises his keys (the call waits for the roster); from then on leaving is a dropout, not a decline.
+            await bob.RegisterAsync(new RegisterRequest { ClientVersion = "test", Device = "cpu" }, CancellationToken.None);
+            var participant = new SecAggParticipant(bob, "bob");
+            RoundManifest manifest = await participant.FetchManifestAsync(round.Ref, CancellationToken.None);
+            Task advertising = participant.ParticipateAsync(manifest, (_, _) => Task.FromResult(new uint[Length]), stop.Token);
+            while (!round.HasSubmitted("bob"))
+            {
+                Assert.False(advertising.IsCompleted, advertising.Exception?.ToString());
+                await Task.Delay(20);
+            }
+            var late = await Assert.ThrowsAsync<RpcException>(() => Decline(bob, DeclineReason.Busy));
+
+            Assert.Equal(StatusCode.FailedPrecondition, twice.StatusCode);
+            Assert.Equal(StatusCode.InvalidArgument, backwards.StatusCode);
+            Assert.Equal(StatusCode.InvalidArgument, tooFar.StatusCode);
+            Assert.Equal(StatusCode.InvalidArgument, stray.StatusCode);
+            Assert.Equal(StatusCode.FailedPrecondition, late.StatusCode);
+            Assert.Equal(9, round.ReplayedUpTo);
+            var declines = coordinator.Host.State.Audit.Read(1, 100_000).Entries
+                .Where(e => e.CanonicalJson.Contains("\"round.decline\"", StringComparison.Ordinal) && e.CanonicalJson.Contains("decline-run", StringComparison.Ordinal))
+                .ToList();
+            Assert.Equal(2, declines.Count);
+            Assert.Contains(declines, e => e.CanonicalJson.Contains("\"reason\":\"ReplayedRound\"", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            coordinator.Host.Rounds.Finish(round);
+            foreach ((EdgeIdentity identity, CoordinatorConnection connection) in connections)
+            {
+                connection.Dispose();
+                identity.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task Manifest_SignedByCoordinator_VerifiesAndNamesThisClient()
     {
         SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("manifest-run", 2, ["alice", "erin"], Length, 32, Degree: 1, Threshold: 2, StageTimeout: TimeSpan.FromSeconds(30)));

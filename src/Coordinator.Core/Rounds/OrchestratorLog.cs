@@ -19,4 +19,7 @@ internal static partial class OrchestratorLog
 
     [LoggerMessage(Level = LogLevel.Information, Message = "run {RunId} resumed after {Released} of {Planned} released rounds from adapter {AdapterSha256}")]
     public static partial void RunResumed(ILogger logger, string runId, int released, int planned, string adapterSha256);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "participants of round {Round} of run {RunId} were already charged for rounds up to {UpTo} (a replay: was the coordinator's state restored from an older backup?); the next round is numbered {Next}")]
+    public static partial void RoundsReplayed(ILogger logger, string runId, int round, long upTo, int next);
 }

@@ -21,6 +21,9 @@ internal enum RoundOutcome
     Skipped,
 }
 
+/// <summary>How a round ended, and the highest round of the run a participant declined it as a replay of (null: none).</summary>
+internal readonly record struct RoundResult(RoundOutcome Outcome, long? ReplayedUpTo = null);
+
 /// <summary>
 /// Drives one round of a run: selects the participants, opens a SecAgg+ round with its instructions (signed into each
 /// manifest), decodes the modular sum (with the central noise added first in central mode) into the mean update, applies
@@ -31,7 +34,7 @@ internal sealed class RoundDriver(
     CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, ClientSelection selection, OrchestratorSettings settings, TimeProvider time, ILogger logger)
 {
     /// <summary>One round: released (and charged), failed (nothing released or charged) or skipped (too few sampled).</summary>
-    public async Task<RoundOutcome> RunAsync(RunTracker run, int number, int releasedBefore, CancellationToken cancellationToken)
+    public async Task<RoundResult> RunAsync(RunTracker run, int number, int releasedBefore, CancellationToken cancellationToken)
     {
         AcceptedRun accepted = run.Accepted;
         RunPlan plan = accepted.Plan;
@@ -39,6 +42,16 @@ internal sealed class RoundDriver(
         if (plan.SamplingRate > 0)
         {
             selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, accepted.Population, cancellationToken);
+            int majority = 2 * accepted.Threshold - 1;
+            if (selected.Count > majority)
+            {
+                // Every participant checks t > k/2 (two survivor sets told to different clients must overlap): a larger
+                // sample keeps a uniformly random 2t - 1 of its members. The price claims no amplification from the sample
+                // (it is public), so trimming it changes no epsilon.
+                string[] shuffled = [.. selected];
+                RandomNumberGenerator.Shuffle(shuffled.AsSpan());
+                selected = shuffled[..majority];
+            }
             if (selected.Count < accepted.Threshold || selected.Count > RunPlanValidation.MaxClientsPerRound)
             {
                 // Decided on the sample's size alone, before anyone trains: nothing is released and nothing charged.
@@ -47,7 +60,7 @@ internal sealed class RoundDriver(
                 state.Rounds.Fail(accepted.RunId, number, reason);
                 run.Skipped(number, selected.Count);
                 OrchestratorLog.RoundSkipped(logger, accepted.RunId, number, reason);
-                return RoundOutcome.Skipped;
+                return new RoundResult(RoundOutcome.Skipped);
             }
         }
         else
@@ -92,10 +105,10 @@ internal sealed class RoundDriver(
                 state.Rounds.Fail(accepted.RunId, number, ex.Message);
                 run.End(RoundStage.Failed);
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
-                return RoundOutcome.Failed;
+                return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo);
             }
             Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count), epsilonAfter);
-            return RoundOutcome.Released;
+            return new RoundResult(RoundOutcome.Released, round.ReplayedUpTo);
         }
         catch (OperationCanceledException)
         {

@@ -68,9 +68,9 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
         return manifest;
     }
 
-    public void Decline(SecAggRound round, string clientId)
+    public void Decline(SecAggRound round, string clientId, long? lastChargedRound = null)
     {
-        round.Decline(round.IndexOf(clientId));
+        round.Decline(round.IndexOf(clientId), lastChargedRound);
         _invitations.TryRemove(new KeyValuePair<string, RoundRef>(clientId, round.Ref));
     }
 

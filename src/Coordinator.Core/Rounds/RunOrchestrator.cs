@@ -266,7 +266,16 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             while (released < (int)accepted.Plan.Rounds)
             {
                 number++;
-                switch (await _driver.RunAsync(run, number, released, cancellationToken))
+                RoundResult result = await _driver.RunAsync(run, number, released, cancellationToken);
+                if (result.ReplayedUpTo is { } upTo && upTo > number)
+                {
+                    // Participants were already charged for later rounds of this run (the state was restored from an older
+                    // backup, say): they refuse to upload twice for one round, so the run moves past the rounds they paid for.
+                    int next = (int)Math.Min(upTo, int.MaxValue - 1);
+                    OrchestratorLog.RoundsReplayed(_logger, accepted.RunId, number, upTo, next + 1);
+                    number = next;
+                }
+                switch (result.Outcome)
                 {
                     case RoundOutcome.Released:
                         released++;

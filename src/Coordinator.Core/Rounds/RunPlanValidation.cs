@@ -89,6 +89,12 @@ internal static class RunPlanValidation
         return plan.SamplingRate > 0 ? MaxClientsPerRound : (int)plan.ClientsPerRound;
     }
 
+    /// <summary>
+    /// The smallest threshold for <paramref name="clients"/> participants: above half of them (and at least 2), so two
+    /// survivor sets a coordinator could tell different clients always share a member (Bonawitz et al. 2017, section 4).
+    /// </summary>
+    public static int MinThreshold(int clients) => Math.Max(2, clients / 2 + 1);
+
     /// <summary>The threshold a fixed count of <paramref name="clients"/> gets when min_survivors is not set: about two thirds, at least 2.</summary>
     public static int DefaultThreshold(int clients) => Math.Max(2, (clients * 2 + 2) / 3);
 
@@ -105,9 +111,10 @@ internal static class RunPlanValidation
         }
         int n = (int)plan.ClientsPerRound;
         int threshold = plan.MinSurvivors == 0 ? DefaultThreshold(n) : (int)plan.MinSurvivors;
-        if (threshold < 2 || threshold > n)
+        if (threshold < MinThreshold(n) || threshold > n)
         {
-            throw new InvalidPlanException($"min_survivors {threshold} is invalid: use 2..clients_per_round ({n})");
+            throw new InvalidPlanException(
+                $"min_survivors {threshold} is invalid: use {MinThreshold(n)}..clients_per_round ({n}); the threshold must be above half the participants (t > k/2), which every client checks");
         }
         return threshold;
     }

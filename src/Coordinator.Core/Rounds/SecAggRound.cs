@@ -27,6 +27,7 @@ internal sealed class SecAggRound : IDisposable
     private HashSet<int> _expected;
     private ITimer? _deadline;
     private RoundStage _stage = RoundStage.AdvertiseKeys;
+    private long? _replayedUpTo;
 
     public SecAggRound(SecAggRoundPlan plan, byte[] graphSeed, TimeProvider time)
     {
@@ -130,13 +131,40 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
-    public void Decline(int index)
+    /// <summary>
+    /// The highest round of this run that a participant declined this one as a replay of (it was already charged for that
+    /// round); null when none did. The run's next round is numbered after it.
+    /// </summary>
+    public long? ReplayedUpTo
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _replayedUpTo;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Records a participant's decline: once per participant, and only before it advertised its keys (after that its
+    /// keys are in peers' rosters and leaving is a dropout). <paramref name="lastChargedRound"/> is set for a replay decline.
+    /// </summary>
+    public void Decline(int index, long? lastChargedRound = null)
     {
         lock (_gate)
         {
-            if (_stage != RoundStage.AdvertiseKeys)
+            if (_declined.Contains(index))
             {
-                throw new ProtocolStageException($"round {Plan.Round} is past the point where a participant can decline");
+                throw new DuplicateMessageException($"participant {index} already declined round {Plan.Round}; a decline is recorded once");
+            }
+            if (_stage != RoundStage.AdvertiseKeys || _submitted.Contains(index))
+            {
+                throw new ProtocolStageException($"round {Plan.Round} is past the point where this participant can decline (it advertised its keys)");
+            }
+            if (lastChargedRound is { } last)
+            {
+                _replayedUpTo = Math.Max(_replayedUpTo ?? 0, last);
             }
             _declined.Add(index);
             _expected.Remove(index);

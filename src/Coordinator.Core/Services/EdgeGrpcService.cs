@@ -22,6 +22,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
     private const int MaxDeviceLength = 16;
     private const int MaxDeclineDetailLength = 256;
     private const int MaxDeclineRuleLength = 64;
+    private const long MaxReplaySkip = 100_000;
 
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
@@ -73,7 +74,22 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"rule must be 0..{MaxDeclineRuleLength} characters of a-z, 0-9 and _"));
         }
         SecAggRound round = rounds.Find(request.Round);
-        rounds.Decline(round, caller.Name);
+        long? lastCharged = null;
+        if (request.Reason == DeclineReason.ReplayedRound)
+        {
+            // A client's claim moves the run's numbering forward, never back, and only within a bound (no overflow).
+            if (request.LastChargedRound < (ulong)round.Plan.Round || request.LastChargedRound > (ulong)round.Plan.Round + MaxReplaySkip)
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument,
+                    $"last_charged_round {request.LastChargedRound} is invalid for a replayed round {round.Plan.Round}: use {round.Plan.Round}..{round.Plan.Round + MaxReplaySkip}"));
+            }
+            lastCharged = (long)request.LastChargedRound;
+        }
+        else if (request.LastChargedRound != 0)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "last_charged_round is only set with DECLINE_REASON_REPLAYED_ROUND"));
+        }
+        rounds.Decline(round, caller.Name, lastCharged);
         // Durable before the reply: the decline and the client's rule are on the audit chain.
         state.Rounds.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);

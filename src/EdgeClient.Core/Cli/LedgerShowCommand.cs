@@ -44,20 +44,25 @@ internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(settings.Ledger);
         if (settings.Json)
         {
-            Console.WriteLine(ledger.ToJson(policy.Delta));
+            Console.WriteLine(ledger.ToJson(policy.Delta, DateTimeOffset.UtcNow));
             return CliRunner.Ok;
         }
 
         string F(double v) => v.ToString("0.###", CultureInfo.InvariantCulture);
+        // Worst case: this machine's own noise share alone (every other participant a sybil); unbounded for central noise.
+        string W(double v) => double.IsFinite(v) ? F(v) : "unbounded";
         double lifetime = ledger.Spent(policy.Delta).Epsilon;
         AnsiConsole.MarkupLine($"Lifetime epsilon [bold]{F(lifetime)}[/] of {F(policy.MaxEpsilonLifetime)} at delta {policy.Delta:g3} " +
-            $"({PrivacyUnitNames.Client}-level, {PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency)}), {ledger.Charges.Count} rounds.");
+            $"({PrivacyUnitNames.Client}-level, {PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency)}), {ledger.Charges.Count} rounds; " +
+            $"worst case (own noise share only) {W(ledger.WorstCaseEpsilon(policy.Delta))}.");
         var table = new Table().AddColumn("run").AddColumn(new TableColumn("rounds").RightAligned())
-            .AddColumn(new TableColumn("epsilon").RightAligned()).AddColumn(new TableColumn("of").RightAligned()).AddColumn("last round");
+            .AddColumn(new TableColumn("epsilon").RightAligned()).AddColumn(new TableColumn("of").RightAligned())
+            .AddColumn(new TableColumn("worst case").RightAligned()).AddColumn(new TableColumn("last round").RightAligned()).AddColumn("charged");
         foreach (IGrouping<string, LocalCharge> run in ledger.Charges.GroupBy(c => c.RunId))
         {
             table.AddRow(Markup.Escape(run.Key), run.Count().ToString(CultureInfo.InvariantCulture), F(ledger.Spent(policy.Delta, run.Key).Epsilon),
-                F(policy.MaxEpsilonPerRun), run.Max(c => c.ChargedAt).ToString("u", CultureInfo.InvariantCulture));
+                F(policy.MaxEpsilonPerRun), W(ledger.WorstCaseEpsilon(policy.Delta, run.Key)), run.Max(c => c.Round).ToString(CultureInfo.InvariantCulture),
+                run.Max(c => c.ChargedAt).ToString("u", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);
         return CliRunner.Ok;

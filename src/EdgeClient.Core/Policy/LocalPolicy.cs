@@ -32,6 +32,21 @@ public sealed record LocalPolicy
     /// <summary>Largest epsilon all runs together may ever spend on this machine's data.</summary>
     public required double MaxEpsilonLifetime { get; init; }
 
+    /// <summary>Largest epsilon all runs together may spend on this machine's data in any 30 days (rolling); null: no such cap.</summary>
+    public double? MaxEpsilonPer30Days { get; init; }
+
+    /// <summary>
+    /// Largest worst-case epsilon one run may spend: priced from this machine's own noise share alone, what is left if
+    /// every other participant of its rounds is the coordinator's sybil (central noise: unbounded). Null: no cap.
+    /// </summary>
+    public double? MaxWorstCaseEpsilonPerRun { get; init; }
+
+    /// <summary>Largest worst-case epsilon all runs together may ever spend (see <see cref="MaxWorstCaseEpsilonPerRun"/>); null: no cap.</summary>
+    public double? MaxWorstCaseEpsilonLifetime { get; init; }
+
+    /// <summary>Smallest SecAgg+ threshold t a round may use (on top of t > k/2, which every round must meet).</summary>
+    public int MinThreshold { get; init; } = 2;
+
     /// <summary>Smallest noise multiplier z accepted.</summary>
     public required double MinNoiseMultiplier { get; init; }
 
@@ -110,6 +125,15 @@ public sealed record LocalPolicy
         {
             throw new PolicyFileException($"{path}: max_epsilon_per_run ({perRun}) exceeds max_epsilon_lifetime ({lifetime})");
         }
+        double? Optional(double? value, string key, double max) => value is null ? null : Required(value, key, 0, max, minExclusive: true);
+        double? per30Days = Optional(json.MaxEpsilonPer30Days, "max_epsilon_per_30_days", 1000);
+        double? worstRun = Optional(json.MaxWorstCaseEpsilonPerRun, "max_worst_case_epsilon_per_run", 10_000);
+        double? worstLifetime = Optional(json.MaxWorstCaseEpsilonLifetime, "max_worst_case_epsilon_lifetime", 100_000);
+        if (worstRun is { } wr && worstLifetime is { } wl && wr > wl)
+        {
+            throw new PolicyFileException($"{path}: max_worst_case_epsilon_per_run ({wr}) exceeds max_worst_case_epsilon_lifetime ({wl})");
+        }
+        int minThreshold = json.MinThreshold is null ? 2 : RequiredInt(json.MinThreshold, "min_threshold", 2, 1_000_000);
         double minNoise = Required(json.MinNoiseMultiplier, "min_noise_multiplier", 0, 100, minExclusive: false);
         int maxRank = RequiredInt(json.MaxRank, "max_rank", 1, 1024);
         int maxRounds = RequiredInt(json.MaxRoundsPerDay, "max_rounds_per_day", 0, 100_000);
@@ -144,6 +168,10 @@ public sealed record LocalPolicy
             Delta = delta,
             MaxEpsilonPerRun = perRun,
             MaxEpsilonLifetime = lifetime,
+            MaxEpsilonPer30Days = per30Days,
+            MaxWorstCaseEpsilonPerRun = worstRun,
+            MaxWorstCaseEpsilonLifetime = worstLifetime,
+            MinThreshold = minThreshold,
             MinNoiseMultiplier = minNoise,
             AllowedMechanisms = allowed.Distinct().ToArray(),
             AllowedTargetModules = modules.Distinct(StringComparer.Ordinal).ToArray(),
@@ -177,6 +205,15 @@ public sealed record LocalPolicy
         public double? MaxEpsilonLifetime { get; init; }
 
         public double? MinNoiseMultiplier { get; init; }
+
+        [JsonPropertyName("max_epsilon_per_30_days")]
+        public double? MaxEpsilonPer30Days { get; init; }
+
+        public double? MaxWorstCaseEpsilonPerRun { get; init; }
+
+        public double? MaxWorstCaseEpsilonLifetime { get; init; }
+
+        public double? MinThreshold { get; init; }
 
         public string[]? AllowedMechanisms { get; init; }
 

@@ -8,6 +8,8 @@ namespace Federated.EdgeClient.Policy;
 /// price the round as the coordinator does.</param>
 /// <param name="SamplingRate">The Poisson rate at which this client was sampled; 1 when it was picked by count,
 /// since then no amplification by sampling can be claimed.</param>
+/// <param name="Participants">k: the round's SecAgg+ participants, as the manifest names them.</param>
+/// <param name="Threshold">t: the round's SecAgg+ threshold, the fewest survivors whose sum is released.</param>
 internal sealed record RoundTerms(
     string RunId,
     long Round,
@@ -17,10 +19,14 @@ internal sealed record RoundTerms(
     IReadOnlyList<string> TargetModules,
     int Rank,
     string CoordinatorCertificateSha256,
+    int Participants,
+    int Threshold,
     PrivacyPlanParameters? Plan = null);
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
-internal sealed record PolicyDecision(bool Accepted, string? Rule, string Message)
+/// <param name="LastChargedRound">With <see cref="LocalPolicyGate.ReplayedRoundRule"/>: the last round of the run this
+/// machine was charged for.</param>
+internal sealed record PolicyDecision(bool Accepted, string? Rule, string Message, long? LastChargedRound = null)
 {
     public static PolicyDecision Accept(string message) => new(true, null, message);
 
@@ -34,7 +40,36 @@ internal sealed record PolicyDecision(bool Accepted, string? Rule, string Messag
 /// </summary>
 public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledger, TimeProvider time)
 {
+    /// <summary>The rule a round is declined by when this machine was already charged for it or a later round of its run.</summary>
+    public const string ReplayedRoundRule = "replayed_round";
+
+    /// <summary>The rules whose decline is a budget decline (the rest are policy declines).</summary>
+    internal static readonly IReadOnlySet<string> BudgetRules = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "max_epsilon_per_run", "max_epsilon_lifetime", "max_epsilon_per_30_days", "max_worst_case_epsilon_per_run", "max_worst_case_epsilon_lifetime",
+    };
+
     private readonly object _gate = new();
+
+    /// <summary>
+    /// Refuses a round this machine was already charged for, or one numbered at or below the last round of its run it was
+    /// charged for: a coordinator that re-invites a round (a lie, or a restored backup of its state) would otherwise get a
+    /// second, independently noised release of the same data for one charge. Round numbers of a run only increase.
+    /// </summary>
+    internal PolicyDecision? CheckReplay(string runId, long round)
+    {
+        lock (_gate)
+        {
+            return ReplayOf(runId, round);
+        }
+    }
+
+    private PolicyDecision? ReplayOf(string runId, long round) =>
+        ledger.LastRound(runId) is { } last && round <= last
+            ? new PolicyDecision(false, ReplayedRoundRule,
+                $"run {runId} round {round} is not after round {last}, the last round of this run this machine was charged for; it never uploads twice for one round",
+                last)
+            : null;
 
     internal PolicyDecision Check(RoundTerms terms)
     {
@@ -50,10 +85,7 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
         ArgumentNullException.ThrowIfNull(terms);
         lock (_gate)
         {
-            if (ledger.IsCharged(terms.RunId, terms.Round))
-            {
-                return PolicyDecision.Accept($"run {terms.RunId} round {terms.Round} was already charged");
-            }
+            // A round already charged is refused like any replay (never a second upload for one charge).
             PolicyDecision decision = Evaluate(terms);
             if (decision.Accepted)
             {
@@ -66,6 +98,11 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
     private PolicyDecision Evaluate(RoundTerms terms)
     {
         string F(double v) => v.ToString("0.####", CultureInfo.InvariantCulture);
+
+        if (ReplayOf(terms.RunId, terms.Round) is { } replay)
+        {
+            return replay;
+        }
 
         if (policy.CoordinatorCertificateSha256 is { } pin
             && !string.Equals(pin, terms.CoordinatorCertificateSha256, StringComparison.OrdinalIgnoreCase))
@@ -96,6 +133,17 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
         {
             return PolicyDecision.Decline("max_rank", $"LoRA rank {terms.Rank} is outside 1..{policy.MaxRank}");
         }
+        // t > k/2: two survivor sets of t that a coordinator tells different participants must overlap, so it cannot
+        // collect both the self-mask seed and the mask key of one client (Bonawitz et al. 2017, section 4).
+        if (terms.Participants < 1 || 2L * terms.Threshold <= terms.Participants || terms.Threshold > terms.Participants)
+        {
+            return PolicyDecision.Decline("threshold_majority",
+                $"the round's threshold t = {terms.Threshold} is not above half its {terms.Participants} participants (t > k/2 is required)");
+        }
+        if (terms.Threshold < policy.MinThreshold)
+        {
+            return PolicyDecision.Decline("min_threshold", $"the round's threshold t = {terms.Threshold} is below the minimum {policy.MinThreshold}");
+        }
         int today = ledger.RoundsInDayBefore(time.GetUtcNow());
         if (today >= policy.MaxRoundsPerDay)
         {
@@ -114,8 +162,34 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             return PolicyDecision.Decline("max_epsilon_lifetime",
                 $"this machine would reach lifetime epsilon {F(lifetimeEpsilon)} at delta {policy.Delta:g3} (maximum {F(policy.MaxEpsilonLifetime)})");
         }
+        if (policy.MaxEpsilonPer30Days is { } monthCap)
+        {
+            double month = ledger.Spent(policy.Delta, plus: charge, since: charge.ChargedAt.AddDays(-30)).Epsilon;
+            if (month > monthCap)
+            {
+                return PolicyDecision.Decline("max_epsilon_per_30_days",
+                    $"this machine would reach epsilon {F(month)} over the last 30 days at delta {policy.Delta:g3} (maximum {F(monthCap)})");
+            }
+        }
+        // The worst case: this machine's own noise share alone, as if every other participant were the coordinator's sybil.
+        string W(double v) => double.IsFinite(v) ? F(v) : "unbounded (central noise is the coordinator's alone)";
+        double worstRun = ledger.WorstCaseEpsilon(policy.Delta, terms.RunId, charge);
+        if (policy.MaxWorstCaseEpsilonPerRun is { } worstRunCap && !(worstRun <= worstRunCap))
+        {
+            return PolicyDecision.Decline("max_worst_case_epsilon_per_run",
+                $"run {terms.RunId} would reach worst-case epsilon {W(worstRun)} at delta {policy.Delta:g3} from this machine's own noise share (maximum {F(worstRunCap)})");
+        }
+        if (policy.MaxWorstCaseEpsilonLifetime is { } worstLifetimeCap)
+        {
+            double worstLifetime = ledger.WorstCaseEpsilon(policy.Delta, plus: charge);
+            if (!(worstLifetime <= worstLifetimeCap))
+            {
+                return PolicyDecision.Decline("max_worst_case_epsilon_lifetime",
+                    $"this machine would reach lifetime worst-case epsilon {W(worstLifetime)} at delta {policy.Delta:g3} (maximum {F(worstLifetimeCap)})");
+            }
+        }
         return PolicyDecision.Accept(
-            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)}, lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}");
+            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)} (worst case {W(worstRun)}), lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}");
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>

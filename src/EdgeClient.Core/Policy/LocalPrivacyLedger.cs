@@ -33,6 +33,7 @@ public sealed class LocalPrivacyLedger : IDisposable
     private readonly List<LocalCharge> _charges = [];
     private readonly IReadOnlyList<double> _orders = RdpOrders.Default;
     private readonly Dictionary<object, double[]> _rdpCache = [];
+    private readonly Dictionary<object, double[]?> _ownShareCache = [];
 
     // Columns added after the first release of the ledger file; a file without them is migrated in place. The skellam_*
     // columns hold the plan of either mechanism (their name is from when only distributed rounds kept it).
@@ -98,17 +99,52 @@ public sealed class LocalPrivacyLedger : IDisposable
         }
     }
 
-    /// <summary>Epsilon at <paramref name="delta"/> of every charge, or of one run's charges.</summary>
-    internal PrivacySpent Spent(double delta, string? runId = null, LocalCharge? plus = null)
+    /// <summary>Epsilon at <paramref name="delta"/> of every charge, or of one run's charges, or of those charged after <paramref name="since"/>.</summary>
+    internal PrivacySpent Spent(double delta, string? runId = null, LocalCharge? plus = null, DateTimeOffset? since = null)
     {
         var accountant = new RdpAccountant(_orders);
         // Rounds with the same parameters compose as one RDP vector times their count, as the coordinator composes a
         // run's rounds, so both sides reach the same epsilon for the same rounds.
-        foreach (var group in _charges.Where(c => runId is null || c.RunId == runId).Append(plus).OfType<LocalCharge>().GroupBy(Key))
+        foreach (var group in Select(runId, plus, since).GroupBy(Key))
         {
             accountant.Compose(RoundRdp(group.Key), group.Count());
         }
         return accountant.GetEpsilon(delta);
+    }
+
+    /// <summary>
+    /// The worst-case epsilon at <paramref name="delta"/>: every distributed round priced from this machine's own noise
+    /// share alone (<see cref="PrivacyPlan.OwnShareRoundRdp"/>), what remains if all other participants were the
+    /// coordinator's sybils and left their noise out. Infinity when a charge has no own noise (central Gaussian: the
+    /// coordinator adds all of it) or predates the ledger keeping the plan (its threshold is unknown).
+    /// </summary>
+    internal double WorstCaseEpsilon(double delta, string? runId = null, LocalCharge? plus = null)
+    {
+        var accountant = new RdpAccountant(_orders);
+        foreach (var group in Select(runId, plus, since: null).GroupBy(Key))
+        {
+            if (OwnShareRdp(group.Key) is not { } rdp)
+            {
+                return double.PositiveInfinity;
+            }
+            accountant.Compose(rdp, group.Count());
+        }
+        return accountant.GetEpsilon(delta).Epsilon;
+    }
+
+    private IEnumerable<LocalCharge> Select(string? runId, LocalCharge? plus, DateTimeOffset? since) =>
+        _charges.Append(plus).OfType<LocalCharge>().Where(c => (runId is null || c.RunId == runId) && (since is null || c.ChargedAt > since));
+
+    private double[]? OwnShareRdp(object key)
+    {
+        if (!_ownShareCache.TryGetValue(key, out double[]? rdp))
+        {
+            rdp = key is PrivacyPlanParameters { Mechanism: PrivacyMechanism.DistributedSkellam } plan
+                ? PrivacyPlan.Create(plan, _orders).OwnShareRoundRdp()
+                : null;
+            _ownShareCache[key] = rdp;
+        }
+        return rdp;
     }
 
     // What one round's RDP depends on: the plan (one round; its delta does not enter the RDP), or a legacy row's z.
@@ -133,6 +169,9 @@ public sealed class LocalPrivacyLedger : IDisposable
     private const double PlaceholderDelta = 1e-5;
 
     public bool IsCharged(string runId, long round) => _charges.Any(c => c.RunId == runId && c.Round == round);
+
+    /// <summary>The highest round of <paramref name="runId"/> this machine was charged for; null when none.</summary>
+    public long? LastRound(string runId) => _charges.Where(c => c.RunId == runId).Select(c => (long?)c.Round).Max();
 
     /// <summary>Rounds charged in the 24 hours before <paramref name="now"/>.</summary>
     public int RoundsInDayBefore(DateTimeOffset now) => _charges.Count(c => c.ChargedAt > now.AddDays(-1) && c.ChargedAt <= now);
@@ -174,13 +213,29 @@ public sealed class LocalPrivacyLedger : IDisposable
     }
 
     /// <summary>The ledger as JSON-ready rows, for `edge-client ledger show`.</summary>
-    public string ToJson(double delta) => JsonSerializer.Serialize(new
+    public string ToJson(double delta, DateTimeOffset now) => JsonSerializer.Serialize(new
     {
         delta,
         privacy_unit = PrivacyUnitNames.Client,
         adjacency = PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency),
         epsilon_lifetime = Spent(delta).Epsilon,
-        runs = _charges.GroupBy(c => c.RunId).Select(g => new { run_id = g.Key, rounds = g.Count(), epsilon = Spent(delta, g.Key).Epsilon }),
+        // worst_case_epsilon null: unbounded (a central-noise round, whose noise is the coordinator's alone, or a row
+        // written before the ledger kept the round's plan).
+        lifetime = new
+        {
+            epsilon = Spent(delta).Epsilon,
+            worst_case_epsilon = Finite(WorstCaseEpsilon(delta)),
+            epsilon_last_30_days = Spent(delta, since: now.AddDays(-30)).Epsilon,
+            rounds = _charges.Count,
+        },
+        runs = _charges.GroupBy(c => c.RunId).Select(g => new
+        {
+            run_id = g.Key,
+            rounds = g.Count(),
+            last_round = g.Max(c => c.Round),
+            epsilon = Spent(delta, g.Key).Epsilon,
+            worst_case_epsilon = Finite(WorstCaseEpsilon(delta, g.Key)),
+        }),
         charges = _charges.Select(c => new
         {
             run_id = c.RunId,
@@ -196,6 +251,8 @@ public sealed class LocalPrivacyLedger : IDisposable
             charged_at = c.ChargedAt,
         }),
     });
+
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     public void Dispose() => _connection.Dispose();
 

@@ -49,6 +49,11 @@ public sealed class EdgeRoundWorker(
         ArgumentNullException.ThrowIfNull(invitation);
         RoundManifest manifest = await Participant.FetchManifestAsync(invitation, cancellationToken);
         RoundRef round = manifest.Round;
+        // Before anything is downloaded or trained: a round this machine already paid for (or an earlier one) is a replay.
+        if (gate.CheckReplay(round.RunId, round.Round) is { } replay)
+        {
+            return await DeclineAsync(round, DeclineReason.ReplayedRound, replay.Rule!, replay.Message, cancellationToken, replay.LastChargedRound);
+        }
         if (manifest.Dp is null || manifest.GlobalAdapter is null || manifest.LocalSteps is 0 or > 100_000
             || !(manifest.LearningRate is > 0 and < 1) || !(manifest.Dp.ClipNorm > 0) || !(manifest.Dp.NoiseMultiplier > 0)
             || manifest.Dp.RotationSeed.Length != 32)
@@ -107,12 +112,13 @@ public sealed class EdgeRoundWorker(
         // The ledger prices the round with the same plan the coordinator charges: Skellam RDP for distributed noise, the
         // discrete Gaussian's for central noise, both at replace-one; sampling rate 1: the sample is public.
         var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
-            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), privacy.Parameters);
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold, privacy.Parameters);
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
         {
-            return await DeclineAsync(round, decision.Rule == "max_epsilon_per_run" || decision.Rule == "max_epsilon_lifetime" ? DeclineReason.Budget : DeclineReason.Policy,
-                decision.Rule!, decision.Message, cancellationToken);
+            DeclineReason reason = decision.Rule == LocalPolicyGate.ReplayedRoundRule ? DeclineReason.ReplayedRound
+                : LocalPolicyGate.BudgetRules.Contains(decision.Rule!) ? DeclineReason.Budget : DeclineReason.Policy;
+            return await DeclineAsync(round, reason, decision.Rule!, decision.Message, cancellationToken, decision.LastChargedRound);
         }
 
         if (model.Lora is not null)
@@ -160,11 +166,13 @@ public sealed class EdgeRoundWorker(
         return (trained.FlatDelta(), trained.FirstLoss, trained.LastLoss);
     }
 
-    private async Task<RoundWorkResult> DeclineAsync(RoundRef round, DeclineReason reason, string rule, string message, CancellationToken cancellationToken)
+    private async Task<RoundWorkResult> DeclineAsync(RoundRef round, DeclineReason reason, string rule, string message, CancellationToken cancellationToken,
+        long? lastChargedRound = null)
     {
         // The coordinator takes at most 256 characters of detail.
         string detail = $"{rule}: {message}";
-        await Participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken);
+        await Participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken,
+            (ulong)(lastChargedRound ?? 0));
         Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
         return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
     }

@@ -90,8 +90,9 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     }
 
     /// <summary>Declines a round, for example because its manifest breaks the local policy.</summary>
-    public async Task DeclineAsync(RoundRef round, DeclineReason reason, string rule, string detail, CancellationToken cancellationToken) =>
-        await connection.Edge.DeclineRoundAsync(new DeclineRoundRequest { Round = round, Reason = reason, Rule = rule, Detail = detail }, connection.Call(cancellationToken));
+    public async Task DeclineAsync(RoundRef round, DeclineReason reason, string rule, string detail, CancellationToken cancellationToken, ulong lastChargedRound = 0) =>
+        await connection.Edge.DeclineRoundAsync(
+            new DeclineRoundRequest { Round = round, Reason = reason, Rule = rule, Detail = detail, LastChargedRound = lastChargedRound }, connection.Call(cancellationToken));
 
     /// <summary>
     /// Writes a masked vector as upload chunks that are slices of it (no copy of its d elements), each as large as

@@ -30,7 +30,7 @@ public sealed class LocalPolicyGateTests : IDisposable
     private static PrivacyPlanParameters Plan(double z) => new(PrivacyMechanism.DistributedSkellam, 512, 5, 4, 32, 1.0, z, 1, 1e-5);
 
     private static RoundTerms Terms(string run = "run-1", long round = 1, double z = 10.0, double q = 1.0) =>
-        new(run, round, NoiseMechanismKind.DistributedSkellam, z, q, ["q_proj", "v_proj"], 8, Pin, double.IsFinite(z) && z > 0 ? Plan(z) : null);
+        new(run, round, NoiseMechanismKind.DistributedSkellam, z, q, ["q_proj", "v_proj"], 8, Pin, 5, 4, double.IsFinite(z) && z > 0 ? Plan(z) : null);
 
     private string LedgerPath => Path.Combine(_dir, LocalPrivacyLedger.FileName);
 
@@ -76,7 +76,7 @@ public sealed class LocalPolicyGateTests : IDisposable
     }
 
     [Fact]
-    public void Ledger_ClientRestart_KeepsChargesAndCountsARepeatOnce()
+    public void Ledger_ClientRestart_KeepsChargesAndRefusesTheSameRoundAgain()
     {
         using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath))
         {
@@ -88,11 +88,122 @@ public sealed class LocalPolicyGateTests : IDisposable
         using LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(LedgerPath);
         var again = new LocalPolicyGate(s_policy, reopened, _time);
         PrivacySpent before = reopened.Spent(1e-5);
-        Assert.True(again.ChargeBeforeUpload(Terms(round: 2)).Accepted);
+        PolicyDecision repeat = again.ChargeBeforeUpload(Terms(round: 2));
 
+        // A second upload for one charge would be a second, independently noised release of the same data.
+        Assert.False(repeat.Accepted);
+        Assert.Equal(LocalPolicyGate.ReplayedRoundRule, repeat.Rule);
+        Assert.Equal(2, repeat.LastChargedRound);
         Assert.Equal(2, reopened.Charges.Count);
         Assert.Equal(before.Epsilon, reopened.Spent(1e-5).Epsilon);
         Assert.Equal(PrivacyPlan.Create(Plan(10.0) with { Rounds = 2 }).Epsilon.Epsilon, before.Epsilon, 12);
+    }
+
+    [Fact]
+    public void Check_RoundNotAfterTheLastCharged_DeclinesAsReplayNamingTheLastRound()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy, ledger, _time);
+        foreach (long round in new long[] { 1, 2, 5 })
+        {
+            Assert.True(gate.ChargeBeforeUpload(Terms(round: round)).Accepted);
+        }
+
+        // A restored coordinator re-running round 3 (never charged here, but below round 5) and round 5 itself.
+        foreach (long replayed in new long[] { 3, 5 })
+        {
+            PolicyDecision decision = gate.Check(Terms(round: replayed));
+            Assert.False(decision.Accepted);
+            Assert.Equal(LocalPolicyGate.ReplayedRoundRule, decision.Rule);
+            Assert.Equal(5, decision.LastChargedRound);
+            Assert.Contains("round 5", decision.Message, StringComparison.Ordinal);
+            Assert.Equal(5, gate.CheckReplay("run-1", replayed)!.LastChargedRound);
+        }
+        Assert.True(gate.Check(Terms(round: 6)).Accepted);
+        Assert.Null(gate.CheckReplay("run-1", 6));
+        // Numbering is per run: another run starts at its own round 1.
+        Assert.True(gate.Check(Terms(run: "run-2", round: 1)).Accepted);
+        Assert.Equal(3, ledger.Charges.Count);
+    }
+
+    [Theory]
+    [InlineData(8, 4, "threshold_majority")]
+    [InlineData(8, 9, "threshold_majority")]
+    [InlineData(0, 0, "threshold_majority")]
+    [InlineData(5, 3, "min_threshold")]
+    [InlineData(5, 4, null)]
+    public void Check_Threshold_MustBeAboveHalfTheParticipantsAndTheLocalMinimum(int participants, int threshold, string? rule)
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy with { MinThreshold = 4 }, ledger, _time);
+
+        PolicyDecision decision = gate.Check(Terms() with { Participants = participants, Threshold = threshold });
+
+        Assert.Equal(rule, decision.Rule);
+        Assert.Equal(rule is null, decision.Accepted);
+    }
+
+    [Fact]
+    public void Check_SybilRound_WorstCaseFromTheOwnNoiseShareAloneIsCappedWhileTheDistributedEpsilonIsNot()
+    {
+        // t = 100 of 100 at z = 40: the t shares together give a small epsilon, one share alone (variance V/t) a large one.
+        var plan = new PrivacyPlanParameters(PrivacyMechanism.DistributedSkellam, 512, 100, 100, 32, 1.0, 40, 1, 1e-5);
+        RoundTerms terms = Terms(z: 40) with { Participants = 100, Threshold = 100, Plan = plan };
+        PrivacyPlan priced = PrivacyPlan.Create(plan);
+        double distributed = priced.Epsilon.Epsilon;
+        double ownShare = RdpAnalysis.Epsilon(priced.Orders, priced.OwnShareRoundRdp()!, 1e-5).Epsilon;
+        Assert.True(ownShare > 5 * distributed, $"own share {ownShare} vs distributed {distributed}");
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var capped = new LocalPolicyGate(s_policy with { MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 100, MaxWorstCaseEpsilonPerRun = (ownShare + distributed) / 2 }, ledger, _time);
+
+        PolicyDecision decision = capped.ChargeBeforeUpload(terms);
+
+        Assert.True(distributed < (ownShare + distributed) / 2);
+        Assert.False(decision.Accepted);
+        Assert.Equal("max_worst_case_epsilon_per_run", decision.Rule);
+        Assert.Empty(ledger.Charges);
+        // Under a cap above the own-share price the round is charged, and the ledger reports both epsilons.
+        var roomy = new LocalPolicyGate(s_policy with { MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 100, MaxWorstCaseEpsilonPerRun = ownShare * 1.01 }, ledger, _time);
+        Assert.True(roomy.ChargeBeforeUpload(terms).Accepted);
+        Assert.Equal(distributed, ledger.Spent(1e-5, "run-1").Epsilon, 9);
+        Assert.Equal(ownShare, ledger.WorstCaseEpsilon(1e-5, "run-1"), 9);
+    }
+
+    [Fact]
+    public void Check_CentralNoiseUnderAWorstCaseCap_DeclinesAsUnbounded()
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy with
+        {
+            AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam, NoiseMechanismKind.CentralGaussian],
+            MaxWorstCaseEpsilonLifetime = 1000,
+        }, ledger, _time);
+        RoundTerms central = Terms() with
+        {
+            Mechanism = NoiseMechanismKind.CentralGaussian,
+            Plan = Plan(10.0) with { Mechanism = PrivacyMechanism.CentralGaussian },
+        };
+
+        PolicyDecision decision = gate.Check(central);
+
+        Assert.Equal("max_worst_case_epsilon_lifetime", decision.Rule);
+        Assert.Contains("unbounded", decision.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Check_RollingThirtyDayCap_DeclinesUntilOldChargesLeaveTheWindow()
+    {
+        double oneRound = PrivacyPlan.Create(Plan(10.0)).Epsilon.Epsilon;
+        double twoRounds = PrivacyPlan.Create(Plan(10.0) with { Rounds = 2 }).Epsilon.Epsilon;
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy with { MaxEpsilonPerRun = 5, MaxEpsilonPer30Days = (oneRound + twoRounds) / 2 }, ledger, _time);
+        Assert.True(gate.ChargeBeforeUpload(Terms(round: 1)).Accepted);
+        _time.Advance(TimeSpan.FromDays(20));
+
+        Assert.Equal("max_epsilon_per_30_days", gate.Check(Terms(round: 2)).Rule);
+        _time.Advance(TimeSpan.FromDays(10) + TimeSpan.FromSeconds(1));
+        Assert.True(gate.ChargeBeforeUpload(Terms(run: "run-2", round: 1)).Accepted);
+        Assert.Equal(oneRound, ledger.Spent(1e-5, since: _time.GetUtcNow().AddDays(-30)).Epsilon, 12);
     }
 
     [Fact]

@@ -28,6 +28,9 @@ public sealed class LocalPolicyTests : IDisposable
     [InlineData("\"allowed_target_modules\": [\"lm_head\"]", "allowed_target_modules has unknown 'lm_head'")]
     [InlineData("\"coordinator_certificate_sha256\": \"abc\"", "coordinator_certificate_sha256 must be 64 hex digits")]
     [InlineData("\"max_epsilon\": 3", "max_epsilon")]
+    [InlineData("\"min_threshold\": 1", "min_threshold = 1 is outside [2, 1000000]")]
+    [InlineData("\"max_epsilon_per_30_days\": 0", "max_epsilon_per_30_days = 0 is outside (0, 1000]")]
+    [InlineData("\"max_worst_case_epsilon_per_run\": -1", "max_worst_case_epsilon_per_run = -1 is outside (0, 10000]")]
     public void Load_BadValue_NamesTheKey(string replacement, string expected)
     {
         string path = WritePolicy(replacement);
@@ -35,6 +38,20 @@ public sealed class LocalPolicyTests : IDisposable
         var ex = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
 
         Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Load_OptionalCaps_AreReadAndDefaultToNone()
+    {
+        LocalPolicy none = LocalPolicy.Load(WritePolicy(null));
+        Assert.Equal((null, null, null, 2), (none.MaxEpsilonPer30Days, none.MaxWorstCaseEpsilonPerRun, none.MaxWorstCaseEpsilonLifetime, none.MinThreshold));
+
+        string path = WritePolicy("\"max_epsilon_per_30_days\": 6");
+        File.WriteAllText(path, File.ReadAllText(path).TrimEnd('}')
+            + ", \"max_worst_case_epsilon_per_run\": 20, \"max_worst_case_epsilon_lifetime\": 50, \"min_threshold\": 3}");
+        LocalPolicy all = LocalPolicy.Load(path);
+
+        Assert.Equal((6.0, 20.0, 50.0, 3), (all.MaxEpsilonPer30Days, all.MaxWorstCaseEpsilonPerRun, all.MaxWorstCaseEpsilonLifetime, all.MinThreshold));
     }
 
     [Fact]
@@ -68,9 +85,9 @@ public sealed class LocalPolicyTests : IDisposable
             var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
             for (int round = 1; round <= 3; round++)
             {
-                Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "")).Accepted);
+                Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-7", round, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "", 3, 2)).Accepted);
             }
-            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-8", 1, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "",
+            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-8", 1, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "", 5, 4,
                 new Aggregation.Privacy.PrivacyPlanParameters(Aggregation.Privacy.PrivacyMechanism.DistributedSkellam, 512, 5, 4, 32, 1.0, 8.0, 1, 1e-5))).Accepted);
         }
 
@@ -88,6 +105,17 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal(JsonValueKind.Null, charges[0].GetProperty("skellam").ValueKind);
         Assert.Equal(512, charges[3].GetProperty("skellam").GetProperty("dimension").GetInt32());
         Assert.Equal(4, charges[3].GetProperty("skellam").GetProperty("min_clients").GetInt32());
+        // Worst case (own noise share alone): unbounded (null) for rows without their plan, the own-share price for a plan.
+        Assert.Equal(JsonValueKind.Null, run.GetProperty("worst_case_epsilon").ValueKind);
+        Assert.Equal(JsonValueKind.Null, json.RootElement.GetProperty("lifetime").GetProperty("worst_case_epsilon").ValueKind);
+        JsonElement planned = json.RootElement.GetProperty("runs")[1];
+        Assert.Equal(1, planned.GetProperty("last_round").GetInt64());
+        var plan = Aggregation.Privacy.PrivacyPlan.Create(new Aggregation.Privacy.PrivacyPlanParameters(Aggregation.Privacy.PrivacyMechanism.DistributedSkellam, 512, 5, 4, 32, 1.0, 8.0, 1, 1e-6));
+        double ownShare = Aggregation.Privacy.RdpAnalysis.Epsilon(plan.Orders, plan.OwnShareRoundRdp()!, 1e-6).Epsilon;
+        Assert.Equal(ownShare, planned.GetProperty("worst_case_epsilon").GetDouble(), 9);
+        Assert.Equal(plan.Epsilon.Epsilon, planned.GetProperty("epsilon").GetDouble(), 9);
+        Assert.True(ownShare > plan.Epsilon.Epsilon);
+        Assert.Equal(json.RootElement.GetProperty("epsilon_lifetime").GetDouble(), json.RootElement.GetProperty("lifetime").GetProperty("epsilon").GetDouble());
     }
 
     [Fact]

@@ -153,9 +153,10 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
 
         if (AdminArguments.OptionalInteger(settings.MinSurvivors, "--min-survivors", 2, 1000) is { } survivors)
         {
-            if (plan.ClientsPerRound != 0 && survivors > plan.ClientsPerRound)
+            if (plan.ClientsPerRound != 0 && (survivors > plan.ClientsPerRound || survivors < RunPlanValidation.MinThreshold((int)plan.ClientsPerRound)))
             {
-                throw new UsageException($"--min-survivors must be in 2..{plan.ClientsPerRound} (--clients-per-round), got {survivors}");
+                throw new UsageException(
+                    $"--min-survivors must be in {RunPlanValidation.MinThreshold((int)plan.ClientsPerRound)}..{plan.ClientsPerRound} (above half of --clients-per-round, at most all), got {survivors}");
             }
             plan.MinSurvivors = survivors;
         }
