@@ -10,7 +10,8 @@ public sealed record ClientSessionState(
     IReadOnlyList<int> RosterNeighbours,
     IReadOnlyList<int> MaskingPeers,
     bool SharesReceived,
-    bool SharesRevealed);
+    bool SharesRevealed,
+    IReadOnlyList<int> RejectedPeers);
 
 /// <summary>
 /// One client's side of a SecAgg+ round (Bonawitz et al. 2017, Fig. 4, with the neighbour graph of Bell et al.
@@ -34,6 +35,7 @@ public sealed class ClientSession : IDisposable
     private readonly byte[] _selfMaskSeed = new byte[MaskPrg.SeedBytes];
     private readonly Dictionary<int, Peer> _roster = [];
     private readonly SortedDictionary<int, HeldShares> _held = [];
+    private readonly SortedSet<int> _rejected = [];
     private SecAggStage _stage = SecAggStage.AdvertiseKeys;
     private bool _advertised;
     private bool _sharesReceived;
@@ -72,7 +74,9 @@ public sealed class ClientSession : IDisposable
 
     /// <summary>A snapshot of the state.</summary>
     public ClientSessionState State => new(
-        _stage, _id, _neighbours, _roster.Keys.Order().ToArray(), _held.Keys.Where(k => k != _id).ToArray(), _sharesReceived, _revealed);
+        _stage, _id, _neighbours, _roster.Keys.Order().ToArray(), MaskingPeers(), _sharesReceived, _revealed, _rejected.ToArray());
+
+    private int[] MaskingPeers() => [.. _held.Keys.Where(k => k != _id).Concat(_rejected).Order()];
 
     /// <summary>Stage 1: the public keys to send to the server.</summary>
     public AdvertiseKeysMessage AdvertiseKeys()
@@ -201,6 +205,7 @@ public sealed class ClientSession : IDisposable
             throw new MalformedMessageException("forwarded shares message has no share list.");
         }
         var decrypted = new SortedDictionary<int, HeldShares>();
+        var rejected = new SortedSet<int>();
         byte[] plaintext = new byte[SecAggCrypto.SharePlaintextBytes];
         bool success = false;
         try
@@ -224,15 +229,24 @@ public sealed class ClientSession : IDisposable
                     throw new MalformedMessageException(
                         $"ciphertext from client {share.Sender} has {share.Ciphertext?.Length ?? 0} bytes; expected {SecAggCrypto.ShareCiphertextBytes}.");
                 }
+                if (rejected.Contains(share.Sender))
+                {
+                    throw new DuplicateMessageException($"forwarded shares contain two ciphertexts from client {share.Sender}.");
+                }
+                // A peer whose ciphertext fails authentication, or whose shares are not field elements, is a dropout for
+                // this client (it will reveal nothing of that peer), not a reason to leave the round: one hostile peer
+                // must not stop honest clients. Its pairwise mask stays, since it comes from the roster keys alone.
                 if (!SecAggCrypto.TryDecryptShares(peer.ShareKey, _parameters.RunId, _parameters.Round, share.Sender, _id, share.Ciphertext, plaintext))
                 {
-                    throw new ShareAuthenticationException($"ciphertext from client {share.Sender} to client {_id} failed AES-GCM authentication; rejected.");
+                    rejected.Add(share.Sender);
+                    continue;
                 }
                 var held = HeldShares.ReadFrom(plaintext);
                 if (!ShamirSecretSharing.IsWellFormed(held.SeedShare) || !ShamirSecretSharing.IsWellFormed(held.KeyShare))
                 {
                     held.Dispose();
-                    throw new MalformedMessageException($"shares from client {share.Sender} are not canonical field elements.");
+                    rejected.Add(share.Sender);
+                    continue;
                 }
                 decrypted[share.Sender] = held;
             }
@@ -264,6 +278,7 @@ public sealed class ClientSession : IDisposable
         {
             _held[sender] = held;
         }
+        _rejected.UnionWith(rejected);
         _sharesReceived = true;
     }
 
@@ -296,8 +311,9 @@ public sealed class ClientSession : IDisposable
             throw new ArgumentOutOfRangeException(nameof(input), $"input has values outside Z_(2^{_parameters.Bits}).");
         }
 
-        // Pairwise masks with the neighbours whose shares arrived (the server's U2 restricted to them).
-        int[] peers = _held.Keys.Where(k => k != _id).ToArray();
+        // Pairwise masks with the neighbours whose shares the server forwarded (its U2 restricted to them), rejected ones
+        // included: they mask with this client, so the pair's masks cancel in the sum either way.
+        int[] peers = MaskingPeers();
         var seeds = new byte[peers.Length][];
         Parallel.For(0, peers.Length, new ParallelOptions { MaxDegreeOfParallelism = _parallelism }, i =>
         {
@@ -353,7 +369,7 @@ public sealed class ClientSession : IDisposable
         var survivors = new HashSet<int>();
         foreach (int s in request.Survivors)
         {
-            if (!_held.ContainsKey(s))
+            if (!_held.ContainsKey(s) && !_rejected.Contains(s))
             {
                 throw new UnknownParticipantException($"unmask request names survivor {s}, whose shares client {_id} does not hold.");
             }
@@ -365,7 +381,7 @@ public sealed class ClientSession : IDisposable
         var dropped = new HashSet<int>();
         foreach (int s in request.Dropped)
         {
-            if (!_held.ContainsKey(s))
+            if (!_held.ContainsKey(s) && !_rejected.Contains(s))
             {
                 throw new UnknownParticipantException($"unmask request names dropped client {s}, whose shares client {_id} does not hold.");
             }
@@ -382,16 +398,19 @@ public sealed class ClientSession : IDisposable
         {
             throw new MalformedMessageException($"unmask request does not list client {_id} itself as a survivor; refusing to reveal.");
         }
-        if (survivors.Count + dropped.Count != _held.Count)
+        if (survivors.Count + dropped.Count != _held.Count + _rejected.Count)
         {
             throw new MalformedMessageException(
-                $"unmask request covers {survivors.Count + dropped.Count} clients; client {_id} holds shares of {_held.Count} and needs a verdict on each.");
+                $"unmask request covers {survivors.Count + dropped.Count} clients; client {_id} holds shares of {_held.Count} (and rejected {_rejected.Count}) and needs a verdict on each.");
         }
         if (survivors.Count < _parameters.Threshold)
         {
             throw new InsufficientSurvivorsException(
                 $"only {survivors.Count} of client {_id}'s share holders survived, fewer than the threshold {_parameters.Threshold}; nothing revealed.");
         }
+        // Peers whose shares this client rejected get nothing revealed: it holds nothing of theirs.
+        survivors.ExceptWith(_rejected);
+        dropped.ExceptWith(_rejected);
         var seedShares = survivors.Order().Select(s => new RevealedShare(s, (byte[])_held[s].SeedShare.Clone(), (byte[])_held[s].SeedSalt.Clone())).ToList();
         var keyShares = dropped.Order().Select(s => new RevealedShare(s, (byte[])_held[s].KeyShare.Clone(), (byte[])_held[s].KeySalt.Clone())).ToList();
         _revealed = true;

@@ -34,6 +34,7 @@ public sealed class ServerSession : IDisposable
     private readonly SortedSet<int> _u3 = [];
     private readonly Dictionary<int, UnmaskRequestMessage> _requests = [];
     private readonly Dictionary<int, UnmaskResponseMessage> _responses = [];
+    private readonly List<(int Holder, int Owner)> _rejectedShares = [];
     private readonly SortedSet<int> _reconstructedSeeds = [];
     private readonly SortedSet<int> _reconstructedKeys = [];
     private HashSet<int> _u2 = [];
@@ -286,10 +287,16 @@ public sealed class ServerSession : IDisposable
         {
             throw new DuplicateMessageException($"client {message.Sender} already answered the unmask request.");
         }
-        CheckRevealed(message.Sender, message.SelfMaskSeedShares, request.Survivors, SecAggCrypto.ShareKind.SelfMaskSeed);
-        CheckRevealed(message.Sender, message.MaskKeyShares, request.Dropped, SecAggCrypto.ShareKind.MaskKey);
-        _responses[message.Sender] = message;
+        // Only the shares that match their dealer's commitment are kept: a share that does not (a poisoned commitment,
+        // or a holder's lie) is dropped and reported, not the whole response, so one hostile party cannot make the
+        // server refuse an honest holder. Any t verified shares reconstruct a secret.
+        List<RevealedShare> seeds = CheckRevealed(message.Sender, message.SelfMaskSeedShares, request.Survivors, SecAggCrypto.ShareKind.SelfMaskSeed);
+        List<RevealedShare> keys = CheckRevealed(message.Sender, message.MaskKeyShares, request.Dropped, SecAggCrypto.ShareKind.MaskKey);
+        _responses[message.Sender] = message with { SelfMaskSeedShares = seeds, MaskKeyShares = keys };
     }
+
+    /// <summary>Revealed shares the server dropped because they did not match their dealer's commitment: (holder, owner).</summary>
+    public IReadOnlyList<(int Holder, int Owner)> RejectedShares => _rejectedShares;
 
     /// <summary>
     /// Ends stage 4: reconstructs the survivors' self-mask seeds and the dropped clients' mask keys, removes every
@@ -436,13 +443,17 @@ public sealed class ServerSession : IDisposable
         return result;
     }
 
-    private void CheckRevealed(int sender, IReadOnlyList<RevealedShare>? shares, IReadOnlyList<int> expected, SecAggCrypto.ShareKind kind)
+    // A holder may reveal fewer shares than requested (it rejected a hostile dealer's ciphertext and holds nothing of it),
+    // never one that was not requested or two of one owner.
+    private List<RevealedShare> CheckRevealed(int sender, IReadOnlyList<RevealedShare>? shares, IReadOnlyList<int> expected, SecAggCrypto.ShareKind kind)
     {
         string what = kind == SecAggCrypto.ShareKind.SelfMaskSeed ? "self-mask-seed" : "mask-key";
-        if (shares is null || shares.Count != expected.Count)
+        if (shares is null || shares.Count > expected.Count)
         {
-            throw new MalformedMessageException($"client {sender} revealed {shares?.Count ?? 0} {what} shares; {expected.Count} were requested.");
+            throw new MalformedMessageException($"client {sender} revealed {shares?.Count ?? 0} {what} shares; at most {expected.Count} were requested.");
         }
+        var verified = new List<RevealedShare>(shares.Count);
+        var rejected = new List<(int, int)>();
         var wanted = expected.ToHashSet();
         var seen = new HashSet<int>();
         foreach (RevealedShare? share in shares)
@@ -462,11 +473,17 @@ public sealed class ServerSession : IDisposable
             ShareCommitment commitment = _commitments[share.Owner][sender];
             byte[] actual = SecAggCrypto.Commit(_parameters.RunId, _parameters.Round, share.Owner, sender, kind, share.Salt, share.Share);
             byte[] committed = kind == SecAggCrypto.ShareKind.SelfMaskSeed ? commitment.SelfMaskSeedCommitment : commitment.MaskKeyCommitment;
-            if (!CryptographicOperations.FixedTimeEquals(actual, committed))
+            if (CryptographicOperations.FixedTimeEquals(actual, committed))
             {
-                throw new ShareAuthenticationException($"{what} share of client {share.Owner} revealed by client {sender} does not match the dealer's commitment; rejected.");
+                verified.Add(share);
+            }
+            else
+            {
+                rejected.Add((sender, share.Owner));
             }
         }
+        _rejectedShares.AddRange(rejected);
+        return verified;
     }
 
     private HashSet<int> RosterOf(int id) => _graph.NeighboursOf(id).Where(_u1.Contains).ToHashSet();

@@ -22,4 +22,7 @@ internal static partial class OrchestratorLog
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "participants of round {Round} of run {RunId} were already charged for rounds up to {UpTo} (a replay: was the coordinator's state restored from an older backup?); the next round is numbered {Next}")]
     public static partial void RoundsReplayed(ILogger logger, string runId, int round, long upTo, int next);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "round {Round} of run {RunId}: the share of {Owner} revealed by {Holder} did not match {Owner}'s commitment and was dropped (a poisoned commitment or a lying holder)")]
+    public static partial void ShareRejected(ILogger logger, string runId, int round, string holder, string owner);
 }

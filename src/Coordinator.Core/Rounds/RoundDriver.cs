@@ -107,6 +107,11 @@ internal sealed class RoundDriver(
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
                 return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo);
             }
+            foreach ((int holder, int owner) in round.RejectedShares)
+            {
+                // A poisoned commitment or a lying holder: only that share was dropped; the round went on with the others.
+                OrchestratorLog.ShareRejected(logger, accepted.RunId, number, NameOf(round, holder), NameOf(round, owner));
+            }
             Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count), epsilonAfter);
             return new RoundResult(RoundOutcome.Released, round.ReplayedUpTo);
         }
@@ -122,6 +127,9 @@ internal sealed class RoundDriver(
             rounds.Finish(round);
         }
     }
+
+    private static string NameOf(SecAggRound round, int index) =>
+        round.Indices.FirstOrDefault(p => p.Value == index).Key ?? index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The survivors' mean update from the unmasked modular sum (central DP: with the coordinator's noise added in the ring first).</summary>
     private static float[] DecodeMean(PrivacyPlan privacy, byte[] rotationSeed, uint[] sum, int survivors)

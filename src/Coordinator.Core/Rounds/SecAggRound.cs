@@ -113,6 +113,18 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>Revealed shares dropped at unmasking because they did not match their dealer's commitment: (holder, owner) indices.</summary>
+    public IReadOnlyList<(int Holder, int Owner)> RejectedShares
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _session.RejectedShares];
+            }
+        }
+    }
+
     /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
     public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
 

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Security.Cryptography;
+using Federated.Aggregation.SecureAggregation;
 using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
@@ -142,7 +143,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     {
                         await worker.HandleAsync(invitation, ct);
                     }
-                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException) && !ct.IsCancellationRequested)
+                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
                     {
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
                         Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");

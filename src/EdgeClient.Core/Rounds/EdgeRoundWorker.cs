@@ -149,6 +149,11 @@ public sealed class EdgeRoundWorker(
             normBeforeClipping = encoded.NormBeforeClipping;
             return Task.FromResult(encoded.Values);
         }, cancellationToken);
+        if (outcome.RejectedPeers.Count > 0)
+        {
+            // A hostile (or broken) peer: its shares failed authentication here, so it was a dropout for this client.
+            Log?.Invoke($"round {round.Round} of {round.RunId}: rejected the share ciphertexts of participant(s) {string.Join(", ", outcome.RejectedPeers.Select(i => manifest.Participants.FirstOrDefault(p => p.Index == i)?.ClientId ?? i.ToString(System.Globalization.CultureInfo.InvariantCulture)))}; they were dropouts for this client");
+        }
         // The norm stays in this machine's own log: it tells the data holder whether the clip norm bites.
         Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {firstLoss:F4} -> {lastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
         return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, firstLoss, lastLoss, outcome.UploadedBytes);

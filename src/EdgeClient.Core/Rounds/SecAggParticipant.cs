@@ -10,7 +10,10 @@ using ProtoChunk = Federated.Protos.V1.MaskedInputChunk;
 namespace Federated.EdgeClient.Rounds;
 
 /// <summary>How a participant's round ended on its side.</summary>
-internal sealed record ParticipationOutcome(RoundManifest Manifest, ulong UploadedBytes, IReadOnlyList<int> Survivors, IReadOnlyList<int> Dropped);
+/// <param name="RejectedPeers">Peers whose share ciphertexts this client rejected (failed authentication or not field
+/// elements): dropouts for this client, which revealed nothing of them.</param>
+internal sealed record ParticipationOutcome(RoundManifest Manifest, ulong UploadedBytes, IReadOnlyList<int> Survivors, IReadOnlyList<int> Dropped,
+    IReadOnlyList<int> RejectedPeers);
 
 /// <summary>
 /// Takes part in one SecAgg+ round over the wire: verifies the signed manifest, then drives a
@@ -86,7 +89,7 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         UnmaskRequest unmask = SecAggWire.ToRequest(round, session.ReceiveUnmaskRequest(survivors));
         await StageAsync(RoundStage.Unmask, cancellationToken);
         await connection.Edge.UnmaskAsync(unmask, StageCall(manifest.UnmaskDeadline, cancellationToken));
-        return new ParticipationOutcome(manifest, uploaded.ReceivedBytes, survivors.Survivors, survivors.Dropped);
+        return new ParticipationOutcome(manifest, uploaded.ReceivedBytes, survivors.Survivors, survivors.Dropped, session.State.RejectedPeers);
     }
 
     /// <summary>Declines a round, for example because its manifest breaks the local policy.</summary>

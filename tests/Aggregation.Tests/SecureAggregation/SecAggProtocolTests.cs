@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Federated.Aggregation.SecureAggregation;
 
 namespace Federated.Aggregation.Tests.SecureAggregation;
@@ -145,8 +146,37 @@ public sealed class SecAggProtocolTests
         }
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(8 * 60 + 3)]
+    [InlineData(8 * SecAggCrypto.ShareCiphertextBytes - 1)]
+    public void ReceiveForwardedShares_OneBitFlipInOnePeersCiphertext_ThatPeerIsADropoutForThisClientOnly(int bit)
+    {
+        var p = SecAggRound.Create(n: 4, d: 8, bits: 32, degree: 3, threshold: 3);
+        for (int s = 0; s < 3; s++)
+        {
+            using var round = new SecAggRound(p, 6);
+            var none = new HashSet<int>();
+            round.Advertise(none);
+            round.Share(none);
+            int receiver = p.ClientIds[1];
+            ForwardedSharesMessage genuine = round.Forwarded[receiver];
+            byte[] tampered = (byte[])genuine.Shares[s].Ciphertext.Clone();
+            tampered[bit / 8] ^= (byte)(1 << (bit % 8));
+            var shares = genuine.Shares.Select((f, i) => i == s ? f with { Ciphertext = tampered } : f).ToList();
+
+            round.Clients[receiver].ReceiveForwardedShares(genuine with { Shares = shares });
+
+            // Authenticated encryption caught it; the client goes on without that peer's shares.
+            ClientSessionState state = round.Clients[receiver].State;
+            Assert.True(state.SharesReceived);
+            Assert.Equal([genuine.Shares[s].Sender], state.RejectedPeers);
+            Assert.Contains(genuine.Shares[s].Sender, state.MaskingPeers);
+        }
+    }
+
     [Fact]
-    public void ReceiveForwardedShares_OneBitFlipInAnyCiphertext_IsRejectedAndGenuineStillAccepted()
+    public void ReceiveForwardedShares_CiphertextsSwappedBetweenSenders_BothRejected()
     {
         var p = SecAggRound.Create(n: 4, d: 8, bits: 32, degree: 3, threshold: 3);
         using var round = new SecAggRound(p, 6);
@@ -155,68 +185,78 @@ public sealed class SecAggProtocolTests
         round.Share(none);
         int receiver = p.ClientIds[1];
         ForwardedSharesMessage genuine = round.Forwarded[receiver];
-        for (int s = 0; s < genuine.Shares.Count; s++)
-        {
-            foreach (int bit in new[] { 0, 8 * 60 + 3, 8 * SecAggCrypto.ShareCiphertextBytes - 1 })
-            {
-                byte[] tampered = (byte[])genuine.Shares[s].Ciphertext.Clone();
-                tampered[bit / 8] ^= (byte)(1 << (bit % 8));
-                var shares = genuine.Shares.Select((f, i) => i == s ? f with { Ciphertext = tampered } : f).ToList();
-                var ex = Assert.Throws<ShareAuthenticationException>(() => round.Clients[receiver].ReceiveForwardedShares(genuine with { Shares = shares }));
-                Assert.Contains($"client {genuine.Shares[s].Sender}", ex.Message);
-                Assert.False(round.Clients[receiver].State.SharesReceived);
-            }
-        }
-        // A ciphertext replayed under another sender's name fails too: the associated data binds the sender.
-        var swapped = genuine.Shares.Select((f, i) => f with { Ciphertext = genuine.Shares[(i + 1) % genuine.Shares.Count].Ciphertext }).ToList();
-        Assert.Throws<ShareAuthenticationException>(() => round.Clients[receiver].ReceiveForwardedShares(genuine with { Shares = swapped }));
-        round.Clients[receiver].ReceiveForwardedShares(genuine);
-        Assert.True(round.Clients[receiver].State.SharesReceived);
+        // The associated data binds the sender: a ciphertext replayed under another sender's name fails.
+        var swapped = genuine.Shares.Select((f, i) => i < 2 ? f with { Ciphertext = genuine.Shares[1 - i].Ciphertext } : f).ToList();
+
+        // Two of its three peers rejected: with itself it holds shares of 2 < t = 3 clients, so it leaves the round.
+        Assert.Throws<InsufficientSurvivorsException>(() => round.Clients[receiver].ReceiveForwardedShares(genuine with { Shares = swapped }));
     }
 
     [Fact]
-    public void ReceiveUnmaskResponse_OneBitFlipInAnyShareOrSalt_IsRejectedAndRoundStillCompletes()
+    public void Round_HostilePeerSendsGarbageToOneHolder_HonestClientsCompleteAndTheSumIsExact()
     {
         var p = SecAggRound.Create(n: 5, d: 33, bits: 24, degree: 4, threshold: 3);
-        using var round = new SecAggRound(p, 7);
+        using var round = new SecAggRound(p, 9);
         var inputs = round.RandomInputs();
         var none = new HashSet<int>();
         round.Advertise(none);
         round.Share(none);
-        round.Mask(new HashSet<int> { p.ClientIds[0] }, inputs);
-        int responder = p.ClientIds[2];
-        UnmaskResponseMessage genuine = round.Clients[responder].ReceiveUnmaskRequest(round.Requests[responder]);
-        Assert.NotEmpty(genuine.MaskKeyShares);
+        int hostile = p.ClientIds[0], victim = p.ClientIds[1];
+        ForwardedSharesMessage toVictim = round.Forwarded[victim];
+        round.Forwarded[victim] = toVictim with
+        {
+            Shares = [.. toVictim.Shares.Select(f => f.Sender == hostile ? f with { Ciphertext = RandomNumberGenerator.GetBytes(f.Ciphertext.Length) } : f)],
+        };
+
+        round.Mask(none, inputs);
+        uint[] sum = round.Unmask(none);
+
+        Assert.Equal([hostile], round.Clients[victim].State.RejectedPeers);
+        // The victim revealed nothing of the hostile peer; the others' shares reconstructed its seed.
+        Assert.DoesNotContain(round.Responses[victim].SelfMaskSeedShares, r => r.Owner == hostile);
+        Assert.Equal(round.PlainSum(p.ClientIds, inputs), sum);
+    }
+
+    [Fact]
+    public void ReceiveUnmaskResponse_OneBitFlipInAShareOrSalt_OnlyThatShareIsDroppedAndTheRoundCompletes()
+    {
+        var p = SecAggRound.Create(n: 5, d: 33, bits: 24, degree: 4, threshold: 3);
         foreach (bool seedList in new[] { true, false })
         {
-            var list = seedList ? genuine.SelfMaskSeedShares : genuine.MaskKeyShares;
-            for (int i = 0; i < list.Count; i++)
+            foreach (bool inSalt in new[] { false, true })
             {
-                foreach (bool inSalt in new[] { false, true })
+                using var round = new SecAggRound(p, 7);
+                var inputs = round.RandomInputs();
+                var none = new HashSet<int>();
+                round.Advertise(none);
+                round.Share(none);
+                round.Mask(new HashSet<int> { p.ClientIds[0] }, inputs);
+                int responder = p.ClientIds[2];
+                UnmaskResponseMessage genuine = round.Clients[responder].ReceiveUnmaskRequest(round.Requests[responder]);
+                Assert.NotEmpty(genuine.MaskKeyShares);
+                var list = seedList ? genuine.SelfMaskSeedShares : genuine.MaskKeyShares;
+                byte[] share = (byte[])list[0].Share.Clone();
+                byte[] salt = (byte[])list[0].Salt.Clone();
+                if (inSalt)
                 {
-                    byte[] share = (byte[])list[i].Share.Clone();
-                    byte[] salt = (byte[])list[i].Salt.Clone();
-                    if (inSalt)
-                    {
-                        salt[i % salt.Length] ^= 0x10;
-                    }
-                    else
-                    {
-                        share[i % 15] ^= 0x01; // stays a canonical field element, so only the commitment catches it
-                    }
-                    var altered = list.Select((r, j) => j == i ? r with { Share = share, Salt = salt } : r).ToList();
-                    var message = seedList ? genuine with { SelfMaskSeedShares = altered } : genuine with { MaskKeyShares = altered };
-                    Assert.Throws<ShareAuthenticationException>(() => round.Server.ReceiveUnmaskResponse(message));
+                    salt[3] ^= 0x10;
                 }
+                else
+                {
+                    share[7] ^= 0x01; // stays a canonical field element, so only the commitment catches it
+                }
+                var altered = list.Select((r, j) => j == 0 ? r with { Share = share, Salt = salt } : r).ToList();
+
+                round.Server.ReceiveUnmaskResponse(seedList ? genuine with { SelfMaskSeedShares = altered } : genuine with { MaskKeyShares = altered });
+                foreach (var (id, request) in round.Requests.Where(r => r.Key != responder))
+                {
+                    round.Server.ReceiveUnmaskResponse(round.Clients[id].ReceiveUnmaskRequest(request));
+                }
+
+                Assert.Equal([(responder, list[0].Owner)], round.Server.RejectedShares);
+                Assert.Equal(round.PlainSum(round.Server.State.MaskedInputs, inputs), round.Server.Unmask());
             }
         }
-        Assert.Empty(round.Server.State.UnmaskResponders);
-        round.Server.ReceiveUnmaskResponse(genuine);
-        foreach (var (id, request) in round.Requests.Where(r => r.Key != responder))
-        {
-            round.Server.ReceiveUnmaskResponse(round.Clients[id].ReceiveUnmaskRequest(request));
-        }
-        Assert.Equal(round.PlainSum(round.Server.State.MaskedInputs, inputs), round.Server.Unmask());
     }
 
     [Fact]
