@@ -18,6 +18,7 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal(1e-6, policy.Delta);
         Assert.Equal([NoiseMechanismKind.DistributedSkellam, NoiseMechanismKind.DistributedDiscreteGaussian], policy.AllowedMechanisms);
         Assert.Null(policy.CoordinatorCertificateSha256);
+        Assert.Equal((6.0, 40.0, 100.0, 2), (policy.MaxEpsilonPer30Days, policy.MaxWorstCaseEpsilonPerRun, policy.MaxWorstCaseEpsilonLifetime, policy.MinThreshold));
     }
 
     [Theory]
