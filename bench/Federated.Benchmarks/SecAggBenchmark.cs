@@ -28,6 +28,28 @@ internal sealed class SecAggBenchmark : IBenchmarkSuite
         int bits = options.GetInt("bits", 32);
         int repeats = options.Quick ? 3 : options.Repeats;
         int threads = options.GetInt("threads", 1); // server unmask parallelism; 1 keeps the FedAvg comparison like for like
+        if (options.Values.TryGetValue("only", out string? only))
+        {
+            if (only != "key-agreement")
+            {
+                Console.Error.WriteLine($"secagg: --only takes key-agreement, not '{only}'.");
+                return Task.FromResult(2);
+            }
+            // Just the key-agreement figures, without the PRG figures and the minutes of whole rounds.
+            var subset = new JsonObject
+            {
+                ["suite"] = Name,
+                ["only"] = only,
+                ["processor_count"] = Environment.ProcessorCount,
+                ["openssl_fast_path"] = OpenSslP256.IsAvailable,
+                ["key_agreement_ms"] = Round(KeyAgreementMs(100, 1, repeats, cpu: false)),
+                ["key_agreement_ms_cpu_time"] = Round(KeyAgreementMs(100, 1, repeats, cpu: true)),
+                ["key_agreement_ms_2_threads"] = Round(KeyAgreementMs(100, 2, repeats, cpu: false)),
+                ["load_average_1m"] = LoadAverage(),
+            };
+            Console.WriteLine(options.Json ? subset.ToJsonString() : subset.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return Task.FromResult(0);
+        }
         var result = new JsonObject
         {
             ["suite"] = Name,
@@ -48,6 +70,7 @@ internal sealed class SecAggBenchmark : IBenchmarkSuite
             ["bits"] = bits,
             ["server_threads"] = threads,
         };
+        result["openssl_fast_path"] = OpenSslP256.IsAvailable;
         var (k, t) = SecAggParameters.DeriveGraphParameters(n, dropoutFraction: 0.10, corruptFraction: 0.05);
         var (k1000, t1000) = SecAggParameters.DeriveGraphParameters(1000, dropoutFraction: 0.33, corruptFraction: 0.05);
         result["rule_n1000_dropout33_corrupt5"] = new JsonObject { ["degree"] = k1000, ["threshold"] = t1000 };
@@ -160,12 +183,16 @@ internal sealed class SecAggBenchmark : IBenchmarkSuite
         return passes * inputs.Length * length * 4.0 / seconds / 1e9;
     }
 
-    // One client's pairwise work with k neighbours: import both advertised keys, ECDH + HKDF for the share key and
-    // the mask seed.
+    // One client's pairwise work with k neighbours, as ClientSession does it: own key pairs from SecAggCrypto (as
+    // GenerateKeyPair makes them), and per neighbour one import of each advertised key, the share key (ECDH + HKDF
+    // with the cipher key, ReceiveRoster) and the mask seed (ECDH + HKDF with the mask key, MaskInPlace).
     private static double KeyAgreementMs(int neighbours, int threads, int repeats, bool cpu)
     {
-        using var cipher = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
-        using var mask = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
+        SecureRandomFill random = RandomNumberGenerator.Fill;
+        using var cipher = SecAggCrypto.GenerateKeyPair(random, out byte[] cipherScalar);
+        using var mask = SecAggCrypto.GenerateKeyPair(random, out byte[] maskScalar);
+        CryptographicOperations.ZeroMemory(cipherScalar);
+        CryptographicOperations.ZeroMemory(maskScalar);
         var peers = Enumerable.Range(0, neighbours).Select(_ =>
         {
             using var a = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
@@ -177,17 +204,15 @@ internal sealed class SecAggBenchmark : IBenchmarkSuite
         {
             for (int pass = 0; pass < passes; pass++)
             {
-            Parallel.For(0, neighbours, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
-            {
-                var cipherPeer = SecAggCrypto.TryImportPublicKey(peers[i].Item1, out ECDiffieHellman? h1)!;
-                var maskPeer = SecAggCrypto.TryImportPublicKey(peers[i].Item2, out ECDiffieHellman? h2)!;
-                byte[] shareKey = SecAggCrypto.DeriveSharedKey(cipher, cipherPeer, maskSeed: false, "bench", 1, 1, i + 2);
-                byte[] seed = SecAggCrypto.DeriveSharedKey(mask, maskPeer, maskSeed: true, "bench", 1, 1, i + 2);
-                CryptographicOperations.ZeroMemory(shareKey);
-                CryptographicOperations.ZeroMemory(seed);
-                h1!.Dispose();
-                h2!.Dispose();
-            });
+                Parallel.For(0, neighbours, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+                {
+                    using PeerPublicKey cipherPeer = SecAggCrypto.TryImportPublicKey(peers[i].Item1)!;
+                    using PeerPublicKey maskPeer = SecAggCrypto.TryImportPublicKey(peers[i].Item2)!;
+                    byte[] shareKey = SecAggCrypto.DeriveSharedKey(cipher, cipherPeer, maskSeed: false, "bench", 1, 1, i + 2);
+                    byte[] seed = SecAggCrypto.DeriveSharedKey(mask, maskPeer, maskSeed: true, "bench", 1, 1, i + 2);
+                    CryptographicOperations.ZeroMemory(shareKey);
+                    CryptographicOperations.ZeroMemory(seed);
+                });
             }
         });
         return seconds * 1000 / passes;

@@ -128,18 +128,18 @@ public sealed class ClientSession : IDisposable
         Parallel.For(0, peers.Length, new ParallelOptions { MaxDegreeOfParallelism = _parallelism }, i =>
         {
             AdvertisedKeys entry = roster.Neighbours[i];
-            var cipher = SecAggCrypto.TryImportPublicKey(entry.CipherPublicKey, out ECDiffieHellman? cipherHolder);
-            var mask = SecAggCrypto.TryImportPublicKey(entry.MaskPublicKey, out ECDiffieHellman? maskHolder);
+            // Each advertised key is imported (and validated) once: the cipher key for the share key now, the mask
+            // key kept for the mask seed at masking time.
+            using PeerPublicKey? cipher = SecAggCrypto.TryImportPublicKey(entry.CipherPublicKey);
+            PeerPublicKey? mask = SecAggCrypto.TryImportPublicKey(entry.MaskPublicKey);
             if (cipher is null || mask is null)
             {
-                cipherHolder?.Dispose();
-                maskHolder?.Dispose();
+                mask?.Dispose();
                 error = $"key roster entry for client {entry.ClientId} is not a pair of valid uncompressed P-256 points.";
                 return;
             }
             byte[] shareKey = SecAggCrypto.DeriveSharedKey(_cipherKey, cipher, maskSeed: false, _parameters.RunId, _parameters.Round, _id, entry.ClientId);
-            cipherHolder!.Dispose();
-            peers[i] = new Peer(entry.ClientId, maskHolder!, mask, shareKey);
+            peers[i] = new Peer(entry.ClientId, mask, shareKey);
         });
         if (error is not null)
         {
@@ -499,18 +499,18 @@ public sealed class ClientSession : IDisposable
         return bytes;
     }
 
-    private sealed class Peer(int id, ECDiffieHellman maskHolder, ECDiffieHellmanPublicKey maskPublicKey, byte[] shareKey) : IDisposable
+    private sealed class Peer(int id, PeerPublicKey maskPublicKey, byte[] shareKey) : IDisposable
     {
         public int Id { get; } = id;
 
-        public ECDiffieHellmanPublicKey MaskPublicKey { get; } = maskPublicKey;
+        public PeerPublicKey MaskPublicKey { get; } = maskPublicKey;
 
         public byte[] ShareKey { get; } = shareKey;
 
         public void Dispose()
         {
             CryptographicOperations.ZeroMemory(ShareKey);
-            maskHolder.Dispose();
+            MaskPublicKey.Dispose();
         }
     }
 

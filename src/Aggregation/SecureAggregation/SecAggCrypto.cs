@@ -49,12 +49,29 @@ internal static class SecAggCrypto
         return FromPrivateScalar(d);
     }
 
-    /// <summary>Imports a private scalar (the public point is computed by the platform).</summary>
+    /// <summary>
+    /// Imports a private scalar (the public point is computed by the platform). Where <see cref="OpenSslP256"/> is
+    /// available the key is an <see cref="ECDiffieHellmanOpenSsl"/>, whose EVP_PKEY the fast derive uses.
+    /// </summary>
     public static ECDiffieHellman FromPrivateScalar(ReadOnlySpan<byte> d)
     {
         var parameters = new ECParameters { Curve = ECCurve.NamedCurves.nistP256, D = d.ToArray() };
         try
         {
+            if (OpenSslP256.IsAvailable)
+            {
+                var key = new ECDiffieHellmanOpenSsl();
+                try
+                {
+                    key.ImportParameters(parameters);
+                    return key;
+                }
+                catch
+                {
+                    key.Dispose();
+                    throw;
+                }
+            }
             return ECDiffieHellman.Create(parameters);
         }
         finally
@@ -73,44 +90,85 @@ internal static class SecAggCrypto
         return result;
     }
 
-    /// <summary>Imports and validates (on-curve, correct order) a peer's public key; null when it is not a valid P-256 point.</summary>
-    public static ECDiffieHellmanPublicKey? TryImportPublicKey(byte[] encoded, out ECDiffieHellman? holder)
+    /// <summary>
+    /// Imports and validates a peer's public key (coordinates in range, on the curve; with cofactor 1 that is also
+    /// the right order); null when it is not a valid uncompressed P-256 point. Import each advertised key once and
+    /// reuse it for every agreement with that peer.
+    /// </summary>
+    public static PeerPublicKey? TryImportPublicKey(byte[]? encoded)
     {
-        holder = null;
         if (encoded is null || encoded.Length != PublicKeyBytes || encoded[0] != 0x04)
         {
             return null;
+        }
+        if (OpenSslP256.IsAvailable)
+        {
+            SafeEvpPKeyHandle? native = OpenSslP256.TryImportPublicKey(encoded);
+            return native is null ? null : new PeerPublicKey(native);
         }
         var parameters = new ECParameters
         {
             Curve = ECCurve.NamedCurves.nistP256,
             Q = new ECPoint { X = encoded.AsSpan(1, 32).ToArray(), Y = encoded.AsSpan(33, 32).ToArray() },
         };
+        ECDiffieHellman? holder = null;
         try
         {
             holder = ECDiffieHellman.Create(parameters);
-            return holder.PublicKey;
+            return new PeerPublicKey(holder, holder.PublicKey);
         }
         catch (CryptographicException)
         {
             holder?.Dispose();
-            holder = null;
             return null;
         }
     }
 
     /// <summary>HKDF-SHA256 of the ECDH shared secret, bound to the run, round and unordered pair, under a label.</summary>
-    public static byte[] DeriveSharedKey(ECDiffieHellman own, ECDiffieHellmanPublicKey peer, bool maskSeed, string runId, long round, int a, int b)
+    public static byte[] DeriveSharedKey(ECDiffieHellman own, PeerPublicKey peer, bool maskSeed, string runId, long round, int a, int b)
     {
-        byte[] secret = own.DeriveRawSecretAgreement(peer);
+        byte[] secret = new byte[PrivateKeyBytes];
         try
         {
+            if (peer.Native is { } native && OpenSslP256.IsAvailable)
+            {
+                DeriveNative(own, native, secret);
+            }
+            else
+            {
+                CryptographicOperations.ZeroMemory(secret);
+                secret = own.DeriveRawSecretAgreement(peer.Managed!);
+            }
             byte[] info = PairContext(maskSeed ? s_maskSeedLabel : s_shareKeyLabel, runId, round, Math.Min(a, b), Math.Max(a, b));
             return HKDF.DeriveKey(HashAlgorithmName.SHA256, secret, 32, salt: null, info: info);
         }
         finally
         {
             CryptographicOperations.ZeroMemory(secret);
+        }
+    }
+
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static void DeriveNative(ECDiffieHellman own, SafeEvpPKeyHandle peer, Span<byte> secret)
+    {
+        if (own is ECDiffieHellmanOpenSsl openSsl)
+        {
+            using SafeEvpPKeyHandle ownHandle = openSsl.DuplicateKeyHandle();
+            OpenSslP256.DeriveRawSecret(ownHandle, peer, secret);
+            return;
+        }
+        // An own key made elsewhere (not by FromPrivateScalar): copy it into an OpenSSL key. Slow, but correct.
+        ECParameters parameters = own.ExportParameters(includePrivateParameters: true);
+        try
+        {
+            using var copy = new ECDiffieHellmanOpenSsl();
+            copy.ImportParameters(parameters);
+            using SafeEvpPKeyHandle ownHandle = copy.DuplicateKeyHandle();
+            OpenSslP256.DeriveRawSecret(ownHandle, peer, secret);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(parameters.D);
         }
     }
 
@@ -182,5 +240,35 @@ internal static class SecAggCrypto
         BinaryPrimitives.WriteInt32BigEndian(span[8..], first);
         BinaryPrimitives.WriteInt32BigEndian(span[12..], second);
         return result;
+    }
+}
+
+/// <summary>
+/// A validated peer P-256 public key: an OpenSSL EVP_PKEY on the fast path, otherwise the BCL's key object.
+/// </summary>
+internal sealed class PeerPublicKey : IDisposable
+{
+    private readonly ECDiffieHellman? _holder;
+    private readonly ECDiffieHellmanPublicKey? _managed;
+
+    internal PeerPublicKey(SafeEvpPKeyHandle native) => Native = native;
+
+    internal PeerPublicKey(ECDiffieHellman holder, ECDiffieHellmanPublicKey managed)
+    {
+        _holder = holder;
+        _managed = managed;
+    }
+
+    /// <summary>The OpenSSL key; null on the BCL path.</summary>
+    internal SafeEvpPKeyHandle? Native { get; }
+
+    /// <summary>The BCL's public key; null on the OpenSSL path.</summary>
+    internal ECDiffieHellmanPublicKey? Managed => _managed;
+
+    public void Dispose()
+    {
+        Native?.Dispose();
+        _managed?.Dispose();
+        _holder?.Dispose();
     }
 }

@@ -331,7 +331,7 @@ public sealed class ServerSession : IDisposable
         var generators = new List<(MaskPrg Prg, KeystreamOperation Operation)>();
         byte[] secret = new byte[ShamirSecretSharing.SecretBytes];
         var lagrange = new Dictionary<string, UInt128[]>(StringComparer.Ordinal);
-        var survivorKeys = new Dictionary<int, (ECDiffieHellman Holder, ECDiffieHellmanPublicKey Key)>();
+        var survivorKeys = new Dictionary<int, PeerPublicKey>();
         try
         {
             foreach (int u in _u3)
@@ -353,12 +353,11 @@ public sealed class ServerSession : IDisposable
                 {
                     if (!survivorKeys.TryGetValue(v, out var peer))
                     {
-                        // Imported once per survivor: an import costs about as much as the agreement itself.
-                        ECDiffieHellmanPublicKey imported = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey, out ECDiffieHellman? holder)
+                        // Imported once per survivor: an import costs a good part of an agreement.
+                        survivorKeys[v] = peer = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey)
                             ?? throw new MalformedMessageException($"advertised mask key of client {v} is not a valid P-256 point.");
-                        survivorKeys[v] = peer = (holder!, imported);
                     }
-                    byte[] seed = SecAggCrypto.DeriveSharedKey(key, peer.Key, maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
+                    byte[] seed = SecAggCrypto.DeriveSharedKey(key, peer, maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
                     // v added PRG(s_uv) when v < u and subtracted it otherwise; undo that.
                     generators.Add((new MaskPrg(seed), v < u ? KeystreamOperation.Subtract : KeystreamOperation.Add));
                     CryptographicOperations.ZeroMemory(seed);
@@ -374,9 +373,9 @@ public sealed class ServerSession : IDisposable
         finally
         {
             CryptographicOperations.ZeroMemory(secret);
-            foreach (var (holder, _) in survivorKeys.Values)
+            foreach (PeerPublicKey peer in survivorKeys.Values)
             {
-                holder.Dispose();
+                peer.Dispose();
             }
             foreach (var (prg, _) in generators)
             {
@@ -552,8 +551,7 @@ public sealed class ServerSession : IDisposable
         {
             return false;
         }
-        using ECDiffieHellmanPublicKey? imported = SecAggCrypto.TryImportPublicKey(key, out ECDiffieHellman? holder);
-        holder?.Dispose();
+        using PeerPublicKey? imported = SecAggCrypto.TryImportPublicKey(key);
         return imported is not null;
     }
 }
