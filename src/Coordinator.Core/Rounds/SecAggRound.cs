@@ -18,6 +18,7 @@ internal sealed class SecAggRound : IDisposable
     private readonly Dictionary<string, int> _indexByClient;
     private readonly HashSet<int> _declined = [];
     private readonly HashSet<int> _submitted = [];
+    private readonly HashSet<int> _uploading = [];
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, KeyRosterMessage>> _rosters = New<IReadOnlyDictionary<int, KeyRosterMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, ForwardedSharesMessage>> _forwarded = New<IReadOnlyDictionary<int, ForwardedSharesMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
@@ -225,6 +226,51 @@ internal sealed class SecAggRound : IDisposable
 
     /// <summary>Waits for one of the round's upload buffers (see <see cref="UploadBuffers"/>); dispose to release it.</summary>
     public Task<IDisposable> AcquireUploadSlotAsync(CancellationToken cancellationToken) => _uploads.AcquireAsync(cancellationToken);
+
+    /// <summary>
+    /// Claims the participant's one upload in flight; a second concurrent upload stream of the same participant is
+    /// refused, so one identity cannot hold several of the round's upload buffers with trickled chunks. Dispose the
+    /// claim when the stream ends, however it ends.
+    /// </summary>
+    public IDisposable BeginUpload(int index)
+    {
+        lock (_gate)
+        {
+            if (!_uploading.Add(index))
+            {
+                throw new DuplicateMessageException($"participant {index} already has an upload in flight in round {Plan.Round}; one at a time");
+            }
+        }
+        return new UploadClaim(this, index);
+    }
+
+    /// <summary>Upload streams now in flight (status views; tests wait on it).</summary>
+    public int UploadsInFlight
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _uploading.Count;
+            }
+        }
+    }
+
+    private sealed class UploadClaim(SecAggRound round, int index) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0)
+            {
+                lock (round._gate)
+                {
+                    round._uploading.Remove(index);
+                }
+            }
+        }
+    }
 
     /// <summary>Marks a participant's upload complete and waits for stage 3 to close.</summary>
     public async Task<UnmaskRequestMessage> FinishUploadAsync(int index, CancellationToken cancellationToken)

@@ -181,6 +181,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         }
         // Refuse a duplicate, a dropped caller or the wrong stage before taking an upload slot and buffering anything.
         round.CheckUploadOpen(index);
+        using IDisposable inFlight = round.BeginUpload(index);
         // The upload is buffered and added to the round's sum only once whole and valid: a part-way upload (a
         // client that dies, lies about its length or sends a bad later chunk) could not be taken out of a running
         // sum again and would sink the round for every other participant. The round bounds how many buffers exist.
