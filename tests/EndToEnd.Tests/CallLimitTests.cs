@@ -36,11 +36,11 @@ public sealed class CallLimitTests(CoordinatorFixture coordinator) : IClassFixtu
         using var carol = new CoordinatorConnection(host.Address, carolIdentity);
 
         // No deadline at all: without the server's cap this long poll would wait the stage's ten minutes for bob.
-        var ended = await Assert.ThrowsAsync<RpcException>(() => alice.Edge.AdvertiseKeysAsync(Keys(round.Ref), new CallOptions()).ResponseAsync);
+        var ended = await Assert.ThrowsAsync<RpcException>(() => alice.Edge.AdvertiseKeysAsync(Keys(round.Ref, aliceIdentity, 1), new CallOptions()).ResponseAsync);
         await carol.RegisterAsync(new RegisterRequest { ClientVersion = "test" }, default);
         HeartbeatResponse other = await carol.HeartbeatAsync(new HeartbeatRequest { Available = true }, default);
         bool aliceStillIn = round.HasSubmitted("alice");
-        AdvertiseKeysResponse roster = await bob.Edge.AdvertiseKeysAsync(Keys(round.Ref), bob.Call(default)).ResponseAsync;
+        AdvertiseKeysResponse roster = await bob.Edge.AdvertiseKeysAsync(Keys(round.Ref, bobIdentity, 2), bob.Call(default)).ResponseAsync;
 
         Assert.Equal(StatusCode.DeadlineExceeded, ended.StatusCode);
         Assert.Contains("limit of 2 s", ended.Status.Detail, StringComparison.Ordinal);
@@ -191,11 +191,13 @@ public sealed class CallLimitTests(CoordinatorFixture coordinator) : IClassFixtu
         return await connection.HeartbeatAsync(new HeartbeatRequest { Available = true }, default);
     }
 
-    private static AdvertiseKeysRequest Keys(RoundRef round)
+    private static AdvertiseKeysRequest Keys(RoundRef round, EdgeIdentity identity, uint index)
     {
         using var cipher = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
         using var mask = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);
-        return new AdvertiseKeysRequest { Round = round, EncryptionPublicKey = Point(cipher), MaskPublicKey = Point(mask) };
+        var request = new AdvertiseKeysRequest { Round = round, EncryptionPublicKey = Point(cipher), MaskPublicKey = Point(mask) };
+        request.KeySignature = ByteString.CopyFrom(Federated.Wire.KeyAdvertisement.Sign(identity.Certificate, round, index, request.EncryptionPublicKey.Span, request.MaskPublicKey.Span));
+        return request;
     }
 
     private static ByteString Point(ECDiffieHellman key)

@@ -66,7 +66,7 @@ internal sealed class ScriptedParticipant : IDisposable
 
     public AdvertiseKeysRequest AdvertiseRequest()
     {
-        Advertised ??= SecAggWire.ToRequest(Round, _session.AdvertiseKeys());
+        Advertised ??= SecAggWire.ToSignedRequest(Round, (uint)Index, _session.AdvertiseKeys(), _identity.Certificate);
         return Advertised;
     }
 

@@ -23,7 +23,8 @@ public sealed class SecAggWireTests
 
         AdvertiseKeysMessage back = SecAggWire.FromRequest(2, SecAggWire.ToRequest(s_round, keys));
         AdvertiseKeysResponse response = SecAggWire.ToResponse(new KeyRosterMessage(2, [new AdvertisedKeys(1, [7], [8]), new AdvertisedKeys(3, [9], [10])]),
-            new Dictionary<int, string> { [1] = "alice", [3] = "carol" });
+            new Dictionary<int, string> { [1] = "alice", [3] = "carol" },
+            new Dictionary<int, SignedKeys> { [1] = new([0x30, 1], [11]), [3] = new([0x30, 3], [13]) });
         KeyRosterMessage roster = SecAggWire.FromResponse(2, response);
 
         Assert.Equal(2, back.Sender);
@@ -32,6 +33,9 @@ public sealed class SecAggWireTests
         Assert.Equal(["alice", "carol"], response.Neighbours.Select(n => n.Participant.ClientId));
         Assert.Equal([1, 3], roster.Neighbours.Select(n => n.ClientId));
         Assert.Equal([9], roster.Neighbours[1].CipherPublicKey);
+        // Each neighbour's certificate and key signature travel with its keys, for the peers to check.
+        Assert.Equal([13], response.Neighbours[1].KeySignature.ToByteArray());
+        Assert.Equal([0x30, 3], response.Neighbours[1].Certificate.ToByteArray());
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using Federated.Aggregation.SecureAggregation;
 using Federated.Protos.V1;
+using Federated.Wire;
 using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
 
 namespace Federated.Coordinator.Rounds;
@@ -19,6 +20,7 @@ internal sealed class SecAggRound : IDisposable
     private readonly HashSet<int> _declined = [];
     private readonly HashSet<int> _submitted = [];
     private readonly HashSet<int> _uploading = [];
+    private readonly Dictionary<int, SignedKeys> _signed = [];
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, KeyRosterMessage>> _rosters = New<IReadOnlyDictionary<int, KeyRosterMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, ForwardedSharesMessage>> _forwarded = New<IReadOnlyDictionary<int, ForwardedSharesMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
@@ -126,6 +128,18 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>Each advertised participant's certificate and key signature, by index (complete once stage 1 closed).</summary>
+    public IReadOnlyDictionary<int, SignedKeys> Signatures
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new Dictionary<int, SignedKeys>(_signed);
+            }
+        }
+    }
+
     /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
     public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
 
@@ -185,9 +199,19 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
-    public async Task<KeyRosterMessage> AdvertiseAsync(AdvertiseKeysMessage message, CancellationToken cancellationToken)
+    /// <summary>
+    /// Stage 1: records the caller's keys with their signature and the caller's certificate (both forwarded in every
+    /// roster; the caller checked the signature first) and waits for the roster.
+    /// </summary>
+    public async Task<KeyRosterMessage> AdvertiseAsync(AdvertiseKeysMessage message, SignedKeys signed, CancellationToken cancellationToken)
     {
-        Submit(RoundStage.AdvertiseKeys, message.Sender, () => _session.ReceiveAdvertisement(message));
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(signed);
+        Submit(RoundStage.AdvertiseKeys, message.Sender, () =>
+        {
+            _session.ReceiveAdvertisement(message);
+            _signed[message.Sender] = signed;
+        });
         IReadOnlyDictionary<int, KeyRosterMessage> rosters = await _rosters.Task.WaitAsync(cancellationToken);
         return rosters.TryGetValue(message.Sender, out KeyRosterMessage? roster) ? roster : throw Dropped(message.Sender);
     }

@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Security;
@@ -146,8 +147,18 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         SecAggRound round = rounds.Find(request.Round);
         int index = round.IndexOf(caller.Name);
-        KeyRosterMessage roster = await round.AdvertiseAsync(SecAggWire.FromRequest(index, request), context.CancellationToken);
-        return SecAggWire.ToResponse(roster, round.Indices.ToDictionary(p => p.Value, p => p.Key));
+        // The caller's keys must carry its own signature: refused here, an unsigned or mis-signed advertisement would
+        // make every honest peer leave the round when it checks the roster.
+        X509Certificate2 certificate = context.GetHttpContext().Connection.ClientCertificate
+            ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate on this connection"));
+        if (!KeyAdvertisement.Verify(certificate, request.Round, (uint)index, caller.Name, request.EncryptionPublicKey.Span, request.MaskPublicKey.Span, request.KeySignature.Span))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument,
+                "key_signature must be this identity's ECDSA signature (64 bytes, P1363) over its keys for this round and index (Federated.Wire.KeyAdvertisement)"));
+        }
+        KeyRosterMessage roster = await round.AdvertiseAsync(SecAggWire.FromRequest(index, request), new SignedKeys(certificate.RawData, request.KeySignature.ToByteArray()),
+            context.CancellationToken);
+        return SecAggWire.ToResponse(roster, round.Indices.ToDictionary(p => p.Value, p => p.Key), round.Signatures);
     }
 
     public override async Task<ShareKeysResponse> ShareKeys(ShareKeysRequest request, ServerCallContext context)

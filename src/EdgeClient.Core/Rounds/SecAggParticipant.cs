@@ -68,9 +68,12 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         int self = checked((int)manifest.Self.Index);
         using var session = new ClientSession(SecAggWire.Parameters(manifest), self);
 
-        AdvertiseKeysRequest advertise = SecAggWire.ToRequest(round, session.AdvertiseKeys());
+        AdvertiseKeysRequest advertise = SecAggWire.ToSignedRequest(round, manifest.Self.Index, session.AdvertiseKeys(), connection.ClientCertificate);
         await StageAsync(RoundStage.AdvertiseKeys, cancellationToken);
         AdvertiseKeysResponse roster = await connection.Edge.AdvertiseKeysAsync(advertise, StageCall(manifest.AdvertiseKeysDeadline, cancellationToken));
+        // Before any share is dealt: every neighbour's keys must be signed by that participant's own certificate, so a
+        // coordinator cannot slip its keys in and decrypt the shares (InvalidDataException: this client leaves the round).
+        KeyAdvertisement.VerifyRoster(manifest, roster, connection.Trust);
 
         ShareKeysRequest share = SecAggWire.ToRequest(round, session.ReceiveRoster(SecAggWire.FromResponse(self, roster)));
         await StageAsync(RoundStage.ShareKeys, cancellationToken);

@@ -52,7 +52,14 @@ public sealed class CoordinatorConnection : IDisposable
             ServerRefused = logger is null ? null : reason => TransportLog.ServerRefused(logger, coordinator.ToString(), reason),
         });
         Edge = new EdgeService.EdgeServiceClient(_channel.Channel);
+        ClientCertificate = identity.Certificate;
     }
+
+    /// <summary>This client's identity certificate (with its private key): what its SecAgg+ keys are signed with.</summary>
+    public X509Certificate2 ClientCertificate { get; }
+
+    /// <summary>The federation trust this connection checks certificates with: what peers' roster certificates must pass too.</summary>
+    public FederationTrust Trust => _channel.Trust;
 
     public EdgeService.EdgeServiceClient Edge { get; }
 

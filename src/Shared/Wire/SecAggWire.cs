@@ -62,6 +62,14 @@ public static class SecAggWire
         };
     }
 
+    /// <summary>Stage 1, client side: the two public keys signed with the identity's key (<see cref="KeyAdvertisement"/>).</summary>
+    public static AdvertiseKeysRequest ToSignedRequest(RoundRef round, uint index, AdvertiseKeysMessage keys, System.Security.Cryptography.X509Certificates.X509Certificate2 identity)
+    {
+        AdvertiseKeysRequest request = ToRequest(round, keys);
+        request.KeySignature = ByteString.CopyFrom(KeyAdvertisement.Sign(identity, round, index, keys.CipherPublicKey, keys.MaskPublicKey));
+        return request;
+    }
+
     /// <summary>Stage 1, coordinator side: the caller's keys (the key checks are the session's).</summary>
     public static AdvertiseKeysMessage FromRequest(int sender, AdvertiseKeysRequest request)
     {
@@ -70,18 +78,22 @@ public static class SecAggWire
     }
 
     /// <summary>Stage 1 answer, coordinator side: each neighbour's keys under its index and name.</summary>
-    public static AdvertiseKeysResponse ToResponse(KeyRosterMessage roster, IReadOnlyDictionary<int, string> names)
+    public static AdvertiseKeysResponse ToResponse(KeyRosterMessage roster, IReadOnlyDictionary<int, string> names, IReadOnlyDictionary<int, SignedKeys> signatures)
     {
         ArgumentNullException.ThrowIfNull(roster);
         ArgumentNullException.ThrowIfNull(names);
+        ArgumentNullException.ThrowIfNull(signatures);
         var response = new AdvertiseKeysResponse();
         foreach (AdvertisedKeys keys in roster.Neighbours)
         {
+            SignedKeys signed = signatures[keys.ClientId];
             response.Neighbours.Add(new ParticipantKeys
             {
                 Participant = new ParticipantRef { Index = (uint)keys.ClientId, ClientId = names[keys.ClientId] },
                 EncryptionPublicKey = ByteString.CopyFrom(keys.CipherPublicKey),
                 MaskPublicKey = ByteString.CopyFrom(keys.MaskPublicKey),
+                KeySignature = ByteString.CopyFrom(signed.Signature),
+                Certificate = ByteString.CopyFrom(signed.Certificate),
             });
         }
         return response;

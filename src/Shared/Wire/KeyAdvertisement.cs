@@ -1,0 +1,125 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using Federated.Protos.V1;
+using Federated.Trust;
+
+namespace Federated.Wire;
+
+/// <summary>A participant's key signature and the certificate (DER) whose key made it, as the coordinator forwards them.</summary>
+public sealed record SignedKeys(byte[] Certificate, byte[] Signature);
+
+/// <summary>
+/// SecAgg+ keys signed with the participant's mTLS identity key (Bonawitz et al. 2017, section 4, the actively secure
+/// variant): a coordinator that forwards a roster cannot substitute a participant's keys without a certificate in that
+/// participant's name from the federation CA. The signature covers a domain label, the run, the round, the
+/// participant's index and name and both public keys, each length-prefixed, so no signature is valid for another
+/// round, index or identity.
+/// </summary>
+public static class KeyAdvertisement
+{
+    private static readonly byte[] s_label = Encoding.ASCII.GetBytes("federated.v1/secagg-keys");
+
+    /// <summary>The exact bytes that are signed.</summary>
+    public static byte[] SignedBytes(RoundRef round, uint index, string clientId, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskKey)
+    {
+        ArgumentNullException.ThrowIfNull(round);
+        ArgumentNullException.ThrowIfNull(clientId);
+        using var buffer = new MemoryStream();
+        void Field(ReadOnlySpan<byte> value)
+        {
+            Span<byte> length = stackalloc byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(length, (uint)value.Length);
+            buffer.Write(length);
+            buffer.Write(value);
+        }
+        Span<byte> number = stackalloc byte[8];
+        Field(s_label);
+        Field(Encoding.UTF8.GetBytes(round.RunId));
+        BinaryPrimitives.WriteUInt64BigEndian(number, round.Round);
+        Field(number);
+        BinaryPrimitives.WriteUInt64BigEndian(number, index);
+        Field(number);
+        Field(Encoding.UTF8.GetBytes(clientId));
+        Field(encryptionKey);
+        Field(maskKey);
+        return buffer.ToArray();
+    }
+
+    /// <summary>Signs an advertisement with the identity's ECDSA key (SHA-256, IEEE P1363 r || s).</summary>
+    public static byte[] Sign(X509Certificate2 identity, RoundRef round, uint index, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskKey)
+    {
+        ArgumentNullException.ThrowIfNull(identity);
+        using ECDsa key = identity.GetECDsaPrivateKey()
+            ?? throw new InvalidOperationException("the identity has no ECDSA private key to sign its SecAgg+ keys with");
+        string name = identity.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
+        return key.SignData(SignedBytes(round, index, name, encryptionKey, maskKey), HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    /// <summary>Whether <paramref name="signature"/> is the certificate's key's signature over the advertisement.</summary>
+    public static bool Verify(X509Certificate2 certificate, RoundRef round, uint index, string clientId, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskKey,
+        ReadOnlySpan<byte> signature)
+    {
+        ArgumentNullException.ThrowIfNull(certificate);
+        using ECDsa? key = certificate.GetECDsaPublicKey();
+        return key is not null && signature.Length == 64
+            && key.VerifyData(SignedBytes(round, index, clientId, encryptionKey, maskKey), signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    /// <summary>
+    /// Checks every neighbour of a roster as a participant receives it: the certificate chains to the federation CA
+    /// with the client role and is not revoked (as far as <paramref name="trust"/> knows), names the participant the
+    /// signed manifest lists at that index, and its key signed exactly these keys for this round. Throws
+    /// <see cref="InvalidDataException"/> naming the neighbour and what failed: the participant then leaves the round
+    /// before it deals a share to a key the coordinator may have substituted.
+    /// </summary>
+    public static void VerifyRoster(RoundManifest manifest, AdvertiseKeysResponse roster, FederationTrust trust)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        ArgumentNullException.ThrowIfNull(roster);
+        ArgumentNullException.ThrowIfNull(trust);
+        var names = new Dictionary<uint, string>();
+        foreach (ParticipantRef participant in manifest.Participants)
+        {
+            names.TryAdd(participant.Index, participant.ClientId);
+        }
+        foreach (ParticipantKeys neighbour in roster.Neighbours)
+        {
+            uint index = neighbour.Participant?.Index ?? 0;
+            if (!names.TryGetValue(index, out string? name))
+            {
+                throw new InvalidDataException($"the roster lists participant index {index}, which the manifest does not");
+            }
+            if (neighbour.Certificate.IsEmpty || neighbour.KeySignature.IsEmpty)
+            {
+                throw new InvalidDataException($"the roster's keys for {name} carry no certificate or signature; refusing unsigned keys");
+            }
+            X509Certificate2 certificate;
+            try
+            {
+                certificate = X509CertificateLoader.LoadCertificate(neighbour.Certificate.Span);
+            }
+            catch (CryptographicException ex)
+            {
+                throw new InvalidDataException($"the roster's certificate for {name} does not parse: {ex.Message}", ex);
+            }
+            using (certificate)
+            {
+                if (!trust.TryValidateClient(certificate, out FederationIdentity? identity, out string reason))
+                {
+                    throw new InvalidDataException($"the roster's certificate for {name} is refused: {reason}");
+                }
+                if (identity!.Role != FederationRole.Client || !string.Equals(identity.Name, name, StringComparison.Ordinal))
+                {
+                    throw new InvalidDataException(
+                        $"the roster's certificate at index {index} is {identity.Name}'s ({FederationRoleExtension.Name(identity.Role)}), not client {name}'s as the manifest says");
+                }
+                if (!Verify(certificate, manifest.Round, index, name, neighbour.EncryptionPublicKey.Span, neighbour.MaskPublicKey.Span, neighbour.KeySignature.Span))
+                {
+                    throw new InvalidDataException($"the roster's keys for {name} are not the ones {name} signed (substituted keys?)");
+                }
+            }
+        }
+    }
+}
