@@ -217,6 +217,49 @@ public sealed class SecAggProtocolTests
         Assert.Equal(round.PlainSum(p.ClientIds, inputs), sum);
     }
 
+    // A lying server tells some holders that the victim dropped (they reveal its mask-key shares) and the others that it
+    // survived (they reveal its self-mask-seed shares): with both secrets it could unmask the victim's input. Every
+    // split of the holders is tried against real client sessions. Below a majority threshold (t = 2 of 5) some split
+    // yields t shares of both; with t > n/2 (t = 3 of 5, what every edge and the coordinator now require) none does,
+    // since the key holders D and the seed holders S (with the victim itself) satisfy |D| + |S| + 1 <= n < 2t.
+    [Theory]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    public void LyingServer_DifferentDropoutSetsToDifferentHolders_BothSecretsOfOneClientOnlyWithoutAMajorityThreshold(int threshold, bool bothReachable)
+    {
+        var p = SecAggRound.Create(n: 5, d: 8, bits: 32, degree: 4, threshold: threshold);
+        int victim = p.ClientIds[0];
+        int[] holders = [.. p.ClientIds.Where(id => id != victim)];
+        bool anyBoth = false;
+        for (int split = 0; split < 1 << holders.Length; split++)
+        {
+            using var round = new SecAggRound(p, 11);
+            var none = new HashSet<int>();
+            round.Advertise(none);
+            round.Share(none);
+            round.Mask(none, round.RandomInputs());
+            int seedShares = 0, keyShares = 0;
+            foreach (int id in p.ClientIds)
+            {
+                bool toldDropped = id != victim && (split >> Array.IndexOf(holders, id) & 1) == 1;
+                var lie = new UnmaskRequestMessage(id, [.. p.ClientIds.Where(c => !toldDropped || c != victim)], toldDropped ? [victim] : []);
+                try
+                {
+                    UnmaskResponseMessage revealed = round.Clients[id].ReceiveUnmaskRequest(lie);
+                    seedShares += revealed.SelfMaskSeedShares.Count(r => r.Owner == victim);
+                    keyShares += revealed.MaskKeyShares.Count(r => r.Owner == victim);
+                }
+                catch (InsufficientSurvivorsException)
+                {
+                    // Told fewer than t survivors: this holder reveals nothing.
+                }
+            }
+            anyBoth |= seedShares >= threshold && keyShares >= threshold;
+        }
+
+        Assert.Equal(bothReachable, anyBoth);
+    }
+
     [Fact]
     public void ReceiveUnmaskResponse_OneBitFlipInAShareOrSalt_OnlyThatShareIsDroppedAndTheRoundCompletes()
     {
