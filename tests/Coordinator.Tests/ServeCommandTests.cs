@@ -28,6 +28,19 @@ public sealed class ServeCommandTests
     }
 
     [Fact]
+    public void Resolve_NoAddress_LoopbackUnlessAFlagOrSettingSaysOtherwise()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("appsettings.json"), """{ "Coordinator": { "Pki": "p" } }""");
+
+        CoordinatorOptions quiet = ServeCommand.Resolve(new ServeCommand.Settings(), dir.Path);
+        CoordinatorOptions open = ServeCommand.Resolve(new ServeCommand.Settings { Address = "0.0.0.0" }, dir.Path);
+
+        Assert.Equal("127.0.0.1", quiet.Address);
+        Assert.Equal("0.0.0.0", open.Address);
+    }
+
+    [Fact]
     public void Resolve_AtRestKeyAndRetentionFlags_OverrideAppSettings()
     {
         using var dir = new TempDirectory();

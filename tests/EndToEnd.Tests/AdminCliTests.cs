@@ -134,7 +134,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     public async Task RunStart_Officer_PermissionDenied()
     {
         var (code, _, error) = await AsAsync("officer", "run", "start", "--base-model", BaseModel("base-denied", 4), "--rounds", "1",
-            "--clients-per-round", "3", "--noise", "1", "--delta", "1e-6");
+            "--clients-per-round", "3", "--noise-multiplier", "1", "--delta", "1e-6");
 
         Assert.Equal(1, code);
         Assert.Contains("PermissionDenied: role 'officer' may not call /federated.v1.AdminService/StartRun; allowed roles: engineer", error, StringComparison.Ordinal);
@@ -174,7 +174,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
     public static TheoryData<string[], string> BadUsage => new()
     {
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1" }, "give exactly one of --clients-per-round" },
-        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--target-epsilon", "2", "--clients-per-round", "3" }, "give exactly one of --noise" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--target-epsilon", "2", "--clients-per-round", "3" }, "give exactly one of --noise-multiplier" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "0", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3" }, "--rounds must be an integer in 1..10000" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--sampling-rate", "1.5" }, "--sampling-rate must be in (0, 1]" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1", "--noise", "1", "--clients-per-round", "3" }, "--delta must be in (0, 1)" },

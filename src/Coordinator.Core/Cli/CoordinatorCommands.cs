@@ -15,6 +15,11 @@ public static class CoordinatorCommands
             pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
             pki.AddCommand<PkiRevokeCommand>("revoke").WithDescription("Revoke every certificate of a name (CA-signed crl.pem, read by a running coordinator).");
         });
+        config.AddBranch("model", model =>
+        {
+            model.SetDescription("Models to try a federation with.");
+            model.AddCommand<ModelTinyCommand>("tiny").WithDescription("Write a random tiny Llama with a byte-level tokenizer (--out DIR).");
+        });
         config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
         config.AddBranch("audit", audit =>
         {

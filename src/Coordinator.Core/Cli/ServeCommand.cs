@@ -19,6 +19,7 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         public string? State { get; init; }
 
         [CommandOption("--address <IP>")]
+        [System.ComponentModel.Description("Address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 or a host address serves edge clients on other machines).")]
         public string? Address { get; init; }
 
         [CommandOption("--at-rest-key <FILE>")]

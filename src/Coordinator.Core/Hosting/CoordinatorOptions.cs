@@ -11,8 +11,8 @@ public sealed class CoordinatorOptions
     /// <summary>TCP port; 0 picks a free one (tests).</summary>
     public int Port { get; set; } = 7443;
 
-    /// <summary>Address to listen on.</summary>
-    public string Address { get; set; } = "0.0.0.0";
+    /// <summary>Address to listen on: loopback unless set (0.0.0.0 or a host address to serve edge clients on other machines).</summary>
+    public string Address { get; set; } = "127.0.0.1";
 
     /// <summary>SQLite state file.</summary>
     public string State { get; set; } = "coordinator.db";

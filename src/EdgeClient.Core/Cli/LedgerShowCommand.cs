@@ -12,13 +12,17 @@ internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
+        [CommandOption("--identity <FILE>")]
+        [Description("The client identity (NAME.pfx) that `edge-client run` uses: the ledger and policy beside it are read, as `run` writes them.")]
+        public string? Identity { get; init; }
+
         [CommandOption("--ledger <FILE>")]
-        [Description("The local ledger (default: edge-ledger.db in the current folder).")]
-        public string Ledger { get; init; } = LocalPrivacyLedger.FileName;
+        [Description("The local ledger (default: edge-ledger.db beside --identity, or in the current folder).")]
+        public string? Ledger { get; init; }
 
         [CommandOption("--policy <FILE>")]
-        [Description("The local policy, for the delta and the budgets (default: policy.json in the current folder).")]
-        public string Policy { get; init; } = LocalPolicy.FileName;
+        [Description("The local policy, for the delta and the budgets (default: policy.json beside --identity, or in the current folder).")]
+        public string? Policy { get; init; }
 
         [CommandOption("--json")]
         [Description("Print one JSON object.")]
@@ -27,21 +31,33 @@ internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (!File.Exists(settings.Ledger))
+        // `run` keeps the ledger and reads the policy beside its identity; so does this command when given one.
+        string home = ".";
+        if (settings.Identity is { } identity)
         {
-            throw new UsageException($"--ledger: no local ledger at {settings.Ledger} (it is created by the first round this machine takes part in)");
+            if (!File.Exists(identity))
+            {
+                throw new UsageException($"--identity: {identity} not found");
+            }
+            home = Path.GetDirectoryName(Path.GetFullPath(identity))!;
+        }
+        string ledgerPath = settings.Ledger ?? Path.Combine(home, LocalPrivacyLedger.FileName);
+        string policyPath = settings.Policy ?? Path.Combine(home, LocalPolicy.FileName);
+        if (!File.Exists(ledgerPath))
+        {
+            throw new UsageException($"--ledger: no local ledger at {ledgerPath} (it is created by the first round this machine takes part in; `edge-client run` keeps it beside --identity)");
         }
         LocalPolicy policy;
         try
         {
-            policy = LocalPolicy.Load(settings.Policy);
+            policy = LocalPolicy.Load(policyPath);
         }
         catch (PolicyFileException ex)
         {
             throw new UsageException($"--policy: {ex.Message}");
         }
 
-        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(settings.Ledger);
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(ledgerPath);
         if (settings.Json)
         {
             Console.WriteLine(ledger.ToJson(policy.Delta, DateTimeOffset.UtcNow));

@@ -83,7 +83,7 @@ public sealed record LocalPolicy
         }
         catch (JsonException ex)
         {
-            throw new PolicyFileException($"{path}: {ex.Message.Split(" Path:")[0].TrimEnd('.')}{(ex.Path is null ? "" : $" (at {ex.Path})")}");
+            throw new PolicyFileException(Describe(path, ex));
         }
         if (json is null)
         {
@@ -180,6 +180,32 @@ public sealed record LocalPolicy
             CoordinatorCertificateSha256 = pin,
         };
     }
+
+    /// <summary>The file's words for a JSON error: file:line:column, the key, and no .NET type names.</summary>
+    internal static string Describe(string path, JsonException ex)
+    {
+        string where = ex.LineNumber is { } line ? $"{path}:{line + 1}:{(ex.BytePositionInLine ?? 0) + 1}" : path;
+        string key = ex.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : "";
+        if (ex.Message.Contains("could not be mapped to any .NET member", StringComparison.Ordinal))
+        {
+            return $"{where}: unknown key '{key}'; the keys are {string.Join(", ", s_keys)}";
+        }
+        if (ex.Message.Contains("could not be converted to", StringComparison.Ordinal))
+        {
+            return $"{where}: {(key.Length > 0 ? $"'{key}' has" : "a value of")} the wrong type (numbers for limits, a list of strings for allowed_*, a string for the pin)";
+        }
+        string message = ex.Message;
+        int at = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        at = at >= 0 ? at : message.IndexOf(" Path:", StringComparison.Ordinal);
+        return $"{where}: {(at >= 0 ? message[..at] : message).TrimEnd('.', ' ')}";
+    }
+
+    private static readonly string[] s_keys =
+    [
+        "delta", "max_epsilon_per_run", "max_epsilon_lifetime", "max_epsilon_per_30_days", "max_worst_case_epsilon_per_run",
+        "max_worst_case_epsilon_lifetime", "min_threshold", "min_noise_multiplier", "allowed_mechanisms", "allowed_target_modules",
+        "max_rank", "max_rounds_per_day", "coordinator_certificate_sha256",
+    ];
 
     internal static NoiseMechanismKind? ParseMechanism(string name) => name switch
     {

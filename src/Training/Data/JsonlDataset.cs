@@ -92,7 +92,7 @@ public sealed class JsonlDataset
             }
             catch (RecordException ex)
             {
-                var malformed = new MalformedLine(sourceName, lineNumber, ex.Message);
+                var malformed = new MalformedLine(sourceName, lineNumber, ex.Message, ex.Column);
                 if (options.MalformedLines == MalformedLinePolicy.Stop)
                 {
                     throw new DatasetFormatException(malformed);
@@ -156,7 +156,8 @@ public sealed class JsonlDataset
         }
         catch (JsonException ex)
         {
-            throw new RecordException($"not valid JSON: {ex.Message}");
+            // The parser's own position (LineNumber 0 | BytePositionInLine n) becomes the file's column.
+            throw new RecordException($"not valid JSON: {JsonMessage(ex)}", ex.BytePositionInLine is { } position ? (int)position + 1 : null);
         }
         using (document)
         {
@@ -283,5 +284,20 @@ public sealed class JsonlDataset
     }
 
     /// <summary>Why one record is unusable; becomes a <see cref="MalformedLine"/> with file and line.</summary>
-    private sealed class RecordException(string message) : Exception(message);
+    /// <summary>A JSON parser message without its type names and position suffix ("... LineNumber: 0 | BytePositionInLine: 22.").</summary>
+    internal static string JsonMessage(JsonException ex)
+    {
+        string message = ex.Message;
+        int at = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        if (at < 0)
+        {
+            at = message.IndexOf(" Path:", StringComparison.Ordinal);
+        }
+        return (at >= 0 ? message[..at] : message).TrimEnd('.', ' ');
+    }
+
+    private sealed class RecordException(string message, int? column = null) : Exception(message)
+    {
+        public int? Column { get; } = column;
+    }
 }

@@ -10,10 +10,10 @@ public enum MalformedLinePolicy
     Skip,
 }
 
-/// <summary>One line a reader skipped: where it is and why it was unusable.</summary>
-public sealed record MalformedLine(string FilePath, int LineNumber, string Reason)
+/// <summary>One line a reader skipped: where it is (the 1-based column when the JSON parser names one) and why it was unusable.</summary>
+public sealed record MalformedLine(string FilePath, int LineNumber, string Reason, int? Column = null)
 {
-    public override string ToString() => $"{FilePath}:{LineNumber}: {Reason}";
+    public override string ToString() => Column is { } column ? $"{FilePath}:{LineNumber}:{column}: {Reason}" : $"{FilePath}:{LineNumber}: {Reason}";
 }
 
 /// <summary>A dataset line that is not a usable example; the message starts with <c>file:line:</c>.</summary>

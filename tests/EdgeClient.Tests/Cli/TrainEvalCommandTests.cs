@@ -120,7 +120,8 @@ public sealed class TrainEvalCommandTests(ITestOutputHelper output)
         var result = EdgeClientProcess.Run("eval", "--model", folder.Model, "--data", data);
 
         Assert.Equal(BadUsage, result.ExitCode);
-        Assert.Contains($"{data}:2: not valid JSON", result.StdErr);
+        Assert.Matches($@"{System.Text.RegularExpressions.Regex.Escape(data)}:2:\d+: not valid JSON", result.StdErr);
+        Assert.DoesNotContain("BytePositionInLine", result.StdErr, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -42,6 +42,26 @@ public sealed class LocalPolicyTests : IDisposable
     }
 
     [Fact]
+    public void Load_UnknownKeyOrMissingComma_NamesFileLineColumnAndKeyWithoutTypeNames()
+    {
+        string path = Path.Combine(_dir, "policy.json");
+        File.WriteAllText(path, "{\n  \"delta\": 1e-6,\n  \"max_epsilon_pr_run\": 4\n}");
+        var typo = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
+        File.WriteAllText(path, "{\n  \"delta\": 1e-6\n  \"max_epsilon_per_run\": 4\n}");
+        var comma = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
+
+        Assert.StartsWith($"{path}:3:", typo.Message, StringComparison.Ordinal);
+        Assert.Contains("unknown key 'max_epsilon_pr_run'; the keys are delta, max_epsilon_per_run", typo.Message, StringComparison.Ordinal);
+        Assert.StartsWith($"{path}:3:3: ", comma.Message, StringComparison.Ordinal);
+        foreach (string message in new[] { typo.Message, comma.Message })
+        {
+            Assert.DoesNotContain(".NET", message, StringComparison.Ordinal);
+            Assert.DoesNotContain("LineNumber", message, StringComparison.Ordinal);
+            Assert.DoesNotContain("Federated.", message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public void Load_OptionalCaps_AreReadAndDefaultToNone()
     {
         LocalPolicy none = LocalPolicy.Load(WritePolicy(null));
@@ -117,6 +137,28 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal(plan.Epsilon.Epsilon, planned.GetProperty("epsilon").GetDouble(), 9);
         Assert.True(ownShare > plan.Epsilon.Epsilon);
         Assert.Equal(json.RootElement.GetProperty("epsilon_lifetime").GetDouble(), json.RootElement.GetProperty("lifetime").GetProperty("epsilon").GetDouble());
+    }
+
+    [Fact]
+    public async Task LedgerShow_Identity_ReadsTheLedgerAndPolicyBesideItAsRunDoes()
+    {
+        string home = Directory.CreateDirectory(Path.Combine(_dir, "home")).FullName;
+        File.Copy(WritePolicy(null), Path.Combine(home, LocalPolicy.FileName));
+        File.WriteAllText(Path.Combine(home, "alice.pfx"), "not read by ledger show");
+        using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName)))
+        {
+            var gate = new LocalPolicyGate(LocalPolicy.Load(Path.Combine(home, LocalPolicy.FileName)), ledger, TimeProvider.System);
+            Assert.True(gate.ChargeBeforeUpload(new RoundTerms("run-9", 1, NoiseMechanismKind.DistributedSkellam, 8.0, 1.0, ["q_proj"], 8, "", 3, 2)).Accepted);
+        }
+
+        (int code, string stdout, string stderr) = await EdgeClientProcess.RunAsync("ledger", "show", "--identity", Path.Combine(home, "alice.pfx"), "--json");
+        (int missing, _, string missingErr) = await EdgeClientProcess.RunAsync("ledger", "show", "--identity", Path.Combine(_dir, "nobody.pfx"));
+
+        Assert.True(code == 0, stderr);
+        using JsonDocument json = JsonDocument.Parse(stdout);
+        Assert.Equal("run-9", json.RootElement.GetProperty("runs")[0].GetProperty("run_id").GetString());
+        Assert.Equal(2, missing);
+        Assert.Contains("--identity", missingErr, StringComparison.Ordinal);
     }
 
     [Fact]

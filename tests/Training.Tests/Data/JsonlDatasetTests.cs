@@ -155,7 +155,11 @@ public sealed class JsonlDatasetTests
 
         var ex = Assert.Throws<DatasetFormatException>(() => JsonlDataset.Load(path, tokenizer));
 
-        Assert.StartsWith($"{path}:3: not valid JSON", ex.Message);
+        // file:line:column in the file's terms, without the parser's own position suffix.
+        Assert.StartsWith($"{path}:3:{ex.Line.Column}: not valid JSON", ex.Message);
+        Assert.InRange(ex.Line.Column ?? 0, 1, 17);
+        Assert.DoesNotContain("LineNumber", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("BytePositionInLine", ex.Message, StringComparison.Ordinal);
         Assert.Equal(3, ex.Line.LineNumber);
         Assert.Equal(path, ex.Line.FilePath);
     }

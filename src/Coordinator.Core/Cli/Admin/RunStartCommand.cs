@@ -41,7 +41,9 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
         [CommandOption("--mechanism <distributed|central>")]
         public string? Mechanism { get; init; }
 
-        [CommandOption("--noise <Z>")]
+        // --noise-multiplier is the name every other command (privacy, simulate) uses; --noise stays as an alias.
+        [CommandOption("--noise-multiplier|--noise <Z>")]
+        [System.ComponentModel.Description("Noise multiplier z (or give --target-epsilon and let the coordinator find z).")]
         public string? Noise { get; init; }
 
         [CommandOption("--target-epsilon <E>")]
@@ -140,11 +142,11 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
 
         if ((settings.Noise is null) == (settings.TargetEpsilon is null))
         {
-            throw new UsageException("give exactly one of --noise Z (> 0) and --target-epsilon E (> 0)");
+            throw new UsageException("give exactly one of --noise-multiplier Z (> 0; alias --noise) and --target-epsilon E (> 0)");
         }
         if (settings.Noise is not null)
         {
-            plan.NoiseMultiplier = AdminArguments.Number(settings.Noise, "--noise", "> 0", v => v > 0);
+            plan.NoiseMultiplier = AdminArguments.Number(settings.Noise, "--noise-multiplier", "> 0", v => v > 0);
         }
         else
         {
