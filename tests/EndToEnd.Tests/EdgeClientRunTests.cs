@@ -64,11 +64,16 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             {
                 Assert.True(File.Exists(Path.Combine(coordinator.Root, "home-" + name, "edge-ledger.db")), $"{name} has no local ledger");
             }
-            foreach (DotnetProcess process in processes)
+            // Ctrl+C for two of them (exit 130), SIGTERM for the third, as a service manager stops it: a clean stop
+            // with one line and exit 0.
+            await processes[0].TerminateAsync();
+            foreach (DotnetProcess process in processes.Skip(1))
             {
                 await process.InterruptAsync();
             }
-            foreach (DotnetProcess process in processes)
+            Assert.Equal(0, await processes[0].WaitForExitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains("edge-client: stopped (SIGTERM)", processes[0].Tail, StringComparison.Ordinal);
+            foreach (DotnetProcess process in processes.Skip(1))
             {
                 Assert.Equal(130, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
             }

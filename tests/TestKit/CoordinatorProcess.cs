@@ -52,6 +52,15 @@ public sealed partial class CoordinatorProcess : IDisposable
     /// <summary>SIGKILL: no shutdown code runs, exactly like a crash or an OOM kill.</summary>
     public void Kill() => _process.Kill();
 
+    /// <summary>SIGTERM, as a service manager stops it.</summary>
+    public Task TerminateAsync() => _process.TerminateAsync();
+
+    /// <summary>Waits for the process to exit and returns its exit code.</summary>
+    public Task<int> WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(timeout);
+
+    /// <summary>Its last lines of output (stdout and stderr).</summary>
+    public string Tail => _process.Tail;
+
     /// <summary>The process's working set now (0 once it has exited).</summary>
     public long WorkingSet() => _process.WorkingSet();
 

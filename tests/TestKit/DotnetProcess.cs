@@ -110,6 +110,14 @@ public sealed class DotnetProcess : IDisposable
         await kill.WaitForExitAsync();
     }
 
+    /// <summary>SIGTERM, as systemd, docker stop or kill send it.</summary>
+    public async Task TerminateAsync()
+    {
+        using Process kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)])
+            ?? throw new InvalidOperationException("could not run kill");
+        await kill.WaitForExitAsync();
+    }
+
     /// <summary>Waits for the process to exit and returns its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {

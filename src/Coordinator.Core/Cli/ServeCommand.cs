@@ -42,11 +42,54 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         {
             throw new UsageException(ex.Message.Split(" (Parameter")[0].ReplaceLineEndings(" "));
         }
-        await using CoordinatorHost host = CoordinatorHost.Create(options);
-        await host.StartAsync(cancellationToken);
-        await host.WaitForShutdownAsync(cancellationToken);
+        // A port in use is one line, found before the state file is created or opened: nothing is left behind.
+        RequirePortFree(options);
+        bool stateExisted = File.Exists(options.State);
+        CoordinatorHost host = CoordinatorHost.Create(options);
+        try
+        {
+            await host.StartAsync(cancellationToken);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            // Taken between the check and the bind: the same line, and the state file this start created goes too.
+            await host.DisposeAsync();
+            if (!stateExisted)
+            {
+                foreach (string suffix in new[] { "", "-wal", "-shm" })
+                {
+                    File.Delete(options.State + suffix);
+                }
+            }
+            throw new InvalidOperationException(PortInUse(options), ex);
+        }
+        await using (host)
+        {
+            await host.WaitForShutdownAsync(cancellationToken);
+        }
         return CliRunner.Ok;
     }
+
+    private static void RequirePortFree(CoordinatorOptions options)
+    {
+        if (options.Port == 0)
+        {
+            return;
+        }
+        try
+        {
+            using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse(options.Address), options.Port);
+            probe.Start();
+            probe.Stop();
+        }
+        catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
+        {
+            throw new InvalidOperationException(PortInUse(options), ex);
+        }
+    }
+
+    private static string PortInUse(CoordinatorOptions options) =>
+        $"port {options.Port} on {options.Address} is in use (another coordinator?); stop it or choose another --port";
 
     /// <summary>Settings precedence: appsettings.json, then FEDERATED_-prefixed environment variables, then flags.</summary>
     internal static CoordinatorOptions Resolve(Settings settings, string baseDirectory)

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Spectre.Console.Cli;
 
 namespace Federated.Cli;
@@ -5,7 +6,7 @@ namespace Federated.Cli;
 /// <summary>A command-line problem the user can fix: the process prints one line and exits with 2.</summary>
 public sealed class UsageException(string message) : Exception(message);
 
-/// <summary>Runs a command app and maps outcomes to exit codes: 0 ok, 1 failed, 2 bad usage, 130 Ctrl+C.</summary>
+/// <summary>Runs a command app and maps outcomes to exit codes: 0 ok (and a clean stop on SIGTERM), 1 failed, 2 bad usage, 130 Ctrl+C.</summary>
 /// <remarks>One runner for both executables (src/Shared), so coordinator and edge-client behave alike.</remarks>
 public static class CliRunner
 {
@@ -24,6 +25,19 @@ public static class CliRunner
             interrupt.Cancel();
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (systemd, docker stop, kill): the same clean stop as Ctrl+C, said in one line, and exit 0, instead of
+        // the runtime's silent exit 143.
+        bool terminated = false;
+        using PosixSignalRegistration? onTerminate = OperatingSystem.IsWindows() ? null : PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            if (!terminated)
+            {
+                terminated = true;
+                Console.Error.WriteLine($"{name}: SIGTERM received; stopping");
+                interrupt.Cancel();
+            }
+        });
         try
         {
             var app = new CommandApp();
@@ -34,7 +48,18 @@ public static class CliRunner
                 config.UseStrictParsing();
                 configure(config);
             });
-            return await app.RunAsync(args, interrupt.Token);
+            int code = await app.RunAsync(args, interrupt.Token);
+            if (terminated)
+            {
+                Console.Error.WriteLine($"{name}: stopped (SIGTERM)");
+                return Ok;
+            }
+            return code;
+        }
+        catch (OperationCanceledException) when (terminated)
+        {
+            Console.Error.WriteLine($"{name}: stopped (SIGTERM)");
+            return Ok;
         }
         catch (OperationCanceledException) when (interrupt.IsCancellationRequested)
         {

@@ -1,0 +1,62 @@
+using System.Globalization;
+using Federated.TestKit;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// `coordinator serve` as an operator meets it: a second coordinator on a port in use stops with one line and leaves no
+/// state file behind, and SIGTERM (a service manager's stop) is a clean stop with one line and exit 0.
+/// </summary>
+public sealed class ServeProcessTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "federated-serve-" + Guid.NewGuid().ToString("N"));
+
+    [Fact]
+    public async Task Serve_PortInUseThenSigterm_OneLineNoStrayStateThenACleanStop()
+    {
+        TestFederation federation = TestFederation.Create(Path.Combine(_root, "pki"), ["alice"]);
+        using CoordinatorProcess first = await CoordinatorProcess.StartAsync(federation.Directory, Path.Combine(_root, "first.db"), TimeSpan.FromSeconds(90), onLine: Log);
+        string second = Path.Combine(_root, "second", "state.db");
+
+        (int code, string stdout, string stderr) = await DotnetProcess.RunAsync(DotnetProcess.BuildOutput("Coordinator", "coordinator.dll"),
+            ["serve", "--pki", federation.Directory, "--state", second, "--address", "127.0.0.1", "--port", first.Address.Port.ToString(CultureInfo.InvariantCulture)],
+            TimeSpan.FromSeconds(90), new Dictionary<string, string?> { ["Logging__LogLevel__Microsoft.AspNetCore"] = "Warning" });
+        Log(stdout + stderr);
+
+        Assert.Equal(1, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains($"port {first.Address.Port}", line, StringComparison.Ordinal);
+        Assert.Contains("in use", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(" at ", stdout, StringComparison.Ordinal);
+        Assert.False(File.Exists(second), "the refused start left a state file");
+
+        await first.TerminateAsync();
+
+        Assert.Equal(0, await first.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("coordinator: stopped (SIGTERM)", first.Tail, StringComparison.Ordinal);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Left for the OS temp cleaner.
+        }
+    }
+
+    private void Log(string line)
+    {
+        try
+        {
+            output.WriteLine(line);
+        }
+        catch (InvalidOperationException)
+        {
+            // The test already ended.
+        }
+    }
+}
