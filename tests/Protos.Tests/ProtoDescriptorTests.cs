@@ -127,7 +127,7 @@ public sealed class ProtoDescriptorTests
         // is why signatures are checked over the exact bytes and not over a re-serialization.
         var manifest = new RoundManifest { Round = new RoundRef { RunId = "r", Round = 1 }, LocalSteps = 5 };
         byte[] bytes = manifest.ToByteArray();
-        byte[] extended = [.. bytes, 0xA0, 0x01, 0x2A]; // field 20, varint 42
+        byte[] extended = [.. bytes, 0xF0, 0x01, 0x2A]; // field 30 (unassigned), varint 42
         RoundManifest parsed = RoundManifest.Parser.ParseFrom(extended);
         Assert.Equal(5u, parsed.LocalSteps);
         Assert.Equal(extended, parsed.ToByteArray());

@@ -1,6 +1,7 @@
 using System.Net.Security;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Trust;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.Shared.Tests;
 
@@ -133,6 +134,31 @@ public sealed class FederationTrustTests : IDisposable
 
         Assert.False(trust.TryValidateServer(server, SslPolicyErrors.None, out _, out string reason));
         Assert.Contains("is revoked", reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void IsExpired_ClockMovedPastNotAfter_TrueNamingTheExpiry()
+    {
+        using X509Certificate2 alice = _authority.Issue("alice", FederationTrust.ClientAuthOid, FederationRole.Client);
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var trust = new FederationTrust(_authority.Ca, clock);
+        Assert.False(trust.IsExpired(alice, out _));
+
+        clock.SetUtcNow(new DateTimeOffset(alice.NotAfter.ToUniversalTime(), TimeSpan.Zero).AddSeconds(1));
+
+        Assert.True(trust.IsExpired(alice, out string reason));
+        Assert.Contains("expired at", reason, StringComparison.Ordinal);
+        Assert.Contains("alice", reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void IsExpired_ClockBeforeNotBefore_True()
+    {
+        using X509Certificate2 alice = _authority.Issue("alice", FederationTrust.ClientAuthOid, FederationRole.Client);
+        var clock = new FakeTimeProvider(new DateTimeOffset(alice.NotBefore.ToUniversalTime(), TimeSpan.Zero).AddSeconds(-1));
+
+        Assert.True(new FederationTrust(_authority.Ca, clock).IsExpired(alice, out string reason));
+        Assert.Contains("not valid before", reason, StringComparison.Ordinal);
     }
 
     public void Dispose()

@@ -80,7 +80,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
         X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
         X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(serverPath, password: null);
-        var trust = new FederationTrust(ca, time, new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca));
+        var revocation = new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca);
+        var trust = new FederationTrust(ca, time, revocation);
         if (!trust.TryBuildChain(server, FederationTrust.ServerAuthOid, out string serverProblem))
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
@@ -156,6 +157,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton(time);
             builder.Services.AddSingleton(trust);
+            // The same CRL the handshake checks travels in every round manifest (the edges check the coordinator and the adapter signer).
+            builder.Services.AddSingleton(revocation);
             builder.Services.AddSingleton(state);
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);

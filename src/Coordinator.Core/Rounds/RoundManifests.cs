@@ -18,9 +18,12 @@ internal sealed record RoundInstructions(
 /// <summary>Builds each participant's signed round manifest from the SecAgg+ round and the round's instructions.</summary>
 internal static class RoundManifests
 {
-    /// <summary>The manifest for <paramref name="clientId"/> (a participant: its index is looked up), signed by the coordinator.</summary>
+    /// <summary>
+    /// The manifest for <paramref name="clientId"/> (a participant: its index is looked up), signed by the coordinator,
+    /// carrying <paramref name="crlDer"/>, the federation's current CA-signed CRL (empty when there is none).
+    /// </summary>
     /// <exception cref="NotAParticipantException">The client is not one of the round's participants.</exception>
-    public static GetRoundManifestResponse Signed(SecAggRound round, RoundInstructions instructions, string clientId, CoordinatorSigner signer)
+    public static GetRoundManifestResponse Signed(SecAggRound round, RoundInstructions instructions, string clientId, CoordinatorSigner signer, ReadOnlySpan<byte> crlDer = default)
     {
         ArgumentNullException.ThrowIfNull(round);
         ArgumentNullException.ThrowIfNull(instructions);
@@ -49,6 +52,7 @@ internal static class RoundManifests
             LocalSteps = (uint)instructions.LocalSteps,
             LearningRate = instructions.LearningRate,
             EpsilonAfterRound = instructions.EpsilonAfterRound,
+            CrlDer = ByteString.CopyFrom(crlDer),
         };
         foreach ((string name, int i) in round.Indices.OrderBy(p => p.Value))
         {

@@ -2,11 +2,16 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Protos.V1;
+using Federated.Trust;
 
 namespace Federated.Coordinator.Rounds;
 
-/// <summary>The rounds in progress (each with its instructions) and the invitations that heartbeats deliver to selected clients.</summary>
-internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time) : IDisposable
+/// <summary>
+/// The rounds in progress (each with its instructions) and the invitations that heartbeats deliver to selected clients.
+/// <paramref name="revocation"/> is the PKI folder's crl.pem, which every manifest carries so that edges check
+/// certificates against it; null (a registry without a PKI folder, in tests) sends none.
+/// </summary>
+internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time, RevocationCache? revocation = null) : IDisposable
 {
     private readonly ConcurrentDictionary<(string RunId, uint Round), (SecAggRound Round, RoundInstructions Instructions)> _rounds = new();
     private readonly ConcurrentDictionary<string, RoundRef> _invitations = new(StringComparer.Ordinal);
@@ -63,7 +68,7 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(round);
         RoundInstructions instructions = _rounds.TryGetValue((round.Plan.RunId, (uint)round.Plan.Round), out var live) ? live.Instructions : new RoundInstructions();
-        GetRoundManifestResponse manifest = RoundManifests.Signed(round, instructions, clientId, signer);
+        GetRoundManifestResponse manifest = RoundManifests.Signed(round, instructions, clientId, signer, revocation is null ? [] : revocation.CurrentDer());
         _invitations.TryRemove(new KeyValuePair<string, RoundRef>(clientId, round.Ref));
         return manifest;
     }

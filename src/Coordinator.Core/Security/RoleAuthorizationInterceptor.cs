@@ -9,7 +9,9 @@ namespace Federated.Coordinator.Security;
 /// <summary>
 /// Enforces <see cref="RpcRoles"/> on every call before any service code runs: the caller is the validated
 /// client certificate (TLS already refused others), its role must be allowed for the method, else
-/// PERMISSION_DENIED with a message naming the role and the allowed roles.
+/// PERMISSION_DENIED with a message naming the role and the allowed roles. The identity is validated once per
+/// connection; revocation and expiry are checked again on every call (by the trust's clock), since a connection
+/// can outlive its certificate.
 /// </summary>
 internal sealed class RoleAuthorizationInterceptor(FederationTrust trust, ILogger<RoleAuthorizationInterceptor> logger) : Interceptor
 {
@@ -71,11 +73,16 @@ internal sealed class RoleAuthorizationInterceptor(FederationTrust trust, ILogge
         IDictionary<object, object?>? connectionItems = http.Features.Get<IConnectionItemsFeature>()?.Items;
         if (connectionItems is not null && connectionItems.TryGetValue(s_identityKey, out object? cached) && cached is CallerIdentity known)
         {
-            // A certificate revoked while its connection is open loses access at its next call, not at reconnect.
-            if (http.Connection.ClientCertificate is { } certificate && trust.IsRevoked(certificate, out string revoked))
+            // A certificate revoked, or expired, while its connection is open loses access at its next call, not at reconnect.
+            if (http.Connection.ClientCertificate is not { } certificate)
             {
-                CoordinatorLog.Unauthenticated(logger, method, revoked);
-                throw new RpcException(new Status(StatusCode.Unauthenticated, revoked));
+                CoordinatorLog.Unauthenticated(logger, method, "no client certificate");
+                throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate"));
+            }
+            if (trust.IsRevoked(certificate, out string refused) || trust.IsExpired(certificate, out refused))
+            {
+                CoordinatorLog.Unauthenticated(logger, method, refused);
+                throw new RpcException(new Status(StatusCode.Unauthenticated, refused));
             }
             return known;
         }

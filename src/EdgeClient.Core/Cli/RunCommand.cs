@@ -120,6 +120,8 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         string? password = PasswordFile.Read(settings.PasswordFile);
         using EdgeIdentity identity = LoadIdentity(identityPath, settings.Ca!, password);
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
+        // Beside the ledger, and for the same reason: what this machine has seen (the newest CRL) must outlive a restart.
+        EdgeRevocationList revocation = OpenRevocation(Path.Combine(home, EdgeRevocationList.FileName), identity);
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
         Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
@@ -129,7 +131,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity);
+            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
                 Log = line => Console.Error.WriteLine($"edge-client: {line}"),
@@ -154,6 +156,14 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             {
                 // Ctrl+C during a call: the same clean exit as between calls.
                 throw new OperationCanceledException("interrupted", ex, cancellationToken);
+            }
+            catch (CoordinatorRefusedException ex)
+            {
+                // Expired or revoked since the handshake: this connection is dropped; a new one re-checks the certificate at its handshake.
+                Console.Error.WriteLine($"edge-client: {ex.Rule}: {ex.Message}; reconnecting in {backoff.TotalSeconds:F0} s");
+                await Task.Delay(backoff, cancellationToken);
+                backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
+                continue;
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
@@ -187,6 +197,18 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 await Task.Delay(Timeout.Infinite, cancellationToken);
             }
         };
+    }
+
+    private static EdgeRevocationList OpenRevocation(string path, EdgeIdentity identity)
+    {
+        try
+        {
+            return EdgeRevocationList.Open(path, identity.Ca);
+        }
+        catch (CryptographicException ex)
+        {
+            throw new UsageException(ex.Message);
+        }
     }
 
     private static EdgeIdentity LoadIdentity(string pfx, string ca, string? password)

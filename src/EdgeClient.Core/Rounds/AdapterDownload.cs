@@ -8,9 +8,13 @@ using Grpc.Core;
 
 namespace Federated.EdgeClient.Rounds;
 
+/// <summary>The global adapter's signer is on the newest CRL this edge has seen: the adapter is refused, however well it verifies.</summary>
+internal sealed class AdapterSignerRevokedException(string message) : Exception(message);
+
 /// <summary>
-/// Downloads a global adapter in chunks and accepts it only if its size and SHA-256 match the manifest and its CMS
-/// signature verifies against the federation CA (a code-signing certificate of this federation, over these bytes).
+/// Downloads a global adapter in chunks and accepts it only if its size and SHA-256 match the manifest, its CMS
+/// signature verifies against the federation CA (a code-signing certificate of this federation, over these bytes)
+/// and the signer is not revoked by the newest CRL the connection's edge has seen.
 /// </summary>
 internal static class AdapterDownload
 {
@@ -22,6 +26,7 @@ internal static class AdapterDownload
 
     /// <exception cref="InvalidDataException">The stream does not deliver the manifest's size or hash.</exception>
     /// <exception cref="AdapterSignatureException">The adapter is unsigned, changed after signing, or signed outside the federation.</exception>
+    /// <exception cref="AdapterSignerRevokedException">The signer's certificate is revoked.</exception>
     public static async Task<byte[]> DownloadAsync(CoordinatorConnection connection, AdapterRef adapter, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connection);
@@ -63,7 +68,11 @@ internal static class AdapterDownload
         {
             throw new InvalidDataException($"downloaded adapter hashes to {digest}, not the manifest's {adapter.Sha256}");
         }
-        Verify(content, signature, connection.FederationCa).Dispose();
+        using X509Certificate2 signer = Verify(content, signature, connection.FederationCa);
+        if (connection.Revocation.IsRefused(signer, out string revoked))
+        {
+            throw new AdapterSignerRevokedException($"the adapter's signer is revoked: {revoked}");
+        }
         return content;
     }
 

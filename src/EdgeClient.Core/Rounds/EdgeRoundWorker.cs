@@ -17,7 +17,8 @@ namespace Federated.EdgeClient.Rounds;
 public sealed record RoundWorkResult(string RunId, uint Round, bool Participated, string? DeclinedRule, string Message, double FirstLoss, double LastLoss, ulong UploadedBytes);
 
 /// <summary>
-/// One edge client's part of a federated round: verify the signed manifest, hold it against the local policy
+/// One edge client's part of a federated round: verify the signed manifest and the CA-signed CRL it carries (the
+/// coordinator's certificate and the adapter signer are checked against the newest CRL seen), hold it against the local policy
 /// (declining with the rule that refused), download and verify the global adapter, train lora_B locally on the
 /// private batches, clip, rotate, scale, round and add Skellam noise to the delta (seeded from the manifest; no noise
 /// under the central Gaussian mechanism, where the coordinator noises the sum and the local policy may refuse that),
@@ -49,6 +50,17 @@ public sealed class EdgeRoundWorker(
         ArgumentNullException.ThrowIfNull(invitation);
         RoundManifest manifest = await Participant.FetchManifestAsync(invitation, cancellationToken);
         RoundRef round = manifest.Round;
+        // The CRL counts only under the CA's signature and never goes back; it is taken before anything else in the manifest.
+        if (connection.Revocation.Accept(manifest.CrlDer.Span) is { } crl)
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, crl.Rule, crl.Message, cancellationToken);
+        }
+        if (connection.CoordinatorRefusal() is { } coordinatorRefused)
+        {
+            // The coordinator's own certificate is revoked (or expired since the handshake): nothing more is sent to it, not even a decline.
+            Log?.Invoke($"round {round.Round} of {round.RunId}: refused ({coordinatorRefused.Rule}): {coordinatorRefused.Message}");
+            return new RoundWorkResult(round.RunId, round.Round, false, coordinatorRefused.Rule, coordinatorRefused.Message, double.NaN, double.NaN, 0);
+        }
         // Before anything is downloaded or trained: a round this machine already paid for (or an earlier one) is a replay.
         if (gate.CheckReplay(round.RunId, round.Round) is { } replay)
         {
@@ -76,6 +88,11 @@ public sealed class EdgeRoundWorker(
         {
             // Nothing is loaded or trained on an adapter this federation's coordinator did not sign byte for byte.
             return await DeclineAsync(round, DeclineReason.InvalidManifest, "adapter_signature", $"the global adapter was refused: {ex.Message}", cancellationToken);
+        }
+        catch (AdapterSignerRevokedException ex)
+        {
+            // Checked before anything is loaded: a revoked signer's adapter is as good as unsigned.
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, EdgeRevocationList.RevokedRule, $"the global adapter was refused: {ex.Message}", cancellationToken);
         }
         catch (InvalidDataException ex)
         {

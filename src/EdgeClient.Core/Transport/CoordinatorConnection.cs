@@ -29,8 +29,19 @@ public sealed record ConnectionOptions
 }
 
 /// <summary>
+/// The coordinator's certificate no longer holds for this connection (revoked, or expired since the handshake): no
+/// further call is made on it. <see cref="Rule"/> is certificate_revoked or certificate_expired.
+/// </summary>
+public sealed class CoordinatorRefusedException(string rule, string message) : Exception(message)
+{
+    public string Rule { get; } = rule;
+}
+
+/// <summary>
 /// A mutual-TLS gRPC connection to the coordinator: presents the edge identity, trusts only the federation CA
-/// with the server name checked, puts a deadline on every call and retries idempotent calls with backoff.
+/// with the server name checked, puts a deadline on every call and retries idempotent calls with backoff. The
+/// coordinator's certificate is checked at the handshake and again before every call (expiry by the injected clock,
+/// revocation by the newest CRL the edge has seen), since an HTTP/2 connection outlives both.
 /// </summary>
 public sealed class CoordinatorConnection : IDisposable
 {
@@ -38,14 +49,16 @@ public sealed class CoordinatorConnection : IDisposable
     private readonly ConnectionOptions _options;
     private readonly TimeProvider _time;
 
-    public CoordinatorConnection(Uri coordinator, EdgeIdentity identity, ConnectionOptions? options = null, TimeProvider? time = null)
+    /// <param name="revocation">The edge's kept CRL (see <see cref="EdgeRevocationList"/>); null keeps one for this connection only.</param>
+    public CoordinatorConnection(Uri coordinator, EdgeIdentity identity, ConnectionOptions? options = null, TimeProvider? time = null, EdgeRevocationList? revocation = null)
     {
         ArgumentNullException.ThrowIfNull(coordinator);
         ArgumentNullException.ThrowIfNull(identity);
         _options = options ?? new ConnectionOptions();
         _time = time ?? TimeProvider.System;
+        Revocation = revocation ?? EdgeRevocationList.InMemory(identity.Ca);
         Microsoft.Extensions.Logging.ILogger? logger = _options.Logger;
-        _channel = new MutualTlsChannel(coordinator, identity.Certificate, new FederationTrust(identity.Ca, _time), new MutualTlsOptions
+        _channel = new MutualTlsChannel(coordinator, identity.Certificate, new FederationTrust(identity.Ca, _time, Revocation), new MutualTlsOptions
         {
             ConnectTimeout = _options.ConnectTimeout,
             TransportObserver = _options.TransportObserver,
@@ -71,9 +84,44 @@ public sealed class CoordinatorConnection : IDisposable
     /// <summary>The coordinator's certificate from the last validated TLS handshake; null before the first call.</summary>
     public X509Certificate2? ServerCertificate => _channel.ServerCertificate;
 
-    /// <summary>Call options with this connection's deadline (or <paramref name="timeout"/>) and the caller's token.</summary>
-    public CallOptions Call(CancellationToken cancellationToken, TimeSpan? timeout = null) =>
-        new(deadline: _time.GetUtcNow().UtcDateTime + (timeout ?? _options.CallTimeout), cancellationToken: cancellationToken);
+    /// <summary>The newest CRL this edge has seen: what the coordinator's and the adapter signer's certificates are checked against.</summary>
+    public EdgeRevocationList Revocation { get; }
+
+    /// <summary>
+    /// Call options with this connection's deadline (or <paramref name="timeout"/>) and the caller's token; every call
+    /// goes through here, so a coordinator certificate that expired or was revoked since the handshake stops the call.
+    /// </summary>
+    /// <exception cref="CoordinatorRefusedException">The coordinator's certificate is revoked or outside its validity now.</exception>
+    public CallOptions Call(CancellationToken cancellationToken, TimeSpan? timeout = null)
+    {
+        if (CoordinatorRefusal(_channel.Trust, ServerCertificate) is { } refused)
+        {
+            throw refused;
+        }
+        return new(deadline: _time.GetUtcNow().UtcDateTime + (timeout ?? _options.CallTimeout), cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Why this connection's coordinator certificate must not be used any longer; null while it holds (or before the first handshake).</summary>
+    public CoordinatorRefusedException? CoordinatorRefusal() => CoordinatorRefusal(_channel.Trust, ServerCertificate);
+
+    /// <summary>The per-call check of the coordinator's certificate from the handshake against <paramref name="trust"/>'s clock and CRL.</summary>
+    internal static CoordinatorRefusedException? CoordinatorRefusal(FederationTrust trust, X509Certificate2? server)
+    {
+        ArgumentNullException.ThrowIfNull(trust);
+        if (server is null)
+        {
+            return null;
+        }
+        if (trust.IsRevoked(server, out string reason))
+        {
+            return new CoordinatorRefusedException(EdgeRevocationList.RevokedRule, $"the coordinator's certificate is refused: {reason}");
+        }
+        if (trust.IsExpired(server, out reason))
+        {
+            return new CoordinatorRefusedException(EdgeRevocationList.ExpiredRule, $"the coordinator's certificate is refused: {reason}");
+        }
+        return null;
+    }
 
     public async Task<RegisterResponse> RegisterAsync(RegisterRequest request, CancellationToken cancellationToken) =>
         await RetryAsync(ct => Edge.RegisterAsync(request, Call(ct)).ResponseAsync, cancellationToken);

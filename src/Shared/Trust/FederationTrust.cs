@@ -60,6 +60,30 @@ public sealed class FederationTrust
         return _revocation.IsRefused(certificate, out reason);
     }
 
+    /// <summary>
+    /// True when the certificate is outside its validity period now (by this trust's clock). The handshake checks it
+    /// once; a connection outlives that, so the coordinator and the edge check it again on every call.
+    /// </summary>
+    public bool IsExpired(X509Certificate2 certificate, out string reason)
+    {
+        ArgumentNullException.ThrowIfNull(certificate);
+        DateTimeOffset now = _time.GetUtcNow();
+        DateTimeOffset notAfter = new(certificate.NotAfter.ToUniversalTime(), TimeSpan.Zero);
+        DateTimeOffset notBefore = new(certificate.NotBefore.ToUniversalTime(), TimeSpan.Zero);
+        if (now > notAfter)
+        {
+            reason = $"certificate '{certificate.Subject}' expired at {notAfter:u} (now {now:u}); the connection must not be used any longer";
+            return true;
+        }
+        if (now < notBefore)
+        {
+            reason = $"certificate '{certificate.Subject}' is not valid before {notBefore:u} (now {now:u})";
+            return true;
+        }
+        reason = "";
+        return false;
+    }
+
     /// <summary>Checks a certificate presented by an edge client or an admin (or a peer): chain, revocation, name and role.</summary>
     public bool TryValidateClient(X509Certificate2? certificate, out FederationIdentity? identity, out string reason)
     {

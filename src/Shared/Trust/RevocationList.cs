@@ -31,9 +31,23 @@ public static class RevocationList
             throw new CryptographicException($"the revocation list is not a PEM '{PemLabel}'");
         }
         der = Convert.FromBase64String(pem[fields.Base64Data]);
+        return ReadVerifiedDer(der, ca, out crlNumber);
+    }
+
+    /// <summary>
+    /// Verifies a DER CRL (as it travels in a round manifest) against <paramref name="ca"/> and returns the revoked
+    /// serials; whoever carried it, only the CA's signature makes it count.
+    /// </summary>
+    /// <exception cref="CryptographicException">The list is malformed, not signed by the CA, or not issued by it.</exception>
+    public static IReadOnlySet<BigInteger> ReadVerifiedDer(byte[] der, X509Certificate2 ca, out BigInteger crlNumber)
+    {
+        ArgumentNullException.ThrowIfNull(der);
+        ArgumentNullException.ThrowIfNull(ca);
         try
         {
-            var outer = new AsnReader(der, AsnEncodingRules.DER).ReadSequence();
+            var top = new AsnReader(der, AsnEncodingRules.DER);
+            var outer = top.ReadSequence();
+            top.ThrowIfNotEmpty();
             ReadOnlyMemory<byte> tbs = outer.ReadEncodedValue();
             AsnReader algorithm = outer.ReadSequence();
             string oid = algorithm.ReadObjectIdentifier();
@@ -87,11 +101,14 @@ public static class RevocationList
             CertificateRevocationListBuilder.Load(der, out crlNumber);
             return revoked;
         }
-        catch (AsnContentException ex)
+        catch (Exception ex) when (ex is AsnContentException or ArgumentException)
         {
             throw new CryptographicException($"the revocation list is malformed: {ex.Message}", ex);
         }
     }
+
+    /// <summary>The PEM form of a DER CRL (what crl.pem holds).</summary>
+    public static string ToPem(ReadOnlySpan<byte> der) => PemEncoding.WriteString(PemLabel, der);
 
     /// <summary>
     /// Adds <paramref name="serials"/> to the CRL in <paramref name="directory"/> (creating it), signs it with the CA and
