@@ -96,10 +96,36 @@ public sealed class PkiCommandTests
         Assert.True(alice.HasPrivateKey);
         Assert.Equal(FederationRole.Client, FederationRoleExtension.Read(alice));
 
-        // The PEM pair is the same identity for other TLS stacks.
-        using X509Certificate2 pem = X509Certificate2.CreateFromPemFile(Path.Combine(outDir, "alice.crt"), Path.Combine(outDir, "alice.key"));
+        // The PEM pair is the same identity for other TLS stacks, and its key is under the same password as the .pfx.
+        Assert.Contains("BEGIN ENCRYPTED PRIVATE KEY", File.ReadAllText(Path.Combine(outDir, "alice.key")), StringComparison.Ordinal);
+        Assert.ThrowsAny<CryptographicException>(() => X509Certificate2.CreateFromEncryptedPemFile(Path.Combine(outDir, "alice.crt"), "wrong", Path.Combine(outDir, "alice.key")));
+        using X509Certificate2 pem = X509Certificate2.CreateFromEncryptedPemFile(Path.Combine(outDir, "alice.crt"), "correct horse", Path.Combine(outDir, "alice.key"));
         Assert.Equal(alice.Thumbprint, pem.Thumbprint);
         Assert.True(pem.HasPrivateKey);
+    }
+
+    [Fact]
+    public async Task Issue_NameWithAValidIdentity_RefusedUnlessReplaceWhichRevokesTheOldOne()
+    {
+        using var dir = new TempDirectory();
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
+        string first = dir.File("one/bob.pfx"), second = dir.File("two/bob.pfx");
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "bob", "--role", "client", "--out", first));
+
+        int again = await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "bob", "--role", "client", "--out", second);
+        Assert.Equal(CliRunner.BadUsage, again);
+        Assert.False(File.Exists(second));
+
+        int replaced = await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "bob", "--role", "client", "--out", second, "--replace");
+        Assert.Equal(CliRunner.Ok, replaced);
+        using X509Certificate2 old = X509CertificateLoader.LoadPkcs12FromFile(first, null);
+        using X509Certificate2 current = X509CertificateLoader.LoadPkcs12FromFile(second, null);
+        using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(pki, "ca.crt"));
+        IReadOnlySet<System.Numerics.BigInteger> revoked = RevocationList.ReadVerified(File.ReadAllText(Path.Combine(pki, RevocationList.FileName)), ca, out _, out _);
+        Assert.Contains(RevocationList.Serial(old.SerialNumberBytes.Span), revoked);
+        Assert.DoesNotContain(RevocationList.Serial(current.SerialNumberBytes.Span), revoked);
+        // The replacement is now the one valid identity: a third issue is refused again.
+        Assert.Equal(CliRunner.BadUsage, await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "bob", "--role", "client", "--out", dir.File("three/bob.pfx")));
     }
 
     [Theory]

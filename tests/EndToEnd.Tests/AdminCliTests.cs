@@ -181,6 +181,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--targets", "q_proj,lm_head" }, "--targets: 'lm_head' is not one of" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--mechanism", "local" }, "--mechanism must be distributed or central" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--rank", "300" }, "--rank must be an integer in 1..256" },
+        { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--stage-timeout", "5" }, "--stage-timeout must be an integer in 10..86400" },
         { new[] { "run", "start", "--base-model", "m", "--rounds", "1", "--delta", "1e-6", "--noise", "1", "--clients-per-round", "3", "--min-survivors", "4" }, "--min-survivors must be in 2..3" },
         { new[] { "run", "status", "../../etc/passwd" }, "RUN_ID must be 1-64 characters" },
         { new[] { "run", "abort", "run-1", "--reason", new string('x', 300) }, "--reason must be at most 256 characters" },
@@ -458,11 +459,16 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             Assert.Equal("completed", last.GetProperty("state").GetString());
             Assert.Equal(1u, last.GetProperty("round").GetUInt32());
             Assert.Equal(1u, last.GetProperty("planned_rounds").GetUInt32());
+            Assert.Equal(1u, last.GetProperty("released_rounds").GetUInt32());
+            Assert.Equal(0u, last.GetProperty("failed_rounds").GetUInt32());
+            Assert.Empty(last.GetProperty("waiting_for").EnumerateArray());
+            // Whatever snapshots the watch saw, a name it waited for is always one of the selected clients.
+            Assert.All(updates.SelectMany(u => u.GetProperty("waiting_for").EnumerateArray()), w => Assert.Contains(w.GetString(), s_clients));
             Assert.Equal(planned, last.GetProperty("epsilon_spent").GetDouble(), 1e-9);
             Assert.Equal(50.0, last.GetProperty("epsilon_budget").GetDouble());
             Assert.All(updates, u =>
             {
-                foreach (string key in new[] { "run_id", "state", "round", "planned_rounds", "stage", "selected", "reported", "epsilon_spent", "epsilon_budget", "detail", "adapter_sha256", "updated_at" })
+                foreach (string key in new[] { "run_id", "state", "round", "planned_rounds", "released_rounds", "failed_rounds", "waiting_for", "stage", "selected", "reported", "epsilon_spent", "epsilon_budget", "detail", "adapter_sha256", "updated_at" })
                 {
                     Assert.True(u.TryGetProperty(key, out _), key);
                 }
@@ -478,6 +484,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             Assert.Equal(0, code);
             Assert.Contains("completed", output, StringComparison.Ordinal);
             Assert.Contains("1 of 1", output, StringComparison.Ordinal);
+            Assert.Contains("rounds released", output, StringComparison.Ordinal);
 
             (code, output, _) = await AsAsync("officer", "ledger", "show", "--run", runId, "--json");
             Assert.Equal(0, code);

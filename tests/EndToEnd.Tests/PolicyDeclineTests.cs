@@ -83,6 +83,40 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         Assert.Equal(charge.EpsilonAfter, aliceLedger.Spent(plan.Delta, started.RunId).Epsilon, 9);
     }
 
+    [Fact]
+    public async Task Run_EveryClientsPolicyRefusesTheTargets_RunFailsNamingTheRuleAndTheDeclineCount()
+    {
+        string model = Path.Combine(coordinator.Root, "tiny-targets");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 7);
+        coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
+        var policy = LocalPolicy.Load(WritePolicy("targets", maxEpsilonPerRun: 100));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(150));
+        var results = new List<RoundWorkResult>();
+        var ledgers = new Dictionary<string, int>(StringComparer.Ordinal);
+        Task[] clients = [.. s_text.Keys.Select(name => Task.Run(() => ClientAsync(name, model, policy, results, ledgers, stop.Token)))];
+        using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
+        using var asEngineer = new CoordinatorConnection(coordinator.Address, engineer);
+        var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
+        var plan = new RunPlan
+        {
+            BaseModel = model, LoraRank = 2, Rounds = 1, ClientsPerRound = 3, MinSurvivors = 2, LocalSteps = 1, LearningRate = 0.01,
+            ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 1.0, Delta = 1e-6,
+        };
+        // Not in any client's allowed_target_modules.
+        plan.TargetModules.Add("gate_proj");
+        StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
+        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        await stop.CancelAsync();
+        await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+
+        // The operator reads why in the run's status, not only in the audit JSON: the rule and how many declined.
+        Assert.Equal(RunState.Failed, status.State);
+        Assert.Contains("declined by allowed_target_modules (3)", status.Detail, StringComparison.Ordinal);
+        Assert.Equal((0u, 5u), (status.ReleasedRounds, status.FailedRounds));
+        Assert.All(results.Where(r => r.RunId == started.RunId), r => Assert.Equal("allowed_target_modules", r.DeclinedRule));
+    }
+
     private async Task ClientAsync(string name, string model, LocalPolicy policy, List<RoundWorkResult> results, Dictionary<string, int> ledgers, CancellationToken cancellationToken)
     {
         using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);

@@ -118,6 +118,10 @@ public sealed class SecAggRoundTests(CoordinatorFixture coordinator) : IClassFix
                 await Task.Delay(20);
             }
             var late = await Assert.ThrowsAsync<RpcException>(() => Decline(bob, DeclineReason.Busy));
+            // What run status shows: the stage waits for dave alone (alice and carol declined, bob advertised), until its deadline.
+            (IReadOnlyList<string> waiting, DateTimeOffset? deadline) = round.Waiting();
+            Assert.Equal(["dave"], waiting);
+            Assert.Equal(round.Deadlines[0], deadline);
 
             Assert.Equal(StatusCode.FailedPrecondition, twice.StatusCode);
             Assert.Equal(StatusCode.InvalidArgument, backwards.StatusCode);

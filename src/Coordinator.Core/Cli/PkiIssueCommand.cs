@@ -18,6 +18,10 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
 
         [CommandOption("--role <ROLE>")]
         public string? Role { get; init; }
+
+        [CommandOption("--replace")]
+        [System.ComponentModel.Description("The name already has a valid identity: revoke it (crl.pem) and issue a new one.")]
+        public bool Replace { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -51,6 +55,21 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
         string directory = Path.GetDirectoryName(pfxPath)!;
 
         using FederationPki pki = FederationPki.Load(Path.GetFullPath(settings.Ca), TimeProvider.System);
+        IReadOnlyList<string> live = pki.LiveSerials(settings.Name);
+        IReadOnlyList<string> revoked = [];
+        if (live.Count > 0)
+        {
+            if (!settings.Replace)
+            {
+                throw new UsageException(
+                    $"'{settings.Name}' already has a valid identity (serial {string.Join(", ", live)}); a second would be a second valid identity: pass --replace to revoke it and issue a new one");
+            }
+            if (File.Exists(pfxPath))
+            {
+                throw new UsageException($"--out: '{pfxPath}' already exists; move it away or choose another --out before replacing");
+            }
+            revoked = pki.Revoke(settings.Name);
+        }
         IssuedIdentity identity = pki.IssueIdentity(directory, settings.Name, role, password, pfxPath);
 
         if (settings.Json)
@@ -64,11 +83,17 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
                 key = identity.KeyPath,
                 ca = Path.Combine(directory, FederationPki.CaCertificateFile),
                 sha256 = identity.Thumbprint,
+                key_encrypted = password is not null,
+                revoked,
             }));
         }
         else
         {
-            Console.WriteLine($"issued {FederationRoleExtension.Name(role)} identity '{identity.Name}': {identity.PfxPath} (PEM: {identity.CertificatePath}, {identity.KeyPath})");
+            if (revoked.Count > 0)
+            {
+                Console.WriteLine($"revoked the previous identity of '{identity.Name}' ({string.Join(", ", revoked)}); crl.pem updated: restart or wait for the coordinator to reload it");
+            }
+            Console.WriteLine($"issued {FederationRoleExtension.Name(role)} identity '{identity.Name}': {identity.PfxPath} (PEM: {identity.CertificatePath}, {identity.KeyPath}{(password is null ? ", key unencrypted: keep it owner-only" : ", key encrypted with the same password")})");
         }
         return CliRunner.Ok;
     }

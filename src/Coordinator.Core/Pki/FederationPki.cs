@@ -205,7 +205,11 @@ public sealed partial class FederationPki : IDisposable
         {
             CryptographicOperations.ZeroMemory(pkcs12);
         }
-        PkiFiles.WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
+        // The PEM key is under the same password as the .pfx (encrypted PKCS#8, PBES2 with AES-256 and 600000 rounds of
+        // PBKDF2-SHA256): a password that protects only one of two copies of the key protects nothing.
+        PkiFiles.WritePrivate(keyPath, password is null
+            ? key.ExportPkcs8PrivateKeyPem()
+            : key.ExportEncryptedPkcs8PrivateKeyPem(password.AsSpan(), new PbeParameters(PbeEncryptionAlgorithm.Aes256Cbc, HashAlgorithmName.SHA256, 600_000)));
         PkiFiles.WritePublic(certificatePath, issued.ExportCertificatePem());
         string caCopy = Path.Combine(directory, CaCertificateFile);
         if (!File.Exists(caCopy))
@@ -251,6 +255,36 @@ public sealed partial class FederationPki : IDisposable
         }
         RevocationList.Revoke(_directory, _caCertificate, serials, _time.GetUtcNow());
         return [.. seen];
+    }
+
+    /// <summary>
+    /// Serials (hex) of the certificates this CA issued to <paramref name="name"/> that are still valid: recorded in
+    /// issued/, not expired and not on the CRL. Issuing a name that has one would silently make a second identity.
+    /// </summary>
+    internal IReadOnlyList<string> LiveSerials(string name)
+    {
+        ValidateName(name);
+        string folder = Path.Combine(_directory, IssuedFolder);
+        if (!Directory.Exists(folder))
+        {
+            return [];
+        }
+        string crlPath = Path.Combine(_directory, RevocationList.FileName);
+        IReadOnlySet<System.Numerics.BigInteger> revoked = File.Exists(crlPath)
+            ? RevocationList.ReadVerified(File.ReadAllText(crlPath), _caCertificate, out _, out _)
+            : new HashSet<System.Numerics.BigInteger>();
+        DateTimeOffset now = _time.GetUtcNow();
+        var live = new List<string>();
+        foreach (string path in Directory.EnumerateFiles(folder, "*.crt"))
+        {
+            using X509Certificate2 certificate = X509CertificateLoader.LoadCertificateFromFile(path);
+            if (certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false) == name && certificate.NotAfter > now
+                && FederationRoleExtension.Read(certificate) is not null && !revoked.Contains(RevocationList.Serial(certificate.SerialNumberBytes.Span)))
+            {
+                live.Add(certificate.SerialNumber);
+            }
+        }
+        return live;
     }
 
     /// <summary>Largest CSR accepted by <see cref="Renew"/>.</summary>

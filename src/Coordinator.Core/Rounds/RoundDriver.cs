@@ -22,7 +22,7 @@ internal enum RoundOutcome
 }
 
 /// <summary>How a round ended, and the highest round of the run a participant declined it as a replay of (null: none).</summary>
-internal readonly record struct RoundResult(RoundOutcome Outcome, long? ReplayedUpTo = null);
+internal readonly record struct RoundResult(RoundOutcome Outcome, long? ReplayedUpTo = null, string? Reason = null);
 
 /// <summary>
 /// Drives one round of a run: selects the participants, opens a SecAgg+ round with its instructions (signed into each
@@ -88,7 +88,8 @@ internal sealed class RoundDriver(
         };
         SecAggRound round = rounds.Start(
             new SecAggRoundPlan(accepted.RunId, number, selected, quantizer.PaddedDimension, RunPricing.RingBits,
-                Degree: selected.Count - 1, Threshold: accepted.Threshold, StageTimeout: settings.StageTimeout),
+                Degree: selected.Count - 1, Threshold: accepted.Threshold,
+                StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
         try
         {
@@ -101,11 +102,14 @@ internal sealed class RoundDriver(
             }
             catch (Exception ex) when (ex is RoundFailedException or SecureAggregationException)
             {
-                // Too few survivors, a timeout or a protocol failure: nothing is released and nothing is charged.
-                state.Rounds.Fail(accepted.RunId, number, ex.Message);
+                // Too few survivors, a timeout or a protocol failure: nothing is released and nothing is charged. The
+                // reason names why participants were missing (declines by rule, missed deadlines) where known.
+                string missing = round.MissingSummary();
+                string reason = missing.Length == 0 ? ex.Message : $"{ex.Message.TrimEnd('.')}; {missing}";
+                state.Rounds.Fail(accepted.RunId, number, reason);
                 run.End(RoundStage.Failed);
-                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
-                return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo);
+                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, reason);
+                return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo, reason);
             }
             foreach ((int holder, int owner) in round.RejectedShares)
             {

@@ -73,9 +73,9 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time,
         return manifest;
     }
 
-    public void Decline(SecAggRound round, string clientId, long? lastChargedRound = null)
+    public void Decline(SecAggRound round, string clientId, long? lastChargedRound = null, string rule = "")
     {
-        round.Decline(round.IndexOf(clientId), lastChargedRound);
+        round.Decline(round.IndexOf(clientId), lastChargedRound, rule);
         _invitations.TryRemove(new KeyValuePair<string, RoundRef>(clientId, round.Ref));
     }
 

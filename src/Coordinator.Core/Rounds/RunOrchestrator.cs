@@ -282,7 +282,8 @@ internal sealed class RunOrchestrator : IAsyncDisposable
                         (failedInARow, skippedInARow) = (0, 0);
                         break;
                     case RoundOutcome.Failed when ++failedInARow >= MaxFailedRoundsInARow:
-                        throw new InvalidOperationException($"{failedInARow} rounds in a row failed; {released} of {accepted.Plan.Rounds} rounds were released");
+                        throw new InvalidOperationException(
+                            $"{failedInARow} rounds in a row failed; {released} of {accepted.Plan.Rounds} rounds were released; the last: {result.Reason ?? "no reason recorded"}");
                     case RoundOutcome.Skipped when ++skippedInARow >= _settings.MaxSkippedRoundsInARow:
                         throw new InvalidOperationException($"{skippedInARow} rounds in a row sampled too few (or too many) clients; {released} of {accepted.Plan.Rounds} rounds were released");
                     case RoundOutcome.Skipped:

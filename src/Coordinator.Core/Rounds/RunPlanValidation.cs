@@ -45,6 +45,10 @@ internal static class RunPlanValidation
         {
             throw Invalid($"clients_per_round {plan.ClientsPerRound} is invalid: use 2..{MaxClientsPerRound}");
         }
+        if (plan.StageTimeoutSeconds is > 0 and < 10 or > 86_400)
+        {
+            throw Invalid($"stage_timeout_seconds {plan.StageTimeoutSeconds} is invalid: use 10..86400, or 0 for the coordinator's default");
+        }
         if (plan.LocalSteps is 0 or > 100_000)
         {
             throw Invalid($"local_steps {plan.LocalSteps} is invalid: use 1..100000");

@@ -22,6 +22,8 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
     private string _detail = "";
     private int _round = startedFrom.LastRound;
     private int _selected;
+    private int _released = startedFrom.ReleasedRounds;
+    private int _failed;
     private SecAggRound? _live;
     private RoundStage _lastStage = startedFrom.LastRound == 0 ? RoundStage.Unspecified : RoundStage.Failed;
     private DateTimeOffset _updatedAt = time.GetUtcNow();
@@ -91,6 +93,7 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
             _selected = selected;
             _live = null;
             _lastStage = RoundStage.Failed;
+            _failed++;
             Signal();
         }
     }
@@ -102,6 +105,7 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
         {
             _live = null;
             _lastStage = stage;
+            _failed += stage == RoundStage.Failed ? 1 : 0;
             Signal();
         }
     }
@@ -112,6 +116,7 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
         {
             Adapter = adapter;
             EpsilonSpent = epsilonAfter;
+            _released++;
             _live = null;
             _lastStage = RoundStage.Completed;
             Signal();
@@ -141,6 +146,8 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
                 Detail = _detail,
                 UpdatedAt = Timestamp.FromDateTimeOffset(_updatedAt),
                 AdapterSha256 = Adapter.Sha256,
+                ReleasedRounds = (uint)_released,
+                FailedRounds = (uint)_failed,
             };
         }
         if (live is not null)
@@ -149,6 +156,12 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
             (RoundStage stage, int reported) = live.StageReport();
             status.Stage = stage;
             status.Reported = (uint)reported;
+            (IReadOnlyList<string> waiting, DateTimeOffset? deadline) = live.Waiting();
+            status.WaitingFor.AddRange(waiting);
+            if (deadline is { } d)
+            {
+                status.StageDeadline = Timestamp.FromDateTimeOffset(d);
+            }
         }
         return status;
     }

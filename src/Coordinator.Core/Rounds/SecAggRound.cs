@@ -21,6 +21,8 @@ internal sealed class SecAggRound : IDisposable
     private readonly HashSet<int> _submitted = [];
     private readonly HashSet<int> _uploading = [];
     private readonly Dictionary<int, SignedKeys> _signed = [];
+    private readonly Dictionary<string, int> _declineRules = new(StringComparer.Ordinal);
+    private readonly List<(RoundStage Stage, int Missed)> _missedDeadline = [];
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, KeyRosterMessage>> _rosters = New<IReadOnlyDictionary<int, KeyRosterMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, ForwardedSharesMessage>> _forwarded = New<IReadOnlyDictionary<int, ForwardedSharesMessage>>();
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, UnmaskRequestMessage>> _unmaskRequests = New<IReadOnlyDictionary<int, UnmaskRequestMessage>>();
@@ -140,6 +142,59 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>
+    /// Why participants were missing, in the operator's terms: declines grouped by the client's rule ("declined by
+    /// allowed_target_modules (3)") and stages closed by their deadline with how many missed it, naming the flag that
+    /// sets it. Empty when nobody declined or missed a deadline.
+    /// </summary>
+    public string MissingSummary()
+    {
+        lock (_gate)
+        {
+            var parts = new List<string>();
+            if (_declineRules.Count > 0)
+            {
+                parts.Add("declined by " + string.Join(", ", _declineRules.OrderByDescending(p => p.Value).ThenBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} ({p.Value})")));
+            }
+            foreach ((RoundStage stage, int missed) in _missedDeadline.Where(m => m.Missed > 0))
+            {
+                string name = stage switch
+                {
+                    RoundStage.AdvertiseKeys => "advertise_keys (manifest, adapter download and local training happen before it)",
+                    RoundStage.ShareKeys => "share_keys",
+                    RoundStage.MaskedInput => "masked_input",
+                    _ => "unmask",
+                };
+                parts.Add($"{missed} missed the {name} deadline of {Plan.StageTimeout.TotalSeconds:0} s (run start --stage-timeout sets it)");
+            }
+            return string.Join("; ", parts);
+        }
+    }
+
+    /// <summary>
+    /// The participants the current stage still waits for (by name) and when it closes at the latest: what a status
+    /// view shows so an operator knows whom a stage is waiting on. Empty once the round ended.
+    /// </summary>
+    public (IReadOnlyList<string> Waiting, DateTimeOffset? Deadline) Waiting()
+    {
+        lock (_gate)
+        {
+            if (_stage is RoundStage.Completed or RoundStage.Failed)
+            {
+                return ([], null);
+            }
+            string[] waiting = [.. _indexByClient.Where(p => _expected.Contains(p.Value) && !_submitted.Contains(p.Value)).Select(p => p.Key).Order(StringComparer.Ordinal)];
+            int stage = _stage switch
+            {
+                RoundStage.AdvertiseKeys => 0,
+                RoundStage.ShareKeys => 1,
+                RoundStage.MaskedInput => 2,
+                _ => 3,
+            };
+            return (waiting, Deadlines[stage]);
+        }
+    }
+
     /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
     public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
 
@@ -177,7 +232,7 @@ internal sealed class SecAggRound : IDisposable
     /// Records a participant's decline: once per participant, and only before it advertised its keys (after that its
     /// keys are in peers' rosters and leaving is a dropout). <paramref name="lastChargedRound"/> is set for a replay decline.
     /// </summary>
-    public void Decline(int index, long? lastChargedRound = null)
+    public void Decline(int index, long? lastChargedRound = null, string rule = "")
     {
         lock (_gate)
         {
@@ -193,6 +248,8 @@ internal sealed class SecAggRound : IDisposable
             {
                 _replayedUpTo = Math.Max(_replayedUpTo ?? 0, last);
             }
+            string key = rule.Length == 0 ? "unnamed" : rule;
+            _declineRules[key] = _declineRules.GetValueOrDefault(key) + 1;
             _declined.Add(index);
             _expected.Remove(index);
             CloseIfComplete();
@@ -388,6 +445,7 @@ internal sealed class SecAggRound : IDisposable
         {
             if (_stage == stage)
             {
+                _missedDeadline.Add((stage, _expected.Count(i => !_submitted.Contains(i))));
                 CloseStage();
                 Progress?.Invoke();
             }

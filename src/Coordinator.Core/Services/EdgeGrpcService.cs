@@ -90,7 +90,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, "last_charged_round is only set with DECLINE_REASON_REPLAYED_ROUND"));
         }
-        rounds.Decline(round, caller.Name, lastCharged);
+        rounds.Decline(round, caller.Name, lastCharged, request.Rule);
         // Durable before the reply: the decline and the client's rule are on the audit chain.
         state.Rounds.RecordDecline(round.Plan.RunId, round.Plan.Round, caller.Name, request.Reason.ToString(), request.Rule, detail);
         CoordinatorLog.RoundDeclined(logger, caller.Name, round.Plan.RunId, round.Plan.Round, request.Reason.ToString(), detail);

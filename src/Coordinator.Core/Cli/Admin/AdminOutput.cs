@@ -90,6 +90,10 @@ internal static class AdminOutput
         State = WireNames.State(status.State),
         Round = status.CurrentRound,
         PlannedRounds = status.PlannedRounds,
+        ReleasedRounds = status.ReleasedRounds,
+        FailedRounds = status.FailedRounds,
+        WaitingFor = status.WaitingFor.ToArray(),
+        StageDeadline = Time(status.StageDeadline),
         Stage = Stage(status.Stage),
         Selected = status.Selected,
         Reported = status.Reported,
@@ -116,8 +120,15 @@ internal static class AdminOutput
         string reported = status.Stage is RoundStage.Completed or RoundStage.Failed or RoundStage.Unspecified
             ? $"selected {status.Selected}"
             : $"reported {status.Reported}/{status.Selected}";
-        string line = $"{WireNames.State(status.State),-9} round {status.CurrentRound}/{status.PlannedRounds}  stage {Stage(status.Stage),-14} " +
+        // Released rounds count against the plan; failed ones apart (the round number also counts them).
+        string rounds = $"released {status.ReleasedRounds}/{status.PlannedRounds}" + (status.FailedRounds > 0 ? $" ({status.FailedRounds} failed)" : "");
+        string line = $"{WireNames.State(status.State),-9} {rounds}  round {status.CurrentRound}  stage {Stage(status.Stage),-14} " +
             $"{reported,-14}  epsilon {budget}";
+        if (status.WaitingFor.Count > 0)
+        {
+            line += $"  waiting for {string.Join(", ", status.WaitingFor.Take(8))}{(status.WaitingFor.Count > 8 ? $" and {status.WaitingFor.Count - 8} more" : "")}"
+                + (status.StageDeadline is null ? "" : $" until {status.StageDeadline.ToDateTimeOffset().UtcDateTime.ToString("HH:mm:ss", CultureInfo.InvariantCulture)}Z");
+        }
         return status.Detail.Length == 0 ? line : $"{line}  ({status.Detail})";
     }
 
@@ -125,8 +136,11 @@ internal static class AdminOutput
     [
         ("run", status.RunId),
         ("state", WireNames.State(status.State)),
-        ("round", $"{status.CurrentRound} of {status.PlannedRounds}"),
+        ("rounds released", $"{status.ReleasedRounds} of {status.PlannedRounds}" + (status.FailedRounds > 0 ? $" ({status.FailedRounds} failed, released nothing)" : "")),
+        ("round", status.CurrentRound.ToString(CultureInfo.InvariantCulture)),
         ("stage", Stage(status.Stage)),
+        ("waiting for", status.WaitingFor.Count == 0 ? "" : string.Join(", ", status.WaitingFor)
+            + (status.StageDeadline is null ? "" : $" until {Time(status.StageDeadline)}")),
         ("clients reported", $"{status.Reported} of {status.Selected} selected"),
         ("epsilon spent", (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
             + $" {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),

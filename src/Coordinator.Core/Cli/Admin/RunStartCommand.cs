@@ -46,6 +46,10 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
         [System.ComponentModel.Description("Noise multiplier z (or give --target-epsilon and let the coordinator find z).")]
         public string? Noise { get; init; }
 
+        [CommandOption("--stage-timeout <SECONDS>")]
+        [System.ComponentModel.Description("Seconds each round stage stays open at most (the first also covers local training); default: the coordinator's (60).")]
+        public string? StageTimeout { get; init; }
+
         [CommandOption("--target-epsilon <E>")]
         public string? TargetEpsilon { get; init; }
 
@@ -153,6 +157,10 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             plan.TargetEpsilon = AdminArguments.Number(settings.TargetEpsilon, "--target-epsilon", "> 0", v => v > 0);
         }
 
+        if (AdminArguments.OptionalInteger(settings.StageTimeout, "--stage-timeout", 10, 86_400) is { } timeout)
+        {
+            plan.StageTimeoutSeconds = timeout;
+        }
         if (AdminArguments.OptionalInteger(settings.MinSurvivors, "--min-survivors", 2, 1000) is { } survivors)
         {
             if (plan.ClientsPerRound != 0 && (survivors > plan.ClientsPerRound || survivors < RunPlanValidation.MinThreshold((int)plan.ClientsPerRound)))
