@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Federated.Aggregation.Privacy;
 using Federated.Training.Data;
 using Federated.Training.Lora;
 using Federated.Training.Model;
@@ -15,7 +16,9 @@ namespace Federated.Benchmarks;
 /// Training step throughput on CPU: one optimiser step (forward, backward, AdamW) of a 6-layer, hidden-512, 8-head
 /// Llama at sequence 256, batch 8, with LoRA r=8 on all projections and with full fine-tuning, all float32; on a CPU with
 /// native bf16 matmul the LoRA step once more with bf16 weights and matmuls.
-/// bench/pytorch_reference.py measures the same step in PyTorch for the ratio.
+/// bench/pytorch_reference.py measures the same step in PyTorch for the ratio. The DP-SGD step (per-example clipping of
+/// the LoRA gradients, Gaussian noise from the OS generator) runs on the same batch as a fixed sample of the expected size,
+/// so its time and its memory above the resident set before the step compare with the non-private step's as ratios.
 /// </summary>
 internal sealed class TrainingBenchmark : IBenchmarkSuite
 {
@@ -55,13 +58,15 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         var data = new TokenBatch(ids, labels, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, seq);
 
         var lora = new LoraSettings(rank, 2 * rank, 0, LoraSettings.AllProjections, 0, FreezeA: false);
-        var (loraSeconds, loraCpu) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32);
-        var (ffaSeconds, ffaCpu) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32);
-        var (fullSeconds, fullCpu) = MeasureStep(config, data, lora: null, repeats, WeightStorage.Float32);
+        var (loraSeconds, loraCpu, loraPeak) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32);
+        var (ffaSeconds, ffaCpu, ffaPeak) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32);
+        var (dpSeconds, dpCpu, dpPeak) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32, privateStep: true);
+        var (dpFfaSeconds, dpFfaCpu, dpFfaPeak) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32, privateStep: true);
+        var (fullSeconds, fullCpu, _) = MeasureStep(config, data, lora: null, repeats, WeightStorage.Float32);
         bool bf16 = DeviceCapabilities.Detect(torch.CPU).NativeBf16Matmul;
-        var (bf16Seconds, bf16Cpu) = bf16
+        var (bf16Seconds, bf16Cpu, _) = bf16
             ? MeasureStep(config, data, lora, repeats, new WeightStorage(ScalarType.BFloat16, ScalarType.BFloat16, BaseQuantization.None))
-            : (double.NaN, double.NaN);
+            : (double.NaN, double.NaN, (0L, 0L));
         long tokens = (long)batch * seq;
 
         var result = new Dictionary<string, object>
@@ -87,6 +92,23 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
             ["lora_step_cpu_seconds_median"] = Math.Round(loraCpu, 4),
             ["ffa_lora_step_cpu_seconds_median"] = Math.Round(ffaCpu, 4),
             ["full_step_cpu_seconds_median"] = Math.Round(fullCpu, 4),
+            // DP-SGD (per-example clipping, noise) against the non-private step of the same LoRA, A and B trained and B only.
+            ["dp_lora_step_seconds_median"] = Math.Round(dpSeconds, 4),
+            ["dp_lora_step_cpu_seconds_median"] = Math.Round(dpCpu, 4),
+            ["dp_ffa_lora_step_seconds_median"] = Math.Round(dpFfaSeconds, 4),
+            ["dp_ffa_lora_step_cpu_seconds_median"] = Math.Round(dpFfaCpu, 4),
+            ["dp_over_lora_time_ratio"] = Math.Round(dpSeconds / loraSeconds, 3),
+            ["dp_over_lora_cpu_time_ratio"] = Math.Round(dpCpu / loraCpu, 3),
+            ["dp_over_ffa_lora_time_ratio"] = Math.Round(dpFfaSeconds / ffaSeconds, 3),
+            // Peak resident bytes during the measured steps above the resident set just before them (VmHWM reset per variant).
+            ["lora_step_peak_extra_bytes"] = loraPeak.Extra,
+            ["dp_lora_step_peak_extra_bytes"] = dpPeak.Extra,
+            ["ffa_lora_step_peak_extra_bytes"] = ffaPeak.Extra,
+            ["dp_ffa_lora_step_peak_extra_bytes"] = dpFfaPeak.Extra,
+            ["dp_over_lora_step_memory_ratio"] = Math.Round((double)dpPeak.Extra / loraPeak.Extra, 3),
+            ["dp_over_ffa_lora_step_memory_ratio"] = Math.Round((double)dpFfaPeak.Extra / ffaPeak.Extra, 3),
+            ["dp_over_lora_peak_rss_ratio"] = Math.Round((double)dpPeak.Peak / loraPeak.Peak, 3),
+            ["dp_over_ffa_lora_peak_rss_ratio"] = Math.Round((double)dpFfaPeak.Peak / ffaPeak.Peak, 3),
         };
         if (bf16)
         {
@@ -109,8 +131,8 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         return Task.FromResult(0);
     }
 
-    private static (double Wall, double Cpu) MeasureStep(LlamaConfig config, TokenBatch data, LoraSettings? lora, int repeats,
-        WeightStorage storage)
+    private static (double Wall, double Cpu, (long Extra, long Peak) Memory) MeasureStep(LlamaConfig config, TokenBatch data,
+        LoraSettings? lora, int repeats, WeightStorage storage, bool privateStep = false)
     {
         using var model = new LlamaForCausalLM(config, torch.CPU, storage);
         model.InitializeRandom(1);
@@ -122,23 +144,71 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         {
             model.SetBaseTrainable(true);
         }
-        var parameters = model.TrainableParameters().ToList();
+        using PerExampleCapture? capture = privateStep ? PerExampleCapture.Attach(model) : null;
+        var parameters = capture?.Parameters.ToList() ?? model.TrainableParameters().ToList();
         using var optimizer = torch.optim.AdamW(parameters, 1e-4);
+        var records = Records(data);
+        var privacy = new DpSgdOptions { ExpectedBatchSize = data.BatchSize, NoiseMultiplier = 1.0, MaxGradNorm = 1.0, Delta = 1e-5 };
+        var random = new NoiseSampler(privacy.Randomness);
+        Action step = capture is null
+            ? () => LoraTrainer.Step(model, optimizer, parameters, [data], 1.0)
+            // The sample is fixed at the expected batch so both steps do the same forward and backward work.
+            : () => LoraTrainer.PrivateStep(model, optimizer, capture, records, 0, privacy, random);
         model.train();
-        LoraTrainer.Step(model, optimizer, parameters, [data], 1.0); // warm-up: AdamW state, allocator
+        step(); // warm-up: AdamW state, allocator
         var wall = new double[repeats];
         var cpu = new double[repeats];
         using var process = Process.GetCurrentProcess();
+        long before = ProcStatus("VmRSS");
+        ResetPeak();
         for (int i = 0; i < repeats; i++)
         {
             process.Refresh();
             TimeSpan cpuStart = process.TotalProcessorTime;
             long start = Stopwatch.GetTimestamp();
-            LoraTrainer.Step(model, optimizer, parameters, [data], 1.0);
+            step();
             wall[i] = Stopwatch.GetElapsedTime(start).TotalSeconds;
             process.Refresh();
             cpu[i] = (process.TotalProcessorTime - cpuStart).TotalSeconds;
         }
-        return (Measure.Median(wall), Measure.Median(cpu));
+        long peak = ProcStatus("VmHWM");
+        return (Measure.Median(wall), Measure.Median(cpu), (Math.Max(0, peak - before), peak));
+    }
+
+    private static TokenizedExample[] Records(TokenBatch data) =>
+        Enumerable.Range(0, data.BatchSize).Select(row =>
+        {
+            int offset = row * data.SequenceLength;
+            int[] ids = data.InputIds.AsSpan(offset, data.SequenceLength).ToArray().Select(v => (int)v).ToArray();
+            int[] labels = data.Labels.AsSpan(offset, data.SequenceLength).ToArray().Select(v => (int)v).ToArray();
+            return new TokenizedExample(ids, labels);
+        }).ToArray();
+
+    // Linux: writing 5 to clear_refs resets VmHWM to the current resident set (proc(5)), so each variant's peak is its own.
+    private static void ResetPeak()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+        }
+        catch (IOException)
+        {
+            // Without the reset the peak is the process's so far; the ratios then understate the larger step's growth.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static long ProcStatus(string field)
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+        return 0;
     }
 }

@@ -7,7 +7,7 @@ namespace Federated.Aggregation.Privacy;
 /// Draws uniforms, Bernoulli, Poisson and Skellam variates from an <see cref="IRandomSource"/>
 /// (buffered, so the cryptographic source is called in large blocks). Not thread-safe.
 /// </summary>
-internal sealed class NoiseSampler
+public sealed class NoiseSampler
 {
     private readonly IRandomSource _source;
     private readonly byte[] _buffer;

@@ -49,6 +49,25 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         [Description("Freeze LoRA A and train only B (FFA-LoRA, the federated default).")]
         public bool FreezeA { get; init; }
 
+        [CommandOption("--privacy-unit <UNIT>")]
+        [Description("none (default) or record: DP-SGD with Poisson sampling at rate --batch-size / records, per-record clipping "
+            + "to --max-grad-norm and Gaussian noise; prints the record-level epsilon at --delta.")]
+        public string PrivacyUnit { get; init; } = "none";
+
+        [CommandOption("--noise-multiplier <Z>")]
+        [Description("DP-SGD noise: standard deviation Z x --max-grad-norm on the summed clipped gradients (with --privacy-unit record).")]
+        public double? NoiseMultiplier { get; init; }
+
+        [CommandOption("--max-grad-norm <C>")]
+        [Description("DP-SGD per-record L2 clip norm C over all trainable LoRA tensors (with --privacy-unit record).")]
+        public double? MaxGradNorm { get; init; }
+
+        [CommandOption("--delta <D>")]
+        [Description("The delta in (0, 1) the record-level epsilon is stated at (with --privacy-unit record).")]
+        public double? Delta { get; init; }
+
+        public bool RecordLevel => PrivacyUnit == "record";
+
         public string[] TargetList =>
             Targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToArray();
 
@@ -86,7 +105,53 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             {
                 return ValidationResult.Error($"--learning-rate {LearningRate} is outside (0, 1)");
             }
-            return ValidateShared();
+            return ValidatePrivacy() is { Successful: false } privacy ? privacy : ValidateShared();
+        }
+
+        private ValidationResult ValidatePrivacy()
+        {
+            if (PrivacyUnit is not ("none" or "record"))
+            {
+                return ValidationResult.Error($"--privacy-unit '{PrivacyUnit}' is not one of none, record");
+            }
+            if (!RecordLevel)
+            {
+                string? stray = NoiseMultiplier is not null ? "--noise-multiplier" : MaxGradNorm is not null ? "--max-grad-norm"
+                    : Delta is not null ? "--delta" : null;
+                return stray is null
+                    ? ValidationResult.Success()
+                    : ValidationResult.Error($"{stray} applies only with --privacy-unit record");
+            }
+            if (NoiseMultiplier is not { } z)
+            {
+                return ValidationResult.Error("--privacy-unit record needs --noise-multiplier");
+            }
+            if (MaxGradNorm is not { } c)
+            {
+                return ValidationResult.Error("--privacy-unit record needs --max-grad-norm");
+            }
+            if (Delta is not { } delta)
+            {
+                return ValidationResult.Error("--privacy-unit record needs --delta");
+            }
+            if (!(z > 0) || !double.IsFinite(z))
+            {
+                return ValidationResult.Error($"--noise-multiplier {z} must be a positive finite number");
+            }
+            if (!(c > 0) || !double.IsFinite(c))
+            {
+                return ValidationResult.Error($"--max-grad-norm {c} must be a positive finite number");
+            }
+            if (!(delta > 0 && delta < 1))
+            {
+                return ValidationResult.Error($"--delta {delta} is outside (0, 1)");
+            }
+            if (Pack)
+            {
+                // A packed block mixes several records and a record may span two blocks: one record would touch several examples.
+                return ValidationResult.Error("--pack cannot be used with --privacy-unit record: DP-SGD clips one record per example");
+            }
+            return ValidationResult.Success();
         }
     }
 
@@ -128,9 +193,27 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             Seed = settings.Seed,
         };
 
+        DpSgdOptions? privacy = null;
+        if (settings.RecordLevel)
+        {
+            if (dataset.Examples.Count < settings.BatchSize)
+            {
+                throw new UsageException(
+                    $"--batch-size {settings.BatchSize} is the expected DP-SGD batch; --data has only {dataset.Examples.Count} records (q = batch / records must be at most 1)");
+            }
+            privacy = new DpSgdOptions
+            {
+                ExpectedBatchSize = settings.BatchSize,
+                NoiseMultiplier = settings.NoiseMultiplier!.Value,
+                MaxGradNorm = settings.MaxGradNorm!.Value,
+                Delta = settings.Delta!.Value,
+            };
+        }
+        var run = new TrainingRun(model, batches, dataset.Examples, padId, trainerOptions, privacy);
+
         TrainingResult result = settings.Json
-            ? Train(model, batches, trainerOptions, WriteJsonStep, cancellationToken)
-            : await TrainWithProgressBarAsync(model, batches, trainerOptions, cancellationToken);
+            ? Train(run, WriteJsonStep, cancellationToken)
+            : await TrainWithProgressBarAsync(run, cancellationToken);
 
         // The model's settings list only the targets its family has, so target_modules names modules PEFT will find.
         PeftAdapter.Save(outDirectory, model.Lora!, result.After!, Path.GetFullPath(modelDirectory));
@@ -142,27 +225,49 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
                 @event = "done",
                 @out = outDirectory,
                 steps = result.Steps,
-                first_loss = result.FirstLoss,
-                last_loss = result.LastLoss,
+                first_loss = Finite(result.FirstLoss),
+                last_loss = Finite(result.LastLoss),
                 tokens = result.Tokens,
                 seconds = Math.Round(result.Elapsed.TotalSeconds, 3),
                 examples = dataset.Examples.Count,
                 skipped_lines = dataset.SkippedLines.Count,
                 device = device.type.ToString().ToLowerInvariant(),
+                privacy_unit = settings.RecordLevel ? "record" : "none",
+                record_epsilon = result.RecordEpsilon,
+                delta = privacy?.Delta,
+                adjacency = privacy is null ? null : "add-remove",
+                sampling_rate = result.SamplingRate,
+                noise_multiplier = privacy?.NoiseMultiplier,
+                max_grad_norm = privacy?.MaxGradNorm,
             }));
         }
         else
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"trained {result.Steps} steps on {dataset.Examples.Count} examples ({result.Tokens} tokens, {result.Elapsed.TotalSeconds:F1} s): loss {result.FirstLoss:F4} -> {result.LastLoss:F4}"));
+            if (privacy is not null)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"record_epsilon {result.RecordEpsilon:F4} at delta {privacy.Delta:G4} (one record added or removed; q {result.SamplingRate:G4}, noise multiplier {privacy.NoiseMultiplier:G4}, clip {privacy.MaxGradNorm:G4}); it covers the adapter, not the printed losses"));
+            }
             Console.WriteLine($"adapter written to {outDirectory}");
         }
         return CliRunner.Ok;
     }
 
-    private static TrainingResult Train(LlamaForCausalLM model, IReadOnlyList<TokenBatch> batches, TrainerOptions options,
-        Action<TrainingProgress> onStep, CancellationToken cancellationToken) =>
-        new LoraTrainer().Train(model, batches, options, new InlineProgress<TrainingProgress>(onStep), cancellationToken);
+    /// <summary>What one train command runs: plain LoRA over the batches, or DP-SGD over the records when Privacy is set.</summary>
+    private sealed record TrainingRun(LlamaForCausalLM Model, IReadOnlyList<TokenBatch> Batches, IReadOnlyList<TokenizedExample> Records,
+        int PadId, TrainerOptions Options, DpSgdOptions? Privacy);
+
+    private static TrainingResult Train(TrainingRun run, Action<TrainingProgress> onStep, CancellationToken cancellationToken)
+    {
+        var progress = new InlineProgress<TrainingProgress>(onStep);
+        return run.Privacy is null
+            ? new LoraTrainer().Train(run.Model, run.Batches, run.Options, progress, cancellationToken)
+            : new LoraTrainer().TrainPrivate(run.Model, run.Records, run.PadId, run.Options, run.Privacy, progress, cancellationToken);
+    }
+
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     private static void WriteJsonStep(TrainingProgress p) =>
         Console.WriteLine(JsonSerializer.Serialize(new
@@ -170,28 +275,37 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
             @event = "step",
             step = p.Step,
             total_steps = p.TotalSteps,
-            loss = p.Loss,
+            // A DP-SGD step whose Poisson sample came out empty has no loss (JSON has no NaN).
+            loss = Finite(p.Loss),
             learning_rate = p.LearningRate,
             grad_norm = double.IsFinite(p.GradNorm) ? p.GradNorm : (double?)null,
             tokens = p.Tokens,
             tokens_per_second = Math.Round(p.TokensPerSecond, 1),
-        }));
+            record_epsilon = p.RecordEpsilon,
+        }, s_stepJson));
 
-    private static async Task<TrainingResult> TrainWithProgressBarAsync(LlamaForCausalLM model, IReadOnlyList<TokenBatch> batches,
-        TrainerOptions options, CancellationToken cancellationToken)
+    // Steps of a non-private run keep their old shape: record_epsilon appears only when there is one.
+    private static readonly JsonSerializerOptions s_stepJson = new()
+    {
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    private static async Task<TrainingResult> TrainWithProgressBarAsync(TrainingRun run, CancellationToken cancellationToken)
     {
         TrainingResult? result = null;
         await AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
             .StartAsync(async progress =>
             {
-                ProgressTask task = progress.AddTask("training", maxValue: options.Steps ?? 1);
+                ProgressTask task = progress.AddTask("training", maxValue: run.Options.Steps ?? 1);
                 // TorchSharp work is synchronous; running it off the render thread keeps the bar live.
-                result = await Task.Run(() => Train(model, batches, options, p =>
+                result = await Task.Run(() => Train(run, p =>
                 {
                     task.MaxValue = p.TotalSteps;
                     task.Value = p.Step;
-                    task.Description = string.Create(CultureInfo.InvariantCulture, $"training  loss {p.Loss:F4}");
+                    task.Description = p.RecordEpsilon is { } epsilon
+                        ? string.Create(CultureInfo.InvariantCulture, $"training  loss {p.Loss:F4}  record_epsilon {epsilon:F3}")
+                        : string.Create(CultureInfo.InvariantCulture, $"training  loss {p.Loss:F4}");
                 }, cancellationToken), cancellationToken);
             });
         return result!;

@@ -85,6 +85,9 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <summary>When false the LoRA branch is skipped (evaluation of the base model with an adapter attached).</summary>
     public bool LoraEnabled { get; set; } = true;
 
+    /// <summary>When set, backward through the LoRA branch also leaves each example's gradient of A and B here (DP-SGD).</summary>
+    internal PerExampleGradientSink? PerExampleGradients { get; set; }
+
     public override Tensor forward(Tensor input)
     {
         Tensor output = BaseForward(input);
@@ -94,13 +97,21 @@ internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
         }
         using Tensor x32 = input.to_type(ScalarType.Float32);
         Tensor x = _dropout > 0 && training ? nn.functional.dropout(x32, _dropout, true) : x32;
-        using Tensor down = nn.functional.linear(x, _loraA);
-        using Tensor up = nn.functional.linear(down, _loraB);
+        // Only a pass that builds a graph has a backward; a checkpointed layer's first, gradient-free pass is skipped.
+        using Tensor up = PerExampleGradients is { } sink && torch.is_grad_enabled()
+            ? LoraBranchFunction.Apply(this, sink, x)
+            : PlainBranch(x);
         if (!ReferenceEquals(x, x32))
         {
             x.Dispose();
         }
         return output.add_(up, _scaling);
+    }
+
+    private Tensor PlainBranch(Tensor x)
+    {
+        using Tensor down = nn.functional.linear(x, _loraA!);
+        return nn.functional.linear(down, _loraB!);
     }
 
     /// <summary>The dense weight in the compute type for a caller's own matmul (a new tensor the caller disposes).</summary>

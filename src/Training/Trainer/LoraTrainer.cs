@@ -59,7 +59,11 @@ public sealed record TrainerOptions
 
 /// <summary>One optimiser step's report for progress bars and logs.</summary>
 public sealed record TrainingProgress(int Step, int TotalSteps, double Loss, double LearningRate, double GradNorm,
-    long Tokens, double TokensPerSecond);
+    long Tokens, double TokensPerSecond)
+{
+    /// <summary>Under DP-SGD, the record-level epsilon after this step (at <see cref="DpSgdOptions.Delta"/>); null otherwise.</summary>
+    public double? RecordEpsilon { get; init; }
+}
 
 /// <summary>What a local training run did; Before/After are the adapter around the run (null in full fine-tuning).</summary>
 public sealed record TrainingResult(
@@ -72,6 +76,12 @@ public sealed record TrainingResult(
     long Tokens,
     TimeSpan Elapsed)
 {
+    /// <summary>Under DP-SGD, the record-level epsilon of the adapter after every step (at the run's delta); null otherwise.</summary>
+    public double? RecordEpsilon { get; init; }
+
+    /// <summary>Under DP-SGD, the sampling rate the epsilon was charged at; null otherwise.</summary>
+    public double? SamplingRate { get; init; }
+
     /// <summary>after − before over the trainable adapter tensors, flattened in ordinal name order (the federated update).</summary>
     public float[] FlatDelta()
     {
@@ -84,7 +94,7 @@ public sealed record TrainingResult(
 }
 
 /// <summary>Local fine-tuning with AdamW, linear warmup then cosine decay, gradient accumulation and norm clipping.</summary>
-public sealed class LoraTrainer
+public sealed partial class LoraTrainer
 {
     /// <summary>
     /// Trains every parameter of <paramref name="model"/> that requires a gradient (the LoRA tensors after AddLora,
