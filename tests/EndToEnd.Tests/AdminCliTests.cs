@@ -280,10 +280,22 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         JsonElement started = Json(output);
         string runId = started.GetProperty("run_id").GetString()!;
         double reserved = started.GetProperty("epsilon_reserved").GetDouble();
+        // Started, and told at once that it will wait: nobody of the population is online, a round needs 1000.
+        Assert.Equal((0u, 1000u), (started.GetProperty("clients_online").GetUInt32(), started.GetProperty("clients_needed").GetUInt32()));
+        Assert.Contains("warning: 0 client(s) of population 'abortable' are online and free, and a round needs 1000", error, StringComparison.Ordinal);
 
         (code, output, _) = await AsAsync("engineer", "run", "status", runId, "--json");
         Assert.Equal(0, code);
         Assert.Equal("pending", Json(output).GetProperty("state").GetString());
+        // The status names what the pending run waits for (once its loop has looked at the pool).
+        string detail = Json(output).GetProperty("detail").GetString()!;
+        for (int i = 0; i < 100 && detail.Length == 0; i++)
+        {
+            await Task.Delay(100);
+            (_, output, _) = await AsAsync("engineer", "run", "status", runId, "--json");
+            detail = Json(output).GetProperty("detail").GetString()!;
+        }
+        Assert.Equal("waiting for clients: 0 of population 'abortable' online and free, round 1 needs 1000", detail);
         // The run's whole plan is reserved from the moment it is accepted.
         (code, output, _) = await AsAsync("officer", "budget", "show", "--population", "abortable", "--json");
         Assert.Equal(0, code);

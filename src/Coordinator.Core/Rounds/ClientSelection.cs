@@ -14,9 +14,9 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
     private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(200);
 
     /// <summary>A uniformly random set of <paramref name="count"/> clients among those available now (CSPRNG shuffle).</summary>
-    public async Task<IReadOnlyList<string>> SelectAsync(int count, string population, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<string>> SelectAsync(int count, string population, CancellationToken cancellationToken, Action<int, int>? waiting = null)
     {
-        string[] online = await AvailableAsync(count, population, cancellationToken);
+        string[] online = await AvailableAsync(count, population, cancellationToken, waiting);
         RandomNumberGenerator.Shuffle(online.AsSpan());
         return online[..count];
     }
@@ -25,9 +25,9 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
     /// Poisson sampling: once at least <paramref name="threshold"/> clients are available (fewer could never make a
     /// round), each available client is included independently with probability <paramref name="rate"/>.
     /// </summary>
-    public async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, string population, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<string>> SampleAsync(double rate, int threshold, string population, CancellationToken cancellationToken, Action<int, int>? waiting = null)
     {
-        string[] pool = await AvailableAsync(threshold, population, cancellationToken);
+        string[] pool = await AvailableAsync(threshold, population, cancellationToken, waiting);
         return PoissonSample(pool, rate);
     }
 
@@ -53,19 +53,36 @@ internal sealed class ClientSelection(ClientStore clients, RoundRegistry rounds,
         return sample;
     }
 
-    /// <summary>The clients of the population available now, once there are at least <paramref name="count"/>; a timeout after the selection timeout.</summary>
-    private async Task<string[]> AvailableAsync(int count, string population, CancellationToken cancellationToken)
+    /// <summary>How many clients of the population are available (seen recently, not in a round) right now.</summary>
+    public int AvailableNow(string population) => Online(population).Length;
+
+    private string[] Online(string population)
     {
         TimeSpan window = TimeSpan.FromSeconds(3 * options.HeartbeatIntervalSeconds);
+        return [.. clients.List(window)
+            .Where(c => c.Available && (c.Population is null || c.Population == population) && rounds.InvitationFor(c.ClientId) is null)
+            .Select(c => c.ClientId)];
+    }
+
+    /// <summary>
+    /// The clients of the population available now, once there are at least <paramref name="count"/>; a timeout after
+    /// the selection timeout. <paramref name="waiting"/> hears (available, needed) whenever the count it waits on changes.
+    /// </summary>
+    private async Task<string[]> AvailableAsync(int count, string population, CancellationToken cancellationToken, Action<int, int>? waiting = null)
+    {
         DateTimeOffset giveUp = time.GetUtcNow() + settings.SelectionTimeout;
+        int reported = -1;
         while (true)
         {
-            string[] online = [.. clients.List(window)
-                .Where(c => c.Available && (c.Population is null || c.Population == population) && rounds.InvitationFor(c.ClientId) is null)
-                .Select(c => c.ClientId)];
+            string[] online = Online(population);
             if (online.Length >= count)
             {
                 return online;
+            }
+            if (online.Length != reported)
+            {
+                reported = online.Length;
+                waiting?.Invoke(online.Length, count);
             }
             if (time.GetUtcNow() > giveUp)
             {

@@ -39,9 +39,13 @@ internal sealed class RoundDriver(
         AcceptedRun accepted = run.Accepted;
         RunPlan plan = accepted.Plan;
         IReadOnlyList<string> selected;
+        // Until enough clients are online the status says how many there are and how many the round needs.
+        string population = accepted.Population.Length == 0 ? "default" : accepted.Population;
+        Action<int, int> waiting = (online, needed) => run.Waiting(online >= needed ? "" :
+            $"waiting for clients: {online} of population '{population}' online and free, round {number} needs {needed}");
         if (plan.SamplingRate > 0)
         {
-            selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, accepted.Population, cancellationToken);
+            selected = await selection.SampleAsync(plan.SamplingRate, accepted.Threshold, accepted.Population, cancellationToken, waiting);
             int majority = 2 * accepted.Threshold - 1;
             if (selected.Count > majority)
             {
@@ -65,7 +69,7 @@ internal sealed class RoundDriver(
         }
         else
         {
-            selected = await selection.SelectAsync(RunPlanValidation.MaxClients(plan), accepted.Population, cancellationToken);
+            selected = await selection.SelectAsync(RunPlanValidation.MaxClients(plan), accepted.Population, cancellationToken, waiting);
         }
         PrivacyPlan privacy = accepted.Privacy;
         DSkellamPlan quantizer = privacy.Quantizer;

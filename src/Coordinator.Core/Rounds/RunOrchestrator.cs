@@ -28,6 +28,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     private readonly ILogger<RunOrchestrator> _logger;
     private readonly OrchestratorSettings _settings = new();
     private readonly RoundDriver _driver;
+    private readonly ClientSelection _selection;
     private readonly ConcurrentDictionary<string, RunTracker> _runs = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _shutdown = new();
 
@@ -40,8 +41,18 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         _options = options;
         _time = time;
         _logger = logger;
-        var selection = new ClientSelection(state.Clients, rounds, options, _settings, time);
-        _driver = new RoundDriver(state, rounds, adapters, selection, _settings, time, logger);
+        _selection = new ClientSelection(state.Clients, rounds, options, _settings, time);
+        _driver = new RoundDriver(state, rounds, adapters, _selection, _settings, time, logger);
+    }
+
+    /// <summary>
+    /// (online, needed): clients of the run's population available now, and how many its first round waits for (the
+    /// clients per round, or the threshold under Poisson sampling), for `run start` to warn before the run sits pending.
+    /// </summary>
+    public (int Online, int Needed) Readiness(AcceptedRun run)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        return (_selection.AvailableNow(run.Population), run.Plan.SamplingRate > 0 ? run.Threshold : RunPlanValidation.MaxClients(run.Plan));
     }
 
     /// <summary>Per-stage timeout of each SecAgg+ round (training happens before advertising keys).</summary>

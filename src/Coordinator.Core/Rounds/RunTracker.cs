@@ -68,6 +68,16 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
         }
     }
 
+    /// <summary>What the run waits for before its next round can open (too few clients online), as the status detail.</summary>
+    public void Waiting(string detail)
+    {
+        lock (_gate)
+        {
+            _detail = detail;
+            Signal();
+        }
+    }
+
     /// <summary>A round opened: its stage and reports now show in the status, and each of its steps wakes watchers.</summary>
     public void Begin(SecAggRound round, int number, int selected)
     {

@@ -31,8 +31,11 @@ internal sealed class AdminGrpcService(
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         RunPlan plan = request.Plan ?? throw new RpcException(new Status(StatusCode.InvalidArgument, "plan is required"));
         AcceptedRun run = orchestrator.Start(plan, caller.Name);
+        (int online, int needed) = orchestrator.Readiness(run);
         return Task.FromResult(new StartRunResponse
         {
+            ClientsOnline = (uint)online,
+            ClientsNeeded = (uint)needed,
             RunId = run.RunId,
             PlannedEpsilon = run.PlannedEpsilon,
             NoiseMultiplier = run.NoiseMultiplier,

@@ -69,6 +69,12 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
         AdminEndpoint endpoint = AdminEndpoint.Resolve(settings);
         using AdminConnection connection = AdminConnection.Open(endpoint);
         StartRunResponse started = await connection.CallAsync(o => connection.Admin.StartRunAsync(new StartRunRequest { Plan = plan }, o), cancellationToken);
+        if (started.ClientsOnline < started.ClientsNeeded)
+        {
+            // Started, but it will sit pending: say so now rather than leave the operator to wonder at "0 of 0 selected".
+            Console.Error.WriteLine($"coordinator: warning: {started.ClientsOnline} client(s) of population '{(plan.Population.Length == 0 ? "default" : plan.Population)}' " +
+                $"are online and free, and a round needs {started.ClientsNeeded}; the run waits until they connect (run status shows the count)");
+        }
         if (settings.Json)
         {
             AdminOutput.Json(new
@@ -84,6 +90,8 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
                 Rounds = plan.Rounds,
                 ClientsPerRound = plan.ClientsPerRound,
                 Population = plan.Population.Length == 0 ? "default" : plan.Population,
+                ClientsOnline = started.ClientsOnline,
+                ClientsNeeded = started.ClientsNeeded,
             });
         }
         else
