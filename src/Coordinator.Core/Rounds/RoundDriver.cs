@@ -85,10 +85,13 @@ internal sealed class RoundDriver(
             Delta = plan.Delta,
             MaxClients = (uint)RunPlanValidation.MaxClients(plan),
             Adjacency = privacy.AdjacencyName,
+            // The noise is priced for the run's min_survivors shares; with a sparse graph secagg.threshold is smaller.
+            MinSurvivors = (uint)accepted.Threshold,
         };
+        (int degree, int graphThreshold) = RoundGraph.Choose(selected.Count, accepted.Threshold);
         SecAggRound round = rounds.Start(
             new SecAggRoundPlan(accepted.RunId, number, selected, quantizer.PaddedDimension, RunPricing.RingBits,
-                Degree: selected.Count - 1, Threshold: accepted.Threshold, StageTimeout: settings.StageTimeout),
+                Degree: degree, Threshold: graphThreshold, StageTimeout: settings.StageTimeout, MinSurvivors: accepted.Threshold),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
         try
         {
@@ -105,6 +108,16 @@ internal sealed class RoundDriver(
                 state.Rounds.Fail(accepted.RunId, number, ex.Message);
                 run.End(RoundStage.Failed);
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, ex.Message);
+                return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo);
+            }
+            if (round.Survivors.Count < accepted.Threshold)
+            {
+                // The round enforces this at every stage; checked again here because a release below it would be
+                // charged at a price its noise does not carry.
+                string reason = $"only {round.Survivors.Count} survivors, fewer than min_survivors {accepted.Threshold}; nothing is released";
+                state.Rounds.Fail(accepted.RunId, number, reason);
+                run.End(RoundStage.Failed);
+                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, reason);
                 return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo);
             }
             foreach ((int holder, int owner) in round.RejectedShares)
