@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Protos.V1;
 using SecAggParameters = Federated.Aggregation.SecureAggregation.SecAggParameters;
@@ -31,6 +32,7 @@ internal sealed class SecAggRound : IDisposable
     private RoundStage _stage = RoundStage.AdvertiseKeys;
     private long? _replayedUpTo;
     private IReadOnlyList<int> _survivors = [];
+    private long _sessionTicks;
 
     // True from the unmask stage's close until its result is in: the session belongs to the unmasking thread alone.
     private bool _unmasking;
@@ -72,6 +74,21 @@ internal sealed class SecAggRound : IDisposable
 
     /// <summary>When the round opened (the clock of the injected TimeProvider).</summary>
     public DateTimeOffset OpenedAt { get; private set; }
+
+    /// <summary>
+    /// Wall time spent in the protocol's server side so far: taking in each stage's messages and chunks, closing the stages
+    /// and unmasking (the coordinator's own work, without the waits on participants), for the overhead benchmark.
+    /// </summary>
+    public TimeSpan SessionTime
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return Stopwatch.GetElapsedTime(0, _sessionTicks);
+            }
+        }
+    }
 
     /// <summary>When each closed stage closed, for status views and the overhead benchmark.</summary>
     public IReadOnlyDictionary<RoundStage, DateTimeOffset> StageClosedAt
@@ -227,7 +244,15 @@ internal sealed class SecAggRound : IDisposable
         {
             RequireStage(RoundStage.MaskedInput);
             RequireLive(chunk.Sender);
-            _session.ReceiveMaskedInputChunk(chunk);
+            long start = Stopwatch.GetTimestamp();
+            try
+            {
+                _session.ReceiveMaskedInputChunk(chunk);
+            }
+            finally
+            {
+                _sessionTicks += Stopwatch.GetTimestamp() - start;
+            }
         }
     }
 
@@ -350,7 +375,15 @@ internal sealed class SecAggRound : IDisposable
         {
             RequireStage(stage);
             RequireLive(index);
-            receive();
+            long start = Stopwatch.GetTimestamp();
+            try
+            {
+                receive();
+            }
+            finally
+            {
+                _sessionTicks += Stopwatch.GetTimestamp() - start;
+            }
             _submitted.Add(index);
             unmask = CloseIfComplete();
         }
@@ -418,6 +451,7 @@ internal sealed class SecAggRound : IDisposable
     private bool CloseStage()
     {
         RoundStage closing = _stage;
+        long start = Stopwatch.GetTimestamp();
         try
         {
             switch (_stage)
@@ -454,6 +488,10 @@ internal sealed class SecAggRound : IDisposable
             // The protocol's own exception: callers waiting on the stage get the status it maps to.
             Fail(ex);
         }
+        finally
+        {
+            _sessionTicks += Stopwatch.GetTimestamp() - start;
+        }
         _closedAt[closing] = _time.GetUtcNow();
         return false;
     }
@@ -464,6 +502,7 @@ internal sealed class SecAggRound : IDisposable
     {
         uint[]? sum = null;
         Exception? failure = null;
+        long start = Stopwatch.GetTimestamp();
         try
         {
             sum = _session.Unmask(Environment.ProcessorCount);
@@ -479,8 +518,10 @@ internal sealed class SecAggRound : IDisposable
             // forever with the stage deadline gone; nothing half-unmasked is released.
             failure = new RoundFailedException($"unmasking round {Plan.Round} of run {Plan.RunId} failed: {ex.Message}");
         }
+        long elapsed = Stopwatch.GetTimestamp() - start;
         lock (_gate)
         {
+            _sessionTicks += elapsed;
             _unmasking = false;
             _closedAt[RoundStage.Unmask] = _time.GetUtcNow();
             if (_stage == RoundStage.Failed)
@@ -514,7 +555,7 @@ internal sealed class SecAggRound : IDisposable
         if (remaining < Plan.ReleaseThreshold)
         {
             throw new InsufficientSurvivorsException(
-                $"only {remaining} participants {what}, fewer than the {Plan.ReleaseThreshold} whose sum round {Plan.Round} may release; it fails and releases nothing.");
+                $"only {remaining} participants {what}, fewer than the release threshold {Plan.ReleaseThreshold} (min survivors) of round {Plan.Round}; it fails and releases nothing.");
         }
     }
 
