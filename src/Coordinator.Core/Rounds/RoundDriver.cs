@@ -45,8 +45,9 @@ internal sealed class RoundDriver(
             int majority = 2 * accepted.Threshold - 1;
             if (selected.Count > majority)
             {
-                // Every participant checks t > k/2 (two survivor sets told to different clients must overlap): a larger
-                // sample keeps a uniformly random 2t - 1 of its members. The price claims no amplification from the sample
+                // Every participant checks t > (k + 1)/2 (two survivor sets told to different clients must overlap), which
+                // with the complete graph is t = min_survivors above half the round: a larger sample keeps a uniformly
+                // random 2t - 1 of its members (a sparse graph, from RoundGraph.SparseMinParticipants, has its own t). The price claims no amplification from the sample
                 // (it is public), so trimming it changes no epsilon.
                 string[] shuffled = [.. selected];
                 RandomNumberGenerator.Shuffle(shuffled.AsSpan());
