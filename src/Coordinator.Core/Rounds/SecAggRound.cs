@@ -33,6 +33,7 @@ internal sealed class SecAggRound : IDisposable
     private long? _replayedUpTo;
     private IReadOnlyList<int> _survivors = [];
     private long _sessionTicks;
+    private long _unmaskTicks;
 
     // True from the unmask stage's close until its result is in: the session belongs to the unmasking thread alone.
     private bool _unmasking;
@@ -86,6 +87,18 @@ internal sealed class SecAggRound : IDisposable
             lock (_gate)
             {
                 return Stopwatch.GetElapsedTime(0, _sessionTicks);
+            }
+        }
+    }
+
+    /// <summary>The part of <see cref="SessionTime"/> spent unmasking (reconstruction and mask removal, outside the lock).</summary>
+    public TimeSpan UnmaskTime
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return Stopwatch.GetElapsedTime(0, _unmaskTicks);
             }
         }
     }
@@ -522,6 +535,7 @@ internal sealed class SecAggRound : IDisposable
         lock (_gate)
         {
             _sessionTicks += elapsed;
+            _unmaskTicks = elapsed;
             _unmasking = false;
             _closedAt[RoundStage.Unmask] = _time.GetUtcNow();
             if (_stage == RoundStage.Failed)
