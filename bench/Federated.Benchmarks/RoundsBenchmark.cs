@@ -14,9 +14,15 @@ namespace Federated.Benchmarks;
 
 /// <summary>
 /// `rounds`: one SecAgg+ round over real mutual TLS on loopback with n clients submitting random updates of d
-/// ring elements. Reports round overhead (round wall time minus the slowest client's input preparation, which
-/// stands in for training) and the bytes on the wire per client (TLS records both ways) against 4 d.
-/// Options: --clients 8,32 --d 1048576 (--quick: 4 clients, d = 65536).
+/// ring elements, on the graph the coordinator's run driver picks (<see cref="RoundGraph"/>: sparse from 32 clients),
+/// with a fraction of the clients vanishing after sharing their keys (the costly dropout: their pairwise masks must be
+/// rebuilt). Reports round overhead (round wall time minus the slowest client's input preparation, which stands in for
+/// training), the coordinator-side time (its protocol work: stage messages, chunk sums, stage closes, unmasking)
+/// against a plain FedAvg sum of the same survivors' vectors as floats, and the bytes on the wire per client (TLS
+/// records both ways) against 4 d.
+/// Options: --clients 8,32,100 --d 1048576 --dropout 0.1 --stage-seconds 30 (--quick: 4 clients, d = 65536). With
+/// dropouts the masked-input stage closes at its deadline (3 x stage-seconds after the round opens), so the round's
+/// wall time includes that wait; the coordinator-side time does not.
 /// </summary>
 internal sealed class RoundsBenchmark : IBenchmarkSuite
 {
@@ -27,15 +33,22 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
         int d = options.GetInt("d", options.Quick ? 65_536 : 1_048_576);
         int[] counts = options.Values.TryGetValue("clients", out string? list)
             ? [.. list.Split(',').Select(v => int.Parse(v, CultureInfo.InvariantCulture))]
-            : options.Quick ? [4] : [8, 32];
+            : options.Quick ? [4] : [8, 32, 100];
+        double dropout = options.Values.TryGetValue("dropout", out string? fraction) ? double.Parse(fraction, CultureInfo.InvariantCulture) : 0.1;
+        if (!(dropout >= 0 && dropout < 0.5))
+        {
+            Console.Error.WriteLine($"rounds: --dropout {dropout} is outside [0, 0.5).");
+            return 2;
+        }
+        TimeSpan stageTimeout = TimeSpan.FromSeconds(options.GetInt("stage-seconds", 30));
         var results = new List<Dictionary<string, object>>();
         foreach (int n in counts)
         {
-            results.Add(await RunRoundAsync(n, d));
+            results.Add(await RunRoundAsync(n, d, dropout, stageTimeout));
         }
         if (options.Json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(new { suite = Name, d, rounds = results }));
+            Console.WriteLine(JsonSerializer.Serialize(new { suite = Name, d, dropout, processor_count = Environment.ProcessorCount, rounds = results }));
         }
         else
         {
@@ -47,7 +60,7 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
         return 0;
     }
 
-    private static async Task<Dictionary<string, object>> RunRoundAsync(int n, int d)
+    private static async Task<Dictionary<string, object>> RunRoundAsync(int n, int d, double dropout, TimeSpan stageTimeout)
     {
         string root = Path.Combine(Path.GetTempPath(), "federated-bench-rounds-" + Guid.NewGuid().ToString("N"));
         try
@@ -73,31 +86,70 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
                 clients.Add((name, identity, connection, wire));
             }
 
-            (int degree, int threshold) = Federated.Aggregation.SecureAggregation.SecAggParameters.DeriveGraphParameters(n, dropoutFraction: 0.1, corruptFraction: 0.1);
+            // The run driver's choice for a run with the default min_survivors (about two thirds).
+            int minSurvivors = RunPlanValidation.DefaultThreshold(n);
+            (int degree, int threshold) = RoundGraph.Choose(n, minSurvivors);
+            int drops = (int)Math.Round(dropout * n);
+            if (n - drops < minSurvivors)
+            {
+                throw new ArgumentOutOfRangeException(nameof(dropout), dropout, $"{drops} of {n} dropouts leave fewer than min_survivors {minSurvivors}.");
+            }
+            // Each client's update is the AES-CTR stream of its seed, so the FedAvg baseline and the check can rebuild it.
+            byte[][] seeds = [.. names.Select(_ => RandomNumberGenerator.GetBytes(MaskPrg.SeedBytes))];
             long[] wireBefore = [.. clients.Select(c => c.Wire.Total)];
             var preparation = new double[n];
             long start = Stopwatch.GetTimestamp();
-            SecAggRound round = host.Rounds.Start(new SecAggRoundPlan("bench", 1, names, d, 32, degree, threshold, TimeSpan.FromMinutes(5)));
+            SecAggRound round = host.Rounds.Start(new SecAggRoundPlan("bench", 1, names, d, 32, degree, threshold, stageTimeout, MinSurvivors: minSurvivors));
             await Task.WhenAll(clients.Select((c, i) => Task.Run(async () =>
             {
                 HeartbeatResponse heartbeat = await c.Connection.HeartbeatAsync(new HeartbeatRequest { Available = true }, CancellationToken.None);
-                var participant = new SecAggParticipant(c.Connection, c.Name);
-                RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
-                await participant.ParticipateAsync(manifest, (_, _) =>
+                var participant = new SecAggParticipant(c.Connection, c.Name)
                 {
-                    long t = Stopwatch.GetTimestamp();
-                    byte[] bytes = RandomNumberGenerator.GetBytes(4 * d);
-                    uint[] update = new uint[d];
-                    Buffer.BlockCopy(bytes, 0, update, 0, bytes.Length);
-                    preparation[i] = Stopwatch.GetElapsedTime(t).TotalSeconds;
-                    return Task.FromResult(update);
-                }, CancellationToken.None);
+                    // The first clients vanish after sharing their keys, as a killed process would.
+                    BeforeStage = (stage, _) => i < drops && stage == RoundStage.MaskedInput ? throw new OperationCanceledException("dropped") : Task.CompletedTask,
+                };
+                RoundManifest manifest = await participant.FetchManifestAsync(heartbeat.Invitation, CancellationToken.None);
+                try
+                {
+                    await participant.ParticipateAsync(manifest, (_, _) =>
+                    {
+                        long t = Stopwatch.GetTimestamp();
+                        uint[] update = Update(seeds[i], d);
+                        preparation[i] = Stopwatch.GetElapsedTime(t).TotalSeconds;
+                        return Task.FromResult(update);
+                    }, CancellationToken.None);
+                }
+                catch (OperationCanceledException) when (i < drops)
+                {
+                }
             })));
             uint[] sum = await round.Sum;
             double wall = Stopwatch.GetElapsedTime(start).TotalSeconds;
             IReadOnlyDictionary<RoundStage, DateTimeOffset> closed = round.StageClosedAt;
             double Stage(RoundStage stage, DateTimeOffset from) => Math.Round((closed[stage] - from).TotalSeconds, 3);
+            double coordinator = round.SessionTime.TotalSeconds;
+            double unmask = round.UnmaskTime.TotalSeconds;
+            int survivors = round.Survivors.Count;
             host.Rounds.Finish(round);
+
+            // Plain FedAvg over the same survivors: their vectors as floats, summed on one thread (the conversion is not timed).
+            var expected = new uint[d];
+            var floats = new float[d];
+            var floatSum = new float[d];
+            long fedAvgTicks = 0;
+            for (int i = drops; i < n; i++)
+            {
+                uint[] update = Update(seeds[i], d);
+                RingVector.AddInPlace(expected, update);
+                for (int j = 0; j < d; j++)
+                {
+                    floats[j] = (int)update[j] * (1f / (1 << 20));
+                }
+                long t = Stopwatch.GetTimestamp();
+                AddFloats(floatSum, floats);
+                fedAvgTicks += Stopwatch.GetTimestamp() - t;
+            }
+            double fedAvg = Stopwatch.GetElapsedTime(0, fedAvgTicks).TotalSeconds;
 
             double[] perClient = [.. clients.Select((c, i) => (double)(c.Wire.Total - wireBefore[i]))];
             foreach (var c in clients)
@@ -110,6 +162,18 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
                 ["clients"] = n,
                 ["degree"] = degree,
                 ["threshold"] = threshold,
+                ["min_survivors"] = minSurvivors,
+                ["sparse_graph"] = degree < n - 1,
+                ["dropped"] = drops,
+                ["survivors"] = survivors,
+                ["exact_sum"] = sum.AsSpan().SequenceEqual(expected),
+                // The coordinator's own protocol work (messages, chunk sums, stage closes, unmasking on every core),
+                // against one thread summing the survivors' float vectors: the cost SecAgg+ adds to plain FedAvg.
+                ["coordinator_seconds"] = Math.Round(coordinator, 4),
+                ["coordinator_unmask_seconds"] = Math.Round(unmask, 4),
+                ["coordinator_over_fedavg_without_unmask"] = Math.Round((coordinator - unmask) / fedAvg, 2),
+                ["fedavg_sum_seconds"] = Math.Round(fedAvg, 4),
+                ["coordinator_over_fedavg"] = Math.Round(coordinator / fedAvg, 2),
                 ["round_seconds"] = Math.Round(wall, 3),
                 ["slowest_client_preparation_seconds"] = Math.Round(preparation.Max(), 3),
                 ["overhead_seconds"] = Math.Round(wall - preparation.Max(), 3),
@@ -135,6 +199,28 @@ internal sealed class RoundsBenchmark : IBenchmarkSuite
             catch (IOException)
             {
             }
+        }
+    }
+
+    private static uint[] Update(byte[] seed, int d)
+    {
+        var update = new uint[d];
+        using var prg = new MaskPrg(seed);
+        prg.Apply(0, update, KeystreamOperation.Store);
+        return update;
+    }
+
+    private static void AddFloats(float[] accumulator, float[] values)
+    {
+        var acc = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(accumulator.AsSpan());
+        var src = System.Runtime.InteropServices.MemoryMarshal.Cast<float, System.Numerics.Vector<float>>(values.AsSpan());
+        for (int i = 0; i < acc.Length; i++)
+        {
+            acc[i] += src[i];
+        }
+        for (int i = acc.Length * System.Numerics.Vector<float>.Count; i < accumulator.Length; i++)
+        {
+            accumulator[i] += values[i];
         }
     }
 

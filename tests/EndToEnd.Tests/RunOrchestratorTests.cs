@@ -128,6 +128,9 @@ public sealed class RunOrchestratorTests(CoordinatorFixture coordinator) : IClas
                         update = updates[name] = Update(d, name);
                     }
                 }
+                // The release threshold travels apart from the graph's (here the complete graph, where they are one) and prices the round.
+                Assert.Equal(manifest.Secagg.Threshold, manifest.Dp.MinSurvivors);
+                Assert.Equal((int)manifest.Dp.MinSurvivors, ManifestPrivacy.Parameters(manifest, d).Threshold);
                 DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
                 Assert.Equal(plan.Scale, manifest.Dp.Scale, 1e-9);
                 await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);

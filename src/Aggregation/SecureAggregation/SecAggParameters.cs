@@ -111,9 +111,13 @@ public sealed record SecAggParameters
     /// works, the complete graph is used with t = n - floor(dropout n) (at least floor(corrupt n) + 1).
     /// This omits Bell et al.'s graph-connectivity condition against partial-sum leakage, so k is smaller than
     /// Google FCP's table (k = 72, t = 24 at n = 1000, 5% corrupt, 33% dropout); pass k and t explicitly to
-    /// <see cref="Create"/> to follow that table.
+    /// <see cref="Create"/> to follow that table. With <paramref name="neighbourhoodMajority"/> every t is at least
+    /// floor((k + 1) / 2) + 1, so that t &gt; (k + 1) / 2 holds on each neighbourhood (the condition every participant
+    /// checks: two survivor sets told to different holders of one client's shares must overlap, Bonawitz et al. 2017,
+    /// Sec. 4), and k grows until that many holders survive the dropout bound; the complete graph then keeps the rule above.
     /// </remarks>
-    public static (int Degree, int Threshold) DeriveGraphParameters(int clientCount, double dropoutFraction, double corruptFraction, int securityBits = 40, int correctnessBits = 20)
+    public static (int Degree, int Threshold) DeriveGraphParameters(
+        int clientCount, double dropoutFraction, double corruptFraction, int securityBits = 40, int correctnessBits = 20, bool neighbourhoodMajority = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(clientCount, 2);
         if (!(dropoutFraction >= 0 && dropoutFraction < 1))
@@ -131,7 +135,7 @@ public sealed record SecAggParameters
         double correctnessLog = -(correctnessBits + log2n) * Math.Log(2);
         for (int k = 2; k < clientCount - 1; k += 2)
         {
-            for (int t = 1; t <= k + 1; t++)
+            for (int t = neighbourhoodMajority ? (k + 1) / 2 + 1 : 1; t <= k + 1; t++)
             {
                 if (LogUpperTail(k, corruptFraction, t) > securityLog)
                 {

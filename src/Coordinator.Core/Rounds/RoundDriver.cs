@@ -49,8 +49,9 @@ internal sealed class RoundDriver(
             int majority = 2 * accepted.Threshold - 1;
             if (selected.Count > majority)
             {
-                // Every participant checks t > k/2 (two survivor sets told to different clients must overlap): a larger
-                // sample keeps a uniformly random 2t - 1 of its members. The price claims no amplification from the sample
+                // Every participant checks t > (k + 1)/2 (two survivor sets told to different clients must overlap), which
+                // with the complete graph is t = min_survivors above half the round: a larger sample keeps a uniformly
+                // random 2t - 1 of its members (a sparse graph, from RoundGraph.SparseMinParticipants, has its own t). The price claims no amplification from the sample
                 // (it is public), so trimming it changes no epsilon.
                 string[] shuffled = [.. selected];
                 RandomNumberGenerator.Shuffle(shuffled.AsSpan());
@@ -89,10 +90,13 @@ internal sealed class RoundDriver(
             Delta = plan.Delta,
             MaxClients = (uint)RunPlanValidation.MaxClients(plan),
             Adjacency = privacy.AdjacencyName,
+            // The noise is priced for the run's min_survivors shares; with a sparse graph secagg.threshold is smaller.
+            MinSurvivors = (uint)accepted.Threshold,
         };
+        (int degree, int graphThreshold) = RoundGraph.Choose(selected.Count, accepted.Threshold);
         SecAggRound round = rounds.Start(
             new SecAggRoundPlan(accepted.RunId, number, selected, quantizer.PaddedDimension, RunPricing.RingBits,
-                Degree: selected.Count - 1, Threshold: accepted.Threshold,
+                Degree: degree, Threshold: graphThreshold, MinSurvivors: accepted.Threshold,
                 StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
         try
@@ -110,6 +114,16 @@ internal sealed class RoundDriver(
                 // reason names why participants were missing (declines by rule, missed deadlines) where known.
                 string missing = round.MissingSummary();
                 string reason = missing.Length == 0 ? ex.Message : $"{ex.Message.TrimEnd('.')}; {missing}";
+                state.Rounds.Fail(accepted.RunId, number, reason);
+                run.End(RoundStage.Failed);
+                OrchestratorLog.RoundFailed(logger, accepted.RunId, number, reason);
+                return new RoundResult(RoundOutcome.Failed, round.ReplayedUpTo, reason);
+            }
+            if (round.Survivors.Count < accepted.Threshold)
+            {
+                // The round enforces this at every stage; checked again here because a release below it would be
+                // charged at a price its noise does not carry.
+                string reason = $"only {round.Survivors.Count} survivors, fewer than min_survivors {accepted.Threshold}; nothing is released";
                 state.Rounds.Fail(accepted.RunId, number, reason);
                 run.End(RoundStage.Failed);
                 OrchestratorLog.RoundFailed(logger, accepted.RunId, number, reason);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Protos.V1;
 using Federated.Wire;
@@ -9,7 +10,8 @@ namespace Federated.Coordinator.Rounds;
 /// One SecAgg+ round over the wire: holds the <see cref="ServerSession"/>, serializes every call into it, and
 /// closes each stage when every expected participant has submitted or the stage deadline passes, whichever comes
 /// first. Stage RPCs wait on the stage's closing and then get their own part of the result. A round with too few
-/// survivors fails and releases nothing.
+/// survivors (fewer than the plan's release threshold, whatever the graph could unmask) fails and releases nothing.
+/// Unmasking, the one heavy step, runs outside the lock on every core; the stage is closed to every other call meanwhile.
 /// </summary>
 internal sealed class SecAggRound : IDisposable
 {
@@ -33,6 +35,15 @@ internal sealed class SecAggRound : IDisposable
     private ITimer? _deadline;
     private RoundStage _stage = RoundStage.AdvertiseKeys;
     private long? _replayedUpTo;
+    private IReadOnlyList<int> _survivors = [];
+    private long _sessionTicks;
+    private long _unmaskTicks;
+
+    // True from the unmask stage's close until its result is in: the session belongs to the unmasking thread alone.
+    private bool _unmasking;
+
+    // Dispose arrived while unmasking: the unmasking thread disposes the session when it is done with it.
+    private bool _disposeWhenUnmasked;
 
     public SecAggRound(SecAggRoundPlan plan, byte[] graphSeed, TimeProvider time)
     {
@@ -42,6 +53,10 @@ internal sealed class SecAggRound : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(plan.Round, 1);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(plan.StageTimeout, TimeSpan.Zero);
         ArgumentOutOfRangeException.ThrowIfLessThan(plan.MaxChunkBytes, 4);
+        if (plan.ReleaseThreshold < 1 || plan.ReleaseThreshold > plan.Participants.Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(plan), plan.ReleaseThreshold, $"the release threshold (min survivors) must be between 1 and the {plan.Participants.Count} participants.");
+        }
         Plan = plan;
         _time = time;
         // Indices 1..n in identity order: Shamir x-coordinates must be positive and distinct.
@@ -64,6 +79,33 @@ internal sealed class SecAggRound : IDisposable
 
     /// <summary>When the round opened (the clock of the injected TimeProvider).</summary>
     public DateTimeOffset OpenedAt { get; private set; }
+
+    /// <summary>
+    /// Wall time spent in the protocol's server side so far: taking in each stage's messages and chunks, closing the stages
+    /// and unmasking (the coordinator's own work, without the waits on participants), for the overhead benchmark.
+    /// </summary>
+    public TimeSpan SessionTime
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return Stopwatch.GetElapsedTime(0, _sessionTicks);
+            }
+        }
+    }
+
+    /// <summary>The part of <see cref="SessionTime"/> spent unmasking (reconstruction and mask removal, outside the lock).</summary>
+    public TimeSpan UnmaskTime
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return Stopwatch.GetElapsedTime(0, _unmaskTicks);
+            }
+        }
+    }
 
     /// <summary>When each closed stage closed, for status views and the overhead benchmark.</summary>
     public IReadOnlyDictionary<RoundStage, DateTimeOffset> StageClosedAt
@@ -196,7 +238,16 @@ internal sealed class SecAggRound : IDisposable
     }
 
     /// <summary>The survivors whose inputs are in the sum (known once stage 3 closed).</summary>
-    public IReadOnlyList<int> Survivors => _session.State.MaskedInputs;
+    public IReadOnlyList<int> Survivors
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _survivors;
+            }
+        }
+    }
 
     /// <summary>The caller's index; PERMISSION_DENIED for an identity that was not selected.</summary>
     public int IndexOf(string clientId) =>
@@ -287,7 +338,15 @@ internal sealed class SecAggRound : IDisposable
         {
             RequireStage(RoundStage.MaskedInput);
             RequireLive(chunk.Sender);
-            _session.ReceiveMaskedInputChunk(chunk);
+            long start = Stopwatch.GetTimestamp();
+            try
+            {
+                _session.ReceiveMaskedInputChunk(chunk);
+            }
+            finally
+            {
+                _sessionTicks += Stopwatch.GetTimestamp() - start;
+            }
         }
     }
 
@@ -391,19 +450,40 @@ internal sealed class SecAggRound : IDisposable
             {
                 Fail(new RoundFailedException("the coordinator is shutting down"));
             }
-            _session.Dispose();
+            if (_unmasking)
+            {
+                // The unmasking thread still reads the running sum; it wipes it when it is done.
+                _disposeWhenUnmasked = true;
+            }
+            else
+            {
+                _session.Dispose();
+            }
         }
     }
 
     private void Submit(RoundStage stage, int index, Action receive)
     {
+        bool unmask;
         lock (_gate)
         {
             RequireStage(stage);
             RequireLive(index);
-            receive();
+            long start = Stopwatch.GetTimestamp();
+            try
+            {
+                receive();
+            }
+            finally
+            {
+                _sessionTicks += Stopwatch.GetTimestamp() - start;
+            }
             _submitted.Add(index);
-            CloseIfComplete();
+            unmask = CloseIfComplete();
+        }
+        if (unmask)
+        {
+            UnmaskOutsideLock();
         }
     }
 
@@ -413,9 +493,10 @@ internal sealed class SecAggRound : IDisposable
         {
             throw new RoundFailedException($"round {Plan.Round} of run {Plan.RunId} failed and releases nothing");
         }
-        if (_stage != stage)
+        if (_stage != stage || _unmasking)
         {
-            throw new ProtocolStageException($"round {Plan.Round} is in stage {_stage}, not {stage}");
+            string now = _unmasking ? "unmasking (its stage is closed)" : $"in stage {_stage}";
+            throw new ProtocolStageException($"round {Plan.Round} is {now}, not in stage {stage}");
         }
     }
 
@@ -430,57 +511,71 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
-    private void CloseIfComplete()
+    // Called under _gate. True when the unmask stage closed and the caller must run UnmaskOutsideLock once it left the lock.
+    private bool CloseIfComplete()
     {
+        bool unmask = false;
         if (_expected.IsSubsetOf(_submitted))
         {
-            CloseStage();
+            unmask = CloseStage();
         }
         Progress?.Invoke();
+        return unmask;
     }
 
     private void OnDeadline(RoundStage stage)
     {
+        bool unmask = false;
         lock (_gate)
         {
-            if (_stage == stage)
+            if (_stage == stage && !_unmasking)
             {
                 _missedDeadline.Add((stage, _expected.Count(i => !_submitted.Contains(i))));
-                CloseStage();
+                unmask = CloseStage();
                 Progress?.Invoke();
             }
         }
+        if (unmask)
+        {
+            UnmaskOutsideLock();
+        }
     }
 
-    // Called under _gate.
-    private void CloseStage()
+    // Called under _gate. Returns true when it closed the unmask stage: the session is then the caller's alone, to
+    // unmask outside the lock (every other call is refused meanwhile, see RequireStage).
+    private bool CloseStage()
     {
         RoundStage closing = _stage;
+        long start = Stopwatch.GetTimestamp();
         try
         {
             switch (_stage)
             {
                 case RoundStage.AdvertiseKeys:
                     IReadOnlyDictionary<int, KeyRosterMessage> rosters = _session.CloseAdvertiseKeys();
+                    RequireReleaseThreshold(rosters.Count, "advertised their keys");
                     Advance(RoundStage.ShareKeys, rosters.Keys, 1);
                     _rosters.TrySetResult(rosters);
                     break;
                 case RoundStage.ShareKeys:
                     IReadOnlyDictionary<int, ForwardedSharesMessage> forwarded = _session.CloseShareKeys();
+                    RequireReleaseThreshold(forwarded.Count, "shared their keys");
                     Advance(RoundStage.MaskedInput, forwarded.Keys, 2);
                     _forwarded.TrySetResult(forwarded);
                     break;
                 case RoundStage.MaskedInput:
+                    // Checked before any unmask request goes out: a round that cannot be released reveals no share.
+                    RequireReleaseThreshold(_session.State.MaskedInputs.Count, "sent their masked input");
                     IReadOnlyDictionary<int, UnmaskRequestMessage> requests = _session.CloseMaskedInput();
+                    _survivors = [.. requests.Keys.Order()];
                     Advance(RoundStage.Unmask, requests.Keys, 3);
                     _unmaskRequests.TrySetResult(requests);
                     break;
                 case RoundStage.Unmask:
-                    uint[] sum = _session.Unmask();
                     _deadline?.Dispose();
-                    _stage = RoundStage.Completed;
-                    _sum.TrySetResult(sum);
-                    break;
+                    _unmasking = true;
+                    // Its close time is stamped when the unmasking is done (the overhead benchmark reads it).
+                    return true;
             }
         }
         catch (SecureAggregationException ex)
@@ -490,8 +585,73 @@ internal sealed class SecAggRound : IDisposable
         }
         finally
         {
-            // After the stage's work (for the unmask stage: reconstruction and mask removal).
-            _closedAt[closing] = _time.GetUtcNow();
+            _sessionTicks += Stopwatch.GetTimestamp() - start;
+        }
+        _closedAt[closing] = _time.GetUtcNow();
+        return false;
+    }
+
+    // The unmask stage's work, outside _gate: reconstruction and mask removal take |dropped| x |neighbours| + |survivors|
+    // mask expansions of d values, on every core, while status views and late callers are answered.
+    private void UnmaskOutsideLock()
+    {
+        uint[]? sum = null;
+        Exception? failure = null;
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            sum = _session.Unmask(Environment.ProcessorCount);
+        }
+        catch (SecureAggregationException ex)
+        {
+            // The protocol's own exception: callers waiting on the round get the status it maps to.
+            failure = ex;
+        }
+        catch (Exception ex)
+        {
+            // Any other fault (a broken invariant, a crypto error) must still end the round, or its callers would wait
+            // forever with the stage deadline gone; nothing half-unmasked is released.
+            failure = new RoundFailedException($"unmasking round {Plan.Round} of run {Plan.RunId} failed: {ex.Message}");
+        }
+        long elapsed = Stopwatch.GetTimestamp() - start;
+        lock (_gate)
+        {
+            _sessionTicks += elapsed;
+            _unmaskTicks = elapsed;
+            _unmasking = false;
+            _closedAt[RoundStage.Unmask] = _time.GetUtcNow();
+            if (_stage == RoundStage.Failed)
+            {
+                // Aborted or shut down meanwhile: the sum is not released.
+                if (sum is not null)
+                {
+                    Array.Clear(sum);
+                }
+            }
+            else if (failure is not null)
+            {
+                Fail(failure);
+            }
+            else
+            {
+                _stage = RoundStage.Completed;
+                _sum.TrySetResult(sum!);
+            }
+            if (_disposeWhenUnmasked)
+            {
+                _session.Dispose();
+            }
+            Progress?.Invoke();
+        }
+    }
+
+    // The release threshold, not the graph's: a sparse graph can unmask far fewer survivors than the noise is priced for.
+    private void RequireReleaseThreshold(int remaining, string what)
+    {
+        if (remaining < Plan.ReleaseThreshold)
+        {
+            throw new InsufficientSurvivorsException(
+                $"only {remaining} participants {what}, fewer than the release threshold {Plan.ReleaseThreshold} (min survivors) of round {Plan.Round}; it fails and releases nothing.");
         }
     }
 

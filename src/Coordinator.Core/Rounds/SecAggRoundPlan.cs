@@ -1,6 +1,10 @@
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>What the coordinator fixes for one SecAgg+ round: who takes part (by identity) and the protocol's sizes and deadlines.</summary>
+/// <param name="Degree">k: neighbours per participant (Participants.Count - 1: the complete graph).</param>
+/// <param name="Threshold">t: the Shamir threshold on each neighbourhood of k + 1.</param>
+/// <param name="MinSurvivors">The release threshold: the fewest survivors whose sum the round releases, which the noise
+/// is priced for; null means <paramref name="Threshold"/> (the complete graph's rule).</param>
 internal sealed record SecAggRoundPlan(
     string RunId,
     int Round,
@@ -10,4 +14,9 @@ internal sealed record SecAggRoundPlan(
     int Degree,
     int Threshold,
     TimeSpan StageTimeout,
-    int MaxChunkBytes = 1 << 20);
+    int MaxChunkBytes = 1 << 20,
+    int? MinSurvivors = null)
+{
+    /// <summary>The fewest survivors whose sum is released: below it the round fails even where the graph could unmask.</summary>
+    public int ReleaseThreshold => MinSurvivors ?? Threshold;
+}

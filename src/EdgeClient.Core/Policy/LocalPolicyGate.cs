@@ -8,8 +8,9 @@ namespace Federated.EdgeClient.Policy;
 /// price the round as the coordinator does.</param>
 /// <param name="SamplingRate">The Poisson rate at which this client was sampled; 1 when it was picked by count,
 /// since then no amplification by sampling can be claimed.</param>
-/// <param name="Participants">k: the round's SecAgg+ participants, as the manifest names them.</param>
-/// <param name="Threshold">t: the round's SecAgg+ threshold, the fewest survivors whose sum is released.</param>
+/// <param name="Participants">n: the round's SecAgg+ participants, as the manifest names them.</param>
+/// <param name="Threshold">t: the round's SecAgg+ Shamir threshold on each neighbourhood (with the complete graph, also
+/// the fewest survivors whose sum is released).</param>
 internal sealed record RoundTerms(
     string RunId,
     long Round,
@@ -21,7 +22,20 @@ internal sealed record RoundTerms(
     string CoordinatorCertificateSha256,
     int Participants,
     int Threshold,
-    PrivacyPlanParameters? Plan = null);
+    PrivacyPlanParameters? Plan = null)
+{
+    /// <summary>k: neighbours per participant in the SecAgg+ graph; null: the complete graph (n - 1).</summary>
+    public int? Neighbours { get; init; }
+
+    /// <summary>The fewest survivors whose sum is released, as the round is priced (dp.min_survivors); null: <see cref="Threshold"/>.</summary>
+    public int? MinSurvivors { get; init; }
+
+    /// <summary>Share holders of one client: its neighbours plus itself (n for the complete graph).</summary>
+    public int Neighbourhood => (Neighbours ?? Participants - 1) + 1;
+
+    /// <summary>The release threshold the noise is priced for.</summary>
+    public int ReleaseThreshold => MinSurvivors ?? Threshold;
+}
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
 /// <param name="LastChargedRound">With <see cref="LocalPolicyGate.ReplayedRoundRule"/>: the last round of the run this
@@ -133,16 +147,22 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
         {
             return PolicyDecision.Decline("max_rank", $"LoRA rank {terms.Rank} is outside 1..{policy.MaxRank}");
         }
-        // t > k/2: two survivor sets of t that a coordinator tells different participants must overlap, so it cannot
-        // collect both the self-mask seed and the mask key of one client (Bonawitz et al. 2017, section 4).
-        if (terms.Participants < 1 || 2L * terms.Threshold <= terms.Participants || terms.Threshold > terms.Participants)
+        // t > (k + 1)/2 on each neighbourhood of k + 1 share holders (n with the complete graph): two survivor sets of t
+        // that a coordinator tells different holders of one client's shares must overlap, so it cannot collect both the
+        // self-mask seed and the mask key of that client (Bonawitz et al. 2017, Sec. 4; per neighbourhood, Bell et al. 2020, Sec. 4).
+        int holders = terms.Neighbourhood;
+        if (terms.Participants < 1 || holders < 2 || holders > terms.Participants || 2L * terms.Threshold <= holders || terms.Threshold > holders)
         {
+            string of = holders >= terms.Participants ? $"its {terms.Participants} participants" : $"each neighbourhood of {holders} (k = {holders - 1} neighbours plus the client)";
             return PolicyDecision.Decline("threshold_majority",
-                $"the round's threshold t = {terms.Threshold} is not above half its {terms.Participants} participants (t > k/2 is required)");
+                $"the round's threshold t = {terms.Threshold} is not above half of {of} (t > (k + 1)/2 is required)");
         }
-        if (terms.Threshold < policy.MinThreshold)
+        // The local minimum bounds the release threshold, the fewest survivors whose sum (and noise) is released; with a
+        // sparse graph the Shamir threshold bounds one neighbourhood only.
+        if (terms.ReleaseThreshold < policy.MinThreshold || terms.ReleaseThreshold > terms.Participants)
         {
-            return PolicyDecision.Decline("min_threshold", $"the round's threshold t = {terms.Threshold} is below the minimum {policy.MinThreshold}");
+            return PolicyDecision.Decline("min_threshold",
+                $"the round releases sums of at least {terms.ReleaseThreshold} of its {terms.Participants} participants; this machine's minimum is {policy.MinThreshold}");
         }
         int today = ledger.RoundsInDayBefore(time.GetUtcNow());
         if (today >= policy.MaxRoundsPerDay)

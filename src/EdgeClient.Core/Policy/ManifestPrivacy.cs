@@ -37,7 +37,31 @@ internal static class ManifestPrivacy
         {
             throw new PrivacyPlanException("max_clients", dp.MaxClients, $"use {secagg.Participants} (the round's participants)..1000000");
         }
-        return new PrivacyPlanParameters(mechanism, dimension, (int)maxClients, (int)secagg.Threshold, (int)secagg.RingBits, dp.ClipNorm, dp.NoiseMultiplier,
+        return new PrivacyPlanParameters(mechanism, dimension, (int)maxClients, NoiseThreshold(dp, secagg), (int)secagg.RingBits, dp.ClipNorm, dp.NoiseMultiplier,
             Rounds: 1, dp.Delta, Adjacency: PrivacyUnitNames.ProductAdjacency);
+    }
+
+    /// <summary>
+    /// How many noise shares the round is priced for: the release threshold dp.min_survivors (0: secagg.threshold, as
+    /// manifests from before the field). Fewer shares price a higher epsilon, so where the two thresholds could both
+    /// bound the release the smaller is taken: with the complete graph t shares already unmask a sum of t survivors,
+    /// so a min_survivors above secagg.threshold there would claim noise the protocol does not guarantee. With a sparse
+    /// graph secagg.threshold bounds one neighbourhood, not the release, and min_survivors is what the noise is sized for.
+    /// </summary>
+    /// <exception cref="PrivacyPlanException">min_survivors is above the round's participants.</exception>
+    public static int NoiseThreshold(DpParameters dp, SecAggParameters secagg)
+    {
+        ArgumentNullException.ThrowIfNull(dp);
+        ArgumentNullException.ThrowIfNull(secagg);
+        if (dp.MinSurvivors > secagg.Participants)
+        {
+            throw new PrivacyPlanException("min_survivors", dp.MinSurvivors, $"use 0 (secagg.threshold) or 1..{secagg.Participants} (the round's participants)");
+        }
+        if (dp.MinSurvivors == 0)
+        {
+            return (int)secagg.Threshold;
+        }
+        bool complete = secagg.Neighbours + 1 >= secagg.Participants;
+        return (int)(complete ? Math.Min(dp.MinSurvivors, secagg.Threshold) : dp.MinSurvivors);
     }
 }

@@ -129,7 +129,12 @@ public sealed class EdgeRoundWorker(
         // The ledger prices the round with the same plan the coordinator charges: Skellam RDP for distributed noise, the
         // discrete Gaussian's for central noise, both at replace-one; sampling rate 1: the sample is public.
         var terms = new RoundTerms(round.RunId, round.Round, central ? NoiseMechanismKind.CentralGaussian : NoiseMechanismKind.DistributedSkellam, manifest.Dp.NoiseMultiplier,
-            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold, privacy.Parameters);
+            SamplingRate: 1.0, settings.Targets, settings.Rank, CertificateSha256(), (int)manifest.Secagg.Participants, (int)manifest.Secagg.Threshold, privacy.Parameters)
+        {
+            // The graph threshold is checked on its neighbourhood, the local minimum on the threshold the round was priced with.
+            Neighbours = (int)manifest.Secagg.Neighbours,
+            MinSurvivors = privacy.Parameters.Threshold,
+        };
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
         {

@@ -59,6 +59,30 @@ public sealed class NeighbourGraphTests
         _ = SecAggParameters.Create("r", 0, Enumerable.Range(1, n), 4, 32, k, t, new byte[32]);
     }
 
+    [Theory]
+    [InlineData(100, 0.15)]
+    [InlineData(1000, 0.10)]
+    [InlineData(1000, 0.20)]
+    public void DeriveGraphParameters_NeighbourhoodMajority_ThresholdAboveHalfOfKPlusOneAndStillRecoverable(int n, double dropout)
+    {
+        var (k, t) = SecAggParameters.DeriveGraphParameters(n, dropout, 0.05, neighbourhoodMajority: true);
+        var (plainK, _) = SecAggParameters.DeriveGraphParameters(n, dropout, 0.05);
+
+        Assert.True(k < n - 1, $"k = {k} is the complete graph");
+        Assert.True(2 * t > k + 1, $"t = {t} is not above half of k + 1 = {k + 1}");
+        Assert.Equal((k + 1) / 2 + 1, t);
+        // That many holders survive the dropout bound, union-bounded over the n clients; the majority costs a larger k.
+        Assert.True(SecAggParameters.LogLowerTail(k + 1, 1 - dropout, t) <= -(20 + Math.Log2(n)) * Math.Log(2));
+        Assert.True(k >= plainK);
+    }
+
+    [Fact]
+    public void DeriveGraphParameters_NeighbourhoodMajorityBeyondTheDropoutBound_FallsBackToTheCompleteGraph()
+    {
+        // At n = 100, a third dropping out leaves too few holders of a majority on any k < 99.
+        Assert.Equal(99, SecAggParameters.DeriveGraphParameters(100, 0.33, 0.05, neighbourhoodMajority: true).Degree);
+    }
+
     [Fact]
     public void DeriveGraphParameters_SmallN_IsCompleteGraph()
     {

@@ -143,6 +143,29 @@ public sealed class LocalPolicyGateTests : IDisposable
         Assert.Equal(rule is null, decision.Accepted);
     }
 
+    [Theory]
+    // n = 100, k = 46 (neighbourhoods of 47), graph t = 24, released sums of at least 67.
+    [InlineData(46, 24, 67, null)]
+    // t = 23 is not above half of 47, though it would be the graph's own smallest secure t without the majority rule.
+    [InlineData(46, 23, 67, "threshold_majority")]
+    // t = 24 of 100 would fail the complete graph's rule; it is the neighbourhood that counts.
+    [InlineData(99, 24, 24, "threshold_majority")]
+    // The local minimum (here 40) bounds the release threshold, not the graph's t.
+    [InlineData(46, 24, 39, "min_threshold")]
+    [InlineData(46, 24, 101, "min_threshold")]
+    // A neighbourhood larger than the round is a malformed manifest.
+    [InlineData(120, 80, 67, "threshold_majority")]
+    public void Check_SparseRound_GraphThresholdOnTheNeighbourhoodAndMinimumOnTheReleaseThreshold(int neighbours, int threshold, int minSurvivors, string? rule)
+    {
+        using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
+        var gate = new LocalPolicyGate(s_policy with { MinThreshold = 40 }, ledger, _time);
+
+        PolicyDecision decision = gate.Check(Terms() with { Participants = 100, Threshold = threshold, Neighbours = neighbours, MinSurvivors = minSurvivors });
+
+        Assert.Equal(rule, decision.Rule);
+        Assert.Equal(rule is null, decision.Accepted);
+    }
+
     [Fact]
     public void Check_SybilRound_WorstCaseFromTheOwnNoiseShareAloneIsCappedWhileTheDistributedEpsilonIsNot()
     {
