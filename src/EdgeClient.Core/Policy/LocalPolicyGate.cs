@@ -35,6 +35,12 @@ internal sealed record RoundTerms(
 
     /// <summary>The release threshold the noise is priced for.</summary>
     public int ReleaseThreshold => MinSurvivors ?? Threshold;
+
+    /// <summary>
+    /// Noise shares the local ledger charges with: the fewest any release of the round is guaranteed to carry
+    /// (<see cref="ManifestPrivacy.GuaranteedShares"/>); null: the plan's threshold.
+    /// </summary>
+    public int? PricedShares { get; init; }
 }
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
@@ -213,5 +219,8 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>
-        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan);
+        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan)
+        {
+            PricedShares = terms.PricedShares is { } shares && terms.Plan is { } plan && shares < plan.Threshold ? shares : null,
+        };
 }
