@@ -97,22 +97,9 @@ public sealed class PrivacyPlan
     /// Distributed only: one round's RDP counting this client's own noise share alone (variance 2 mu), the bound an
     /// edge can hold against a coordinator whose other participants are all its sybils; null for central noise.
     /// </summary>
-    public double[]? OwnShareRoundRdp() => SharesRoundRdp(1);
-
-    /// <summary>
-    /// Distributed only: one round's RDP when the released sum carries <paramref name="shares"/> clients' noise shares
-    /// (variance 2 mu each) rather than the threshold's; <see cref="RoundRdp"/> is this at the threshold. An edge prices
-    /// with the fewest shares the protocol guarantees whatever the coordinator does (a sparse graph's neighbourhood
-    /// threshold can be below the release threshold the noise was sized for). Null for central noise.
-    /// </summary>
-    // Skellam RDP of the sum of independent shares: Skellam(mu1) + Skellam(mu2) = Skellam(mu1 + mu2) (Agarwal, Kairouz, Liu 2021, Thm 3.5).
-    public double[]? SharesRoundRdp(int shares)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(shares, 1);
-        return Central is null
-            ? RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, shares * 2 * Quantizer.LocalSkellamMu, _orders)
-            : null;
-    }
+    public double[]? OwnShareRoundRdp() => Central is null
+        ? RdpAnalysis.Skellam(L1Sensitivity, L2Sensitivity, 2 * Quantizer.LocalSkellamMu, _orders)
+        : null;
 
     /// <summary>The composed RDP of <paramref name="rounds"/> released rounds.</summary>
     public double[] RdpAfter(long rounds)

@@ -35,12 +35,6 @@ internal sealed record RoundTerms(
 
     /// <summary>The release threshold the noise is priced for.</summary>
     public int ReleaseThreshold => MinSurvivors ?? Threshold;
-
-    /// <summary>
-    /// Noise shares the local ledger charges with: the fewest any release of the round is guaranteed to carry
-    /// (<see cref="ManifestPrivacy.GuaranteedShares"/>); null: the plan's threshold.
-    /// </summary>
-    public int? PricedShares { get; init; }
 }
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
@@ -219,8 +213,5 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>
-        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan)
-        {
-            PricedShares = terms.PricedShares is { } shares && terms.Plan is { } plan && shares < plan.Threshold ? shares : null,
-        };
+        new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan);
 }

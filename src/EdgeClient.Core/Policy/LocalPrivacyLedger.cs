@@ -11,11 +11,7 @@ namespace Federated.EdgeClient.Policy;
 /// kept them.</param>
 internal sealed record LocalCharge(
     string RunId, long Round, NoiseMechanismKind Mechanism, double NoiseMultiplier, double SamplingRate, DateTimeOffset ChargedAt,
-    PrivacyPlanParameters? Plan = null)
-{
-    /// <summary>Noise shares the round is priced with when fewer than the plan's threshold are guaranteed (a sparse graph); null: the threshold.</summary>
-    public int? PricedShares { get; init; }
-}
+    PrivacyPlanParameters? Plan = null);
 
 /// <summary>
 /// The edge machine's own privacy ledger, in its own SQLite file: every round is charged here, durably, before
@@ -45,7 +41,7 @@ public sealed class LocalPrivacyLedger : IDisposable
     [
         ("skellam_dimension", "INTEGER"), ("skellam_bits", "INTEGER"), ("skellam_clip_norm", "REAL"),
         ("skellam_max_clients", "INTEGER"), ("skellam_min_clients", "INTEGER"), ("skellam_beta", "REAL"), ("skellam_wrap", "REAL"),
-        ("adjacency", "TEXT"), ("plan_delta", "REAL"), ("priced_shares", "INTEGER"),
+        ("adjacency", "TEXT"), ("plan_delta", "REAL"),
     ];
 
     private LocalPrivacyLedger(SqliteConnection connection) => _connection = connection;
@@ -92,10 +88,7 @@ public sealed class LocalPrivacyLedger : IDisposable
                     WrapStdDevs = reader.GetDouble(12),
                 };
                 ledger._charges.Add(new LocalCharge(reader.GetString(0), reader.GetInt64(1), mechanism, z,
-                    reader.GetDouble(4), DateTimeOffset.Parse(reader.GetString(5), CultureInfo.InvariantCulture), plan)
-                {
-                    PricedShares = reader.IsDBNull(15) ? null : reader.GetInt32(15),
-                });
+                    reader.GetDouble(4), DateTimeOffset.Parse(reader.GetString(5), CultureInfo.InvariantCulture), plan));
             }
             return ledger;
         }
@@ -146,7 +139,7 @@ public sealed class LocalPrivacyLedger : IDisposable
     {
         if (!_ownShareCache.TryGetValue(key, out double[]? rdp))
         {
-            rdp = key is (PrivacyPlanParameters { Mechanism: PrivacyMechanism.DistributedSkellam } plan, int)
+            rdp = key is PrivacyPlanParameters { Mechanism: PrivacyMechanism.DistributedSkellam } plan
                 ? PrivacyPlan.Create(plan, _orders).OwnShareRoundRdp()
                 : null;
             _ownShareCache[key] = rdp;
@@ -156,18 +149,15 @@ public sealed class LocalPrivacyLedger : IDisposable
 
     // What one round's RDP depends on: the plan (one round; its delta does not enter the RDP), or a legacy row's z.
     private static object Key(LocalCharge charge) =>
-        charge.Plan is { } plan
-            ? (plan with { NoiseMultiplier = charge.NoiseMultiplier, Rounds = 1, Delta = PlaceholderDelta }, charge.PricedShares ?? plan.Threshold)
-            : charge.NoiseMultiplier;
+        charge.Plan is { } plan ? plan with { NoiseMultiplier = charge.NoiseMultiplier, Rounds = 1, Delta = PlaceholderDelta } : charge.NoiseMultiplier;
 
     // Rounds of a run share their parameters, so the per-order RDP is computed once per key.
     private double[] RoundRdp(object key)
     {
         if (!_rdpCache.TryGetValue(key, out double[]? rdp))
         {
-            rdp = key is (PrivacyPlanParameters plan, int shares)
-                // Distributed noise priced with the shares every release is guaranteed to carry (the threshold, or fewer).
-                ? (shares < plan.Threshold ? PrivacyPlan.Create(plan, _orders).SharesRoundRdp(shares) : null) ?? [.. PrivacyPlan.Create(plan, _orders).RoundRdp]
+            rdp = key is PrivacyPlanParameters plan
+                ? [.. PrivacyPlan.Create(plan, _orders).RoundRdp]
                 // Replace-one doubles the Gaussian's sensitivity, which is its noise multiplier halved; q = 1: the sample is public.
                 : RdpAnalysis.SubsampledGaussian(1.0, (double)key / 2, _orders);
             _rdpCache[key] = rdp;
@@ -198,8 +188,8 @@ public sealed class LocalPrivacyLedger : IDisposable
         insert.Transaction = transaction;
         insert.CommandText = """
             INSERT INTO charges (run_id, round, mechanism, noise_multiplier, sampling_rate, charged_at,
-                skellam_dimension, skellam_bits, skellam_clip_norm, skellam_max_clients, skellam_min_clients, skellam_beta, skellam_wrap, adjacency, plan_delta, priced_shares)
-            VALUES ($run, $round, $mechanism, $z, $q, $at, $d, $b, $c, $n, $t, $beta, $k, $adj, $delta, $shares)
+                skellam_dimension, skellam_bits, skellam_clip_norm, skellam_max_clients, skellam_min_clients, skellam_beta, skellam_wrap, adjacency, plan_delta)
+            VALUES ($run, $round, $mechanism, $z, $q, $at, $d, $b, $c, $n, $t, $beta, $k, $adj, $delta)
             """;
         PrivacyPlanParameters? plan = charge.Plan;
         insert.Parameters.AddWithValue("$d", (object?)plan?.Dimension ?? DBNull.Value);
@@ -211,7 +201,6 @@ public sealed class LocalPrivacyLedger : IDisposable
         insert.Parameters.AddWithValue("$k", (object?)plan?.WrapStdDevs ?? DBNull.Value);
         insert.Parameters.AddWithValue("$adj", plan is null ? DBNull.Value : PrivacyUnitNames.Name(plan.Adjacency));
         insert.Parameters.AddWithValue("$delta", (object?)plan?.Delta ?? DBNull.Value);
-        insert.Parameters.AddWithValue("$shares", (object?)charge.PricedShares ?? DBNull.Value);
         insert.Parameters.AddWithValue("$run", charge.RunId);
         insert.Parameters.AddWithValue("$round", charge.Round);
         insert.Parameters.AddWithValue("$mechanism", LocalPolicy.MechanismName(charge.Mechanism));

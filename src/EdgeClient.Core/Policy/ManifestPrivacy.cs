@@ -48,11 +48,6 @@ internal static class ManifestPrivacy
     /// so a min_survivors above secagg.threshold there would claim noise the protocol does not guarantee. With a sparse
     /// graph secagg.threshold bounds one neighbourhood, not the release, and min_survivors is what the noise is sized for.
     /// </summary>
-    /// <remarks>
-    /// This sizes the noise share (the coordinator's plan, which the edge must encode with). What the edge charges is
-    /// <see cref="GuaranteedShares"/>: with a sparse graph a lying coordinator could discard uploads and release a sum
-    /// of fewer than min_survivors clients.
-    /// </remarks>
     /// <exception cref="PrivacyPlanException">min_survivors is above the round's participants.</exception>
     public static int NoiseThreshold(DpParameters dp, SecAggParameters secagg)
     {
@@ -68,21 +63,5 @@ internal static class ManifestPrivacy
         }
         bool complete = secagg.Neighbours + 1 >= secagg.Participants;
         return (int)(complete ? Math.Min(dp.MinSurvivors, secagg.Threshold) : dp.MinSurvivors);
-    }
-
-    /// <summary>
-    /// The fewest clients' noise shares any sum the round can release carries, whatever the coordinator does: the
-    /// smaller of the release threshold and secagg.threshold. With the complete graph t shares are needed to unmask
-    /// anything; with a sparse graph every member u of a released sum needs t self-mask-seed shares from holders that
-    /// were told they survived, i.e. from members of the same sum (u included), so the sum has at least t members even
-    /// when a coordinator discards uploads to release fewer than min_survivors. The edge charges its ledger with this
-    /// many shares (a higher epsilon than the coordinator's honest price when it is below min_survivors).
-    /// </summary>
-    public static int GuaranteedShares(DpParameters dp, SecAggParameters secagg)
-    {
-        ArgumentNullException.ThrowIfNull(dp);
-        ArgumentNullException.ThrowIfNull(secagg);
-        int noise = NoiseThreshold(dp, secagg);
-        return (int)Math.Min((uint)noise, Math.Max(1u, secagg.Threshold));
     }
 }

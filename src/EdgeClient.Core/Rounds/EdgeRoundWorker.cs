@@ -134,8 +134,6 @@ public sealed class EdgeRoundWorker(
             // The graph threshold is checked on its neighbourhood, the local minimum on the threshold the round was priced with.
             Neighbours = (int)manifest.Secagg.Neighbours,
             MinSurvivors = privacy.Parameters.Threshold,
-            // Charged with the shares every release is guaranteed to carry, which a sparse graph's t can put below min_survivors.
-            PricedShares = ManifestPrivacy.GuaranteedShares(manifest.Dp, manifest.Secagg),
         };
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)

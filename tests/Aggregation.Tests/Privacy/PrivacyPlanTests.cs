@@ -57,22 +57,6 @@ public sealed class PrivacyPlanTests
     }
 
     [Fact]
-    public void SharesRoundRdp_AtTheThresholdItIsTheRoundRdpAndFewerSharesCostMore()
-    {
-        PrivacyPlan plan = PrivacyPlan.Create(Distributed(65536, 100, 67, 1.0, 100, 1e-6));
-
-        Assert.Equal(plan.RoundRdp.ToArray(), plan.SharesRoundRdp(67)!, (a, b) => Math.Abs(a - b) <= 1e-12 * Math.Max(1, Math.Abs(a)));
-        Assert.Equal(plan.OwnShareRoundRdp(), plan.SharesRoundRdp(1));
-        // 24 shares (a sparse graph's neighbourhood threshold): the Skellam of 24 shares of variance 2 mu each, the same sensitivities.
-        double[] sparse = plan.SharesRoundRdp(24)!;
-        Assert.Equal(RdpAnalysis.Skellam(plan.L1Sensitivity, plan.L2Sensitivity, 24 * 2 * plan.Quantizer.LocalSkellamMu, plan.Orders), sparse);
-        Assert.InRange(sparse[^1] / plan.RoundRdp[^1], 67.0 / 24 * 0.999, 67.0 / 24 * 1.001);
-        Assert.True(RdpAnalysis.Epsilon(plan.Orders, sparse, 1e-6).Epsilon > plan.EpsilonAfter(1).Epsilon);
-        Assert.Throws<ArgumentOutOfRangeException>(() => plan.SharesRoundRdp(0));
-        Assert.Null(PrivacyPlan.Create(s_poissonCentral).SharesRoundRdp(5));
-    }
-
-    [Fact]
     public void OwnShareRoundRdp_Distributed_PricesOneShareWithTheSameSensitivities()
     {
         PrivacyPlan plan = PrivacyPlan.Create(Distributed(65536, 10, 7, 1.0, 100, 1e-6));

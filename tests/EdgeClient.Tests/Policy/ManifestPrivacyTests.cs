@@ -53,61 +53,6 @@ public sealed class ManifestPrivacyTests
         Assert.Equal(priced, ManifestPrivacy.Parameters(Manifest(neighbours, threshold, minSurvivors), Dimension).Threshold);
     }
 
-    [Theory]
-    // Sparse graph: noise sized for 67 shares, but a coordinator that discards uploads can release a sum of 24 members
-    // (each needs 24 seed shares from members): the edge charges 24.
-    [InlineData(46u, 24u, 67u, 24)]
-    [InlineData(46u, 24u, 20u, 20)]
-    // Complete graph: the priced threshold is what every release carries.
-    [InlineData(99u, 67u, 67u, 67)]
-    [InlineData(99u, 60u, 80u, 60)]
-    [InlineData(99u, 67u, 0u, 67)]
-    public void GuaranteedShares_IsTheFewestSharesAnyReleaseCarries(uint neighbours, uint threshold, uint minSurvivors, int guaranteed)
-    {
-        RoundManifest manifest = Manifest(neighbours, threshold, minSurvivors);
-
-        Assert.Equal(guaranteed, ManifestPrivacy.GuaranteedShares(manifest.Dp, manifest.Secagg));
-    }
-
-    [Fact]
-    public void Ledger_SparseRound_ChargedWithTheGuaranteedSharesAboveTheCoordinatorsPriceAndKeptAcrossAReopen()
-    {
-        string dir = Directory.CreateTempSubdirectory("sparse-ledger-").FullName;
-        try
-        {
-            RoundManifest manifest = Manifest(46, 24, 67);
-            PrivacyPlanParameters parameters = ManifestPrivacy.Parameters(manifest, Dimension);
-            PrivacyPlan plan = PrivacyPlan.Create(parameters);
-            var policy = new LocalPolicy
-            {
-                Delta = 1e-5, MaxEpsilonPerRun = 100, MaxEpsilonLifetime = 1000, MinNoiseMultiplier = 0.5,
-                AllowedMechanisms = [NoiseMechanismKind.DistributedSkellam], AllowedTargetModules = ["q_proj"], MaxRank = 8, MaxRoundsPerDay = 10,
-            };
-            string path = Path.Combine(dir, LocalPrivacyLedger.FileName);
-            using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(path))
-            {
-                var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
-                var terms = new RoundTerms("run-1", 1, NoiseMechanismKind.DistributedSkellam, 1.0, 1.0, ["q_proj"], 4, "", 100, 24, parameters)
-                {
-                    Neighbours = 46,
-                    MinSurvivors = 67,
-                    PricedShares = ManifestPrivacy.GuaranteedShares(manifest.Dp, manifest.Secagg),
-                };
-                Assert.True(gate.ChargeBeforeUpload(terms).Accepted);
-            }
-
-            using LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(path);
-            double charged = reopened.Spent(1e-5, "run-1").Epsilon;
-            Assert.Equal(RdpAnalysis.Epsilon(plan.Orders, plan.SharesRoundRdp(24)!, 1e-5).Epsilon, charged, 9);
-            Assert.True(charged > plan.EpsilonAfter(1).Epsilon, $"{charged} vs the coordinator's {plan.EpsilonAfter(1).Epsilon}");
-            Assert.Equal(24, Assert.Single(reopened.Charges).PricedShares);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
-
     [Fact]
     public void Parameters_MinSurvivorsAboveTheParticipants_RefusedNamingTheField()
     {
