@@ -64,6 +64,16 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             {
                 Assert.True(File.Exists(Path.Combine(coordinator.Root, "home-" + name, "edge-ledger.db")), $"{name} has no local ledger");
             }
+            // Each process said what it was doing, one line per state change (its own stderr, never data).
+            foreach ((DotnetProcess process, string name) in processes.Zip(s_clients))
+            {
+                // The round can complete at the coordinator a moment before a client prints its last line.
+                await process.WaitForLineAsync(l => l.Contains("uploaded", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+                foreach (string expected in new[] { $"registered as {name} (client)", "invited to round 1 of run", "training step 5/5, loss", "charged the local ledger" })
+                {
+                    Assert.True(process.Tail.Contains(expected, StringComparison.Ordinal), $"{name} did not say '{expected}':\n{process.Tail}");
+                }
+            }
             // Ctrl+C for two of them (exit 130), SIGTERM for the third, as a service manager stops it: a clean stop
             // with one line and exit 0.
             await processes[0].TerminateAsync();
@@ -85,6 +95,37 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                 process.Dispose();
             }
         }
+    }
+
+    [Fact]
+    public async Task Run_WrongCa_StopsWithExit1AndOneLineSayingWhatToFix()
+    {
+        string model = Path.Combine(coordinator.Root, "tiny-ca");
+        int vocab = ByteLevelTokenizerWriter.Write(model);
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 6);
+        string home = Path.Combine(coordinator.Root, "home-wrong-ca");
+        Directory.CreateDirectory(home);
+        // Mallory of another federation, with that federation's CA: a consistent identity whose --ca the real
+        // coordinator's certificate does not chain to (a wrong --coordinator or --ca).
+        File.Copy(Path.Combine(coordinator.RoguePki, "mallory.pfx"), Path.Combine(home, "alice.pfx"));
+        File.WriteAllText(Path.Combine(home, "policy.json"), """
+            {"delta": 1e-5, "max_epsilon_per_run": 100, "max_epsilon_lifetime": 1000, "min_noise_multiplier": 0.2,
+             "allowed_mechanisms": ["distributed_skellam"], "allowed_target_modules": ["q_proj"], "max_rank": 8, "max_rounds_per_day": 10}
+            """);
+        string data = Path.Combine(home, "data.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 4).Select(i => $"{{\"text\": \"alice writes note number {i}\"}}"));
+        string foreignCa = Path.Combine(coordinator.RoguePki, Federated.Coordinator.Pki.FederationPki.CaCertificateFile);
+
+        (int code, _, string stderr) = await DotnetProcess.RunAsync(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
+            ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, "alice.pfx"), "--ca", foreignCa,
+                "--data", data, "--model", model, "--device", "cpu"], TimeSpan.FromSeconds(120));
+        Log(stderr);
+
+        Assert.Equal(1, code);
+        string last = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)[^1];
+        Assert.Contains("presented a certificate this client refuses", last, StringComparison.Ordinal);
+        Assert.Contains("check --ca", last, StringComparison.Ordinal);
+        Assert.DoesNotContain(" at Federated.", stderr, StringComparison.Ordinal);
     }
 
     // The edge client's own build output: this test folder resolves some assemblies from the ASP.NET shared framework

@@ -131,7 +131,16 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, revocation: revocation);
+            // A certificate this client refuses is a permanent mistake (a wrong --ca or --coordinator, a foreign or
+            // revoked coordinator): it stops the client with one line instead of being retried forever.
+            string? refused = null;
+            var options = new ConnectionOptions
+            {
+                ServerRefused = reason => refused ??= reason,
+                Retrying = (detail, wait) => Console.Error.WriteLine(
+                    $"edge-client: coordinator {settings.Coordinator} unreachable ({Short(detail)}); retrying in {wait.TotalSeconds:0.#} s"),
+            };
+            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
                 Log = line => Console.Error.WriteLine($"edge-client: {line}"),
@@ -139,7 +148,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             };
             try
             {
-                await new EdgeSession(connection, registration).RunAsync(async (invitation, ct) =>
+                await new EdgeSession(connection, registration) { Log = line => Console.Error.WriteLine($"edge-client: {line}") }.RunAsync(async (invitation, ct) =>
                 {
                     try
                     {
@@ -165,14 +174,32 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
             }
+            catch (RpcException ex) when (refused is not null && ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown)
+            {
+                throw new PermanentConnectionException(
+                    $"the coordinator at {settings.Coordinator} presented a certificate this client refuses ({refused}); check --ca (the federation's ca.crt) and --coordinator", ex);
+            }
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.PermissionDenied or StatusCode.Unauthenticated)
+            {
+                throw new PermanentConnectionException(
+                    $"the coordinator refused this identity ({ex.Status.Detail}); check --identity (a client identity of this federation, not revoked or expired)", ex);
+            }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
-                Console.Error.WriteLine($"edge-client: coordinator unreachable ({ex.Status.Detail}); retrying in {backoff.TotalSeconds:F0} s");
+                Console.Error.WriteLine($"edge-client: coordinator unreachable ({Short(ex.Status.Detail)}); retrying in {backoff.TotalSeconds:F0} s");
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
             }
         }
+    }
+
+    // A transport detail can carry a whole exception chain; the first sentence says what happened.
+    private static string Short(string detail)
+    {
+        string line = detail.ReplaceLineEndings(" ");
+        int inner = line.IndexOf(" ---> ", StringComparison.Ordinal);
+        return (inner > 0 ? line[..inner] : line).Trim();
     }
 
     private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
@@ -223,3 +250,6 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         }
     }
 }
+
+/// <summary>A connection failure retrying cannot fix (a refused certificate or identity): `run` stops with exit 1 and one line.</summary>
+internal sealed class PermanentConnectionException(string message, Exception inner) : Exception(message, inner);

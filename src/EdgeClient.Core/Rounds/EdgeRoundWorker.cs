@@ -165,6 +165,7 @@ public sealed class EdgeRoundWorker(
             {
                 throw new InvalidOperationException($"local policy refused the upload ({charge.Rule}): {charge.Message}");
             }
+            Log?.Invoke($"round {round.Round} of {round.RunId}: charged the local ledger ({charge.Message}); masking and uploading");
             DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta!);
             // The encoding is all the upload needs: the delta is not held while it runs.
             delta = null;
@@ -184,12 +185,22 @@ public sealed class EdgeRoundWorker(
     /// <summary>Local training from the applied global adapter; only the flat lora_B delta and the losses outlive it (not the before and after adapters).</summary>
     private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, CancellationToken cancellationToken)
     {
+        int steps = checked((int)manifest.LocalSteps);
+        // About ten lines per round in this machine's own log: step i/n and its loss (never sent anywhere).
+        int every = Math.Max(1, steps / 10);
+        var progress = new StepLines(p =>
+        {
+            if (p.Step % every == 0 || p.Step == p.TotalSteps)
+            {
+                Log?.Invoke($"round {manifest.Round.Round} of {manifest.Round.RunId}: training step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}");
+            }
+        });
         TrainingResult trained = new LoraTrainer().Train(model, batches, new TrainerOptions
         {
-            Steps = checked((int)manifest.LocalSteps),
+            Steps = steps,
             LearningRate = manifest.LearningRate,
             Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
-        }, cancellationToken: cancellationToken);
+        }, progress, cancellationToken);
         return (trained.FlatDelta(), trained.FirstLoss, trained.LastLoss);
     }
 
@@ -206,4 +217,10 @@ public sealed class EdgeRoundWorker(
 
     private string CertificateSha256() =>
         connection.ServerCertificate is { } certificate ? Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)) : "";
+}
+
+/// <summary>Reports each step on the training thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
+internal sealed class StepLines(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress value) => report(value);
 }

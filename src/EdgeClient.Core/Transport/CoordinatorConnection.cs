@@ -26,6 +26,12 @@ public sealed record ConnectionOptions
 
     /// <summary>Optional wrapper of the raw TCP stream (below TLS), e.g. to count the bytes on the wire.</summary>
     public Func<Stream, Stream>? TransportObserver { get; init; }
+
+    /// <summary>Hears why this client refused the coordinator's TLS certificate (chain, name, revocation, expiry).</summary>
+    public Action<string>? ServerRefused { get; init; }
+
+    /// <summary>Hears each transient failure an idempotent call retries: the status detail and the wait before the next try.</summary>
+    public Action<string, TimeSpan>? Retrying { get; init; }
 }
 
 /// <summary>
@@ -62,7 +68,14 @@ public sealed class CoordinatorConnection : IDisposable
         {
             ConnectTimeout = _options.ConnectTimeout,
             TransportObserver = _options.TransportObserver,
-            ServerRefused = logger is null ? null : reason => TransportLog.ServerRefused(logger, coordinator.ToString(), reason),
+            ServerRefused = reason =>
+            {
+                if (logger is not null)
+                {
+                    TransportLog.ServerRefused(logger, coordinator.ToString(), reason);
+                }
+                _options.ServerRefused?.Invoke(reason);
+            },
         });
         Edge = new EdgeService.EdgeServiceClient(_channel.Channel);
         ClientCertificate = identity.Certificate;
@@ -146,7 +159,9 @@ public sealed class CoordinatorConnection : IDisposable
             catch (RpcException ex) when (IsTransient(ex.StatusCode) && !cancellationToken.IsCancellationRequested
                 && (_options.MaxRetries == 0 || backoff.Attempt < _options.MaxRetries))
             {
-                await Task.Delay(backoff.Next(), _time, cancellationToken);
+                TimeSpan wait = backoff.Next();
+                _options.Retrying?.Invoke(ex.Status.Detail, wait);
+                await Task.Delay(wait, _time, cancellationToken);
             }
         }
     }

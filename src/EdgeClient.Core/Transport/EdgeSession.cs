@@ -12,6 +12,9 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 
+    /// <summary>One line per state change (registered, invited); never data.</summary>
+    public Action<string>? Log { get; init; }
+
     /// <summary>Runs until cancelled; <paramref name="onInvitation"/> runs to completion before the next heartbeat.</summary>
     public async Task RunAsync(Func<RoundRef, CancellationToken, Task> onInvitation, CancellationToken cancellationToken)
     {
@@ -33,7 +36,9 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
             }
             if (heartbeat.Invitation is { } invitation)
             {
+                Log?.Invoke($"invited to round {invitation.Round} of run {invitation.RunId}");
                 await onInvitation(invitation, cancellationToken);
+                Log?.Invoke("waiting for rounds");
                 continue;
             }
             await Task.Delay(Interval(heartbeat.HeartbeatIntervalSeconds, interval), _time, cancellationToken);
@@ -43,7 +48,10 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
     private async Task<TimeSpan> RegisterAsync(CancellationToken cancellationToken)
     {
         RegisterResponse registered = await connection.RegisterAsync(registration, cancellationToken);
-        return Interval(registered.HeartbeatIntervalSeconds, TimeSpan.FromSeconds(10));
+        TimeSpan interval = Interval(registered.HeartbeatIntervalSeconds, TimeSpan.FromSeconds(10));
+        string name = connection.ClientCertificate.GetNameInfo(System.Security.Cryptography.X509Certificates.X509NameType.SimpleName, forIssuer: false);
+        Log?.Invoke($"registered as {name} (client); waiting for rounds (heartbeat every {interval.TotalSeconds:0} s)");
+        return interval;
     }
 
     // A coordinator-sent interval is clamped: a hostile 0 must not turn heartbeats into a busy loop.
