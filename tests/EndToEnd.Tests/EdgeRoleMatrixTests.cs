@@ -34,6 +34,7 @@ public sealed class EdgeRoleMatrixTests(CoordinatorFixture coordinator) : IClass
         ["/federated.v1.EdgeService/AdvertiseKeys"] = [FederationRole.Client],
         ["/federated.v1.EdgeService/ShareKeys"] = [FederationRole.Client],
         ["/federated.v1.EdgeService/UploadMaskedInput"] = [FederationRole.Client],
+        ["/federated.v1.EdgeService/ConfirmSurvivors"] = [FederationRole.Client],
         ["/federated.v1.EdgeService/Unmask"] = [FederationRole.Client],
         ["/federated.v1.IdentityService/Renew"] = [FederationRole.Client, FederationRole.Engineer, FederationRole.Officer],
         ["/grpc.health.v1.Health/Check"] = [FederationRole.Client, FederationRole.Engineer, FederationRole.Officer],

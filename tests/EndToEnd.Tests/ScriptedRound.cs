@@ -36,6 +36,9 @@ internal sealed class ScriptedParticipant : IDisposable
 
     public string Name => _identity.Name;
 
+    /// <summary>The participant's identity (its certificate and key): what it signs with.</summary>
+    public EdgeIdentity Identity => _identity;
+
     public AdvertiseKeysRequest? Advertised { get; private set; }
 
     public ShareKeysRequest? Shared { get; private set; }

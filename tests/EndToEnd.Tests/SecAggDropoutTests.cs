@@ -67,12 +67,14 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
 
             Assert.Equal(RoundStage.Failed, round.Stage);
             Assert.Contains("threshold", failed.Message, StringComparison.OrdinalIgnoreCase);
-            // Before unmasking, the survivors' long polls end with the failure; their unmask replies are not long polls.
+            // Before unmasking, the survivors' long polls end with the failure. At unmasking, only two of the three
+            // signatures the consistency check needs arrive: the survivors refuse to reveal any share.
             foreach (Task<ParticipationOutcome> participant in running[..2])
             {
                 if (stage == RoundStage.Unmask)
                 {
-                    await participant;
+                    var refused = await Assert.ThrowsAsync<InvalidDataException>(() => participant);
+                    Assert.Contains("consistency check: 2 of", refused.Message, StringComparison.Ordinal);
                 }
                 else
                 {

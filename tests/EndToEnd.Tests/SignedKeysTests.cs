@@ -117,6 +117,87 @@ public sealed class SignedKeysTests(CoordinatorFixture coordinator) : IClassFixt
         }
     }
 
+    // The consistency check alice (index 1) runs before revealing, with bob (2) and carol (3) as neighbours and t = 3.
+    [Theory]
+    [InlineData("honest", null)]
+    [InlineData("one neighbour signed another set", "consistency check: 2 of")]
+    [InlineData("a signature listed twice", "consistency check: 2 of")]
+    [InlineData("a signature by a stranger's key", "consistency check: 2 of")]
+    [InlineData("told a neighbour dropped that the set lists", "inconsistent survivor sets")]
+    [InlineData("told a neighbour survived that the set lacks", "does not list it")]
+    [InlineData("a set without this participant", "does not contain this participant")]
+    public void VerifySurvivorSet_Lies_RefusedBeforeAnyShareIsRevealed(string lie, string? expected)
+    {
+        using Peers peers = Peers.Load(coordinator);
+        int[] set = [1, 2, 3];
+        var certificates = new Dictionary<int, byte[]> { [2] = peers.Bob.Certificate.RawData, [3] = peers.Carol.Certificate.RawData };
+        byte[] Sign(EdgeIdentity who, int[] survivors) => KeyAdvertisement.SignSurvivors(who.Certificate, s_round, survivors);
+        var signatures = new List<(int, byte[])> { (2, Sign(peers.Bob, set)), (3, Sign(peers.Carol, set)) };
+        int[] toldSurvived = [1, 2, 3], toldDropped = [];
+        int[] checkedSet = set;
+        switch (lie)
+        {
+            case "one neighbour signed another set":
+                signatures[1] = (3, Sign(peers.Carol, [1, 3]));
+                break;
+            case "a signature listed twice":
+                signatures[1] = signatures[0];
+                signatures.Add(signatures[0]);
+                break;
+            case "a signature by a stranger's key":
+                signatures[1] = (3, Sign(peers.Mallory, set));
+                break;
+            case "told a neighbour dropped that the set lists":
+                (toldSurvived, toldDropped) = ([1, 3], [2]);
+                break;
+            case "told a neighbour survived that the set lacks":
+                checkedSet = [1, 3];
+                break;
+            case "a set without this participant":
+                checkedSet = [2, 3];
+                (toldSurvived, toldDropped) = ([2, 3], []);
+                break;
+        }
+
+        void Check() => KeyAdvertisement.VerifySurvivorSet(s_round, 1, checkedSet, toldSurvived, toldDropped, signatures, certificates, threshold: 3);
+
+        if (expected is null)
+        {
+            Check();
+        }
+        else
+        {
+            var ex = Assert.Throws<InvalidDataException>(Check);
+            Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task ConfirmSurvivors_BadSignatureTwiceOrNotASurvivor_RefusedAndTheRoundReleasesTheExactSum()
+    {
+        using ScriptedRound round = await ScriptedRound.StartAsync(coordinator, "confirm-run", 1, ["alice", "bob", "carol"]);
+        ScriptedParticipant first = round.First;
+        var statuses = new Dictionary<string, StatusCode>();
+
+        uint[] sum = await round.RunAsync(beforeStage: async stage =>
+        {
+            if (stage != ScriptedStage.Unmask)
+            {
+                return;
+            }
+            int[] set = [.. round.Round.Survivors];
+            byte[] wrongSet = KeyAdvertisement.SignSurvivors(first.Identity.Certificate, first.Round, set.Take(2));
+            statuses["signed another set"] = await BadMessageTests.Status(() => first.Connection.Edge.ConfirmSurvivorsAsync(
+                new ConfirmSurvivorsRequest { Round = first.Round, Signature = ByteString.CopyFrom(wrongSet) }, first.Connection.Call(default)).ResponseAsync);
+            statuses["short signature"] = await BadMessageTests.Status(() => first.Connection.Edge.ConfirmSurvivorsAsync(
+                new ConfirmSurvivorsRequest { Round = first.Round, Signature = ByteString.CopyFrom(new byte[10]) }, first.Connection.Call(default)).ResponseAsync);
+        });
+
+        Assert.Equal(round.ExpectedSum(), sum);
+        Assert.Equal(StatusCode.InvalidArgument, statuses["signed another set"]);
+        Assert.Equal(StatusCode.InvalidArgument, statuses["short signature"]);
+    }
+
     private static ByteString Point()
     {
         using var key = ECDiffieHellman.Create(ECCurve.NamedCurves.nistP256);

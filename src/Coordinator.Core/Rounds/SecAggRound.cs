@@ -23,6 +23,9 @@ internal sealed class SecAggRound : IDisposable
     private readonly HashSet<int> _submitted = [];
     private readonly HashSet<int> _uploading = [];
     private readonly Dictionary<int, SignedKeys> _signed = [];
+    private readonly Dictionary<int, byte[]> _confirmations = [];
+    private readonly TaskCompletionSource<IReadOnlyDictionary<int, byte[]>> _confirmed = New<IReadOnlyDictionary<int, byte[]>>();
+    private ITimer? _confirmTimer;
     private readonly Dictionary<string, int> _declineRules = new(StringComparer.Ordinal);
     private readonly List<(RoundStage Stage, int Missed)> _missedDeadline = [];
     private readonly TaskCompletionSource<IReadOnlyDictionary<int, KeyRosterMessage>> _rosters = New<IReadOnlyDictionary<int, KeyRosterMessage>>();
@@ -429,6 +432,54 @@ internal sealed class SecAggRound : IDisposable
         return requests.TryGetValue(index, out UnmaskRequestMessage? request) ? request : throw Dropped(index);
     }
 
+    /// <summary>
+    /// The consistency check: records a survivor's signature on the survivor set (checked against the certificate it
+    /// advertised its keys with) and waits until every survivor has signed or half the unmask stage has passed, then
+    /// returns every signature collected, by index.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<int, byte[]>> ConfirmSurvivorsAsync(int index, byte[] signature, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(signature);
+        lock (_gate)
+        {
+            RequireStage(RoundStage.Unmask);
+            if (!_survivors.Contains(index))
+            {
+                throw new ParticipantNotLiveException($"participant {index} is not a survivor of round {Plan.Round}; only survivors confirm the survivor set");
+            }
+            if (_confirmations.ContainsKey(index))
+            {
+                throw new DuplicateMessageException($"participant {index} already signed the survivor set of round {Plan.Round}");
+            }
+            using (var certificate = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificate(_signed[index].Certificate))
+            {
+                if (!KeyAdvertisement.VerifySurvivors(certificate, Ref, _survivors, signature))
+                {
+                    throw new MalformedMessageException($"participant {index}'s signature does not verify on the survivor set of round {Plan.Round} with the certificate it advertised its keys with");
+                }
+            }
+            _confirmations[index] = signature;
+            if (_survivors.All(_confirmations.ContainsKey))
+            {
+                _confirmed.TrySetResult(new Dictionary<int, byte[]>(_confirmations));
+            }
+            else if (_confirmTimer is null)
+            {
+                // Whoever has not signed by half the unmask stage has dropped for the check; the rest still get their answer.
+                DateTimeOffset due = _closedAt.GetValueOrDefault(RoundStage.MaskedInput, _time.GetUtcNow()) + Plan.StageTimeout / 2;
+                TimeSpan wait = due - _time.GetUtcNow();
+                _confirmTimer = _time.CreateTimer(_ =>
+                {
+                    lock (_gate)
+                    {
+                        _confirmed.TrySetResult(new Dictionary<int, byte[]>(_confirmations));
+                    }
+                }, null, wait > TimeSpan.Zero ? wait : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            }
+        }
+        return await _confirmed.Task.WaitAsync(cancellationToken);
+    }
+
     public void Unmask(UnmaskResponseMessage message) =>
         Submit(RoundStage.Unmask, message.Sender, () => _session.ReceiveUnmaskResponse(message));
 
@@ -678,6 +729,8 @@ internal sealed class SecAggRound : IDisposable
         _rosters.TrySetException(reason);
         _forwarded.TrySetException(reason);
         _unmaskRequests.TrySetException(reason);
+        _confirmed.TrySetException(reason);
+        _confirmTimer?.Dispose();
         _sum.TrySetException(reason);
     }
 

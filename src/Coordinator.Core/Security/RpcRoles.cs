@@ -21,6 +21,7 @@ internal static class RpcRoles
         ["/federated.v1.EdgeService/AdvertiseKeys"] = s_client,
         ["/federated.v1.EdgeService/ShareKeys"] = s_client,
         ["/federated.v1.EdgeService/UploadMaskedInput"] = s_client,
+        ["/federated.v1.EdgeService/ConfirmSurvivors"] = s_client,
         ["/federated.v1.EdgeService/Unmask"] = s_client,
         ["/federated.v1.AdminService/StartRun"] = s_engineer,
         ["/federated.v1.AdminService/GetRunStatus"] = s_staff,

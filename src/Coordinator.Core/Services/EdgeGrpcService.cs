@@ -234,7 +234,25 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         round.ReceiveChunk(new SecAggChunk(index, 0, vector));
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
-        return SecAggWire.ToResponse(offset, request);
+        UploadMaskedInputResponse response = SecAggWire.ToResponse(offset, request);
+        // The whole survivor set, for the consistency check each survivor signs before it reveals anything.
+        response.AllSurvivors.AddRange(round.Survivors.Select(i => (uint)i));
+        return response;
+    }
+
+    public override async Task<ConfirmSurvivorsResponse> ConfirmSurvivors(ConfirmSurvivorsRequest request, ServerCallContext context)
+    {
+        CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
+        SecAggRound round = rounds.Find(request.Round);
+        int index = round.IndexOf(caller.Name);
+        if (request.Signature.Length != 64)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "signature must be 64 bytes (ECDSA P-256, IEEE P1363) over the survivor set"));
+        }
+        IReadOnlyDictionary<int, byte[]> signatures = await round.ConfirmSurvivorsAsync(index, request.Signature.ToByteArray(), context.CancellationToken);
+        var response = new ConfirmSurvivorsResponse();
+        response.Signatures.AddRange(signatures.OrderBy(p => p.Key).Select(p => new SurvivorSignature { Index = (uint)p.Key, Signature = Google.Protobuf.ByteString.CopyFrom(p.Value) }));
+        return response;
     }
 
     public override Task<UnmaskResponse> Unmask(UnmaskRequest request, ServerCallContext context)

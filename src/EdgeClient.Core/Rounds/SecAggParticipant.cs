@@ -74,6 +74,8 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         // Before any share is dealt: every neighbour's keys must be signed by that participant's own certificate, so a
         // coordinator cannot slip its keys in and decrypt the shares (InvalidDataException: this client leaves the round).
         KeyAdvertisement.VerifyRoster(manifest, roster, connection.Trust);
+        // The verified neighbours' certificates: whose signatures on the survivor set count in the consistency check.
+        Dictionary<int, byte[]> neighbourCertificates = roster.Neighbours.ToDictionary(n => (int)n.Participant.Index, n => n.Certificate.ToByteArray());
 
         ShareKeysRequest share = SecAggWire.ToRequest(round, session.ReceiveRoster(SecAggWire.FromResponse(self, roster)));
         await StageAsync(RoundStage.ShareKeys, cancellationToken);
@@ -89,8 +91,19 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         ring = [];
 
         UnmaskRequestMessage survivors = SecAggWire.FromResponse(self, uploaded);
-        UnmaskRequest unmask = SecAggWire.ToRequest(round, session.ReceiveUnmaskRequest(survivors));
         await StageAsync(RoundStage.Unmask, cancellationToken);
+        // The consistency check (Bonawitz et al. 2017, section 4), before any share is revealed: sign the survivor set
+        // and see t of this participant's neighbourhood sign the same one, so no neighbour can be "survived" here and
+        // "dropped" elsewhere.
+        int[] survivorSet = [.. uploaded.AllSurvivors.Select(i => i is 0 or > int.MaxValue ? throw new InvalidDataException($"survivor index {i} is out of range") : (int)i)];
+        ConfirmSurvivorsResponse confirmed = await connection.Edge.ConfirmSurvivorsAsync(new ConfirmSurvivorsRequest
+        {
+            Round = round,
+            Signature = Google.Protobuf.ByteString.CopyFrom(KeyAdvertisement.SignSurvivors(connection.ClientCertificate, round, survivorSet)),
+        }, StageCall(manifest.UnmaskDeadline, cancellationToken));
+        KeyAdvertisement.VerifySurvivorSet(round, self, survivorSet, survivors.Survivors, survivors.Dropped,
+            confirmed.Signatures.Select(c => ((int)Math.Min(c.Index, int.MaxValue), c.Signature.ToByteArray())), neighbourCertificates, (int)manifest.Secagg.Threshold);
+        UnmaskRequest unmask = SecAggWire.ToRequest(round, session.ReceiveUnmaskRequest(survivors));
         await connection.Edge.UnmaskAsync(unmask, StageCall(manifest.UnmaskDeadline, cancellationToken));
         return new ParticipationOutcome(manifest, uploaded.ReceivedBytes, survivors.Survivors, survivors.Dropped, session.State.RejectedPeers);
     }

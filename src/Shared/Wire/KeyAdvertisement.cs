@@ -47,6 +47,103 @@ public static class KeyAdvertisement
         return buffer.ToArray();
     }
 
+    private static readonly byte[] s_survivorsLabel = Encoding.ASCII.GetBytes("federated.v1/secagg-survivors");
+
+    /// <summary>The bytes a survivor signs in the consistency check: the label, the run, the round and the sorted survivor set.</summary>
+    public static byte[] SurvivorBytes(RoundRef round, IEnumerable<int> survivors)
+    {
+        ArgumentNullException.ThrowIfNull(round);
+        ArgumentNullException.ThrowIfNull(survivors);
+        int[] sorted = [.. survivors.Distinct().Order()];
+        using var buffer = new MemoryStream();
+        Span<byte> number = stackalloc byte[8];
+        void Field(ReadOnlySpan<byte> value)
+        {
+            Span<byte> length = stackalloc byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(length, (uint)value.Length);
+            buffer.Write(length);
+            buffer.Write(value);
+        }
+        Field(s_survivorsLabel);
+        Field(Encoding.UTF8.GetBytes(round.RunId));
+        BinaryPrimitives.WriteUInt64BigEndian(number, round.Round);
+        Field(number);
+        byte[] set = new byte[4 * sorted.Length];
+        for (int i = 0; i < sorted.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(set.AsSpan(4 * i), (uint)sorted[i]);
+        }
+        Field(set);
+        return buffer.ToArray();
+    }
+
+    /// <summary>A survivor's signature on the survivor set with its identity key.</summary>
+    public static byte[] SignSurvivors(X509Certificate2 identity, RoundRef round, IEnumerable<int> survivors)
+    {
+        ArgumentNullException.ThrowIfNull(identity);
+        using ECDsa key = identity.GetECDsaPrivateKey()
+            ?? throw new InvalidOperationException("the identity has no ECDSA private key to sign the survivor set with");
+        return key.SignData(SurvivorBytes(round, survivors), HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    /// <summary>Whether <paramref name="signature"/> is the certificate's key's signature on the survivor set.</summary>
+    public static bool VerifySurvivors(X509Certificate2 certificate, RoundRef round, IEnumerable<int> survivors, ReadOnlySpan<byte> signature)
+    {
+        ArgumentNullException.ThrowIfNull(certificate);
+        using ECDsa? key = certificate.GetECDsaPublicKey();
+        return key is not null && signature.Length == 64
+            && key.VerifyData(SurvivorBytes(round, survivors), signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    /// <summary>
+    /// The consistency check a participant runs before it reveals any share (Bonawitz et al. 2017, section 4): its own
+    /// unmask request must agree with the survivor set (itself and every neighbour it is told survived in the set, no
+    /// neighbour it is told dropped in it), and at least <paramref name="threshold"/> distinct neighbours (itself
+    /// included), known by the certificates of the verified roster, must have signed that same set. Throws
+    /// <see cref="InvalidDataException"/> naming what failed; the participant then reveals nothing.
+    /// </summary>
+    public static void VerifySurvivorSet(RoundRef round, int self, IReadOnlyCollection<int> survivors, IReadOnlyCollection<int> toldSurvived,
+        IReadOnlyCollection<int> toldDropped, IEnumerable<(int Index, byte[] Signature)> signatures, IReadOnlyDictionary<int, byte[]> neighbourCertificates,
+        int threshold)
+    {
+        ArgumentNullException.ThrowIfNull(survivors);
+        ArgumentNullException.ThrowIfNull(toldSurvived);
+        ArgumentNullException.ThrowIfNull(toldDropped);
+        ArgumentNullException.ThrowIfNull(signatures);
+        ArgumentNullException.ThrowIfNull(neighbourCertificates);
+        var set = survivors.ToHashSet();
+        if (!set.Contains(self))
+        {
+            throw new InvalidDataException($"the survivor set does not contain this participant ({self}), whose upload was accepted");
+        }
+        foreach (int outside in toldSurvived.Where(i => !set.Contains(i)))
+        {
+            throw new InvalidDataException($"the unmask request says participant {outside} survived, but the survivor set does not list it");
+        }
+        foreach (int inside in toldDropped.Where(set.Contains))
+        {
+            throw new InvalidDataException($"the unmask request says participant {inside} dropped, but the survivor set lists it (inconsistent survivor sets)");
+        }
+        var valid = new HashSet<int> { self };
+        foreach ((int index, byte[] signature) in signatures)
+        {
+            if (index == self || !set.Contains(index) || valid.Contains(index) || !neighbourCertificates.TryGetValue(index, out byte[]? der))
+            {
+                continue;
+            }
+            using X509Certificate2 certificate = X509CertificateLoader.LoadCertificate(der);
+            if (VerifySurvivors(certificate, round, set, signature))
+            {
+                valid.Add(index);
+            }
+        }
+        if (valid.Count < threshold)
+        {
+            throw new InvalidDataException(
+                $"consistency check: {valid.Count} of this participant's neighbourhood (itself included) signed the survivor set, fewer than the threshold {threshold}; no share is revealed");
+        }
+    }
+
     /// <summary>Signs an advertisement with the identity's ECDSA key (SHA-256, IEEE P1363 r || s).</summary>
     public static byte[] Sign(X509Certificate2 identity, RoundRef round, uint index, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskKey)
     {
