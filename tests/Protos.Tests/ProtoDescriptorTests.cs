@@ -84,7 +84,7 @@ public sealed class ProtoDescriptorTests
     {
         ServiceDescriptor edge = EdgeReflection.Descriptor.FindTypeByName<ServiceDescriptor>("EdgeService");
         Assert.Equal(
-            ["Register", "Heartbeat", "GetRoundManifest", "DeclineRound", "DownloadAdapter", "AdvertiseKeys", "ShareKeys", "UploadMaskedInput", "Unmask"],
+            ["Register", "Heartbeat", "GetRoundManifest", "DeclineRound", "DownloadAdapter", "AdvertiseKeys", "ShareKeys", "UploadMaskedInput", "ConfirmSurvivors", "Unmask"],
             edge.Methods.Select(m => m.Name));
         Assert.True(edge.FindMethodByName("UploadMaskedInput").IsClientStreaming);
         Assert.True(edge.FindMethodByName("DownloadAdapter").IsServerStreaming);
