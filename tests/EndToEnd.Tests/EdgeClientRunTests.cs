@@ -113,15 +113,17 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
              "allowed_mechanisms": ["distributed_skellam"], "allowed_target_modules": ["q_proj"], "max_rank": 8, "max_rounds_per_day": 10}
             """);
         string data = Path.Combine(home, "data.jsonl");
-        File.WriteAllLines(data, Enumerable.Range(0, 4).Select(i => $"{{\"text\": \"alice writes note number {i}\"}}"));
+        // One malformed line, skipped with --skip-malformed (as train does) and reported on stderr.
+        File.WriteAllLines(data, [.. Enumerable.Range(0, 4).Select(i => $"{{\"text\": \"alice writes note number {i}\"}}"), "{\"text\": "]);
         string foreignCa = Path.Combine(coordinator.RoguePki, Federated.Coordinator.Pki.FederationPki.CaCertificateFile);
 
         (int code, _, string stderr) = await DotnetProcess.RunAsync(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
             ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, "alice.pfx"), "--ca", foreignCa,
-                "--data", data, "--model", model, "--device", "cpu"], TimeSpan.FromSeconds(120));
+                "--data", data, "--model", model, "--device", "cpu", "--skip-malformed"], TimeSpan.FromSeconds(120));
         Log(stderr);
 
         Assert.Equal(1, code);
+        Assert.Matches($@"skipped {System.Text.RegularExpressions.Regex.Escape(data)}:5:\d+: not valid JSON", stderr);
         string last = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)[^1];
         Assert.Contains("presented a certificate this client refuses", last, StringComparison.Ordinal);
         Assert.Contains("check --ca", last, StringComparison.Ordinal);

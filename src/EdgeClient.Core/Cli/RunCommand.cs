@@ -60,6 +60,10 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         [Description("File holding the identity's PKCS#12 password (default: none).")]
         public string? PasswordFile { get; init; }
 
+        [CommandOption("--skip-malformed")]
+        [Description("Skip data lines that are not usable examples (each is reported on stderr) instead of stopping at the first, as train does.")]
+        public bool SkipMalformed { get; init; }
+
         public override Spectre.Console.ValidationResult Validate()
         {
             if (string.IsNullOrWhiteSpace(Coordinator) || string.IsNullOrWhiteSpace(Identity) || string.IsNullOrWhiteSpace(Ca)
@@ -110,8 +114,16 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         IReadOnlyList<TokenBatch> batches;
         using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(settings.Model!, config))
         {
-            var options = new DatasetOptions { MaxLength = LocalModelInputs.SequenceLength(null, config) };
+            var options = new DatasetOptions
+            {
+                MaxLength = LocalModelInputs.SequenceLength(null, config),
+                MalformedLines = settings.SkipMalformed ? MalformedLinePolicy.Skip : MalformedLinePolicy.Stop,
+            };
             JsonlDataset dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
+            foreach (MalformedLine skipped in dataset.SkippedLines)
+            {
+                Console.Error.WriteLine($"edge-client: skipped {skipped}");
+            }
             batches = TokenBatcher.Batches(dataset.Examples, 4, tokenizer.PadId, shuffleSeed: BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
         }
         var device = LocalModelInputs.RequireDevice(settings.Device);
