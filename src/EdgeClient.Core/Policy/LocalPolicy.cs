@@ -194,10 +194,7 @@ public sealed record LocalPolicy
         {
             return $"{where}: {(key.Length > 0 ? $"'{key}' has" : "a value of")} the wrong type (numbers for limits, a list of strings for allowed_*, a string for the pin)";
         }
-        string message = ex.Message;
-        int at = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
-        at = at >= 0 ? at : message.IndexOf(" Path:", StringComparison.Ordinal);
-        return $"{where}: {(at >= 0 ? message[..at] : message).TrimEnd('.', ' ')}";
+        return $"{where}: {Federated.Training.Data.JsonlDataset.JsonMessage(ex)}";
     }
 
     private static readonly string[] s_keys =

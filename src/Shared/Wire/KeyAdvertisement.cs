@@ -26,25 +26,12 @@ public static class KeyAdvertisement
     {
         ArgumentNullException.ThrowIfNull(round);
         ArgumentNullException.ThrowIfNull(clientId);
-        using var buffer = new MemoryStream();
-        void Field(ReadOnlySpan<byte> value)
-        {
-            Span<byte> length = stackalloc byte[4];
-            BinaryPrimitives.WriteUInt32BigEndian(length, (uint)value.Length);
-            buffer.Write(length);
-            buffer.Write(value);
-        }
-        Span<byte> number = stackalloc byte[8];
-        Field(s_label);
-        Field(Encoding.UTF8.GetBytes(round.RunId));
-        BinaryPrimitives.WriteUInt64BigEndian(number, round.Round);
-        Field(number);
-        BinaryPrimitives.WriteUInt64BigEndian(number, index);
-        Field(number);
-        Field(Encoding.UTF8.GetBytes(clientId));
-        Field(encryptionKey);
-        Field(maskKey);
-        return buffer.ToArray();
+        var fields = new LengthPrefixed(s_label, round);
+        fields.Add(BigEndian(index));
+        fields.Add(Encoding.UTF8.GetBytes(clientId));
+        fields.Add(encryptionKey);
+        fields.Add(maskKey);
+        return fields.ToArray();
     }
 
     private static readonly byte[] s_survivorsLabel = Encoding.ASCII.GetBytes("federated.v1/secagg-survivors");
@@ -55,44 +42,28 @@ public static class KeyAdvertisement
         ArgumentNullException.ThrowIfNull(round);
         ArgumentNullException.ThrowIfNull(survivors);
         int[] sorted = [.. survivors.Distinct().Order()];
-        using var buffer = new MemoryStream();
-        Span<byte> number = stackalloc byte[8];
-        void Field(ReadOnlySpan<byte> value)
-        {
-            Span<byte> length = stackalloc byte[4];
-            BinaryPrimitives.WriteUInt32BigEndian(length, (uint)value.Length);
-            buffer.Write(length);
-            buffer.Write(value);
-        }
-        Field(s_survivorsLabel);
-        Field(Encoding.UTF8.GetBytes(round.RunId));
-        BinaryPrimitives.WriteUInt64BigEndian(number, round.Round);
-        Field(number);
         byte[] set = new byte[4 * sorted.Length];
         for (int i = 0; i < sorted.Length; i++)
         {
             BinaryPrimitives.WriteUInt32BigEndian(set.AsSpan(4 * i), (uint)sorted[i]);
         }
-        Field(set);
-        return buffer.ToArray();
+        var fields = new LengthPrefixed(s_survivorsLabel, round);
+        fields.Add(set);
+        return fields.ToArray();
     }
 
     /// <summary>A survivor's signature on the survivor set with its identity key.</summary>
     public static byte[] SignSurvivors(X509Certificate2 identity, RoundRef round, IEnumerable<int> survivors)
     {
         ArgumentNullException.ThrowIfNull(identity);
-        using ECDsa key = identity.GetECDsaPrivateKey()
-            ?? throw new InvalidOperationException("the identity has no ECDSA private key to sign the survivor set with");
-        return key.SignData(SurvivorBytes(round, survivors), HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return SignBytes(identity, SurvivorBytes(round, survivors), "the survivor set");
     }
 
     /// <summary>Whether <paramref name="signature"/> is the certificate's key's signature on the survivor set.</summary>
     public static bool VerifySurvivors(X509Certificate2 certificate, RoundRef round, IEnumerable<int> survivors, ReadOnlySpan<byte> signature)
     {
         ArgumentNullException.ThrowIfNull(certificate);
-        using ECDsa? key = certificate.GetECDsaPublicKey();
-        return key is not null && signature.Length == 64
-            && key.VerifyData(SurvivorBytes(round, survivors), signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return VerifyBytes(certificate, SurvivorBytes(round, survivors), signature);
     }
 
     /// <summary>
@@ -148,10 +119,8 @@ public static class KeyAdvertisement
     public static byte[] Sign(X509Certificate2 identity, RoundRef round, uint index, ReadOnlySpan<byte> encryptionKey, ReadOnlySpan<byte> maskKey)
     {
         ArgumentNullException.ThrowIfNull(identity);
-        using ECDsa key = identity.GetECDsaPrivateKey()
-            ?? throw new InvalidOperationException("the identity has no ECDSA private key to sign its SecAgg+ keys with");
         string name = identity.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
-        return key.SignData(SignedBytes(round, index, name, encryptionKey, maskKey), HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return SignBytes(identity, SignedBytes(round, index, name, encryptionKey, maskKey), "its SecAgg+ keys");
     }
 
     /// <summary>Whether <paramref name="signature"/> is the certificate's key's signature over the advertisement.</summary>
@@ -159,9 +128,7 @@ public static class KeyAdvertisement
         ReadOnlySpan<byte> signature)
     {
         ArgumentNullException.ThrowIfNull(certificate);
-        using ECDsa? key = certificate.GetECDsaPublicKey();
-        return key is not null && signature.Length == 64
-            && key.VerifyData(SignedBytes(round, index, clientId, encryptionKey, maskKey), signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+        return VerifyBytes(certificate, SignedBytes(round, index, clientId, encryptionKey, maskKey), signature);
     }
 
     /// <summary>
@@ -218,5 +185,51 @@ public static class KeyAdvertisement
                 }
             }
         }
+    }
+
+    // Both signatures: ECDSA with SHA-256, IEEE P1363 r || s (64 bytes for P-256).
+    private static byte[] SignBytes(X509Certificate2 identity, byte[] data, string what)
+    {
+        using ECDsa key = identity.GetECDsaPrivateKey()
+            ?? throw new InvalidOperationException($"the identity has no ECDSA private key to sign {what} with");
+        return key.SignData(data, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    private static bool VerifyBytes(X509Certificate2 certificate, byte[] data, ReadOnlySpan<byte> signature)
+    {
+        using ECDsa? key = certificate.GetECDsaPublicKey();
+        return key is not null && signature.Length == 64
+            && key.VerifyData(data, signature, HashAlgorithmName.SHA256, DSASignatureFormat.IeeeP1363FixedFieldConcatenation);
+    }
+
+    private static byte[] BigEndian(ulong value)
+    {
+        byte[] bytes = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(bytes, value);
+        return bytes;
+    }
+
+    // Every field behind its 4-byte big-endian length, so no two field lists give the same bytes; both messages start
+    // with their label, the run and the round.
+    private sealed class LengthPrefixed
+    {
+        private readonly MemoryStream _buffer = new();
+
+        public LengthPrefixed(byte[] label, RoundRef round)
+        {
+            Add(label);
+            Add(Encoding.UTF8.GetBytes(round.RunId));
+            Add(BigEndian(round.Round));
+        }
+
+        public void Add(ReadOnlySpan<byte> value)
+        {
+            Span<byte> length = stackalloc byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(length, (uint)value.Length);
+            _buffer.Write(length);
+            _buffer.Write(value);
+        }
+
+        public byte[] ToArray() => _buffer.ToArray();
     }
 }

@@ -283,10 +283,10 @@ public sealed class JsonlDataset
         return result;
     }
 
-    /// <summary>Why one record is unusable; becomes a <see cref="MalformedLine"/> with file and line.</summary>
     /// <summary>A JSON parser message without its type names and position suffix ("... LineNumber: 0 | BytePositionInLine: 22.").</summary>
-    internal static string JsonMessage(JsonException ex)
+    public static string JsonMessage(JsonException ex)
     {
+        ArgumentNullException.ThrowIfNull(ex);
         string message = ex.Message;
         int at = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
         if (at < 0)
@@ -296,6 +296,7 @@ public sealed class JsonlDataset
         return (at >= 0 ? message[..at] : message).TrimEnd('.', ' ');
     }
 
+    /// <summary>Why one record is unusable; becomes a <see cref="MalformedLine"/> with file, line and (for a JSON error) column.</summary>
     private sealed class RecordException(string message, int? column = null) : Exception(message)
     {
         public int? Column { get; } = column;

@@ -59,11 +59,7 @@ public sealed partial class LoraTrainer
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long stepStart = Stopwatch.GetTimestamp();
-                double lr = options.LearningRate * CosineWithWarmup(step, options.WarmupSteps, totalSteps);
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = lr;
-                }
+                double lr = ScheduleLearningRate(optimizer, options, step, totalSteps);
                 var sample = sampler.Next().Select(i => records[i]).ToList();
                 var (loss, tokens) = PrivateStep(model, optimizer, capture, sample, padId, privacy, random);
                 totalTokens += tokens;

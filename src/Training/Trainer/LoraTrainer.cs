@@ -137,11 +137,7 @@ public sealed partial class LoraTrainer
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long stepStart = Stopwatch.GetTimestamp();
-                double lr = options.LearningRate * CosineWithWarmup(step, options.WarmupSteps, totalSteps);
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = lr;
-                }
+                double lr = ScheduleLearningRate(optimizer, options, step, totalSteps);
                 var micro = new TokenBatch[accumulation];
                 for (int i = 0; i < accumulation; i++)
                 {
@@ -165,6 +161,17 @@ public sealed partial class LoraTrainer
         }
         AdapterTensors? after = model.Lora is null ? null : model.GetAdapter();
         return new TrainingResult(before, after, trainable, totalSteps, firstLoss, lastLoss, totalTokens, clock.Elapsed);
+    }
+
+    /// <summary>Sets every parameter group to this step's learning rate (cosine with warmup) and returns it.</summary>
+    private static double ScheduleLearningRate(torch.optim.Optimizer optimizer, TrainerOptions options, int step, int totalSteps)
+    {
+        double lr = options.LearningRate * CosineWithWarmup(step, options.WarmupSteps, totalSteps);
+        foreach (var group in optimizer.ParamGroups)
+        {
+            group.LearningRate = lr;
+        }
+        return lr;
     }
 
     /// <summary>transformers' get_cosine_schedule_with_warmup multiplier: linear warmup, then half a cosine to 0.</summary>

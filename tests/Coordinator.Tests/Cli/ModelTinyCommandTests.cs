@@ -10,24 +10,7 @@ namespace Federated.Coordinator.Tests.Cli;
 [Collection(ConsoleCollection.Name)]
 public sealed class ModelTinyCommandTests
 {
-    private static async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> RunAsync(params string[] args) => CoordinatorCli.RunCapturedAsync(args);
 
     [Fact]
     public async Task Tiny_LayersAndHidden_WritesAModelAndTokenizerThatLoadAndPredict()
