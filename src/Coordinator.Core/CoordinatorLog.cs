@@ -8,6 +8,9 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {StatePath}")]
     public static partial void Listening(ILogger logger, string address, string statePath);
 
+    [LoggerMessage(EventId = 1006, Level = LogLevel.Information, Message = "Prometheus metrics at {Uri} (plain HTTP, no client data)")]
+    public static partial void MetricsListening(ILogger logger, string uri);
+
     [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "Refused TLS client: {Reason}")]
     public static partial void ClientCertificateRefused(ILogger logger, string reason);
 

@@ -20,6 +20,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 5);
         coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         var processes = new List<DotnetProcess>();
+        int metricsPort = FreePort();
         try
         {
             foreach (string name in s_clients)
@@ -33,8 +34,9 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                     """);
                 string data = Path.Combine(home, "data.jsonl");
                 File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
-                processes.Add(Start("run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
-                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"));
+                string[] metrics = name == s_clients[0] ? ["--metrics-port", metricsPort.ToString(System.Globalization.CultureInfo.InvariantCulture)] : [];
+                processes.Add(Start(["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
+                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu", .. metrics]));
             }
             using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
             using var connection = new CoordinatorConnection(coordinator.Address, engineer);
@@ -74,6 +76,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                     Assert.True(process.Tail.Contains(expected, StringComparison.Ordinal), $"{name} did not say '{expected}':\n{process.Tail}");
                 }
             }
+            await ScrapeEdgeMetricsAsync(metricsPort, Path.Combine(coordinator.Root, "home-" + s_clients[0], "edge-ledger.db"));
             // Ctrl+C for two of them (exit 130), SIGTERM for the third, as a service manager stops it: a clean stop
             // with one line and exit 0.
             await processes[0].TerminateAsync();
@@ -132,6 +135,46 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
 
     // The edge client's own build output: this test folder resolves some assemblies from the ASP.NET shared framework
     // (the coordinator's), which a standalone edge-client does not use.
+    /// <summary>
+    /// `edge-client run --metrics-port`: the first client's scrape endpoint, on loopback, counts the round it joined and
+    /// its training steps, and its epsilon gauge is what its own ledger says.
+    /// </summary>
+    private static async Task ScrapeEdgeMetricsAsync(int port, string ledgerPath)
+    {
+        using var http = new HttpClient();
+        // The counters move right after the "uploaded" line the test waited for; a few scrapes bridge that moment.
+        string text = "";
+        for (int attempt = 0; attempt < 50 && !text.Contains("federated_round_outcome=\"joined\"", StringComparison.Ordinal); attempt++)
+        {
+            if (attempt > 0)
+            {
+                await Task.Delay(200);
+            }
+            text = await http.GetStringAsync(new Uri($"http://127.0.0.1:{port}/metrics"));
+        }
+        var samples = text.Split('\n').Where(l => l.Length > 0 && l[0] != '#')
+            .Select(l => l.Split(' ')).ToDictionary(p => p[0], p => double.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture), StringComparer.Ordinal);
+        double Sample(string name, string label = "") =>
+            Assert.Single(samples, s => (s.Key == name || s.Key.StartsWith(name + "{", StringComparison.Ordinal)) && s.Key.Contains(label, StringComparison.Ordinal)).Value;
+        Assert.Equal(1, Sample("federated_edge_rounds_total", "federated_round_outcome=\"joined\""));
+        // Five local steps; the first (warm-up) is not timed.
+        Assert.Equal(4, Sample("federated_edge_training_step_duration_seconds_count"));
+        Assert.True(Sample("federated_edge_training_tokens_total") > 0);
+        Assert.True(Sample("federated_edge_upload_bytes_total") > 0);
+        using var ledger = Federated.EdgeClient.Policy.LocalPrivacyLedger.Open(ledgerPath);
+        double epsilon = ledger.Spent(1e-5).Epsilon;
+        Assert.True(epsilon > 0);
+        Assert.Equal(epsilon, Sample("federated_edge_privacy_epsilon"), 1e-9);
+        Assert.DoesNotContain(samples.Keys, k => k.Contains("loss", StringComparison.OrdinalIgnoreCase));
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
     private DotnetProcess Start(params string[] args) => DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"), args, Log);
 
     private void Log(string? line)

@@ -36,6 +36,27 @@ public sealed class ServeProcessTests(Xunit.Abstractions.ITestOutputHelper outpu
         Assert.Contains("coordinator: stopped (SIGTERM)", first.Tail, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Serve_MetricsPortInUse_OneLineNamingTheFlagAndNoStateFile()
+    {
+        TestFederation federation = TestFederation.Create(Path.Combine(_root, "pki"), ["alice"]);
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+        string state = Path.Combine(_root, "metrics", "state.db");
+
+        (int code, string stdout, string stderr) = await DotnetProcess.RunAsync(DotnetProcess.BuildOutput("Coordinator", "coordinator.dll"),
+            ["serve", "--pki", federation.Directory, "--state", state, "--port", "0", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)],
+            TimeSpan.FromSeconds(90));
+        Log(stdout + stderr);
+
+        Assert.Equal(1, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains($"metrics port {port} on 127.0.0.1 is in use", line, StringComparison.Ordinal);
+        Assert.Contains("--metrics-port", line, StringComparison.Ordinal);
+        Assert.False(File.Exists(state), "the refused start left a state file");
+    }
+
     public void Dispose()
     {
         try

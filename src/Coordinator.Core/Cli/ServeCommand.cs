@@ -26,6 +26,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [System.ComponentModel.Description("Encrypt stored adapters with AES-256-GCM under this key file (pki init writes at-rest.key).")]
         public string? AtRestKey { get; init; }
 
+        [CommandOption("--metrics-port <N>")]
+        [System.ComponentModel.Description("Serve Prometheus metrics over plain HTTP at /metrics on this port (default: none).")]
+        public int? MetricsPort { get; init; }
+
+        [CommandOption("--metrics-address <IP>")]
+        [System.ComponentModel.Description("Address of the metrics endpoint (default 127.0.0.1: this machine only).")]
+        public string? MetricsAddress { get; init; }
+
         [CommandOption("--retention-days <N>")]
         [System.ComponentModel.Description("Delete finished rounds' adapters and participant rows after N days (0: keep); the audit chain keeps their hashes.")]
         public int? RetentionDays { get; init; }
@@ -72,19 +80,28 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 
     private static void RequirePortFree(CoordinatorOptions options)
     {
-        if (options.Port == 0)
+        Probe(options.Address, options.Port, PortInUse(options));
+        if (options.MetricsPort is { } metrics)
+        {
+            Probe(options.MetricsAddress, metrics, $"metrics port {metrics} on {options.MetricsAddress} is in use; stop what holds it or choose another --metrics-port");
+        }
+    }
+
+    private static void Probe(string address, int port, string inUse)
+    {
+        if (port == 0)
         {
             return;
         }
         try
         {
-            using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse(options.Address), options.Port);
+            using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse(address), port);
             probe.Start();
             probe.Stop();
         }
         catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
         {
-            throw new InvalidOperationException(PortInUse(options), ex);
+            throw new InvalidOperationException(inUse, ex);
         }
     }
 
@@ -114,6 +131,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.AtRestKey is not null)
         {
             overrides[$"{CoordinatorOptions.Section}:AtRestKey"] = settings.AtRestKey;
+        }
+        if (settings.MetricsPort is { } metricsPort)
+        {
+            overrides[$"{CoordinatorOptions.Section}:MetricsPort"] = metricsPort.ToString(CultureInfo.InvariantCulture);
+        }
+        if (settings.MetricsAddress is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:MetricsAddress"] = settings.MetricsAddress;
         }
         if (settings.RetentionDays is { } days)
         {

@@ -63,8 +63,32 @@ public sealed class CoordinatorHost : IAsyncDisposable
     internal IServiceProvider Services => _app.Services;
 
     /// <summary>The bound https address (with the real port when 0 was asked for); valid after <see cref="StartAsync"/>.</summary>
-    public Uri Address =>
-        new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+    public Uri Address => new(Addresses().First(a => a.StartsWith("https://", StringComparison.Ordinal)));
+
+    /// <summary>The Prometheus scrape URL (http://address:port/metrics); null without `--metrics-port`. Valid after <see cref="StartAsync"/>.</summary>
+    public Uri? MetricsUri => Addresses().FirstOrDefault(a => a.StartsWith("http://", StringComparison.Ordinal)) is { } http
+        ? new Uri(new Uri(http), Telemetry.CoordinatorTelemetry.ScrapePath)
+        : null;
+
+    private ICollection<string> Addresses() => _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+
+    /// <summary>A refused client certificate's reason as a bounded metric attribute (the log line has the detail).</summary>
+    private static string RefusalKind(FederationTrust trust, X509Certificate2? certificate)
+    {
+        if (certificate is null)
+        {
+            return "no_certificate";
+        }
+        if (trust.IsRevoked(certificate, out _))
+        {
+            return "revoked";
+        }
+        if (trust.IsExpired(certificate, out _))
+        {
+            return "expired";
+        }
+        return trust.TryBuildChain(certificate, FederationTrust.ClientAuthOid, out _) ? "invalid_identity" : "untrusted_chain";
+    }
 
     public static CoordinatorHost Create(CoordinatorOptions options, Action<ILoggingBuilder>? configureLogging = null, TimeProvider? time = null)
     {
@@ -123,6 +147,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
             }
 
             ILogger? tlsLogger = null;
+            Telemetry.CoordinatorMetrics? tlsMetrics = null;
             builder.WebHost.ConfigureKestrel(kestrel =>
             {
                 kestrel.AddServerHeader = false;
@@ -148,10 +173,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
                             {
                                 CoordinatorLog.ClientCertificateRefused(tlsLogger, reason);
                             }
+                            tlsMetrics?.TlsRefused(RefusalKind(trust, certificate));
                             return false;
                         },
                     });
                 });
+                Telemetry.CoordinatorTelemetry.Listen(kestrel, options);
             });
 
             builder.Services.AddSingleton(options);
@@ -178,8 +205,11 @@ public sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton<CallLimitInterceptor>();
             builder.Services.AddSingleton<DomainStatusInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
+            Telemetry.CoordinatorTelemetry.AddServices(builder.Services, options);
             builder.Services.AddGrpc(grpc =>
             {
+                // Outermost: every call's duration and final status, refusals by the interceptors below included.
+                grpc.Interceptors.Add<Telemetry.RpcMetricsInterceptor>();
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
@@ -198,6 +228,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
             WebApplication app = builder.Build();
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
+            tlsMetrics = app.Services.GetRequiredService<Telemetry.CoordinatorMetrics>();
+            Telemetry.CoordinatorTelemetry.MapEndpoint(app, options);
             app.MapGrpcService<EdgeGrpcService>();
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
@@ -248,6 +280,10 @@ public sealed class CoordinatorHost : IAsyncDisposable
         await _app.StartAsync(cancellationToken);
         ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
         CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);
+        if (MetricsUri is { } metrics)
+        {
+            CoordinatorLog.MetricsListening(logger, metrics.ToString());
+        }
     }
 
     internal Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);

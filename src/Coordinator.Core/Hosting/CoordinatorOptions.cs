@@ -53,6 +53,12 @@ public sealed class CoordinatorOptions
     /// </summary>
     public string AtRestKey { get; set; } = "";
 
+    /// <summary>Port of the Prometheus scrape endpoint (plain HTTP, path /metrics); null serves none; 0 picks a free one (tests).</summary>
+    public int? MetricsPort { get; set; }
+
+    /// <summary>Address of the scrape endpoint: loopback unless set.</summary>
+    public string MetricsAddress { get; set; } = "127.0.0.1";
+
     /// <summary>Days a finished round's adapter and participant rows are kept; 0 keeps them forever.</summary>
     public int RetentionDays { get; set; }
 
@@ -70,6 +76,18 @@ public sealed class CoordinatorOptions
         if (!System.Net.IPAddress.TryParse(Address, out _))
         {
             throw new ArgumentException($"address '{Address}' is not an IP address");
+        }
+        if (MetricsPort is < 0 or > 65535)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MetricsPort), MetricsPort, "metrics port must be in 0..65535");
+        }
+        if (!System.Net.IPAddress.TryParse(MetricsAddress, out _))
+        {
+            throw new ArgumentException($"metrics address '{MetricsAddress}' is not an IP address");
+        }
+        if (MetricsPort is { } metrics && metrics != 0 && metrics == Port && MetricsAddress == Address)
+        {
+            throw new ArgumentException($"the metrics port {metrics} is the gRPC port; choose another --metrics-port");
         }
         if (string.IsNullOrWhiteSpace(State))
         {

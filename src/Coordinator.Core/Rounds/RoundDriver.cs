@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using Federated.Aggregation.Privacy;
 using Federated.Aggregation.SecureAggregation;
@@ -31,7 +32,8 @@ internal readonly record struct RoundResult(RoundOutcome Outcome, long? Replayed
 /// transaction.
 /// </summary>
 internal sealed class RoundDriver(
-    CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, ClientSelection selection, OrchestratorSettings settings, TimeProvider time, ILogger logger)
+    CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, ClientSelection selection, OrchestratorSettings settings, TimeProvider time, ILogger logger,
+    Telemetry.CoordinatorMetrics? metrics = null)
 {
     /// <summary>One round: released (and charged), failed (nothing released or charged) or skipped (too few sampled).</summary>
     public async Task<RoundResult> RunAsync(RunTracker run, int number, int releasedBefore, CancellationToken cancellationToken)
@@ -64,6 +66,7 @@ internal sealed class RoundDriver(
                 state.Rounds.Start(accepted.RunId, number, selected.Order(StringComparer.Ordinal).Select((c, i) => (c, i + 1)).ToDictionary(p => p.c, p => p.Item2), run.Adapter.Sha256);
                 state.Rounds.Fail(accepted.RunId, number, reason);
                 run.Skipped(number, selected.Count);
+                metrics?.RoundEnded(accepted.RunId, RoundOutcome.Skipped, null);
                 OrchestratorLog.RoundSkipped(logger, accepted.RunId, number, reason);
                 return new RoundResult(RoundOutcome.Skipped);
             }
@@ -99,6 +102,12 @@ internal sealed class RoundDriver(
                 Degree: degree, Threshold: graphThreshold, MinSurvivors: accepted.Threshold,
                 StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
+        metrics?.RoundStarted(accepted.RunId, selected.Count);
+        using Activity? span = Telemetry.CoordinatorMetrics.Tracing.StartActivity("federated.round");
+        span?.SetTag("federated.run.id", accepted.RunId);
+        span?.SetTag("federated.round.number", number);
+        span?.SetTag("federated.round.participants", selected.Count);
+        RoundOutcome outcome = RoundOutcome.Failed;
         try
         {
             state.Rounds.Start(accepted.RunId, number, round.Indices, run.Adapter.Sha256);
@@ -135,6 +144,7 @@ internal sealed class RoundDriver(
                 OrchestratorLog.ShareRejected(logger, accepted.RunId, number, NameOf(round, holder), NameOf(round, owner));
             }
             Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count), epsilonAfter);
+            outcome = RoundOutcome.Released;
             return new RoundResult(RoundOutcome.Released, round.ReplayedUpTo);
         }
         catch (OperationCanceledException)
@@ -146,6 +156,9 @@ internal sealed class RoundDriver(
         }
         finally
         {
+            metrics?.RoundEnded(accepted.RunId, outcome, round);
+            span?.SetTag("federated.round.outcome", Telemetry.CoordinatorMetrics.OutcomeName(outcome));
+            span?.SetStatus(outcome == RoundOutcome.Released ? ActivityStatusCode.Ok : ActivityStatusCode.Error);
             rounds.Finish(round);
         }
     }

@@ -34,7 +34,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
 
     private static readonly string s_productAdjacency = Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.ProductAdjacency);
 
-    public RunOrchestrator(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RunOrchestrator> logger)
+    public RunOrchestrator(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RunOrchestrator> logger, Telemetry.CoordinatorMetrics? metrics = null)
     {
         _state = state;
         _adapters = adapters;
@@ -42,7 +42,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         _time = time;
         _logger = logger;
         _selection = new ClientSelection(state.Clients, rounds, options, _settings, time);
-        _driver = new RoundDriver(state, rounds, adapters, _selection, _settings, time, logger);
+        _driver = new RoundDriver(state, rounds, adapters, _selection, _settings, time, logger, metrics);
     }
 
     /// <summary>

@@ -187,6 +187,18 @@ internal sealed class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>How many participants declined, by the rule they named (the metrics' and the status's grouping).</summary>
+    public IReadOnlyDictionary<string, int> DeclineRules
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new Dictionary<string, int>(_declineRules, StringComparer.Ordinal);
+            }
+        }
+    }
+
     /// <summary>
     /// Why participants were missing, in the operator's terms: declines grouped by the client's rule ("declined by
     /// allowed_target_modules (3)") and stages closed by their deadline with how many missed it, naming the flag that

@@ -16,13 +16,15 @@ internal sealed class RateLimitInterceptor : Interceptor, IDisposable
     private readonly PartitionedRateLimiter<string> _limiter;
     private readonly ILogger<RateLimitInterceptor> _logger;
     private readonly CoordinatorOptions _options;
+    private readonly Telemetry.CoordinatorMetrics? _metrics;
 
-    public RateLimitInterceptor(CoordinatorOptions options, ILogger<RateLimitInterceptor> logger)
+    public RateLimitInterceptor(CoordinatorOptions options, ILogger<RateLimitInterceptor> logger, Telemetry.CoordinatorMetrics? metrics = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
         _options = options;
         _logger = logger;
+        _metrics = metrics;
         _limiter = PartitionedRateLimiter.Create<string, string>(caller => RateLimitPartition.GetTokenBucketLimiter(caller, _ => new TokenBucketRateLimiterOptions
         {
             TokenLimit = options.RateLimitBurst,
@@ -72,6 +74,7 @@ internal sealed class RateLimitInterceptor : Interceptor, IDisposable
             ? after.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s"
             : "later";
         lease.Dispose();
+        _metrics?.RateLimited(context.Method);
         CoordinatorLog.RateLimited(_logger, context.Method, caller.Name, _options.RateLimitCalls, _options.RateLimitPeriodSeconds);
         throw new RpcException(new Status(
             StatusCode.ResourceExhausted,

@@ -14,7 +14,7 @@ using SecAggChunk = Federated.Aggregation.SecureAggregation.MaskedInputChunk;
 namespace Federated.Coordinator.Services;
 
 /// <summary>The edge service: maps messages to the state store and the rounds in progress. Callers are role-checked clients.</summary>
-internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger) : EdgeService.EdgeServiceBase
+internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry rounds, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<EdgeGrpcService> logger, Telemetry.CoordinatorMetrics? metrics = null) : EdgeService.EdgeServiceBase
 {
     /// <summary>Adapter download chunk size (the proto documents at most 1 MiB).</summary>
     public const int AdapterChunkBytes = 1 << 20;
@@ -232,6 +232,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"the upload ended after {offset} of {expectedTotal} bytes; nothing of it was added"));
         }
         round.ReceiveChunk(new SecAggChunk(index, 0, vector));
+        metrics?.Uploaded((long)offset);
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
         UploadMaskedInputResponse response = SecAggWire.ToResponse(offset, request);

@@ -63,6 +63,13 @@ internal sealed class BudgetStore(StateDatabase database)
     /// <inheritdoc cref="Get(string)"/>
     public BudgetRecord? Get(StateSession session, string population) => PopulationLedger.Load(session, population)?.Budget;
 
+    /// <summary>Every population's budget with what is spent, reserved and remaining, in population order.</summary>
+    public IReadOnlyList<BudgetRecord> List() => database.Read(session =>
+        session.Query("SELECT population FROM budgets ORDER BY population", reader => reader.Text(0))
+            .Select(population => PopulationLedger.Load(session, population)?.Budget)
+            .OfType<BudgetRecord>()
+            .ToList());
+
     /// <summary>The population's budget; refused when an officer never set one.</summary>
     /// <exception cref="BudgetRefusedException">No budget is set for <paramref name="population"/>.</exception>
     public BudgetRecord Require(string population) => database.Read(session => PopulationLedger.Require(session, population).Budget);

@@ -64,8 +64,24 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         [Description("Skip data lines that are not usable examples (each is reported on stderr) instead of stopping at the first, as train does.")]
         public bool SkipMalformed { get; init; }
 
+        [CommandOption("--metrics-port <N>")]
+        [Description("Serve Prometheus metrics over plain HTTP at /metrics on this port (default: none). Rounds, declines, step time, tokens/s and this machine's epsilon; never data.")]
+        public int? MetricsPort { get; init; }
+
+        [CommandOption("--metrics-address <IP>")]
+        [Description("Address of the metrics endpoint (default 127.0.0.1: this machine only).")]
+        public string MetricsAddress { get; init; } = "127.0.0.1";
+
         public override Spectre.Console.ValidationResult Validate()
         {
+            if (MetricsPort is < 1 or > 65535)
+            {
+                return Spectre.Console.ValidationResult.Error($"--metrics-port {MetricsPort} is not a port in 1..65535");
+            }
+            if (!System.Net.IPAddress.TryParse(MetricsAddress, out _))
+            {
+                return Spectre.Console.ValidationResult.Error($"--metrics-address '{MetricsAddress}' is not an IP address");
+            }
             if (string.IsNullOrWhiteSpace(Coordinator) || string.IsNullOrWhiteSpace(Identity) || string.IsNullOrWhiteSpace(Ca)
                 || string.IsNullOrWhiteSpace(Data) || string.IsNullOrWhiteSpace(Model))
             {
@@ -135,6 +151,13 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         // Beside the ledger, and for the same reason: what this machine has seen (the newest CRL) must outlive a restart.
         EdgeRevocationList revocation = OpenRevocation(Path.Combine(home, EdgeRevocationList.FileName), identity);
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
+        using OpenTelemetry.Metrics.MeterProvider? exporter = Telemetry.EdgeTelemetry.Start(settings.MetricsPort, settings.MetricsAddress);
+        using var metrics = new Telemetry.EdgeMetrics();
+        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta));
+        if (settings.MetricsPort is { } metricsPort)
+        {
+            Console.Error.WriteLine($"edge-client: metrics at http://{settings.MetricsAddress}:{metricsPort}/metrics");
+        }
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
         Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
 
@@ -157,6 +180,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             {
                 Log = line => Console.Error.WriteLine($"edge-client: {line}"),
                 BeforeStage = holdBeforeStage,
+                Progress = metrics.Step,
             };
             try
             {
@@ -164,10 +188,12 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 {
                     try
                     {
-                        await worker.HandleAsync(invitation, ct);
+                        metrics.Round(await worker.HandleAsync(invitation, ct));
+                        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta));
                     }
                     catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
                     {
+                        metrics.RoundFailed();
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
                         Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");
                     }

@@ -40,6 +40,9 @@ public sealed class EdgeRoundWorker(
     /// <summary>Reports each step in one line (never data or update values).</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>Each local training step, in order on the training thread (the metrics' step time and throughput).</summary>
+    public Action<TrainingProgress>? Progress { get; init; }
+
     /// <summary>Runs before each SecAgg+ stage message (see <see cref="SecAggParticipant.BeforeStage"/>); for fault-injection tests.</summary>
     public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
 
@@ -190,6 +193,7 @@ public sealed class EdgeRoundWorker(
         int every = Math.Max(1, steps / 10);
         var progress = new StepLines(p =>
         {
+            Progress?.Invoke(p);
             if (p.Step % every == 0 || p.Step == p.TotalSteps)
             {
                 Log?.Invoke($"round {manifest.Round.Round} of {manifest.Round.RunId}: training step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}");
