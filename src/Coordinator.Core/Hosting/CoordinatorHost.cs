@@ -136,8 +136,15 @@ public sealed class CoordinatorHost : IAsyncDisposable
         try
         {
             WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ApplicationName = typeof(CoordinatorHost).Assembly.GetName().Name });
+            // Under systemd: journald-formatted console logs and the service manager's lifetime (no-op elsewhere).
+            builder.Host.UseSystemd();
             builder.Logging.ClearProviders();
-            if (configureLogging is null)
+            if (configureLogging is null && Microsoft.Extensions.Hosting.Systemd.SystemdHelpers.IsSystemdService())
+            {
+                // journald: one entry per message with its syslog priority prefix.
+                builder.Logging.AddSystemdConsole();
+            }
+            else if (configureLogging is null)
             {
                 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
             }
@@ -284,6 +291,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
         {
             CoordinatorLog.MetricsListening(logger, metrics.ToString());
         }
+        // Type=notify units: the service is up once it listens.
+        ServiceNotifier.Ready($"listening on {Address}");
     }
 
     internal Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);

@@ -178,13 +178,25 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
-                Log = line => Console.Error.WriteLine($"edge-client: {line}"),
+                Log = line =>
+                {
+                    Console.Error.WriteLine($"edge-client: {line}");
+                    ServiceNotifier.Status(line);
+                },
                 BeforeStage = holdBeforeStage,
                 Progress = metrics.Step,
             };
             try
             {
-                await new EdgeSession(connection, registration) { Log = line => Console.Error.WriteLine($"edge-client: {line}") }.RunAsync(async (invitation, ct) =>
+                await new EdgeSession(connection, registration)
+                {
+                    Log = line =>
+                    {
+                        Console.Error.WriteLine($"edge-client: {line}");
+                        ServiceNotifier.Status(line);
+                    },
+                    Registered = ServiceNotifier.Ready,
+                }.RunAsync(async (invitation, ct) =>
                 {
                     try
                     {

@@ -15,6 +15,9 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
     /// <summary>One line per state change (registered, invited); never data.</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>After each registration, with its line (the service manager's READY=1).</summary>
+    public Action<string>? Registered { get; init; }
+
     /// <summary>Runs until cancelled; <paramref name="onInvitation"/> runs to completion before the next heartbeat.</summary>
     public async Task RunAsync(Func<RoundRef, CancellationToken, Task> onInvitation, CancellationToken cancellationToken)
     {
@@ -50,7 +53,9 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
         RegisterResponse registered = await connection.RegisterAsync(registration, cancellationToken);
         TimeSpan interval = Interval(registered.HeartbeatIntervalSeconds, TimeSpan.FromSeconds(10));
         string name = connection.ClientCertificate.GetNameInfo(System.Security.Cryptography.X509Certificates.X509NameType.SimpleName, forIssuer: false);
-        Log?.Invoke($"registered as {name} (client); waiting for rounds (heartbeat every {interval.TotalSeconds:0} s)");
+        string line = $"registered as {name} (client); waiting for rounds (heartbeat every {interval.TotalSeconds:0} s)";
+        Log?.Invoke(line);
+        Registered?.Invoke(line);
         return interval;
     }
 

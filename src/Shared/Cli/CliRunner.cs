@@ -35,6 +35,7 @@ public static class CliRunner
             {
                 terminated = true;
                 Console.Error.WriteLine($"{name}: SIGTERM received; stopping");
+                ServiceNotifier.Stopping();
                 interrupt.Cancel();
             }
         });
