@@ -31,6 +31,7 @@ internal sealed class EdgeMachine : IAsyncDisposable
     private EdgeMachine(TestFederation federation, string name, string modelDirectory, Uri coordinator, LocalPolicy policy, string home, Action<string> log)
     {
         Directory.CreateDirectory(home);
+        Home = home;
         _identity = EdgeIdentity.Load(federation.Identity(name), federation.CaPath);
         Model = LlamaForCausalLM.FromPretrained(modelDirectory, torch.CPU);
         Ledger = LocalPrivacyLedger.Open(Path.Combine(home, LocalPrivacyLedger.FileName));
@@ -56,6 +57,9 @@ internal sealed class EdgeMachine : IAsyncDisposable
     }
 
     public LlamaForCausalLM Model { get; }
+
+    /// <summary>The machine's folder: its ledger file and its kept CRL.</summary>
+    public string Home { get; }
 
     public LocalPrivacyLedger Ledger { get; }
 

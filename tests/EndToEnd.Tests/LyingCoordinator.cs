@@ -32,11 +32,13 @@ internal sealed class LyingCoordinator : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly LyingEdgeService _service;
+    private readonly X509Certificate2[] _certificates;
 
-    private LyingCoordinator(WebApplication app, LyingEdgeService service)
+    private LyingCoordinator(WebApplication app, LyingEdgeService service, params X509Certificate2[] certificates)
     {
         _app = app;
         _service = service;
+        _certificates = certificates;
     }
 
     /// <summary>The https address the edges connect to.</summary>
@@ -61,7 +63,7 @@ internal sealed class LyingCoordinator : IAsyncDisposable
         GlobalAdapter adapter = GlobalAdapter.Create(modelDirectory, lora);
         byte[] blob = adapter.Serialize();
         byte[] signature;
-        using (var signer = new AdapterSigner(federation.Certificate(TestFederation.AdapterSignerName), X509CertificateLoader.LoadCertificateFromFile(federation.CaPath)))
+        using (var signer = new AdapterSigner(federation.Certificate(TestFederation.AdapterSignerName), ca))
         {
             signature = signer.Sign(blob);
         }
@@ -86,7 +88,7 @@ internal sealed class LyingCoordinator : IAsyncDisposable
         WebApplication app = builder.Build();
         app.MapGrpcService<LyingEdgeService>();
         await app.StartAsync();
-        return new LyingCoordinator(app, service);
+        return new LyingCoordinator(app, service, server, ca);
     }
 
     /// <summary>Opens (or replaces: a lie of its own) the round <paramref name="plan"/> names; the edges are invited with <see cref="Invite"/>.</summary>
@@ -100,6 +102,10 @@ internal sealed class LyingCoordinator : IAsyncDisposable
         await _app.StopAsync();
         await _app.DisposeAsync();
         _service.Dispose();
+        foreach (X509Certificate2 certificate in _certificates)
+        {
+            certificate.Dispose();
+        }
     }
 }
 

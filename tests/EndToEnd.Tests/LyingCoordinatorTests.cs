@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using System.Text.Json;
 using Federated.Aggregation.Privacy;
 using Federated.EdgeClient.Policy;
 using Federated.EdgeClient.Transport;
@@ -203,6 +204,14 @@ public sealed class LyingCoordinatorTests(LyingFederationFixture fixture, ITestO
         Assert.Single(alice.Ledger.Charges);
         Assert.Equal(distributed, alice.Ledger.Spent(PolicyDelta, "sybil-run").Epsilon, 9);
         Assert.Equal(ownShare, alice.Ledger.WorstCaseEpsilon(PolicyDelta, "sybil-run"), 9);
+        // What `edge-client ledger show --json` prints from the machine's file: both epsilons of the run.
+        using (LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(Path.Combine(alice.Home, LocalPrivacyLedger.FileName)))
+        using (JsonDocument shown = JsonDocument.Parse(reopened.ToJson(PolicyDelta, DateTimeOffset.UtcNow)))
+        {
+            JsonElement run = Assert.Single(shown.RootElement.GetProperty("runs").EnumerateArray());
+            Assert.Equal(distributed, run.GetProperty("epsilon").GetDouble(), 9);
+            Assert.Equal(ownShare, run.GetProperty("worst_case_epsilon").GetDouble(), 9);
+        }
         Assert.True(ownShare > 1.5 * distributed, $"own share {ownShare} vs distributed {distributed}");
     }
 
