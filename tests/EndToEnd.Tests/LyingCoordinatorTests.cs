@@ -27,6 +27,9 @@ public sealed class LyingFederationFixture : IDisposable
 
     public TestFederation Federation { get; }
 
+    /// <summary>A federation of its own, for a test that revokes certificates (every later CRL would carry them).</summary>
+    public TestFederation FreshFederation() => TestFederation.Create(_root.File("pki-" + Guid.NewGuid().ToString("N")), ["alice", "bob", "carol", "mallet"]);
+
     public string Model { get; }
 
     public LoraSettings Lora { get; } = new(Rank: 2, TargetModules: ["q_proj"]);
@@ -177,10 +180,34 @@ public sealed class LyingCoordinatorTests(LyingFederationFixture fixture, ITestO
         liar.Invite("alice", round.Ref);
         EdgeOutcome outcome = await alice.NextOutcomeAsync();
 
+        Assert.True(outcome.Error is not null, $"the edge went on: {outcome.Result?.DeclinedRule} {outcome.Result?.Message}");
         var refusal = Assert.IsType<InvalidDataException>(outcome.Error);
         Assert.Contains(expected, refusal.Message, StringComparison.Ordinal);
         Assert.Empty(round.SharedKeys);
         Assert.Empty(round.Uploads);
+        Assert.Empty(alice.Ledger.Charges);
+        Assert.True(alice.Running);
+    }
+
+    [Fact]
+    public async Task Roster_PeerRevokedByTheManifestsOwnCrl_RefusedBeforeAnyShareIsDealtAndNothingCharged()
+    {
+        TestFederation federation = fixture.FreshFederation();
+        await using LyingCoordinator liar = await StartLiarAsync(federation);
+        // The coordinator keeps a revoked identity in the round (its keys genuinely signed by it): the CA-signed CRL the
+        // manifest must carry names it, and the edge checks every roster certificate against that list.
+        byte[] crl = federation.Revoke("mallet");
+        LyingRound round = liar.Open(new LyingRoundPlan("revoked-peer-run", 1, Edges: ["alice"], Sybils: ["mallet"], Threshold: 2, crl));
+        await using EdgeMachine alice = Edge("alice", liar, federation: federation);
+
+        liar.Invite("alice", round.Ref);
+        EdgeOutcome outcome = await alice.NextOutcomeAsync();
+
+        Assert.True(outcome.Error is not null, $"the edge went on: {outcome.Result?.DeclinedRule} {outcome.Result?.Message}");
+        var refusal = Assert.IsType<InvalidDataException>(outcome.Error);
+        Assert.Contains("the roster's certificate for mallet is refused", refusal.Message, StringComparison.Ordinal);
+        Assert.Contains("revoked", refusal.Message, StringComparison.Ordinal);
+        Assert.Empty(round.SharedKeys);
         Assert.Empty(alice.Ledger.Charges);
         Assert.True(alice.Running);
     }
@@ -241,11 +268,12 @@ public sealed class LyingCoordinatorTests(LyingFederationFixture fixture, ITestO
     [Fact]
     public async Task AdapterSigner_RevokedThenTheCrlDroppedOrRolledBack_EachRoundRefusedNothingTrainedOrCharged()
     {
-        await using LyingCoordinator liar = await StartLiarAsync();
+        TestFederation federation = fixture.FreshFederation();
+        await using LyingCoordinator liar = await StartLiarAsync(federation);
         // An older CRL (carol revoked) and the current one (the adapter signer revoked too), both signed by the CA.
-        byte[] older = fixture.Federation.Revoke("carol");
-        byte[] current = fixture.Federation.Revoke(TestFederation.AdapterSignerName);
-        await using EdgeMachine alice = Edge("alice", liar);
+        byte[] older = federation.Revoke("carol");
+        byte[] current = federation.Revoke(TestFederation.AdapterSignerName);
+        await using EdgeMachine alice = Edge("alice", liar, federation: federation);
         (byte[]? Crl, string Rule)[] lies = [(current, EdgeRevocationList.RevokedRule), (null, EdgeRevocationList.MissingRule), (older, EdgeRevocationList.RollbackRule)];
 
         for (int i = 0; i < lies.Length; i++)
@@ -267,10 +295,11 @@ public sealed class LyingCoordinatorTests(LyingFederationFixture fixture, ITestO
         Assert.True(alice.Running);
     }
 
-    private Task<LyingCoordinator> StartLiarAsync() => LyingCoordinator.StartAsync(fixture.Federation, fixture.Model, fixture.Lora);
+    private Task<LyingCoordinator> StartLiarAsync(TestFederation? federation = null) =>
+        LyingCoordinator.StartAsync(federation ?? fixture.Federation, fixture.Model, fixture.Lora);
 
-    private EdgeMachine Edge(string name, LyingCoordinator liar, LocalPolicy? policy = null) =>
-        EdgeMachine.Start(fixture.Federation, name, fixture.Model, liar.Address, policy ?? EdgeMachine.Policy(), fixture.Home(name), Log);
+    private EdgeMachine Edge(string name, LyingCoordinator liar, LocalPolicy? policy = null, TestFederation? federation = null) =>
+        EdgeMachine.Start(federation ?? fixture.Federation, name, fixture.Model, liar.Address, policy ?? EdgeMachine.Policy(), fixture.Home(name), Log);
 
     // One round's epsilon at the policy's delta: distributed (t shares of noise) and from the holder's own share alone.
     private static (double Distributed, double OwnShare) Expected(LyingRound round)
