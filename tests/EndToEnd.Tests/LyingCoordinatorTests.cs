@@ -91,8 +91,9 @@ public sealed class LyingCoordinatorTests(LyingFederationFixture fixture, ITestO
     public async Task Survivors_DifferentSetsToDifferentClients_TheDeceivedEdgeRevealsNothingAndNoClientsTwoSecretsReachTheThreshold()
     {
         await using LyingCoordinator liar = await StartLiarAsync();
-        // alice (1), bob (2), carol (3), t = 2: carol uploads; alice is told she survived (seed shares of carol), bob that
-        // she dropped (mask-key shares of carol). With both secrets of carol the coordinator would unmask her update.
+        // alice (1), bob (2), carol (3), t = 2: all upload; alice and carol are told carol survived (they reveal seed shares
+        // of carol), bob that carol dropped (he would reveal a mask-key share of carol). With both secrets of carol the
+        // coordinator would unmask her update.
         var plan = new LyingRoundPlan("split-run", 1, Edges: ["alice", "bob", "carol"], Sybils: [], Threshold: 2)
         {
             LieSurvivors = (index, truth) =>
