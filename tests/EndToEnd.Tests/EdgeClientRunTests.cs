@@ -21,6 +21,8 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
         coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
         var processes = new List<DotnetProcess>();
         int metricsPort = FreePort();
+        // The first client runs as a Type=notify service would: READY=1 once registered.
+        using NotifySocket notify = NotifySocket.Create(Path.Combine(coordinator.Root, "notify-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
         try
         {
             foreach (string name in s_clients)
@@ -35,8 +37,10 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                 string data = Path.Combine(home, "data.jsonl");
                 File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
                 string[] metrics = name == s_clients[0] ? ["--metrics-port", metricsPort.ToString(System.Globalization.CultureInfo.InvariantCulture)] : [];
-                processes.Add(Start(["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
-                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu", .. metrics]));
+                processes.Add(DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
+                    ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
+                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu", .. metrics], Log,
+                    name == s_clients[0] ? new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = notify.Path } : null));
             }
             using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
             using var connection = new CoordinatorConnection(coordinator.Address, engineer);
@@ -76,6 +80,8 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                     Assert.True(process.Tail.Contains(expected, StringComparison.Ordinal), $"{name} did not say '{expected}':\n{process.Tail}");
                 }
             }
+            await notify.ReceiveAsync(m => m.StartsWith($"STATUS=registered as {s_clients[0]} (client)", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+            await notify.ReceiveAsync(m => m == "READY=1", TimeSpan.FromSeconds(30));
             await ScrapeEdgeMetricsAsync(metricsPort, Path.Combine(coordinator.Root, "home-" + s_clients[0], "edge-ledger.db"));
             // Ctrl+C for two of them (exit 130), SIGTERM for the third, as a service manager stops it: a clean stop
             // with one line and exit 0.

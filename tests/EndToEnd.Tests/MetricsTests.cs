@@ -16,10 +16,18 @@ using Microsoft.Extensions.Logging;
 
 namespace Federated.EndToEnd.Tests;
 
+/// <summary>Meters are found by name process-wide, so a scrape sees every coordinator host alive in the test process: these run alone.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class MetricsCollection
+{
+    public const string Name = "Metrics";
+}
+
 /// <summary>
 /// `serve --metrics-port`: a Prometheus scrape of a real coordinator during and after a real one-round run over mutual
 /// TLS finds the round, stage, epsilon and RPC series with the values the run had.
 /// </summary>
+[Collection(MetricsCollection.Name)]
 public sealed partial class MetricsTests : IAsyncLifetime
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
@@ -58,11 +66,12 @@ public sealed partial class MetricsTests : IAsyncLifetime
         Assert.True(IPAddress.IsLoopback(IPAddress.Parse(metrics.Host)), "the scrape endpoint binds loopback by default");
         string baseModel = Path.Combine(_root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 5);
-        _host.State.Budgets.Set("default", 100, 1e-5, "officer");
+        _host.State.Budgets.Set("metrics", 100, 1e-5, "officer");
         var plan = new RunPlan
         {
             BaseModel = baseModel, LoraRank = 2, Rounds = 1, ClientsPerRound = 3, LocalSteps = 1, LearningRate = 0.01,
             ClipNorm = 1.0, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 0.5, Delta = 1e-6, MinSurvivors = 2,
+            Population = "metrics",
         };
         plan.TargetModules.Add("q_proj");
         using EdgeIdentity engineer = EdgeIdentity.Load(_federation.Identity("engineer"), _federation.CaPath);
@@ -87,7 +96,7 @@ public sealed partial class MetricsTests : IAsyncLifetime
         Dictionary<string, double> open = Parse(await during.Task);
         Assert.Equal(1, Value(open, "federated_rounds_started_total", ("federated_run_id", started.RunId)));
         Assert.Equal(3, Value(open, "federated_round_participants_total", ("federated_run_id", started.RunId)));
-        Assert.DoesNotContain(open.Keys, k => k.StartsWith("federated_rounds_ended_total", StringComparison.Ordinal));
+        Assert.DoesNotContain(open.Keys, k => k.StartsWith("federated_rounds_ended_total", StringComparison.Ordinal) && k.Contains(started.RunId, StringComparison.Ordinal));
 
         Dictionary<string, double> after = Parse(await _http.GetStringAsync(metrics));
         Assert.Equal(1, Value(after, "federated_rounds_ended_total", ("federated_round_outcome", "released"), ("federated_run_id", started.RunId)));
@@ -96,16 +105,16 @@ public sealed partial class MetricsTests : IAsyncLifetime
             Assert.Equal(1, Value(after, "federated_round_stage_duration_seconds_count", ("federated_round_stage", stage), ("federated_run_id", started.RunId)));
         }
         // The population's spend is the ledger's, to the last digit the exposition prints.
-        BudgetRecord budget = _host.State.Budgets.Get("default")!;
+        BudgetRecord budget = _host.State.Budgets.Get("metrics")!;
         Assert.True(budget.EpsilonSpent > 0);
-        Assert.Equal(budget.EpsilonSpent, Value(after, "federated_privacy_epsilon_spent", ("federated_population", "default")), 1e-9);
-        Assert.Equal(100, Value(after, "federated_privacy_epsilon_budget", ("federated_population", "default")));
-        Assert.Equal(0, Value(after, "federated_privacy_epsilon_reserved", ("federated_population", "default")));
+        Assert.Equal(budget.EpsilonSpent, Value(after, "federated_privacy_epsilon_spent", ("federated_population", "metrics")), 1e-9);
+        Assert.Equal(100, Value(after, "federated_privacy_epsilon_budget", ("federated_population", "metrics")));
+        Assert.Equal(0, Value(after, "federated_privacy_epsilon_reserved", ("federated_population", "metrics")));
         // Every participant advertised keys once, successfully; each uploaded its whole masked vector.
         Assert.Equal(3, Value(after, "federated_rpc_server_call_duration_seconds_count",
             ("rpc_grpc_status_code", "0"), ("rpc_method", "/federated.v1.EdgeService/AdvertiseKeys"), ("rpc_system", "grpc")));
-        Assert.Equal(3.0 * 4 * ringLength, Value(after, "federated_upload_bytes_total"));
-        Assert.Equal(0, after.Keys.Count(k => k.StartsWith("federated_round_dropouts_total", StringComparison.Ordinal)));
+        Assert.Equal(3.0 * 4 * ringLength, Value(after, "federated_upload_bytes_total", ("federated_run_id", started.RunId)));
+        Assert.Equal(0, after.Keys.Count(k => k.StartsWith("federated_round_dropouts_total", StringComparison.Ordinal) && k.Contains(started.RunId, StringComparison.Ordinal)));
 
         // Nothing but /metrics is served without TLS.
         using HttpResponseMessage other = await _http.GetAsync(new Uri(metrics, "/federated.v1.AdminService/ListClients"));

@@ -232,7 +232,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"the upload ended after {offset} of {expectedTotal} bytes; nothing of it was added"));
         }
         round.ReceiveChunk(new SecAggChunk(index, 0, vector));
-        metrics?.Uploaded((long)offset);
+        metrics?.Uploaded(round.Plan.RunId, (long)offset);
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
         UploadMaskedInputResponse response = SecAggWire.ToResponse(offset, request);

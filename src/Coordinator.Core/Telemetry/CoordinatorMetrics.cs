@@ -109,7 +109,7 @@ public sealed class CoordinatorMetrics : IDisposable
 
     internal void RateLimited(string method) => _rateLimited.Add(1, new KeyValuePair<string, object?>("rpc.method", method));
 
-    internal void Uploaded(long bytes) => _uploadBytes.Add(bytes);
+    internal void Uploaded(string runId, long bytes) => _uploadBytes.Add(bytes, new KeyValuePair<string, object?>("federated.run.id", runId));
 
     internal static string OutcomeName(RoundOutcome outcome) => outcome switch
     {

@@ -17,6 +17,8 @@ public static class CliRunner
 
     public static async Task<int> RunAsync(string name, Action<IConfigurator> configure, string[] args)
     {
+        // Before any host reads (and may clear) NOTIFY_SOCKET.
+        _ = ServiceNotifier.IsEnabled;
         using var interrupt = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {

@@ -11,13 +11,21 @@ namespace Federated.Cli;
 public static class ServiceNotifier
 {
     private const int MaxStatusLength = 200;
-    private static readonly SystemdNotifier s_notifier = new();
+    private static readonly SystemdNotifier s_notifier;
 
-    /// <summary>Whether a service manager listens (NOTIFY_SOCKET is set).</summary>
+    // Read once, first thing (CliRunner touches IsEnabled before any host starts): under UseSystemd the host's lifetime
+    // sends its own READY=1, after which a notifier created in the same process no longer found NOTIFY_SOCKET (seen here).
+    static ServiceNotifier() => s_notifier = new SystemdNotifier();
+
+    /// <summary>Whether a service manager listens (NOTIFY_SOCKET was set when the process started).</summary>
     public static bool IsEnabled => s_notifier.IsEnabled;
 
-    /// <summary>READY=1 with a status line.</summary>
-    public static void Ready(string status) => Send($"READY=1\nSTATUS={Line(status)}");
+    /// <summary>A status line, then READY=1 (one assignment per datagram: the notifier sends a state's text as given).</summary>
+    public static void Ready(string status)
+    {
+        Status(status);
+        Send("READY=1");
+    }
 
     /// <summary>STATUS=line: what the service does now (shown by `systemctl status`).</summary>
     public static void Status(string status) => Send($"STATUS={Line(status)}");
