@@ -23,6 +23,10 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Renewed the certificate of {Caller}: serial {Serial}, valid until {NotAfter:O}")]
     public static partial void CertificateRenewed(ILogger logger, string caller, string serial, DateTime notAfter);
 
+    [LoggerMessage(EventId = 1006, Level = LogLevel.Warning,
+        Message = "The root CA key {Path} is on the coordinator host: serve does not use it, but whoever controls this host can mint identities with it; move it offline (mv it to the security officer's medium) and pass --root-key FILE to 'pki issue' and 'pki revoke'")]
+    public static partial void RootKeyOnline(ILogger logger, string path);
+
     [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "Ended {Method} from {Caller}: {Reason}")]
     public static partial void CallDeadlineExceeded(ILogger logger, string method, string caller, string reason);
 

@@ -42,6 +42,20 @@ public sealed class RenewalIntermediateTests : IDisposable
     }
 
     [Fact]
+    public void TryValidateClient_IntermediateRevokedByTheRoot_EverythingItSignedRefused()
+    {
+        using X509Certificate2 renewed = _intermediate.Leaf("carol", [FederationTrust.ClientAuthOid], FederationRole.Client);
+        using X509Certificate2 rootWithKey = _root.Certificate.CopyWithPrivateKey(_root.Key);
+        RevocationList.Revoke(_directory, rootWithKey, [_intermediate.Certificate.SerialNumberBytes.ToArray()], DateTimeOffset.UtcNow);
+        var revocation = new RevocationCache(Path.Combine(_directory, RevocationList.FileName), _root.Certificate);
+
+        bool valid = new FederationTrust(_root.Certificate, TimeProvider.System, revocation, [_intermediate.Certificate]).TryValidateClient(renewed, out _, out string reason);
+
+        Assert.False(valid);
+        Assert.Contains("revoked intermediate", reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void TryValidateClient_IntermediateNotInTheTrustFile_Refused()
     {
         using X509Certificate2 renewed = _intermediate.Leaf("carol", [FederationTrust.ClientAuthOid], FederationRole.Client);

@@ -16,6 +16,10 @@ internal sealed class PkiRevokeCommand : Command<PkiRevokeCommand.Settings>
         [CommandOption("--pki <DIR>")]
         public string Pki { get; init; } = "pki";
 
+        [CommandOption("--root-key <FILE>")]
+        [System.ComponentModel.Description("The root key where it is kept offline (default: ca.key in the PKI folder); the CRL is the root's to sign.")]
+        public string? RootKey { get; init; }
+
         [CommandOption("--json")]
         public bool Json { get; init; }
     }
@@ -39,7 +43,7 @@ internal sealed class PkiRevokeCommand : Command<PkiRevokeCommand.Settings>
             throw new UsageException("--pki DIR must name the folder of 'pki init'");
         }
         string directory = Path.GetFullPath(settings.Pki);
-        using FederationPki pki = FederationPki.Load(directory, TimeProvider.System);
+        using FederationPki pki = FederationPki.Load(directory, TimeProvider.System, string.IsNullOrWhiteSpace(settings.RootKey) ? null : Path.GetFullPath(settings.RootKey));
         IReadOnlyList<string> serials = pki.Revoke(settings.Name);
         string crl = Path.Combine(directory, RevocationList.FileName);
         if (settings.Json)

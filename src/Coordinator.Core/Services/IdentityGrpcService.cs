@@ -10,8 +10,9 @@ using Microsoft.Extensions.Logging;
 namespace Federated.Coordinator.Services;
 
 /// <summary>
-/// The CA the coordinator may sign renewals with: present only when ca.key lies in its PKI folder. Keeping the
-/// CA key off the coordinator host disables renewal (identities are then only issued offline by `pki issue`).
+/// The renewal intermediate the coordinator signs renewals with: present only when `pki init --renewal-intermediate`
+/// put intermediate.key in its PKI folder. It can sign client identities only (path length 0, clientAuth alone);
+/// the root key never serves here. Without it renewal is refused and identities are issued offline by `pki issue`.
 /// </summary>
 internal sealed class CertificateRenewer(FederationPki? pki, TimeSpan lifetime) : IDisposable
 {
@@ -25,7 +26,7 @@ internal sealed class CertificateRenewer(FederationPki? pki, TimeSpan lifetime) 
         System.Security.Cryptography.X509Certificates.X509Certificate2 current, ReadOnlySpan<byte> csr)
     {
         FederationPki ca = pki ?? throw new InvalidOperationException("renewal is disabled");
-        // One signature at a time: the CA key object is shared.
+        // One signature at a time: the intermediate's key object is shared.
         lock (_lock)
         {
             return ca.Renew(current, csr, lifetime);
@@ -43,7 +44,8 @@ internal sealed class IdentityGrpcService(CertificateRenewer renewer, Coordinato
         CallerIdentity caller = RoleAuthorizationInterceptor.Caller(context);
         if (!renewer.Enabled)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, "certificate renewal is disabled: the coordinator holds no CA key (ca.key in its PKI folder)"));
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                "certificate renewal needs a renewal intermediate, and this coordinator has none (intermediate.key in its PKI folder, made by 'pki init --renewal-intermediate'); ask the operator for a new identity from 'coordinator pki issue'"));
         }
         var current = context.GetHttpContext().Connection.ClientCertificate
             ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate"));
