@@ -61,6 +61,37 @@ public sealed class PkiOfflineRootTests
     }
 
     [Fact]
+    public async Task RevokeIntermediate_RenewedCertificatesRefusedRootIssuedOnesStillValid()
+    {
+        using var dir = new TempDirectory();
+        string pki = dir.File("pki");
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "init", "--pki", pki, "--renewal-intermediate"));
+        Assert.Equal(CliRunner.Ok, await CoordinatorCli.Run("pki", "issue", "--pki", pki, "--name", "hospital-a", "--role", "client", "--out", dir.File("a/hospital-a.pfx")));
+        using X509Certificate2 original = X509CertificateLoader.LoadPkcs12FromFile(dir.File("a/hospital-a.pfx"), null);
+        using System.Security.Cryptography.ECDsa newKey = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        byte[] csr = new CertificateRequest(original.SubjectName, newKey, System.Security.Cryptography.HashAlgorithmName.SHA256).CreateSigningRequest();
+        X509Certificate2 renewed;
+        using (FederationPki intermediate = FederationPki.LoadRenewalIntermediate(pki, TimeProvider.System)!)
+        {
+            renewed = intermediate.Renew(original, csr, TimeSpan.FromDays(30));
+        }
+        using (renewed)
+        {
+            using FederationCaBundle bundle = FederationCaBundle.Load(Path.Combine(pki, "ca.crt"));
+            var trust = new FederationTrust(bundle.Root, TimeProvider.System, new RevocationCache(Path.Combine(pki, RevocationList.FileName), bundle.Root), bundle.Intermediates);
+            Assert.True(trust.TryValidateClient(renewed, out _, out string before), before);
+
+            Assert.Equal(CliRunner.BadUsage, await CoordinatorCli.Run("pki", "revoke", "--pki", pki));
+            int code = await CoordinatorCli.Run("pki", "revoke", "--pki", pki, "--intermediate");
+
+            Assert.Equal(CliRunner.Ok, code);
+            Assert.False(trust.TryValidateClient(renewed, out _, out string reason));
+            Assert.Contains("revoked intermediate", reason, StringComparison.Ordinal);
+            Assert.True(trust.TryValidateClient(original, out _, out reason), reason);
+        }
+    }
+
+    [Fact]
     public async Task Issue_AdapterSignerForAFolderWithoutOne_RootSignedCodeSigningIdentity()
     {
         using var dir = new TempDirectory();

@@ -142,6 +142,36 @@ public sealed class OfflineRootTests : IDisposable
         Assert.Contains("renewal needs a renewal intermediate", refused.Status.Detail, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Renew_IntermediateRevokedByTheRoot_RefusedAndItsCertificatesNoLongerConnect()
+    {
+        FederationPki.CreateFederation(Pki, ["alice"], TimeProvider.System, renewalIntermediate: true);
+        await using CoordinatorHost host = CoordinatorHost.Create(
+            new CoordinatorOptions { Pki = Pki, Port = 0, Address = "127.0.0.1", State = Path.Combine(_root, "state.db") },
+            logging => logging.SetMinimumLevel(LogLevel.Warning));
+        await host.StartAsync(CancellationToken.None);
+        string renewed = Path.Combine(_root, "alice-renewed.pfx");
+        Assert.Equal(0, await RenewAsync(host, "alice", renewed));
+
+        using (FederationPki root = FederationPki.Load(Pki, TimeProvider.System))
+        {
+            root.RevokeIntermediates();
+        }
+
+        using EdgeIdentity alice = EdgeIdentity.Load(Path.Combine(Pki, "alice.pfx"), Path.Combine(Pki, FederationPki.CaCertificateFile));
+        using var connection = new CoordinatorConnection(host.Address, alice);
+        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        byte[] csr = new CertificateRequest(alice.Certificate.SubjectName, key, HashAlgorithmName.SHA256).CreateSigningRequest();
+        var client = new IdentityService.IdentityServiceClient(connection.Channel);
+        var refused = await Assert.ThrowsAsync<RpcException>(() => client.RenewAsync(new RenewRequest { Csr = ByteString.CopyFrom(csr) }, connection.Call(CancellationToken.None)).ResponseAsync);
+        Assert.Equal(StatusCode.FailedPrecondition, refused.StatusCode);
+        Assert.Contains("renewal intermediate is revoked", refused.Status.Detail, StringComparison.Ordinal);
+
+        using EdgeIdentity renewedAlice = EdgeIdentity.Load(renewed, Path.Combine(Pki, FederationPki.CaCertificateFile));
+        using var stale = new CoordinatorConnection(host.Address, renewedAlice, new ConnectionOptions { MaxRetries = 1, InitialBackoff = TimeSpan.FromMilliseconds(10) });
+        await Assert.ThrowsAnyAsync<RpcException>(() => stale.RegisterAsync(new RegisterRequest { ClientVersion = "test" }, CancellationToken.None));
+    }
+
     private static async Task<int> RenewAsync(CoordinatorHost host, string name, string output)
     {
         var app = new CommandApp();

@@ -172,6 +172,22 @@ public sealed partial class FederationPki
         }
     }
 
+    /// <summary>
+    /// Revokes the renewal intermediate(s) of ca.crt: their serials go into the root-signed crl.pem, and every verifier
+    /// then refuses the client certificates they signed (FederationTrust checks the intermediate's serial too).
+    /// </summary>
+    internal IReadOnlyList<string> RevokeIntermediates()
+    {
+        RequireRoot("sign the CRL");
+        using FederationCaBundle bundle = FederationCaBundle.Load(Path.Combine(_directory, CaCertificateFile));
+        if (bundle.Intermediates.Count == 0)
+        {
+            throw new FileNotFoundException($"'{Path.Combine(_directory, CaCertificateFile)}' names no renewal intermediate to revoke");
+        }
+        RevocationList.Revoke(_directory, _caCertificate, [.. bundle.Intermediates.Select(i => i.SerialNumberBytes.ToArray())], _time.GetUtcNow());
+        return [.. bundle.Intermediates.Select(i => i.SerialNumber)];
+    }
+
     private void RequireRoot(string what)
     {
         if (!_isRoot)

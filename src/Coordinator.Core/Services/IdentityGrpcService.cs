@@ -22,6 +22,9 @@ internal sealed class CertificateRenewer(FederationPki? pki, TimeSpan lifetime) 
 
     public bool Enabled => pki is not null;
 
+    /// <summary>The intermediate's certificate (null when renewal is disabled), checked against the CRL before each renewal.</summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Issuer => pki?.CaCertificate;
+
     public System.Security.Cryptography.X509Certificates.X509Certificate2 Renew(
         System.Security.Cryptography.X509Certificates.X509Certificate2 current, ReadOnlySpan<byte> csr)
     {
@@ -37,7 +40,8 @@ internal sealed class CertificateRenewer(FederationPki? pki, TimeSpan lifetime) 
 }
 
 /// <summary>Certificate renewal: a new short-lived certificate for the caller's own subject and role over a key it proves it holds.</summary>
-internal sealed class IdentityGrpcService(CertificateRenewer renewer, CoordinatorState state, ILogger<IdentityGrpcService> logger) : IdentityService.IdentityServiceBase
+internal sealed class IdentityGrpcService(CertificateRenewer renewer, CoordinatorState state, Federated.Trust.FederationTrust trust, ILogger<IdentityGrpcService> logger)
+    : IdentityService.IdentityServiceBase
 {
     public override Task<RenewResponse> Renew(RenewRequest request, ServerCallContext context)
     {
@@ -46,6 +50,12 @@ internal sealed class IdentityGrpcService(CertificateRenewer renewer, Coordinato
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition,
                 "certificate renewal needs a renewal intermediate, and this coordinator has none (intermediate.key in its PKI folder, made by 'pki init --renewal-intermediate'); ask the operator for a new identity from 'coordinator pki issue'"));
+        }
+        // A certificate from a revoked intermediate would be refused everywhere; say so instead of issuing it.
+        if (trust.IsRevoked(renewer.Issuer!, out string revoked))
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"certificate renewal is disabled: the renewal intermediate is revoked ({revoked}); ask the operator for a new identity from 'coordinator pki issue'"));
         }
         var current = context.GetHttpContext().Connection.ClientCertificate
             ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate"));
