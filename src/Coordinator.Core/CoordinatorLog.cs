@@ -8,7 +8,7 @@ internal static partial class CoordinatorLog
     [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {StatePath}")]
     public static partial void Listening(ILogger logger, string address, string statePath);
 
-    [LoggerMessage(EventId = 1006, Level = LogLevel.Information, Message = "Prometheus metrics at {Uri} (plain HTTP, no client data)")]
+    [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "Prometheus metrics at {Uri} (plain HTTP, no client data)")]
     public static partial void MetricsListening(ILogger logger, string uri);
 
     [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "Refused TLS client: {Reason}")]
@@ -25,6 +25,10 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Renewed the certificate of {Caller}: serial {Serial}, valid until {NotAfter:O}")]
     public static partial void CertificateRenewed(ILogger logger, string caller, string serial, DateTime notAfter);
+
+    [LoggerMessage(EventId = 1006, Level = LogLevel.Warning,
+        Message = "The root CA key {Path} is on the coordinator host: serve does not use it, but whoever controls this host can mint identities with it; move it offline (mv it to the security officer's medium) and pass --root-key FILE to 'pki issue' and 'pki revoke'")]
+    public static partial void RootKeyOnline(ILogger logger, string path);
 
     [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "Ended {Method} from {Caller}: {Reason}")]
     public static partial void CallDeadlineExceeded(ILogger logger, string method, string caller, string reason);

@@ -66,6 +66,8 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         string pki = Path.Combine(root, "pki");
         progress($"making an ephemeral federation CA with {names.Count} client identities, an engineer and an officer in {pki}");
         FederationPki.CreateFederation(pki, names, TimeProvider.System);
+        // Every identity is issued: the root key has no further use, and the coordinator never reads it.
+        File.Delete(Path.Combine(pki, FederationPki.CaKeyFile));
         string ca = Path.Combine(pki, FederationPki.CaCertificateFile);
 
         string model = options.Model is { } given ? Path.GetFullPath(given) : SimulationModel.WriteTiny(Path.Combine(root, "tiny-llama"), options.Seed, progress);

@@ -1,6 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Training.Provenance;
+using Federated.Trust;
 
 namespace Federated.Simulation;
 
@@ -18,7 +19,7 @@ internal static class SimulationExporter
         Directory.CreateDirectory(export.OutDirectory);
         await RunExportDownload.DownloadAsync(export.Admin, export.AsEngineer.Call(cancellationToken, TimeSpan.FromMinutes(5)), export.RunId,
             export.OutDirectory, cancellationToken);
-        using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(export.CaPath);
+        using X509Certificate2 ca = FederationCaBundle.LoadRoot(export.CaPath);
         using X509Certificate2 signer = AdapterSignature.Verify(export.OutDirectory, ca);
         File.WriteAllText(caCopy, ca.ExportCertificatePem() + "\n");
     }

@@ -86,7 +86,7 @@ public sealed class PkiCommandTests
         File.WriteAllText(password, "correct horse\n");
         string outDir = dir.File("alice");
 
-        int code = await CoordinatorCli.Run("pki", "issue", "--ca", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
+        int code = await CoordinatorCli.Run("pki", "issue", "--pki", pki, "--name", "alice", "--role", "client", "--out", Path.Combine(outDir, "alice.pfx"), "--password-file", password);
 
         Assert.Equal(CliRunner.Ok, code);
         Assert.True(File.Exists(Path.Combine(outDir, "ca.crt")));

@@ -113,6 +113,27 @@ public sealed class EdgeRevocationListTests : IDisposable
     }
 
     [Fact]
+    public void Accept_CrlSignedByTheRenewalIntermediate_RefusedAsCrlInvalidAndNothingKept()
+    {
+        // The coordinator holds the intermediate's key; a CRL from it (even one naming the root as issuer) must not
+        // replace the root's, or a compromised coordinator could un-revoke anyone.
+        using X509Certificate2 intermediate = X509Certificate2.CreateFromPemFile(
+            Path.Combine(_federation.Directory, "intermediate.crt"), Path.Combine(_federation.Directory, "intermediate.key"));
+        using ECDsa key = intermediate.GetECDsaPrivateKey()!;
+        EdgeRevocationList list = EdgeRevocationList.Open(KeptPath, _ca);
+
+        foreach (X500DistinguishedName issuer in new[] { _ca.SubjectName, intermediate.SubjectName })
+        {
+            byte[] crl = new CertificateRevocationListBuilder().Build(issuer, X509SignatureGenerator.CreateForECDsa(key), new BigInteger(7), DateTimeOffset.UtcNow.AddDays(1),
+                HashAlgorithmName.SHA256, X509AuthorityKeyIdentifierExtension.CreateFromCertificate(intermediate, true, false), DateTimeOffset.UtcNow);
+
+            Assert.Equal(EdgeRevocationList.InvalidRule, list.Accept(crl)?.Rule);
+        }
+        Assert.Null(list.Number);
+        Assert.False(File.Exists(KeptPath));
+    }
+
+    [Fact]
     public void Accept_SameNumberDifferentList_RefusedAsCrlRollback()
     {
         byte[] first = _federation.Revoke("bob");

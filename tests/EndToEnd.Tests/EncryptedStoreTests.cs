@@ -29,6 +29,7 @@ public sealed class EncryptedStoreTests : IAsyncLifetime
         using (FederationPki pki = FederationPki.CreateCa(Pki, TimeProvider.System))
         {
             pki.IssueServer(Pki, [], password: null);
+            pki.IssueAdapterSigner(Pki, password: null);
             pki.IssueIdentity(Pki, "alice", FederationRole.Client, password: null);
         }
         AtRestCipher.CreateKeyFile(Path.Combine(Pki, AtRestCipher.DefaultFileName));

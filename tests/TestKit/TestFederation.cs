@@ -5,8 +5,9 @@ using Federated.Trust;
 namespace Federated.TestKit;
 
 /// <summary>
-/// A federation's certificates in one folder, made by the PKI code itself (`FederationPki.CreateFederation`): the CA,
-/// the server, the engineer and officer of `pki init` and one client identity per name, all without passwords.
+/// A federation's certificates in one folder, made by the PKI code itself (`FederationPki.CreateFederation`): the root
+/// (its key in the folder, so tests can issue and revoke), the renewal intermediate (ca.crt holds both), the server
+/// and adapter signer, the engineer and officer of `pki init` and one client identity per name, all without passwords.
 /// </summary>
 public sealed class TestFederation
 {
@@ -20,7 +21,7 @@ public sealed class TestFederation
 
     public static TestFederation Create(string directory, IEnumerable<string> clients)
     {
-        FederationPki.CreateFederation(directory, clients, TimeProvider.System);
+        FederationPki.CreateFederation(directory, clients, TimeProvider.System, renewalIntermediate: true);
         return new TestFederation(directory);
     }
 

@@ -11,8 +11,8 @@ public static class CoordinatorCommands
         config.AddBranch("pki", pki =>
         {
             pki.SetDescription("Create the federation CA and issue identities.");
-            pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the CA, the server certificate and engineer and officer identities.");
-            pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity.");
+            pki.AddCommand<PkiInitCommand>("init").WithDescription("Create the root CA (key offline with --root-out), the server and adapter-signer certificates, engineer and officer identities and optionally the renewal intermediate.");
+            pki.AddCommand<PkiIssueCommand>("issue").WithDescription("Issue a client, engineer or officer identity (or the adapter signer) with the root key.");
             pki.AddCommand<PkiRevokeCommand>("revoke").WithDescription("Revoke every certificate of a name (CA-signed crl.pem, read by a running coordinator).");
         });
         config.AddBranch("model", model =>

@@ -5,25 +5,52 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Creates the federation CA, the coordinator's server and adapter-signing certificates and the first engineer and officer identities.</summary>
+/// <summary>
+/// Creates the federation root, the coordinator's server and adapter-signing certificates, the first engineer and
+/// officer identities and, with --renewal-intermediate, the constrained intermediate serve renews client certificates
+/// with. With --root-out the root key goes to its own folder, to be carried off the coordinator host.
+/// </summary>
 internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
 {
     public sealed class Settings : KeyOutputSettings
     {
+        [CommandOption("--pki <DIR>")]
+        [System.ComponentModel.Description("The PKI folder serve reads (--out is the older name of this flag).")]
+        public string? Pki { get; init; }
+
         [CommandOption("--host <NAME>")]
         public string[] Hosts { get; init; } = [];
+
+        [CommandOption("--root-out <DIR>")]
+        [System.ComponentModel.Description("Write the root key (ca.key) here instead of the PKI folder: a folder to carry to offline storage.")]
+        public string? RootOut { get; init; }
+
+        [CommandOption("--renewal-intermediate")]
+        [System.ComponentModel.Description("Also make the intermediate CA serve renews client certificates with (path length 0, clientAuth only).")]
+        public bool RenewalIntermediate { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(settings.Out))
+        if (!string.IsNullOrWhiteSpace(settings.Pki) && !string.IsNullOrWhiteSpace(settings.Out)
+            && Path.GetFullPath(settings.Pki) != Path.GetFullPath(settings.Out))
         {
-            throw new UsageException("--out DIR is required");
+            throw new UsageException("--pki and --out name the same folder (--out is its older name); give one");
         }
-        string directory = Path.GetFullPath(settings.Out);
+        string? folder = string.IsNullOrWhiteSpace(settings.Pki) ? settings.Out : settings.Pki;
+        if (string.IsNullOrWhiteSpace(folder))
+        {
+            throw new UsageException("--pki DIR is required");
+        }
+        string directory = Path.GetFullPath(folder);
         if (File.Exists(Path.Combine(directory, FederationPki.CaCertificateFile)) || File.Exists(Path.Combine(directory, FederationPki.CaKeyFile)))
         {
             throw new UsageException($"'{directory}' already holds a federation CA; choose an empty folder");
+        }
+        string rootDirectory = string.IsNullOrWhiteSpace(settings.RootOut) ? directory : Path.GetFullPath(settings.RootOut);
+        if (rootDirectory != directory && File.Exists(Path.Combine(rootDirectory, FederationPki.CaKeyFile)))
+        {
+            throw new UsageException($"--root-out '{rootDirectory}' already holds a root key; choose an empty folder");
         }
         string? password = PasswordFile.Read(settings.PasswordFile);
         foreach (string host in settings.Hosts)
@@ -34,7 +61,7 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
             }
         }
 
-        using FederationPki pki = FederationPki.CreateCa(directory, TimeProvider.System);
+        using FederationPki pki = FederationPki.CreateCa(directory, TimeProvider.System, rootDirectory, settings.RenewalIntermediate);
         // The server's key stays unencrypted (owner-only) because the service must start unattended.
         IssuedIdentity server = pki.IssueServer(directory, settings.Hosts, password: null);
         // Unattended too: the coordinator signs every global adapter as it is stored.
@@ -45,12 +72,15 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
         IssuedIdentity engineer = pki.IssueIdentity(directory, "engineer", FederationRole.Engineer, password);
         IssuedIdentity officer = pki.IssueIdentity(directory, "officer", FederationRole.Officer, password);
 
+        string rootKey = Path.Combine(rootDirectory, FederationPki.CaKeyFile);
         if (settings.Json)
         {
             Console.WriteLine(JsonSerializer.Serialize(new
             {
                 directory,
                 ca = Path.Combine(directory, FederationPki.CaCertificateFile),
+                root_key = rootKey,
+                renewal_intermediate = settings.RenewalIntermediate ? Path.Combine(directory, FederationPki.IntermediateName + ".crt") : null,
                 server = server.PfxPath,
                 adapter_signer = signer.PfxPath,
                 at_rest_key = atRestKey,
@@ -60,7 +90,13 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
         }
         else
         {
-            Console.WriteLine($"federation CA     {Path.Combine(directory, FederationPki.CaCertificateFile)} (key {FederationPki.CaKeyFile}, owner-only: keep it offline)");
+            Console.WriteLine($"federation root   {Path.Combine(directory, FederationPki.CaCertificateFile)} (the trust file every participant gets)");
+            Console.WriteLine(rootDirectory == directory
+                ? $"root key          {rootKey} (owner-only; serve never reads it: move it offline and pass --root-key FILE to 'pki issue' and 'pki revoke')"
+                : $"root key          {rootKey} (owner-only; carry {rootDirectory} to offline storage: 'pki issue' and 'pki revoke' take --root-key FILE)");
+            Console.WriteLine(settings.RenewalIntermediate
+                ? $"renewal CA        {Path.Combine(directory, FederationPki.IntermediateName + ".crt")} (path length 0, clientAuth only: serve renews client certificates with it)"
+                : "renewal CA        none (renewal RPCs are refused; re-run with --renewal-intermediate to allow them)");
             Console.WriteLine($"server            {server.PfxPath} (SANs: localhost, 127.0.0.1, ::1{string.Concat(settings.Hosts.Select(h => ", " + h))})");
             Console.WriteLine($"adapter signer    {signer.PfxPath} (code signing: CMS signatures of served and exported adapters)");
             Console.WriteLine($"at-rest key       {atRestKey} (owner-only; 'serve --at-rest-key {atRestKey}' encrypts stored adapters)");

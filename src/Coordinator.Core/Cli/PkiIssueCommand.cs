@@ -5,13 +5,22 @@ using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Issues a client, engineer or officer identity signed by the federation CA.</summary>
+/// <summary>Issues a client, engineer or officer identity (or the adapter signer) signed by the federation root.</summary>
 internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
 {
     public sealed class Settings : KeyOutputSettings
     {
-        [CommandOption("--ca <DIR>")]
-        public string? Ca { get; init; }
+        [CommandOption("--pki|--ca <DIR>")]
+        [System.ComponentModel.Description("The PKI folder of 'pki init' (--ca is its older name here).")]
+        public string? Pki { get; init; }
+
+        [CommandOption("--root-key <FILE>")]
+        [System.ComponentModel.Description("The root key where it is kept offline (default: ca.key in the PKI folder).")]
+        public string? RootKey { get; init; }
+
+        [CommandOption("--adapter-signer")]
+        [System.ComponentModel.Description("Issue the coordinator's adapter-signing certificate (adapter-signer.pfx in the PKI folder) instead of an identity.")]
+        public bool AdapterSigner { get; init; }
 
         [CommandOption("--name <NAME>")]
         public string? Name { get; init; }
@@ -26,9 +35,15 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(settings.Ca))
+        if (string.IsNullOrWhiteSpace(settings.Pki))
         {
-            throw new UsageException("--ca DIR is required");
+            throw new UsageException("--pki DIR is required");
+        }
+        string pkiDirectory = Path.GetFullPath(settings.Pki);
+        string? rootKey = string.IsNullOrWhiteSpace(settings.RootKey) ? null : Path.GetFullPath(settings.RootKey);
+        if (settings.AdapterSigner)
+        {
+            return IssueAdapterSigner(pkiDirectory, rootKey, settings.Json);
         }
         if (string.IsNullOrWhiteSpace(settings.Name))
         {
@@ -54,7 +69,7 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
         string pfxPath = Path.GetFullPath(settings.Out);
         string directory = Path.GetDirectoryName(pfxPath)!;
 
-        using FederationPki pki = FederationPki.Load(Path.GetFullPath(settings.Ca), TimeProvider.System);
+        using FederationPki pki = FederationPki.Load(pkiDirectory, TimeProvider.System, rootKey);
         IReadOnlyList<string> live = pki.LiveSerials(settings.Name);
         IReadOnlyList<string> revoked = [];
         if (live.Count > 0)
@@ -94,6 +109,22 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
                 Console.WriteLine($"revoked the previous identity of '{identity.Name}' ({string.Join(", ", revoked)}); crl.pem updated: restart or wait for the coordinator to reload it");
             }
             Console.WriteLine($"issued {FederationRoleExtension.Name(role)} identity '{identity.Name}': {identity.PfxPath} (PEM: {identity.CertificatePath}, {identity.KeyPath}{(password is null ? ", key unencrypted: keep it owner-only" : ", key encrypted with the same password")})");
+        }
+        return CliRunner.Ok;
+    }
+
+    private static int IssueAdapterSigner(string pkiDirectory, string? rootKey, bool json)
+    {
+        using FederationPki pki = FederationPki.Load(pkiDirectory, TimeProvider.System, rootKey);
+        // Unencrypted (owner-only) like the server key: the coordinator signs every global adapter unattended.
+        IssuedIdentity signer = pki.IssueAdapterSigner(pkiDirectory, password: null);
+        if (json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new { adapter_signer = signer.PfxPath, sha256 = signer.Thumbprint }));
+        }
+        else
+        {
+            Console.WriteLine($"issued the adapter signer {signer.PfxPath} (code signing only); restart serve to use it");
         }
         return CliRunner.Ok;
     }

@@ -34,12 +34,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
     private readonly WebApplication _app;
     private readonly CoordinatorState _state;
-    private readonly X509Certificate2 _ca;
+    private readonly FederationCaBundle _ca;
     private readonly X509Certificate2 _serverCertificate;
 
     private readonly AtRestCipher? _cipher;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, X509Certificate2 ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
+    private CoordinatorHost(WebApplication app, CoordinatorState state, FederationCaBundle ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
     {
         _cipher = cipher;
         _app = app;
@@ -102,10 +102,13 @@ public sealed class CoordinatorHost : IAsyncDisposable
         {
             throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.CaCertificateFile} or {FederationPki.ServerName}.pfx (run 'coordinator pki init --out {pki}')");
         }
-        X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
+        // Serve reads public trust (ca.crt: the root and the renewal intermediate), its own identities, the CRL and the
+        // intermediate's key; never the root key (ca.key), whose holder could mint identities and sign CRLs.
+        FederationCaBundle bundle = FederationCaBundle.Load(caPath);
+        X509Certificate2 ca = bundle.Root;
         X509Certificate2 server = X509CertificateLoader.LoadPkcs12FromFile(serverPath, password: null);
         var revocation = new RevocationCache(Path.Combine(pki, RevocationList.FileName), ca);
-        var trust = new FederationTrust(ca, time, revocation);
+        var trust = new FederationTrust(ca, time, revocation, bundle.Intermediates);
         if (!trust.TryBuildChain(server, FederationTrust.ServerAuthOid, out string serverProblem))
         {
             throw new InvalidOperationException($"the server certificate in '{serverPath}' is not usable: {serverProblem}");
@@ -115,7 +118,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
         CoordinatorState state;
         try
         {
-            adapterSigner = LoadAdapterSigner(pki, ca, time);
+            adapterSigner = LoadAdapterSigner(pki, ca);
         }
         catch
         {
@@ -204,9 +207,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton<RetentionPruner>();
             builder.Services.AddHostedService(services => services.GetRequiredService<RetentionPruner>());
             builder.Services.AddSingleton<RoundRegistry>();
-            builder.Services.AddSingleton(new CertificateRenewer(
-                File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)) ? FederationPki.Load(pki, time) : null,
-                TimeSpan.FromDays(options.RenewedCertificateDays)));
+            builder.Services.AddSingleton(new CertificateRenewer(FederationPki.LoadRenewalIntermediate(pki, time), TimeSpan.FromDays(options.RenewedCertificateDays)));
             // One limiter for the host's lifetime: interceptors are otherwise created per call.
             builder.Services.AddSingleton<RateLimitInterceptor>();
             builder.Services.AddSingleton<CallLimitInterceptor>();
@@ -237,11 +238,17 @@ public sealed class CoordinatorHost : IAsyncDisposable
             tlsLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator.Tls");
             tlsMetrics = app.Services.GetRequiredService<Telemetry.CoordinatorMetrics>();
             Telemetry.CoordinatorTelemetry.MapEndpoint(app, options);
+            string rootKey = Path.Combine(pki, FederationPki.CaKeyFile);
+            if (File.Exists(rootKey))
+            {
+                // Only its existence is checked: serve never opens it.
+                CoordinatorLog.RootKeyOnline(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator"), rootKey);
+            }
             app.MapGrpcService<EdgeGrpcService>();
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, ca, server, cipher);
+            return new CoordinatorHost(app, state, bundle, server, cipher);
         }
         catch
         {
@@ -253,20 +260,16 @@ public sealed class CoordinatorHost : IAsyncDisposable
     }
 
     /// <summary>
-    /// Loads adapter-signer.pfx; a PKI folder made before it existed gets one issued here when the CA key is present
-    /// (as `pki init` now does), otherwise start-up stops naming the missing file.
+    /// Loads adapter-signer.pfx (issued by `pki init` with the root); start-up stops naming the missing file, and
+    /// refuses a signer whose signature would not verify against the root.
     /// </summary>
-    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca, TimeProvider time)
+    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca)
     {
         string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
         if (!File.Exists(path))
         {
-            if (!File.Exists(Path.Combine(pki, FederationPki.CaKeyFile)))
-            {
-                throw new FileNotFoundException($"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate) and the CA key to issue one");
-            }
-            using FederationPki authority = FederationPki.Load(pki, time);
-            authority.IssueAdapterSigner(pki, password: null);
+            throw new FileNotFoundException(
+                $"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate); issue one with the root: 'coordinator pki issue --pki {pki} --adapter-signer'");
         }
         X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
         try

@@ -10,13 +10,18 @@ namespace Federated.Coordinator.Pki;
 public sealed record IssuedIdentity(string Name, FederationRole Role, string PfxPath, string CertificatePath, string KeyPath, string Thumbprint);
 
 /// <summary>
-/// The federation's private PKI: an ECDSA P-256 CA that signs one server certificate and role-carrying
-/// identities. Trust never extends beyond this CA: the coordinator and the clients pin it as their only root.
+/// The federation's private PKI: an ECDSA P-256 root CA that signs the server and adapter-signer certificates, the
+/// CRL and role-carrying identities, and optionally a renewal intermediate that can sign client identities only.
+/// An instance holds one signing key: the root's (offline, `pki` commands) or the intermediate's (serve's renewals).
+/// Trust never extends beyond the root: the coordinator and the clients pin it as their only anchor.
 /// </summary>
 public sealed partial class FederationPki : IDisposable
 {
+    /// <summary>The trust file: the root certificate, then the renewal intermediate's when there is one.</summary>
     public const string CaCertificateFile = "ca.crt";
-    internal const string CaKeyFile = "ca.key";
+
+    /// <summary>The root's private key: written by `pki init` into the PKI folder or the --root-out folder; serve never reads it.</summary>
+    public const string CaKeyFile = "ca.key";
     internal const string ServerName = "server";
 
     /// <summary>The coordinator's code-signing identity (adapter-signer.pfx): every adapter it serves or exports is CMS-signed with it.</summary>
@@ -31,16 +36,18 @@ public sealed partial class FederationPki : IDisposable
     private readonly ECDsa _caKey;
     private readonly TimeProvider _time;
     private readonly string _directory;
+    private readonly bool _isRoot;
 
     /// <summary>Folder under the CA's where a public copy of every issued certificate is kept, so `pki revoke --name` finds its serials.</summary>
     internal const string IssuedFolder = "issued";
 
-    private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time, string directory)
+    private FederationPki(X509Certificate2 caCertificate, ECDsa caKey, TimeProvider time, string directory, bool isRoot)
     {
         _caCertificate = caCertificate;
         _caKey = caKey;
         _time = time;
         _directory = directory;
+        _isRoot = isRoot;
     }
 
     internal X509Certificate2 CaCertificate => _caCertificate;
@@ -64,61 +71,6 @@ public sealed partial class FederationPki : IDisposable
                 $"identity name '{name}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit",
                 nameof(name));
         }
-    }
-
-    /// <summary>Creates a new federation CA in <paramref name="directory"/> (which must not already hold one).</summary>
-    public static FederationPki CreateCa(string directory, TimeProvider time)
-    {
-        ArgumentNullException.ThrowIfNull(directory);
-        ArgumentNullException.ThrowIfNull(time);
-        Directory.CreateDirectory(directory);
-        using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var subject = new X500DistinguishedName("CN=Federated federation CA, O=Federated");
-        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, true, 0, true));
-        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
-        var ski = new X509SubjectKeyIdentifierExtension(request.PublicKey, false);
-        request.CertificateExtensions.Add(ski);
-        DateTimeOffset now = time.GetUtcNow();
-        using X509Certificate2 selfSigned = request.CreateSelfSigned(now - s_clockSkew, now + s_caLifetime);
-
-        PkiFiles.WritePrivate(Path.Combine(directory, CaKeyFile), key.ExportPkcs8PrivateKeyPem());
-        PkiFiles.WritePublic(Path.Combine(directory, CaCertificateFile), selfSigned.ExportCertificatePem());
-        return Load(directory, time);
-    }
-
-    /// <summary>
-    /// A whole federation in one folder, without passwords: the CA, the server certificate, the engineer and officer of
-    /// `pki init` and a client identity per name (simulations, tests and benchmarks).
-    /// </summary>
-    public static void CreateFederation(string directory, IEnumerable<string> clients, TimeProvider time)
-    {
-        ArgumentNullException.ThrowIfNull(clients);
-        using FederationPki authority = CreateCa(directory, time);
-        authority.IssueServer(directory, [], password: null);
-        authority.IssueIdentity(directory, "engineer", FederationRole.Engineer, password: null);
-        authority.IssueIdentity(directory, "officer", FederationRole.Officer, password: null);
-        foreach (string name in clients)
-        {
-            authority.IssueIdentity(directory, name, FederationRole.Client, password: null);
-        }
-    }
-
-    /// <summary>Loads the CA certificate and key written by <see cref="CreateCa"/>.</summary>
-    internal static FederationPki Load(string directory, TimeProvider time)
-    {
-        ArgumentNullException.ThrowIfNull(directory);
-        ArgumentNullException.ThrowIfNull(time);
-        string certificatePath = Path.Combine(directory, CaCertificateFile);
-        string keyPath = Path.Combine(directory, CaKeyFile);
-        if (!File.Exists(certificatePath) || !File.Exists(keyPath))
-        {
-            throw new FileNotFoundException($"no federation CA in '{directory}': expected {CaCertificateFile} and {CaKeyFile} (run 'coordinator pki init')");
-        }
-        X509Certificate2 certificate = X509Certificate2.CreateFromPemFile(certificatePath, keyPath);
-        ECDsa key = certificate.GetECDsaPrivateKey()
-            ?? throw new CryptographicException($"'{keyPath}' does not hold the ECDSA key of '{certificatePath}'");
-        return new FederationPki(certificate, key, time, Path.GetFullPath(directory));
     }
 
     /// <summary>Issues the coordinator's TLS server certificate for localhost, the loopback addresses and <paramref name="hosts"/>.</summary>
@@ -180,6 +132,7 @@ public sealed partial class FederationPki : IDisposable
         string? password,
         string? pfxPath = null)
     {
+        RequireRoot("issue identities");
         Directory.CreateDirectory(directory);
         string certificatePath = Path.Combine(directory, name + ".crt");
         string keyPath = Path.Combine(directory, name + ".key");
@@ -211,10 +164,11 @@ public sealed partial class FederationPki : IDisposable
             ? key.ExportPkcs8PrivateKeyPem()
             : key.ExportEncryptedPkcs8PrivateKeyPem(password.AsSpan(), new PbeParameters(PbeEncryptionAlgorithm.Aes256Cbc, HashAlgorithmName.SHA256, 600_000)));
         PkiFiles.WritePublic(certificatePath, issued.ExportCertificatePem());
+        // The whole trust file (root and renewal intermediate): a holder needs the intermediate to check renewed peers.
         string caCopy = Path.Combine(directory, CaCertificateFile);
         if (!File.Exists(caCopy))
         {
-            PkiFiles.WritePublic(caCopy, _caCertificate.ExportCertificatePem());
+            PkiFiles.WritePublic(caCopy, File.ReadAllText(Path.Combine(_directory, CaCertificateFile)));
         }
         return new IssuedIdentity(name, role ?? default, pfxPath, certificatePath, keyPath, issued.GetCertHashString(HashAlgorithmName.SHA256).ToLowerInvariant());
     }
@@ -226,6 +180,8 @@ public sealed partial class FederationPki : IDisposable
     internal IReadOnlyList<string> Revoke(string name)
     {
         ValidateName(name);
+        RequireRoot("sign the CRL");
+        using FederationCaBundle bundle = FederationCaBundle.Load(Path.Combine(_directory, CaCertificateFile));
         var serials = new List<byte[]>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         IEnumerable<string> candidates = Directory.Exists(Path.Combine(_directory, IssuedFolder))
@@ -239,8 +195,10 @@ public sealed partial class FederationPki : IDisposable
         foreach (string path in candidates)
         {
             using X509Certificate2 certificate = X509CertificateLoader.LoadCertificateFromFile(path);
+            // Certificates the root issued and renewals the intermediate signed (recorded by serve in the same issued/).
             if (certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false) != name
-                || !certificate.IssuerName.RawData.AsSpan().SequenceEqual(_caCertificate.SubjectName.RawData))
+                || !(certificate.IssuerName.RawData.AsSpan().SequenceEqual(_caCertificate.SubjectName.RawData)
+                    || bundle.Intermediates.Any(i => certificate.IssuerName.RawData.AsSpan().SequenceEqual(i.SubjectName.RawData))))
             {
                 continue;
             }

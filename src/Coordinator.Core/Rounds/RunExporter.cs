@@ -68,7 +68,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         {
             throw new RunExportException(
                 $"the coordinator has no adapter-signing identity ({FederationPki.AdapterSignerName}.pfx in its PKI folder); " +
-                "recreate the PKI with 'coordinator pki init' or keep ca.key in the PKI folder so the coordinator issues one at start");
+                "issue one with the root ('coordinator pki issue --pki DIR --adapter-signer') and restart");
         }
         string directory = Path.GetFullPath(outDir);
         if (File.Exists(directory))

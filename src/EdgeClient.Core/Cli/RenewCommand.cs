@@ -63,7 +63,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         {
             throw new CryptographicException("the coordinator returned a certificate for another subject or key");
         }
-        if (!new FederationTrust(identity.Ca, TimeProvider.System).TryBuildChain(issued, FederationTrust.ClientAuthOid, out string reason))
+        if (!identity.Trust(TimeProvider.System).TryBuildChain(issued, FederationTrust.ClientAuthOid, out string reason))
         {
             throw new CryptographicException($"the renewed certificate is not a client identity of this federation: {reason}");
         }

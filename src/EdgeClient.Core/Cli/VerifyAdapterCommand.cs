@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Federated.Training.Provenance;
+using Federated.Trust;
 using Spectre.Console.Cli;
 
 namespace Federated.EdgeClient.Cli;
@@ -34,7 +35,7 @@ internal sealed class VerifyAdapterCommand : Command<VerifyAdapterCommand.Settin
         X509Certificate2 ca;
         try
         {
-            ca = X509CertificateLoader.LoadCertificateFromFile(settings.Ca);
+            ca = FederationCaBundle.LoadRoot(settings.Ca);
         }
         catch (CryptographicException ex)
         {

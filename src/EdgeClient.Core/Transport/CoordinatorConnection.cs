@@ -64,7 +64,7 @@ public sealed class CoordinatorConnection : IDisposable
         _time = time ?? TimeProvider.System;
         Revocation = revocation ?? EdgeRevocationList.InMemory(identity.Ca);
         Microsoft.Extensions.Logging.ILogger? logger = _options.Logger;
-        _channel = new MutualTlsChannel(coordinator, identity.Certificate, new FederationTrust(identity.Ca, _time, Revocation), new MutualTlsOptions
+        _channel = new MutualTlsChannel(coordinator, identity.Certificate, identity.Trust(_time, Revocation), new MutualTlsOptions
         {
             ConnectTimeout = _options.ConnectTimeout,
             TransportObserver = _options.TransportObserver,

@@ -7,15 +7,24 @@ namespace Federated.EdgeClient.Transport;
 /// <summary>The edge client's credentials: its certificate with private key (NAME.pfx) and the federation CA it trusts (ca.crt).</summary>
 public sealed class EdgeIdentity : IDisposable
 {
-    private EdgeIdentity(X509Certificate2 certificate, X509Certificate2 ca)
+    private readonly FederationCaBundle _bundle;
+
+    private EdgeIdentity(X509Certificate2 certificate, FederationCaBundle bundle)
     {
         Certificate = certificate;
-        Ca = ca;
+        _bundle = bundle;
     }
 
     public X509Certificate2 Certificate { get; }
 
-    public X509Certificate2 Ca { get; }
+    /// <summary>The federation root, the only trust anchor.</summary>
+    public X509Certificate2 Ca => _bundle.Root;
+
+    /// <summary>The renewal intermediates of ca.crt, through which renewed client certificates (its own, its peers') chain.</summary>
+    public IReadOnlyList<X509Certificate2> Intermediates => _bundle.Intermediates;
+
+    /// <summary>The trust decision for this identity's federation (root, intermediates) with the given clock and revocation.</summary>
+    public FederationTrust Trust(TimeProvider time, IRevocationCheck? revocation = null) => new(Ca, time, revocation, Intermediates);
 
     /// <summary>The identity's name (certificate subject common name), which the coordinator also reads.</summary>
     public string Name => Certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
@@ -42,15 +51,24 @@ public sealed class EdgeIdentity : IDisposable
         {
             throw new CryptographicException($"identity file '{pfxPath}' cannot be read (wrong password or not PKCS#12): {ex.Message}", ex);
         }
-        X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(caPath);
-        var identity = new EdgeIdentity(certificate, ca);
+        FederationCaBundle bundle;
+        try
+        {
+            bundle = FederationCaBundle.Load(caPath);
+        }
+        catch
+        {
+            certificate.Dispose();
+            throw;
+        }
+        var identity = new EdgeIdentity(certificate, bundle);
         try
         {
             if (!certificate.HasPrivateKey)
             {
                 throw new CryptographicException($"identity file '{pfxPath}' holds no private key");
             }
-            if (!new FederationTrust(ca, TimeProvider.System).TryBuildChain(certificate, FederationTrust.ClientAuthOid, out string reason))
+            if (!identity.Trust(TimeProvider.System).TryBuildChain(certificate, FederationTrust.ClientAuthOid, out string reason))
             {
                 throw new CryptographicException($"identity '{pfxPath}' is not a client identity of this federation: {reason}");
             }
@@ -66,6 +84,6 @@ public sealed class EdgeIdentity : IDisposable
     public void Dispose()
     {
         Certificate.Dispose();
-        Ca.Dispose();
+        _bundle.Dispose();
     }
 }

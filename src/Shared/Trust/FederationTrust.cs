@@ -18,7 +18,9 @@ public interface IRevocationCheck
 /// The one trust decision of the federation, used by the coordinator and every client alike: a chain built with
 /// CustomRootTrust and the federation CA as the only anchor (system roots never count), the purpose's EKU
 /// required, end-entity certificates only, the digitalSignature key usage where a key usage is present, the CRL,
-/// and for callers a role that the subject OU and the role extension agree on.
+/// and for callers a role that the subject OU and the role extension agree on. A chain may pass through the renewal
+/// intermediate only for a client identity whose one extended key usage is clientAuth: whoever holds the
+/// intermediate's key (the coordinator) can never make a server, an adapter signer or another CA.
 /// </summary>
 public sealed class FederationTrust
 {
@@ -36,17 +38,22 @@ public sealed class FederationTrust
 
     /// <param name="ca">The federation CA, the only trust anchor; owned by the caller.</param>
     /// <param name="revocation">The federation's CRL; null where none is consulted (a self-check of one's own certificate).</param>
-    public FederationTrust(X509Certificate2 ca, TimeProvider time, IRevocationCheck? revocation = null)
+    /// <param name="intermediates">Renewal intermediates from ca.crt (<see cref="FederationCaBundle"/>); owned by the caller.</param>
+    public FederationTrust(X509Certificate2 ca, TimeProvider time, IRevocationCheck? revocation = null, IReadOnlyList<X509Certificate2>? intermediates = null)
     {
         ArgumentNullException.ThrowIfNull(ca);
         ArgumentNullException.ThrowIfNull(time);
         Ca = ca;
         _time = time;
         _revocation = revocation;
+        Intermediates = intermediates ?? [];
     }
 
     /// <summary>The federation CA this trust is anchored in.</summary>
     public X509Certificate2 Ca { get; }
+
+    /// <summary>The renewal intermediates chains may pass through (client identities only).</summary>
+    public IReadOnlyList<X509Certificate2> Intermediates { get; }
 
     /// <summary>True when the certificate is on the federation's CRL (or the CRL cannot be trusted); callers check it on every call, not only at the handshake.</summary>
     public bool IsRevoked(X509Certificate2 certificate, out string reason)
@@ -93,8 +100,14 @@ public sealed class FederationTrust
             reason = "no client certificate";
             return false;
         }
-        if (!TryBuildChain(certificate, ClientAuthOid, out reason) || IsRevoked(certificate, out reason))
+        if (!TryBuildChain(certificate, ClientAuthOid, out X509Certificate2? intermediate, out reason) || IsRevoked(certificate, out reason))
         {
+            return false;
+        }
+        // The root revokes a compromised intermediate by its serial: everything it signed falls with it.
+        if (intermediate is not null && IsRevoked(intermediate, out string intermediateRevoked))
+        {
+            reason = $"certificate '{certificate.Subject}' was issued by a revoked intermediate: {intermediateRevoked}";
             return false;
         }
         string name = certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
@@ -145,13 +158,25 @@ public sealed class FederationTrust
     }
 
     /// <summary>Checks a chain to the federation CA for the given EKU purpose, an end-entity certificate with a signing key.</summary>
-    public bool TryBuildChain(X509Certificate2 certificate, string extendedKeyUsage, out string reason)
+    public bool TryBuildChain(X509Certificate2 certificate, string extendedKeyUsage, out string reason) =>
+        TryBuildChain(certificate, extendedKeyUsage, out _, out reason);
+
+    /// <summary>
+    /// As <see cref="TryBuildChain(X509Certificate2, string, out string)"/>; <paramref name="intermediate"/> is the
+    /// renewal intermediate the chain went through (one of <see cref="Intermediates"/>), null for a root-issued one.
+    /// </summary>
+    public bool TryBuildChain(X509Certificate2 certificate, string extendedKeyUsage, out X509Certificate2? intermediate, out string reason)
     {
         ArgumentNullException.ThrowIfNull(certificate);
         ArgumentException.ThrowIfNullOrEmpty(extendedKeyUsage);
+        intermediate = null;
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.Add(Ca);
+        foreach (X509Certificate2 candidate in Intermediates)
+        {
+            chain.ChainPolicy.ExtraStore.Add(candidate);
+        }
         // Revocation is checked by IsRevoked against the CA-signed crl.pem (see RevocationList for why not here).
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         chain.ChainPolicy.ApplicationPolicy.Add(new Oid(extendedKeyUsage));
@@ -181,6 +206,42 @@ public sealed class FederationTrust
         if (certificate.Extensions["2.5.29.15"] is X509KeyUsageExtension usage && !usage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
         {
             reason = $"certificate '{certificate.Subject}' lacks the digitalSignature key usage a TLS identity needs";
+            return false;
+        }
+        return CheckPath(certificate, extendedKeyUsage, chain, out intermediate, out reason);
+    }
+
+    /// <summary>
+    /// The federation's path rules, enforced here and not left to the platform: root then end entity, or root, one
+    /// renewal intermediate within its profile (path length 0, clientAuth only, no cRLSign), then a client identity
+    /// whose only extended key usage is clientAuth. Anything longer, or any other purpose through the intermediate, is refused.
+    /// </summary>
+    private bool CheckPath(X509Certificate2 certificate, string extendedKeyUsage, X509Chain chain, out X509Certificate2? intermediate, out string reason)
+    {
+        intermediate = null;
+        int length = chain.ChainElements.Count;
+        if (length == 2)
+        {
+            reason = "";
+            return true;
+        }
+        if (length != 3)
+        {
+            reason = $"certificate '{certificate.Subject}' has a chain of {length} certificates; the federation allows the root's own certificates or one renewal intermediate (path length 0)";
+            return false;
+        }
+        X509Certificate2 issuer = chain.ChainElements[1].Certificate;
+        intermediate = Intermediates.FirstOrDefault(i => i.RawDataMemory.Span.SequenceEqual(issuer.RawDataMemory.Span));
+        if (intermediate is null || !RenewalIntermediate.IsConstrained(intermediate, out reason))
+        {
+            reason = $"certificate '{certificate.Subject}' is issued by '{issuer.Subject}', which is not a constrained renewal intermediate of this federation";
+            intermediate = null;
+            return false;
+        }
+        if (extendedKeyUsage != ClientAuthOid || !RenewalIntermediate.HasOnlyExtendedKeyUsage(certificate, ClientAuthOid))
+        {
+            reason = $"certificate '{certificate.Subject}' is issued by the renewal intermediate, which may sign only client identities (clientAuth alone), never a server, an adapter signer or a CA";
+            intermediate = null;
             return false;
         }
         reason = "";

@@ -15,8 +15,8 @@ public sealed class AdapterSignatureException(string message) : Exception(messag
 /// <remarks>
 /// The signed content is a manifest in sha256sum format ("hex  relative/path\n" per file, sorted by ordinal path),
 /// embedded in <see cref="SignatureFileName"/>. Verification recomputes it, so a changed, added or removed file is
-/// named in the error. The signer's certificate must chain to the federation CA alone (custom root trust, never
-/// the system store) and carry the code-signing extended key usage.
+/// named in the error. The signer's certificate must be issued by the federation root itself (custom root trust, never
+/// the system store, no intermediate) and carry the code-signing extended key usage.
 /// </remarks>
 public static class AdapterSignature
 {
@@ -222,6 +222,13 @@ public static class AdapterSignature
         if (!root.RawDataMemory.Span.SequenceEqual(ca.RawDataMemory.Span))
         {
             throw new AdapterSignatureException($"{path}: signer {signer.Subject} chains to {root.Subject}, not the federation CA");
+        }
+        // Only the offline root signs adapter signers: a chain through any intermediate (the coordinator's renewal CA,
+        // which a compromised coordinator holds, embedded in the CMS) is refused.
+        if (chain.ChainElements.Count != 2)
+        {
+            throw new AdapterSignatureException(
+                $"{path}: signer {signer.Subject} is not issued by the federation root directly (chain of {chain.ChainElements.Count}); only the root certifies adapter signers");
         }
     }
 

@@ -27,11 +27,11 @@ internal static class CoordinatorCli
         }
     }
 
-    /// <summary>`pki init --out DIRECTORY/pki`; returns that folder.</summary>
+    /// <summary>`pki init --pki DIRECTORY/pki`; returns that folder.</summary>
     public static async Task<string> InitPkiAsync(TempDirectory directory)
     {
         string pki = directory.File("pki");
-        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--out", pki));
+        Assert.Equal(CliRunner.Ok, await Run("pki", "init", "--pki", pki));
         return pki;
     }
 }

@@ -44,10 +44,10 @@ internal sealed class AdminConnection : IDisposable
     public static AdminConnection Open(AdminEndpoint endpoint)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
-        X509Certificate2 ca;
+        FederationCaBundle ca;
         try
         {
-            ca = X509CertificateLoader.LoadCertificateFromFile(endpoint.CaPath);
+            ca = FederationCaBundle.Load(endpoint.CaPath);
         }
         catch (CryptographicException ex)
         {
@@ -69,7 +69,7 @@ internal sealed class AdminConnection : IDisposable
             ca.Dispose();
             throw new UsageException($"--identity '{endpoint.IdentityPath}' holds no private key");
         }
-        var trust = new FederationTrust(ca, TimeProvider.System);
+        var trust = new FederationTrust(ca.Root, TimeProvider.System, revocation: null, ca.Intermediates);
         // Checked here so a foreign identity gets a clear message instead of a failed handshake.
         if (!trust.TryBuildChain(identity, FederationTrust.ClientAuthOid, out string reason))
         {
@@ -126,5 +126,9 @@ internal sealed class AdminConnection : IDisposable
         _channel.Dispose();
         _identity.Dispose();
         _channel.Trust.Ca.Dispose();
+        foreach (X509Certificate2 intermediate in _channel.Trust.Intermediates)
+        {
+            intermediate.Dispose();
+        }
     }
 }
