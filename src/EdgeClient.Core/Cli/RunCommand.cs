@@ -60,6 +60,10 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         [Description("File holding the identity's PKCS#12 password (default: none).")]
         public string? PasswordFile { get; init; }
 
+        [CommandOption("--json")]
+        [Description("One JSON object per line on stdout for each state change (connecting, registered, waiting, invited, declined, training, charged, uploading, round_done, retrying) and a final stopped or failed object.")]
+        public bool Json { get; init; }
+
         [CommandOption("--skip-malformed")]
         [Description("Skip data lines that are not usable examples (each is reported on stderr) instead of stopping at the first, as train does.")]
         public bool SkipMalformed { get; init; }
@@ -84,6 +88,26 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
+    {
+        var output = new EdgeRunOutput(settings.Json);
+        try
+        {
+            return await RunAsync(settings, output, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && settings.Json)
+        {
+            output.Report(new EdgeEvent(EdgeEvent.Stopped, "stopped"));
+            throw;
+        }
+        catch (Exception ex) when (settings.Json)
+        {
+            // The final object says why; the one stderr line still comes from the runner, with its exit code.
+            output.Report(new EdgeEvent(EdgeEvent.Failed, ex.Message.ReplaceLineEndings(" ").Trim()));
+            throw;
+        }
+    }
+
+    private static async Task<int> RunAsync(Settings settings, EdgeRunOutput output, CancellationToken cancellationToken)
     {
         string identityPath = Path.GetFullPath(settings.Identity!);
         string home = Path.GetDirectoryName(identityPath)!;
@@ -122,7 +146,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             JsonlDataset dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
             foreach (MalformedLine skipped in dataset.SkippedLines)
             {
-                Console.Error.WriteLine($"edge-client: skipped {skipped}");
+                output.Report(new EdgeEvent(EdgeEvent.Skipped, $"skipped {skipped}"));
             }
             batches = TokenBatcher.Batches(dataset.Examples, 4, tokenizer.PadId, shuffleSeed: BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
         }
@@ -136,7 +160,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         EdgeRevocationList revocation = OpenRevocation(Path.Combine(home, EdgeRevocationList.FileName), identity);
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
-        Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
+        output.Report(new EdgeEvent(EdgeEvent.Connecting, $"{identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop") { Name = identity.Name });
 
         Func<RoundStage, CancellationToken, Task>? holdBeforeStage = HoldBeforeStage(Environment.GetEnvironmentVariable(HoldBeforeStageVariable));
         TimeSpan backoff = TimeSpan.FromSeconds(1);
@@ -149,18 +173,18 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             var options = new ConnectionOptions
             {
                 ServerRefused = reason => refused ??= reason,
-                Retrying = (detail, wait) => Console.Error.WriteLine(
-                    $"edge-client: coordinator {settings.Coordinator} unreachable ({Short(detail)}); retrying in {wait.TotalSeconds:0.#} s"),
+                Retrying = (detail, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
+                    $"coordinator {settings.Coordinator} unreachable ({Short(detail)}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
             };
             using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
-                Log = line => Console.Error.WriteLine($"edge-client: {line}"),
+                Report = output.Report,
                 BeforeStage = holdBeforeStage,
             };
             try
             {
-                await new EdgeSession(connection, registration) { Log = line => Console.Error.WriteLine($"edge-client: {line}") }.RunAsync(async (invitation, ct) =>
+                await new EdgeSession(connection, registration) { Report = output.Report }.RunAsync(async (invitation, ct) =>
                 {
                     try
                     {
@@ -169,7 +193,11 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
                     {
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
-                        Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");
+                        output.Report(new EdgeEvent(EdgeEvent.RoundFailed, $"round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}")
+                        {
+                            RunId = invitation.RunId,
+                            Round = invitation.Round,
+                        });
                     }
                 }, cancellationToken);
             }
@@ -181,7 +209,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             catch (CoordinatorRefusedException ex)
             {
                 // Expired or revoked since the handshake: this connection is dropped; a new one re-checks the certificate at its handshake.
-                Console.Error.WriteLine($"edge-client: {ex.Rule}: {ex.Message}; reconnecting in {backoff.TotalSeconds:F0} s");
+                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"{ex.Rule}: {ex.Message}; reconnecting in {backoff.TotalSeconds:F0} s") { Rule = ex.Rule, RetryInSeconds = backoff.TotalSeconds });
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
@@ -198,7 +226,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
-                Console.Error.WriteLine($"edge-client: coordinator unreachable ({Short(ex.Status.Detail)}); retrying in {backoff.TotalSeconds:F0} s");
+                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"coordinator unreachable ({Short(ex.Status.Detail)}); retrying in {backoff.TotalSeconds:F0} s") { RetryInSeconds = backoff.TotalSeconds });
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
@@ -206,13 +234,8 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         }
     }
 
-    // A transport detail can carry a whole exception chain; the first sentence says what happened.
-    private static string Short(string detail)
-    {
-        string line = detail.ReplaceLineEndings(" ");
-        int inner = line.IndexOf(" ---> ", StringComparison.Ordinal);
-        return (inner > 0 ? line[..inner] : line).Trim();
-    }
+    // A transport detail can carry a whole exception chain and type names; the first cause, in plain words, says what happened.
+    private static string Short(string detail) => UserMessage.Plain(detail);
 
     private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
     {
