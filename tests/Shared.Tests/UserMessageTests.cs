@@ -22,6 +22,21 @@ public sealed class UserMessageTests
     }
 
     [Fact]
+    public void Cause_SubchannelErrorWithSocketCause_TheInnermostCause()
+    {
+        var debug = new HttpRequestException("Connection refused (127.0.0.1:1)", new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused));
+        var rpc = new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", debug));
+
+        Assert.Equal(new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused).Message, UserMessage.Cause(rpc));
+    }
+
+    [Fact]
+    public void Cause_NoDebugException_TheDetail()
+    {
+        Assert.Equal("deadline passed", UserMessage.Cause(new RpcException(new Status(StatusCode.DeadlineExceeded, "deadline passed"))));
+    }
+
+    [Fact]
     public void Plain_ChainWithQualifiedTypeNamesAndStack_FirstCauseOnOneLine()
     {
         string text = "The SSL connection could not be established. System.Security.Authentication.AuthenticationException: "

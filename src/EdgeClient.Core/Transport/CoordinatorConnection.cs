@@ -160,21 +160,10 @@ public sealed class CoordinatorConnection : IDisposable
                 && (_options.MaxRetries == 0 || backoff.Attempt < _options.MaxRetries))
             {
                 TimeSpan wait = backoff.Next();
-                _options.Retrying?.Invoke(TransientCause(ex), wait);
+                _options.Retrying?.Invoke(UserMessage.Cause(ex), wait);
                 await Task.Delay(wait, _time, cancellationToken);
             }
         }
-    }
-
-    // gRPC's own detail ("Error connecting to subchannel.") does not say why; the innermost cause ("Connection refused") does.
-    private static string TransientCause(RpcException ex)
-    {
-        Exception? cause = ex.Status.DebugException;
-        while (cause?.InnerException is not null)
-        {
-            cause = cause.InnerException;
-        }
-        return string.IsNullOrWhiteSpace(cause?.Message) ? ex.Status.Detail : cause.Message;
     }
 
     public static bool IsTransient(StatusCode status) => status is StatusCode.Unavailable or StatusCode.DeadlineExceeded;

@@ -40,6 +40,21 @@ public static partial class UserMessage
         return line.Length == 0 ? "unexpected failure (run again with --verbose for details)" : line;
     }
 
+    /// <summary>
+    /// Why a call could not reach its server: gRPC's own detail ("Error connecting to subchannel.") does not say, the
+    /// innermost cause of its debug exception ("Connection refused", "Name or service not known") does.
+    /// </summary>
+    public static string Cause(RpcException rpc)
+    {
+        ArgumentNullException.ThrowIfNull(rpc);
+        Exception? cause = rpc.Status.DebugException;
+        while (cause?.InnerException is not null)
+        {
+            cause = cause.InnerException;
+        }
+        return Plain(string.IsNullOrWhiteSpace(cause?.Message) ? Detail(rpc) : cause.Message);
+    }
+
     private static string Detail(RpcException rpc)
     {
         string detail = rpc.Status.Detail;
