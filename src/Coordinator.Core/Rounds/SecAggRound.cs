@@ -75,8 +75,7 @@ internal sealed class SecAggRound : IDisposable
         _expected = [.. _indexByClient.Values];
         _uploads = new UploadBuffers(plan.VectorLength, plan.Participants.Count);
         OpenedAt = time.GetUtcNow();
-        // The first stage also covers the manifest, the download and local training, so each deadline carries the training allowance.
-        Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.TrainingAllowance + plan.StageTimeout * i)];
+        Deadlines = plan.Deadlines(time.GetUtcNow());
         ArmDeadline(0);
     }
 
@@ -212,21 +211,10 @@ internal sealed class SecAggRound : IDisposable
                     RoundStage.MaskedInput => "masked_input",
                     _ => "unmask",
                 };
-                parts.Add(MissedDeadline(stage, name, missed));
+                parts.Add(Plan.MissedDeadline(stage, name, missed));
             }
             return string.Join("; ", parts);
         }
-    }
-
-    private string MissedDeadline(RoundStage stage, string name, int missed)
-    {
-        if (stage == RoundStage.AdvertiseKeys && Plan.TrainingAllowance > TimeSpan.Zero)
-        {
-            TimeSpan total = Plan.StageTimeout + Plan.TrainingAllowance;
-            return $"{missed} missed the {name} deadline of {total.TotalSeconds:0} s ({Plan.StageTimeout.TotalSeconds:0} s stage timeout plus "
-                + $"{Plan.TrainingAllowance.TotalSeconds:0} s for local training); raise run start --stage-timeout, or serve --seconds-per-step for slow clients";
-        }
-        return $"{missed} missed the {name} deadline of {Plan.StageTimeout.TotalSeconds:0} s; raise run start --stage-timeout";
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using Federated.Protos.V1;
+
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>What the coordinator fixes for one SecAgg+ round: who takes part (by identity) and the protocol's sizes and deadlines.</summary>
@@ -22,4 +24,23 @@ internal sealed record SecAggRoundPlan(
 {
     /// <summary>The fewest survivors whose sum is released: below it the round fails even where the graph could unmask.</summary>
     public int ReleaseThreshold => MinSurvivors ?? Threshold;
+
+    /// <summary>
+    /// When each of the four stages closes at the latest, for a round opened at <paramref name="openedAt"/>: the first
+    /// also covers the manifest, the download and local training, so every deadline carries the training allowance.
+    /// </summary>
+    public IReadOnlyList<DateTimeOffset> Deadlines(DateTimeOffset openedAt) =>
+        [.. Enumerable.Range(1, 4).Select(i => openedAt + TrainingAllowance + StageTimeout * i)];
+
+    /// <summary>Why <paramref name="missed"/> participants missed a stage's deadline, naming the flag that sets it.</summary>
+    public string MissedDeadline(RoundStage stage, string name, int missed)
+    {
+        if (stage == RoundStage.AdvertiseKeys && TrainingAllowance > TimeSpan.Zero)
+        {
+            TimeSpan total = StageTimeout + TrainingAllowance;
+            return $"{missed} missed the {name} deadline of {total.TotalSeconds:0} s ({StageTimeout.TotalSeconds:0} s stage timeout plus "
+                + $"{TrainingAllowance.TotalSeconds:0} s for local training); raise run start --stage-timeout, or serve --seconds-per-step for slow clients";
+        }
+        return $"{missed} missed the {name} deadline of {StageTimeout.TotalSeconds:0} s; raise run start --stage-timeout";
+    }
 }

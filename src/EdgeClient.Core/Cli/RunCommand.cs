@@ -102,7 +102,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         catch (Exception ex) when (settings.Json)
         {
             // The final object says why; the one stderr line still comes from the runner, with its exit code.
-            output.Report(new EdgeEvent(EdgeEvent.Failed, ex.Message.ReplaceLineEndings(" ").Trim()));
+            output.Report(new EdgeEvent(EdgeEvent.Failed, UserMessage.Of(ex)));
             throw;
         }
     }
