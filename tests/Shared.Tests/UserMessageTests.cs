@@ -16,7 +16,8 @@ public sealed class UserMessageTests
 
         string message = UserMessage.Of(rpc);
 
-        Assert.Equal("Connection refused (127.0.0.1:7444) Connection refused", message);
+        Assert.StartsWith("the coordinator is unreachable (", message, StringComparison.Ordinal);
+        Assert.EndsWith("); check --coordinator and that it is running", message, StringComparison.Ordinal);
         Assert.DoesNotContain("Exception", message, StringComparison.Ordinal);
         Assert.DoesNotContain("StatusCode", message, StringComparison.Ordinal);
     }
@@ -34,6 +35,12 @@ public sealed class UserMessageTests
     public void Cause_NoDebugException_TheDetail()
     {
         Assert.Equal("deadline passed", UserMessage.Cause(new RpcException(new Status(StatusCode.DeadlineExceeded, "deadline passed"))));
+    }
+
+    [Fact]
+    public void Of_RpcExceptionFromThePeer_ItsDetail()
+    {
+        Assert.Equal("role 'engineer' may not call SetBudget", UserMessage.Of(new RpcException(new Status(StatusCode.PermissionDenied, "role 'engineer' may not call SetBudget"))));
     }
 
     [Fact]

@@ -72,8 +72,7 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             {
                 DeleteState(options.State);
             }
-            throw new InvalidOperationException(
-                $"cannot use the state file '{Path.GetFullPath(options.State)}' ({StateProblem(ex)}); check --state names a coordinator state file in a writable folder", ex);
+            throw StateFileError.Describe(options.State, ex, "names a coordinator state file in a writable folder");
         }
         try
         {
@@ -118,15 +117,6 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
                 File.Delete(state + suffix);
             }
         }
-    }
-
-    // "SQLite Error 26: 'file is not a database'." -> "file is not a database".
-    private static string StateProblem(Microsoft.Data.Sqlite.SqliteException ex)
-    {
-        string message = ex.Message;
-        int quote = message.IndexOf('\'', StringComparison.Ordinal);
-        int end = message.LastIndexOf('\'');
-        return quote >= 0 && end > quote ? message[(quote + 1)..end] : message.TrimEnd('.');
     }
 
     private static void WriteJson(object line)

@@ -13,9 +13,15 @@ public static partial class UserMessage
     public static string Of(Exception exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
-        // An RpcException's Message embeds its DebugException (a type name and a chain); the detail is what the peer said.
-        string text = exception is RpcException rpc ? Detail(rpc) : exception.Message;
-        return Plain(text);
+        // An RpcException's Message embeds its DebugException (a type name and a chain); the detail is what the peer said,
+        // and a call that never reached the coordinator says why through its cause.
+        return exception switch
+        {
+            RpcException { StatusCode: StatusCode.Unavailable, Status.DebugException: not null } unreachable =>
+                $"the coordinator is unreachable ({Cause(unreachable)}); check --coordinator and that it is running",
+            RpcException rpc => Plain(Detail(rpc)),
+            _ => Plain(exception.Message),
+        };
     }
 
     /// <summary><paramref name="text"/> without type names, wrappers and inner-exception chains, on one line.</summary>
