@@ -174,7 +174,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             {
                 ServerRefused = reason => refused ??= reason,
                 Retrying = (detail, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
-                    $"coordinator {settings.Coordinator} unreachable ({Short(detail)}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
+                    $"coordinator {settings.Coordinator} unreachable ({detail}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
             };
             using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
@@ -193,7 +193,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
                     {
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
-                        output.Report(new EdgeEvent(EdgeEvent.RoundFailed, $"round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}")
+                        output.Report(new EdgeEvent(EdgeEvent.RoundFailed, $"round {invitation.Round} of {invitation.RunId} ended without this client: {UserMessage.Of(ex)}")
                         {
                             RunId = invitation.RunId,
                             Round = invitation.Round,
@@ -226,16 +226,13 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
-                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"coordinator unreachable ({Short(ex.Status.Detail)}); retrying in {backoff.TotalSeconds:F0} s") { RetryInSeconds = backoff.TotalSeconds });
+                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"coordinator unreachable ({UserMessage.Cause(ex)}); retrying in {backoff.TotalSeconds:F0} s") { RetryInSeconds = backoff.TotalSeconds });
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
             }
         }
     }
-
-    // A transport detail can carry a whole exception chain and type names; the first cause, in plain words, says what happened.
-    private static string Short(string detail) => UserMessage.Plain(detail);
 
     private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
     {
