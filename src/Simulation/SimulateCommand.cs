@@ -79,9 +79,8 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         [Description("Comma-separated LoRA target modules (default: " + SimulationOptions.DefaultTargetList + ").")]
         public string? Targets { get; init; }
 
-        [CommandOption("--verbose")]
-        [Description("Also print each edge client's own log lines (training loss, update norm before clipping).")]
-        public bool Verbose { get; init; }
+        /// <summary>Also print each edge client's own log lines (training loss, update norm before clipping): the global --verbose.</summary>
+        public bool Verbose { get; init; } = CliRunner.Verbose;
 
         [CommandOption("--canary-repeats <N>")]
         [Description("How often each canary is inserted into client-1's training data (1..1000).")]

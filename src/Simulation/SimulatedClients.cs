@@ -79,7 +79,7 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
             var gate = new LocalPolicyGate(LocalPolicy.Load(policyPath), ledger, TimeProvider.System);
             var worker = new EdgeRoundWorker(connection, name, local, batches, gate)
             {
-                Log = options.Verbose ? line => progress($"{name}: {line}") : null,
+                Report = options.Verbose ? e => progress($"{name}: {e.Text}") : null,
             };
             var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "simulate", Device = "cpu" });
             await session.RunAsync(async (invitation, ct) =>

@@ -11,6 +11,28 @@ namespace Federated.Coordinator.Tests;
 public sealed class AdminSettingsTests
 {
     [Fact]
+    public async Task AdminCommand_NothingListening_OneLineWithTheCauseAndTheFlagNoTypeNames()
+    {
+        using var dir = new TempDirectory();
+        string pki = await CoordinatorCli.InitPkiAsync(dir);
+        // A port nothing listens on: a closed loopback port refuses at once.
+        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+
+        (int code, _, string stderr) = await CoordinatorCli.RunCapturedAsync("budget", "show", "--coordinator", $"https://127.0.0.1:{port}",
+            "--identity", Path.Combine(pki, "officer.pfx"), "--ca", Path.Combine(pki, "ca.crt"));
+
+        Assert.Equal(CliRunner.Failed, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith($"coordinator: error: Unavailable: cannot reach the coordinator at https://127.0.0.1:{port}/ (", line, StringComparison.Ordinal);
+        Assert.EndsWith("); check --coordinator and that it is running", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("subchannel", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void ServeResolve_AdminVariablesSet_ServeSettingsStillBind()
     {
         // FEDERATED_COORDINATOR shares serve's FEDERATED_ prefix and lands on the "Coordinator" section's own value.

@@ -103,4 +103,54 @@ public sealed class ServeCommandTests
         Assert.Equal(CliRunner.Failed, code);
         Assert.False(File.Exists(state));
     }
+
+    [Fact]
+    public async Task Serve_StateFileIsNotADatabase_OneLineNamingTheFileAndFlagNoTypeNames()
+    {
+        using var dir = new TempDirectory();
+        string pki = await Cli.CoordinatorCli.InitPkiAsync(dir);
+        string state = dir.File("garbage.db");
+        File.WriteAllText(state, "this is not a coordinator state file, it is long enough to have a header........................................");
+
+        (int code, _, string stderr) = await Cli.CoordinatorCli.RunCapturedAsync("serve", "--pki", pki, "--port", "0", "--state", state);
+
+        Assert.Equal(CliRunner.Failed, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains($"cannot use the state file '{state}' (file is not a database); check --state", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("SQLite Error", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Serve_StateFileIsNotADatabaseWithVerbose_AddsTheExceptionAndItsStack()
+    {
+        using var dir = new TempDirectory();
+        string pki = await Cli.CoordinatorCli.InitPkiAsync(dir);
+        string state = dir.File("garbage.db");
+        File.WriteAllText(state, "this is not a coordinator state file, it is long enough to have a header........................................");
+
+        (int code, _, string stderr) = await Cli.CoordinatorCli.RunCapturedAsync("serve", "--pki", pki, "--port", "0", "--state", state, "--verbose");
+
+        Assert.Equal(CliRunner.Failed, code);
+        Assert.Contains("coordinator: error: cannot use the state file", stderr, StringComparison.Ordinal);
+        Assert.Contains("SqliteException", stderr, StringComparison.Ordinal);
+        Assert.Contains(" at ", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Serve_StateFolderCannotBeCreated_OneLineAndNothingLeftBehind()
+    {
+        using var dir = new TempDirectory();
+        string pki = await Cli.CoordinatorCli.InitPkiAsync(dir);
+        // A folder where the state file should be: SQLite cannot open it.
+        string state = dir.File("state-is-a-folder");
+        Directory.CreateDirectory(state);
+
+        (int code, _, string stderr) = await Cli.CoordinatorCli.RunCapturedAsync("serve", "--pki", pki, "--port", "0", "--state", state);
+
+        Assert.Equal(CliRunner.Failed, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains("cannot use the state file", line, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(state));
+    }
 }

@@ -7,7 +7,10 @@ using Grpc.Core;
 
 namespace Federated.EndToEnd.Tests;
 
-/// <summary>`edge-client run` as real child processes: three clients complete a round, then Ctrl+C (SIGINT) ends each with 130.</summary>
+/// <summary>
+/// `edge-client run` as real child processes: three clients complete a round (one reporting with --json), then SIGTERM
+/// and Ctrl+C (SIGINT) end them.
+/// </summary>
 public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<CoordinatorFixture>
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
@@ -23,6 +26,8 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
         int metricsPort = FreePort();
         // The first client runs as a Type=notify service would: READY=1 once registered.
         using NotifySocket notify = NotifySocket.Create(Path.Combine(coordinator.Root, "notify-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
+        // carol reports with --json: one object per line on stdout.
+        var carolJson = new System.Collections.Concurrent.ConcurrentQueue<string>();
         try
         {
             foreach (string name in s_clients)
@@ -36,11 +41,28 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                     """);
                 string data = Path.Combine(home, "data.jsonl");
                 File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
-                string[] metrics = name == s_clients[0] ? ["--metrics-port", metricsPort.ToString(System.Globalization.CultureInfo.InvariantCulture)] : [];
-                processes.Add(DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
-                    ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
-                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu", .. metrics], Log,
-                    name == s_clients[0] ? new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = notify.Path } : null));
+                string[] args = ["run", "--coordinator", coordinator.Address.ToString(), "--identity", Path.Combine(home, name + ".pfx"),
+                    "--ca", coordinator.CaPath, "--data", data, "--model", model, "--device", "cpu"];
+                if (name == s_clients[0])
+                {
+                    // alice serves metrics and runs as a Type=notify service would.
+                    processes.Add(DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
+                        [.. args, "--metrics-port", metricsPort.ToString(System.Globalization.CultureInfo.InvariantCulture)], Log,
+                        new Dictionary<string, string?> { ["NOTIFY_SOCKET"] = notify.Path }));
+                }
+                else
+                {
+                    processes.Add(name == "carol"
+                        ? DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"), [.. args, "--json"], line =>
+                        {
+                            Log(line);
+                            if (line?.StartsWith('{') == true)
+                            {
+                                carolJson.Enqueue(line);
+                            }
+                        })
+                        : Start(args));
+                }
             }
             using EdgeIdentity engineer = EdgeIdentity.Load(coordinator.Identity("engineer"), coordinator.CaPath);
             using var connection = new CoordinatorConnection(coordinator.Address, engineer);
@@ -71,7 +93,7 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
                 Assert.True(File.Exists(Path.Combine(coordinator.Root, "home-" + name, "edge-ledger.db")), $"{name} has no local ledger");
             }
             // Each process said what it was doing, one line per state change (its own stderr, never data).
-            foreach ((DotnetProcess process, string name) in processes.Zip(s_clients))
+            foreach ((DotnetProcess process, string name) in processes.Zip(s_clients).Where(p => p.Second != "carol"))
             {
                 // The round can complete at the coordinator a moment before a client prints its last line.
                 await process.WaitForLineAsync(l => l.Contains("uploaded", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
@@ -83,6 +105,22 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             await notify.ReceiveAsync(m => m.StartsWith($"STATUS=registered as {s_clients[0]} (client)", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
             await notify.ReceiveAsync(m => m == "READY=1", TimeSpan.FromSeconds(30));
             await ScrapeEdgeMetricsAsync(metricsPort, Path.Combine(coordinator.Root, "home-" + s_clients[0], "edge-ledger.db"));
+            // carol's --json: every state change as one object, in order, with its fields.
+            await processes[2].WaitForLineAsync(l => l.Contains("\"event\":\"round_done\"", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+            List<System.Text.Json.JsonElement> events = [.. carolJson.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)];
+            string[] kinds = [.. events.Select(e => e.GetProperty("event").GetString()!).Where(k => k != "retrying")];
+            Assert.Equal(["connecting", "registered", "waiting", "invited", "training"], kinds.Take(5));
+            Assert.Equal(["charged", "uploading", "round_done"], kinds.SkipWhile(k => k != "charged").Take(3));
+            System.Text.Json.JsonElement registered = events.First(e => e.GetProperty("event").GetString() == "registered");
+            Assert.Equal(("carol", "client"), (registered.GetProperty("name").GetString(), registered.GetProperty("role").GetString()));
+            System.Text.Json.JsonElement lastStep = events.Last(e => e.GetProperty("event").GetString() == "training");
+            Assert.Equal((5, 5), (lastStep.GetProperty("step").GetInt32(), lastStep.GetProperty("steps").GetInt32()));
+            Assert.True(lastStep.GetProperty("loss").GetDouble() > 0);
+            System.Text.Json.JsonElement charged = events.First(e => e.GetProperty("event").GetString() == "charged");
+            Assert.Equal(started.RunId, charged.GetProperty("run_id").GetString());
+            Assert.True(charged.GetProperty("run_epsilon").GetDouble() > 0);
+            Assert.Equal(1e-5, charged.GetProperty("delta").GetDouble());
+
             // Ctrl+C for two of them (exit 130), SIGTERM for the third, as a service manager stops it: a clean stop
             // with one line and exit 0.
             await processes[0].TerminateAsync();
@@ -96,6 +134,8 @@ public sealed class EdgeClientRunTests(CoordinatorFixture coordinator, Xunit.Abs
             {
                 Assert.Equal(130, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
             }
+            // The final object of a --json run.
+            Assert.Equal("stopped", System.Text.Json.JsonDocument.Parse(carolJson.Last()).RootElement.GetProperty("event").GetString());
         }
         finally
         {

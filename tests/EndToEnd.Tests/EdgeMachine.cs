@@ -38,7 +38,7 @@ internal sealed class EdgeMachine : IAsyncDisposable
         _connection = new CoordinatorConnection(coordinator, _identity, revocation: EdgeRevocationList.Open(Path.Combine(home, EdgeRevocationList.FileName), _identity.Ca));
         var worker = new EdgeRoundWorker(_connection, name, Model, Batches(modelDirectory, name), new LocalPolicyGate(policy, Ledger, TimeProvider.System))
         {
-            Log = line => log($"{name}: {line}"),
+            Report = change => log($"{name}: {change.Text}"),
         };
         var session = new EdgeSession(_connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
         _loop = Task.Run(() => session.RunAsync(async (invitation, ct) =>

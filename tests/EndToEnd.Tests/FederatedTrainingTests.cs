@@ -99,7 +99,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         using LlamaForCausalLM local = LlamaForCausalLM.FromPretrained(model, torch.CPU);
         var worker = new EdgeRoundWorker(connection, name, local, train, new LocalPolicyGate(policy, ledger, TimeProvider.System))
         {
-            Log = line => output.WriteLine($"{name}: {line}"),
+            Report = e => output.WriteLine($"{name}: {e.Text}"),
         };
         var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
         try

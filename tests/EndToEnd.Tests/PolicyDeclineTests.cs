@@ -127,7 +127,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         {
             var worker = new EdgeRoundWorker(connection, name, local, Batches(model, name), new LocalPolicyGate(policy, ledger, TimeProvider.System))
             {
-                Log = line => output.WriteLine($"{name}: {line}"),
+                Report = e => output.WriteLine($"{name}: {e.Text}"),
             };
             var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
             try

@@ -57,6 +57,35 @@ public sealed class ServeProcessTests(Xunit.Abstractions.ITestOutputHelper outpu
         Assert.False(File.Exists(state), "the refused start left a state file");
     }
 
+    [Fact]
+    public async Task Serve_Json_ListeningAndStoppingObjectsOnStdoutLogsOnStderr()
+    {
+        TestFederation federation = TestFederation.Create(Path.Combine(_root, "pki-json"), ["alice"]);
+        var stdout = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using DotnetProcess serve = DotnetProcess.Start(DotnetProcess.BuildOutput("Coordinator", "coordinator.dll"),
+            ["serve", "--pki", federation.Directory, "--state", Path.Combine(_root, "json.db"), "--port", "0", "--json"], line =>
+            {
+                Log(line);
+                if (line?.StartsWith('{') == true)
+                {
+                    stdout.Enqueue(line);
+                }
+            }, new Dictionary<string, string?> { ["Logging__LogLevel__Microsoft.AspNetCore"] = "Warning" });
+
+        string listening = await serve.WaitForLineAsync(l => l.Contains("\"event\":\"listening\"", StringComparison.Ordinal), TimeSpan.FromSeconds(90));
+        await serve.TerminateAsync();
+        int code = await serve.WaitForExitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(0, code);
+        using var parsed = System.Text.Json.JsonDocument.Parse(listening);
+        int port = parsed.RootElement.GetProperty("port").GetInt32();
+        Assert.InRange(port, 1, 65535);
+        Assert.Equal($"https://127.0.0.1:{port}/", parsed.RootElement.GetProperty("address").GetString());
+        Assert.Equal(["listening", "stopping", "stopped"], stdout.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("event").GetString()));
+        // The log's own listening line still comes, on stderr (stdout is only the JSON objects above).
+        Assert.Contains("Coordinator listening on https://127.0.0.1:", serve.Tail, StringComparison.Ordinal);
+    }
+
     public void Dispose()
     {
         try

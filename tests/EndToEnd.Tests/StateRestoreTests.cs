@@ -170,7 +170,7 @@ public sealed class StateRestoreTests(ITestOutputHelper output) : IDisposable
         while (!cancellationToken.IsCancellationRequested)
         {
             using var connection = new CoordinatorConnection(address, identity);
-            var worker = new EdgeRoundWorker(connection, name, local, batches, gate) { Log = line => Log($"{name}: {line}") };
+            var worker = new EdgeRoundWorker(connection, name, local, batches, gate) { Report = e => Log($"{name}: {e.Text}") };
             try
             {
                 await new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" }).RunAsync(async (invitation, ct) =>

@@ -36,12 +36,19 @@ internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
         }
         AuditVerification result;
         string signerSource;
-        using (SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(settings.State))
+        IReadOnlyList<AuditRecord> records;
+        AuditHead? head;
+        try
         {
-            IReadOnlyList<AuditRecord> records = AuditStore.ReadRecords(connection);
-            AuditHead? head = AuditStore.ReadHead(connection);
-            (result, signerSource) = Verify(records, head, settings.Pki);
+            using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(settings.State);
+            records = AuditStore.ReadRecords(connection);
+            head = AuditStore.ReadHead(connection);
         }
+        catch (SqliteException ex)
+        {
+            throw StateFileError.Describe(settings.State, ex, "names the coordinator's state file (serve --state)");
+        }
+        (result, signerSource) = Verify(records, head, settings.Pki);
 
         if (settings.Json)
         {

@@ -61,7 +61,7 @@ internal static class PrivacyArguments
 
     public static double Delta(string? text) => Number(text, "--delta", "in (0, 1)", v => v > 0 && v < 1);
 
-    public static double Epsilon(string? text) => Number(text, "--epsilon", "> 0", v => v > 0);
+    public static double Epsilon(string? text) => Number(text, "--target-epsilon", "> 0", v => v > 0);
 
     public static PrivacyAccountantKind Accountant(string? text) => text switch
     {

@@ -7,7 +7,8 @@ internal sealed class PrivacyNoiseCommand : Command<PrivacyNoiseCommand.Settings
 {
     public sealed class Settings : PrivacyPlanSettings
     {
-        [CommandOption("--epsilon <E>")]
+        // --target-epsilon as on run start (--epsilon kept: budget set --epsilon is the budget itself, this is a target).
+        [CommandOption("--target-epsilon|--epsilon <E>")]
         public string? Epsilon { get; init; }
     }
 

@@ -24,10 +24,11 @@ internal abstract class PrivacyPlanSettings : CommandSettings
     [CommandOption("--dimension <D>")]
     public string? Dimension { get; init; }
 
-    [CommandOption("--clients <N>")]
+    // The names run start uses for the same plan values (--clients and --threshold kept as aliases).
+    [CommandOption("--clients-per-round|--clients <N>")]
     public string? Clients { get; init; }
 
-    [CommandOption("--threshold <T>")]
+    [CommandOption("--min-survivors|--threshold <T>")]
     public string? Threshold { get; init; }
 
     [CommandOption("--bits <B>")]

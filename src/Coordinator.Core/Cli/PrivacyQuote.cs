@@ -54,7 +54,7 @@ internal sealed record PrivacyQuote(
         catch (ArgumentOutOfRangeException ex) when (ex.ParamName == "targetEpsilon")
         {
             // The target cannot be planned (e.g. PLD below its smallest supported noise): a fixable usage problem.
-            throw new UsageException($"--epsilon {PrivacyArguments.Format(target)}: {ex.Message.Split(" (Parameter")[0]}");
+            throw new UsageException($"--target-epsilon {PrivacyArguments.Format(target)}: {ex.Message.Split(" (Parameter")[0]}");
         }
         return ForNoise(settings, noise);
     }
@@ -138,7 +138,7 @@ internal sealed record PrivacyQuote(
         {
             throw new UsageException("--accountant pld cannot price --mechanism plans: this PLD accountant has no discrete-noise or replace-one variant; use --accountant rdp");
         }
-        if (!mechanism && new[] { ("--dimension", settings.Dimension), ("--clients", settings.Clients), ("--threshold", settings.Threshold), ("--bits", settings.Bits), ("--clip-norm", settings.ClipNorm) }
+        if (!mechanism && new[] { ("--dimension", settings.Dimension), ("--clients-per-round", settings.Clients), ("--min-survivors", settings.Threshold), ("--bits", settings.Bits), ("--clip-norm", settings.ClipNorm) }
             .FirstOrDefault(f => f.Item2 is not null) is { Item1: { } flag })
         {
             throw new UsageException($"{flag} needs --mechanism distributed|central (it describes the plan a run is charged for)");
@@ -163,9 +163,9 @@ internal sealed record PrivacyQuote(
             _ => throw new UsageException($"--mechanism must be distributed or central, got '{settings.Mechanism}'"),
         };
         int dimension = PrivacyArguments.Integer(settings.Dimension, "--dimension", "the number of values in one client's update (the lora_B size)");
-        int clients = PrivacyArguments.Integer(settings.Clients, "--clients", "the most clients summed in one round (clients per round, or the 1000 cap with --sampling-rate)");
+        int clients = PrivacyArguments.Integer(settings.Clients, "--clients-per-round", "the most clients summed in one round (clients per round, or the 1000 cap with --sampling-rate)");
         // Defaults as a run gets them: about two thirds of the clients, the coordinator's 32-bit ring, clip norm 1.
-        int threshold = settings.Threshold is null ? RunPlanValidation.DefaultThreshold(clients) : PrivacyArguments.Integer(settings.Threshold, "--threshold", "the SecAgg+ threshold");
+        int threshold = settings.Threshold is null ? RunPlanValidation.DefaultThreshold(clients) : PrivacyArguments.Integer(settings.Threshold, "--min-survivors", "the SecAgg+ threshold");
         int bits = settings.Bits is null ? RunPricing.RingBits : PrivacyArguments.Integer(settings.Bits, "--bits", "the ring's bit width");
         double clip = settings.ClipNorm is null ? 1.0 : PrivacyArguments.Number(settings.ClipNorm, "--clip-norm", "> 0", v => v > 0);
         return new PrivacyPlanParameters(mechanism, dimension, clients, threshold, bits, clip, z, rounds, delta, SamplingRate: q);
@@ -182,7 +182,9 @@ internal sealed record PrivacyQuote(
         {
             string flag = ex.Field switch
             {
-                "target_epsilon" => "--epsilon",
+                "target_epsilon" => "--target-epsilon",
+                "threshold" or "min_survivors" => "--min-survivors",
+                "clients" or "clients_per_round" => "--clients-per-round",
                 "clip_norm" => "--clip-norm",
                 "noise_multiplier" => "--noise-multiplier",
                 "sampling_rate" => "--sampling-rate",

@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Text.Json;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -37,6 +39,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [CommandOption("--retention-days <N>")]
         [System.ComponentModel.Description("Delete finished rounds' adapters and participant rows after N days (0: keep); the audit chain keeps their hashes.")]
         public int? RetentionDays { get; init; }
+
+        [CommandOption("--seconds-per-step <S>")]
+        [System.ComponentModel.Description("Local training time allowed per local step, added to each round's first deadline (default 1).")]
+        public double? SecondsPerStep { get; init; }
+
+        [CommandOption("--json")]
+        [System.ComponentModel.Description("One JSON object per line on stdout when listening and when stopping; log lines go to stderr.")]
+        public bool Json { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -53,7 +63,25 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         // A port in use is one line, found before the state file is created or opened: nothing is left behind.
         RequirePortFree(options);
         bool stateExisted = File.Exists(options.State);
-        CoordinatorHost host = CoordinatorHost.Create(options);
+        CoordinatorHost host;
+        try
+        {
+            // With --json, stdout carries only the JSON lines: every log line goes to stderr.
+            host = settings.Json
+                ? CoordinatorHost.Create(options, logging => logging
+                    .AddSimpleConsole(o => o.SingleLine = true)
+                    .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace))
+                : CoordinatorHost.Create(options);
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException ex)
+        {
+            // An unreadable state file is one line naming the file and the flag; a file this start created goes again.
+            if (!stateExisted)
+            {
+                DeleteState(options.State);
+            }
+            throw StateFileError.Describe(options.State, ex, "names a coordinator state file in a writable folder");
+        }
         try
         {
             await host.StartAsync(cancellationToken);
@@ -64,18 +92,45 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             await host.DisposeAsync();
             if (!stateExisted)
             {
-                foreach (string suffix in new[] { "", "-wal", "-shm" })
-                {
-                    File.Delete(options.State + suffix);
-                }
+                DeleteState(options.State);
             }
             throw new InvalidOperationException(PortInUse(options), ex);
         }
         await using (host)
         {
+            Uri address = host.Address;
+            if (settings.Json)
+            {
+                WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = Path.GetFullPath(options.State) });
+            }
             await host.WaitForShutdownAsync(cancellationToken);
+            if (settings.Json)
+            {
+                WriteJson(new { @event = "stopping", address = address.ToString(), port = address.Port });
+            }
+        }
+        if (settings.Json)
+        {
+            WriteJson(new { @event = "stopped" });
         }
         return CliRunner.Ok;
+    }
+
+    private static void DeleteState(string state)
+    {
+        foreach (string suffix in new[] { "", "-wal", "-shm" })
+        {
+            if (File.Exists(state + suffix))
+            {
+                File.Delete(state + suffix);
+            }
+        }
+    }
+
+    private static void WriteJson(object line)
+    {
+        Console.Out.WriteLine(JsonSerializer.Serialize(line));
+        Console.Out.Flush();
     }
 
     private static void RequirePortFree(CoordinatorOptions options)
@@ -139,6 +194,10 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.MetricsAddress is not null)
         {
             overrides[$"{CoordinatorOptions.Section}:MetricsAddress"] = settings.MetricsAddress;
+        }
+        if (settings.SecondsPerStep is { } perStep)
+        {
+            overrides[$"{CoordinatorOptions.Section}:TrainingSecondsPerStep"] = perStep.ToString("R", CultureInfo.InvariantCulture);
         }
         if (settings.RetentionDays is { } days)
         {

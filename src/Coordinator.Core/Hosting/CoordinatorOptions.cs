@@ -17,6 +17,15 @@ public sealed class CoordinatorOptions
     /// <summary>SQLite state file.</summary>
     public string State { get; set; } = "coordinator.db";
 
+    /// <summary>The default of <see cref="TrainingSecondsPerStep"/>.</summary>
+    public const double DefaultTrainingSecondsPerStep = 1;
+
+    /// <summary>
+    /// Seconds of local training allowed per local step: a round's first deadline is the run's local steps times this
+    /// plus its stage timeout, so 600 steps on a slow client are not cut at a fixed minute.
+    /// </summary>
+    public double TrainingSecondsPerStep { get; set; } = DefaultTrainingSecondsPerStep;
+
     /// <summary>How often edge clients are asked to send heartbeats.</summary>
     public int HeartbeatIntervalSeconds { get; set; } = 10;
 
@@ -92,6 +101,10 @@ public sealed class CoordinatorOptions
         if (string.IsNullOrWhiteSpace(State))
         {
             throw new ArgumentException("the state file is not set: pass --state FILE or set Coordinator:State");
+        }
+        if (!(TrainingSecondsPerStep is >= 0 and <= 3600))
+        {
+            throw new ArgumentOutOfRangeException(nameof(TrainingSecondsPerStep), TrainingSecondsPerStep, "seconds per local step must be in 0..3600");
         }
         if (HeartbeatIntervalSeconds is < 1 or > 3600)
         {

@@ -6,6 +6,9 @@ internal sealed class OrchestratorSettings
     /// <summary>Per-stage timeout of each SecAgg+ round (training happens before advertising keys).</summary>
     public TimeSpan StageTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>Local training time allowed per local step, added to a round's first deadline (local steps times it).</summary>
+    public TimeSpan TrainingTimePerStep { get; set; } = TimeSpan.FromSeconds(CoordinatorOptions.DefaultTrainingSecondsPerStep);
+
     /// <summary>How long a run waits for enough available clients before it fails.</summary>
     public TimeSpan SelectionTimeout { get; set; } = TimeSpan.FromMinutes(10);
 

@@ -100,7 +100,8 @@ internal sealed class RoundDriver(
         SecAggRound round = rounds.Start(
             new SecAggRoundPlan(accepted.RunId, number, selected, quantizer.PaddedDimension, RunPricing.RingBits,
                 Degree: degree, Threshold: graphThreshold, MinSurvivors: accepted.Threshold,
-                StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout),
+                StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout,
+                TrainingAllowance: settings.TrainingTimePerStep * plan.LocalSteps),
             new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
         metrics?.RoundStarted(accepted.RunId, selected.Count);
         using Activity? span = Telemetry.CoordinatorMetrics.Tracing.StartActivity("federated.round");

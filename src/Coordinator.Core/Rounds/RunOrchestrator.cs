@@ -41,6 +41,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         _options = options;
         _time = time;
         _logger = logger;
+        _settings.TrainingTimePerStep = TimeSpan.FromSeconds(options.TrainingSecondsPerStep);
         _selection = new ClientSelection(state.Clients, rounds, options, _settings, time);
         _driver = new RoundDriver(state, rounds, adapters, _selection, _settings, time, logger, metrics);
     }

@@ -55,6 +55,7 @@ internal sealed class SecAggRound : IDisposable
         ArgumentNullException.ThrowIfNull(time);
         ArgumentOutOfRangeException.ThrowIfLessThan(plan.Round, 1);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(plan.StageTimeout, TimeSpan.Zero);
+        ArgumentOutOfRangeException.ThrowIfLessThan(plan.TrainingAllowance, TimeSpan.Zero);
         ArgumentOutOfRangeException.ThrowIfLessThan(plan.MaxChunkBytes, 4);
         if (plan.ReleaseThreshold < 1 || plan.ReleaseThreshold > plan.Participants.Count)
         {
@@ -74,7 +75,7 @@ internal sealed class SecAggRound : IDisposable
         _expected = [.. _indexByClient.Values];
         _uploads = new UploadBuffers(plan.VectorLength, plan.Participants.Count);
         OpenedAt = time.GetUtcNow();
-        Deadlines = [.. Enumerable.Range(1, 4).Select(i => time.GetUtcNow() + plan.StageTimeout * i)];
+        Deadlines = plan.Deadlines(time.GetUtcNow());
         ArmDeadline(0);
     }
 
@@ -222,7 +223,7 @@ internal sealed class SecAggRound : IDisposable
                     RoundStage.MaskedInput => "masked_input",
                     _ => "unmask",
                 };
-                parts.Add($"{missed} missed the {name} deadline of {Plan.StageTimeout.TotalSeconds:0} s (run start --stage-timeout sets it)");
+                parts.Add(Plan.MissedDeadline(stage, name, missed));
             }
             return string.Join("; ", parts);
         }

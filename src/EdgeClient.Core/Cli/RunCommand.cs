@@ -60,6 +60,10 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         [Description("File holding the identity's PKCS#12 password (default: none).")]
         public string? PasswordFile { get; init; }
 
+        [CommandOption("--json")]
+        [Description("One JSON object per line on stdout for each state change (connecting, registered, waiting, invited, declined, training, charged, uploading, round_done, retrying) and a final stopped or failed object.")]
+        public bool Json { get; init; }
+
         [CommandOption("--skip-malformed")]
         [Description("Skip data lines that are not usable examples (each is reported on stderr) instead of stopping at the first, as train does.")]
         public bool SkipMalformed { get; init; }
@@ -101,6 +105,26 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        var output = new EdgeRunOutput(settings.Json);
+        try
+        {
+            return await RunAsync(settings, output, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && settings.Json)
+        {
+            output.Report(new EdgeEvent(EdgeEvent.Stopped, "stopped"));
+            throw;
+        }
+        catch (Exception ex) when (settings.Json)
+        {
+            // The final object says why; the one stderr line still comes from the runner, with its exit code.
+            output.Report(new EdgeEvent(EdgeEvent.Failed, UserMessage.Of(ex)));
+            throw;
+        }
+    }
+
+    private static async Task<int> RunAsync(Settings settings, EdgeRunOutput output, CancellationToken cancellationToken)
+    {
         string identityPath = Path.GetFullPath(settings.Identity!);
         string home = Path.GetDirectoryName(identityPath)!;
         string policyPath = Path.Combine(home, LocalPolicy.FileName);
@@ -138,7 +162,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             JsonlDataset dataset = LocalModelInputs.RequireData(settings.Data!, tokenizer, options, cancellationToken);
             foreach (MalformedLine skipped in dataset.SkippedLines)
             {
-                Console.Error.WriteLine($"edge-client: skipped {skipped}");
+                output.Report(new EdgeEvent(EdgeEvent.Skipped, $"skipped {skipped}"));
             }
             batches = TokenBatcher.Batches(dataset.Examples, 4, tokenizer.PadId, shuffleSeed: BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
         }
@@ -159,7 +183,21 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             Console.Error.WriteLine($"edge-client: metrics at http://{settings.MetricsAddress}:{metricsPort}/metrics");
         }
         var registration = new RegisterRequest { ClientVersion = typeof(RunCommand).Assembly.GetName().Version?.ToString() ?? "0", Device = device.type.ToString().ToLowerInvariant() };
-        Console.Error.WriteLine($"edge-client: {identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop");
+        output.Report(new EdgeEvent(EdgeEvent.Connecting, $"{identity.Name} joining {settings.Coordinator} (policy {policyPath}); Ctrl+C to stop") { Name = identity.Name });
+
+        // Each state change also goes to the service manager (Type=notify): READY=1 once registered, STATUS= otherwise.
+        void Report(EdgeEvent change)
+        {
+            output.Report(change);
+            if (change.Event == EdgeEvent.Registered)
+            {
+                ServiceNotifier.Ready(change.Text);
+            }
+            else
+            {
+                ServiceNotifier.Status(change.Text);
+            }
+        }
 
         Func<RoundStage, CancellationToken, Task>? holdBeforeStage = HoldBeforeStage(Environment.GetEnvironmentVariable(HoldBeforeStageVariable));
         TimeSpan backoff = TimeSpan.FromSeconds(1);
@@ -172,31 +210,19 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             var options = new ConnectionOptions
             {
                 ServerRefused = reason => refused ??= reason,
-                Retrying = (detail, wait) => Console.Error.WriteLine(
-                    $"edge-client: coordinator {settings.Coordinator} unreachable ({Short(detail)}); retrying in {wait.TotalSeconds:0.#} s"),
+                Retrying = (detail, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
+                    $"coordinator {settings.Coordinator} unreachable ({detail}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
             };
             using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
-                Log = line =>
-                {
-                    Console.Error.WriteLine($"edge-client: {line}");
-                    ServiceNotifier.Status(line);
-                },
+                Report = Report,
                 BeforeStage = holdBeforeStage,
                 Progress = metrics.Step,
             };
             try
             {
-                await new EdgeSession(connection, registration)
-                {
-                    Log = line =>
-                    {
-                        Console.Error.WriteLine($"edge-client: {line}");
-                        ServiceNotifier.Status(line);
-                    },
-                    Registered = ServiceNotifier.Ready,
-                }.RunAsync(async (invitation, ct) =>
+                await new EdgeSession(connection, registration) { Report = Report }.RunAsync(async (invitation, ct) =>
                 {
                     try
                     {
@@ -207,7 +233,11 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     {
                         metrics.RoundFailed();
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
-                        Console.Error.WriteLine($"edge-client: round {invitation.Round} of {invitation.RunId} ended without this client: {ex.Message}");
+                        output.Report(new EdgeEvent(EdgeEvent.RoundFailed, $"round {invitation.Round} of {invitation.RunId} ended without this client: {UserMessage.Of(ex)}")
+                        {
+                            RunId = invitation.RunId,
+                            Round = invitation.Round,
+                        });
                     }
                 }, cancellationToken);
             }
@@ -219,7 +249,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             catch (CoordinatorRefusedException ex)
             {
                 // Expired or revoked since the handshake: this connection is dropped; a new one re-checks the certificate at its handshake.
-                Console.Error.WriteLine($"edge-client: {ex.Rule}: {ex.Message}; reconnecting in {backoff.TotalSeconds:F0} s");
+                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"{ex.Rule}: {ex.Message}; reconnecting in {backoff.TotalSeconds:F0} s") { Rule = ex.Rule, RetryInSeconds = backoff.TotalSeconds });
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
@@ -236,20 +266,12 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
-                Console.Error.WriteLine($"edge-client: coordinator unreachable ({Short(ex.Status.Detail)}); retrying in {backoff.TotalSeconds:F0} s");
+                output.Report(new EdgeEvent(EdgeEvent.Retrying, $"coordinator unreachable ({UserMessage.Cause(ex)}); retrying in {backoff.TotalSeconds:F0} s") { RetryInSeconds = backoff.TotalSeconds });
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
             }
         }
-    }
-
-    // A transport detail can carry a whole exception chain; the first sentence says what happened.
-    private static string Short(string detail)
-    {
-        string line = detail.ReplaceLineEndings(" ");
-        int inner = line.IndexOf(" ---> ", StringComparison.Ordinal);
-        return (inner > 0 ? line[..inner] : line).Trim();
     }
 
     private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)

@@ -42,6 +42,18 @@ internal sealed record RoundTerms(
 /// machine was charged for.</param>
 internal sealed record PolicyDecision(bool Accepted, string? Rule, string Message, long? LastChargedRound = null)
 {
+    /// <summary>On an accepted round: the run's epsilon with this round charged, at the policy's delta.</summary>
+    public double? RunEpsilon { get; init; }
+
+    /// <summary>On an accepted round: this machine's lifetime epsilon with this round charged.</summary>
+    public double? LifetimeEpsilon { get; init; }
+
+    /// <summary>On an accepted round: the run's worst-case epsilon from this machine's own noise share alone.</summary>
+    public double? WorstCaseRunEpsilon { get; init; }
+
+    /// <summary>The delta the epsilons above are stated at (the policy's).</summary>
+    public double? Delta { get; init; }
+
     public static PolicyDecision Accept(string message) => new(true, null, message);
 
     public static PolicyDecision Decline(string rule, string message) => new(false, rule, message);
@@ -209,7 +221,13 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             }
         }
         return PolicyDecision.Accept(
-            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)} (worst case {W(worstRun)}), lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}");
+            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)} (worst case {W(worstRun)}), lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}") with
+        {
+            RunEpsilon = runEpsilon,
+            LifetimeEpsilon = lifetimeEpsilon,
+            WorstCaseRunEpsilon = worstRun,
+            Delta = policy.Delta,
+        };
     }
 
     private LocalCharge ToCharge(RoundTerms terms) =>

@@ -37,8 +37,8 @@ public sealed class EdgeRoundWorker(
 
     private SecAggParticipant? _participant;
 
-    /// <summary>Reports each step in one line (never data or update values).</summary>
-    public Action<string>? Log { get; init; }
+    /// <summary>Reports each state change of a round (never data or update values).</summary>
+    public Action<EdgeEvent>? Report { get; init; }
 
     /// <summary>Each local training step, in order on the training thread (the metrics' step time and throughput).</summary>
     public Action<TrainingProgress>? Progress { get; init; }
@@ -61,7 +61,12 @@ public sealed class EdgeRoundWorker(
         if (connection.CoordinatorRefusal() is { } coordinatorRefused)
         {
             // The coordinator's own certificate is revoked (or expired since the handshake): nothing more is sent to it, not even a decline.
-            Log?.Invoke($"round {round.Round} of {round.RunId}: refused ({coordinatorRefused.Rule}): {coordinatorRefused.Message}");
+            Report?.Invoke(new EdgeEvent(EdgeEvent.Declined, $"round {round.Round} of {round.RunId}: refused ({coordinatorRefused.Rule}): {coordinatorRefused.Message}")
+            {
+                RunId = round.RunId,
+                Round = round.Round,
+                Rule = coordinatorRefused.Rule,
+            });
             return new RoundWorkResult(round.RunId, round.Round, false, coordinatorRefused.Rule, coordinatorRefused.Message, double.NaN, double.NaN, 0);
         }
         // Before anything is downloaded or trained: a round this machine already paid for (or an earlier one) is a replay.
@@ -152,7 +157,13 @@ public sealed class EdgeRoundWorker(
         }
         PeftAdapter.Apply(settings, global.Tensors, model);
         global = null;
-        Log?.Invoke($"round {round.Round} of {round.RunId}: training {manifest.LocalSteps} steps");
+        Report?.Invoke(new EdgeEvent(EdgeEvent.Training, $"round {round.Round} of {round.RunId}: training {manifest.LocalSteps} steps")
+        {
+            RunId = round.RunId,
+            Round = round.Round,
+            Step = 0,
+            Steps = (int)manifest.LocalSteps,
+        });
         (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, cancellationToken), cancellationToken);
         if (delta.Length != d)
         {
@@ -168,7 +179,20 @@ public sealed class EdgeRoundWorker(
             {
                 throw new InvalidOperationException($"local policy refused the upload ({charge.Rule}): {charge.Message}");
             }
-            Log?.Invoke($"round {round.Round} of {round.RunId}: charged the local ledger ({charge.Message}); masking and uploading");
+            Report?.Invoke(new EdgeEvent(EdgeEvent.Charged, $"round {round.Round} of {round.RunId}: charged the local ledger ({charge.Message})")
+            {
+                RunId = round.RunId,
+                Round = round.Round,
+                RunEpsilon = charge.RunEpsilon,
+                LifetimeEpsilon = charge.LifetimeEpsilon,
+                WorstCaseRunEpsilon = charge.WorstCaseRunEpsilon,
+                Delta = charge.Delta,
+            });
+            Report?.Invoke(new EdgeEvent(EdgeEvent.Uploading, $"round {round.Round} of {round.RunId}: masking and uploading")
+            {
+                RunId = round.RunId,
+                Round = round.Round,
+            });
             DSkellamEncoding encoded = new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(delta!);
             // The encoding is all the upload needs: the delta is not held while it runs.
             delta = null;
@@ -178,10 +202,21 @@ public sealed class EdgeRoundWorker(
         if (outcome.RejectedPeers.Count > 0)
         {
             // A hostile (or broken) peer: its shares failed authentication here, so it was a dropout for this client.
-            Log?.Invoke($"round {round.Round} of {round.RunId}: rejected the share ciphertexts of participant(s) {string.Join(", ", outcome.RejectedPeers.Select(i => manifest.Participants.FirstOrDefault(p => p.Index == i)?.ClientId ?? i.ToString(System.Globalization.CultureInfo.InvariantCulture)))}; they were dropouts for this client");
+            Report?.Invoke(new EdgeEvent("peers_rejected", $"round {round.Round} of {round.RunId}: rejected the share ciphertexts of participant(s) {string.Join(", ", outcome.RejectedPeers.Select(i => manifest.Participants.FirstOrDefault(p => p.Index == i)?.ClientId ?? i.ToString(System.Globalization.CultureInfo.InvariantCulture)))}; they were dropouts for this client")
+            {
+                RunId = round.RunId,
+                Round = round.Round,
+            });
         }
         // The norm stays in this machine's own log: it tells the data holder whether the clip norm bites.
-        Log?.Invoke($"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {firstLoss:F4} -> {lastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})");
+        Report?.Invoke(new EdgeEvent(EdgeEvent.RoundDone, $"round {round.Round} of {round.RunId}: uploaded {outcome.UploadedBytes} masked bytes, loss {firstLoss:F4} -> {lastLoss:F4}, update norm {normBeforeClipping:F3} (clip {manifest.Dp.ClipNorm})")
+        {
+            RunId = round.RunId,
+            Round = round.Round,
+            UploadedBytes = outcome.UploadedBytes,
+            FirstLoss = firstLoss,
+            LastLoss = lastLoss,
+        });
         return new RoundWorkResult(round.RunId, round.Round, true, null, decision.Message, firstLoss, lastLoss, outcome.UploadedBytes);
     }
 
@@ -189,14 +224,20 @@ public sealed class EdgeRoundWorker(
     private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, CancellationToken cancellationToken)
     {
         int steps = checked((int)manifest.LocalSteps);
-        // About ten lines per round in this machine's own log: step i/n and its loss (never sent anywhere).
-        int every = Math.Max(1, steps / 10);
+        // At most about ten lines per round in this machine's own log: step i/n and its loss (never sent anywhere).
         var progress = new StepLines(p =>
         {
             Progress?.Invoke(p);
-            if (p.Step % every == 0 || p.Step == p.TotalSteps)
+            if (TrainingProgressLines.Shows(p.Step, p.TotalSteps))
             {
-                Log?.Invoke($"round {manifest.Round.Round} of {manifest.Round.RunId}: training step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}");
+                Report?.Invoke(new EdgeEvent(EdgeEvent.Training, $"round {manifest.Round.Round} of {manifest.Round.RunId}: training step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}")
+                {
+                    RunId = manifest.Round.RunId,
+                    Round = manifest.Round.Round,
+                    Step = p.Step,
+                    Steps = p.TotalSteps,
+                    Loss = p.Loss,
+                });
             }
         });
         TrainingResult trained = new LoraTrainer().Train(model, batches, new TrainerOptions
@@ -215,12 +256,29 @@ public sealed class EdgeRoundWorker(
         string detail = $"{rule}: {message}";
         await Participant.DeclineAsync(round, reason, rule, detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail, cancellationToken,
             (ulong)(lastChargedRound ?? 0));
-        Log?.Invoke($"round {round.Round} of {round.RunId}: declined ({rule}): {message}");
+        Report?.Invoke(new EdgeEvent(EdgeEvent.Declined, $"round {round.Round} of {round.RunId}: declined ({rule}): {message}")
+        {
+            RunId = round.RunId,
+            Round = round.Round,
+            Rule = rule,
+        });
         return new RoundWorkResult(round.RunId, round.Round, false, rule, message, double.NaN, double.NaN, 0);
     }
 
     private string CertificateSha256() =>
         connection.ServerCertificate is { } certificate ? Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)) : "";
+}
+
+/// <summary>Which training steps get a progress line: every tenth of the round and the last, so a round prints at most 11 whatever its length.</summary>
+public static class TrainingProgressLines
+{
+    public const int LinesPerRound = 10;
+
+    public static bool Shows(int step, int totalSteps)
+    {
+        int every = Math.Max(1, totalSteps / LinesPerRound);
+        return step % every == 0 || step == totalSteps;
+    }
 }
 
 /// <summary>Reports each step on the training thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>

@@ -160,7 +160,7 @@ public sealed class CoordinatorConnection : IDisposable
                 && (_options.MaxRetries == 0 || backoff.Attempt < _options.MaxRetries))
             {
                 TimeSpan wait = backoff.Next();
-                _options.Retrying?.Invoke(ex.Status.Detail, wait);
+                _options.Retrying?.Invoke(UserMessage.Cause(ex), wait);
                 await Task.Delay(wait, _time, cancellationToken);
             }
         }

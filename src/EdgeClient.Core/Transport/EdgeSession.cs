@@ -1,3 +1,4 @@
+using Federated.EdgeClient.Rounds;
 using Federated.Protos.V1;
 using Grpc.Core;
 
@@ -12,11 +13,8 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 
-    /// <summary>One line per state change (registered, invited); never data.</summary>
-    public Action<string>? Log { get; init; }
-
-    /// <summary>After each registration, with its line (the service manager's READY=1).</summary>
-    public Action<string>? Registered { get; init; }
+    /// <summary>One event per state change (registered, invited, waiting); never data.</summary>
+    public Action<EdgeEvent>? Report { get; init; }
 
     /// <summary>Runs until cancelled; <paramref name="onInvitation"/> runs to completion before the next heartbeat.</summary>
     public async Task RunAsync(Func<RoundRef, CancellationToken, Task> onInvitation, CancellationToken cancellationToken)
@@ -39,9 +37,13 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
             }
             if (heartbeat.Invitation is { } invitation)
             {
-                Log?.Invoke($"invited to round {invitation.Round} of run {invitation.RunId}");
+                Report?.Invoke(new EdgeEvent(EdgeEvent.Invited, $"invited to round {invitation.Round} of run {invitation.RunId}")
+                {
+                    RunId = invitation.RunId,
+                    Round = invitation.Round,
+                });
                 await onInvitation(invitation, cancellationToken);
-                Log?.Invoke("waiting for rounds");
+                Report?.Invoke(new EdgeEvent(EdgeEvent.Waiting, "waiting for rounds"));
                 continue;
             }
             await Task.Delay(Interval(heartbeat.HeartbeatIntervalSeconds, interval), _time, cancellationToken);
@@ -53,9 +55,12 @@ public sealed class EdgeSession(CoordinatorConnection connection, RegisterReques
         RegisterResponse registered = await connection.RegisterAsync(registration, cancellationToken);
         TimeSpan interval = Interval(registered.HeartbeatIntervalSeconds, TimeSpan.FromSeconds(10));
         string name = connection.ClientCertificate.GetNameInfo(System.Security.Cryptography.X509Certificates.X509NameType.SimpleName, forIssuer: false);
-        string line = $"registered as {name} (client); waiting for rounds (heartbeat every {interval.TotalSeconds:0} s)";
-        Log?.Invoke(line);
-        Registered?.Invoke(line);
+        Report?.Invoke(new EdgeEvent(EdgeEvent.Registered, $"registered as {name} (client), heartbeat every {interval.TotalSeconds:0} s")
+        {
+            Name = name,
+            Role = "client",
+        });
+        Report?.Invoke(new EdgeEvent(EdgeEvent.Waiting, "waiting for rounds"));
         return interval;
     }
 

@@ -140,8 +140,8 @@ public sealed class PrivacyCommandTests
     }
 
     [Theory]
-    [InlineData("--epsilon", "0", "--epsilon must be > 0")]
-    [InlineData("--epsilon", "x", "--epsilon must be a number > 0")]
+    [InlineData("--epsilon", "0", "--target-epsilon must be > 0")]
+    [InlineData("--epsilon", "x", "--target-epsilon must be a number > 0")]
     [InlineData("--delta", "2", "--delta must be in (0, 1)")]
     [InlineData("--sampling-rate", "-0.1", "--sampling-rate must be in (0, 1]")]
     [InlineData("--rounds", "ten", "--rounds must be an integer >= 1")]
@@ -225,10 +225,26 @@ public sealed class PrivacyCommandTests
         Assert.True(PrivacyPlan.Create(parameters with { NoiseMultiplier = z * (1 - 1e-4) }).Epsilon.Epsilon > 10);
     }
 
+    [Fact]
+    public async Task Noise_RunStartNames_SameAnswerAsTheOldSpellings()
+    {
+        string[] common = ["privacy", "noise", "--mechanism", "central", "--dimension", "4096", "--rounds", "50", "--delta", "1e-5", "--json"];
+
+        var (newCode, newOutput, newError) = await RunAsync([.. common, "--clients-per-round", "20", "--min-survivors", "2", "--target-epsilon", "10"]);
+        var (oldCode, oldOutput, _) = await RunAsync([.. common, "--clients", "20", "--threshold", "2", "--epsilon", "10"]);
+
+        Assert.True(newCode == 0, newError);
+        Assert.Equal(0, oldCode);
+        Assert.Equal(oldOutput, newOutput);
+        using JsonDocument json = JsonDocument.Parse(newOutput);
+        Assert.Equal(20, json.RootElement.GetProperty("clients").GetInt32());
+        Assert.Equal(2, json.RootElement.GetProperty("threshold").GetInt32());
+    }
+
     [Theory]
     [InlineData("--dimension", "0", "--dimension 0 is invalid: use 1..2^28")]
     [InlineData("--dimension", "many", "--dimension must be an integer")]
-    [InlineData("--threshold", "20", "--threshold 20 is invalid: use 1..clients (10)")]
+    [InlineData("--threshold", "20", "--min-survivors 20 is invalid: use 1..clients (10)")]
     [InlineData("--bits", "8", "--bits 8 is invalid: use 16..32")]
     [InlineData("--clip-norm", "-1", "--clip-norm must be > 0")]
     [InlineData("--mechanism", "local", "--mechanism must be distributed or central")]

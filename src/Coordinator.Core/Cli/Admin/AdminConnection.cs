@@ -114,7 +114,7 @@ internal sealed class AdminConnection : IDisposable
         }
         if (ex.StatusCode == StatusCode.Unavailable)
         {
-            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({OneLine(ex.Status.Detail)})");
+            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({UserMessage.Cause(ex)}); check --coordinator and that it is running");
         }
         return new AdminCallException(ex.StatusCode, $"{ex.StatusCode}: {OneLine(ex.Status.Detail)}");
     }
