@@ -93,12 +93,16 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         int threshold = RunPlanValidation.Threshold(plan);
         GlobalAdapter adapter = InitialAdapter(plan);
         RunPrice price = RunPricing.Price(plan, adapter.BDimension);
-        // Checked before anything is written, so a refused plan leaves no adapter behind.
-        _state.Budgets.RequireAffordable(population, price.Privacy);
+        // Checked before anything is written, so a refused plan leaves no adapter behind. A record-only run charges no
+        // client-level budget (each edge charges its own record-level ledger).
+        if (price.ClientLevel)
+        {
+            _state.Budgets.RequireAffordable(population, price.Privacy);
+        }
         string runId = "run-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
         byte[] initial = adapter.Serialize();
         StoredAdapter stored = _adapters.Write(initial);
-        Aggregation.Privacy.PrivacyBalance balance;
+        Aggregation.Privacy.PrivacyBalance? balance;
         try
         {
             balance = _state.Database.Write(work =>
@@ -108,7 +112,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
                 // Decided for good here, in the transaction that records the run: write transactions are serialized
                 // (one connection under a lock, BEGIN IMMEDIATE), so concurrent starts each see the reservations of those
                 // committed before them and the population's budget is never promised twice.
-                return _state.Budgets.Reserve(work, runId, population, price.Privacy);
+                return price.ClientLevel ? _state.Budgets.Reserve(work, runId, population, price.Privacy) : null;
             });
         }
         catch
@@ -182,9 +186,10 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         RunProgress progress = _state.Runs.Progress(runId);
         uint planned = 0;
         double delta = 0;
+        RunPlan? stored = null;
         try
         {
-            RunPlan stored = RunPlan.Parser.ParseFrom(record.Plan);
+            stored = RunPlan.Parser.ParseFrom(record.Plan);
             planned = stored.Rounds;
             delta = stored.Delta;
         }
@@ -192,7 +197,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         {
             // A plan this version cannot read still has a state to report.
         }
-        return new RunStatus
+        var status = new RunStatus
         {
             RunId = record.RunId,
             State = record.State,
@@ -209,6 +214,11 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             UpdatedAt = Timestamp.FromDateTimeOffset(record.UpdatedAt),
             AdapterSha256 = record.AdapterSha256,
         };
+        if (stored is not null)
+        {
+            RunPricing.DescribeUnits(status, stored);
+        }
+        return status;
     }
 
     /// <summary>Whether this process drives the run (started or resumed it here), so its status can still change.</summary>

@@ -147,7 +147,8 @@ public sealed class RoundStore
             }
             // Re-checked against the population's budget inside this transaction: a refused overspend rolls the whole
             // completion back, so nothing of the round is released.
-            LedgerRecord charged = _ledger.Charge(work, charge);
+            // A record-only run's aggregate carries no client noise: there is nothing to charge at the client level.
+            LedgerRecord charged = completion.ClientLevel ? _ledger.Charge(work, charge) : charge;
             _clients.RecordContributions(work, charge.RunId, charge.Round, charge.Population,
                 [.. completion.Statuses.Where(p => p.Value == ParticipantStatus.Uploaded).Select(p => p.Key)]);
             _runs.SetAdapter(work, charge.RunId, adapterAfter);

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
+using Federated.Wire;
 using Google.Protobuf.WellKnownTypes;
 using Spectre.Console;
 
@@ -100,12 +101,18 @@ internal static class AdminOutput
         EpsilonSpent = status.EpsilonSpent,
         EpsilonBudget = status.EpsilonBudget,
         Delta = status.Delta,
-        PrivacyUnit = status.PrivacyUnit,
+        // The run's unit (client, record or both); epsilon_spent is always client-level (0 for a record-only run).
+        PrivacyUnit = PrivacyUnitWire.Name(status.RunPrivacyUnit),
         Adjacency = status.Adjacency,
+        RecordNoiseMultiplier = HasRecord(status) ? status.RecordNoiseMultiplier : (double?)null,
+        RecordMaxGradNorm = HasRecord(status) ? status.RecordMaxGradNorm : (double?)null,
+        RecordExpectedBatch = HasRecord(status) ? status.RecordExpectedBatch : (uint?)null,
         Detail = status.Detail,
         AdapterSha256 = status.AdapterSha256,
         UpdatedAt = Time(status.UpdatedAt),
     };
+
+    private static bool HasRecord(RunStatus status) => PrivacyUnitWire.HasRecordLevel(status.RunPrivacyUnit);
 
     /// <summary>"at delta D, client-level, replace-one": what an epsilon is stated for.</summary>
     public static string StatedFor(double delta, string unit, string adjacency) => $"at delta {Number(delta)}, {unit}-level, {adjacency}";
@@ -142,8 +149,13 @@ internal static class AdminOutput
         ("waiting for", status.WaitingFor.Count == 0 ? "" : string.Join(", ", status.WaitingFor)
             + (status.StageDeadline is null ? "" : $" until {Time(status.StageDeadline)}")),
         ("clients reported", $"{status.Reported} of {status.Selected} selected"),
-        ("epsilon spent", (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
+        ("privacy unit", PrivacyUnitWire.Name(status.RunPrivacyUnit)),
+        ("epsilon spent", status.RunPrivacyUnit == PrivacyUnit.Record ? "none client-level: a record-only run adds no client-level noise and charges no budget" : (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
             + $" {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),
+        ("record level", HasRecord(status)
+            ? $"DP-SGD at every edge: noise multiplier {Number(status.RecordNoiseMultiplier)}, clip {Number(status.RecordMaxGradNorm)}, expected batch {status.RecordExpectedBatch}; "
+                + "each holder's record epsilon depends on its own record count: see edge-client ledger show"
+            : "none"),
         ("adapter sha256", status.AdapterSha256),
         ("updated", Time(status.UpdatedAt) ?? ""),
         ("detail", status.Detail),
