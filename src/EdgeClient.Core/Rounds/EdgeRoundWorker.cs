@@ -40,6 +40,12 @@ public sealed class EdgeRoundWorker(
     /// <summary>Reports each step in one line (never data or update values).</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>
+    /// This holder's records, one example each (not packed), and the tokenizer's pad id: what DP-SGD samples from when a
+    /// manifest says privacy_unit record or both. Without them such a round is declined (record_parameters).
+    /// </summary>
+    public RecordLevelData? Records { get; init; }
+
     /// <summary>Runs before each SecAgg+ stage message (see <see cref="SecAggParticipant.BeforeStage"/>); for fault-injection tests.</summary>
     public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
 
@@ -76,6 +82,21 @@ public sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "allowed_mechanisms", $"mechanism {manifest.Dp.Mechanism} is not implemented by this client", cancellationToken);
         }
+        if (manifest.Dp.PrivacyUnit is not (PrivacyUnit.Unspecified or PrivacyUnit.Client or PrivacyUnit.Record or PrivacyUnit.Both))
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", $"privacy_unit {manifest.Dp.PrivacyUnit} is not known to this client", cancellationToken);
+        }
+        bool clientLevel = PrivacyUnitWire.HasClientLevel(manifest.Dp.PrivacyUnit);
+        if (!clientLevel && manifest.Dp.Mechanism != NoiseMechanism.CentralGaussian)
+        {
+            // A record-only round's encoding adds no noise of this client's own: only the central encoding has none.
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", "a record-only round must use the central encoding (no client noise share)", cancellationToken);
+        }
+        // Priced BEFORE training with this machine's own record count; the gate declines what it cannot price.
+        RecordLevelRound? recordWork = PrivacyUnitWire.HasRecordLevel(manifest.Dp.PrivacyUnit)
+            ? new RecordLevelRound(manifest.Dp.RecordNoiseMultiplier, manifest.Dp.RecordMaxGradNorm, (int)Math.Min(manifest.Dp.RecordExpectedBatch, int.MaxValue),
+                (int)manifest.LocalSteps, Records?.Examples.Count ?? 0)
+            : null;
         // Central DP: this client clips and rounds but adds no noise; the coordinator noises the sum. The policy decides whether that is acceptable.
         bool central = manifest.Dp.Mechanism == NoiseMechanism.CentralGaussian;
 
@@ -134,6 +155,8 @@ public sealed class EdgeRoundWorker(
             // The graph threshold is checked on its neighbourhood, the local minimum on the threshold the round was priced with.
             Neighbours = (int)manifest.Secagg.Neighbours,
             MinSurvivors = privacy.Parameters.Threshold,
+            ClientLevel = clientLevel,
+            Record = recordWork,
         };
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
@@ -150,7 +173,7 @@ public sealed class EdgeRoundWorker(
         PeftAdapter.Apply(settings, global.Tensors, model);
         global = null;
         Log?.Invoke($"round {round.Round} of {round.RunId}: training {manifest.LocalSteps} steps");
-        (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, cancellationToken), cancellationToken);
+        (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, recordWork, cancellationToken), cancellationToken);
         if (delta.Length != d)
         {
             throw new InvalidOperationException($"the trained delta has {delta.Length} values; the global lora_B has {d}");
@@ -183,7 +206,7 @@ public sealed class EdgeRoundWorker(
     }
 
     /// <summary>Local training from the applied global adapter; only the flat lora_B delta and the losses outlive it (not the before and after adapters).</summary>
-    private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, CancellationToken cancellationToken)
+    private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, RecordLevelRound? recordWork, CancellationToken cancellationToken)
     {
         int steps = checked((int)manifest.LocalSteps);
         // About ten lines per round in this machine's own log: step i/n and its loss (never sent anywhere).
@@ -195,12 +218,26 @@ public sealed class EdgeRoundWorker(
                 Log?.Invoke($"round {manifest.Round.Round} of {manifest.Round.RunId}: training step {p.Step}/{p.TotalSteps}, loss {p.Loss:F4}");
             }
         });
-        TrainingResult trained = new LoraTrainer().Train(model, batches, new TrainerOptions
+        var options = new TrainerOptions
         {
             Steps = steps,
             LearningRate = manifest.LearningRate,
             Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
-        }, progress, cancellationToken);
+        };
+        // Record or both: DP-SGD, the same path as edge-client train --privacy-unit record; the gate already charged its plan.
+        TrainingResult trained = recordWork is null
+            ? new LoraTrainer().Train(model, batches, options, progress, cancellationToken)
+            : new LoraTrainer().TrainPrivate(model, Records!.Examples, Records.PadId, options, new DpSgdOptions
+            {
+                ExpectedBatchSize = recordWork.ExpectedBatch,
+                NoiseMultiplier = recordWork.NoiseMultiplier,
+                MaxGradNorm = recordWork.MaxGradNorm,
+                Delta = manifest.Dp.Delta,
+            }, progress, cancellationToken);
+        if (trained.RecordEpsilon is { } recordEpsilon)
+        {
+            Log?.Invoke($"round {manifest.Round.Round} of {manifest.Round.RunId}: DP-SGD record epsilon of this round alone {recordEpsilon:F4} at delta {manifest.Dp.Delta:G3}");
+        }
         return (trained.FlatDelta(), trained.FirstLoss, trained.LastLoss);
     }
 
@@ -218,6 +255,9 @@ public sealed class EdgeRoundWorker(
     private string CertificateSha256() =>
         connection.ServerCertificate is { } certificate ? Convert.ToHexStringLower(SHA256.HashData(certificate.RawData)) : "";
 }
+
+/// <summary>A holder's records for DP-SGD: one tokenized example per record and the pad id batches are padded with.</summary>
+public sealed record RecordLevelData(IReadOnlyList<TokenizedExample> Examples, int PadId);
 
 /// <summary>Reports each step on the training thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
 internal sealed class StepLines(Action<TrainingProgress> report) : IProgress<TrainingProgress>
