@@ -66,6 +66,8 @@ internal static class RunPlanValidation
         {
             throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
         }
+        // Before the noise fields: which of them apply depends on the unit.
+        ValidatePrivacyUnit(plan);
         if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
         {
             throw Invalid($"target_epsilon {plan.TargetEpsilon} is invalid: it must be a finite number >= 0 (0 = not set)");
@@ -85,7 +87,6 @@ internal static class RunPlanValidation
         {
             throw Invalid($"delta {plan.Delta} is invalid: it must be in (0, 1)");
         }
-        ValidatePrivacyUnit(plan);
         if (plan.Population.Length > 64 || !plan.Population.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
         {
             throw Invalid($"population '{plan.Population}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -");

@@ -101,8 +101,12 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
                 PlannedEpsilon = started.PlannedEpsilon,
                 NoiseMultiplier = started.NoiseMultiplier,
                 Delta = plan.Delta,
-                PrivacyUnit = started.PrivacyUnit,
+                // The run's unit (client, record or both); planned_epsilon is client-level (0 for a record-only run).
+                PrivacyUnit = PrivacyUnitWire.Name(plan.PrivacyUnit),
                 Adjacency = started.Adjacency,
+                RecordNoiseMultiplier = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordNoiseMultiplier : (double?)null,
+                RecordMaxGradNorm = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordMaxGradNorm : (double?)null,
+                RecordExpectedBatch = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordExpectedBatch : (uint?)null,
                 Mechanism = WireNames.Mechanism(plan.Mechanism),
                 EpsilonReserved = started.EpsilonReserved,
                 Rounds = plan.Rounds,
@@ -117,7 +121,13 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             AdminOutput.Terminal().Write(AdminOutput.Properties(
             [
                 ("run", started.RunId),
-                ("planned epsilon", $"{AdminOutput.Number(started.PlannedEpsilon)} {AdminOutput.StatedFor(plan.Delta, started.PrivacyUnit, started.Adjacency)}, after {plan.Rounds} rounds"),
+                ("privacy unit", PrivacyUnitWire.Name(plan.PrivacyUnit) + (PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit)
+                    ? $": DP-SGD at every edge, noise multiplier {AdminOutput.Number(plan.RecordNoiseMultiplier)}, clip {AdminOutput.Number(plan.RecordMaxGradNorm)}, "
+                        + $"expected batch {plan.RecordExpectedBatch} (each holder's ledger prices its record epsilon at its own record count)"
+                    : "")),
+                ("planned epsilon", PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit)
+                    ? $"{AdminOutput.Number(started.PlannedEpsilon)} {AdminOutput.StatedFor(plan.Delta, started.PrivacyUnit, started.Adjacency)}, after {plan.Rounds} rounds"
+                    : "none client-level: a record-only run adds no client-level noise and charges no budget"),
                 ("mechanism", WireNames.Mechanism(plan.Mechanism)),
                 ("population reserved", $"{AdminOutput.Number(started.EpsilonReserved)} of its budget now reserved by running runs (this one included)"),
                 ("noise multiplier", AdminOutput.Number(started.NoiseMultiplier)),
@@ -225,8 +235,8 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
         {
             throw new UsageException($"--privacy-unit {settings.PrivacyUnit} needs --record-noise Z (> 0) and --record-clip C (> 0)");
         }
-        plan.RecordNoiseMultiplier = AdminArguments.Number(settings.RecordNoise, "--record-noise", "a finite number > 0", v => v > 0 && double.IsFinite(v));
-        plan.RecordMaxGradNorm = AdminArguments.Number(settings.RecordClip, "--record-clip", "a finite number > 0", v => v > 0 && double.IsFinite(v));
+        plan.RecordNoiseMultiplier = AdminArguments.Number(settings.RecordNoise, "--record-noise", "> 0", v => v > 0);
+        plan.RecordMaxGradNorm = AdminArguments.Number(settings.RecordClip, "--record-clip", "> 0", v => v > 0);
         plan.RecordExpectedBatch = AdminArguments.OptionalInteger(settings.BatchSize, "--batch-size", 1, RunPlanValidation.MaxRecordExpectedBatch) ?? 4;
     }
 
