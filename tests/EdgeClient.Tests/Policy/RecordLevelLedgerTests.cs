@@ -163,6 +163,34 @@ public sealed class RecordLevelLedgerTests : IDisposable
     }
 
     [Fact]
+    public async Task LedgerShow_TextAfterRecordLevelRounds_PrintsLifetimeAndPerRunRecordEpsilon()
+    {
+        using (LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath))
+        {
+            var gate = new LocalPolicyGate(s_policy, ledger, _time);
+            Assert.True(gate.ChargeBeforeUpload(Terms(1)).Accepted);
+            Assert.True(gate.ChargeBeforeUpload(Terms(2)).Accepted);
+        }
+        string policyPath = Path.Combine(_dir, LocalPolicy.FileName);
+        File.WriteAllText(policyPath, """
+            {"delta": 1e-5, "max_epsilon_per_run": 100, "max_epsilon_lifetime": 1000, "min_noise_multiplier": 0.5,
+             "allowed_mechanisms": ["distributed_skellam"], "allowed_target_modules": ["q_proj"], "max_rank": 16,
+             "max_rounds_per_day": 100, "max_record_epsilon": 10}
+            """);
+
+        (int code, string stdout, string stderr) = await Cli.EdgeClientProcess.RunAsync("ledger", "show", "--ledger", LedgerPath, "--policy", policyPath);
+
+        Assert.True(code == 0, stderr);
+        string expected = Expected(2).ToString("0.###", System.Globalization.CultureInfo.InvariantCulture);
+        // Spectre wraps to the console width: compare with the whitespace collapsed.
+        string text = string.Join(' ', stdout.Split((char[])[' ', '\n', '\r', '│', '┃', '|'], StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains($"Lifetime record epsilon {expected} at delta", text, StringComparison.Ordinal);
+        Assert.Contains("(record-level, add-remove), 2 DP-SGD rounds", text, StringComparison.Ordinal);
+        // Once in the lifetime line and once in the run's row.
+        Assert.Equal(2, text.Split(expected).Length - 1);
+    }
+
+    [Fact]
     public void ToJson_BothUnits_ReportsRecordEpsilonPerRunAndInLifetimeBesideTheClientKeys()
     {
         using LocalPrivacyLedger ledger = LocalPrivacyLedger.Open(LedgerPath);
