@@ -123,6 +123,8 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
                 ["record_noise_multiplier"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordNoiseMultiplier : null,
                 ["record_max_grad_norm"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordMaxGradNorm : null,
                 ["record_expected_batch"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordExpectedBatch : null,
+                ["record_adjacency"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit)
+                    ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.RecordAdjacency) : null,
                 ["adjacency"] = ledger.Count == 0 ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.ProductAdjacency) : ledger[^1].Adjacency ?? "zero-out",
                 ["clip_norm"] = plan.ClipNorm,
                 ["noise_multiplier"] = run.NoiseMultiplier,

@@ -120,7 +120,9 @@ internal static class AdminOutput
     /// <summary>One line of live progress: round, stage, clients reported, epsilon against the budget.</summary>
     public static string ProgressLine(RunStatus status)
     {
-        string budget = status.EpsilonBudget > 0
+        string budget = status.RunPrivacyUnit == PrivacyUnit.Record
+            ? "none client-level (record-only run: each edge's ledger holds its record epsilon)"
+            : status.EpsilonBudget > 0
             ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0}) {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"
             : $"{Number(status.EpsilonSpent)} {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}";
         // Once a round has ended nobody reports in it any more; the count would read as a failure.
