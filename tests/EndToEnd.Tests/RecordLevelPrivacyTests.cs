@@ -105,9 +105,15 @@ public sealed class RecordLevelPrivacyTests(CoordinatorFixture coordinator, ITes
         Assert.Equal(RecordNoise, statusJson.GetProperty("record_noise_multiplier").GetDouble());
         Assert.Equal(RecordClip, statusJson.GetProperty("record_max_grad_norm").GetDouble());
         Assert.Equal(charges[^1].EpsilonAfter, statusJson.GetProperty("epsilon_spent").GetDouble(), 9);
+        // Each holder reported its own record epsilon with its uploads: shown per client, unverified, charged nowhere.
+        JsonElement[] reported = [.. statusJson.GetProperty("reported_record_epsilons").EnumerateArray()];
+        Assert.Equal(s_text.Keys.Order(StringComparer.Ordinal), reported.Select(r => r.GetProperty("client_id").GetString()));
+        Assert.All(reported, r => Assert.Equal(recordEpsilon, r.GetProperty("epsilon").GetDouble(), 12));
+        Assert.All(reported, r => Assert.Equal(2, r.GetProperty("round").GetInt32()));
         (code, shown, error) = await CapturedAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["run", "status", started.RunId, .. asAdmin]));
         Assert.True(code == 0, error);
         Assert.Contains("DP-SGD at every edge: noise multiplier 1.1, clip 1", shown, StringComparison.Ordinal);
+        Assert.Contains("each holder's own claim, unverified", shown, StringComparison.Ordinal);
     }
 
     private static async Task<(int Code, string Out, string Err)> CapturedAsync(Func<Task<int>> run)

@@ -23,6 +23,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
 
     private readonly CoordinatorState _state;
     private readonly AdapterStore _adapters;
+    private readonly RoundRegistry _rounds;
     private readonly CoordinatorOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<RunOrchestrator> _logger;
@@ -38,6 +39,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     {
         _state = state;
         _adapters = adapters;
+        _rounds = rounds;
         _options = options;
         _time = time;
         _logger = logger;
@@ -177,7 +179,9 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     {
         if (_runs.TryGetValue(runId, out RunTracker? run))
         {
-            return run.Snapshot();
+            RunStatus live = run.Snapshot();
+            live.ReportedRecordEpsilons.AddRange(_rounds.RecordEpsilons(runId));
+            return live;
         }
         if (_state.Runs.Get(runId) is not { } record)
         {
@@ -218,6 +222,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         {
             RunPricing.DescribeUnits(status, stored);
         }
+        status.ReportedRecordEpsilons.AddRange(_rounds.RecordEpsilons(runId));
         return status;
     }
 

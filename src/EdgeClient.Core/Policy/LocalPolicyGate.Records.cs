@@ -6,6 +6,15 @@ namespace Federated.EdgeClient.Policy;
 // against max_record_epsilon (per run) and max_record_epsilon_lifetime; separate from the client-level budgets.
 public sealed partial class LocalPolicyGate
 {
+    /// <summary>This machine's record-level epsilon for <paramref name="runId"/> at its policy's delta, as its ledger prices it now.</summary>
+    internal (double Epsilon, double Delta) RecordEpsilonOf(string runId)
+    {
+        lock (_gate)
+        {
+            return (ledger.RecordSpent(policy.Delta, runId).Epsilon, policy.Delta);
+        }
+    }
+
     // A record-level plan this machine cannot price, or a record-only round under a policy that never opted into record-level guarantees.
     private PolicyDecision? RecordLevelRefusal(RoundTerms terms)
     {

@@ -194,7 +194,9 @@ public sealed class EdgeRoundWorker(
             delta = null;
             normBeforeClipping = encoded.NormBeforeClipping;
             return Task.FromResult(encoded.Values);
-        }, cancellationToken);
+        }, cancellationToken,
+            // This holder's own record epsilon for the run, after the charge above: shown in the coordinator's run status, never charged there.
+            recordWork is null ? null : () => gate.RecordEpsilonOf(round.RunId) is { Epsilon: > 0 } reported ? reported : null);
         if (outcome.RejectedPeers.Count > 0)
         {
             // A hostile (or broken) peer: its shares failed authentication here, so it was a dropout for this client.

@@ -107,6 +107,8 @@ internal static class AdminOutput
         RecordNoiseMultiplier = HasRecord(status) ? status.RecordNoiseMultiplier : (double?)null,
         RecordMaxGradNorm = HasRecord(status) ? status.RecordMaxGradNorm : (double?)null,
         RecordExpectedBatch = HasRecord(status) ? status.RecordExpectedBatch : (uint?)null,
+        // Each holder's own claim with its last upload (unverified; the coordinator accounts none of it).
+        ReportedRecordEpsilons = status.ReportedRecordEpsilons.Select(r => new { r.ClientId, r.Round, r.Epsilon, r.Delta }).ToArray(),
         Detail = status.Detail,
         AdapterSha256 = status.AdapterSha256,
         UpdatedAt = Time(status.UpdatedAt),
@@ -158,6 +160,8 @@ internal static class AdminOutput
             ? $"DP-SGD at every edge: noise multiplier {Number(status.RecordNoiseMultiplier)}, clip {Number(status.RecordMaxGradNorm)}, expected batch {status.RecordExpectedBatch}; "
                 + "each holder's record epsilon depends on its own record count: see edge-client ledger show"
             : "none"),
+        ("reported record epsilon", string.Join(", ", status.ReportedRecordEpsilons.Select(r => $"{r.ClientId} {Number(r.Epsilon)} at delta {Number(r.Delta)} (round {r.Round})"))
+            + (status.ReportedRecordEpsilons.Count > 0 ? "; each holder's own claim, unverified" : "")),
         ("adapter sha256", status.AdapterSha256),
         ("updated", Time(status.UpdatedAt) ?? ""),
         ("detail", status.Detail),
