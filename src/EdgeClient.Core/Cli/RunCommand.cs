@@ -180,7 +180,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         var gate = new LocalPolicyGate(policy, ledger, TimeProvider.System);
         using OpenTelemetry.Metrics.MeterProvider? exporter = Telemetry.EdgeTelemetry.Start(settings.MetricsPort, settings.MetricsAddress);
         using var metrics = new Telemetry.EdgeMetrics();
-        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta));
+        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta), ledger.RecordCharges.Count == 0 ? double.NaN : ledger.RecordEpsilon(policy.Delta));
         if (settings.MetricsPort is { } metricsPort)
         {
             Console.Error.WriteLine($"edge-client: metrics at http://{settings.MetricsAddress}:{metricsPort}/metrics");
@@ -231,7 +231,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     try
                     {
                         metrics.Round(await worker.HandleAsync(invitation, ct));
-                        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta));
+                        metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta), ledger.RecordCharges.Count == 0 ? double.NaN : ledger.RecordEpsilon(policy.Delta));
                     }
                     catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
                     {

@@ -25,6 +25,7 @@ public sealed class EdgeMetrics : IDisposable
     private double _tokensPerSecond = double.NaN;
     private double _epsilon = double.NaN;
     private double _worstCaseEpsilon = double.NaN;
+    private double _recordEpsilon = double.NaN;
 
     public EdgeMetrics()
     {
@@ -41,6 +42,8 @@ public sealed class EdgeMetrics : IDisposable
             "This machine's lifetime epsilon from its own ledger (t-1 honest peers), at the policy's delta.");
         _meter.CreateObservableGauge("federated.edge.privacy.worst_case_epsilon", () => Finite(Volatile.Read(ref _worstCaseEpsilon)), unit: null,
             "This machine's lifetime epsilon from its own noise share alone, at the policy's delta (absent while unbounded).");
+        _meter.CreateObservableGauge("federated.edge.privacy.record_epsilon", () => Finite(Volatile.Read(ref _recordEpsilon)), unit: null,
+            "This machine's lifetime record-level (DP-SGD) epsilon at the policy's delta (absent before a record-level round).");
     }
 
     public void Dispose() => _meter.Dispose();
@@ -97,11 +100,12 @@ public sealed class EdgeMetrics : IDisposable
         Volatile.Write(ref _tokensPerSecond, progress.TokensPerSecond);
     }
 
-    /// <summary>The ledger's lifetime epsilons after a charge (worst case: infinity while unbounded).</summary>
-    public void Epsilon(double epsilon, double worstCase)
+    /// <summary>The ledger's lifetime epsilons after a charge (worst case: infinity while unbounded; record: NaN before any record-level round).</summary>
+    public void Epsilon(double epsilon, double worstCase, double record = double.NaN)
     {
         Volatile.Write(ref _epsilon, epsilon);
         Volatile.Write(ref _worstCaseEpsilon, worstCase);
+        Volatile.Write(ref _recordEpsilon, record);
     }
 
     private static IEnumerable<Measurement<double>> Finite(double value)
