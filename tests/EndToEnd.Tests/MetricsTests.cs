@@ -1,16 +1,11 @@
 using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
-using Federated.Aggregation.Privacy;
 using Federated.Coordinator;
 using Federated.Coordinator.State;
-using Federated.EdgeClient.Policy;
-using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
-using Federated.Training.Lora;
 using Federated.Training.Model;
-using Federated.Wire;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 
@@ -79,8 +74,18 @@ public sealed partial class MetricsTests : IAsyncLifetime
         var admin = new AdminService.AdminServiceClient(asEngineer.Channel);
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         var during = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
-        int ringLength = 0;
-        Task[] clients = [.. s_clients.Select(name => Task.Run(() => ClientAsync(name, during, length => ringLength = length, stop.Token)))];
+        // The first participant scrapes while the round is open, before it advertises its keys.
+        RandomUpdateClient[] clients = [.. s_clients.Select(name => new RandomUpdateClient(name, _federation.Identity(name), _federation.CaPath, _host.Address)
+        {
+            BeforeStage = async (_, stage, ct) =>
+            {
+                if (name == s_clients[0] && stage == RoundStage.AdvertiseKeys && !during.Task.IsCompleted)
+                {
+                    during.TrySetResult(await _http.GetStringAsync(_host.MetricsUri, ct));
+                }
+            },
+        })];
+        Task[] running = [.. clients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
 
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
         using (AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, asEngineer.Call(stop.Token)))
@@ -90,7 +95,7 @@ public sealed partial class MetricsTests : IAsyncLifetime
             }
         }
         await stop.CancelAsync();
-        await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
+        await Task.WhenAll(running.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
         // While the round was open (scraped by a participant before it advertised its keys): started, not ended.
         Dictionary<string, double> open = Parse(await during.Task);
@@ -113,41 +118,13 @@ public sealed partial class MetricsTests : IAsyncLifetime
         // Every participant advertised keys once, successfully; each uploaded its whole masked vector.
         Assert.Equal(3, Value(after, "federated_rpc_server_call_duration_seconds_count",
             ("rpc_grpc_status_code", "0"), ("rpc_method", "/federated.v1.EdgeService/AdvertiseKeys"), ("rpc_system", "grpc")));
+        double ringLength = clients[0].Manifests.Single(m => m.Round.RunId == started.RunId).Secagg.VectorLength;
         Assert.Equal(3.0 * 4 * ringLength, Value(after, "federated_upload_bytes_total", ("federated_run_id", started.RunId)));
         Assert.Equal(0, after.Keys.Count(k => k.StartsWith("federated_round_dropouts_total", StringComparison.Ordinal) && k.Contains(started.RunId, StringComparison.Ordinal)));
 
         // Nothing but /metrics is served without TLS.
         using HttpResponseMessage other = await _http.GetAsync(new Uri(metrics, "/federated.v1.AdminService/ListClients"));
         Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
-    }
-
-    private async Task ClientAsync(string name, TaskCompletionSource<string> during, Action<int> length, CancellationToken cancellationToken)
-    {
-        using EdgeIdentity identity = EdgeIdentity.Load(_federation.Identity(name), _federation.CaPath);
-        using var connection = new CoordinatorConnection(_host.Address, identity);
-        var participant = new SecAggParticipant(connection, name);
-        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
-        try
-        {
-            await session.RunAsync(async (invitation, ct) =>
-            {
-                RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
-                byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
-                int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
-                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
-                length(plan.PaddedDimension);
-                if (name == "alice")
-                {
-                    during.TrySetResult(await _http.GetStringAsync(_host.MetricsUri, ct));
-                }
-                float[] update = [.. Enumerable.Range(0, d).Select(i => (i % 7 - 3) * 0.01f)];
-                await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
-            }, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // The test ends the session.
-        }
     }
 
     /// <summary>Prometheus text exposition: "name{labels} value" per sample line, keyed by name and labels as printed.</summary>
