@@ -26,6 +26,7 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         public string? RunId { get; init; }
 
         [CommandOption("--out <DIR>")]
+        [Description("An empty or new folder for the PEFT adapter, its signature and provenance.json. Required.")]
         public string? Out { get; init; }
     }
 

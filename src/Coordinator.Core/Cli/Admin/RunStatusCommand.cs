@@ -20,6 +20,7 @@ internal sealed class RunStatusCommand : AsyncCommand<RunStatusCommand.Settings>
         public string? RunId { get; init; }
 
         [CommandOption("--watch")]
+        [Description("Follow the run until it ends, one line (or JSON object) per change; exit 0 when it completed, 1 when it failed or was aborted. Re-watches by itself when the coordinator ends the stream.")]
         public bool Watch { get; init; }
     }
 
