@@ -16,7 +16,7 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
     public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--pki <DIR>")]
-        [Description("The PKI folder serve reads (--out is the older name of this flag).")]
+        [Description("The PKI folder to create, the one serve reads (--out is the older name of this flag). Required.")]
         public string? Pki { get; init; }
 
         [CommandOption("--host <NAME>")]

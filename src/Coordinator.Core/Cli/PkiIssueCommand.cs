@@ -12,7 +12,7 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
     public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--pki|--ca <DIR>")]
-        [Description("The PKI folder of 'pki init' (--ca is its older name here).")]
+        [Description("The PKI folder of 'pki init' (--ca is its older name here). Required.")]
         public string? Pki { get; init; }
 
         [CommandOption("--root-key <FILE>")]
