@@ -26,15 +26,15 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         public int Rounds { get; init; } = SimulationOptions.DefaultRounds;
 
         [CommandOption("--model <DIR>")]
-        [Description("Base model folder (Hugging Face Llama family with tokenizer.json); default: a random tiny Llama.")]
+        [Description("Base model folder (Hugging Face Llama family with tokenizer.json) (default: a random tiny Llama).")]
         public string? Model { get; init; }
 
         [CommandOption("--data <DIR>")]
-        [Description("Folder with client-1.jsonl .. client-N.jsonl (optional client-K.eval.jsonl); default: synthetic non-IID text.")]
+        [Description("Folder with client-1.jsonl .. client-N.jsonl (optional client-K.eval.jsonl) (default: synthetic non-IID text).")]
         public string? Data { get; init; }
 
         [CommandOption("--out <DIR>")]
-        [Description("Folder for the exported adapter (absent or empty); default: a new simulate-adapter-<time> folder here.")]
+        [Description("Folder for the exported adapter, absent or empty (default: a new simulate-adapter-<time> folder here).")]
         public string? Out { get; init; }
 
         [CommandOption("--json")]
@@ -47,7 +47,7 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         public int Canaries { get; init; }
 
         [CommandOption("--seed <N>")]
-        [Description("Seeds the synthetic data and the tiny model (noise and masks always come from the CSPRNG); default: random.")]
+        [Description("Seeds the synthetic data and the tiny model; noise and masks always come from the CSPRNG (default: random).")]
         public long? Seed { get; init; }
 
         [CommandOption("--local-steps <N>")]

@@ -442,6 +442,14 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Contains("signature verified", output, StringComparison.Ordinal);
         Assert.Contains("over 1 released rounds", output, StringComparison.Ordinal);
         Assert.All(PeftAdapter.Load(exportDir).Adapter.OnlyB().Flatten(), b => Assert.Equal(0.125f, b));
+        // Download progress on stderr in text mode (stderr is not a terminal here: one line per report, the last at 100%),
+        // and its numbers are the files' bytes; with --json nothing but the one object.
+        long exportedBytes = Directory.EnumerateFiles(exportDir).Sum(f => new FileInfo(f).Length);
+        Assert.Contains($"coordinator: downloaded {ExportProgress.Size(exportedBytes)} of {ExportProgress.Size(exportedBytes)} (100%)", error, StringComparison.Ordinal);
+        (code, output, error) = await AsAsync("engineer", "run", "export", done, "--out", exportDir + "-json", "--json");
+        Assert.True(code == 0, error);
+        Assert.Equal("", error);
+        Assert.True(Json(output).GetProperty("verified").GetBoolean());
 
         // A run that released nothing holds the untrained initial adapter: its export is refused, and nothing is written.
         string orphanExport = Path.Combine(coordinator.Root, "export-orphan");

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
@@ -15,12 +16,15 @@ internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--state <FILE>")]
+        [Description("The coordinator's state file (serve --state), opened read-only. Required.")]
         public string? State { get; init; }
 
         [CommandOption("--pki <DIR>")]
+        [Description("Check the signed head against server.crt in this PKI folder (default: the certificate recorded in the state file, which a rewrite could replace).")]
         public string? Pki { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print one JSON object instead of text.")]
         public bool Json { get; init; }
     }
 

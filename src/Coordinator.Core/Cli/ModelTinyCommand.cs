@@ -21,19 +21,22 @@ internal sealed class ModelTinyCommand : Command<ModelTinyCommand.Settings>
         public string? Out { get; init; }
 
         [CommandOption("--layers <N>")]
-        [Description("Decoder layers (1..32; default 2).")]
+        [Description("Decoder layers, 1..32.")]
+        [DefaultValue(2)]
         public int Layers { get; init; } = 2;
 
         [CommandOption("--hidden <N>")]
-        [Description("Hidden size, a multiple of 8 in 16..2048 (default 64); 4 attention heads over 2 key/value heads.")]
+        [Description("Hidden size, a multiple of 8 in 16..2048; 4 attention heads over 2 key/value heads.")]
+        [DefaultValue(64)]
         public int Hidden { get; init; } = 64;
 
         [CommandOption("--seed <N>")]
-        [Description("Seed of the random weights (default 1): the same seed writes the same model.")]
+        [Description("Seed of the random weights: the same seed writes the same model.")]
+        [DefaultValue(1L)]
         public long Seed { get; init; } = 1;
 
         [CommandOption("--json")]
-        [Description("Print one JSON object.")]
+        [Description("Print one JSON object instead of text.")]
         public bool Json { get; init; }
     }
 

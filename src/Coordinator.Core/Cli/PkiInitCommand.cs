@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Text.Json;
 using Federated.Coordinator.Pki;
 using Federated.Trust;
@@ -15,18 +16,19 @@ internal sealed class PkiInitCommand : Command<PkiInitCommand.Settings>
     public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--pki <DIR>")]
-        [System.ComponentModel.Description("The PKI folder serve reads (--out is the older name of this flag).")]
+        [Description("The PKI folder to create, the one serve reads (--out is the older name of this flag). Required.")]
         public string? Pki { get; init; }
 
         [CommandOption("--host <NAME>")]
+        [Description("A DNS name or IP address edge clients reach the coordinator at, added to the server certificate (repeat for several; localhost, 127.0.0.1 and ::1 are always in it).")]
         public string[] Hosts { get; init; } = [];
 
         [CommandOption("--root-out <DIR>")]
-        [System.ComponentModel.Description("Write the root key (ca.key) here instead of the PKI folder: a folder to carry to offline storage.")]
+        [Description("Write the root key (ca.key) here instead of the PKI folder: a folder to carry to offline storage.")]
         public string? RootOut { get; init; }
 
         [CommandOption("--renewal-intermediate")]
-        [System.ComponentModel.Description("Also make the intermediate CA serve renews client certificates with (path length 0, clientAuth only).")]
+        [Description("Also make the intermediate CA serve renews client certificates with (path length 0, clientAuth only).")]
         public bool RenewalIntermediate { get; init; }
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Text.Json;
 using Federated.Coordinator.Pki;
 using Federated.Trust;
@@ -11,25 +12,27 @@ internal sealed class PkiIssueCommand : Command<PkiIssueCommand.Settings>
     public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--pki|--ca <DIR>")]
-        [System.ComponentModel.Description("The PKI folder of 'pki init' (--ca is its older name here).")]
+        [Description("The PKI folder of 'pki init' (--ca is its older name here). Required.")]
         public string? Pki { get; init; }
 
         [CommandOption("--root-key <FILE>")]
-        [System.ComponentModel.Description("The root key where it is kept offline (default: ca.key in the PKI folder).")]
+        [Description("The root key where it is kept offline (default: ca.key in the PKI folder).")]
         public string? RootKey { get; init; }
 
         [CommandOption("--adapter-signer")]
-        [System.ComponentModel.Description("Issue the coordinator's adapter-signing certificate (adapter-signer.pfx in the PKI folder) instead of an identity.")]
+        [Description("Issue the coordinator's adapter-signing certificate (adapter-signer.pfx in the PKI folder) instead of an identity.")]
         public bool AdapterSigner { get; init; }
 
         [CommandOption("--name <NAME>")]
+        [Description("The identity's name (the certificate subject: a client id, or who the engineer or officer is). Required unless --adapter-signer.")]
         public string? Name { get; init; }
 
         [CommandOption("--role <ROLE>")]
+        [Description("client, engineer or officer. Required unless --adapter-signer.")]
         public string? Role { get; init; }
 
         [CommandOption("--replace")]
-        [System.ComponentModel.Description("The name already has a valid identity: revoke it (crl.pem) and issue a new one.")]
+        [Description("The name already has a valid identity: revoke it (crl.pem) and issue a new one.")]
         public bool Replace { get; init; }
     }
 

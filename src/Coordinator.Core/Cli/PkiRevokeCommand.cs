@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Text.Json;
 using Federated.Coordinator.Pki;
 using Federated.Trust;
@@ -11,20 +12,24 @@ internal sealed class PkiRevokeCommand : Command<PkiRevokeCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--name <NAME>")]
+        [Description("Revoke every certificate issued to this name (give this or --intermediate).")]
         public string? Name { get; init; }
 
         [CommandOption("--pki <DIR>")]
+        [Description("The PKI folder of pki init; crl.pem is written there.")]
+        [DefaultValue("pki")]
         public string Pki { get; init; } = "pki";
 
         [CommandOption("--root-key <FILE>")]
-        [System.ComponentModel.Description("The root key where it is kept offline (default: ca.key in the PKI folder); the CRL is the root's to sign.")]
+        [Description("The root key where it is kept offline (default: ca.key in the PKI folder); the CRL is the root's to sign.")]
         public string? RootKey { get; init; }
 
         [CommandOption("--intermediate")]
-        [System.ComponentModel.Description("Revoke the renewal intermediate instead of a name: every certificate it signed is refused from then on.")]
+        [Description("Revoke the renewal intermediate instead of a name: every certificate it signed is refused from then on.")]
         public bool Intermediate { get; init; }
 
         [CommandOption("--json")]
+        [Description("Print one JSON object instead of text.")]
         public bool Json { get; init; }
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -8,6 +9,7 @@ internal sealed class PrivacyEpsilonCommand : Command<PrivacyEpsilonCommand.Sett
     public sealed class Settings : PrivacyPlanSettings
     {
         [CommandOption("--noise-multiplier <Z>")]
+        [Description("Noise multiplier z, > 0: noise standard deviation over the clip norm. Required.")]
         public string? NoiseMultiplier { get; init; }
     }
 

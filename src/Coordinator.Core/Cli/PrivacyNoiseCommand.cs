@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -9,6 +10,7 @@ internal sealed class PrivacyNoiseCommand : Command<PrivacyNoiseCommand.Settings
     {
         // --target-epsilon as on run start (--epsilon kept: budget set --epsilon is the budget itself, this is a target).
         [CommandOption("--target-epsilon|--epsilon <E>")]
+        [Description("Target epsilon, > 0: the smallest noise multiplier that stays within it is printed; alias --epsilon. Required.")]
         public string? Epsilon { get; init; }
     }
 

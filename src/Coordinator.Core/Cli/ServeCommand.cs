@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Configuration;
@@ -12,40 +13,43 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--pki <DIR>")]
+        [Description("The PKI folder pki init wrote (ca.crt, server.pfx, adapter-signer.pfx; crl.pem once pki revoke ran). Required, here or as Coordinator:Pki in appsettings.json.")]
         public string? Pki { get; init; }
 
         [CommandOption("--port <N>")]
+        [Description("TCP port of the mutual-TLS gRPC endpoint (default: 7443).")]
         public int? Port { get; init; }
 
         [CommandOption("--state <FILE>")]
+        [Description("The SQLite state file: runs, rounds, ledger, budgets, audit trail; created when missing (default: coordinator.db in the current folder).")]
         public string? State { get; init; }
 
         [CommandOption("--address <IP>")]
-        [System.ComponentModel.Description("Address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 or a host address serves edge clients on other machines).")]
+        [Description("Address to listen on: 0.0.0.0 or a host address serves edge clients on other machines (default: 127.0.0.1, this machine only).")]
         public string? Address { get; init; }
 
         [CommandOption("--at-rest-key <FILE>")]
-        [System.ComponentModel.Description("Encrypt stored adapters with AES-256-GCM under this key file (pki init writes at-rest.key).")]
+        [Description("Encrypt stored adapters with AES-256-GCM under this key file (pki init writes at-rest.key) (default: none, stored in plaintext).")]
         public string? AtRestKey { get; init; }
 
         [CommandOption("--metrics-port <N>")]
-        [System.ComponentModel.Description("Serve Prometheus metrics over plain HTTP at /metrics on this port (default: none).")]
+        [Description("Serve Prometheus metrics over plain HTTP at /metrics on this port (default: none).")]
         public int? MetricsPort { get; init; }
 
         [CommandOption("--metrics-address <IP>")]
-        [System.ComponentModel.Description("Address of the metrics endpoint (default 127.0.0.1: this machine only).")]
+        [Description("Address of the metrics endpoint (default: 127.0.0.1, this machine only).")]
         public string? MetricsAddress { get; init; }
 
         [CommandOption("--retention-days <N>")]
-        [System.ComponentModel.Description("Delete finished rounds' adapters and participant rows after N days (0: keep); the audit chain keeps their hashes.")]
+        [Description("Delete finished rounds' adapters and participant rows after N days; the audit chain keeps their hashes (default: 0, keep them).")]
         public int? RetentionDays { get; init; }
 
         [CommandOption("--seconds-per-step <S>")]
-        [System.ComponentModel.Description("Local training time allowed per local step, added to each round's first deadline (default 1).")]
+        [Description("Seconds of local training allowed per local step, added to each round's first deadline (default: 1).")]
         public double? SecondsPerStep { get; init; }
 
         [CommandOption("--json")]
-        [System.ComponentModel.Description("One JSON object per line on stdout when listening and when stopping; log lines go to stderr.")]
+        [Description("One JSON object per line on stdout when listening and when stopping; log lines go to stderr.")]
         public bool Json { get; init; }
     }
 

@@ -110,6 +110,7 @@ internal sealed class AdminGrpcService(
                 ["rounds_released"] = summary.RoundsReleased.ToString(System.Globalization.CultureInfo.InvariantCulture),
             });
             byte[] buffer = new byte[ExportChunkBytes];
+            ulong total = (ulong)summary.Files.Sum(file => new FileInfo(Path.Combine(directory, file)).Length);
             foreach (string file in summary.Files)
             {
                 await using FileStream stream = File.OpenRead(Path.Combine(directory, file));
@@ -120,7 +121,7 @@ internal sealed class AdminGrpcService(
                     int read = await stream.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, context.CancellationToken);
                     hash.AppendData(buffer, 0, read);
                     bool last = read < buffer.Length || stream.Position == stream.Length;
-                    var chunk = new ExportChunk { FileName = file, Offset = (ulong)offset, Data = ByteString.CopyFrom(buffer, 0, read) };
+                    var chunk = new ExportChunk { FileName = file, Offset = (ulong)offset, Data = ByteString.CopyFrom(buffer, 0, read), TotalBytes = total };
                     if (last)
                     {
                         chunk.Sha256 = Convert.ToHexStringLower(hash.GetHashAndReset());

@@ -44,11 +44,11 @@ internal sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public string? Messages { get; init; }
 
         [CommandOption("--max-new-tokens <N>")]
-        [Description("Tokens to generate at most (default 128); generation stops earlier at EOS.")]
+        [Description("Tokens to generate at most; generation stops earlier at EOS (default: 128).")]
         public int MaxNewTokens { get; init; } = 128;
 
         [CommandOption("--temperature <T>")]
-        [Description("0 (default): greedy; above 0: sample from softmax(logits / T).")]
+        [Description("Sampling temperature: 0 is greedy; above 0, sample from softmax(logits / T) (default: 0).")]
         public double Temperature { get; init; }
 
         [CommandOption("--seed <S>")]
@@ -56,7 +56,7 @@ internal sealed class GenerateCommand : Command<GenerateCommand.Settings>
         public long? Seed { get; init; }
 
         [CommandOption("--device <D>")]
-        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
+        [Description("auto, cpu or cuda (default: auto, CUDA when available).")]
         public string Device { get; init; } = "auto";
 
         [CommandOption("--json")]

@@ -19,15 +19,15 @@ internal abstract class LocalDataSettings : CommandSettings
     public string? Data { get; init; }
 
     [CommandOption("--device <D>")]
-    [Description("auto, cpu or cuda (default auto: CUDA when available).")]
+    [Description("auto, cpu or cuda (default: auto, CUDA when available).")]
     public string Device { get; init; } = "auto";
 
     [CommandOption("--batch-size <N>")]
-    [Description("Sequences per batch (default 4).")]
+    [Description("Sequences per batch (default: 4).")]
     public int BatchSize { get; init; } = 4;
 
     [CommandOption("--max-length <N>")]
-    [Description("Sequence length: truncate, or block size with --pack (default min(512, max_position_embeddings)).")]
+    [Description("Sequence length: truncate, or block size with --pack (default: min(512, max_position_embeddings)).")]
     public int? MaxLength { get; init; }
 
     [CommandOption("--pack")]
@@ -39,15 +39,15 @@ internal abstract class LocalDataSettings : CommandSettings
     public bool SkipMalformed { get; init; }
 
     [CommandOption("--precision <P>")]
-    [Description("Matmul precision against the frozen weights: auto (bf16 where the device has native bf16 matmul, else fp32), fp32, bf16 or fp16 (default auto).")]
+    [Description("Matmul precision against the frozen weights: auto (bf16 where the device has native bf16 matmul, else fp32), fp32, bf16 or fp16 (default: auto).")]
     public string Precision { get; init; } = "auto";
 
     [CommandOption("--quantize <Q>")]
-    [Description("Frozen base weights as none, int8 (per-channel absmax) or nf4 (QLoRA's 4-bit NormalFloat) (default none).")]
+    [Description("Frozen base weights as none, int8 (per-channel absmax) or nf4 (QLoRA's 4-bit NormalFloat) (default: none).")]
     public string Quantize { get; init; } = "none";
 
     [CommandOption("--checkpoint-activations")]
-    [Description("Recompute each decoder layer in backward (less memory, about a third more compute). Default: on when the kept activations would outweigh the weights.")]
+    [Description("Recompute each decoder layer in backward (less memory, about a third more compute) (default: on when the kept activations would outweigh the weights).")]
     public bool CheckpointActivations { get; init; }
 
     [CommandOption("--no-checkpoint-activations")]

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
@@ -15,12 +16,15 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
     public sealed class Settings : KeyOutputSettings
     {
         [CommandOption("--identity <FILE>")]
+        [Description("This machine's current identity (FILE.pfx), still valid. Required.")]
         public string? Identity { get; init; }
 
         [CommandOption("--ca <FILE>")]
+        [Description("The federation CA certificate (ca.crt). Required.")]
         public string? Ca { get; init; }
 
         [CommandOption("--coordinator <URL>")]
+        [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443. Required.")]
         public string? Coordinator { get; init; }
     }
 

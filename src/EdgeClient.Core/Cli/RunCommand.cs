@@ -53,7 +53,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         public string? Model { get; init; }
 
         [CommandOption("--device <D>")]
-        [Description("auto, cpu or cuda (default auto: CUDA when available).")]
+        [Description("auto, cpu or cuda (default: auto, CUDA when available).")]
         public string Device { get; init; } = "auto";
 
         [CommandOption("--password-file <FILE>")]
@@ -73,7 +73,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         public int? MetricsPort { get; init; }
 
         [CommandOption("--metrics-address <IP>")]
-        [Description("Address of the metrics endpoint (default 127.0.0.1: this machine only).")]
+        [Description("Address of the metrics endpoint (default: 127.0.0.1, this machine only).")]
         public string MetricsAddress { get; init; } = "127.0.0.1";
 
         public override Spectre.Console.ValidationResult Validate()

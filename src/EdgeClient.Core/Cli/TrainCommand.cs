@@ -21,28 +21,29 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         public string? Out { get; init; }
 
         [CommandOption("--steps <N>")]
-        [Description("Optimiser steps (default 100).")]
+        [Description("Optimiser steps (default: 100).")]
         public int Steps { get; init; } = 100;
 
         [CommandOption("--rank <R>")]
-        [Description("LoRA rank r (default 8).")]
+        [Description("LoRA rank r (default: 8).")]
         public int Rank { get; init; } = 8;
 
         [CommandOption("--alpha <ALPHA>")]
-        [Description("lora_alpha (default 2 x rank).")]
+        [Description("lora_alpha (default: 2 x rank).")]
         public double? Alpha { get; init; }
 
         [CommandOption("--targets <LIST>")]
         [Description("Comma-separated projections to adapt, as PEFT names them; names the model's family lacks are skipped "
-            + "(default: every linear projection: q/k/v/o_proj, gate/up/down_proj; qkv_proj, o_proj, gate_up_proj, down_proj on Phi-3).")]
+            + "(default: every linear projection, q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,qkv_proj,gate_up_proj: "
+            + "q/k/v/o_proj and gate/up/down_proj on Llama, qkv_proj, o_proj, gate_up_proj and down_proj on Phi-3).")]
         public string Targets { get; init; } = string.Join(',', LoraSettings.AllProjections);
 
         [CommandOption("--learning-rate <LR>")]
-        [Description("AdamW peak learning rate (default 2e-4), warmup then cosine.")]
+        [Description("AdamW peak learning rate, warmup then cosine (default: 0.0002).")]
         public double LearningRate { get; init; } = 2e-4;
 
         [CommandOption("--seed <N>")]
-        [Description("Seed for LoRA A, dropout and batch order (default 0).")]
+        [Description("Seed for LoRA A, dropout and batch order (default: 0).")]
         public long Seed { get; init; }
 
         [CommandOption("--freeze-a")]
@@ -50,8 +51,8 @@ internal sealed class TrainCommand : AsyncCommand<TrainCommand.Settings>
         public bool FreezeA { get; init; }
 
         [CommandOption("--privacy-unit <UNIT>")]
-        [Description("none (default) or record: DP-SGD with Poisson sampling at rate --batch-size / records, per-record clipping "
-            + "to --max-grad-norm and Gaussian noise; prints the record-level epsilon at --delta.")]
+        [Description("none or record: DP-SGD with Poisson sampling at rate --batch-size / records, per-record clipping "
+            + "to --max-grad-norm and Gaussian noise; prints the record-level epsilon at --delta (default: none).")]
         public string PrivacyUnit { get; init; } = "none";
 
         [CommandOption("--noise-multiplier <Z>")]

@@ -18,7 +18,7 @@ internal sealed class VerifyAdapterCommand : Command<VerifyAdapterCommand.Settin
         public string Directory { get; init; } = "";
 
         [CommandOption("--ca <FILE>")]
-        [Description("The federation CA certificate (PEM or DER). Default: ca.crt in the current folder.")]
+        [Description("The federation CA certificate, PEM or DER (default: ca.crt in the current folder).")]
         public string Ca { get; init; } = "ca.crt";
 
         [CommandOption("--json")]

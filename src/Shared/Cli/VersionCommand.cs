@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Reflection;
 using System.Text.Json;
 using Spectre.Console.Cli;
@@ -10,6 +11,7 @@ public sealed class VersionCommand : Command<VersionCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--json")]
+        [Description("Print the version as one JSON object.")]
         public bool Json { get; init; }
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -13,18 +14,23 @@ internal abstract class AdminSettings : CommandSettings
     public const string CaVariable = "FEDERATED_CA";
 
     [CommandOption("--coordinator <URL>")]
+    [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443 (default: $FEDERATED_COORDINATOR).")]
     public string? Coordinator { get; init; }
 
     [CommandOption("--identity <FILE>")]
+    [Description("Your PKCS#12 identity from pki init or pki issue (engineer or officer) (default: $FEDERATED_IDENTITY).")]
     public string? Identity { get; init; }
 
     [CommandOption("--ca <FILE>")]
+    [Description("The federation CA certificate (ca.crt) the coordinator's certificate must chain to (default: $FEDERATED_CA).")]
     public string? Ca { get; init; }
 
     [CommandOption("--password-file <FILE>")]
+    [Description("A file whose first line is the identity's password; without it the identity is read unencrypted.")]
     public string? PasswordFile { get; init; }
 
     [CommandOption("--json")]
+    [Description("Print JSON instead of tables and text.")]
     public bool Json { get; init; }
 }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
@@ -19,9 +20,11 @@ internal sealed class AuditShowCommand : AsyncCommand<AuditShowCommand.Settings>
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--from <N>")]
+        [Description("First entry to show, by sequence number (default: 1).")]
         public string? From { get; init; }
 
         [CommandOption("--limit <N>")]
+        [Description("Most entries to show, 1..10000 (default: 100).")]
         public string? Limit { get; init; }
     }
 

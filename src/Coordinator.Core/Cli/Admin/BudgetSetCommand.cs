@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Federated.Protos.V1;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -10,12 +11,15 @@ internal sealed class BudgetSetCommand : AsyncCommand<BudgetSetCommand.Settings>
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--epsilon <E>")]
+        [Description("The population's total epsilon, > 0. Required.")]
         public string? Epsilon { get; init; }
 
         [CommandOption("--delta <D>")]
+        [Description("The delta the budget holds at, in (0, 1). Required.")]
         public string? Delta { get; init; }
 
         [CommandOption("--population <NAME>")]
+        [Description("The population the budget is for (default: default).")]
         public string? Population { get; init; }
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Federated.Protos.V1;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -10,6 +11,7 @@ internal sealed class BudgetShowCommand : AsyncCommand<BudgetShowCommand.Setting
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--population <NAME>")]
+        [Description("The population to show (default: default).")]
         public string? Population { get; init; }
     }
 

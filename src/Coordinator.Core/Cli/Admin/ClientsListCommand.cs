@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using Federated.Protos.V1;
 using Spectre.Console;
@@ -14,6 +15,7 @@ internal sealed class ClientsListCommand : AsyncCommand<ClientsListCommand.Setti
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--seen-within <SECONDS>")]
+        [Description("Only clients seen within this many seconds, 1..31536000 (default: all clients).")]
         public string? SeenWithin { get; init; }
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Globalization;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
@@ -12,9 +13,11 @@ internal sealed class LedgerShowCommand : AsyncCommand<LedgerShowCommand.Setting
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--run <RUN_ID>")]
+        [Description("Only this run's charges (default: every run).")]
         public string? Run { get; init; }
 
         [CommandOption("--population <NAME>")]
+        [Description("Only this population's charges (default: every population).")]
         public string? Population { get; init; }
     }
 

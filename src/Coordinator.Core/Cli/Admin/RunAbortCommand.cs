@@ -18,6 +18,7 @@ internal sealed class RunAbortCommand : AsyncCommand<RunAbortCommand.Settings>
         public string? RunId { get; init; }
 
         [CommandOption("--reason <TEXT>")]
+        [Description("Why, recorded in the run's detail and the audit trail (default: aborted from the CLI).")]
         public string? Reason { get; init; }
     }
 

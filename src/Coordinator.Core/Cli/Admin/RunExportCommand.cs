@@ -26,6 +26,7 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         public string? RunId { get; init; }
 
         [CommandOption("--out <DIR>")]
+        [Description("An empty or new folder for the PEFT adapter, its signature and provenance.json. Required.")]
         public string? Out { get; init; }
     }
 
@@ -53,13 +54,20 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         try
         {
             IReadOnlyList<(string Name, long Size, string Sha256)> files;
+            // Progress goes to stderr in text mode only: with --json, stdout's one object is all there is.
+            ExportProgress? progress = settings.Json ? null : ExportProgress.ForConsole();
             try
             {
-                files = await RunExportDownload.DownloadAsync(connection.Admin, AdminConnection.Options(cancellationToken, s_timeout), runId, directory, cancellationToken);
+                files = await RunExportDownload.DownloadAsync(connection.Admin, AdminConnection.Options(cancellationToken, s_timeout), runId, directory, cancellationToken,
+                    progress is null ? null : progress.Report);
             }
             catch (RpcException ex)
             {
                 throw connection.Failure(ex, cancellationToken);
+            }
+            finally
+            {
+                progress?.Finish();
             }
             X509Certificate2 signer;
             try

@@ -20,9 +20,11 @@ public static class RunExportDownload
     /// <summary>
     /// Writes an ExportRun stream's files into <paramref name="directory"/> (the CLI's and simulate's one reader); every
     /// field from the wire is checked before it touches the disk. The caller verifies the signature and maps RpcException.
+    /// <paramref name="progress"/> hears (bytes received, bytes announced in all; 0 when the coordinator sent no total) after each chunk.
     /// </summary>
     public static async Task<IReadOnlyList<(string Name, long Size, string Sha256)>> DownloadAsync(
-        AdminService.AdminServiceClient admin, CallOptions options, string runId, string directory, CancellationToken cancellationToken)
+        AdminService.AdminServiceClient admin, CallOptions options, string runId, string directory, CancellationToken cancellationToken,
+        Action<long, long>? progress = null)
     {
         var finished = new List<(string Name, long Size, string Sha256)>();
         var finishedNames = new HashSet<string>(StringComparer.Ordinal);
@@ -30,6 +32,7 @@ public static class RunExportDownload
         FileStream? output = null;
         IncrementalHash? hash = null;
         long written = 0, total = 0;
+        ulong? announced = null;
         try
         {
             using AsyncServerStreamingCall<ExportChunk> call = admin.ExportRun(new ExportRunRequest { RunId = runId }, options);
@@ -63,14 +66,31 @@ public static class RunExportDownload
                 {
                     throw Invalid($"chunk of {current} has {chunk.Data.Length} bytes; at most {MaxChunkBytes} are allowed");
                 }
+                if (announced is null)
+                {
+                    announced = chunk.TotalBytes;
+                    if (announced > MaxTotalBytes)
+                    {
+                        throw Invalid($"it announces {announced} bytes; at most {MaxTotalBytes} are allowed");
+                    }
+                }
+                else if (chunk.TotalBytes != announced)
+                {
+                    throw Invalid($"the announced size changed from {announced} to {chunk.TotalBytes} bytes");
+                }
                 total += chunk.Data.Length;
                 if (total > MaxTotalBytes)
                 {
                     throw Invalid($"the export exceeds {MaxTotalBytes} bytes");
                 }
+                if (announced > 0 && (ulong)total > announced)
+                {
+                    throw Invalid($"more than the announced {announced} bytes");
+                }
                 await output!.WriteAsync(chunk.Data.Memory, cancellationToken);
                 hash!.AppendData(chunk.Data.Span);
                 written += chunk.Data.Length;
+                progress?.Invoke(total, (long)announced.Value);
                 if (chunk.Sha256.Length > 0)
                 {
                     string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
@@ -99,6 +119,10 @@ public static class RunExportDownload
         if (current is not null)
         {
             throw Invalid($"the stream ended inside file {current}");
+        }
+        if (announced > 0 && (ulong)total != announced)
+        {
+            throw Invalid($"the stream ended after {total} of the announced {announced} bytes");
         }
         if (!finishedNames.Contains(AdapterSignature.SignatureFileName))
         {

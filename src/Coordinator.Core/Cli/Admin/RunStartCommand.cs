@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
@@ -13,54 +14,68 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
     public sealed class Settings : AdminSettings
     {
         [CommandOption("--base-model <DIR>")]
+        [Description("The base model folder (Hugging Face: config.json, model.safetensors, tokenizer.json), as a path on the coordinator host. Required.")]
         public string? BaseModel { get; init; }
 
         [CommandOption("--rank <R>")]
+        [Description("LoRA rank r, 1..256 (default: 8).")]
         public string? Rank { get; init; }
 
         [CommandOption("--targets <LIST>")]
+        [Description("Comma-separated modules to adapt, e.g. q_proj,v_proj (default: the model's attention projections: q_proj,k_proj,v_proj,o_proj, or qkv_proj,o_proj).")]
         public string? Targets { get; init; }
 
         [CommandOption("--rounds <T>")]
+        [Description("Rounds to run, 1..10000. Required.")]
         public string? Rounds { get; init; }
 
         [CommandOption("--clients-per-round <N>")]
+        [Description("Clients selected each round, 2..1000 (give this or --sampling-rate).")]
         public string? ClientsPerRound { get; init; }
 
         [CommandOption("--sampling-rate <Q>")]
+        [Description("Poisson-sample each available client with probability Q in (0, 1]] each round (give this or --clients-per-round).")]
         public string? SamplingRate { get; init; }
 
         [CommandOption("--local-steps <N>")]
+        [Description("Training steps each client takes per round, 1..100000 (default: 10).")]
         public string? LocalSteps { get; init; }
 
         [CommandOption("--learning-rate <LR>")]
+        [Description("Clients' learning rate, > 0 (default: 0.001).")]
         public string? LearningRate { get; init; }
 
         [CommandOption("--clip-norm <C>")]
+        [Description("L2 norm each client's update is clipped to, > 0 (default: 1).")]
         public string? ClipNorm { get; init; }
 
         [CommandOption("--mechanism <distributed|central>")]
+        [Description("Where the DP noise is added: distributed (Skellam, by the clients, under secure aggregation) or central (Gaussian, by the coordinator) (default: distributed).")]
         public string? Mechanism { get; init; }
 
         // --noise-multiplier is the name every other command (privacy, simulate) uses; --noise stays as an alias.
         [CommandOption("--noise-multiplier|--noise <Z>")]
-        [System.ComponentModel.Description("Noise multiplier z (or give --target-epsilon and let the coordinator find z).")]
+        [Description("Noise multiplier z (or give --target-epsilon and let the coordinator find z).")]
         public string? Noise { get; init; }
 
         [CommandOption("--stage-timeout <SECONDS>")]
-        [System.ComponentModel.Description("Seconds each round stage stays open at most (the first also covers local training); default: the coordinator's (60).")]
+        [Description("Seconds each round stage stays open at most, 10..86400; the first also covers local training (default: 60, the coordinator's).")]
         public string? StageTimeout { get; init; }
 
         [CommandOption("--target-epsilon <E>")]
+        [Description("Let the coordinator find the smallest noise multiplier whose epsilon after all rounds is at most E (give this or --noise-multiplier).")]
         public string? TargetEpsilon { get; init; }
 
         [CommandOption("--delta <D>")]
+        [Description("The delta epsilon is stated at, in (0, 1). Required.")]
         public string? Delta { get; init; }
 
         [CommandOption("--population <NAME>")]
+        [Description("The population whose budget the run is charged to and whose clients it selects (default: default).")]
         public string? Population { get; init; }
 
         [CommandOption("--min-survivors <T>")]
+        [Description("SecAgg+ threshold t: fewest surviving clients a round releases with; required with --sampling-rate (default: about two thirds of --clients-per-round, at least 2).")]
         public string? MinSurvivors { get; init; }
 
         [CommandOption("--privacy-unit <client|record|both>")]
