@@ -35,32 +35,66 @@ internal static class RunReportPlots
         if (rounds.Length > 0)
         {
             Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => r.EpsilonAfter!.Value), "epsilon after round", Colors.C1);
+            plot.ShowLegend(Alignment.LowerRight);
+            // From zero: the spend is a total, and a cut axis would make the second round look like the first doubled.
+            plot.Axes.SetLimitsY(0, rounds.Max(r => r.EpsilonAfter!.Value) * 1.1);
         }
         return Png(plot);
     }
 
-    /// <summary>Selected clients, survivors (summed into the release) and dropouts per round.</summary>
+    /// <summary>
+    /// One stacked bar per round, as tall as the clients selected: survivors (summed into the release), declines and
+    /// dropouts. A round that released nothing (or has not ended) is one grey bar: the coordinator records no survivors for it.
+    /// </summary>
     public static byte[] Participation(RunReport report)
     {
         ArgumentNullException.ThrowIfNull(report);
         ReportRound[] rounds = [.. report.Selections];
         Plot plot = NewPlot($"Participation per round, run {report.RunId}", "clients");
+        var bars = new List<Bar>();
+        foreach (ReportRound round in rounds)
+        {
+            if (round.Survivors is { } survivors)
+            {
+                int declined = round.Declined ?? 0;
+                Stack(bars, round.Round, 0, survivors, s_survivors);
+                Stack(bars, round.Round, survivors, survivors + declined, s_declined);
+                Stack(bars, round.Round, survivors + declined, round.Selected, s_dropouts);
+            }
+            else
+            {
+                Stack(bars, round.Round, 0, round.Selected, s_unreleased);
+            }
+        }
+        if (bars.Count > 0)
+        {
+            plot.Add.Bars(bars);
+        }
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "survivors", FillColor = s_survivors });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "declined", FillColor = s_declined });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "dropouts", FillColor = s_dropouts });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "selected, round released nothing", FillColor = s_unreleased });
+        plot.ShowLegend(Alignment.UpperRight);
+        // Counts from zero, with room above the tallest bar for the legend.
+        plot.Axes.SetLimitsY(0, Math.Max(1, rounds.Select(r => r.Selected).DefaultIfEmpty(0).Max()) * 1.4);
         if (rounds.Length > 0)
         {
-            Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => (double)r.Selected), "selected", Colors.C0);
-            ReportRound[] known = [.. rounds.Where(r => r.Survivors is not null)];
-            Line(plot, known.Select(r => (double)r.Round), known.Select(r => (double)r.Survivors!.Value), "survivors", Colors.C2);
-            Line(plot, known.Select(r => (double)r.Round), known.Select(r => (double)r.Dropouts!.Value), "dropouts", Colors.C3);
-            ReportRound[] declines = [.. rounds.Where(r => r.Declined is not null)];
-            if (declines.Length > 0)
-            {
-                Line(plot, declines.Select(r => (double)r.Round), declines.Select(r => (double)r.Declined!.Value), "declined", Colors.C4);
-            }
-            plot.ShowLegend(Alignment.UpperRight);
-            // Counts start at zero so a dropout of one client does not look like a collapse.
-            plot.Axes.SetLimitsY(0, Math.Max(1, rounds.Max(r => r.Selected)) * 1.15);
+            plot.Axes.SetLimitsX(rounds.Min(r => r.Round) - 0.75, rounds.Max(r => r.Round) + 0.75);
         }
         return Png(plot);
+    }
+
+    private static readonly Color s_survivors = Colors.C2;
+    private static readonly Color s_declined = Colors.C4;
+    private static readonly Color s_dropouts = Colors.C3;
+    private static readonly Color s_unreleased = Colors.Gray;
+
+    private static void Stack(List<Bar> bars, int round, int from, int to, Color color)
+    {
+        if (to > from)
+        {
+            bars.Add(new Bar { Position = round, ValueBase = from, Value = to, FillColor = color, Size = 0.6 });
+        }
     }
 
     private static Plot NewPlot(string title, string yLabel)

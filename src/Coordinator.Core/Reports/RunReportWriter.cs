@@ -62,7 +62,7 @@ public static class RunReportWriter
         html.Append("<h1>").Append(E(report.Title)).Append("</h1>\n");
         html.Append("<table class=\"facts\">\n");
         html.Append("<tr><th>run</th><td id=\"run-id\">").Append(E(report.RunId)).Append("</td></tr>\n");
-        foreach ((string label, string value) in report.Facts)
+        foreach ((string label, string value) in report.Facts.Where(f => f.Value.Length > 0))
         {
             html.Append("<tr><th>").Append(E(label)).Append("</th><td>").Append(E(value)).Append("</td></tr>\n");
         }
@@ -79,8 +79,9 @@ public static class RunReportWriter
                 .Append("\"><figcaption>").Append(E(alt)).Append(" (also ").Append(E(file)).Append(")</figcaption></figure>\n");
         }
 
+        bool hasLoss = report.WithLoss.Any();
         html.Append("<h2>Rounds</h2>\n<table class=\"rounds\">\n<tr><th>round</th><th>outcome</th><th>selected</th><th>survivors</th><th>declined</th>")
-            .Append("<th>dropouts</th><th>epsilon after</th><th>held-out loss</th></tr>\n");
+            .Append("<th>dropouts</th><th>epsilon after</th>").Append(hasLoss ? "<th>held-out loss</th>" : "").Append("</tr>\n");
         foreach (ReportRound round in report.Rounds)
         {
             html.Append(round.Outcome == ReportRoundOutcome.Failed ? "<tr class=\"failed\">" : "<tr>")
@@ -91,7 +92,7 @@ public static class RunReportWriter
                 .Append(Cell(round.Declined))
                 .Append(Cell(round.Dropouts))
                 .Append("<td class=\"n epsilon\">").Append(round.EpsilonAfter is { } epsilon ? E(Number(epsilon)) : "&ndash;").Append("</td>")
-                .Append("<td class=\"n\">").Append(round.HeldOutLoss is { } loss && double.IsFinite(loss) ? loss.ToString("F4", CultureInfo.InvariantCulture) : "&ndash;").Append("</td>")
+                .Append(hasLoss ? Loss(round) : "")
                 .Append("</tr>\n");
         }
         html.Append("</table>\n</body>\n</html>\n");
@@ -106,6 +107,9 @@ public static class RunReportWriter
             ReportRoundOutcome.Failed => "failed: nothing released, nothing charged",
             _ => "in progress",
         };
+
+    private static string Loss(ReportRound round) =>
+        "<td class=\"n loss\">" + (round.HeldOutLoss is { } loss && double.IsFinite(loss) ? loss.ToString("F4", CultureInfo.InvariantCulture) : "&ndash;") + "</td>";
 
     private static string Cell(int? value) =>
         "<td class=\"n\">" + (value is { } v ? v.ToString(CultureInfo.InvariantCulture) : "&ndash;") + "</td>";
