@@ -20,7 +20,8 @@ internal static class SimulationReport
             r.Round,
             r.Released ? ReportRoundOutcome.Released : ReportRoundOutcome.Failed,
             Selected: r.Participants + r.Dropouts,
-            Survivors: r.Released ? r.Participants : null,
+            // Round 0 is the baseline before any training: nobody was selected.
+            Survivors: r.Released && r.Round > 0 ? r.Participants : null,
             // The simulation's clients never decline; a client that did not contribute is a dropout.
             Declined: null,
             EpsilonAfter: r.Released ? r.Epsilon : null,

@@ -22,7 +22,7 @@ internal static class RunReportPlots
             return null;
         }
         Plot plot = NewPlot($"Held-out loss per round, run {report.RunId}", "held-out loss");
-        Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => r.HeldOutLoss!.Value), "held-out loss", Colors.C0);
+        Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => r.HeldOutLoss!.Value), Colors.C0);
         return Png(plot);
     }
 
@@ -34,8 +34,7 @@ internal static class RunReportPlots
         Plot plot = NewPlot($"Epsilon spent after each released round, run {report.RunId}", "epsilon (cumulative)");
         if (rounds.Length > 0)
         {
-            Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => r.EpsilonAfter!.Value), "epsilon after round", Colors.C1);
-            plot.ShowLegend(Alignment.LowerRight);
+            Line(plot, rounds.Select(r => (double)r.Round), rounds.Select(r => r.EpsilonAfter!.Value), Colors.C1);
             // From zero: the spend is a total, and a cut axis would make the second round look like the first doubled.
             plot.Axes.SetLimitsY(0, rounds.Max(r => r.EpsilonAfter!.Value) * 1.1);
         }
@@ -108,7 +107,8 @@ internal static class RunReportPlots
         return plot;
     }
 
-    private static void Line(Plot plot, IEnumerable<double> xs, IEnumerable<double> ys, string label, Color color)
+    /// <summary>One series with markers, without a legend: the plot's title names it.</summary>
+    private static void Line(Plot plot, IEnumerable<double> xs, IEnumerable<double> ys, Color color)
     {
         double[] x = [.. xs];
         double[] y = [.. ys];
@@ -117,7 +117,6 @@ internal static class RunReportPlots
             return;
         }
         var scatter = plot.Add.Scatter(x, y, color);
-        scatter.LegendText = label;
         scatter.MarkerSize = 7;
         scatter.LineWidth = 2;
     }
