@@ -3,6 +3,7 @@ using Federated.Coordinator;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.Storage;
+using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Federated.Training.Data;
@@ -85,9 +86,11 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         var datasetOptions = new DatasetOptions { MaxLength = Math.Min(SimulationModel.MaxSequenceLength, config.MaxPositionEmbeddings) };
         var train = new Dictionary<string, IReadOnlyList<TokenBatch>>(StringComparer.Ordinal);
         var eval = new Dictionary<string, IReadOnlyList<TokenBatch>>(StringComparer.Ordinal);
+        var records = new Dictionary<string, RecordLevelData>(StringComparer.Ordinal);
         foreach (ClientData client in data)
         {
             train[client.Name] = SimulationModel.Batches(client.TrainLines, client.Source, tokenizer, datasetOptions, shuffle: true);
+            records[client.Name] = SimulationModel.Records(client.TrainLines, client.Source, tokenizer, datasetOptions);
             eval[client.Name] = SimulationModel.Batches(client.EvalLines, client.Source + " (held out)", tokenizer, datasetOptions, shuffle: false);
             progress($"{client.Name}: {client.TrainLines.Count} training and {client.EvalLines.Count} held-out examples ({client.Source})");
         }
@@ -105,7 +108,7 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
 
         using var stopClients = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var clients = new SimulatedClients(options, progress);
-        Task[] running = clients.Start(names, host.Address, pki, ca, model, train, root, stopClients.Token);
+        Task[] running = clients.Start(names, host.Address, pki, ca, model, train, records, root, stopClients.Token);
         try
         {
             var run = new SimulatedRun(host, pki, ca, model, tokenizer, format, secrets, train, eval, clients, running);
@@ -132,14 +135,17 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
         // The officer's budget is what this plan needs: the coordinator prices the plan and would refuse anything more.
         RunPrice price = Price(plan);
         double planned = price.PlannedEpsilon;
-        // Rounded up to three significant digits, as an officer would write it.
-        double scale = Math.Pow(10, Math.Floor(Math.Log10(planned)) - 2);
-        double budget = Math.Max(Math.Ceiling(planned / scale) * scale, planned * (1 + 1e-9));
+        // Rounded up to three significant digits, as an officer would write it. A record-only run charges no client-level
+        // budget (the population still needs one to start a run).
+        double scale = planned > 0 ? Math.Pow(10, Math.Floor(Math.Log10(planned)) - 2) : 1;
+        double budget = planned > 0 ? Math.Max(Math.Ceiling(planned / scale) * scale, planned * (1 + 1e-9)) : 1;
         await officerAdmin.SetBudgetAsync(new SetBudgetRequest { Population = Population, Epsilon = budget, Delta = options.Delta }, asOfficer.Call(cancellationToken));
         progress($"officer set the budget of population '{Population}': epsilon {budget:G4} at delta {options.Delta:G3}");
         await run.Clients.WaitForRegisteredAsync(admin, asEngineer, options.Clients, run.Running, cancellationToken);
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(cancellationToken));
-        progress($"engineer started {started.RunId}: {options.Rounds} rounds of {options.Clients} clients, distributed Skellam noise (z = {started.NoiseMultiplier:G3}, C = {options.ClipNorm:G3}) under SecAgg+, planned epsilon {started.PlannedEpsilon:G4}");
+        progress($"engineer started {started.RunId}: {options.Rounds} rounds of {options.Clients} clients, privacy unit {options.PrivacyUnit}: "
+            + (options.ClientLevel ? $"distributed Skellam noise (z = {started.NoiseMultiplier:G3}, C = {options.ClipNorm:G3}) under SecAgg+, planned epsilon {started.PlannedEpsilon:G4}" : "no client-level noise, SecAgg+")
+            + (options.RecordLevel ? $"; DP-SGD at every client (z = {options.RecordNoise:G3}, C = {options.RecordClip:G3}, expected batch {options.RecordBatch})" : ""));
 
         using LlamaForCausalLM evaluator = LlamaForCausalLM.FromPretrained(run.Model, torch.CPU);
         var reporter = new RoundReporter(host, officerAdmin, asOfficer, run.Clients, evaluator, run.Eval, progress, RoundFinished);
@@ -169,7 +175,10 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
                 initialSha, outDirectory, cancellationToken);
         }
         return new SimulationResult(started.RunId, reporter.Reports, started.PlannedEpsilon, epsilon, options.Delta, started.NoiseMultiplier, options.ClipNorm,
-            checked((int)plan.MinSurvivors), price.Privacy, last.AdapterSha256, canaries, noDpEval, clock.Elapsed.TotalSeconds);
+            checked((int)plan.MinSurvivors), price.Privacy, last.AdapterSha256, canaries, noDpEval, clock.Elapsed.TotalSeconds)
+        {
+            RecordEpsilons = run.Clients.RecordEpsilons(started.RunId),
+        };
     }
 
     private RunPlan Plan(string model)
@@ -184,13 +193,20 @@ internal sealed class FederationSimulation(SimulationOptions options, Action<str
             LearningRate = options.LearningRate,
             ClipNorm = options.ClipNorm,
             Mechanism = NoiseMechanism.DistributedSkellam,
-            NoiseMultiplier = options.NoiseMultiplier,
+            NoiseMultiplier = options.ClientLevel ? options.NoiseMultiplier : 0,
+            PrivacyUnit = options.PrivacyUnit switch { "record" => PrivacyUnit.Record, "both" => PrivacyUnit.Both, _ => PrivacyUnit.Client },
             Delta = options.Delta,
             Population = Population,
             // t = n: the survivors' noise shares add up to exactly z C; with t < n each client would add sqrt(n / t) times more.
             MinSurvivors = (uint)options.Clients,
         };
         plan.TargetModules.Add(options.Targets);
+        if (options.RecordLevel)
+        {
+            plan.RecordNoiseMultiplier = options.RecordNoise;
+            plan.RecordMaxGradNorm = options.RecordClip;
+            plan.RecordExpectedBatch = (uint)options.RecordBatch;
+        }
         return plan;
     }
 

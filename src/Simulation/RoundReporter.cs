@@ -85,7 +85,6 @@ internal sealed class RoundReporter(
         LedgerEntry[] ledger = [.. (await officerAdmin.GetLedgerAsync(new GetLedgerRequest { RunId = runId }, asOfficer.Call(cancellationToken))).Entries];
         foreach (EndedRound round in ended)
         {
-            LedgerEntry? charge = ledger.FirstOrDefault(l => l.Round == round.Round);
             double epsilon = ledger.Where(l => l.Round <= round.Round).Select(l => l.EpsilonAfter).DefaultIfEmpty(0).Max();
             double evalLoss = _reports[^1].EvalLoss;
             if (round.AdapterSha256After is { } sha)
@@ -93,9 +92,11 @@ internal sealed class RoundReporter(
                 evalLoss = LoadAdapter(host, sha, evaluator) ? MeanEvalLoss(evaluator, eval) : double.NaN;
             }
             double trainLoss = await clients.MeanTrainLossAsync((uint)round.Round, round.Survivors, cancellationToken);
-            int participants = charge is null ? 0 : (int)charge.Participants;
+            // Released means a new adapter: a record-only run releases rounds without a client-level charge.
+            bool released = round.AdapterSha256After is not null;
+            int participants = released ? round.Survivors : 0;
             Add(new RoundReport(round.Round, trainLoss, evalLoss, epsilon, participants, round.Selected - participants,
-                (round.EndedAt - round.StartedAt).TotalSeconds, charge is not null));
+                (round.EndedAt - round.StartedAt).TotalSeconds, released));
             reported = round.Round;
         }
         return reported;

@@ -82,6 +82,27 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         /// <summary>Also print each edge client's own log lines (training loss, update norm before clipping): the global --verbose.</summary>
         public bool Verbose { get; init; } = CliRunner.Verbose;
 
+        [CommandOption("--privacy-unit <UNIT>")]
+        [Description("client (default): distributed noise on the aggregate protects each client; record: DP-SGD at every client protects each record "
+            + "(no client-level noise); both.")]
+        [DefaultValue("client")]
+        public string PrivacyUnit { get; init; } = "client";
+
+        [CommandOption("--record-noise <Z>")]
+        [Description("DP-SGD noise multiplier at every client (with --privacy-unit record or both).")]
+        [DefaultValue(SimulationOptions.DefaultRecordNoise)]
+        public double RecordNoise { get; init; } = SimulationOptions.DefaultRecordNoise;
+
+        [CommandOption("--record-clip <C>")]
+        [Description("DP-SGD per-record clip norm at every client (with --privacy-unit record or both).")]
+        [DefaultValue(SimulationOptions.DefaultRecordClip)]
+        public double RecordClip { get; init; } = SimulationOptions.DefaultRecordClip;
+
+        [CommandOption("--batch-size <B>")]
+        [Description("DP-SGD expected records per local step (with --privacy-unit record or both).")]
+        [DefaultValue(SimulationOptions.DefaultRecordBatch)]
+        public int BatchSize { get; init; } = SimulationOptions.DefaultRecordBatch;
+
         [CommandOption("--canary-repeats <N>")]
         [Description("How often each canary is inserted into client-1's training data (1..1000).")]
         [DefaultValue(SimulationOptions.DefaultCanaryRepeats)]
@@ -107,6 +128,10 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
             Rank = settings.Rank,
             Targets = settings.Targets is { } list ? [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)] : SimulationOptions.DefaultTargets,
             Verbose = settings.Verbose,
+            PrivacyUnit = settings.PrivacyUnit,
+            RecordNoise = settings.RecordNoise,
+            RecordClip = settings.RecordClip,
+            RecordBatch = settings.BatchSize,
         };
         options.Validate();
         string outDirectory = Path.GetFullPath(settings.Out ?? DefaultOut());
@@ -179,8 +204,16 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
                 ["epsilon"] = result.Epsilon,
                 ["planned_epsilon"] = result.PlannedEpsilon,
                 ["delta"] = result.Delta,
-                ["privacy_unit"] = result.Privacy.PrivacyUnit,
+                // The run's unit; epsilon is client-level (0 under record: no client-level noise), record_epsilon the
+                // largest of the clients' own record-level epsilons (each at its own record count).
+                ["privacy_unit"] = options.PrivacyUnit,
                 ["adjacency"] = result.Privacy.AdjacencyName,
+                ["record_epsilon"] = options.RecordLevel ? RecordEpsilon(result) : null,
+                ["record_epsilons"] = options.RecordLevel ? result.RecordEpsilons : null,
+                ["record_adjacency"] = options.RecordLevel ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.RecordAdjacency) : null,
+                ["record_noise_multiplier"] = options.RecordLevel ? options.RecordNoise : null,
+                ["record_max_grad_norm"] = options.RecordLevel ? options.RecordClip : null,
+                ["record_expected_batch"] = options.RecordLevel ? options.RecordBatch : null,
                 ["noise_multiplier"] = result.NoiseMultiplier,
                 ["clip_norm"] = result.ClipNorm,
                 ["mechanism"] = "distributed_skellam",
@@ -214,11 +247,25 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         }
         Console.WriteLine();
         Console.WriteLine($"held-out eval loss {initial:F4} -> {final:F4} (mean over the clients' own held-out text)");
-        Console.WriteLine($"privacy spent: epsilon {result.Epsilon:G4} at delta {result.Delta:G3} for the whole run, per client ({result.Privacy.PrivacyUnit}-level, " +
-            $"{result.Privacy.AdjacencyName}; distributed discrete Skellam, noise multiplier {result.NoiseMultiplier:G3}, clip norm {result.ClipNorm:G3}, " +
-            $"SecAgg+ threshold {result.Threshold} of {options.Clients}).");
-        Console.WriteLine("  With only a handful of clients, useful learning needs little noise, so this epsilon is large: it demonstrates the");
-        Console.WriteLine("  machinery, not a strong guarantee. Real deployments have many clients per round, and the noise per client shrinks.");
+        if (options.ClientLevel)
+        {
+            Console.WriteLine($"privacy spent: epsilon {result.Epsilon:G4} at delta {result.Delta:G3} for the whole run, per client ({result.Privacy.PrivacyUnit}-level, " +
+                $"{result.Privacy.AdjacencyName}; distributed discrete Skellam, noise multiplier {result.NoiseMultiplier:G3}, clip norm {result.ClipNorm:G3}, " +
+                $"SecAgg+ threshold {result.Threshold} of {options.Clients}).");
+            Console.WriteLine("  With only a handful of clients, useful learning needs little noise, so this epsilon is large: it demonstrates the");
+            Console.WriteLine("  machinery, not a strong guarantee. Real deployments have many clients per round, and the noise per client shrinks.");
+        }
+        else
+        {
+            Console.WriteLine("privacy spent, client-level: none claimed (privacy unit record: the aggregate carries no client-level noise).");
+        }
+        if (options.RecordLevel)
+        {
+            Console.WriteLine($"privacy spent: record epsilon {RecordEpsilon(result):G4} at delta {result.Delta:G3} for the whole run, per record " +
+                $"(record-level, {Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.RecordAdjacency)}; DP-SGD at every client, " +
+                $"noise multiplier {options.RecordNoise:G3}, clip {options.RecordClip:G3}, expected batch {options.RecordBatch}; the largest of the clients' own ledgers: " +
+                string.Join(", ", result.RecordEpsilons.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} {p.Value:G4}")) + ").");
+        }
         Console.WriteLine($"adapter (PEFT, provenance.json, adapter.p7s): {outDirectory}");
         Console.WriteLine($"verify it: edge-client verify-adapter {outDirectory} --ca {caCopy}");
         Console.WriteLine($"report (held-out loss, epsilon and participation per round): {Path.Combine(reportDirectory, Coordinator.Reports.RunReportWriter.HtmlFile)}");
@@ -237,6 +284,8 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
             Console.WriteLine("  Exposure near 1 bit means the model finds the planted secret no likelier than a random one.");
         }
     }
+
+    private static double RecordEpsilon(SimulationResult result) => result.RecordEpsilons.Count == 0 ? 0 : result.RecordEpsilons.Values.Max();
 
     private static double? Number(double value) => double.IsFinite(value) ? value : null;
 

@@ -18,13 +18,18 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
 {
     private readonly ConcurrentDictionary<(uint Round, string Client), RoundWorkResult> _work = new();
     private readonly ConcurrentQueue<string> _stopped = new();
+    private readonly ConcurrentDictionary<(string RunId, string Client), double> _recordEpsilon = new();
+
+    /// <summary>Each client's record-level epsilon for <paramref name="runId"/>, as its own ledger last priced it.</summary>
+    public IReadOnlyDictionary<string, double> RecordEpsilons(string runId) =>
+        _recordEpsilon.Where(p => p.Key.RunId == runId).ToDictionary(p => p.Key.Client, p => p.Value, StringComparer.Ordinal);
 
     /// <summary>Starts every client; each runs until <paramref name="cancellationToken"/> is cancelled.</summary>
     public Task[] Start(IReadOnlyList<string> names, Uri address, string pki, string ca, string model, IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> train,
-        string root, CancellationToken cancellationToken)
+        IReadOnlyDictionary<string, RecordLevelData> records, string root, CancellationToken cancellationToken)
     {
         string policy = WritePolicy(root);
-        return [.. names.Select(name => Task.Run(() => ClientAsync(name, address, pki, ca, model, policy, train[name], root, cancellationToken), CancellationToken.None))];
+        return [.. names.Select(name => Task.Run(() => ClientAsync(name, address, pki, ca, model, policy, train[name], records[name], root, cancellationToken), CancellationToken.None))];
     }
 
     /// <summary>Waits until <paramref name="count"/> clients are registered and available, as the engineer's client list shows them.</summary>
@@ -66,7 +71,7 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
     }
 
     private async Task ClientAsync(string name, Uri address, string pki, string ca, string model, string policyPath, IReadOnlyList<TokenBatch> batches,
-        string root, CancellationToken cancellationToken)
+        RecordLevelData records, string root, CancellationToken cancellationToken)
     {
         try
         {
@@ -80,6 +85,7 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
             var worker = new EdgeRoundWorker(connection, name, local, batches, gate)
             {
                 Report = options.Verbose ? e => progress($"{name}: {e.Text}") : null,
+                Records = records,
             };
             var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "simulate", Device = "cpu" });
             await session.RunAsync(async (invitation, ct) =>
@@ -88,6 +94,7 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
                 {
                     RoundWorkResult result = await worker.HandleAsync(invitation, ct);
                     _work[(result.Round, name)] = result;
+                    _recordEpsilon[(result.RunId, name)] = ledger.RecordEpsilon(options.Delta, result.RunId);
                 }
                 catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException) && !ct.IsCancellationRequested)
                 {
@@ -127,6 +134,8 @@ internal sealed class SimulatedClients(SimulationOptions options, Action<string>
             ["allowed_target_modules"] = options.Targets,
             ["max_rank"] = options.Rank,
             ["max_rounds_per_day"] = 100_000,
+            // The policy format's upper limit: the demo shows the record-level epsilon it reaches rather than capping it.
+            ["max_record_epsilon"] = 1000,
         });
         File.WriteAllText(path, json);
         return path;

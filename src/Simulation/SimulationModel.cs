@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Federated.EdgeClient.Rounds;
 using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Tokenization;
@@ -57,6 +58,10 @@ internal static class SimulationModel
     }
 
     /// <summary>A client's lines as token batches (training batches shuffled with a fresh seed, held-out ones in order).</summary>
+    /// <summary>The client's training records, one example each, for DP-SGD (record or both).</summary>
+    public static RecordLevelData Records(IReadOnlyList<string> lines, string source, ITextTokenizer tokenizer, DatasetOptions datasetOptions) =>
+        new(JsonlDataset.Parse(lines, source, tokenizer, datasetOptions).Examples, tokenizer.PadId);
+
     public static IReadOnlyList<TokenBatch> Batches(IReadOnlyList<string> lines, string source, ITextTokenizer tokenizer, DatasetOptions datasetOptions, bool shuffle)
     {
         JsonlDataset dataset;

@@ -20,6 +20,12 @@ internal sealed record SimulationOptions
     public const int DefaultCanaryRepeats = 20;
     public const int DefaultCanaryCandidates = 2000;
 
+    // Record-level defaults: 48 synthetic records per client, 4 expected per step (q = 1/12), z = 2 over 5 x 25 steps
+    // give record epsilon about 2.4 at delta 1e-5 (the RDP accountant; Mironov, Talwar and Zhang 2019).
+    public const double DefaultRecordNoise = 2.0;
+    public const double DefaultRecordClip = 1.0;
+    public const int DefaultRecordBatch = 4;
+
     public int Clients { get; init; } = DefaultClients;
 
     public int Rounds { get; init; } = DefaultRounds;
@@ -53,6 +59,24 @@ internal sealed record SimulationOptions
 
     public int Rank { get; init; } = DefaultRank;
 
+    /// <summary>client (default), record or both: what the run's DP protects.</summary>
+    public string PrivacyUnit { get; init; } = "client";
+
+    /// <summary>DP-SGD noise multiplier at every client (record or both).</summary>
+    public double RecordNoise { get; init; } = DefaultRecordNoise;
+
+    /// <summary>DP-SGD per-record clip norm at every client (record or both).</summary>
+    public double RecordClip { get; init; } = DefaultRecordClip;
+
+    /// <summary>DP-SGD expected records per local step (record or both).</summary>
+    public int RecordBatch { get; init; } = DefaultRecordBatch;
+
+    /// <summary>Whether clients train with DP-SGD and charge their record-level ledgers.</summary>
+    public bool RecordLevel => PrivacyUnit is "record" or "both";
+
+    /// <summary>Whether the aggregate carries client-level noise and the client-level budget is charged.</summary>
+    public bool ClientLevel => PrivacyUnit is "client" or "both";
+
     public const string DefaultTargetList = "o_proj,down_proj";
 
     public static IReadOnlyList<string> DefaultTargets { get; } = DefaultTargetList.Split(',');
@@ -82,6 +106,13 @@ internal sealed record SimulationOptions
         Range("--noise-multiplier", NoiseMultiplier, 0.01, 100);
         Range("--clip-norm", ClipNorm, 1e-3, 1e3);
         Range("--rank", Rank, 1, 64);
+        if (PrivacyUnit is not ("client" or "record" or "both"))
+        {
+            throw new UsageException($"--privacy-unit '{PrivacyUnit}' is invalid: use client, record or both");
+        }
+        Range("--record-noise", RecordNoise, 0.01, 100);
+        Range("--record-clip", RecordClip, 1e-3, 1e3);
+        Range("--batch-size", RecordBatch, 1, 1000);
         if (Targets.Count == 0 || Targets.Any(t => !LoraSettings.AllProjections.Contains(t)))
         {
             throw new UsageException($"--targets '{string.Join(",", Targets)}' is invalid: use a comma-separated subset of {string.Join(",", LoraSettings.AllProjections)}");

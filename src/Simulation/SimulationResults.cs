@@ -25,7 +25,11 @@ internal sealed record SimulationResult(
     string AdapterSha256,
     IReadOnlyList<CanaryReport> Canaries,
     double? NoDpEvalLoss,
-    double Seconds);
+    double Seconds)
+{
+    /// <summary>Each client's record-level epsilon for the run, from its own ledger (empty unless the run was record or both).</summary>
+    public IReadOnlyDictionary<string, double> RecordEpsilons { get; init; } = new Dictionary<string, double>();
+}
 
 /// <summary>What the exporter needs: the running coordinator, the run, the target folder and the engineer's channel.</summary>
 internal sealed record SimulationExport(CoordinatorHost Host, string RunId, string OutDirectory, CoordinatorConnection AsEngineer, AdminService.AdminServiceClient Admin, string CaPath);

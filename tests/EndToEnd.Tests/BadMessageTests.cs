@@ -230,6 +230,11 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
                 ("a later chunk skips ahead", () => [valid[0], valid[2]]),
                 ("a later chunk outside the ring", () => [valid[0], With(valid[1], c => c.Data = ByteString.CopyFrom([.. c.Data.Span[..^1], 0x01]))]),
                 ("a later chunk names another round", () => [valid[0], With(valid[1], c => c.Round = new RoundRef { RunId = "bad-upload", Round = 2 })]),
+                // The holder's own record epsilon is shown in run status only, and still refused when it is no number.
+                ("record_epsilon NaN", () => [With(valid[0], c => { c.RecordEpsilon = double.NaN; c.RecordEpsilonDelta = 1e-5; }), .. valid.Skip(1)]),
+                ("record_epsilon negative", () => [With(valid[0], c => { c.RecordEpsilon = -1; c.RecordEpsilonDelta = 1e-5; }), .. valid.Skip(1)]),
+                ("record_epsilon infinite", () => [With(valid[0], c => { c.RecordEpsilon = double.PositiveInfinity; c.RecordEpsilonDelta = 1e-5; }), .. valid.Skip(1)]),
+                ("record_epsilon_delta 1", () => [With(valid[0], c => { c.RecordEpsilon = 2; c.RecordEpsilonDelta = 1; }), .. valid.Skip(1)]),
             })
             {
                 statuses[name] = await Status(() => ScriptedParticipant.Upload(first.Connection, chunks()));
@@ -237,7 +242,7 @@ public sealed class BadMessageTests(CoordinatorFixture coordinator) : IClassFixt
         });
 
         Assert.Equal(round.ExpectedSum(), sum);
-        Assert.Equal(12, statuses.Count);
+        Assert.Equal(16, statuses.Count);
         Assert.All(statuses, s => Assert.True(s.Value == StatusCode.InvalidArgument, $"{s.Key}: {s.Value}"));
     }
 

@@ -92,15 +92,21 @@ public sealed class ServiceManagerTests(Xunit.Abstractions.ITestOutputHelper out
     }
 }
 
-/// <summary>A service manager's end of sd_notify(3): a Unix datagram socket that collects the messages a process sends.</summary>
+/// <summary>
+/// A service manager's end of sd_notify(3): a Unix datagram socket drained continuously, as systemd does (a process's
+/// send blocks once the socket's short queue is full, so a reader that waits would stall the process under test).
+/// </summary>
 internal sealed class NotifySocket : IDisposable
 {
     private readonly Socket _socket;
+    private readonly System.Threading.Channels.Channel<string> _messages = System.Threading.Channels.Channel.CreateUnbounded<string>();
+    private readonly Task _drain;
 
     private NotifySocket(Socket socket, string path)
     {
         _socket = socket;
         Path = path;
+        _drain = Task.Run(DrainAsync);
     }
 
     public string Path { get; }
@@ -117,14 +123,12 @@ internal sealed class NotifySocket : IDisposable
     public async Task<string> ReceiveAsync(Func<string, bool> match, TimeSpan timeout)
     {
         using var cancel = new CancellationTokenSource(timeout);
-        var buffer = new byte[4096];
         var seen = new List<string>();
         try
         {
             while (true)
             {
-                int length = await _socket.ReceiveAsync(buffer, SocketFlags.None, cancel.Token);
-                string message = Encoding.UTF8.GetString(buffer, 0, length);
+                string message = await _messages.Reader.ReadAsync(cancel.Token);
                 if (match(message))
                 {
                     return message;
@@ -141,6 +145,31 @@ internal sealed class NotifySocket : IDisposable
     public void Dispose()
     {
         _socket.Dispose();
+        try
+        {
+            _drain.Wait(TimeSpan.FromSeconds(5));
+        }
+        catch (AggregateException)
+        {
+            // The receive ends with the socket.
+        }
         File.Delete(Path);
+    }
+
+    private async Task DrainAsync()
+    {
+        var buffer = new byte[4096];
+        try
+        {
+            while (true)
+            {
+                int length = await _socket.ReceiveAsync(buffer, SocketFlags.None);
+                _messages.Writer.TryWrite(Encoding.UTF8.GetString(buffer, 0, length));
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            _messages.Writer.TryComplete();
+        }
     }
 }

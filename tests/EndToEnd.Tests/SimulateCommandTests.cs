@@ -97,6 +97,37 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task Simulate_PrivacyUnitRecordDefaults_RecordEpsilonAtMost3EvalLossFallsNoClientLevelCharge()
+    {
+        string outDirectory = Path.Combine(_root, "record");
+        (int code, string stdout) = await RunAsync(["simulate", "--privacy-unit", "record", "--clients", "2", "--json", "--seed", "3", "--out", outDirectory]);
+
+        Assert.Equal(0, code);
+        JsonElement[] lines = [.. stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)];
+        JsonElement summary = lines[^1];
+        JsonElement[] rounds = lines[..^1];
+        Assert.Equal(6, rounds.Length);
+        Assert.All(rounds[1..], r => Assert.Equal(2, r.GetProperty("participants").GetInt32()));
+        double before = summary.GetProperty("initial_eval_loss").GetDouble();
+        double after = summary.GetProperty("final_eval_loss").GetDouble();
+        Assert.True(after < before, $"held-out eval loss did not fall: {before:F4} -> {after:F4}");
+        Assert.Equal("record", summary.GetProperty("privacy_unit").GetString());
+        // 48 records each, q = 4 / 48, z = 2, 5 rounds x 25 steps: the clients' own ledgers, priced by the accountant.
+        double recordEpsilon = summary.GetProperty("record_epsilon").GetDouble();
+        Assert.InRange(recordEpsilon, 0.1, 3.0);
+        var accountant = new Aggregation.Privacy.RdpAccountant();
+        accountant.ComposeSubsampledGaussian(Aggregation.Privacy.RecordLevelPricing.SamplingRate(4, 48), 2.0, 125);
+        Assert.Equal(accountant.GetEpsilon(1e-5).Epsilon, recordEpsilon, 9);
+        // No client-level noise, so no client-level charge and no claim.
+        Assert.Equal(0, summary.GetProperty("epsilon").GetDouble());
+        using JsonDocument provenance = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDirectory, "provenance.json")));
+        Assert.Equal("record", provenance.RootElement.GetProperty("privacy_unit").GetString());
+        Assert.Equal(2.0, provenance.RootElement.GetProperty("record_noise_multiplier").GetDouble());
+        Assert.Equal(1.0, provenance.RootElement.GetProperty("record_max_grad_norm").GetDouble());
+        Assert.Equal(5, provenance.RootElement.GetProperty("rounds_released").GetInt32());
+    }
+
+    [Fact]
     public async Task Simulate_Canaries_ExposureWithDpIsLowerThanWithout()
     {
         // The --model path: a tiny Llama made by the test.
@@ -127,6 +158,9 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
     [InlineData("--rounds", "0")]
     [InlineData("--canaries", "-1")]
     [InlineData("--data", "/nonexistent/federated-simulate-data")]
+    [InlineData("--privacy-unit", "patient")]
+    [InlineData("--record-noise", "0")]
+    [InlineData("--batch-size", "0")]
     public async Task Simulate_BadFlag_ExitsWithUsageError(string flag, string value)
     {
         (int code, _) = await RunAsync(["simulate", flag, value, "--out", Path.Combine(_root, "never")]);

@@ -66,6 +66,15 @@ public static class PrivacyUnitNames
     /// <summary>The privacy unit of every client-level epsilon: one client's whole contribution across the rounds it takes part in.</summary>
     public const string Client = "client";
 
+    /// <summary>The privacy unit of a record-level (DP-SGD) epsilon: one record of one holder's data, added or removed.</summary>
+    public const string Record = "record";
+
+    /// <summary>A run with both units: DP-SGD at every edge and the client-level mechanism on the aggregate.</summary>
+    public const string Both = "both";
+
+    /// <summary>The relation every record-level epsilon is stated for (Abadi et al. 2016; Opacus).</summary>
+    public const Adjacency RecordAdjacency = Adjacency.AddRemove;
+
     /// <summary>The relation the product prices every run with (see <see cref="Adjacency"/> for why).</summary>
     public const Adjacency ProductAdjacency = Adjacency.ReplaceOne;
 

@@ -4,6 +4,7 @@ using Federated.Aggregation.Privacy;
 using Federated.Aggregation.SecureAggregation;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
+using Federated.Wire;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 
@@ -77,14 +78,17 @@ internal sealed class RoundDriver(
         }
         PrivacyPlan privacy = accepted.Privacy;
         DSkellamPlan quantizer = privacy.Quantizer;
-        double epsilonAfter = privacy.EpsilonAfter(releasedBefore + 1).Epsilon;
+        bool clientLevel = PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit);
+        // Record-only runs spend no client-level epsilon: the aggregate carries no client noise and nothing is charged.
+        double epsilonAfter = clientLevel ? privacy.EpsilonAfter(releasedBefore + 1).Epsilon : 0;
         byte[] rotationSeed = RandomNumberGenerator.GetBytes(32);
         // Everything the edge needs to price the round with the same PrivacyPlan: mechanism, z, C, delta, the relation,
         // the cap (max_clients), with the SecAgg+ threshold and ring bits and the lora_B it downloads; the scale is
         // what the plan calibrated, which the edge checks against its own.
         var dp = new DpParameters
         {
-            Mechanism = plan.Mechanism,
+            // A record-only run encodes as under central noise (no client share) and the coordinator adds none.
+            Mechanism = clientLevel ? plan.Mechanism : NoiseMechanism.CentralGaussian,
             ClipNorm = plan.ClipNorm,
             NoiseMultiplier = accepted.NoiseMultiplier,
             Scale = privacy.Scale,
@@ -95,6 +99,11 @@ internal sealed class RoundDriver(
             Adjacency = privacy.AdjacencyName,
             // The noise is priced for the run's min_survivors shares; with a sparse graph secagg.threshold is smaller.
             MinSurvivors = (uint)accepted.Threshold,
+            // record or both: every participant trains with DP-SGD under these and charges its own record-level ledger.
+            PrivacyUnit = plan.PrivacyUnit == PrivacyUnit.Unspecified ? PrivacyUnit.Client : plan.PrivacyUnit,
+            RecordNoiseMultiplier = plan.RecordNoiseMultiplier,
+            RecordMaxGradNorm = plan.RecordMaxGradNorm,
+            RecordExpectedBatch = plan.RecordExpectedBatch,
         };
         (int degree, int graphThreshold) = RoundGraph.Choose(selected.Count, accepted.Threshold);
         SecAggRound round = rounds.Start(
@@ -144,7 +153,7 @@ internal sealed class RoundDriver(
                 // A poisoned commitment or a lying holder: only that share was dropped; the round went on with the others.
                 OrchestratorLog.ShareRejected(logger, accepted.RunId, number, NameOf(round, holder), NameOf(round, owner));
             }
-            Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count), epsilonAfter);
+            Release(run, round, number, DecodeMean(privacy, rotationSeed, sum, round.Survivors.Count, clientLevel), epsilonAfter);
             outcome = RoundOutcome.Released;
             return new RoundResult(RoundOutcome.Released, round.ReplayedUpTo);
         }
@@ -168,12 +177,16 @@ internal sealed class RoundDriver(
         round.Indices.FirstOrDefault(p => p.Value == index).Key ?? index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The survivors' mean update from the unmasked modular sum (central DP: with the coordinator's noise added in the ring first).</summary>
-    private static float[] DecodeMean(PrivacyPlan privacy, byte[] rotationSeed, uint[] sum, int survivors)
+    private static float[] DecodeMean(PrivacyPlan privacy, byte[] rotationSeed, uint[] sum, int survivors, bool clientLevel)
     {
         // Central DP: exact discrete Gaussian integers added to the modular sum before decoding (Canonne, Kamath and
         // Steinke 2020), so the release is a post-processing of S + x + N whatever the other inputs, and the scale leaves
         // room in the ring for n clients plus the noise bound.
-        privacy.Central?.AddNoise(sum);
+        // A record-only run adds none: its plan only sized the ring, and its privacy is each edge's DP-SGD.
+        if (clientLevel)
+        {
+            privacy.Central?.AddNoise(sum);
+        }
         float[] mean = new DSkellamDecoder(privacy.Quantizer, rotationSeed).DecodeSum(sum);
         for (int i = 0; i < mean.Length; i++)
         {
@@ -200,7 +213,7 @@ internal sealed class RoundDriver(
         LedgerRecord charged;
         try
         {
-            charged = state.Rounds.Complete(new RoundCompletion(charge, stored, statuses));
+            charged = state.Rounds.Complete(new RoundCompletion(charge, stored, statuses) { ClientLevel = PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit) });
         }
         catch (Exception ex)
         {

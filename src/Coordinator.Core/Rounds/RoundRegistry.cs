@@ -15,6 +15,20 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time,
 {
     private readonly ConcurrentDictionary<(string RunId, uint Round), (SecAggRound Round, RoundInstructions Instructions)> _rounds = new();
     private readonly ConcurrentDictionary<string, RoundRef> _invitations = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<(string RunId, string ClientId), ReportedRecordEpsilon> _recordEpsilons = new();
+
+    /// <summary>
+    /// Keeps what a participant reported of its own record-level epsilon with an upload, for run status only: it is the
+    /// holder's unverified claim, never charged to any ledger. A later round's report replaces an earlier one.
+    /// </summary>
+    public void ReportRecordEpsilon(RoundRef round, string clientId, double epsilon, double delta) =>
+        _recordEpsilons.AddOrUpdate((round.RunId, clientId),
+            _ => new ReportedRecordEpsilon { ClientId = clientId, Round = round.Round, Epsilon = epsilon, Delta = delta },
+            (_, previous) => previous.Round > round.Round ? previous : new ReportedRecordEpsilon { ClientId = clientId, Round = round.Round, Epsilon = epsilon, Delta = delta });
+
+    /// <summary>The record-level epsilons the run's participants reported, by client id.</summary>
+    public IReadOnlyList<ReportedRecordEpsilon> RecordEpsilons(string runId) =>
+        [.. _recordEpsilons.Where(p => p.Key.RunId == runId).Select(p => p.Value).OrderBy(r => r.ClientId, StringComparer.Ordinal)];
 
     /// <summary>Opens a round: fresh graph seed from the CSPRNG, every participant invited; <paramref name="instructions"/> go into its manifests.</summary>
     public SecAggRound Start(SecAggRoundPlan plan, RoundInstructions? instructions = null)

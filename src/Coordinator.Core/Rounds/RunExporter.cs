@@ -83,7 +83,9 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
         RunPlan plan = RunPlan.Parser.ParseFrom(run.Plan);
         string baseModelSha256 = BaseModelSha256(plan.BaseModel);
         IReadOnlyList<LedgerRecord> ledger = state.Ledger.List(runId, population: null);
-        if (ledger.Count == 0)
+        // Released rounds come from the rounds themselves: a record-only run charges no client-level ledger.
+        IReadOnlyList<EndedRound> released = [.. state.Rounds.ListEnded(runId, 0).Where(r => r.AdapterSha256After is not null)];
+        if (released.Count == 0)
         {
             // The stored adapter is still the initial one (B = 0): exporting it would hand out an untrained model as the run's.
             throw new RunExportException(
@@ -115,20 +117,27 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
                 ["delta"] = plan.Delta,
                 // What the epsilons protect and the relation they are stated for (charges recorded before the relation was
                 // stored were priced for zero-out).
-                ["privacy_unit"] = Aggregation.Privacy.PrivacyUnitNames.Client,
+                // client, record or both; epsilon_* are client-level (0 under record: no client noise, no charge). Record-level
+                // epsilons depend on each holder's record count and are kept in the edge ledgers; the parameters are here.
+                ["privacy_unit"] = PrivacyUnitWire.Name(plan.PrivacyUnit),
+                ["record_noise_multiplier"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordNoiseMultiplier : null,
+                ["record_max_grad_norm"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordMaxGradNorm : null,
+                ["record_expected_batch"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordExpectedBatch : null,
+                ["record_adjacency"] = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit)
+                    ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.RecordAdjacency) : null,
                 ["adjacency"] = ledger.Count == 0 ? Aggregation.Privacy.PrivacyUnitNames.Name(Aggregation.Privacy.PrivacyUnitNames.ProductAdjacency) : ledger[^1].Adjacency ?? "zero-out",
                 ["clip_norm"] = plan.ClipNorm,
                 ["noise_multiplier"] = run.NoiseMultiplier,
                 ["rounds_planned"] = plan.Rounds,
-                ["rounds_released"] = ledger.Count,
+                ["rounds_released"] = released.Count,
                 ["clients_per_round"] = plan.ClientsPerRound,
                 ["local_steps"] = plan.LocalSteps,
                 ["learning_rate"] = plan.LearningRate,
-                ["participants_per_round"] = new JsonArray([.. ledger.Select(l => (JsonNode)new JsonObject
+                ["participants_per_round"] = new JsonArray([.. released.Select(r => (JsonNode)new JsonObject
                 {
-                    ["round"] = l.Round,
-                    ["participants"] = l.Participants,
-                    ["epsilon_after"] = l.EpsilonAfter,
+                    ["round"] = r.Round,
+                    ["participants"] = r.Survivors,
+                    ["epsilon_after"] = ledger.FirstOrDefault(l => l.Round == r.Round)?.EpsilonAfter ?? 0.0,
                 })]),
                 ["coordinator_version"] = CoordinatorVersion(),
                 ["signer"] = signer.Subject,
@@ -138,7 +147,7 @@ internal sealed class RunExporter(CoordinatorState state, AdapterStore adapters,
             // Signed last, over every file above: a later change to any of them fails verification.
             AdapterSignature.Sign(directory, signer);
             string[] files = [.. Directory.EnumerateFiles(directory).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)];
-            return new RunExportSummary(run.RunId, directory, run.AdapterSha256, (int)plan.Rounds, ledger.Count,
+            return new RunExportSummary(run.RunId, directory, run.AdapterSha256, (int)plan.Rounds, released.Count,
                 ledger.Count == 0 ? 0.0 : ledger[^1].EpsilonAfter, plan.Delta, files);
         }
         catch

@@ -23,6 +23,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
 
     private readonly CoordinatorState _state;
     private readonly AdapterStore _adapters;
+    private readonly RoundRegistry _rounds;
     private readonly CoordinatorOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<RunOrchestrator> _logger;
@@ -38,6 +39,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     {
         _state = state;
         _adapters = adapters;
+        _rounds = rounds;
         _options = options;
         _time = time;
         _logger = logger;
@@ -94,12 +96,16 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         int threshold = RunPlanValidation.Threshold(plan);
         GlobalAdapter adapter = InitialAdapter(plan);
         RunPrice price = RunPricing.Price(plan, adapter.BDimension);
-        // Checked before anything is written, so a refused plan leaves no adapter behind.
-        _state.Budgets.RequireAffordable(population, price.Privacy);
+        // Checked before anything is written, so a refused plan leaves no adapter behind. A record-only run charges no
+        // client-level budget (each edge charges its own record-level ledger).
+        if (price.ClientLevel)
+        {
+            _state.Budgets.RequireAffordable(population, price.Privacy);
+        }
         string runId = "run-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
         byte[] initial = adapter.Serialize();
         StoredAdapter stored = _adapters.Write(initial);
-        Aggregation.Privacy.PrivacyBalance balance;
+        Aggregation.Privacy.PrivacyBalance? balance;
         try
         {
             balance = _state.Database.Write(work =>
@@ -109,7 +115,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
                 // Decided for good here, in the transaction that records the run: write transactions are serialized
                 // (one connection under a lock, BEGIN IMMEDIATE), so concurrent starts each see the reservations of those
                 // committed before them and the population's budget is never promised twice.
-                return _state.Budgets.Reserve(work, runId, population, price.Privacy);
+                return price.ClientLevel ? _state.Budgets.Reserve(work, runId, population, price.Privacy) : null;
             });
         }
         catch
@@ -174,7 +180,9 @@ internal sealed class RunOrchestrator : IAsyncDisposable
     {
         if (_runs.TryGetValue(runId, out RunTracker? run))
         {
-            return run.Snapshot();
+            RunStatus live = run.Snapshot();
+            live.ReportedRecordEpsilons.AddRange(_rounds.RecordEpsilons(runId));
+            return live;
         }
         if (_state.Runs.Get(runId) is not { } record)
         {
@@ -183,9 +191,10 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         RunProgress progress = _state.Runs.Progress(runId);
         uint planned = 0;
         double delta = 0;
+        RunPlan? stored = null;
         try
         {
-            RunPlan stored = RunPlan.Parser.ParseFrom(record.Plan);
+            stored = RunPlan.Parser.ParseFrom(record.Plan);
             planned = stored.Rounds;
             delta = stored.Delta;
         }
@@ -193,7 +202,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         {
             // A plan this version cannot read still has a state to report.
         }
-        return new RunStatus
+        var status = new RunStatus
         {
             RunId = record.RunId,
             State = record.State,
@@ -210,6 +219,12 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             UpdatedAt = Timestamp.FromDateTimeOffset(record.UpdatedAt),
             AdapterSha256 = record.AdapterSha256,
         };
+        if (stored is not null)
+        {
+            RunPricing.DescribeUnits(status, stored);
+        }
+        status.ReportedRecordEpsilons.AddRange(_rounds.RecordEpsilons(runId));
+        return status;
     }
 
     /// <summary>Whether this process drives the run (started or resumed it here), so its status can still change.</summary>

@@ -1,5 +1,6 @@
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
+using Federated.Wire;
 
 namespace Federated.Coordinator.Rounds;
 
@@ -65,11 +66,20 @@ internal static class RunPlanValidation
         {
             throw Invalid($"mechanism {plan.Mechanism} is not supported by this coordinator: use NOISE_MECHANISM_DISTRIBUTED_SKELLAM or NOISE_MECHANISM_CENTRAL_GAUSSIAN");
         }
+        // Before the noise fields: which of them apply depends on the unit.
+        ValidatePrivacyUnit(plan);
         if (!double.IsFinite(plan.TargetEpsilon) || plan.TargetEpsilon < 0)
         {
             throw Invalid($"target_epsilon {plan.TargetEpsilon} is invalid: it must be a finite number >= 0 (0 = not set)");
         }
-        if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
+        if (!PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit))
+        {
+            if (plan.NoiseMultiplier != 0 || plan.TargetEpsilon != 0)
+            {
+                throw Invalid($"noise_multiplier {plan.NoiseMultiplier} and target_epsilon {plan.TargetEpsilon} set client-level noise, which privacy_unit record has none of: leave both 0, or use privacy_unit both");
+            }
+        }
+        else if (plan.NoiseMultiplier < 0 || !double.IsFinite(plan.NoiseMultiplier) || (plan.NoiseMultiplier == 0 && !(plan.TargetEpsilon > 0)))
         {
             throw Invalid($"noise_multiplier {plan.NoiseMultiplier} is invalid: give a finite value > 0, or 0 with target_epsilon > 0");
         }
@@ -80,6 +90,42 @@ internal static class RunPlanValidation
         if (plan.Population.Length > 64 || !plan.Population.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
         {
             throw Invalid($"population '{plan.Population}' is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -");
+        }
+    }
+
+    /// <summary>Most records one DP-SGD step may expect.</summary>
+    public const uint MaxRecordExpectedBatch = 100_000;
+
+    // record and both: every edge runs DP-SGD with the plan's z and C; the record fields are refused under client, so a
+    // plan never looks record-level without being so.
+    private static void ValidatePrivacyUnit(RunPlan plan)
+    {
+        if (plan.PrivacyUnit is not (PrivacyUnit.Unspecified or PrivacyUnit.Client or PrivacyUnit.Record or PrivacyUnit.Both))
+        {
+            throw new InvalidPlanException($"privacy_unit {plan.PrivacyUnit} is invalid: use client, record or both");
+        }
+        if (!PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit))
+        {
+            if (plan.RecordNoiseMultiplier != 0 || plan.RecordMaxGradNorm != 0 || plan.RecordExpectedBatch != 0)
+            {
+                throw new InvalidPlanException("record_noise_multiplier, record_max_grad_norm and record_expected_batch apply only with privacy_unit record or both");
+            }
+            return;
+        }
+        string unit = PrivacyUnitWire.Name(plan.PrivacyUnit);
+        if (!(plan.RecordNoiseMultiplier > 0) || !double.IsFinite(plan.RecordNoiseMultiplier)
+            || plan.RecordNoiseMultiplier > Aggregation.Privacy.PrivacyPlanParameters.MaxNoiseMultiplier)
+        {
+            throw new InvalidPlanException(
+                $"record_noise_multiplier {plan.RecordNoiseMultiplier} is invalid with privacy_unit {unit}: use a finite number in (0, {Aggregation.Privacy.PrivacyPlanParameters.MaxNoiseMultiplier}]");
+        }
+        if (!(plan.RecordMaxGradNorm > 0) || !double.IsFinite(plan.RecordMaxGradNorm))
+        {
+            throw new InvalidPlanException($"record_max_grad_norm {plan.RecordMaxGradNorm} is invalid with privacy_unit {unit}: use a finite number > 0");
+        }
+        if (plan.RecordExpectedBatch is 0 or > MaxRecordExpectedBatch)
+        {
+            throw new InvalidPlanException($"record_expected_batch {plan.RecordExpectedBatch} is invalid with privacy_unit {unit}: use 1..{MaxRecordExpectedBatch}");
         }
     }
 

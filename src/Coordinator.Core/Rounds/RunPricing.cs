@@ -1,15 +1,17 @@
 using Federated.Aggregation.Privacy;
 using Federated.Protos.V1;
+using Federated.Wire;
 
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>What a run plan costs: its noise multiplier (given, or found for target_epsilon) and the priced plan every round uses.</summary>
 /// <param name="NoiseMultiplier">z as given, or the smallest that meets target_epsilon.</param>
 /// <param name="Privacy">The plan's pricing: the encoding clients use, the central noise, each round's RDP, the run's epsilon.</param>
-public sealed record RunPrice(double NoiseMultiplier, PrivacyPlan Privacy)
+/// <param name="ClientLevel">False under privacy_unit record: the plan only sizes the encoding (no client noise, no client-level charge).</param>
+public sealed record RunPrice(double NoiseMultiplier, PrivacyPlan Privacy, bool ClientLevel = true)
 {
-    /// <summary>Epsilon after all planned rounds, at the plan's delta.</summary>
-    public double PlannedEpsilon => Privacy.Epsilon.Epsilon;
+    /// <summary>Epsilon after all planned rounds, at the plan's delta; 0 under privacy_unit record, which charges no client-level budget.</summary>
+    public double PlannedEpsilon => ClientLevel ? Privacy.Epsilon.Epsilon : 0;
 }
 
 /// <summary>
@@ -23,6 +25,9 @@ public static class RunPricing
     /// <summary>Ring bit width of the masked sums.</summary>
     internal const int RingBits = 32;
 
+    /// <summary>The noise multiplier that sizes the ring of a record-only run (its encoding is the central one; no noise is added).</summary>
+    internal const double RecordOnlyNominalNoise = 1.0;
+
     /// <summary>Prices <paramref name="plan"/> for a global adapter whose lora_B has <paramref name="dimension"/> values.</summary>
     /// <exception cref="InvalidPlanException">The plan cannot be priced, or its target_epsilon cannot be met; the message names the field, the value and the range.</exception>
     public static RunPrice Price(RunPlan plan, int dimension)
@@ -30,6 +35,12 @@ public static class RunPricing
         ArgumentNullException.ThrowIfNull(plan);
         try
         {
+            if (!PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit))
+            {
+                // Record-level only: clients encode as under central noise (none of their own) and the coordinator adds
+                // none; the nominal z only leaves room in the ring, and nothing is charged to the client-level budget.
+                return new RunPrice(RecordOnlyNominalNoise, PrivacyPlan.Create(Parameters(plan, dimension, RecordOnlyNominalNoise)), ClientLevel: false);
+            }
             double z = plan.NoiseMultiplier > 0
                 ? plan.NoiseMultiplier
                 : PrivacyPlan.NoiseForEpsilon(Parameters(plan, dimension, 1.0), plan.TargetEpsilon);
@@ -51,8 +62,22 @@ public static class RunPricing
     {
         ArgumentNullException.ThrowIfNull(plan);
         return new PrivacyPlanParameters(
-            plan.Mechanism == NoiseMechanism.CentralGaussian ? PrivacyMechanism.CentralGaussian : PrivacyMechanism.DistributedSkellam,
+            plan.Mechanism == NoiseMechanism.CentralGaussian || !PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit) ? PrivacyMechanism.CentralGaussian : PrivacyMechanism.DistributedSkellam,
             dimension, RunPlanValidation.MaxClients(plan), RunPlanValidation.Threshold(plan), RingBits, plan.ClipNorm, noiseMultiplier,
             plan.Rounds, plan.Delta, SamplingRate: plan.SamplingRate, SampleIsSecret: false, Adjacency: PrivacyUnitNames.ProductAdjacency);
+    }
+
+    /// <summary>
+    /// Puts the run's privacy unit and its record-level parameters on <paramref name="status"/>. No record-level epsilon:
+    /// it depends on each holder's own record count, which only the holder knows (its ledger has it).
+    /// </summary>
+    internal static void DescribeUnits(RunStatus status, RunPlan plan)
+    {
+        ArgumentNullException.ThrowIfNull(status);
+        ArgumentNullException.ThrowIfNull(plan);
+        status.RunPrivacyUnit = plan.PrivacyUnit == PrivacyUnit.Unspecified ? PrivacyUnit.Client : plan.PrivacyUnit;
+        status.RecordNoiseMultiplier = plan.RecordNoiseMultiplier;
+        status.RecordMaxGradNorm = plan.RecordMaxGradNorm;
+        status.RecordExpectedBatch = plan.RecordExpectedBatch;
     }
 }

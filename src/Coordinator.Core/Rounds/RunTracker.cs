@@ -159,6 +159,7 @@ internal sealed class RunTracker(AcceptedRun accepted, GlobalAdapter global, Ada
                 ReleasedRounds = (uint)_released,
                 FailedRounds = (uint)_failed,
             };
+            RunPricing.DescribeUnits(status, Accepted.Plan);
         }
         if (live is not null)
         {

@@ -20,6 +20,7 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
     public const int AdapterChunkBytes = 1 << 20;
 
     private const int MaxVersionLength = 64;
+    private const double MaxReportedRecordEpsilon = 1_000_000;
     private const int MaxDeviceLength = 16;
     private const int MaxDeclineDetailLength = 256;
     private const int MaxDeclineRuleLength = 64;
@@ -190,6 +191,16 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"total_bytes {first.TotalBytes} must equal the round's masked vector size {expectedTotal}"));
         }
+        // The holder's own record-level epsilon, for run status only (never for a ledger): refused when it is not a number
+        // the proto allows, before anything is buffered.
+        if (first.RecordEpsilon != 0 || first.RecordEpsilonDelta != 0)
+        {
+            if (!(first.RecordEpsilon > 0 && first.RecordEpsilon <= MaxReportedRecordEpsilon) || !(first.RecordEpsilonDelta > 0 && first.RecordEpsilonDelta < 1))
+            {
+                throw new RpcException(new Status(StatusCode.InvalidArgument,
+                    $"record_epsilon {first.RecordEpsilon} at record_epsilon_delta {first.RecordEpsilonDelta} is invalid: use (0, {MaxReportedRecordEpsilon}] at a delta in (0, 1), or 0 and 0"));
+            }
+        }
         // Refuse a duplicate, a dropped caller or the wrong stage before taking an upload slot and buffering anything.
         round.CheckUploadOpen(index);
         using IDisposable inFlight = round.BeginUpload(index);
@@ -233,6 +244,10 @@ internal sealed class EdgeGrpcService(CoordinatorState state, RoundRegistry roun
         }
         round.ReceiveChunk(new SecAggChunk(index, 0, vector));
         metrics?.Uploaded(round.Plan.RunId, (long)offset);
+        if (first.RecordEpsilon > 0)
+        {
+            rounds.ReportRecordEpsilon(round.Ref, caller.Name, first.RecordEpsilon, first.RecordEpsilonDelta);
+        }
 
         UnmaskRequestMessage request = await round.FinishUploadAsync(index, cancellationToken);
         UploadMaskedInputResponse response = SecAggWire.ToResponse(offset, request);

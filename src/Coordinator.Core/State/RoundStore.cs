@@ -147,9 +147,15 @@ public sealed class RoundStore
             }
             // Re-checked against the population's budget inside this transaction: a refused overspend rolls the whole
             // completion back, so nothing of the round is released.
-            LedgerRecord charged = _ledger.Charge(work, charge);
-            _clients.RecordContributions(work, charge.RunId, charge.Round, charge.Population,
-                [.. completion.Statuses.Where(p => p.Value == ParticipantStatus.Uploaded).Select(p => p.Key)]);
+            // A record-only run's aggregate carries no client noise: there is nothing to charge at the client level, to the
+            // population or to each contributor (client_charges name client-level charges).
+            LedgerRecord charged = charge;
+            if (completion.ClientLevel)
+            {
+                charged = _ledger.Charge(work, charge);
+                _clients.RecordContributions(work, charge.RunId, charge.Round, charge.Population,
+                    [.. completion.Statuses.Where(p => p.Value == ParticipantStatus.Uploaded).Select(p => p.Key)]);
+            }
             _runs.SetAdapter(work, charge.RunId, adapterAfter);
             work.Audit("coordinator", "round.complete", new Dictionary<string, string>
             {

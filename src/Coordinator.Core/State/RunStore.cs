@@ -56,11 +56,13 @@ internal sealed class RunStore(StateDatabase database, BudgetStore budgets)
         return database.Read(session => session.Query(
             """
             SELECT (SELECT COALESCE(MAX(round), 0) FROM rounds WHERE run_id = @run),
-                   (SELECT COUNT(*) FROM ledger WHERE run_id = @run),
+                   (SELECT COUNT(*) FROM rounds WHERE run_id = @run AND stage = @completed),
                    (SELECT COALESCE((SELECT epsilon_after FROM ledger WHERE run_id = @run ORDER BY sequence DESC LIMIT 1), 0))
             """,
             r => new RunProgress(r.Int(0), r.Int(1), r.Real(2)),
-            ("@run", runId)).Single());
+            // Released rounds are the completed ones: a client-level round's charge commits with its completion, and a
+            // record-only round has no client-level charge to count.
+            ("@run", runId), ("@completed", (int)RoundStage.Completed)).Single());
     }
 
     /// <summary>Records a run's end (completed, aborted or failed) with the reason, audited, and releases what it reserved and did not spend.</summary>

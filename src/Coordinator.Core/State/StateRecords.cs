@@ -68,7 +68,11 @@ internal sealed record RunProgress(int LastRound, int ReleasedRounds, double Eps
 internal sealed record StoredAdapter(string Sha256, long SizeBytes, byte[] Signature);
 
 /// <summary>What completing a round writes: the ledger charge, the round's new global adapter and every participant's final status.</summary>
-internal sealed record RoundCompletion(LedgerRecord Charge, StoredAdapter Adapter, IReadOnlyDictionary<string, ParticipantStatus> Statuses);
+internal sealed record RoundCompletion(LedgerRecord Charge, StoredAdapter Adapter, IReadOnlyDictionary<string, ParticipantStatus> Statuses)
+{
+    /// <summary>False for a record-only run: the round is completed without a client-level ledger charge.</summary>
+    public bool ClientLevel { get; init; } = true;
+}
 
 /// <summary>A round that ended (released or failed): who was selected, whose inputs were summed, the adapter it released and when it ran.</summary>
 public sealed record EndedRound(int Round, int Selected, int Survivors, string? AdapterSha256After, DateTimeOffset StartedAt, DateTimeOffset EndedAt);

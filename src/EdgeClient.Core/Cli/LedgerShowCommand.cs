@@ -71,14 +71,24 @@ internal sealed class LedgerShowCommand : Command<LedgerShowCommand.Settings>
         AnsiConsole.MarkupLine($"Lifetime epsilon [bold]{F(lifetime)}[/] of {F(policy.MaxEpsilonLifetime)} at delta {policy.Delta:g3} " +
             $"({PrivacyUnitNames.Client}-level, {PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency)}), {ledger.Charges.Count} rounds; " +
             $"worst case (own noise share only) {W(ledger.WorstCaseEpsilon(policy.Delta))}.");
+        // The record-level unit (DP-SGD rounds): what protects one record of this machine's data, priced at its own record count.
+        string Cap(double? cap) => cap is { } c ? $" of {F(c)}" : "";
+        AnsiConsole.MarkupLine($"Lifetime record epsilon [bold]{F(ledger.RecordSpent(policy.Delta).Epsilon)}[/]{Cap(policy.MaxRecordEpsilonLifetime)} at delta {policy.Delta:g3} " +
+            $"({PrivacyUnitNames.Record}-level, {PrivacyUnitNames.Name(PrivacyUnitNames.RecordAdjacency)}), {ledger.RecordCharges.Count} DP-SGD rounds.");
         var table = new Table().AddColumn("run").AddColumn(new TableColumn("rounds").RightAligned())
             .AddColumn(new TableColumn("epsilon").RightAligned()).AddColumn(new TableColumn("of").RightAligned())
-            .AddColumn(new TableColumn("worst case").RightAligned()).AddColumn(new TableColumn("last round").RightAligned()).AddColumn("charged");
-        foreach (IGrouping<string, LocalCharge> run in ledger.Charges.GroupBy(c => c.RunId))
+            .AddColumn(new TableColumn("worst case").RightAligned()).AddColumn(new TableColumn("record epsilon").RightAligned())
+            .AddColumn(new TableColumn("last round").RightAligned()).AddColumn("charged");
+        var runs = ledger.Charges.Select(c => (c.RunId, c.Round, c.ChargedAt)).Concat(ledger.RecordCharges.Select(c => (c.RunId, c.Round, c.ChargedAt)));
+        foreach (var run in runs.GroupBy(c => c.RunId))
         {
-            table.AddRow(Markup.Escape(run.Key), run.Count().ToString(CultureInfo.InvariantCulture), F(ledger.Spent(policy.Delta, run.Key).Epsilon),
-                F(policy.MaxEpsilonPerRun), W(ledger.WorstCaseEpsilon(policy.Delta, run.Key)), run.Max(c => c.Round).ToString(CultureInfo.InvariantCulture),
-                run.Max(c => c.ChargedAt).ToString("u", CultureInfo.InvariantCulture));
+            bool client = ledger.Charges.Any(c => c.RunId == run.Key);
+            bool record = ledger.RecordCharges.Any(c => c.RunId == run.Key);
+            table.AddRow(Markup.Escape(run.Key), run.Select(c => c.Round).Distinct().Count().ToString(CultureInfo.InvariantCulture),
+                client ? F(ledger.Spent(policy.Delta, run.Key).Epsilon) : "-", F(policy.MaxEpsilonPerRun),
+                client ? W(ledger.WorstCaseEpsilon(policy.Delta, run.Key)) : "-",
+                record ? F(ledger.RecordSpent(policy.Delta, run.Key).Epsilon) + Cap(policy.MaxRecordEpsilon) : "-",
+                run.Max(c => c.Round).ToString(CultureInfo.InvariantCulture), run.Max(c => c.ChargedAt).ToString("u", CultureInfo.InvariantCulture));
         }
         AnsiConsole.Write(table);
         return CliRunner.Ok;

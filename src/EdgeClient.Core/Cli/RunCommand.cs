@@ -152,6 +152,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
 
         LlamaConfig config = LocalModelInputs.RequireConfig(settings.Model!);
         IReadOnlyList<TokenBatch> batches;
+        RecordLevelData records;
         using (HuggingFaceTokenizer tokenizer = LocalModelInputs.RequireTokenizer(settings.Model!, config))
         {
             var options = new DatasetOptions
@@ -165,6 +166,8 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 output.Report(new EdgeEvent(EdgeEvent.Skipped, $"skipped {skipped}"));
             }
             batches = TokenBatcher.Batches(dataset.Examples, 4, tokenizer.PadId, shuffleSeed: BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8)));
+            // The same records, one example each, for rounds whose plan asks for DP-SGD (privacy_unit record or both).
+            records = new RecordLevelData(dataset.Examples, tokenizer.PadId);
         }
         var device = LocalModelInputs.RequireDevice(settings.Device);
         using LlamaForCausalLM model = LocalModelInputs.RequireModel(settings.Model!, device);
@@ -219,6 +222,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 Report = Report,
                 BeforeStage = holdBeforeStage,
                 Progress = metrics.Step,
+                Records = records,
             };
             try
             {

@@ -44,6 +44,15 @@ public sealed record LocalPolicy
     /// <summary>Largest worst-case epsilon all runs together may ever spend (see <see cref="MaxWorstCaseEpsilonPerRun"/>); null: no cap.</summary>
     public double? MaxWorstCaseEpsilonLifetime { get; init; }
 
+    /// <summary>
+    /// Largest record-level (DP-SGD) epsilon one run may spend on any one record of this machine's data, at <see cref="Delta"/>,
+    /// priced with this machine's own record count. Null: no cap, and record-only runs (no client-level noise) are declined.
+    /// </summary>
+    public double? MaxRecordEpsilon { get; init; }
+
+    /// <summary>Largest record-level epsilon all runs together may ever spend on any one record (see <see cref="MaxRecordEpsilon"/>); null: no cap.</summary>
+    public double? MaxRecordEpsilonLifetime { get; init; }
+
     /// <summary>Smallest SecAgg+ threshold t a round may use (on top of t > k/2, which every round must meet).</summary>
     public int MinThreshold { get; init; } = 2;
 
@@ -133,6 +142,12 @@ public sealed record LocalPolicy
         {
             throw new PolicyFileException($"{path}: max_worst_case_epsilon_per_run ({wr}) exceeds max_worst_case_epsilon_lifetime ({wl})");
         }
+        double? recordRun = Optional(json.MaxRecordEpsilon, "max_record_epsilon", 1000);
+        double? recordLifetime = Optional(json.MaxRecordEpsilonLifetime, "max_record_epsilon_lifetime", 100_000);
+        if (recordRun is { } rr && recordLifetime is { } rl && rr > rl)
+        {
+            throw new PolicyFileException($"{path}: max_record_epsilon ({rr}) exceeds max_record_epsilon_lifetime ({rl})");
+        }
         int minThreshold = json.MinThreshold is null ? 2 : RequiredInt(json.MinThreshold, "min_threshold", 2, 1_000_000);
         double minNoise = Required(json.MinNoiseMultiplier, "min_noise_multiplier", 0, 100, minExclusive: false);
         int maxRank = RequiredInt(json.MaxRank, "max_rank", 1, 1024);
@@ -171,6 +186,8 @@ public sealed record LocalPolicy
             MaxEpsilonPer30Days = per30Days,
             MaxWorstCaseEpsilonPerRun = worstRun,
             MaxWorstCaseEpsilonLifetime = worstLifetime,
+            MaxRecordEpsilon = recordRun,
+            MaxRecordEpsilonLifetime = recordLifetime,
             MinThreshold = minThreshold,
             MinNoiseMultiplier = minNoise,
             AllowedMechanisms = allowed.Distinct().ToArray(),
@@ -201,7 +218,7 @@ public sealed record LocalPolicy
     [
         "delta", "max_epsilon_per_run", "max_epsilon_lifetime", "max_epsilon_per_30_days", "max_worst_case_epsilon_per_run",
         "max_worst_case_epsilon_lifetime", "min_threshold", "min_noise_multiplier", "allowed_mechanisms", "allowed_target_modules",
-        "max_rank", "max_rounds_per_day", "coordinator_certificate_sha256",
+        "max_rank", "max_rounds_per_day", "coordinator_certificate_sha256", "max_record_epsilon", "max_record_epsilon_lifetime",
     ];
 
     internal static NoiseMechanismKind? ParseMechanism(string name) => name switch
@@ -237,6 +254,10 @@ public sealed record LocalPolicy
         public double? MaxWorstCaseEpsilonLifetime { get; init; }
 
         public double? MinThreshold { get; init; }
+
+        public double? MaxRecordEpsilon { get; init; }
+
+        public double? MaxRecordEpsilonLifetime { get; init; }
 
         public string[]? AllowedMechanisms { get; init; }
 

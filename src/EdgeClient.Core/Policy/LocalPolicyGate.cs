@@ -35,6 +35,12 @@ internal sealed record RoundTerms(
 
     /// <summary>The release threshold the noise is priced for.</summary>
     public int ReleaseThreshold => MinSurvivors ?? Threshold;
+
+    /// <summary>False for a record-only round: the aggregate carries no client-level noise and the client-level ledger is not charged.</summary>
+    public bool ClientLevel { get; init; } = true;
+
+    /// <summary>The round's DP-SGD work at this machine's own record count (privacy_unit record or both); null otherwise.</summary>
+    public RecordLevelRound? Record { get; init; }
 }
 
 /// <summary>The gate's answer: accepted, or declined naming the policy rule that refused.</summary>
@@ -64,7 +70,7 @@ internal sealed record PolicyDecision(bool Accepted, string? Rule, string Messag
 /// training; <see cref="ChargeBeforeUpload"/> re-checks and charges the ledger durably right before the update
 /// leaves the machine, so a declined or failed round costs nothing and an uploaded one is always on record.
 /// </summary>
-public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledger, TimeProvider time)
+public sealed partial class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledger, TimeProvider time)
 {
     /// <summary>The rule a round is declined by when this machine was already charged for it or a later round of its run.</summary>
     public const string ReplayedRoundRule = "replayed_round";
@@ -73,7 +79,17 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
     internal static readonly IReadOnlySet<string> BudgetRules = new HashSet<string>(StringComparer.Ordinal)
     {
         "max_epsilon_per_run", "max_epsilon_lifetime", "max_epsilon_per_30_days", "max_worst_case_epsilon_per_run", "max_worst_case_epsilon_lifetime",
+        MaxRecordEpsilonRule, MaxRecordEpsilonLifetimeRule,
     };
+
+    /// <summary>The rule a round is declined by when its record-level epsilon would pass the policy's per-run cap (or a record-only round meets a policy without one).</summary>
+    public const string MaxRecordEpsilonRule = "max_record_epsilon";
+
+    /// <summary>The rule a round is declined by when this machine's lifetime record-level epsilon would pass the policy's cap.</summary>
+    public const string MaxRecordEpsilonLifetimeRule = "max_record_epsilon_lifetime";
+
+    /// <summary>The rule a round is declined by when this machine cannot price its record-level parameters.</summary>
+    public const string RecordParametersRule = "record_parameters";
 
     private readonly object _gate = new();
 
@@ -115,7 +131,8 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             PolicyDecision decision = Evaluate(terms);
             if (decision.Accepted)
             {
-                ledger.Record(ToCharge(terms));
+                // Both units of the round in one transaction, before anything derived from the data leaves the machine.
+                ledger.Record(terms.ClientLevel ? ToCharge(terms) : null, ToRecordCharge(terms));
             }
             return decision;
         }
@@ -136,12 +153,16 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             return PolicyDecision.Decline("coordinator_certificate_sha256",
                 $"the coordinator's certificate {terms.CoordinatorCertificateSha256} is not the pinned one");
         }
-        if (!policy.AllowedMechanisms.Contains(terms.Mechanism))
+        if (RecordLevelRefusal(terms) is { } recordRefused)
+        {
+            return recordRefused;
+        }
+        if (terms.ClientLevel && !policy.AllowedMechanisms.Contains(terms.Mechanism))
         {
             return PolicyDecision.Decline("allowed_mechanisms",
                 $"mechanism {LocalPolicy.MechanismName(terms.Mechanism)} is not allowed (allowed: {string.Join(", ", policy.AllowedMechanisms.Select(LocalPolicy.MechanismName))})");
         }
-        if (!(terms.NoiseMultiplier >= policy.MinNoiseMultiplier) || double.IsInfinity(terms.NoiseMultiplier))
+        if (terms.ClientLevel && (!(terms.NoiseMultiplier >= policy.MinNoiseMultiplier) || double.IsInfinity(terms.NoiseMultiplier)))
         {
             return PolicyDecision.Decline("min_noise_multiplier",
                 $"noise multiplier {F(terms.NoiseMultiplier)} is below the minimum {F(policy.MinNoiseMultiplier)}");
@@ -180,6 +201,14 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
         if (today >= policy.MaxRoundsPerDay)
         {
             return PolicyDecision.Decline("max_rounds_per_day", $"{today} rounds in the last 24 hours already (maximum {policy.MaxRoundsPerDay})");
+        }
+        if (RecordBudgetRefusal(terms, out string recordSummary) is { } recordOver)
+        {
+            return recordOver;
+        }
+        if (!terms.ClientLevel)
+        {
+            return PolicyDecision.Accept($"run {terms.RunId} round {terms.Round}: record-level only (no client-level noise); {recordSummary}");
         }
         LocalCharge charge = ToCharge(terms);
         double runEpsilon = ledger.Spent(policy.Delta, terms.RunId, charge).Epsilon;
@@ -221,7 +250,8 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             }
         }
         return PolicyDecision.Accept(
-            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)} (worst case {W(worstRun)}), lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}") with
+            $"run {terms.RunId} round {terms.Round}: run epsilon {F(runEpsilon)} of {F(policy.MaxEpsilonPerRun)} (worst case {W(worstRun)}), lifetime {F(lifetimeEpsilon)} of {F(policy.MaxEpsilonLifetime)}"
+            + (terms.Record is null ? "" : $"; {recordSummary}")) with
         {
             RunEpsilon = runEpsilon,
             LifetimeEpsilon = lifetimeEpsilon,
@@ -229,6 +259,9 @@ public sealed class LocalPolicyGate(LocalPolicy policy, LocalPrivacyLedger ledge
             Delta = policy.Delta,
         };
     }
+
+    private LocalRecordCharge? ToRecordCharge(RoundTerms terms) =>
+        terms.Record is { } work ? new LocalRecordCharge(terms.RunId, terms.Round, work, time.GetUtcNow()) : null;
 
     private LocalCharge ToCharge(RoundTerms terms) =>
         new(terms.RunId, terms.Round, terms.Mechanism, terms.NoiseMultiplier, terms.SamplingRate, time.GetUtcNow(), terms.Plan);

@@ -25,7 +25,7 @@ internal sealed record LocalCharge(
 /// each time the ledger opens. Rows written before the parameters were kept are accounted as the continuous Gaussian
 /// of their noise multiplier at replace-one (sensitivity doubled: the Gaussian of z / 2) without amplification.
 /// </remarks>
-public sealed class LocalPrivacyLedger : IDisposable
+public sealed partial class LocalPrivacyLedger : IDisposable
 {
     public const string FileName = "edge-ledger.db";
 
@@ -66,7 +66,9 @@ public sealed class LocalPrivacyLedger : IDisposable
                     PRIMARY KEY (run_id, round));
                 """);
             AddMissingColumns(connection);
+            Execute(connection, RecordChargesTable);
             var ledger = new LocalPrivacyLedger(connection);
+            ledger.LoadRecordCharges(path);
             using SqliteCommand select = connection.CreateCommand();
             select.CommandText = "SELECT run_id, round, mechanism, noise_multiplier, sampling_rate, charged_at, "
                 + string.Join(", ", s_planColumns.Select(c => c.Name)) + " FROM charges ORDER BY rowid";
@@ -168,22 +170,64 @@ public sealed class LocalPrivacyLedger : IDisposable
     // A plan's per-round RDP does not depend on its delta; rows written before the manifest's delta was kept use this one.
     private const double PlaceholderDelta = 1e-5;
 
-    public bool IsCharged(string runId, long round) => _charges.Any(c => c.RunId == runId && c.Round == round);
+    /// <summary>Whether this machine was charged for the round under either unit (client or record).</summary>
+    public bool IsCharged(string runId, long round) => ChargedRounds().Any(r => r.RunId == runId && r.Round == round);
 
-    /// <summary>The highest round of <paramref name="runId"/> this machine was charged for; null when none.</summary>
-    public long? LastRound(string runId) => _charges.Where(c => c.RunId == runId).Select(c => (long?)c.Round).Max();
+    /// <summary>The highest round of <paramref name="runId"/> this machine was charged for under either unit; null when none.</summary>
+    public long? LastRound(string runId) => ChargedRounds().Where(r => r.RunId == runId).Select(r => (long?)r.Round).Max();
 
-    /// <summary>Rounds charged in the 24 hours before <paramref name="now"/>.</summary>
-    public int RoundsInDayBefore(DateTimeOffset now) => _charges.Count(c => c.ChargedAt > now.AddDays(-1) && c.ChargedAt <= now);
+    /// <summary>Rounds charged (under either unit, each round once) in the 24 hours before <paramref name="now"/>.</summary>
+    public int RoundsInDayBefore(DateTimeOffset now) =>
+        ChargedRounds().Where(r => r.ChargedAt > now.AddDays(-1) && r.ChargedAt <= now).Select(r => (r.RunId, r.Round)).Distinct().Count();
 
-    /// <summary>Writes the charge durably; a repeated (run, round) is kept once.</summary>
-    internal void Record(LocalCharge charge)
+    private IEnumerable<(string RunId, long Round, DateTimeOffset ChargedAt)> ChargedRounds() =>
+        _charges.Select(c => (c.RunId, c.Round, c.ChargedAt)).Concat(_recordCharges.Select(c => (c.RunId, c.Round, c.ChargedAt)));
+
+    /// <summary>Writes the client-level charge durably; a repeated (run, round) is kept once.</summary>
+    internal void Record(LocalCharge charge) => Record(charge, null);
+
+    /// <summary>
+    /// Writes a round's client-level charge, its record-level charge, or both, durably in one transaction: a round is on
+    /// record under every unit it is priced in or under none. A (run, round) already charged is kept once.
+    /// </summary>
+    internal void Record(LocalCharge? charge, LocalRecordCharge? recordCharge)
     {
-        if (IsCharged(charge.RunId, charge.Round))
+        if (charge is null && recordCharge is null)
+        {
+            throw new ArgumentException("a round is charged under at least one unit");
+        }
+        string runId = charge?.RunId ?? recordCharge!.RunId;
+        long round = charge?.Round ?? recordCharge!.Round;
+        if (recordCharge is not null && (recordCharge.RunId != runId || recordCharge.Round != round))
+        {
+            throw new ArgumentException("the client-level and record-level charges name different rounds");
+        }
+        if (IsCharged(runId, round))
         {
             return;
         }
         using SqliteTransaction transaction = _connection.BeginTransaction();
+        if (charge is not null)
+        {
+            InsertClientCharge(transaction, charge);
+        }
+        if (recordCharge is not null)
+        {
+            InsertRecordCharge(transaction, recordCharge);
+        }
+        transaction.Commit();
+        if (charge is not null)
+        {
+            _charges.Add(charge);
+        }
+        if (recordCharge is not null)
+        {
+            _recordCharges.Add(recordCharge);
+        }
+    }
+
+    private void InsertClientCharge(SqliteTransaction transaction, LocalCharge charge)
+    {
         using SqliteCommand insert = _connection.CreateCommand();
         insert.Transaction = transaction;
         insert.CommandText = """
@@ -208,8 +252,6 @@ public sealed class LocalPrivacyLedger : IDisposable
         insert.Parameters.AddWithValue("$q", charge.SamplingRate);
         insert.Parameters.AddWithValue("$at", charge.ChargedAt.ToString("O", CultureInfo.InvariantCulture));
         insert.ExecuteNonQuery();
-        transaction.Commit();
-        _charges.Add(charge);
     }
 
     /// <summary>The ledger as JSON-ready rows, for `edge-client ledger show`.</summary>
@@ -219,6 +261,9 @@ public sealed class LocalPrivacyLedger : IDisposable
         privacy_unit = PrivacyUnitNames.Client,
         adjacency = PrivacyUnitNames.Name(PrivacyUnitNames.ProductAdjacency),
         epsilon_lifetime = Spent(delta).Epsilon,
+        // Record-level (DP-SGD) epsilon: one record of this machine's data added or removed, at this machine's record count.
+        record_privacy_unit = PrivacyUnitNames.Record,
+        record_adjacency = PrivacyUnitNames.Name(PrivacyUnitNames.RecordAdjacency),
         // worst_case_epsilon null: unbounded (a central-noise round, whose noise is the coordinator's alone, or a row
         // written before the ledger kept the round's plan).
         lifetime = new
@@ -227,14 +272,18 @@ public sealed class LocalPrivacyLedger : IDisposable
             worst_case_epsilon = Finite(WorstCaseEpsilon(delta)),
             epsilon_last_30_days = Spent(delta, since: now.AddDays(-30)).Epsilon,
             rounds = _charges.Count,
+            record_epsilon = RecordSpent(delta).Epsilon,
+            record_rounds = _recordCharges.Count,
         },
-        runs = _charges.GroupBy(c => c.RunId).Select(g => new
+        runs = ChargedRounds().GroupBy(r => r.RunId).Select(g => new
         {
             run_id = g.Key,
-            rounds = g.Count(),
+            rounds = _charges.Count(c => c.RunId == g.Key),
             last_round = g.Max(c => c.Round),
             epsilon = Spent(delta, g.Key).Epsilon,
             worst_case_epsilon = Finite(WorstCaseEpsilon(delta, g.Key)),
+            record_epsilon = RecordSpent(delta, g.Key).Epsilon,
+            record_rounds = _recordCharges.Count(c => c.RunId == g.Key),
         }),
         charges = _charges.Select(c => new
         {
@@ -250,6 +299,7 @@ public sealed class LocalPrivacyLedger : IDisposable
             adjacency = c.Plan is { } a ? PrivacyUnitNames.Name(a.Adjacency) : null,
             charged_at = c.ChargedAt,
         }),
+        record_charges = RecordChargesJson(),
     });
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;

@@ -43,6 +43,12 @@ public sealed class EdgeRoundWorker(
     /// <summary>Each local training step, in order on the training thread (the metrics' step time and throughput).</summary>
     public Action<TrainingProgress>? Progress { get; init; }
 
+    /// <summary>
+    /// This holder's records, one example each (not packed), and the tokenizer's pad id: what DP-SGD samples from when a
+    /// manifest says privacy_unit record or both. Without them such a round is declined (record_parameters).
+    /// </summary>
+    public RecordLevelData? Records { get; init; }
+
     /// <summary>Runs before each SecAgg+ stage message (see <see cref="SecAggParticipant.BeforeStage"/>); for fault-injection tests.</summary>
     public Func<RoundStage, CancellationToken, Task>? BeforeStage { get; init; }
 
@@ -84,6 +90,21 @@ public sealed class EdgeRoundWorker(
         {
             return await DeclineAsync(round, DeclineReason.Policy, "allowed_mechanisms", $"mechanism {manifest.Dp.Mechanism} is not implemented by this client", cancellationToken);
         }
+        if (manifest.Dp.PrivacyUnit is not (PrivacyUnit.Unspecified or PrivacyUnit.Client or PrivacyUnit.Record or PrivacyUnit.Both))
+        {
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", $"privacy_unit {manifest.Dp.PrivacyUnit} is not known to this client", cancellationToken);
+        }
+        bool clientLevel = PrivacyUnitWire.HasClientLevel(manifest.Dp.PrivacyUnit);
+        if (!clientLevel && manifest.Dp.Mechanism != NoiseMechanism.CentralGaussian)
+        {
+            // A record-only round's encoding adds no noise of this client's own: only the central encoding has none.
+            return await DeclineAsync(round, DeclineReason.InvalidManifest, "manifest", "a record-only round must use the central encoding (no client noise share)", cancellationToken);
+        }
+        // Priced BEFORE training with this machine's own record count; the gate declines what it cannot price.
+        RecordLevelRound? recordWork = PrivacyUnitWire.HasRecordLevel(manifest.Dp.PrivacyUnit)
+            ? new RecordLevelRound(manifest.Dp.RecordNoiseMultiplier, manifest.Dp.RecordMaxGradNorm, (int)Math.Min(manifest.Dp.RecordExpectedBatch, int.MaxValue),
+                (int)manifest.LocalSteps, Records?.Examples.Count ?? 0)
+            : null;
         // Central DP: this client clips and rounds but adds no noise; the coordinator noises the sum. The policy decides whether that is acceptable.
         bool central = manifest.Dp.Mechanism == NoiseMechanism.CentralGaussian;
 
@@ -142,6 +163,8 @@ public sealed class EdgeRoundWorker(
             // The graph threshold is checked on its neighbourhood, the local minimum on the threshold the round was priced with.
             Neighbours = (int)manifest.Secagg.Neighbours,
             MinSurvivors = privacy.Parameters.Threshold,
+            ClientLevel = clientLevel,
+            Record = recordWork,
         };
         PolicyDecision decision = gate.Check(terms);
         if (!decision.Accepted)
@@ -164,7 +187,7 @@ public sealed class EdgeRoundWorker(
             Step = 0,
             Steps = (int)manifest.LocalSteps,
         });
-        (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, cancellationToken), cancellationToken);
+        (float[]? delta, double firstLoss, double lastLoss) = await Task.Run(() => Train(manifest, recordWork, cancellationToken), cancellationToken);
         if (delta.Length != d)
         {
             throw new InvalidOperationException($"the trained delta has {delta.Length} values; the global lora_B has {d}");
@@ -198,7 +221,9 @@ public sealed class EdgeRoundWorker(
             delta = null;
             normBeforeClipping = encoded.NormBeforeClipping;
             return Task.FromResult(encoded.Values);
-        }, cancellationToken);
+        }, cancellationToken,
+            // This holder's own record epsilon for the run, after the charge above: shown in the coordinator's run status, never charged there.
+            recordWork is null ? null : () => gate.RecordEpsilonOf(round.RunId) is { Epsilon: > 0 } reported ? reported : null);
         if (outcome.RejectedPeers.Count > 0)
         {
             // A hostile (or broken) peer: its shares failed authentication here, so it was a dropout for this client.
@@ -221,7 +246,7 @@ public sealed class EdgeRoundWorker(
     }
 
     /// <summary>Local training from the applied global adapter; only the flat lora_B delta and the losses outlive it (not the before and after adapters).</summary>
-    private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, CancellationToken cancellationToken)
+    private (float[] Delta, double FirstLoss, double LastLoss) Train(RoundManifest manifest, RecordLevelRound? recordWork, CancellationToken cancellationToken)
     {
         int steps = checked((int)manifest.LocalSteps);
         // At most about ten lines per round in this machine's own log: step i/n and its loss (never sent anywhere).
@@ -240,12 +265,30 @@ public sealed class EdgeRoundWorker(
                 });
             }
         });
-        TrainingResult trained = new LoraTrainer().Train(model, batches, new TrainerOptions
+        var options = new TrainerOptions
         {
             Steps = steps,
             LearningRate = manifest.LearningRate,
             Seed = BitConverter.ToInt64(RandomNumberGenerator.GetBytes(8)) & long.MaxValue,
-        }, progress, cancellationToken);
+        };
+        // Record or both: DP-SGD, the same path as edge-client train --privacy-unit record; the gate already charged its plan.
+        TrainingResult trained = recordWork is null
+            ? new LoraTrainer().Train(model, batches, options, progress, cancellationToken)
+            : new LoraTrainer().TrainPrivate(model, Records!.Examples, Records.PadId, options, new DpSgdOptions
+            {
+                ExpectedBatchSize = recordWork.ExpectedBatch,
+                NoiseMultiplier = recordWork.NoiseMultiplier,
+                MaxGradNorm = recordWork.MaxGradNorm,
+                Delta = manifest.Dp.Delta,
+            }, progress, cancellationToken);
+        if (trained.RecordEpsilon is { } recordEpsilon)
+        {
+            Report?.Invoke(new EdgeEvent(EdgeEvent.Training, $"round {manifest.Round.Round} of {manifest.Round.RunId}: DP-SGD record epsilon of this round alone {recordEpsilon:F4} at delta {manifest.Dp.Delta:G3}")
+            {
+                RunId = manifest.Round.RunId,
+                Round = manifest.Round.Round,
+            });
+        }
         return (trained.FlatDelta(), trained.FirstLoss, trained.LastLoss);
     }
 
@@ -280,6 +323,9 @@ public static class TrainingProgressLines
         return step % every == 0 || step == totalSteps;
     }
 }
+
+/// <summary>A holder's records for DP-SGD: one tokenized example per record and the pad id batches are padded with.</summary>
+public sealed record RecordLevelData(IReadOnlyList<TokenizedExample> Examples, int PadId);
 
 /// <summary>Reports each step on the training thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
 internal sealed class StepLines(Action<TrainingProgress> report) : IProgress<TrainingProgress>

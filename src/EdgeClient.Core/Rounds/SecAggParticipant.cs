@@ -60,7 +60,10 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     /// (values in Z_(2^b), length d); it runs after the key exchange, and a participant that fails there has dropped.
     /// The returned array becomes the upload buffer: it is masked in place, so hand over one nobody else reads.
     /// </summary>
-    public async Task<ParticipationOutcome> ParticipateAsync(RoundManifest manifest, Func<RoundManifest, CancellationToken, Task<uint[]>> produceInput, CancellationToken cancellationToken)
+    /// <param name="recordEpsilon">Read after <paramref name="produceInput"/>: this holder's own record-level epsilon for the
+    /// run and its delta, sent with the upload for the coordinator's run status (never charged there); null sends none.</param>
+    public async Task<ParticipationOutcome> ParticipateAsync(RoundManifest manifest, Func<RoundManifest, CancellationToken, Task<uint[]>> produceInput, CancellationToken cancellationToken,
+        Func<(double Epsilon, double Delta)?>? recordEpsilon = null)
     {
         ArgumentNullException.ThrowIfNull(manifest);
         ArgumentNullException.ThrowIfNull(produceInput);
@@ -86,7 +89,7 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
         uint[] ring = await produceInput(manifest, cancellationToken);
         session.MaskInPlace(ring);
         await StageAsync(RoundStage.MaskedInput, cancellationToken);
-        UploadMaskedInputResponse uploaded = await UploadAsync(manifest, ring, cancellationToken);
+        UploadMaskedInputResponse uploaded = await UploadAsync(manifest, ring, recordEpsilon?.Invoke(), cancellationToken);
         // Locals of an async method live as long as it does; the coordinator has the vector now.
         ring = [];
 
@@ -117,21 +120,30 @@ internal sealed class SecAggParticipant(CoordinatorConnection connection, string
     /// Writes a masked vector as upload chunks that are slices of it (no copy of its d elements), each as large as
     /// <paramref name="maxChunkBytes"/> allows, then completes the stream.
     /// </summary>
-    internal static async Task WriteMaskedAsync(IClientStreamWriter<ProtoChunk> writer, RoundRef round, uint[] masked, uint maxChunkBytes, CancellationToken cancellationToken)
+    internal static async Task WriteMaskedAsync(IClientStreamWriter<ProtoChunk> writer, RoundRef round, uint[] masked, uint maxChunkBytes, CancellationToken cancellationToken,
+        (double Epsilon, double Delta)? recordEpsilon = null)
     {
         ArgumentNullException.ThrowIfNull(writer);
+        bool first = true;
         foreach (ProtoChunk chunk in SecAggWire.UploadChunks(round, new RingElementBytes(masked).Memory, maxChunkBytes))
         {
+            if (first && recordEpsilon is { } reported)
+            {
+                chunk.RecordEpsilon = reported.Epsilon;
+                chunk.RecordEpsilonDelta = reported.Delta;
+            }
+            first = false;
             await writer.WriteAsync(chunk, cancellationToken);
         }
         await writer.CompleteAsync();
     }
 
-    private async Task<UploadMaskedInputResponse> UploadAsync(RoundManifest manifest, uint[] masked, CancellationToken cancellationToken)
+    private async Task<UploadMaskedInputResponse> UploadAsync(RoundManifest manifest, uint[] masked, (double Epsilon, double Delta)? recordEpsilon,
+        CancellationToken cancellationToken)
     {
         using AsyncClientStreamingCall<ProtoChunk, UploadMaskedInputResponse> call =
             connection.Edge.UploadMaskedInput(StageCall(manifest.MaskedInputDeadline, cancellationToken));
-        await WriteMaskedAsync(call.RequestStream, manifest.Round, masked, manifest.Secagg.MaxChunkBytes, cancellationToken);
+        await WriteMaskedAsync(call.RequestStream, manifest.Round, masked, manifest.Secagg.MaxChunkBytes, cancellationToken, recordEpsilon);
         return await call.ResponseAsync;
     }
 

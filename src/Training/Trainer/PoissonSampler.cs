@@ -9,7 +9,6 @@ namespace Federated.Training.Trainer;
 /// </summary>
 public sealed class PoissonSampler
 {
-    private const double TwoTo53 = 9007199254740992.0;
     private readonly int _recordCount;
     private readonly ulong _threshold;
     private readonly NoiseSampler _random;
@@ -26,8 +25,8 @@ public sealed class PoissonSampler
         _recordCount = recordCount;
         _random = random;
         // A record is kept when a uniform 53-bit integer falls below ceil(q 2^53): probability exactly Rate, never below q.
-        _threshold = (ulong)Math.Ceiling(rate * TwoTo53);
-        Rate = _threshold / TwoTo53;
+        _threshold = RecordLevelPricing.InclusionThreshold(rate);
+        Rate = RecordLevelPricing.InclusionRate(rate);
     }
 
     /// <summary>The exact inclusion probability (q rounded up to a multiple of 2^-53), the rate the accountant must charge.</summary>

@@ -188,6 +188,87 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal(166.03553359954904, price.PlannedEpsilon, 1e-9);
     }
 
+    [Theory]
+    [InlineData(PrivacyUnit.Both, 0.0, 1.0, 4u, "record_noise_multiplier 0 is invalid with privacy_unit both")]
+    [InlineData(PrivacyUnit.Both, double.NaN, 1.0, 4u, "record_noise_multiplier NaN is invalid with privacy_unit both")]
+    [InlineData(PrivacyUnit.Record, double.PositiveInfinity, 1.0, 4u, "is invalid with privacy_unit record: use a finite number in (0, 10000]")]
+    [InlineData(PrivacyUnit.Both, 1.0, 0.0, 4u, "record_max_grad_norm 0 is invalid")]
+    [InlineData(PrivacyUnit.Both, 1.0, double.PositiveInfinity, 4u, "is invalid with privacy_unit both: use a finite number > 0")]
+    [InlineData(PrivacyUnit.Both, 1.0, 1.0, 0u, "record_expected_batch 0 is invalid")]
+    [InlineData(PrivacyUnit.Client, 1.0, 1.0, 4u, "apply only with privacy_unit record or both")]
+    [InlineData((PrivacyUnit)9, 0.0, 0.0, 0u, "privacy_unit 9 is invalid")]
+    public void Start_BadRecordLevelPlan_InvalidPlanNamingTheFieldAndNothingRecorded(PrivacyUnit unit, double z, double c, uint batch, string expected)
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        RunPlan plan = Plan();
+        plan.PrivacyUnit = unit;
+        plan.RecordNoiseMultiplier = z;
+        plan.RecordMaxGradNorm = c;
+        plan.RecordExpectedBatch = batch;
+        if (unit == PrivacyUnit.Record)
+        {
+            plan.NoiseMultiplier = 0;
+        }
+
+        var ex = Assert.Throws<InvalidPlanException>(() => _orchestrator.Start(plan, "engineer"));
+
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+        Assert.Empty(_state.Runs.ListUnfinished());
+    }
+
+    [Fact]
+    public void Start_RecordOnlyWithClientNoise_InvalidPlan()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+        RunPlan plan = RecordPlan(PrivacyUnit.Record);
+        plan.NoiseMultiplier = 1;
+
+        var ex = Assert.Throws<InvalidPlanException>(() => _orchestrator.Start(plan, "engineer"));
+
+        Assert.Contains("privacy_unit record has none of", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Start_RecordOnly_ReservesNothingAndStatusShowsTheUnitAndItsParameters()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+
+        AcceptedRun run = _orchestrator.Start(RecordPlan(PrivacyUnit.Record), "engineer");
+        RunStatus status = _orchestrator.Status(run.RunId)!;
+
+        Assert.Equal(0, run.PlannedEpsilon);
+        Assert.Equal(0, _state.Budgets.Get("default")!.EpsilonReserved);
+        Assert.Equal(PrivacyMechanism.CentralGaussian, run.Privacy.Parameters.Mechanism);
+        Assert.Equal((PrivacyUnit.Record, 1.2, 0.5, 3u), (status.RunPrivacyUnit, status.RecordNoiseMultiplier, status.RecordMaxGradNorm, status.RecordExpectedBatch));
+    }
+
+    [Fact]
+    public void Start_Both_PricesTheClientLevelPlanAsUnderClientAndKeepsTheRecordParameters()
+    {
+        _state.Budgets.Set("default", 1000, 1e-5, "officer");
+
+        AcceptedRun both = _orchestrator.Start(RecordPlan(PrivacyUnit.Both), "engineer");
+        RunPrice client = RunPricing.Price(Plan(), both.Privacy.Parameters.Dimension);
+
+        Assert.Equal(client.PlannedEpsilon, both.PlannedEpsilon, 12);
+        Assert.True(_state.Budgets.Get("default")!.EpsilonReserved > 0);
+        Assert.Equal(PrivacyUnit.Both, _orchestrator.Status(both.RunId)!.RunPrivacyUnit);
+    }
+
+    private RunPlan RecordPlan(PrivacyUnit unit)
+    {
+        RunPlan plan = Plan();
+        plan.PrivacyUnit = unit;
+        plan.RecordNoiseMultiplier = 1.2;
+        plan.RecordMaxGradNorm = 0.5;
+        plan.RecordExpectedBatch = 3;
+        if (unit == PrivacyUnit.Record)
+        {
+            plan.NoiseMultiplier = 0;
+        }
+        return plan;
+    }
+
     private RunPlan Plan()
     {
         var plan = new RunPlan

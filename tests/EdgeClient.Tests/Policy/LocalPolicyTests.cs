@@ -32,6 +32,8 @@ public sealed class LocalPolicyTests : IDisposable
     [InlineData("\"min_threshold\": 1", "min_threshold = 1 is outside [2, 1000000]")]
     [InlineData("\"max_epsilon_per_30_days\": 0", "max_epsilon_per_30_days = 0 is outside (0, 1000]")]
     [InlineData("\"max_worst_case_epsilon_per_run\": -1", "max_worst_case_epsilon_per_run = -1 is outside (0, 10000]")]
+    [InlineData("\"max_record_epsilon\": 0", "max_record_epsilon = 0 is outside (0, 1000]")]
+    [InlineData("\"max_record_epsilon_lifetime\": -2", "max_record_epsilon_lifetime = -2 is outside (0, 100000]")]
     public void Load_BadValue_NamesTheKey(string replacement, string expected)
     {
         string path = WritePolicy(replacement);
@@ -73,6 +75,22 @@ public sealed class LocalPolicyTests : IDisposable
         LocalPolicy all = LocalPolicy.Load(path);
 
         Assert.Equal((6.0, 20.0, 50.0, 3), (all.MaxEpsilonPer30Days, all.MaxWorstCaseEpsilonPerRun, all.MaxWorstCaseEpsilonLifetime, all.MinThreshold));
+    }
+
+    [Fact]
+    public void Load_RecordEpsilonCaps_AreReadDefaultToNoneAndPerRunMayNotExceedLifetime()
+    {
+        LocalPolicy none = LocalPolicy.Load(WritePolicy(null));
+        Assert.Equal((null, null), (none.MaxRecordEpsilon, none.MaxRecordEpsilonLifetime));
+
+        string path = WritePolicy("\"max_record_epsilon\": 3");
+        File.WriteAllText(path, File.ReadAllText(path).TrimEnd('}') + ", \"max_record_epsilon_lifetime\": 8}");
+        LocalPolicy both = LocalPolicy.Load(path);
+        Assert.Equal((3.0, 8.0), (both.MaxRecordEpsilon, both.MaxRecordEpsilonLifetime));
+
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"max_record_epsilon\": 3", "\"max_record_epsilon\": 9", StringComparison.Ordinal));
+        var ex = Assert.Throws<PolicyFileException>(() => LocalPolicy.Load(path));
+        Assert.Contains("max_record_epsilon (9) exceeds max_record_epsilon_lifetime (8)", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
+using Federated.Wire;
 using Google.Protobuf.WellKnownTypes;
 using Spectre.Console;
 
@@ -100,12 +101,20 @@ internal static class AdminOutput
         EpsilonSpent = status.EpsilonSpent,
         EpsilonBudget = status.EpsilonBudget,
         Delta = status.Delta,
-        PrivacyUnit = status.PrivacyUnit,
+        // The run's unit (client, record or both); epsilon_spent is always client-level (0 for a record-only run).
+        PrivacyUnit = PrivacyUnitWire.Name(status.RunPrivacyUnit),
         Adjacency = status.Adjacency,
+        RecordNoiseMultiplier = HasRecord(status) ? status.RecordNoiseMultiplier : (double?)null,
+        RecordMaxGradNorm = HasRecord(status) ? status.RecordMaxGradNorm : (double?)null,
+        RecordExpectedBatch = HasRecord(status) ? status.RecordExpectedBatch : (uint?)null,
+        // Each holder's own claim with its last upload (unverified; the coordinator accounts none of it).
+        ReportedRecordEpsilons = status.ReportedRecordEpsilons.Select(r => new { r.ClientId, r.Round, r.Epsilon, r.Delta }).ToArray(),
         Detail = status.Detail,
         AdapterSha256 = status.AdapterSha256,
         UpdatedAt = Time(status.UpdatedAt),
     };
+
+    private static bool HasRecord(RunStatus status) => PrivacyUnitWire.HasRecordLevel(status.RunPrivacyUnit);
 
     /// <summary>"at delta D, client-level, replace-one": what an epsilon is stated for.</summary>
     public static string StatedFor(double delta, string unit, string adjacency) => $"at delta {Number(delta)}, {unit}-level, {adjacency}";
@@ -113,7 +122,9 @@ internal static class AdminOutput
     /// <summary>One line of live progress: round, stage, clients reported, epsilon against the budget.</summary>
     public static string ProgressLine(RunStatus status)
     {
-        string budget = status.EpsilonBudget > 0
+        string budget = status.RunPrivacyUnit == PrivacyUnit.Record
+            ? "none client-level (record-only run: each edge's ledger holds its record epsilon)"
+            : status.EpsilonBudget > 0
             ? $"{Number(status.EpsilonSpent)} of {Number(status.EpsilonBudget)} ({status.EpsilonSpent / status.EpsilonBudget:P0}) {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"
             : $"{Number(status.EpsilonSpent)} {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}";
         // Once a round has ended nobody reports in it any more; the count would read as a failure.
@@ -142,8 +153,15 @@ internal static class AdminOutput
         ("waiting for", status.WaitingFor.Count == 0 ? "" : string.Join(", ", status.WaitingFor)
             + (status.StageDeadline is null ? "" : $" until {Time(status.StageDeadline)}")),
         ("clients reported", $"{status.Reported} of {status.Selected} selected"),
-        ("epsilon spent", (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
+        ("privacy unit", PrivacyUnitWire.Name(status.RunPrivacyUnit)),
+        ("epsilon spent", status.RunPrivacyUnit == PrivacyUnit.Record ? "none client-level: a record-only run adds no client-level noise and charges no budget" : (status.EpsilonBudget > 0 ? $"{Number(status.EpsilonSpent)} of budget {Number(status.EpsilonBudget)}" : Number(status.EpsilonSpent))
             + $" {StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),
+        ("record level", HasRecord(status)
+            ? $"DP-SGD at every edge: noise multiplier {Number(status.RecordNoiseMultiplier)}, clip {Number(status.RecordMaxGradNorm)}, expected batch {status.RecordExpectedBatch}; "
+                + "each holder's record epsilon depends on its own record count: see edge-client ledger show"
+            : "none"),
+        ("reported record epsilon", string.Join(", ", status.ReportedRecordEpsilons.Select(r => $"{r.ClientId} {Number(r.Epsilon)} at delta {Number(r.Delta)} (round {r.Round})"))
+            + (status.ReportedRecordEpsilons.Count > 0 ? "; each holder's own claim, unverified" : "")),
         ("adapter sha256", status.AdapterSha256),
         ("updated", Time(status.UpdatedAt) ?? ""),
         ("detail", status.Detail),

@@ -1,6 +1,7 @@
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
+using Federated.Wire;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -61,6 +62,23 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
 
         [CommandOption("--min-survivors <T>")]
         public string? MinSurvivors { get; init; }
+
+        [CommandOption("--privacy-unit <client|record|both>")]
+        [System.ComponentModel.Description("client (default): noise on the aggregate protects each client; record: DP-SGD at every edge protects each record "
+            + "(no client-level noise or charge); both.")]
+        public string? PrivacyUnit { get; init; }
+
+        [CommandOption("--record-noise <Z>")]
+        [System.ComponentModel.Description("DP-SGD noise multiplier at every edge (with --privacy-unit record or both).")]
+        public string? RecordNoise { get; init; }
+
+        [CommandOption("--record-clip <C>")]
+        [System.ComponentModel.Description("DP-SGD per-record L2 clip norm at every edge (with --privacy-unit record or both).")]
+        public string? RecordClip { get; init; }
+
+        [CommandOption("--batch-size <B>")]
+        [System.ComponentModel.Description("Expected records per local DP-SGD step (with --privacy-unit record or both; default 4): each holder samples at rate B / its record count.")]
+        public string? BatchSize { get; init; }
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -83,8 +101,12 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
                 PlannedEpsilon = started.PlannedEpsilon,
                 NoiseMultiplier = started.NoiseMultiplier,
                 Delta = plan.Delta,
-                PrivacyUnit = started.PrivacyUnit,
+                // The run's unit (client, record or both); planned_epsilon is client-level (0 for a record-only run).
+                PrivacyUnit = PrivacyUnitWire.Name(plan.PrivacyUnit),
                 Adjacency = started.Adjacency,
+                RecordNoiseMultiplier = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordNoiseMultiplier : (double?)null,
+                RecordMaxGradNorm = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordMaxGradNorm : (double?)null,
+                RecordExpectedBatch = PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit) ? plan.RecordExpectedBatch : (uint?)null,
                 Mechanism = WireNames.Mechanism(plan.Mechanism),
                 EpsilonReserved = started.EpsilonReserved,
                 Rounds = plan.Rounds,
@@ -99,7 +121,13 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             AdminOutput.Terminal().Write(AdminOutput.Properties(
             [
                 ("run", started.RunId),
-                ("planned epsilon", $"{AdminOutput.Number(started.PlannedEpsilon)} {AdminOutput.StatedFor(plan.Delta, started.PrivacyUnit, started.Adjacency)}, after {plan.Rounds} rounds"),
+                ("privacy unit", PrivacyUnitWire.Name(plan.PrivacyUnit) + (PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit)
+                    ? $": DP-SGD at every edge, noise multiplier {AdminOutput.Number(plan.RecordNoiseMultiplier)}, clip {AdminOutput.Number(plan.RecordMaxGradNorm)}, "
+                        + $"expected batch {plan.RecordExpectedBatch} (each holder's ledger prices its record epsilon at its own record count)"
+                    : "")),
+                ("planned epsilon", PrivacyUnitWire.HasClientLevel(plan.PrivacyUnit)
+                    ? $"{AdminOutput.Number(started.PlannedEpsilon)} {AdminOutput.StatedFor(plan.Delta, started.PrivacyUnit, started.Adjacency)}, after {plan.Rounds} rounds"
+                    : "none client-level: a record-only run adds no client-level noise and charges no budget"),
                 ("mechanism", WireNames.Mechanism(plan.Mechanism)),
                 ("population reserved", $"{AdminOutput.Number(started.EpsilonReserved)} of its budget now reserved by running runs (this one included)"),
                 ("noise multiplier", AdminOutput.Number(started.NoiseMultiplier)),
@@ -152,7 +180,16 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             plan.SamplingRate = AdminArguments.Number(settings.SamplingRate, "--sampling-rate", "in (0, 1]", v => v > 0 && v <= 1);
         }
 
-        if ((settings.Noise is null) == (settings.TargetEpsilon is null))
+        ApplyPrivacyUnit(settings, plan);
+        if (plan.PrivacyUnit == PrivacyUnit.Record)
+        {
+            // No client-level mechanism: the aggregate carries no client noise, so there is no client-level z or target.
+            if (settings.Noise is not null || settings.TargetEpsilon is not null)
+            {
+                throw new UsageException("--privacy-unit record has no client-level noise: leave out --noise-multiplier and --target-epsilon (use both for client-level noise too)");
+            }
+        }
+        else if ((settings.Noise is null) == (settings.TargetEpsilon is null))
         {
             throw new UsageException("give exactly one of --noise-multiplier Z (> 0; alias --noise) and --target-epsilon E (> 0)");
         }
@@ -160,7 +197,7 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
         {
             plan.NoiseMultiplier = AdminArguments.Number(settings.Noise, "--noise-multiplier", "> 0", v => v > 0);
         }
-        else
+        else if (settings.TargetEpsilon is not null)
         {
             plan.TargetEpsilon = AdminArguments.Number(settings.TargetEpsilon, "--target-epsilon", "> 0", v => v > 0);
         }
@@ -179,6 +216,28 @@ internal sealed class RunStartCommand : AsyncCommand<RunStartCommand.Settings>
             plan.MinSurvivors = survivors;
         }
         return plan;
+    }
+
+    private static void ApplyPrivacyUnit(Settings settings, RunPlan plan)
+    {
+        plan.PrivacyUnit = settings.PrivacyUnit is null ? PrivacyUnit.Client
+            : PrivacyUnitWire.Parse(settings.PrivacyUnit) ?? throw new UsageException($"--privacy-unit must be client, record or both, got '{settings.PrivacyUnit}'");
+        if (!PrivacyUnitWire.HasRecordLevel(plan.PrivacyUnit))
+        {
+            string? stray = settings.RecordNoise is not null ? "--record-noise" : settings.RecordClip is not null ? "--record-clip" : settings.BatchSize is not null ? "--batch-size" : null;
+            if (stray is not null)
+            {
+                throw new UsageException($"{stray} applies only with --privacy-unit record or both");
+            }
+            return;
+        }
+        if (settings.RecordNoise is null || settings.RecordClip is null)
+        {
+            throw new UsageException($"--privacy-unit {settings.PrivacyUnit} needs --record-noise Z (> 0) and --record-clip C (> 0)");
+        }
+        plan.RecordNoiseMultiplier = AdminArguments.Number(settings.RecordNoise, "--record-noise", "> 0", v => v > 0);
+        plan.RecordMaxGradNorm = AdminArguments.Number(settings.RecordClip, "--record-clip", "> 0", v => v > 0);
+        plan.RecordExpectedBatch = AdminArguments.OptionalInteger(settings.BatchSize, "--batch-size", 1, RunPlanValidation.MaxRecordExpectedBatch) ?? 4;
     }
 
     private static IReadOnlyList<string> Targets(string? text)
