@@ -34,9 +34,18 @@ internal static class SimulationReport
                 ("state", "completed"),
                 ("rounds released", $"{released} of {options.Rounds} planned"),
                 ("clients", options.Clients.ToString(CultureInfo.InvariantCulture)),
-                ("epsilon spent", $"{RunReportWriter.Number(result.Epsilon)} (planned {RunReportWriter.Number(result.PlannedEpsilon)}) "
-                    + RunReportWriter.StatedFor(result.Delta, result.Privacy.PrivacyUnit, result.Privacy.AdjacencyName)),
-                ("mechanism", $"distributed Skellam under SecAgg+, noise multiplier {RunReportWriter.Number(result.NoiseMultiplier)}, clip norm {RunReportWriter.Number(result.ClipNorm)}, threshold {result.Threshold}"),
+                ("privacy unit", options.PrivacyUnit),
+                ("epsilon spent", options.ClientLevel
+                    ? $"{RunReportWriter.Number(result.Epsilon)} (planned {RunReportWriter.Number(result.PlannedEpsilon)}) "
+                        + RunReportWriter.StatedFor(result.Delta, result.Privacy.PrivacyUnit, result.Privacy.AdjacencyName)
+                    : "none client-level: a record-only run adds no client-level noise"),
+                ("mechanism", (options.ClientLevel
+                        ? $"distributed Skellam under SecAgg+, noise multiplier {RunReportWriter.Number(result.NoiseMultiplier)}, clip norm {RunReportWriter.Number(result.ClipNorm)}, threshold {result.Threshold}"
+                        : $"SecAgg+ with no client-level noise, threshold {result.Threshold}")
+                    + (options.RecordLevel ? $"; DP-SGD at every client, noise multiplier {RunReportWriter.Number(options.RecordNoise)}, clip {RunReportWriter.Number(options.RecordClip)}, expected batch {options.RecordBatch}" : "")),
+                ("record epsilon", options.RecordLevel && result.RecordEpsilons.Count > 0
+                    ? $"{RunReportWriter.Number(result.RecordEpsilons.Values.Max())} at delta {RunReportWriter.Number(result.Delta)}, the largest of the clients' own ledgers"
+                    : ""),
                 ("local training", $"{options.LocalSteps} steps per round at learning rate {RunReportWriter.Number(options.LearningRate)}, LoRA rank {options.Rank} on {string.Join(", ", options.Targets)}"),
                 ("adapter sha256", result.AdapterSha256),
                 ("report written", DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture)),

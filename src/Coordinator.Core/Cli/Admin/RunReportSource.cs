@@ -3,6 +3,7 @@ using System.Text.Json;
 using Federated.Coordinator.Reports;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
+using Federated.Wire;
 using Grpc.Core;
 
 namespace Federated.Coordinator.Cli;
@@ -60,8 +61,15 @@ internal static class RunReportSource
             [
                 ("state", WireNames.State(status.State)),
                 ("rounds released", $"{status.ReleasedRounds} of {status.PlannedRounds} planned" + (status.FailedRounds > 0 ? $" ({status.FailedRounds} failed, released nothing)" : "")),
-                ("epsilon spent", (status.EpsilonBudget > 0 ? $"{AdminOutput.Number(status.EpsilonSpent)} of budget {AdminOutput.Number(status.EpsilonBudget)}" : AdminOutput.Number(status.EpsilonSpent))
-                    + $" {AdminOutput.StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),
+                ("privacy unit", PrivacyUnitWire.Name(status.RunPrivacyUnit)),
+                ("epsilon spent", status.RunPrivacyUnit == PrivacyUnit.Record
+                    ? "none client-level: a record-only run adds no client-level noise and charges no budget"
+                    : (status.EpsilonBudget > 0 ? $"{AdminOutput.Number(status.EpsilonSpent)} of budget {AdminOutput.Number(status.EpsilonBudget)}" : AdminOutput.Number(status.EpsilonSpent))
+                        + $" {AdminOutput.StatedFor(status.Delta, status.PrivacyUnit, status.Adjacency)}"),
+                ("record level", PrivacyUnitWire.HasRecordLevel(status.RunPrivacyUnit)
+                    ? $"DP-SGD at every edge: noise multiplier {AdminOutput.Number(status.RecordNoiseMultiplier)}, clip {AdminOutput.Number(status.RecordMaxGradNorm)}, "
+                        + $"expected batch {status.RecordExpectedBatch}; each holder's record epsilon depends on its own record count and stays in its edge ledger"
+                    : "none"),
                 ("adapter sha256", status.AdapterSha256),
                 ("detail", status.Detail),
                 ("run updated", AdminOutput.Time(status.UpdatedAt) ?? ""),
