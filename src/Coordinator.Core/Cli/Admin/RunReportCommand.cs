@@ -23,6 +23,10 @@ internal sealed class RunReportCommand : AsyncCommand<RunReportCommand.Settings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
+        if (string.IsNullOrEmpty(settings.Run))
+        {
+            throw new UsageException("--run RUN_ID is required: the run, as 'run start' printed it");
+        }
         string runId = AdminArguments.RunId(settings.Run);
         if (string.IsNullOrWhiteSpace(settings.Out))
         {
