@@ -100,6 +100,63 @@ public sealed class RunReportCommandTests(CoordinatorFixture coordinator) : ICla
     }
 
     [Fact]
+    public async Task RunReport_DeclineDropoutAndFailedRound_CountedFromTheAuditTrail()
+    {
+        // A run recorded in the state store (as a restart leaves it): round 1 released with two of four selected
+        // summed, one declined, one dropped; round 2 failed. No training is needed to show how the counts are read.
+        string model = Path.Combine(coordinator.Root, "base-recorded-report");
+        TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(), seed: 10);
+        coordinator.Host.State.Budgets.Set("recorded-report", 20, 1e-5, "officer");
+        var plan = new RunPlan
+        {
+            BaseModel = model, LoraRank = 2, Rounds = 2, ClientsPerRound = 4, LocalSteps = 1, LearningRate = 0.01,
+            ClipNorm = 1, Mechanism = NoiseMechanism.DistributedSkellam, NoiseMultiplier = 1, Delta = 1e-6, Population = "recorded-report",
+        };
+        plan.TargetModules.Add("q_proj");
+        var adapter = Coordinator.Rounds.GlobalAdapter.Create(model, new Training.Lora.LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj"], InitSeed: 3, FreezeA: true));
+        const string runId = "run-00000000000000e1";
+        string initial = coordinator.Host.Adapters.Put(adapter.Serialize(), runId, 0);
+        coordinator.Host.State.Runs.Create(runId, Google.Protobuf.MessageExtensions.ToByteArray(plan), "recorded-report", 1.5, 1, initial, "engineer");
+        coordinator.Host.State.Rounds.Start(runId, 1, new Dictionary<string, int> { ["gone-1"] = 1, ["gone-2"] = 2, ["gone-3"] = 3, ["gone-4"] = 4 }, initial);
+        coordinator.Host.State.Rounds.RecordDecline(runId, 1, "gone-3", "policy", "max_epsilon", "over its cap");
+        adapter.ApplyMeanUpdate(Enumerable.Repeat(0.125f, adapter.BDimension).ToArray());
+        Coordinator.State.StoredAdapter released = coordinator.Host.Adapters.Write(adapter.Serialize());
+        coordinator.Host.State.Rounds.Complete(new Coordinator.State.RoundCompletion(
+            new Coordinator.State.LedgerRecord(0, runId, 1, "recorded-report", 0.875, 0.875, 1e-6, 1, 1, 1, 2, DateTimeOffset.UtcNow)
+            {
+                Rdp = new Coordinator.State.RdpCharge(RdpOrders.Default, [.. RdpOrders.Default.Select(a => 0.01 * a)]),
+            },
+            released,
+            new Dictionary<string, Coordinator.State.ParticipantStatus>
+            {
+                ["gone-1"] = Coordinator.State.ParticipantStatus.Uploaded,
+                ["gone-2"] = Coordinator.State.ParticipantStatus.Uploaded,
+                ["gone-3"] = Coordinator.State.ParticipantStatus.Declined,
+                ["gone-4"] = Coordinator.State.ParticipantStatus.Dropped,
+            }));
+        coordinator.Host.State.Rounds.Start(runId, 2, new Dictionary<string, int> { ["gone-1"] = 1, ["gone-2"] = 2, ["gone-4"] = 3 }, released.Sha256);
+        coordinator.Host.State.Rounds.Fail(runId, 2, "1 of 3 survivors, 2 needed");
+        coordinator.Host.State.Runs.End(runId, RunState.Failed, "round 2 failed", "coordinator");
+
+        string directory = Path.Combine(coordinator.Root, "report-recorded");
+        var (code, output, error) = await AsAsync("engineer", "run", "report", "--run", runId, "--out", directory, "--json");
+
+        Assert.True(code == 0, error);
+        JsonElement[] rounds = [.. JsonDocument.Parse(output).RootElement.GetProperty("rounds").EnumerateArray()];
+        Assert.Equal(2, rounds.Length);
+        Assert.Equal(("released", 4, 2, 1, 1, 0.875), (rounds[0].GetProperty("outcome").GetString(), rounds[0].GetProperty("selected").GetInt32(),
+            rounds[0].GetProperty("survivors").GetInt32(), rounds[0].GetProperty("declined").GetInt32(), rounds[0].GetProperty("dropouts").GetInt32(),
+            rounds[0].GetProperty("epsilon_after").GetDouble()));
+        Assert.Equal(("failed", 3, JsonValueKind.Null, JsonValueKind.Null, JsonValueKind.Null), (rounds[1].GetProperty("outcome").GetString(),
+            rounds[1].GetProperty("selected").GetInt32(), rounds[1].GetProperty("survivors").ValueKind, rounds[1].GetProperty("dropouts").ValueKind,
+            rounds[1].GetProperty("epsilon_after").ValueKind));
+        string html = await File.ReadAllTextAsync(Path.Combine(directory, "report.html"));
+        Assert.Contains("<td>released</td><td class=\"n\">4</td><td class=\"n\">2</td><td class=\"n\">1</td><td class=\"n\">1</td><td class=\"n epsilon\">0.875</td>", html, StringComparison.Ordinal);
+        Assert.Contains("<tr class=\"failed\"><td class=\"n\">2</td><td>failed: nothing released, nothing charged</td><td class=\"n\">3</td><td class=\"n\">&ndash;</td>", html, StringComparison.Ordinal);
+        Assert.Equal((800, 450), PngFile.Check(Path.Combine(directory, "participation.png")));
+    }
+
+    [Fact]
     public async Task RunReport_UnknownRun_Exit1OneLineAndNoReport()
     {
         string directory = Path.Combine(coordinator.Root, "report-unknown");
