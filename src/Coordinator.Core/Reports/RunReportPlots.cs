@@ -50,6 +50,8 @@ internal static class RunReportPlots
         ArgumentNullException.ThrowIfNull(report);
         ReportRound[] rounds = [.. report.Selections];
         Plot plot = NewPlot($"Participation per round, run {report.RunId}", "clients");
+        // Clients are whole too.
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
         var bars = new List<Bar>();
         foreach (ReportRound round in rounds)
         {
