@@ -180,11 +180,13 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
             Export = (export, ct) => SimulationExporter.ExportAsync(export, caCopy, ct),
         };
         SimulationResult result = await simulation.RunAsync(outDirectory, cancellationToken);
-        Print(result, outDirectory, caCopy, seed, options, json);
+        string reportDirectory = SimulationReport.DirectoryFor(outDirectory);
+        Coordinator.Reports.RunReportWriter.Write(SimulationReport.Create(result, options), reportDirectory);
+        Print(result, outDirectory, caCopy, reportDirectory, seed, options, json);
         return CliRunner.Ok;
     }
 
-    private static void Print(SimulationResult result, string outDirectory, string caCopy, long seed, SimulationOptions options, bool json)
+    private static void Print(SimulationResult result, string outDirectory, string caCopy, string reportDirectory, long seed, SimulationOptions options, bool json)
     {
         double initial = result.Rounds[0].EvalLoss;
         double final = result.Rounds[^1].EvalLoss;
@@ -194,6 +196,7 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
             {
                 ["adapter_dir"] = outDirectory,
                 ["ca_certificate"] = caCopy,
+                ["report"] = Path.Combine(reportDirectory, Coordinator.Reports.RunReportWriter.HtmlFile),
                 ["run_id"] = result.RunId,
                 ["adapter_sha256"] = result.AdapterSha256,
                 ["initial_eval_loss"] = Number(initial),
@@ -265,6 +268,7 @@ internal sealed class SimulateCommand : AsyncCommand<SimulateCommand.Settings>
         }
         Console.WriteLine($"adapter (PEFT, provenance.json, adapter.p7s): {outDirectory}");
         Console.WriteLine($"verify it: edge-client verify-adapter {outDirectory} --ca {caCopy}");
+        Console.WriteLine($"report (held-out loss, epsilon and participation per round): {Path.Combine(reportDirectory, Coordinator.Reports.RunReportWriter.HtmlFile)}");
         if (result.Canaries.Count > 0)
         {
             CanaryReport first = result.Canaries[0];

@@ -152,6 +152,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         new[] { "budget", "show" },
         new[] { "ledger", "show" },
         new[] { "audit", "show" },
+        new[] { "run", "report", "--run", "run-1", "--out", "@OUT" },
     };
 
     [Theory]
@@ -165,9 +166,9 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.Equal(1, code);
         Assert.Equal("", output);
         Assert.Contains("PermissionDenied: a client certificate cannot call the admin service", error, StringComparison.Ordinal);
-        if (args[1] == "export")
+        if (args[1] is "export" or "report")
         {
-            Assert.False(Directory.Exists(resolved[4]));
+            Assert.False(Directory.Exists(resolved[^1]));
         }
     }
 
@@ -198,6 +199,9 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         { new[] { "budget", "show", "--population", "no spaces" }, "--population must be 1-64 characters" },
         { new[] { "audit", "show", "--limit", "20000" }, "--limit must be an integer in 1..10000" },
         { new[] { "run", "export", "run-1" }, "--out DIR is required" },
+        { new[] { "run", "report", "--run", "run-1" }, "--out DIR is required" },
+        { new[] { "run", "report", "--out", "report" }, "--run RUN_ID is required" },
+        { new[] { "run", "report", "--run", "../x", "--out", "report" }, "RUN_ID must be 1-64 characters" },
     };
 
     [Theory]

@@ -73,6 +73,27 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(summary.GetProperty("epsilon").GetDouble(), provenance.RootElement.GetProperty("epsilon_spent").GetDouble(), 9);
         Assert.Equal(2, provenance.RootElement.GetProperty("participants_per_round").GetArrayLength());
         Assert.Equal(64, provenance.RootElement.GetProperty("base_model_sha256").GetString()!.Length);
+
+        // The report beside the adapter: held-out loss (round 0 the baseline), epsilon and participation, as PNGs that
+        // decode and embedded in report.html with each round's numbers as the round lines printed them.
+        string reportDirectory = outDirectory + ".report";
+        Assert.Equal(Path.Combine(reportDirectory, "report.html"), summary.GetProperty("report").GetString());
+        Assert.Equal(["epsilon.png", "loss.png", "participation.png", "report.html"],
+            Directory.EnumerateFiles(reportDirectory).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        foreach (string png in new[] { "loss.png", "epsilon.png", "participation.png" })
+        {
+            Assert.Equal((800, 450), PngFile.Check(Path.Combine(reportDirectory, png)));
+        }
+        string html = await File.ReadAllTextAsync(Path.Combine(reportDirectory, "report.html"));
+        Assert.Contains($"<td id=\"run-id\">{summary.GetProperty("run_id").GetString()}</td>", html, StringComparison.Ordinal);
+        Assert.Equal(3, html.Split("src=\"data:image/png;base64,").Length - 1);
+        foreach (JsonElement round in rounds)
+        {
+            string loss = round.GetProperty("eval_loss").GetDouble().ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+            string epsilon = round.GetProperty("epsilon").GetDouble().ToString("G6", System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Contains($"<td class=\"n epsilon\">{epsilon}</td><td class=\"n loss\">{loss}</td>", html, StringComparison.Ordinal);
+        }
+        Assert.Contains("<td>released</td><td class=\"n\">3</td><td class=\"n\">3</td><td class=\"n\">&ndash;</td><td class=\"n\">0</td>", html, StringComparison.Ordinal);
     }
 
     [Fact]

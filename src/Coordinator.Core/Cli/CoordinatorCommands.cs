@@ -36,6 +36,7 @@ public static class CoordinatorCommands
             run.AddCommand<RunStatusCommand>("status").WithDescription("A run's round, stage, clients reported and epsilon spent (--watch to follow it).");
             run.AddCommand<RunAbortCommand>("abort").WithDescription("Abort a run; the round in progress releases nothing and charges nothing.");
             run.AddCommand<RunExportCommand>("export").WithDescription("Download a run's signed PEFT adapter with its provenance and verify it.");
+            run.AddCommand<RunReportCommand>("report").WithDescription("Write report.html and PNG plots of a run's epsilon and participation per round (--run ID --out DIR).");
         });
         config.AddBranch("clients", clients =>
         {
