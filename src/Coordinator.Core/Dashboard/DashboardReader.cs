@@ -12,7 +12,16 @@ namespace Federated.Coordinator.Dashboard;
 /// </summary>
 internal sealed class DashboardReader(AdminConnection connection, TimeProvider time) : IDisposable
 {
+    /// <summary>
+    /// A snapshot younger than this is served again: several open tabs cost the coordinator one poll, not one each,
+    /// and the identity's rate limit at the coordinator is left to its owner's CLI.
+    /// </summary>
+    public static readonly TimeSpan ReuseWithin = TimeSpan.FromSeconds(1);
+
     private readonly SemaphoreSlim _poll = new(1, 1);
+    // A run that ended never changes again: its last status is kept instead of asked for on every poll.
+    private readonly Dictionary<string, RunStatus> _ended = new(StringComparer.Ordinal);
+    private DashboardSnapshot? _last;
     private readonly AuditFollower _audit = new();
     private readonly FederationRole _role = connection.Role ?? throw new UsageException("--identity carries no federation role (engineer or officer)");
     private string? _notice;
@@ -20,33 +29,52 @@ internal sealed class DashboardReader(AdminConnection connection, TimeProvider t
     public FederationRole Role => _role;
 
     /// <summary>One line shown above the sections once (the outcome of the last abort).</summary>
-    public void Notify(string notice) => Volatile.Write(ref _notice, notice);
+    public void Notify(string notice)
+    {
+        Volatile.Write(ref _notice, notice);
+        Volatile.Write(ref _last, null); // the next read shows the notice and the run's new state
+    }
 
     public async Task<DashboardSnapshot> ReadAsync(CancellationToken cancellationToken)
     {
         await _poll.WaitAsync(cancellationToken);
         try
         {
+            if (Volatile.Read(ref _last) is { } last && time.GetUtcNow() - last.ReadAt < ReuseWithin)
+            {
+                return last;
+            }
             string? auditRefusal = await Try(() => _audit.PollAsync(connection, cancellationToken));
             var runs = new List<DashboardRun>();
             foreach (RunHistory history in _audit.Runs)
             {
+                if (_ended.TryGetValue(history.RunId, out RunStatus? final))
+                {
+                    runs.Add(new DashboardRun(history, final, null));
+                    continue;
+                }
                 RunStatus? status = null;
                 string? problem = await Try(async () =>
                     status = await connection.CallAsync(o => connection.Admin.GetRunStatusAsync(new GetRunStatusRequest { RunId = history.RunId }, o), cancellationToken));
+                if (status?.State is RunState.Completed or RunState.Aborted or RunState.Failed)
+                {
+                    _ended[history.RunId] = status;
+                }
                 runs.Add(new DashboardRun(history, status, problem));
             }
             ListClientsResponse? clients = null;
             string? clientsRefusal = await Try(async () =>
                 clients = await connection.CallAsync(o => connection.Admin.ListClientsAsync(new ListClientsRequest(), o), cancellationToken));
             (IReadOnlyList<Budget>? budgets, string? budgetsRefusal) = await BudgetsAsync(cancellationToken);
-            return new DashboardSnapshot(
+            DashboardSnapshot snapshot = new(
                 connection.Address, connection.Name, _role, time.GetUtcNow(),
                 auditRefusal is null ? Section<IReadOnlyList<DashboardRun>>.Of(runs) : Section<IReadOnlyList<DashboardRun>>.Refused(auditRefusal),
                 clients is not null ? Section<IReadOnlyList<ClientInfo>>.Of([.. clients.Clients]) : Section<IReadOnlyList<ClientInfo>>.Refused(clientsRefusal!),
                 budgets is not null ? Section<IReadOnlyList<Budget>>.Of(budgets) : Section<IReadOnlyList<Budget>>.Refused(budgetsRefusal!),
                 auditRefusal is null ? Section<IReadOnlyList<AuditLine>>.Of(_audit.Tail) : Section<IReadOnlyList<AuditLine>>.Refused(auditRefusal),
                 _audit.Problem, _audit.HeadSequence, _audit.HeadHash, Volatile.Read(ref _notice));
+            Volatile.Write(ref _last, snapshot);
+            return snapshot;
         }
         finally
         {
