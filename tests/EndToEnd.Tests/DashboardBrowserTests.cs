@@ -155,6 +155,11 @@ public sealed class DashboardBrowserTests(ITestOutputHelper output) : IAsyncLife
         {
             Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
         }
+        var huge = new FormUrlEncodedContent(new Dictionary<string, string> { ["run"] = runId, ["token"] = new string('a', 64 * 1024) });
+        using (HttpResponseMessage response = await http.PostAsync(new Uri(engineer, "/abort"), huge))
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        }
         using (HttpResponseMessage response = await http.PostAsync(new Uri(officer, "/abort"), forged))
         {
             Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);

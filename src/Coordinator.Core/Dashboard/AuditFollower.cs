@@ -93,11 +93,14 @@ internal sealed class AuditFollower
             ulong from = Math.Max(1, _lastSequence);
             var request = new GetAuditRequest { FromSequence = from, Limit = PageSize };
             GetAuditResponse response = await connection.CallAsync(o => connection.Admin.GetAuditAsync(request, o), cancellationToken);
+            ulong before = _lastSequence;
             if (!Accept(response, from, connection.ServerCertificate))
             {
                 return;
             }
-            if (_lastSequence >= response.HeadSequence || response.Entries.Count == 0)
+            // Caught up, or a slice that brought nothing new (a coordinator that claims a head it does not serve must
+            // not keep the dashboard asking forever): the next poll goes on from here.
+            if (_lastSequence >= response.HeadSequence || _lastSequence == before)
             {
                 return;
             }

@@ -22,6 +22,8 @@ namespace Federated.Coordinator.Dashboard;
 /// </summary>
 internal sealed class DashboardServer : IAsyncDisposable
 {
+    public const long MaxRequestBodyBytes = 16 * 1024;
+
     private readonly WebApplication _app;
     private readonly DashboardReader _reader;
     private readonly string _abortToken = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
@@ -42,11 +44,14 @@ internal sealed class DashboardServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(reader);
         ArgumentNullException.ThrowIfNull(address);
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        // Production whatever ASPNETCORE_ENVIRONMENT says: the developer exception page would serve stack traces.
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], EnvironmentName = Environments.Production });
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
+            // The only body is the abort form (a run id and a token).
+            kestrel.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
             kestrel.Listen(address, port);
         });
         WebApplication app = builder.Build();
