@@ -120,6 +120,31 @@ public sealed class DashboardCommandTests : IDisposable
         Assert.False(dashboard.HasExited);
     }
 
+    [Fact]
+    public async Task Dashboard_JsonOnExplicitAddress_ListeningEventAndAWarningLine()
+    {
+        using DotnetProcess dashboard = DotnetProcess.Start(s_coordinator,
+            ["dashboard", "--coordinator", "https://127.0.0.1:1", "--identity", _federation.Value.Identity("officer"), "--ca", _federation.Value.CaPath,
+                "--port", "0", "--address", "0.0.0.0", "--json"],
+            environment: Clean());
+
+        string warning = await dashboard.WaitForLineAsync(l => l.StartsWith("coordinator: the dashboard listens on 0.0.0.0", StringComparison.Ordinal), s_timeout);
+        string line = await dashboard.WaitForLineAsync(l => l.StartsWith('{'), s_timeout);
+
+        Assert.Contains("officer identity may read", warning, StringComparison.Ordinal);
+        using var json = System.Text.Json.JsonDocument.Parse(line);
+        Assert.Equal("listening", json.RootElement.GetProperty("event").GetString());
+        Assert.Equal("officer", json.RootElement.GetProperty("role").GetString());
+        int port = json.RootElement.GetProperty("port").GetInt32();
+        Assert.InRange(port, 1, 65535);
+        // Not loopback-only: answered on loopback with any Host header (the page is refused by the coordinator, not by the bind).
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/");
+        request.Headers.Host = "dashboard.example.org";
+        using HttpResponseMessage response = await http.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
     public void Dispose()
     {
         try

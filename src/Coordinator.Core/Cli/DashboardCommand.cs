@@ -42,7 +42,15 @@ internal sealed class DashboardCommand : AsyncCommand<DashboardCommand.Settings>
         {
             Console.Error.WriteLine($"coordinator: the dashboard listens on {address}: anyone who reaches it sees what this {Trust.FederationRoleExtension.Name(reader.Role)} identity may read");
         }
-        Console.Out.WriteLine($"dashboard: {server.Address} (as {connection.Name}, role {Trust.FederationRoleExtension.Name(reader.Role)}; Ctrl+C stops it)");
+        string role = Trust.FederationRoleExtension.Name(reader.Role);
+        if (settings.Json)
+        {
+            Console.Out.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { @event = "listening", address = server.Address.ToString(), port = server.Address.Port, identity = connection.Name, role }));
+        }
+        else
+        {
+            Console.Out.WriteLine($"dashboard: {server.Address} (as {connection.Name}, role {role}; Ctrl+C stops it)");
+        }
         Console.Out.Flush();
         await server.WaitForShutdownAsync(cancellationToken);
         return CliRunner.Ok;
