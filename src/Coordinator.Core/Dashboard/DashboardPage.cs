@@ -123,17 +123,17 @@ internal static class DashboardPage
         html.Append("</table>");
         foreach (DashboardRun run in runs)
         {
-            RoundsOf(html, run.History);
+            RoundsOf(html, run.History, run.Status?.PlannedRounds ?? 0);
         }
         html.Append("</section>");
     }
 
-    private static void RoundsOf(StringBuilder html, RunHistory run)
+    private static void RoundsOf(StringBuilder html, RunHistory run, uint plannedRounds)
     {
         string id = Text(run.RunId);
         html.Append("<div class=\"rounds\" id=\"rounds-").Append(id).Append("\"><h3>Rounds of run <code>").Append(id).Append("</code></h3>");
         html.Append("<p class=\"muted loss\">held-out loss: not shown, the admin API does not carry it (no RPC reports an evaluation loss)</p>");
-        html.Append("<div class=\"charts\">").Append(RoundCharts.Epsilon(run)).Append(RoundCharts.Participation(run)).Append("</div>");
+        html.Append("<div class=\"charts\">").Append(RoundCharts.Epsilon(run, plannedRounds)).Append(RoundCharts.Participation(run, plannedRounds)).Append("</div>");
         if (run.Rounds.Count == 0)
         {
             html.Append("<p class=\"muted\">no round has started</p></div>");

@@ -10,11 +10,11 @@ internal static class RoundCharts
     private const int Height = 140;
     private const int Left = 44;
     private const int Bottom = 22;
-    private const int Top = 12;
+    private const int Top = 16;
     private const int Right = 12;
 
-    /// <summary>Epsilon after each released round (the ledger's composition, as the audit entry recorded it).</summary>
-    public static string Epsilon(RunHistory run)
+    /// <summary>Epsilon after each released round (the ledger's composition, as the audit entry recorded it), over the planned rounds.</summary>
+    public static string Epsilon(RunHistory run, uint plannedRounds)
     {
         ArgumentNullException.ThrowIfNull(run);
         (uint Round, double Epsilon)[] points = [.. run.Rounds.Values.Where(r => r.EpsilonAfter is { } e && double.IsFinite(e)).Select(r => (r.Round, r.EpsilonAfter!.Value))];
@@ -24,9 +24,9 @@ internal static class RoundCharts
         }
         double maxEpsilon = Math.Max(points.Max(p => p.Epsilon), double.IsFinite(run.PlannedEpsilon) ? run.PlannedEpsilon : 0);
         maxEpsilon = maxEpsilon > 0 ? maxEpsilon : 1;
-        uint lastRound = Math.Max(points.Max(p => p.Round), 1);
+        uint lastRound = Math.Max(Math.Max(points.Max(p => p.Round), plannedRounds), 1);
         var svg = Open("epsilon after each released round", "epsilon-chart");
-        Axes(svg, Num(maxEpsilon), lastRound);
+        Axes(svg, Num(maxEpsilon), lastRound, "epsilon");
         if (double.IsFinite(run.PlannedEpsilon) && run.PlannedEpsilon > 0)
         {
             double y = Y(run.PlannedEpsilon, maxEpsilon);
@@ -43,8 +43,8 @@ internal static class RoundCharts
         return svg.Append("</svg>").ToString();
     }
 
-    /// <summary>Survivors and dropouts of each round that ended, stacked.</summary>
-    public static string Participation(RunHistory run)
+    /// <summary>Survivors and dropouts of each round that ended (open rounds grey), stacked, over the planned rounds.</summary>
+    public static string Participation(RunHistory run, uint plannedRounds)
     {
         ArgumentNullException.ThrowIfNull(run);
         RoundHistory[] rounds = [.. run.Rounds.Values.Where(r => r.Selected > 0)];
@@ -53,10 +53,10 @@ internal static class RoundCharts
             return "<p class=\"muted\">no round has selected participants yet</p>";
         }
         int most = Math.Max(rounds.Max(r => r.Selected), 1);
-        uint lastRound = Math.Max(rounds.Max(r => r.Round), 1);
+        uint lastRound = Math.Max(Math.Max(rounds.Max(r => r.Round), plannedRounds), 1);
         double barWidth = Math.Max(4, Math.Min(24, (Width - Left - Right) / (double)(lastRound + 1) * 0.6));
         var svg = Open("participants and dropouts per round", "participation-chart");
-        Axes(svg, most.ToString(CultureInfo.InvariantCulture), lastRound);
+        Axes(svg, most.ToString(CultureInfo.InvariantCulture), lastRound, "clients: survived, dropped out, open");
         foreach (RoundHistory round in rounds)
         {
             int survived = round.Survivors ?? 0;
@@ -83,13 +83,14 @@ internal static class RoundCharts
         new StringBuilder().Append(CultureInfo.InvariantCulture,
             $"<svg class=\"{css}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {Width} {Height}\" width=\"{Width}\" height=\"{Height}\" role=\"img\" aria-label=\"{title}\"><title>{title}</title>");
 
-    private static void Axes(StringBuilder svg, string yMax, uint lastRound)
+    private static void Axes(StringBuilder svg, string yMax, uint lastRound, string caption)
     {
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left + 4}\" y=\"{Top - 2}\">{caption}</text>");
         svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{Left}\" y1=\"{Top}\" x2=\"{Left}\" y2=\"{Height - Bottom}\" class=\"axis\"/>");
         svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{Left}\" y1=\"{Height - Bottom}\" x2=\"{Width - Right}\" y2=\"{Height - Bottom}\" class=\"axis\"/>");
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left - 4}\" y=\"{Top + 8}\" text-anchor=\"end\">{yMax}</text>");
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left - 4}\" y=\"{Height - Bottom}\" text-anchor=\"end\">0</text>");
-        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right}\" y=\"{Height - 6}\" text-anchor=\"end\">round {lastRound}</text>");
+        svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(1, lastRound):F1}\" y=\"{Height - 6}\" text-anchor=\"middle\">1</text><text x=\"{X(lastRound, lastRound):F1}\" y=\"{Height - 6}\" text-anchor=\"middle\">round {lastRound}</text>");
     }
 
     private static double X(uint round, uint lastRound) => Left + (Width - Left - Right) * (round / (double)(lastRound + 1));

@@ -93,6 +93,11 @@ public sealed partial class DashboardPageTests
         Assert.Contains("held-out loss: not shown, the admin API does not carry it", html, StringComparison.Ordinal);
         Assert.Contains("VERIFICATION FAILED: entry 3 &lt;script&gt;", html, StringComparison.Ordinal);
         Assert.Contains("<polyline class=\"epsilon\"", html, StringComparison.Ordinal);
+        // One point per released round; both plots span the planned rounds (5), the failed round drawn as 3 dropouts.
+        Assert.Single(Regex.Matches(html, "<circle "));
+        Assert.Contains("<title>round 1: epsilon 1.5</title>", html, StringComparison.Ordinal);
+        Assert.Equal(2, Regex.Matches(html, ">round 5</text>").Count);
+        Assert.Contains("<title>round 2: 3 dropped out</title>", html, StringComparison.Ordinal);
     }
 
     [GeneratedRegex("<script", RegexOptions.IgnoreCase)]
