@@ -54,6 +54,7 @@ public static class CoordinatorCommands
             ledger.SetDescription("The privacy ledger (officer).");
             ledger.AddCommand<LedgerShowCommand>("show").WithDescription("Every charge: one per released round.");
         });
+        config.AddCommand<DashboardCommand>("dashboard").WithDescription("A live local web page of runs, rounds, epsilon, clients, budgets and the audit tail, read with your identity (loopback only unless --address).");
         config.AddBranch("privacy", privacy =>
         {
             privacy.SetDescription("Privacy officer's calculator: epsilon for a plan, noise for a target.");

@@ -37,6 +37,15 @@ internal sealed class AdminConnection : IDisposable
     /// <summary>The federation CA this connection trusts (also the anchor for verifying exports).</summary>
     public X509Certificate2 Ca => _channel.Trust.Ca;
 
+    /// <summary>The coordinator this connection talks to.</summary>
+    public string Address => _channel.Address.ToString();
+
+    /// <summary>The role the identity's certificate carries (what the coordinator authorizes by); null when it names none.</summary>
+    public FederationRole? Role => FederationRoleExtension.Read(_identity);
+
+    /// <summary>The identity's common name, as the coordinator records it as the actor.</summary>
+    public string Name => _identity.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
+
     /// <summary>The coordinator's certificate from the validated handshake; null before the first call.</summary>
     public X509Certificate2? ServerCertificate => _channel.ServerCertificate;
 
