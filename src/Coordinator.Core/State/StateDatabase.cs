@@ -19,13 +19,19 @@ internal abstract class StateDatabase : IDisposable
         _time = time;
     }
 
+    /// <summary>
+    /// Checked at the start of every write transaction, inside it (a leader's fencing token): when it throws, nothing of
+    /// that unit of work is written. Null where one process owns the state (SQLite).
+    /// </summary>
+    internal IWriteFence? Fence { get; set; }
+
     /// <summary>The number of schema migrations applied.</summary>
     public abstract int SchemaVersion { get; }
 
     /// <summary>
     /// Runs <paramref name="work"/> in one transaction and commits it before returning, so nothing is acknowledged
     /// unwritten; an exception rolls every write of it back, audit entries included. Every write of every store comes
-    /// through here: a check that must guard all writes (a leader's fencing token) belongs at the start of this method.
+    /// through here, after the <see cref="Fence"/> check.
     /// </summary>
     public T Write<T>(Func<UnitOfWork, T> work)
     {
@@ -34,7 +40,9 @@ internal abstract class StateDatabase : IDisposable
         try
         {
             using DbTransaction transaction = connection.BeginTransaction();
-            T result = work(new UnitOfWork(connection, transaction, _time.GetUtcNow(), _audit));
+            var unit = new UnitOfWork(connection, transaction, _time.GetUtcNow(), _audit);
+            Fence?.Check(unit);
+            T result = work(unit);
             transaction.Commit();
             return result;
         }
@@ -88,4 +96,11 @@ internal abstract class StateDatabase : IDisposable
             _audit.Dispose();
         }
     }
+}
+
+/// <summary>A check every write transaction passes first, inside that transaction (see <see cref="StateDatabase.Fence"/>).</summary>
+internal interface IWriteFence
+{
+    /// <summary>Throws when this process may no longer write (another coordinator holds the lease).</summary>
+    void Check(StateSession transaction);
 }
