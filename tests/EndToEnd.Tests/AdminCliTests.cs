@@ -35,9 +35,6 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
 
-    // Every (client, manifest, lora_B length) a fixed-update client took part with, for the edge-ledger comparison.
-    private readonly System.Collections.Concurrent.ConcurrentQueue<(string Client, RoundManifest Manifest, int Dimension)> _participated = new();
-
     private async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
     {
         TextWriter originalOut = Console.Out, originalErr = Console.Error;
@@ -470,7 +467,10 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         Assert.True(code == 0, error);
 
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(180));
-        Task[] clients = [.. s_clients.Select(name => Task.Run(() => FixedUpdateClientAsync(name, stop.Token)))];
+        RandomUpdateClient[] edgeClients = [.. s_clients.Select(name => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address))];
+        Task[] clients = [.. edgeClients.Select(c => Task.Run(() => c.RunAsync(stop.Token)))];
+        (string Client, RoundManifest Manifest, int Dimension)[] Participated(string runId) =>
+            [.. edgeClients.SelectMany(c => c.Manifests.Where(m => m.Round.RunId == runId).Select(m => (c.Name, m, c.Dimension)))];
         try
         {
             (code, output, error) = await AsAsync("engineer", "run", "start", "--base-model", BaseModel("base-life", 6), "--rank", "2",
@@ -532,7 +532,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
 
             // One pricing across the three: the officer's calculator, what `run start` planned, and what each edge ledger
             // charges for the manifest it took part with (the edge's own recomputation of the plan).
-            var (_, manifest, dimension) = _participated.First(p => p.Manifest.Round.RunId == runId);
+            var (_, manifest, dimension) = Participated(runId).First();
             (code, output, error) = await RunAsync("privacy", "epsilon", "--mechanism", "distributed", "--dimension", dimension.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--clients", "3", "--threshold", "2", "--bits", "32", "--clip-norm", "1", "--noise-multiplier", "0.5", "--rounds", "1", "--delta", "1e-6", "--json");
             Assert.True(code == 0, error);
@@ -547,7 +547,7 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
             var edges = new Dictionary<string, LocalPrivacyLedger>(StringComparer.Ordinal);
             try
             {
-                foreach ((string client, RoundManifest m, int d) in _participated.Where(p => p.Manifest.Round.RunId == runId))
+                foreach ((string client, RoundManifest m, int d) in Participated(runId))
                 {
                     if (!edges.TryGetValue(client, out LocalPrivacyLedger? edge))
                     {
@@ -633,32 +633,6 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         {
             await stop.CancelAsync();
             await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
-        }
-    }
-
-    /// <summary>An edge client that submits a fixed update (no training): enough for the admin commands to see a real round.</summary>
-    private async Task FixedUpdateClientAsync(string name, CancellationToken cancellationToken)
-    {
-        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
-        using var connection = new CoordinatorConnection(coordinator.Address, identity);
-        var participant = new SecAggParticipant(connection, name);
-        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "admin-cli-test", Device = "cpu" });
-        try
-        {
-            await session.RunAsync(async (invitation, ct) =>
-            {
-                RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
-                byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
-                int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
-                float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
-                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
-                await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
-                _participated.Enqueue((name, manifest, d));
-            }, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // The test ends the session.
         }
     }
 }

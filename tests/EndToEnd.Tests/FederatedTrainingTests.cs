@@ -64,7 +64,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         plan.TargetModules.Add("q_proj");
         plan.TargetModules.Add("v_proj");
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
-        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        RunStatus status = await WorkerSession.WatchToEndAsync(admin, started.RunId, stop.Token);
         await stop.CancelAsync();
         await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
@@ -101,33 +101,7 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         {
             Report = e => output.WriteLine($"{name}: {e.Text}"),
         };
-        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
-        try
-        {
-            await session.RunAsync(async (invitation, ct) =>
-            {
-                RoundWorkResult result = await worker.HandleAsync(invitation, ct);
-                lock (results)
-                {
-                    results.Add(result);
-                }
-            }, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // The test ends the session.
-        }
-    }
-
-    private static async Task<RunStatus> WatchToEndAsync(AdminService.AdminServiceClient admin, string runId, CancellationToken cancellationToken)
-    {
-        using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, new CallOptions(cancellationToken: cancellationToken));
-        RunStatus? last = null;
-        await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(cancellationToken))
-        {
-            last = status;
-        }
-        return last ?? throw new InvalidOperationException("WatchRun ended without a status");
+        await WorkerSession.RunAsync(connection, worker, results, cancellationToken);
     }
 
     private (IReadOnlyList<TokenBatch> Train, IReadOnlyList<TokenBatch> Eval) Batches(string model, string name)

@@ -53,7 +53,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         };
         plan.TargetModules.Add("q_proj");
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
-        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        RunStatus status = await WorkerSession.WatchToEndAsync(admin, started.RunId, stop.Token);
         await stop.CancelAsync();
         await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
@@ -106,7 +106,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         // Not in any client's allowed_target_modules.
         plan.TargetModules.Add("gate_proj");
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
-        RunStatus status = await WatchToEndAsync(admin, started.RunId, stop.Token);
+        RunStatus status = await WorkerSession.WatchToEndAsync(admin, started.RunId, stop.Token);
         await stop.CancelAsync();
         await Task.WhenAll(clients.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 
@@ -129,26 +129,7 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
             {
                 Report = e => output.WriteLine($"{name}: {e.Text}"),
             };
-            var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
-            try
-            {
-                await session.RunAsync(async (invitation, ct) =>
-                {
-                    RoundWorkResult result = await worker.HandleAsync(invitation, ct);
-                    lock (results)
-                    {
-                        results.Add(result);
-                    }
-                }, cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                // The test ends the session.
-            }
-            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled)
-            {
-                // Idem, mid-call.
-            }
+            await WorkerSession.RunAsync(connection, worker, results, cancellationToken);
         }
         // Reopened from disk: what the machine really recorded.
         using LocalPrivacyLedger reopened = LocalPrivacyLedger.Open(ledgerPath);
@@ -156,17 +137,6 @@ public sealed class PolicyDeclineTests(CoordinatorFixture coordinator, ITestOutp
         {
             ledgers[name] = reopened.Charges.Count;
         }
-    }
-
-    private static async Task<RunStatus> WatchToEndAsync(AdminService.AdminServiceClient admin, string runId, CancellationToken cancellationToken)
-    {
-        using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, new CallOptions(cancellationToken: cancellationToken));
-        RunStatus? last = null;
-        await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(cancellationToken))
-        {
-            last = status;
-        }
-        return last ?? throw new InvalidOperationException("WatchRun ended without a status");
     }
 
     private static IReadOnlyList<TokenBatch> Batches(string model, string name)

@@ -60,36 +60,7 @@ internal sealed class RecordLevelClients(CoordinatorFixture coordinator, ITestOu
             Report = change => output.WriteLine($"{name}: {change.Text}"),
             Records = records,
         };
-        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "test", Device = "cpu" });
-        try
-        {
-            await session.RunAsync(async (invitation, ct) =>
-            {
-                RoundWorkResult result = await worker.HandleAsync(invitation, ct);
-                lock (Results)
-                {
-                    Results.Add(result);
-                }
-            }, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // The test ends the session.
-        }
-        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled)
-        {
-            // Idem, mid-call.
-        }
+        await WorkerSession.RunAsync(connection, worker, Results, cancellationToken);
     }
 
-    public static async Task<RunStatus> WatchToEndAsync(AdminService.AdminServiceClient admin, string runId, CancellationToken cancellationToken)
-    {
-        using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = runId }, new CallOptions(cancellationToken: cancellationToken));
-        RunStatus? last = null;
-        await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(cancellationToken))
-        {
-            last = status;
-        }
-        return last ?? throw new InvalidOperationException("WatchRun ended without a status");
-    }
 }

@@ -49,7 +49,7 @@ public sealed class RecordLevelDeclineTests(CoordinatorFixture coordinator, ITes
         };
         plan.TargetModules.Add("q_proj");
         StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
-        RunStatus status = await RecordLevelClients.WatchToEndAsync(admin, started.RunId, stop.Token);
+        RunStatus status = await WorkerSession.WatchToEndAsync(admin, started.RunId, stop.Token);
         await stop.CancelAsync();
         await Task.WhenAll(running.Select(c => c.ContinueWith(_ => { }, TaskScheduler.Default)));
 

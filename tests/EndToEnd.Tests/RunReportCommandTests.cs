@@ -29,7 +29,7 @@ public sealed class RunReportCommandTests(CoordinatorFixture coordinator) : ICla
         string runId;
         using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(180)))
         {
-            Task[] clients = [.. s_clients.Select(name => Task.Run(() => FixedUpdateClientAsync(name, stop.Token)))];
+            Task[] clients = [.. s_clients.Select(name => Task.Run(() => new RandomUpdateClient(name, coordinator.Identity(name), coordinator.CaPath, coordinator.Address).RunAsync(stop.Token)))];
             try
             {
                 string model = Path.Combine(coordinator.Root, "base-report");
@@ -216,29 +216,4 @@ public sealed class RunReportCommandTests(CoordinatorFixture coordinator) : ICla
 
     private Task<(int Code, string Out, string Err)> AsAsync(string identity, params string[] args) =>
         RunAsync([.. args, "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity(identity), "--ca", coordinator.CaPath]);
-
-    /// <summary>An edge client that submits a fixed update (no training): a real round without the cost of training.</summary>
-    private async Task FixedUpdateClientAsync(string name, CancellationToken cancellationToken)
-    {
-        using EdgeIdentity identity = EdgeIdentity.Load(coordinator.Identity(name), coordinator.CaPath);
-        using var connection = new CoordinatorConnection(coordinator.Address, identity);
-        var participant = new SecAggParticipant(connection, name);
-        var session = new EdgeSession(connection, new RegisterRequest { ClientVersion = "run-report-test", Device = "cpu" });
-        try
-        {
-            await session.RunAsync(async (invitation, ct) =>
-            {
-                RoundManifest manifest = await participant.FetchManifestAsync(invitation, ct);
-                byte[] content = await AdapterDownload.DownloadAsync(connection, manifest.GlobalAdapter, ct);
-                int d = (int)GlobalAdapterBlob.Read(content).Tensors.OnlyB().ElementCount;
-                float[] update = [.. Enumerable.Range(0, d).Select(i => 0.3f / MathF.Sqrt(d) * (i % 2 == 0 ? 1 : -1))];
-                DSkellamPlan plan = PrivacyPlan.Create(ManifestPrivacy.Parameters(manifest, d)).Quantizer;
-                await participant.ParticipateAsync(manifest, (m, _) => Task.FromResult(new DSkellamEncoder(plan, m.Dp.RotationSeed.Span).Encode(update).Values), ct);
-            }, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // The test ends the session.
-        }
-    }
 }
