@@ -16,7 +16,9 @@ namespace Federated.Benchmarks;
 /// clients submit zero updates through the real participant code). Reports errors (goal 0), heartbeat latency
 /// percentiles and the coordinator's peak working set.
 /// Options: --clients 200 --seconds 60 --round-clients 10 --interval 5 [--coordinator PATH/coordinator.dll]
-/// (--quick: 20 clients, 10 s, rounds of 3, interval 2).
+/// [--state sqlite|postgres] (--quick: 20 clients, 10 s, rounds of 3, interval 2). `--state postgres` puts the
+/// coordinator's state in a fresh database on the PostgreSQL of TestKit's PostgresServer (FEDERATED_TEST_POSTGRES or a
+/// throwaway cluster); the default is a SQLite file.
 /// </summary>
 internal sealed class LoadBenchmark : IBenchmarkSuite
 {
@@ -34,10 +36,17 @@ internal sealed class LoadBenchmark : IBenchmarkSuite
             Console.Error.WriteLine($"coordinator.dll not found at '{coordinatorDll}'; build src/Coordinator or pass --coordinator PATH");
             return 2;
         }
+        string backend = options.Values.TryGetValue("state", out string? chosen) ? chosen : "sqlite";
+        if (backend is not ("sqlite" or "postgres"))
+        {
+            Console.Error.WriteLine($"--state '{backend}' is not one of sqlite, postgres");
+            return 2;
+        }
         string root = Path.Combine(Path.GetTempPath(), "federated-bench-load-" + Guid.NewGuid().ToString("N"));
         try
         {
-            LoadResult result = await RunLoadAsync(root, coordinatorDll, clientCount, seconds, roundClients, interval);
+            string state = backend == "postgres" ? PostgresServer.Shared.CreateDatabase() : Path.Combine(root, "state.db");
+            LoadResult result = await RunLoadAsync(root, coordinatorDll, state, backend, clientCount, seconds, roundClients, interval);
             if (options.Json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(result, s_json));
@@ -66,14 +75,14 @@ internal sealed class LoadBenchmark : IBenchmarkSuite
 
     private static readonly JsonSerializerOptions s_json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    private static async Task<LoadResult> RunLoadAsync(string root, string coordinatorDll, int clientCount, int seconds, int roundClients, int interval)
+    private static async Task<LoadResult> RunLoadAsync(string root, string coordinatorDll, string state, string backend, int clientCount, int seconds, int roundClients, int interval)
     {
         string[] names = [.. Enumerable.Range(1, clientCount).Select(i => $"edge{i:D4}")];
         TestFederation federation = TestFederation.Create(Path.Combine(root, "pki"), names);
         string pki = federation.Directory;
         string caPath = federation.CaPath;
 
-        using CoordinatorProcess coordinator = await CoordinatorProcess.StartAsync(pki, Path.Combine(root, "state.db"), TimeSpan.FromMinutes(2),
+        using CoordinatorProcess coordinator = await CoordinatorProcess.StartAsync(pki, state, TimeSpan.FromMinutes(2),
             heartbeatIntervalSeconds: interval, coordinatorDll: coordinatorDll);
         Uri address = coordinator.Address;
 
@@ -160,6 +169,7 @@ internal sealed class LoadBenchmark : IBenchmarkSuite
         double[] sorted = [.. latencies.Order()];
         return new LoadResult(
             Suite: "load",
+            State: backend,
             Clients: clientCount,
             Seconds: Math.Round(loadSeconds, 1),
             HeartbeatIntervalSeconds: interval,
@@ -271,6 +281,7 @@ internal sealed class LoadBenchmark : IBenchmarkSuite
 
     private sealed record LoadResult(
         string Suite,
+        string State,
         int Clients,
         double Seconds,
         int HeartbeatIntervalSeconds,
