@@ -11,5 +11,5 @@ for project in Coordinator:coordinator EdgeClient:edge-client; do
     dir="${project%%:*}" name="${project##*:}"
     echo "publishing $name to $out/$name"
     dotnet publish "src/$dir" -c Release -r linux-x64 --self-contained true -p:PublishReadyToRun=false -o "$out/$name" --nologo -v quiet
-    "$out/$name/$name" --version
+    "$out/$name/$name" version
 done

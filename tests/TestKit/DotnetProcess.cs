@@ -6,8 +6,8 @@ namespace Federated.TestKit;
 
 /// <summary>
 /// One of the solution's executables (`coordinator`, `edge-client`) as a real child process: `dotnet exec` of its own
-/// build output, every output line handed to the caller as it arrives, SIGKILL on demand and the whole tree killed on
-/// dispose, so a failed test never leaves a process behind.
+/// build output (or a published executable run as itself), every output line handed to the caller as it arrives,
+/// SIGKILL on demand and the whole tree killed on dispose, so a failed test never leaves a process behind.
 /// </summary>
 public sealed class DotnetProcess : IDisposable
 {
@@ -28,7 +28,8 @@ public sealed class DotnetProcess : IDisposable
     public string Tail => string.Join('\n', _tail);
 
     /// <summary>
-    /// Starts <paramref name="dll"/> (see <see cref="BuildOutput"/>) with one intra-op thread for libtorch (its spinning
+    /// Starts <paramref name="dll"/> (see <see cref="BuildOutput"/>; a path not ending in .dll, such as a published
+    /// executable, runs as itself instead of under `dotnet exec`) with one intra-op thread for libtorch (its spinning
     /// OpenMP barriers make tiny models far slower on a shared machine) and <paramref name="environment"/> on top (a
     /// null value removes a variable).
     /// </summary>
@@ -181,7 +182,9 @@ public sealed class DotnetProcess : IDisposable
         {
             throw new FileNotFoundException($"'{dll}' is not built; build the solution first", dll);
         }
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // A published folder's apphost (no .dll) runs as itself, as an operator or systemd starts it.
+        bool published = !dll.EndsWith(".dll", StringComparison.OrdinalIgnoreCase);
+        var start = new ProcessStartInfo(published ? dll : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (workingDirectory is not null)
         {
             start.WorkingDirectory = workingDirectory;
@@ -198,8 +201,11 @@ public sealed class DotnetProcess : IDisposable
                 start.Environment[key] = value;
             }
         }
-        start.ArgumentList.Add("exec");
-        start.ArgumentList.Add(dll);
+        if (!published)
+        {
+            start.ArgumentList.Add("exec");
+            start.ArgumentList.Add(dll);
+        }
         foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);
