@@ -113,6 +113,20 @@ public sealed class StateRestoreTests(ITestOutputHelper output) : IDisposable
             Assert.Contains(audit, e => e.CanonicalJson.Contains("\"rule\":\"replayed_round\"", StringComparison.Ordinal)
                 && e.CanonicalJson.Contains("\"reason\":\"ReplayedRound\"", StringComparison.Ordinal));
             Assert.Equal(ExpectedPrice.Skellam(Dimension(), 3, 2, z, 3, 1e-6), resumed.Status(runId)!.EpsilonSpent, 9);
+
+            // The run can complete on the coordinator a moment before each edge's worker returns from round 5's unmask
+            // stage: let every worker finish that round before the clients are stopped.
+            while (!stop.IsCancellationRequested)
+            {
+                lock (results)
+                {
+                    if (s_text.Keys.All(name => results.Any(r => r.Client == name && r.Result.RunId == runId && r.Result.Round == 5)))
+                    {
+                        break;
+                    }
+                }
+                await Task.Delay(TimeSpan.FromMilliseconds(50), stop.Token);
+            }
         }
         finally
         {
