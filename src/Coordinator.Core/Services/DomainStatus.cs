@@ -32,6 +32,7 @@ internal static class DomainStatus
         ShareAuthenticationException => Status(StatusCode.InvalidArgument, exception),
         InsufficientSurvivorsException => Status(StatusCode.Aborted, exception),
         SecureAggregationException => Status(StatusCode.Aborted, exception),
+        StateUnavailableException => Status(StatusCode.Unavailable, exception),
         _ => null,
     };
 

@@ -12,11 +12,13 @@ internal sealed class SqliteStateDatabase : StateDatabase
 {
     private readonly SqliteConnection _connection;
     private readonly Lock _gate = new();
+    private readonly string _path;
 
-    private SqliteStateDatabase(SqliteConnection connection, AuditWriter audit, TimeProvider time)
+    private SqliteStateDatabase(SqliteConnection connection, string path, AuditWriter audit, TimeProvider time)
         : base(audit, time)
     {
         _connection = connection;
+        _path = path;
     }
 
     /// <summary>Opens (creating if needed) and migrates the database; the returned database owns <paramref name="audit"/>.</summary>
@@ -47,7 +49,7 @@ internal sealed class SqliteStateDatabase : StateDatabase
             connection.Dispose();
             throw;
         }
-        return new SqliteStateDatabase(connection, audit, time);
+        return new SqliteStateDatabase(connection, Path.GetFullPath(path), audit, time);
     }
 
     /// <summary>Opens an existing database read-only (for verification tools); nothing is migrated or written.</summary>
@@ -78,13 +80,16 @@ internal sealed class SqliteStateDatabase : StateDatabase
         }
     }
 
-    protected override DbConnection Enter()
+    public override string Name => _path;
+
+    // One connection for reads and writes alike: SQLite serializes them anyway.
+    protected override DbConnection Enter(bool write)
     {
         _gate.Enter();
         return _connection;
     }
 
-    protected override void Exit(DbConnection connection) => _gate.Exit();
+    protected override void Exit(DbConnection connection, bool write) => _gate.Exit();
 
     protected override void Dispose(bool disposing)
     {
