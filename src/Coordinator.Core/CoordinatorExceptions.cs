@@ -38,6 +38,8 @@ internal sealed class RoundFailedException(string message) : CoordinatorExceptio
 /// over (it was paused, or cut off from the database). Nothing of the write was committed.
 /// </summary>
 internal sealed class LeaseLostException(string message) : CoordinatorException(message);
+
+/// <summary>
 /// The state database cannot be reached (lost while serving, or unreachable): nothing of the write that met it is
 /// acknowledged, and the coordinator stops serving rather than answering from memory.
 /// </summary>

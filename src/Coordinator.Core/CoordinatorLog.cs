@@ -56,4 +56,22 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Budget of population {Population} set to epsilon {Epsilon}, delta {Delta} by {Actor}")]
     public static partial void BudgetSet(ILogger logger, string population, double epsilon, double delta, string actor);
+
+    [LoggerMessage(EventId = 1900, Level = LogLevel.Warning, Message = "Leader: took the lease (token {Token}), resumed {Runs} runs, serving at {Address}")]
+    public static partial void LeaseTaken(ILogger logger, long token, int runs, string address);
+
+    [LoggerMessage(EventId = 1901, Level = LogLevel.Information, Message = "Standby at {Address}: {Detail}; serving health only until the lease is free")]
+    public static partial void StandingBy(ILogger logger, string address, string detail);
+
+    [LoggerMessage(EventId = 1902, Level = LogLevel.Critical, Message = "Lost the leader lease: {Reason}; stopping (a restart comes back as a standby)")]
+    public static partial void LeaseLost(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1903, Level = LogLevel.Warning, Message = "Standby: cannot read the leader lease: {Reason}; polling on")]
+    public static partial void LeasePollFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1904, Level = LogLevel.Warning, Message = "Leader: could not renew the lease: {Reason}; retrying")]
+    public static partial void LeaseRenewFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1905, Level = LogLevel.Information, Message = "Leader: released the lease at shutdown")]
+    public static partial void LeaseReleased(ILogger logger);
 }

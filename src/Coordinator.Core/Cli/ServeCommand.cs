@@ -48,10 +48,21 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description("Seconds of local training allowed per local step, added to each round's first deadline (default: 1).")]
         public double? SecondsPerStep { get; init; }
 
+        [CommandOption("--lease-seconds <S>")]
+        [Description("With a PostgreSQL --state shared by several coordinators: seconds the leader lease lasts after each renewal; a standby takes over within about this plus one second of the leader dying (default: 8, allowed 2..300).")]
+        public double? LeaseSeconds { get; init; }
+
+        [CommandOption("--advertise <URL>")]
+        [Description("With a shared PostgreSQL --state: the https://HOST:PORT clients reach this coordinator at, named by standbys while it leads (default: the bound address).")]
+        public string? Advertise { get; init; }
+
         [CommandOption("--json")]
         [Description("One JSON object per line on stdout when listening and when stopping; log lines go to stderr.")]
         public bool Json { get; init; }
     }
+
+    /// <summary>How long a deposed leader waits for its host to stop before it exits anyway.</summary>
+    private static readonly TimeSpan DeposedStopTimeout = TimeSpan.FromSeconds(5);
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
@@ -100,7 +111,8 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             }
             throw new InvalidOperationException(PortInUse(options), ex);
         }
-        await using (host)
+        bool disposed = false;
+        try
         {
             Uri address = host.Address;
             if (settings.Json)
@@ -108,9 +120,28 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
                 WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = Path.GetFullPath(options.State) });
             }
             await host.WaitForShutdownAsync(cancellationToken);
+            if (host.LeadershipLost is { } lost)
+            {
+                // Deposed: nothing more it writes can commit, so it stops now rather than drain calls for the full
+                // shutdown timeout; the service manager restarts it, as a standby.
+                if (settings.Json)
+                {
+                    WriteJson(new { @event = "deposed", address = address.ToString(), port = address.Port, reason = lost });
+                }
+                disposed = true;
+                await Task.WhenAny(host.DisposeAsync().AsTask(), Task.Delay(DeposedStopTimeout, CancellationToken.None));
+                throw new InvalidOperationException($"lost the leader lease: {lost}; stopped serving (a restart stands by)");
+            }
             if (settings.Json)
             {
                 WriteJson(new { @event = "stopping", address = address.ToString(), port = address.Port });
+            }
+        }
+        finally
+        {
+            if (!disposed)
+            {
+                await host.DisposeAsync();
             }
         }
         if (settings.Json)
@@ -202,6 +233,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.SecondsPerStep is { } perStep)
         {
             overrides[$"{CoordinatorOptions.Section}:TrainingSecondsPerStep"] = perStep.ToString("R", CultureInfo.InvariantCulture);
+        }
+        if (settings.LeaseSeconds is { } lease)
+        {
+            overrides[$"{CoordinatorOptions.Section}:LeaseSeconds"] = lease.ToString("R", CultureInfo.InvariantCulture);
+        }
+        if (settings.Advertise is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:AdvertisedAddress"] = settings.Advertise;
         }
         if (settings.RetentionDays is { } days)
         {

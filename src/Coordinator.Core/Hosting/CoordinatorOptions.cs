@@ -71,6 +71,18 @@ public sealed class CoordinatorOptions
     /// <summary>Days a finished round's adapter and participant rows are kept; 0 keeps them forever.</summary>
     public int RetentionDays { get; set; }
 
+    /// <summary>
+    /// Seconds the leader lease lasts after each renewal when coordinators share a PostgreSQL state (renewed four times
+    /// per lease; a standby polls every second): a killed leader is replaced within about this long plus a second.
+    /// </summary>
+    public double LeaseSeconds { get; set; } = Federated.Coordinator.State.LeaseTiming.DefaultSeconds;
+
+    /// <summary>
+    /// The https://host:port a leader stores in the lease, for standbys to name in their refusals; empty uses the bound
+    /// address (the host name when listening on 0.0.0.0 or ::).
+    /// </summary>
+    public string AdvertisedAddress { get; set; } = "";
+
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
     internal void Validate()
     {
@@ -145,6 +157,15 @@ public sealed class CoordinatorOptions
         if (MaxConcurrentCallsPerIdentity is < 1 or > 100_000)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxConcurrentCallsPerIdentity), MaxConcurrentCallsPerIdentity, "concurrent calls per identity must be in 1..100000");
+        }
+        if (!(LeaseSeconds is >= Federated.Coordinator.State.LeaseTiming.MinSeconds and <= Federated.Coordinator.State.LeaseTiming.MaxSeconds))
+        {
+            throw new ArgumentOutOfRangeException(nameof(LeaseSeconds), LeaseSeconds, $"the lease must be in {Federated.Coordinator.State.LeaseTiming.MinSeconds}..{Federated.Coordinator.State.LeaseTiming.MaxSeconds} seconds");
+        }
+        if (AdvertisedAddress.Length > 0
+            && !(Uri.TryCreate(AdvertisedAddress, UriKind.Absolute, out Uri? advertised) && advertised.Scheme == Uri.UriSchemeHttps && advertised.AbsolutePath == "/" && advertised.Query.Length == 0))
+        {
+            throw new ArgumentException($"advertised address '{AdvertisedAddress}' is not an https://HOST:PORT address");
         }
         if (RateLimitBurst < RateLimitCalls || RateLimitBurst > 1_000_000)
         {

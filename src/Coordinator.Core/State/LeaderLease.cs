@@ -64,12 +64,24 @@ internal sealed class LeaderLease : IWriteFence, IDisposable
 
     public string Holder { get; }
 
-    public string Address { get; }
+    /// <summary>The address this coordinator is reached at, stored in the lease while it leads.</summary>
+    public string Address { get; private set; }
 
     public LeaseTiming Timing { get; }
 
     /// <summary>The fencing token while this process holds the lease; 0 before it took it and after it lost it.</summary>
     public long Token => Volatile.Read(ref _token);
+
+    /// <summary>Sets the advertised address once it is known (the bound port, when 0 was asked for); before the first <see cref="TryAcquireAsync"/>.</summary>
+    public void Advertise(string address)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(address);
+        if (Token != 0 || LostReason is not null)
+        {
+            throw new InvalidOperationException("the advertised address is set before the lease is taken");
+        }
+        Address = address;
+    }
 
     /// <summary>Cancelled once this process has lost the lease (a renewal found another holder, or a write was fenced).</summary>
     public CancellationToken Lost => _lost.Token;
