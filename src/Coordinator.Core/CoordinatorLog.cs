@@ -74,4 +74,7 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(EventId = 1905, Level = LogLevel.Information, Message = "Leader: released the lease at shutdown")]
     public static partial void LeaseReleased(ILogger logger);
+
+    [LoggerMessage(EventId = 1906, Level = LogLevel.Error, Message = "Fence: {Reason}; nothing of it was committed")]
+    public static partial void WriteRefused(ILogger logger, string reason);
 }

@@ -121,7 +121,8 @@ public sealed class LeaderFailoverTests(Xunit.Abstractions.ITestOutputHelper out
         string state = PostgresServer.Shared.CreateDatabase();
         string model = Path.Combine(_root, "base");
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(), seed: 13);
-        using CoordinatorProcess first = await StartAsync(federation, state, "first");
+        var firstLines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using CoordinatorProcess first = await StartAsync(federation, state, "first", firstLines.Enqueue);
         await first.WaitForLineAsync(l => l.Contains("took the lease (token 1)", StringComparison.Ordinal), s_start);
         using CoordinatorProcess second = await StartAsync(federation, state, "second");
         await second.WaitForLineAsync(l => l.Contains("Standby at", StringComparison.Ordinal), s_start);
@@ -174,6 +175,8 @@ public sealed class LeaderFailoverTests(Xunit.Abstractions.ITestOutputHelper out
 
             Assert.NotEqual(0, code);
             Assert.Contains("lost the leader lease", first.Tail, StringComparison.Ordinal);
+            // Its round in flight tried to record its end and was refused by the fence.
+            Assert.Contains(firstLines, l => l.Contains("Fence: write refused: this coordinator no longer holds the leader lease", StringComparison.Ordinal));
             await using (NpgsqlConnection db = await OpenAsync(state))
             {
                 Assert.Equal(before, await SnapshotAsync(db));
@@ -210,9 +213,12 @@ public sealed class LeaderFailoverTests(Xunit.Abstractions.ITestOutputHelper out
         await ScalarAsync<long>(db, "SELECT token FROM coordinator_lease WHERE id = 1"),
         await ScalarAsync<string>(db, "SELECT holder FROM coordinator_lease WHERE id = 1"));
 
-    private async Task<CoordinatorProcess> StartAsync(TestFederation federation, string state, string name) =>
-        await CoordinatorProcess.StartAsync(federation.Directory, state, s_start, onLine: line => Log($"{name}: {line}"),
-            arguments: ["--lease-seconds", "3"]);
+    private async Task<CoordinatorProcess> StartAsync(TestFederation federation, string state, string name, Action<string>? lines = null) =>
+        await CoordinatorProcess.StartAsync(federation.Directory, state, s_start, onLine: line =>
+        {
+            lines?.Invoke(line);
+            Log($"{name}: {line}");
+        }, arguments: ["--lease-seconds", "3"]);
 
     private DotnetProcess StartEdge(TestFederation federation, string name, string model, string coordinators, int index, TaskCompletionSource<int> invitedToRound2)
     {

@@ -169,6 +169,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
                 configureLogging(builder.Logging);
             }
 
+            if (shared is not null)
+            {
+                // A standby answers health NOT_SERVING by design: the health service's error line per probe would flood the log.
+                builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks.DefaultHealthCheckService", LogLevel.Critical);
+            }
+
             ILogger? tlsLogger = null;
             Telemetry.CoordinatorMetrics? tlsMetrics = null;
             builder.WebHost.ConfigureKestrel(kestrel =>
@@ -311,12 +317,13 @@ public sealed class CoordinatorHost : IAsyncDisposable
             // Runs that were in progress when the coordinator last stopped continue before any client is served.
             orchestrator.Resume();
         }
-        else
+        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
+        if (_shared is not null)
         {
+            _shared.Lease.Refused = reason => CoordinatorLog.WriteRefused(logger, reason);
             await _shared.PrepareAsync(cancellationToken);
         }
         await _app.StartAsync(cancellationToken);
-        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
         CoordinatorOptions options = _app.Services.GetRequiredService<CoordinatorOptions>();
         if (_shared is not null)
         {
@@ -326,6 +333,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
             _election = new LeaderElection(_shared.Lease, Leadership, () => orchestrator.Resume().Count, reason =>
             {
                 LeadershipLost = reason;
+                // Its rounds stop now (their last writes are refused); then the host stops and serve exits non-zero.
+                orchestrator.Halt();
                 lifetime.StopApplication();
             }, _app.Services.GetRequiredService<TimeProvider>(), logger);
             _election.Start();

@@ -157,7 +157,7 @@ internal sealed class LeaderElection : IAsyncDisposable
 
     private void Lose(string reason)
     {
-        _leadership.Depose(leaderAddress: null);
+        _leadership.Depose(_lease.Successor);
         CoordinatorLog.LeaseLost(_logger, reason);
         _lost(reason);
     }

@@ -39,13 +39,15 @@ internal sealed class Leadership
     /// <summary>True while this coordinator may serve rounds and write.</summary>
     public bool Serving => _leader && (!IsShared || _time.GetElapsedTime(Volatile.Read(ref _renewedAt)) < _validFor);
 
-    /// <summary>The leader's advertised address as this standby last read it; null when unknown (no lease yet).</summary>
-    public string? LeaderAddress => _leaderAddress;
+    /// <summary>The leader's advertised address as this standby last read it; null when unknown (no lease yet, or this process's ran out).</summary>
+    public string? LeaderAddress => _leader && !Serving ? null : _leaderAddress;
 
     /// <summary>What a standby answers calls with (a client of a coordinator list moves on to the next on UNAVAILABLE).</summary>
-    public string StandbyDetail => _leaderAddress is { } address
-        ? $"standby; the leader is {address}"
-        : "standby; no coordinator holds the leader lease yet";
+    public string StandbyDetail => _leader
+        ? "standby; this coordinator's leader lease ran out before it could renew it"
+        : _leaderAddress is { } address
+            ? $"standby; the leader is {address}"
+            : "standby; no coordinator holds the leader lease yet";
 
     /// <summary>Completes when this process first leads (at once on SQLite); background writers wait on it.</summary>
     public Task WhenLeading(CancellationToken cancellationToken) => _leading.Task.WaitAsync(cancellationToken);

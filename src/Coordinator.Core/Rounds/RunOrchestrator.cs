@@ -261,6 +261,22 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         return run.Snapshot();
     }
 
+    /// <summary>
+    /// Ends every run loop now, as a shutdown does (the runs stay RUNNING in the state for the next leader): called when
+    /// the leader lease is lost, so a deposed coordinator stops driving rounds at once instead of at its host's stop.
+    /// </summary>
+    public void Halt()
+    {
+        try
+        {
+            _shutdown.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already disposed: nothing runs any more.
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _shutdown.CancelAsync();

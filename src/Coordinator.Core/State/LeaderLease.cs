@@ -89,6 +89,12 @@ internal sealed class LeaderLease : IWriteFence, IDisposable
     /// <summary>Why the lease was lost; null while it was not.</summary>
     public string? LostReason => Volatile.Read(ref _lostReason);
 
+    /// <summary>Hears each write the fence refuses (one line saying why), for the log.</summary>
+    public Action<string>? Refused { get; set; }
+
+    /// <summary>The address of the coordinator that took the lease over, where the loss named one.</summary>
+    public string? Successor { get; private set; }
+
     /// <summary>A holder id unique per process: host, process id and random bytes (a restarted process is a new holder).</summary>
     public static string NewHolderId() => string.Create(CultureInfo.InvariantCulture,
         $"{Environment.MachineName}/{Environment.ProcessId}/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}");
@@ -182,6 +188,7 @@ internal sealed class LeaderLease : IWriteFence, IDisposable
             return true;
         }
         LeaseHolder? now = await ReadAsync(cancellationToken);
+        Successor = now?.Address;
         MarkLost(now is null
             ? "the lease row is gone"
             : $"coordinator {now.Address} took the lease over (token {now.Token.ToString(CultureInfo.InvariantCulture)})");
@@ -227,24 +234,29 @@ internal sealed class LeaderLease : IWriteFence, IDisposable
         long token = Token;
         if (token == 0)
         {
-            throw new LeaseLostException(LostReason is { } reason
-                ? $"this coordinator no longer holds the leader lease ({reason}); it writes nothing"
-                : "this coordinator is a standby (it does not hold the leader lease); it writes nothing");
+            string refusal = LostReason is { } reason
+                ? $"write refused: this coordinator no longer holds the leader lease ({reason})"
+                : "write refused: this coordinator is a standby (it does not hold the leader lease)";
+            Refused?.Invoke(refusal);
+            throw new LeaseLostException(refusal);
         }
         // A SET takes no parameters; the value is an integer this process computed.
         transaction.Execute(string.Create(CultureInfo.InvariantCulture,
             $"SET LOCAL idle_in_transaction_session_timeout = {(long)Timing.Duration.TotalMilliseconds}"));
-        List<(string Holder, long Token)> row = transaction.Query(
-            "SELECT holder, token FROM coordinator_lease WHERE id = 1 FOR SHARE", r => (r.GetString(0), r.Long(1)));
+        List<(string Holder, long Token, string Address)> row = transaction.Query(
+            "SELECT holder, token, address FROM coordinator_lease WHERE id = 1 FOR SHARE", r => (r.GetString(0), r.Long(1), r.GetString(2)));
         if (row.Count == 1 && row[0].Holder == Holder && row[0].Token == token)
         {
             return;
         }
+        Successor = row.Count == 1 ? row[0].Address : null;
         string why = row.Count == 0
             ? "the lease row is gone"
             : $"the lease is held with token {row[0].Token.ToString(CultureInfo.InvariantCulture)}, ours was {token.ToString(CultureInfo.InvariantCulture)}";
         MarkLost($"a write was fenced: {why}");
-        throw new LeaseLostException($"write refused: this coordinator no longer holds the leader lease ({why})");
+        string fenced = $"write refused: this coordinator no longer holds the leader lease ({why})";
+        Refused?.Invoke(fenced);
+        throw new LeaseLostException(fenced);
     }
 
     public void Dispose() => _lost.Dispose();
