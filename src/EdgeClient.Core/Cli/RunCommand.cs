@@ -309,7 +309,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                     SwitchedFrom = from.OriginalString,
                 }),
                 MovingOn = (failed, why, next, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
-                    $"coordinator {failed.OriginalString} does not serve rounds ({why}); trying {next.OriginalString} in {wait.TotalSeconds:0.#} s")
+                    $"coordinator {failed.OriginalString} unavailable ({why}); trying {next.OriginalString} in {wait.TotalSeconds:0.#} s")
                 {
                     Coordinator = failed.OriginalString,
                     RetryInSeconds = wait.TotalSeconds,
