@@ -5,8 +5,11 @@ namespace Federated.Coordinator;
 /// <summary>The coordinator's log events: source-generated, with stable event ids; they never carry key material or updates.</summary>
 internal static partial class CoordinatorLog
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {StatePath}")]
-    public static partial void Listening(ILogger logger, string address, string statePath);
+    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {State}")]
+    public static partial void Listening(ILogger logger, string address, string state);
+
+    [LoggerMessage(EventId = 1008, Level = LogLevel.Critical, Message = "Stopping: {Reason}; nothing more is served until the coordinator starts again with its state reachable")]
+    public static partial void StateLost(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "Prometheus metrics at {Uri} (plain HTTP, no client data)")]
     public static partial void MetricsListening(ILogger logger, string uri);

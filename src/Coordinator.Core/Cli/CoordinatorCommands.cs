@@ -20,7 +20,7 @@ public static class CoordinatorCommands
             model.SetDescription("Models to try a federation with.");
             model.AddCommand<ModelTinyCommand>("tiny").WithDescription("Write a random tiny Llama with a byte-level tokenizer (--out DIR).");
         });
-        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
+        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite or PostgreSQL).");
         config.AddBranch("audit", audit =>
         {
             audit.SetDescription("Inspect the audit trail.");

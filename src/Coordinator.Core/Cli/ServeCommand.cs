@@ -1,13 +1,14 @@
 using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
+using Federated.Coordinator.State;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Runs the coordinator: mutual-TLS gRPC for edge clients and the admin CLI, state in SQLite.</summary>
+/// <summary>Runs the coordinator: mutual-TLS gRPC for edge clients and the admin CLI, state in SQLite or PostgreSQL.</summary>
 internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -20,8 +21,8 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description("TCP port of the mutual-TLS gRPC endpoint (default: 7443).")]
         public int? Port { get; init; }
 
-        [CommandOption("--state <FILE>")]
-        [Description("The SQLite state file: runs, rounds, ledger, budgets, audit trail; created when missing (default: coordinator.db in the current folder).")]
+        [CommandOption("--state <FILE|CONNECTION>")]
+        [Description("Where the state lives (runs, rounds, ledger, budgets, audit trail): a SQLite file, created when missing, with adapters in the adapters folder beside it; or a PostgreSQL database as 'Host=...;Database=...' or postgresql://user@host:port/db, adapters stored in it (default: coordinator.db in the current folder).")]
         public string? State { get; init; }
 
         [CommandOption("--address <IP>")]
@@ -77,7 +78,9 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         }
         // A port in use is one line, found before the state file is created or opened: nothing is left behind.
         RequirePortFree(options);
-        bool stateExisted = File.Exists(options.State);
+        StateLocation location = options.StateLocation;
+        // A PostgreSQL database is the operator's to create and drop: only a SQLite file this start created goes again.
+        bool stateExisted = location.Backend == StateBackend.Postgres || File.Exists(location.Path);
         CoordinatorHost host;
         try
         {
@@ -93,9 +96,20 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             // An unreadable state file is one line naming the file and the flag; a file this start created goes again.
             if (!stateExisted)
             {
-                DeleteState(options.State);
+                DeleteState(location.Path!);
             }
-            throw StateFileError.Describe(options.State, ex, "names a coordinator state file in a writable folder");
+            throw StateFileError.Describe(location.Path!, ex, "names a coordinator state file in a writable folder");
+        }
+        catch (StateUnavailableException ex)
+        {
+            // One line naming the server (host and port, never the password): exit 1, and systemd's Restart= retries.
+            throw new InvalidOperationException(ex.Message, ex);
+        }
+        catch (Npgsql.PostgresException ex)
+        {
+            // Reachable, but the role may not create or read the state's tables, say.
+            throw new InvalidOperationException(
+                $"cannot use the PostgreSQL state database at {location.Host}:{location.Port} ({location.Display}): {location.Redact(ex.MessageText)} ({ex.SqlState}); check --state and the role's privileges", ex);
         }
         try
         {
@@ -107,17 +121,18 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             await host.DisposeAsync();
             if (!stateExisted)
             {
-                DeleteState(options.State);
+                DeleteState(location.Path!);
             }
             throw new InvalidOperationException(PortInUse(options), ex);
         }
+        string? stateLost;
         bool disposed = false;
         try
         {
             Uri address = host.Address;
             if (settings.Json)
             {
-                WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = Path.GetFullPath(options.State) });
+                WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = location.Display });
             }
             await host.WaitForShutdownAsync(cancellationToken);
             if (host.LeadershipLost is { } lost)
@@ -132,6 +147,7 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
                 await Task.WhenAny(host.DisposeAsync().AsTask(), Task.Delay(DeposedStopTimeout, CancellationToken.None));
                 throw new InvalidOperationException($"lost the leader lease: {lost}; stopped serving (a restart stands by)");
             }
+            stateLost = host.StateLostReason;
             if (settings.Json)
             {
                 WriteJson(new { @event = "stopping", address = address.ToString(), port = address.Port });
@@ -147,6 +163,11 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.Json)
         {
             WriteJson(new { @event = "stopped" });
+        }
+        if (stateLost is not null)
+        {
+            // Stopped because the state database was lost: one line and a failing exit, so the service manager restarts it.
+            throw new InvalidOperationException(stateLost);
         }
         return CliRunner.Ok;
     }

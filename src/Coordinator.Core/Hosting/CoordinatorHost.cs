@@ -25,7 +25,7 @@ namespace Federated.Coordinator;
 
 /// <summary>
 /// The coordinator's gRPC host: Kestrel with HTTP/2 over TLS 1.2/1.3, client certificates required and
-/// validated against the federation CA only, roles enforced per RPC, state in SQLite.
+/// validated against the federation CA only, roles enforced per RPC, state in SQLite or PostgreSQL.
 /// </summary>
 public sealed class CoordinatorHost : IAsyncDisposable
 {
@@ -136,7 +136,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
         try
         {
-            state = CoordinatorState.Open(options.State, server, time);
+            state = CoordinatorState.Open(options.StateLocation, server, time);
         }
         catch
         {
@@ -220,7 +220,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
             builder.Services.AddSingleton(adapterSigner);
-            var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
+            var adapters = AdapterStore.For(state, adapterSigner, cipher);
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
             builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
@@ -309,16 +309,27 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
     }
 
+    /// <summary>Why the coordinator stopped serving because its state database was lost; null while it was not.</summary>
+    public string? StateLostReason => _state.Database.LostReason;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         RunOrchestrator orchestrator = _app.Services.GetRequiredService<RunOrchestrator>();
+        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
+        // A state database lost while serving stops the coordinator: it never answers from memory what it can no
+        // longer record (the round in progress committed nothing, so it charged nothing), and the service manager
+        // restarts it against whatever the database holds.
+        _state.Database.Lost += reason =>
+        {
+            CoordinatorLog.StateLost(logger, reason);
+            _app.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        };
         if (_shared is null)
         {
             // Runs that were in progress when the coordinator last stopped continue before any client is served.
             orchestrator.Resume();
         }
-        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
-        if (_shared is not null)
+        else
         {
             _shared.Lease.Refused = reason => CoordinatorLog.WriteRefused(logger, reason);
             await _shared.PrepareAsync(cancellationToken);

@@ -14,8 +14,14 @@ public sealed class CoordinatorOptions
     /// <summary>Address to listen on: loopback unless set (0.0.0.0 or a host address to serve edge clients on other machines).</summary>
     public string Address { get; set; } = "127.0.0.1";
 
-    /// <summary>SQLite state file.</summary>
+    /// <summary>
+    /// Where the state lives: a SQLite file path, or a PostgreSQL connection string (Host=...;Database=...) or
+    /// postgresql:// URI. Holds the password when the connection string does: log <see cref="StateLocation"/> instead.
+    /// </summary>
     public string State { get; set; } = "coordinator.db";
+
+    /// <summary><see cref="State"/> parsed; its ToString never shows the password.</summary>
+    internal State.StateLocation StateLocation => Federated.Coordinator.State.StateLocation.Parse(State);
 
     /// <summary>The default of <see cref="TrainingSecondsPerStep"/>.</summary>
     public const double DefaultTrainingSecondsPerStep = 1;
@@ -114,6 +120,7 @@ public sealed class CoordinatorOptions
         {
             throw new ArgumentException("the state file is not set: pass --state FILE or set Coordinator:State");
         }
+        _ = StateLocation;
         if (!(TrainingSecondsPerStep is >= 0 and <= 3600))
         {
             throw new ArgumentOutOfRangeException(nameof(TrainingSecondsPerStep), TrainingSecondsPerStep, "seconds per local step must be in 0..3600");

@@ -87,6 +87,10 @@ internal sealed class PostgresStateDatabase : StateDatabase
     /// <summary>One line for a connection that failed: the server (host and port, never the password) and why.</summary>
     internal static string Describe(StateLocation location, Exception exception)
     {
+        if (exception is StateConnectionException { InnerException: { } inner })
+        {
+            exception = inner;
+        }
         string why = exception switch
         {
             PostgresException pg => $"{pg.MessageText} ({pg.SqlState})",
@@ -100,6 +104,7 @@ internal sealed class PostgresStateDatabase : StateDatabase
 
     internal static bool IsConnectionFailure(Exception exception) => exception switch
     {
+        StateConnectionException => true,
         // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or starting; 3D000: the database
         // was dropped; 53300: no connection slot. Every other server error is a refusal of one statement.
         PostgresException pg => pg.SqlState.StartsWith("08", StringComparison.Ordinal)
@@ -115,7 +120,7 @@ internal sealed class PostgresStateDatabase : StateDatabase
     {
         if (!write)
         {
-            return _dataSource.OpenConnection();
+            return Connect();
         }
         _writeGate.Enter();
         try
@@ -168,7 +173,7 @@ internal sealed class PostgresStateDatabase : StateDatabase
     {
         for (int attempt = 1; ; attempt++)
         {
-            NpgsqlConnection connection = _dataSource.OpenConnection();
+            NpgsqlConnection connection = Connect();
             try
             {
                 using NpgsqlCommand command = new("SET synchronous_commit = on", connection);
@@ -185,6 +190,20 @@ internal sealed class PostgresStateDatabase : StateDatabase
                 connection.Dispose();
                 throw;
             }
+        }
+    }
+
+    // Any failure to open a connection means the database cannot be used, whatever the server says why (refused,
+    // dropped, not accepting connections, a password changed): nothing was sent, so nothing is half-done.
+    private NpgsqlConnection Connect()
+    {
+        try
+        {
+            return _dataSource.OpenConnection();
+        }
+        catch (NpgsqlException ex)
+        {
+            throw new StateConnectionException(ex);
         }
     }
 
@@ -251,3 +270,6 @@ internal sealed class PostgresStateDatabase : StateDatabase
         command.ExecuteNonQuery();
     }
 }
+
+/// <summary>A connection to the state database could not be opened (the inner exception says why).</summary>
+internal sealed class StateConnectionException(NpgsqlException inner) : Exception("cannot open a connection to the state database", inner);
