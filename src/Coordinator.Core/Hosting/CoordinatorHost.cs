@@ -349,6 +349,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
                 lifetime.StopApplication();
             }, _app.Services.GetRequiredService<TimeProvider>(), logger);
             _election.Start();
+            await _election.FirstAttempt.WaitAsync(cancellationToken);
         }
         CoordinatorLog.Listening(logger, Address.ToString(), _state.Location.Display);
         if (MetricsUri is { } metrics)

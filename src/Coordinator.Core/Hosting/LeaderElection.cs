@@ -22,6 +22,7 @@ internal sealed class LeaderElection : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource _firstAttempt = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task _loop = Task.CompletedTask;
 
     /// <param name="resume">Runs once the lease is taken, before serving: resumes the runs; returns how many.</param>
@@ -43,6 +44,12 @@ internal sealed class LeaderElection : IAsyncDisposable
     }
 
     public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+
+    /// <summary>
+    /// Completes once the first try for the lease is over: leading (runs resumed) when the lease was free, else standing
+    /// by. A coordinator alone on its database is thus the leader when its start returns, as one on SQLite is.
+    /// </summary>
+    public Task FirstAttempt => _firstAttempt.Task;
 
     public async ValueTask DisposeAsync()
     {
@@ -69,11 +76,16 @@ internal sealed class LeaderElection : IAsyncDisposable
             }
             _leadership.Renewed(takenAt, _lease.Address);
             CoordinatorLog.LeaseTaken(_logger, _lease.Token, resumed, _lease.Address);
+            _firstAttempt.TrySetResult();
             await LeadAsync(takenAt, stop);
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
             // The host is stopping.
+        }
+        finally
+        {
+            _firstAttempt.TrySetResult();
         }
     }
 
@@ -100,6 +112,7 @@ internal sealed class LeaderElection : IAsyncDisposable
                     announced = leader;
                 }
                 pollFailed = false;
+                _firstAttempt.TrySetResult();
             }
             catch (Exception ex) when (ex is DbException or TimeoutException or IOException)
             {
@@ -109,6 +122,7 @@ internal sealed class LeaderElection : IAsyncDisposable
                     CoordinatorLog.LeasePollFailed(_logger, ex.Message);
                     pollFailed = true;
                 }
+                _firstAttempt.TrySetResult();
             }
             await Task.Delay(_lease.Timing.PollInterval, _time, stop);
         }
