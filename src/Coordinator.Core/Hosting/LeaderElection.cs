@@ -83,6 +83,12 @@ internal sealed class LeaderElection : IAsyncDisposable
         {
             // The host is stopping.
         }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A loop that died unseen would leave a standby that never takes over, or a leader that never renews: stop
+            // instead, so the service manager starts a fresh process.
+            Lose($"the lease loop failed: {ex.Message}");
+        }
         finally
         {
             _firstAttempt.TrySetResult();
