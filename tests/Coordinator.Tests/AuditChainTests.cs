@@ -166,7 +166,7 @@ public sealed class AuditChainTests
         Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Argument, "--json"]));
         db.Execute("UPDATE audit SET canonical_json = replace(canonical_json, 'officer', 'OFFICER') WHERE sequence = 2");
         Assert.Equal(CliRunner.Failed, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Argument]));
-        Assert.Equal(CliRunner.BadUsage, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Directory.File("missing.db")]));
+        Assert.Equal(CliRunner.BadUsage, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Folder.File("missing.db")]));
     }
 
     private static void BuildChain(TestStateDatabase db, out X509Certificate2 signer)

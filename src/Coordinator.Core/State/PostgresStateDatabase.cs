@@ -63,8 +63,32 @@ internal sealed class PostgresStateDatabase : StateDatabase
     public static NpgsqlConnection OpenReadOnly(StateLocation location)
     {
         ArgumentNullException.ThrowIfNull(location);
-        using NpgsqlDataSource dataSource = CreateDataSource(location, readOnly: true);
+        using NpgsqlDataSource dataSource = CreateDataSource(location, readOnly: true, pooling: false);
         return OpenConnection(dataSource, location);
+    }
+
+    /// <summary>
+    /// Connects to and migrates the database as a bare connection with synchronous_commit on, for state copy's
+    /// destination: the same schema as <see cref="Open"/>, without the stores.
+    /// </summary>
+    /// <exception cref="StateUnavailableException">The server cannot be reached, or refuses the login or the database.</exception>
+    public static NpgsqlConnection OpenMigrated(StateLocation location)
+    {
+        ArgumentNullException.ThrowIfNull(location);
+        using NpgsqlDataSource dataSource = CreateDataSource(location, readOnly: false, pooling: false);
+        NpgsqlConnection connection = OpenConnection(dataSource, location);
+        try
+        {
+            Migrate(connection);
+            using NpgsqlCommand command = new("SET synchronous_commit = on", connection);
+            command.ExecuteNonQuery();
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The schema version recorded in <paramref name="connection"/>'s database; 0 where no state was ever created.</summary>
@@ -207,9 +231,14 @@ internal sealed class PostgresStateDatabase : StateDatabase
         }
     }
 
-    private static NpgsqlDataSource CreateDataSource(StateLocation location, bool readOnly)
+    private static NpgsqlDataSource CreateDataSource(StateLocation location, bool readOnly, bool pooling = true)
     {
         var builder = new NpgsqlConnectionStringBuilder(location.ConnectionString);
+        if (!pooling)
+        {
+            // One connection for one tool run, closed with it.
+            builder.Pooling = false;
+        }
         if (readOnly)
         {
             // A startup parameter, so that it holds for the whole session, pool resets included.

@@ -52,6 +52,37 @@ internal sealed class SqliteStateDatabase : StateDatabase
         return new SqliteStateDatabase(connection, Path.GetFullPath(path), audit, time);
     }
 
+    /// <summary>
+    /// Opens (creating if needed) and migrates the database as a bare connection, for state copy's destination: the same
+    /// settings and schema as <see cref="Open"/>, without the stores.
+    /// </summary>
+    public static SqliteConnection OpenMigrated(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = false,
+        }.ToString());
+        connection.Open();
+        try
+        {
+            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+            Migrate(connection);
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The schema version of a SQLite state (PRAGMA user_version).</summary>
+    public static int ReadVersion(SqliteConnection connection) => ReadUserVersion(connection);
+
     /// <summary>Opens an existing database read-only (for verification tools); nothing is migrated or written.</summary>
     public static SqliteConnection OpenReadOnly(string path)
     {

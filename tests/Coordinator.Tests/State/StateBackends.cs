@@ -42,7 +42,7 @@ internal sealed class TestStateDatabase : IDisposable
     public StateLocation Location { get; }
 
     /// <summary>The test's temporary folder (the SQLite file's, and any other file the test needs).</summary>
-    public TempDirectory Directory => _dir;
+    public TempDirectory Folder => _dir;
 
     /// <summary>The connection string or path <c>--state</c> takes for this database.</summary>
     public string Argument => _postgres ?? Location.Path!;
@@ -71,7 +71,8 @@ internal sealed class TestStateDatabase : IDisposable
     {
         using DbConnection connection = Connect();
         using DbCommand command = Command(connection, sql, parameters);
-        return (T)Convert.ChangeType(command.ExecuteScalar()!, typeof(T), CultureInfo.InvariantCulture);
+        object value = command.ExecuteScalar()!;
+        return value is T typed ? typed : (T)Convert.ChangeType(value, typeof(T), CultureInfo.InvariantCulture);
     }
 
     /// <summary>
@@ -92,6 +93,46 @@ internal sealed class TestStateDatabase : IDisposable
             ? "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$;"
                 + "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit FOR EACH ROW " + (when.Length == 0 ? "" : $"WHEN ({when}) ") + "EXECUTE FUNCTION refuse_audit();"
             : "DROP TRIGGER refuse_audit ON audit; DROP FUNCTION refuse_audit();");
+    }
+
+    /// <summary>The adapter store this backend uses (files beside SQLite, rows on PostgreSQL).</summary>
+    public static Federated.Coordinator.Rounds.AdapterStore Adapters(CoordinatorState state, Federated.Coordinator.Rounds.AdapterSigner signer, Federated.Coordinator.Storage.AtRestCipher? cipher = null) =>
+        Federated.Coordinator.Rounds.AdapterStore.For(state, signer, cipher);
+
+    /// <summary>The names of the stored adapters' bytes (file names, or adapter_blobs rows), in order.</summary>
+    public IReadOnlyList<string> StoredAdapterNames()
+    {
+        if (_postgres is null)
+        {
+            string folder = Location.AdapterDirectory!;
+            return Directory.Exists(folder) ? [.. System.IO.Directory.GetFiles(folder).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)] : [];
+        }
+        using DbConnection connection = Connect();
+        using DbCommand command = Command(connection, "SELECT name FROM adapter_blobs ORDER BY name", []);
+        using DbDataReader reader = command.ExecuteReader();
+        var names = new List<string>();
+        while (reader.Read())
+        {
+            names.Add(reader.GetString(0));
+        }
+        return names;
+    }
+
+    public bool StoredAdapterExists(string name) => StoredAdapterNames().Contains(name);
+
+    public byte[] ReadStoredAdapter(string name) => _postgres is null
+        ? File.ReadAllBytes(Path.Combine(Location.AdapterDirectory!, name))
+        : Scalar<byte[]>("SELECT content FROM adapter_blobs WHERE name = @n", ("@n", name));
+
+    /// <summary>Overwrites (or creates) stored bytes behind the coordinator's back, as a disk fault or an attacker would.</summary>
+    public void WriteStoredAdapter(string name, byte[] content)
+    {
+        if (_postgres is null)
+        {
+            File.WriteAllBytes(Path.Combine(Location.AdapterDirectory!, name), content);
+            return;
+        }
+        Execute("INSERT INTO adapter_blobs (name, content) VALUES (@n, @c) ON CONFLICT (name) DO UPDATE SET content = @c", ("@n", name), ("@c", content));
     }
 
     /// <summary>The exception type a statement the database refuses (a constraint, a trigger) surfaces as.</summary>
