@@ -32,3 +32,15 @@ internal sealed class ParticipantDroppedException(string message) : CoordinatorE
 
 /// <summary>The round failed (too few survivors, a protocol failure) or was aborted; it releases nothing and charges nothing.</summary>
 internal sealed class RoundFailedException(string message) : CoordinatorException(message);
+
+/// <summary>
+/// A write refused by the leader lease's fence: this coordinator is a standby, or another coordinator took the lease
+/// over (it was paused, or cut off from the database). Nothing of the write was committed.
+/// </summary>
+internal sealed class LeaseLostException(string message) : CoordinatorException(message);
+
+/// <summary>
+/// The state database cannot be reached (lost while serving, or unreachable): nothing of the write that met it is
+/// acknowledged, and the coordinator stops serving rather than answering from memory.
+/// </summary>
+internal sealed class StateUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

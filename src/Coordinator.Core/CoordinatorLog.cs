@@ -5,8 +5,11 @@ namespace Federated.Coordinator;
 /// <summary>The coordinator's log events: source-generated, with stable event ids; they never carry key material or updates.</summary>
 internal static partial class CoordinatorLog
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {StatePath}")]
-    public static partial void Listening(ILogger logger, string address, string statePath);
+    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Coordinator listening on {Address} (HTTP/2, TLS 1.2+, client certificates required), state {State}")]
+    public static partial void Listening(ILogger logger, string address, string state);
+
+    [LoggerMessage(EventId = 1008, Level = LogLevel.Critical, Message = "Stopping: {Reason}; nothing more is served until the coordinator starts again with its state reachable")]
+    public static partial void StateLost(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "Prometheus metrics at {Uri} (plain HTTP, no client data)")]
     public static partial void MetricsListening(ILogger logger, string uri);
@@ -56,4 +59,25 @@ internal static partial class CoordinatorLog
 
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Budget of population {Population} set to epsilon {Epsilon}, delta {Delta} by {Actor}")]
     public static partial void BudgetSet(ILogger logger, string population, double epsilon, double delta, string actor);
+
+    [LoggerMessage(EventId = 1900, Level = LogLevel.Warning, Message = "Leader: took the lease (token {Token}), resumed {Runs} runs, serving at {Address}")]
+    public static partial void LeaseTaken(ILogger logger, long token, int runs, string address);
+
+    [LoggerMessage(EventId = 1901, Level = LogLevel.Information, Message = "Standby at {Address}: {Detail}; serving health only until the lease is free")]
+    public static partial void StandingBy(ILogger logger, string address, string detail);
+
+    [LoggerMessage(EventId = 1902, Level = LogLevel.Critical, Message = "Lost the leader lease: {Reason}; stopping (a restart comes back as a standby)")]
+    public static partial void LeaseLost(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1903, Level = LogLevel.Warning, Message = "Standby: cannot read the leader lease: {Reason}; polling on")]
+    public static partial void LeasePollFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1904, Level = LogLevel.Warning, Message = "Leader: could not renew the lease: {Reason}; retrying")]
+    public static partial void LeaseRenewFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1905, Level = LogLevel.Information, Message = "Leader: released the lease at shutdown")]
+    public static partial void LeaseReleased(ILogger logger);
+
+    [LoggerMessage(EventId = 1906, Level = LogLevel.Error, Message = "Fence: {Reason}; nothing of it was committed")]
+    public static partial void WriteRefused(ILogger logger, string reason);
 }

@@ -1,9 +1,10 @@
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Audit;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.State;
-using Microsoft.Data.Sqlite;
+using Federated.Coordinator.Tests.State;
 
 namespace Federated.Coordinator.Tests;
 
@@ -24,182 +25,165 @@ public sealed class AuditChainTests
         Assert.Equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", AuditChain.Hash(""));
     }
 
-    [Fact]
-    public void Verify_UntouchedChain_IsValid()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_UntouchedChain_IsValid(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
             Assert.True(result.Valid, result.Problem);
             Assert.Equal(5, result.Entries);
         }
     }
 
-    [Fact]
-    public void Verify_OneByteChanged_DetectsAlteredEntry()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_OneByteChanged_DetectsAlteredEntry(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            string json = Query<string>(path, "SELECT canonical_json FROM audit WHERE sequence = 3");
+            string json = db.Scalar<string>("SELECT canonical_json FROM audit WHERE sequence = 3");
             string edited = json.Replace("\"epsilon\":\"3\"", "\"epsilon\":\"9\"", StringComparison.Ordinal);
             Assert.NotEqual(json, edited);
-            Exec(path, "UPDATE audit SET canonical_json = $v WHERE sequence = 3", edited);
+            db.Execute("UPDATE audit SET canonical_json = @v WHERE sequence = 3", ("@v", edited));
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("entry 3 was altered", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public void Verify_EntryAndHashRewritten_DetectsBrokenLink()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_EntryAndHashRewritten_DetectsBrokenLink(StateBackend backend)
     {
         // An attacker who also recomputes the edited entry's hash still breaks the next entry's link.
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            string json = Query<string>(path, "SELECT canonical_json FROM audit WHERE sequence = 2").Replace("officer", "officel", StringComparison.Ordinal);
-            Exec(path, "UPDATE audit SET canonical_json = $v WHERE sequence = 2", json);
-            Exec(path, "UPDATE audit SET hash = $v WHERE sequence = 2", AuditChain.Hash(json));
+            string json = db.Scalar<string>("SELECT canonical_json FROM audit WHERE sequence = 2").Replace("officer", "officel", StringComparison.Ordinal);
+            db.Execute("UPDATE audit SET canonical_json = @v WHERE sequence = 2", ("@v", json));
+            db.Execute("UPDATE audit SET hash = @v WHERE sequence = 2", ("@v", AuditChain.Hash(json)));
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("entry 3 does not link to entry 2", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public void Verify_MiddleEntryRemoved_DetectsGap()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_MiddleEntryRemoved_DetectsGap(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            Exec(path, "DELETE FROM audit WHERE sequence = 2", null);
+            db.Execute("DELETE FROM audit WHERE sequence = 2");
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("entry 2 is missing", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public void Verify_LastEntryRemoved_DetectsHeadMismatch()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_LastEntryRemoved_DetectsHeadMismatch(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            Exec(path, "DELETE FROM audit WHERE sequence = 5", null);
+            db.Execute("DELETE FROM audit WHERE sequence = 5");
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("signed head names entry 5", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public void Verify_TwoEntriesSwapped_DetectsReorder()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_TwoEntriesSwapped_DetectsReorder(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
-            Exec(path,
-                """
+            db.Execute("""
                 UPDATE audit SET sequence = -1 WHERE sequence = 2;
                 UPDATE audit SET sequence = 2 WHERE sequence = 3;
                 UPDATE audit SET sequence = 3 WHERE sequence = -1;
-                """, null);
+                """);
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("reordered", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public void Verify_HeadResignedByAnotherKey_DetectsForgery()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Verify_HeadResignedByAnotherKey_DetectsForgery(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         using (signer)
         {
             // Drop the last entry and re-sign a consistent head with a key that is not the coordinator's.
-            Exec(path, "DELETE FROM audit WHERE sequence = 5", null);
-            string hash = Query<string>(path, "SELECT hash FROM audit WHERE sequence = 4");
+            db.Execute("DELETE FROM audit WHERE sequence = 5");
+            string hash = db.Scalar<string>("SELECT hash FROM audit WHERE sequence = 4");
             using ECDsa forger = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            Exec(path, "UPDATE audit_head SET sequence = 4, hash = '" + hash + "', signature = $v", AuditChain.SignHead(forger, 4, hash));
+            db.Execute("UPDATE audit_head SET sequence = 4, hash = '" + hash + "', signature = @v", ("@v", AuditChain.SignHead(forger, 4, hash)));
 
-            AuditVerification result = VerifyFile(path, signer);
+            AuditVerification result = Verify(db, signer);
 
             Assert.False(result.Valid);
             Assert.Contains("signature does not verify", result.Problem, StringComparison.Ordinal);
         }
     }
 
-    [Fact]
-    public async Task VerifyCommand_ValidThenTampered_ExitsZeroThenOne()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public async Task VerifyCommand_ValidThenTampered_ExitsZeroThenOne(StateBackend backend)
     {
-        using var dir = new TempDirectory();
-        string path = BuildChain(dir, out X509Certificate2 signer);
+        using var db = new TestStateDatabase(backend);
+        BuildChain(db, out X509Certificate2 signer);
         signer.Dispose();
 
-        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", path, "--json"]));
-        Exec(path, "UPDATE audit SET canonical_json = replace(canonical_json, 'officer', 'OFFICER') WHERE sequence = 2", null);
-        Assert.Equal(CliRunner.Failed, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", path]));
-        Assert.Equal(CliRunner.BadUsage, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", dir.File("missing.db")]));
+        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Argument, "--json"]));
+        db.Execute("UPDATE audit SET canonical_json = replace(canonical_json, 'officer', 'OFFICER') WHERE sequence = 2");
+        Assert.Equal(CliRunner.Failed, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Argument]));
+        Assert.Equal(CliRunner.BadUsage, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", db.Folder.File("missing.db")]));
     }
 
-    private static string BuildChain(TempDirectory dir, out X509Certificate2 signer)
+    private static void BuildChain(TestStateDatabase db, out X509Certificate2 signer)
     {
-        string path = dir.File("state.db");
         signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Clients.Register("alice", "aa", "1.0", "cpu");
         state.Budgets.Set("default", 2.0, 1e-6, "officer");
         state.Budgets.Set("default", 3.0, 1e-6, "officer");
         state.Audit.Append("engineer", "run.start", new Dictionary<string, string> { ["run_id"] = "r1" });
         state.Clients.Register("bob", "bb", "1.0", "cpu");
-        return path;
     }
 
-    private static AuditVerification VerifyFile(string path, X509Certificate2 signer)
+    private static AuditVerification Verify(TestStateDatabase db, X509Certificate2 signer)
     {
-        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(path);
+        using DbConnection connection = CoordinatorState.OpenReadOnly(db.Location);
         using ECDsa key = signer.GetECDsaPublicKey()!;
         return AuditChain.Verify(AuditStore.ReadRecords(connection), AuditStore.ReadHead(connection), key);
-    }
-
-    private static T Query<T>(string path, string sql)
-    {
-        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
-        using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = sql;
-        return (T)command.ExecuteScalar()!;
-    }
-
-    private static void Exec(string path, string sql, object? value)
-    {
-        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
-        using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = sql;
-        if (value is not null)
-        {
-            command.Parameters.AddWithValue("$v", value);
-        }
-        command.ExecuteNonQuery();
     }
 }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Tests.State;
 using Microsoft.Data.Sqlite;
 
 namespace Federated.Coordinator.Tests;
@@ -9,46 +10,80 @@ public sealed class CoordinatorStateTests
     [Fact]
     public void Open_NewFile_AppliesEveryMigrationInWalMode()
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(StateBackend.Sqlite);
         using X509Certificate2 signer = TestSigner.Create();
-        string path = dir.File("state.db");
 
-        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+        using (CoordinatorState state = db.Open(signer))
         {
             Assert.Equal(StateSchema.Migrations.Length, state.SchemaVersion);
         }
-        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(path);
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(db.Location.Path!);
         using SqliteCommand command = connection.CreateCommand();
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", command.ExecuteScalar());
     }
 
     [Fact]
-    public void Open_SchemaFromTheFuture_Throws()
+    public void Open_NewPostgresDatabase_AppliesEveryMigrationAndWritesWithSynchronousCommit()
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(StateBackend.Postgres);
         using X509Certificate2 signer = TestSigner.Create();
-        string path = dir.File("state.db");
-        CoordinatorState.Open(path, signer, TimeProvider.System).Dispose();
-        using (var connection = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            connection.Open();
-            using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = $"PRAGMA user_version = {StateSchema.Migrations.Length + 1}";
-            command.ExecuteNonQuery();
-        }
+        // A server whose default is off: the coordinator must turn it on for its own writes.
+        db.Execute($"ALTER DATABASE {new Npgsql.NpgsqlConnectionStringBuilder(db.Argument).Database} SET synchronous_commit = off");
 
-        var ex = Assert.Throws<InvalidOperationException>(() => CoordinatorState.Open(path, signer, TimeProvider.System));
+        using CoordinatorState state = db.Open(signer);
+        string setting = state.Database.Write(work => work.Scalar<string>("SHOW synchronous_commit"))!;
+        string readSetting = state.Database.Read(session => session.Scalar<string>("SHOW synchronous_commit"))!;
+
+        Assert.Equal(StateSchema.PostgresMigrations.Length, state.SchemaVersion);
+        Assert.Equal(StateSchema.PostgresMigrations.Length, db.Scalar<int>("SELECT version FROM state_schema WHERE id = 1"));
+        Assert.Equal(1, db.Scalar<int>("SELECT COUNT(*) FROM state_schema"));
+        Assert.Equal("on", setting);
+        Assert.Equal("off", readSetting);
+    }
+
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Open_SchemaFromTheFuture_Throws(StateBackend backend)
+    {
+        using var db = new TestStateDatabase(backend);
+        using X509Certificate2 signer = TestSigner.Create();
+        db.Open(signer).Dispose();
+        int future = StateSchema.Migrations.Length + 1;
+        db.Execute(backend == StateBackend.Sqlite ? $"PRAGMA user_version = {future}" : $"UPDATE state_schema SET version = {future}");
+
+        var ex = Assert.Throws<InvalidOperationException>(() => db.Open(signer));
         Assert.Contains("newer", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public void RegisterClient_ThenReopen_ClientAndAuditEntryPersist()
+    public void Open_TwoCoordinatorsAtOnceOnOneNewDatabase_MigratedOnce()
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(StateBackend.Postgres);
         using X509Certificate2 signer = TestSigner.Create();
-        string path = dir.File("state.db");
-        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+
+        CoordinatorState[] states = [.. Enumerable.Range(0, 4).AsParallel().Select(_ => db.Open(signer))];
+        try
+        {
+            Assert.All(states, s => Assert.Equal(StateSchema.PostgresMigrations.Length, s.SchemaVersion));
+            Assert.Equal(1, db.Scalar<int>("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'ledger'"));
+        }
+        finally
+        {
+            foreach (CoordinatorState state in states)
+            {
+                state.Dispose();
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void RegisterClient_ThenReopen_ClientAndAuditEntryPersist(StateBackend backend)
+    {
+        using var db = new TestStateDatabase(backend);
+        using X509Certificate2 signer = TestSigner.Create();
+        using (CoordinatorState state = db.Open(signer))
         {
             state.Clients.Register("alice", "aa", "1.0", "cpu");
             state.Clients.Register("alice", "aa", "1.1", "cpu"); // same certificate: no new audit entry
@@ -56,7 +91,7 @@ public sealed class CoordinatorStateTests
             Assert.False(state.Clients.Heartbeat("nobody", available: true));
         }
 
-        using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
+        using CoordinatorState reopened = db.Open(signer);
         ClientRecord alice = Assert.Single(reopened.Clients.List());
         Assert.Equal(("alice", "1.1", false), (alice.ClientId, alice.ClientVersion, alice.Available));
         var (entries, head) = reopened.Audit.Read(1, 100);
@@ -65,17 +100,18 @@ public sealed class CoordinatorStateTests
         Assert.Equal(1, head!.Sequence);
     }
 
-    [Fact]
-    public void Charge_SameRoundTwice_SecondChargeFailsAndSpentCountsOnce()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Charge_SameRoundTwice_SecondChargeFailsAndSpentCountsOnce(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Budgets.Set("default", 8.0, 1e-6, "officer");
         var charge = new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default) { Rdp = TestCharges.Rdp() };
 
         LedgerRecord stored = state.Database.Write(work => state.Ledger.Charge(work, charge));
-        Assert.Throws<SqliteException>(() => state.Database.Write(work => state.Ledger.Charge(work, charge)));
+        Assert.Throws(db.RefusalException, () => state.Database.Write(work => state.Ledger.Charge(work, charge)));
         state.Database.Write(work => state.Ledger.Charge(work, charge with { Round = 2, EpsilonAfter = 1.1, EpsilonDelta = 0.35 }));
 
         Assert.Equal(1, stored.Sequence);
@@ -86,16 +122,26 @@ public sealed class CoordinatorStateTests
         Assert.Empty(state.Ledger.List("run2", null));
     }
 
-    [Theory]
-    [InlineData(0.0, 1e-6)]
-    [InlineData(double.NaN, 1e-6)]
-    [InlineData(1.0, 1.0)]
-    [InlineData(1.0, 0.0)]
-    public void SetBudget_OutOfRange_ThrowsAndWritesNothing(double epsilon, double delta)
+    public static TheoryData<StateBackend, double, double> OutOfRangeBudgets()
     {
-        using var dir = new TempDirectory();
+        var data = new TheoryData<StateBackend, double, double>();
+        foreach (StateBackend backend in new[] { StateBackend.Sqlite, StateBackend.Postgres })
+        {
+            foreach ((double epsilon, double delta) in new[] { (0.0, 1e-6), (double.NaN, 1e-6), (1.0, 1.0), (1.0, 0.0) })
+            {
+                data.Add(backend, epsilon, delta);
+            }
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(OutOfRangeBudgets))]
+    public void SetBudget_OutOfRange_ThrowsAndWritesNothing(StateBackend backend, double epsilon, double delta)
+    {
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
 
         Assert.Throws<ArgumentOutOfRangeException>(() => state.Budgets.Set("default", epsilon, delta, "officer"));
 
@@ -106,12 +152,13 @@ public sealed class CoordinatorStateTests
 
 public sealed class CoordinatorStateRoundTests
 {
-    [Fact]
-    public void CompleteRound_Twice_SecondRefusedAndLedgerChargedOnce()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void CompleteRound_Twice_SecondRefusedAndLedgerChargedOnce(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1, 2, 3], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
@@ -130,12 +177,13 @@ public sealed class CoordinatorStateRoundTests
         Assert.Equal(ParticipantStatus.Uploaded, state.Rounds.Participants("run1", 1)["alice"]);
     }
 
-    [Fact]
-    public void FailRound_InProgress_NoChargeAndCannotCompleteLater()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void FailRound_InProgress_NoChargeAndCannotCompleteLater(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
@@ -148,12 +196,13 @@ public sealed class CoordinatorStateRoundTests
         Assert.Equal(Federated.Protos.V1.RoundStage.Failed, state.Rounds.Stage("run1", 1));
     }
 
-    [Fact]
-    public void RecordDecline_SelectedClient_RowStaysDeclinedAndTheAuditNamesTheRule()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void RecordDecline_SelectedClient_RowStaysDeclinedAndTheAuditNamesTheRule(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2, ["carol"] = 3 }, "a0");
@@ -173,12 +222,13 @@ public sealed class CoordinatorStateRoundTests
         Assert.False(state.Rounds.RecordDecline("run1", 1, "mallory", "Policy", "", "not selected"));
     }
 
-    [Fact]
-    public void RecordDecline_BeforeTheRoundIsRecorded_StartRoundWritesTheParticipantDeclined()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void RecordDecline_BeforeTheRoundIsRecorded_StartRoundWritesTheParticipantDeclined(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         state.Budgets.Set("default", 100, 1e-5, "officer");
         state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
 
@@ -193,12 +243,13 @@ public sealed class CoordinatorStateRoundTests
         Assert.Equal(ParticipantStatus.Declined, state.Rounds.Participants("run1", 1)["bob"]);
     }
 
-    [Fact]
-    public void GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void GetAdapter_RoundAdapterBeforeItsRoundCompletes_HiddenUntilTheCompletingTransaction(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        using CoordinatorState state = CoordinatorState.Open(dir.File("state.db"), signer, TimeProvider.System);
+        using CoordinatorState state = db.Open(signer);
         string initial = new('0', 64), after = new('1', 64), failed = new('2', 64);
         state.Budgets.Set("default", 100, 1e-5, "officer");
         state.AdapterRecords.Record(new StoredAdapter(initial, 10, [1]), "run1", 0, "coordinator");
@@ -218,13 +269,13 @@ public sealed class CoordinatorStateRoundTests
         Assert.Null(state.AdapterRecords.Get(failed));
     }
 
-    [Fact]
-    public void FailInterruptedRounds_AfterReopen_RoundInProgressFailedOnceAndProgressFromLedger()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void FailInterruptedRounds_AfterReopen_RoundInProgressFailedOnceAndProgressFromLedger(StateBackend backend)
     {
-        using var dir = new TempDirectory();
+        using var db = new TestStateDatabase(backend);
         using X509Certificate2 signer = TestSigner.Create();
-        string path = dir.File("state.db");
-        using (CoordinatorState state = CoordinatorState.Open(path, signer, TimeProvider.System))
+        using (CoordinatorState state = db.Open(signer))
         {
             state.Budgets.Set("default", 100, 1e-5, "officer");
             state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
@@ -236,7 +287,7 @@ public sealed class CoordinatorStateRoundTests
             // The process dies here: round 2 of run1 is neither completed nor failed.
         }
 
-        using CoordinatorState reopened = CoordinatorState.Open(path, signer, TimeProvider.System);
+        using CoordinatorState reopened = db.Open(signer);
         RunRecord unfinished = Assert.Single(reopened.Runs.ListUnfinished());
         IReadOnlyList<int> failed = reopened.Rounds.FailInterrupted("run1", "the coordinator stopped");
         IReadOnlyList<int> again = reopened.Rounds.FailInterrupted("run1", "the coordinator stopped");

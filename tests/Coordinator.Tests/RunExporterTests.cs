@@ -4,6 +4,7 @@ using System.Text.Json;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Tests.State;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Federated.Training.Model;
@@ -23,9 +24,10 @@ public sealed class RunExporterTests : IDisposable
     private readonly X509Certificate2 _ca;
     private readonly X509Certificate2 _signer;
     private readonly X509Certificate2 _server = TestSigner.Create();
-    private readonly CoordinatorState _state;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
     private readonly AdapterSigner _storeSigner;
-    private readonly AdapterStore _store;
+    private AdapterStore _store = null!;
     private readonly GlobalAdapter _adapter;
     private readonly string _baseModel;
 
@@ -36,14 +38,20 @@ public sealed class RunExporterTests : IDisposable
         _signer = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx"), password: null);
         _baseModel = _dir.File("base");
         TinyLlamaFactory.Write(_baseModel, TinyLlamaFactory.DefaultConfig(), seed: 9);
-        _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
-        _store = new AdapterStore(_dir.File("adapters"), _state, _storeSigner);
         _adapter = GlobalAdapter.Create(_baseModel, new LoraSettings(Rank: 2, Alpha: 4, TargetModules: ["q_proj", "v_proj"], InitSeed: 42, FreezeA: true));
+    }
+
+    private void Use(StateBackend backend)
+    {
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_server);
+        _store = TestStateDatabase.Adapters(_state, _storeSigner);
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _storeSigner.Dispose();
         _server.Dispose();
         _signer.Dispose();
@@ -75,9 +83,11 @@ public sealed class RunExporterTests : IDisposable
 
     private RunExporter Exporter(X509Certificate2? signer = null) => new(_state, _store, signer ?? _signer, TimeProvider.System);
 
-    [Fact]
-    public void Export_ReleasedRun_WritesSignedPeftFolderThatVerifiesAndLoadsBack()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_ReleasedRun_WritesSignedPeftFolderThatVerifiesAndLoadsBack(StateBackend backend)
     {
+        Use(backend);
         string released = RecordRunWithOneRelease(0.25f);
         string output = _dir.File("export");
 
@@ -134,6 +144,8 @@ public sealed class RunExporterTests : IDisposable
     [InlineData("adapter_config.json")]
     public void Export_OneByteChangedAfterwards_VerificationRefuses(string file)
     {
+        // Validation and file checks, whatever holds the state: SQLite is enough.
+        Use(StateBackend.Sqlite);
         RecordRunWithOneRelease(0.5f);
         string output = _dir.File("export");
         Exporter().Export(RunId, output);
@@ -146,9 +158,11 @@ public sealed class RunExporterTests : IDisposable
         Assert.Contains($"file {file} changed after signing", ex.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Export_NonEmptyOutput_RefusedAndLeftAlone()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_NonEmptyOutput_RefusedAndLeftAlone(StateBackend backend)
     {
+        Use(backend);
         RecordRunWithOneRelease(0.1f);
         string output = _dir.File("busy");
         Directory.CreateDirectory(output);
@@ -159,9 +173,11 @@ public sealed class RunExporterTests : IDisposable
         Assert.Equal(["notes.txt"], Directory.EnumerateFiles(output).Select(Path.GetFileName));
     }
 
-    [Fact]
-    public void Export_RunWithNothingReleased_RefusedAndNothingWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_RunWithNothingReleased_RefusedAndNothingWritten(StateBackend backend)
     {
+        Use(backend);
         var plan = new RunPlan
         {
             BaseModel = _baseModel, LoraRank = 2, Rounds = 3, ClientsPerRound = 3, LocalSteps = 5, LearningRate = 0.01,
@@ -180,9 +196,11 @@ public sealed class RunExporterTests : IDisposable
         Assert.False(Directory.Exists(_dir.File("out")));
     }
 
-    [Fact]
-    public void Export_UnknownRun_NotFound()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_UnknownRun_NotFound(StateBackend backend)
     {
+        Use(backend);
         var ex = Assert.Throws<RunExportException>(() => Exporter().Export("run-ffffffffffffffff", _dir.File("none")));
         Assert.True(ex.NotFound);
         Assert.False(Directory.Exists(_dir.File("none")));
@@ -194,26 +212,32 @@ public sealed class RunExporterTests : IDisposable
     [InlineData("run id")]
     public void Export_MalformedRunId_Refused(string runId)
     {
+        // Validation and file checks, whatever holds the state: SQLite is enough.
+        Use(StateBackend.Sqlite);
         Assert.Throws<ArgumentException>(() => Exporter().Export(runId, _dir.File("none")));
     }
 
-    [Fact]
-    public void Export_WithoutSigningIdentity_RefusedNamingTheFix()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_WithoutSigningIdentity_RefusedNamingTheFix(StateBackend backend)
     {
+        Use(backend);
         RecordRunWithOneRelease(0.1f);
         var ex = Assert.Throws<RunExportException>(() => new RunExporter(_state, _store, signer: null, TimeProvider.System).Export(RunId, _dir.File("out")));
         Assert.False(ex.NotFound);
         Assert.Contains(FederationPki.AdapterSignerName, ex.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Export_DamagedStoredAdapter_RefusedAndNothingLeft()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Export_DamagedStoredAdapter_RefusedAndNothingLeft(StateBackend backend)
     {
+        Use(backend);
         string released = RecordRunWithOneRelease(0.1f);
-        string stored = _dir.File(Path.Combine("adapters", released + ".adapter"));
-        byte[] bytes = File.ReadAllBytes(stored);
+        string stored = released + ".adapter";
+        byte[] bytes = _database!.ReadStoredAdapter(stored);
         bytes[^1] ^= 0x80;
-        File.WriteAllBytes(stored, bytes);
+        _database.WriteStoredAdapter(stored, bytes);
 
         var ex = Assert.Throws<RunExportException>(() => Exporter().Export(RunId, _dir.File("out")));
         Assert.Contains("damaged", ex.Message, StringComparison.Ordinal);

@@ -122,6 +122,29 @@ public sealed class ServeCommandTests
     }
 
     [Fact]
+    public async Task Serve_PostgresUnreachable_ExitsOneWithOneLineNamingHostAndPortNotThePassword()
+    {
+        using var dir = new TempDirectory();
+        string pki = await Cli.CoordinatorCli.InitPkiAsync(dir);
+        // A port nothing listens on: bound, read and released.
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        }
+        string state = $"Host=127.0.0.1;Port={port};Database=federated;Username=coordinator;Password=s3cret-Pw;Timeout=3";
+
+        (int code, string stdout, string stderr) = await Cli.CoordinatorCli.RunCapturedAsync("serve", "--pki", pki, "--port", "0", "--state", state);
+
+        Assert.Equal(CliRunner.Failed, code);
+        string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains($"cannot reach the PostgreSQL state database at 127.0.0.1:{port} (postgresql://coordinator@127.0.0.1:{port}/federated)", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret-Pw", stderr + stdout, StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Serve_StateFileIsNotADatabaseWithVerbose_AddsTheExceptionAndItsStack()
     {
         using var dir = new TempDirectory();

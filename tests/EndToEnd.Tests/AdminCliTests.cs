@@ -64,6 +64,63 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
         return document.RootElement.Clone();
     }
 
+    private static string ClosedAddress()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return $"https://127.0.0.1:{port}";
+    }
+
+    [Fact]
+    public async Task AdminCommand_FirstCoordinatorDead_AnsweredByTheSecond()
+    {
+        coordinator.Host.State.Budgets.Set("list-pop", 4.0, 1e-6, "officer");
+        string coordinators = $"{ClosedAddress()},https://127.0.0.1:{coordinator.Address.Port}";
+
+        var (code, output, error) = await RunAsync("budget", "show", "--population", "list-pop", "--json",
+            "--coordinator", coordinators, "--identity", coordinator.Identity("officer"), "--ca", coordinator.CaPath);
+
+        Assert.True(code == 0, error);
+        Assert.Equal(4.0, Json(output).GetProperty("epsilon").GetDouble());
+
+        // A stream (run status --watch) finds the leader first too: the live coordinator's own answer for an unknown run
+        // comes back, not the dead address's connection failure.
+        (code, _, error) = await RunAsync("run", "status", "no-such-run", "--watch",
+            "--coordinator", coordinators, "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath);
+
+        Assert.Equal(1, code);
+        Assert.Contains("NotFound: run 'no-such-run' is not known to this coordinator", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AdminCommand_NoCoordinatorAnswers_OneLineNamingEveryAddressAndWhy()
+    {
+        string first = ClosedAddress(), second = ClosedAddress();
+
+        var (code, output, error) = await RunAsync("budget", "show", "--population", "list-pop",
+            "--coordinator", $"{first},{second}", "--identity", coordinator.Identity("officer"), "--ca", coordinator.CaPath);
+
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        string line = Assert.Single(error.Trim().Split('\n'));
+        Assert.Contains("no coordinator answered as leader", line, StringComparison.Ordinal);
+        Assert.Contains($"{first} (", line, StringComparison.Ordinal);
+        Assert.Contains($"{second} (", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AdminCommand_BadEntryInCoordinatorList_Exit2NamingIt()
+    {
+        var (code, _, error) = await RunAsync("budget", "show", "--coordinator", $"https://127.0.0.1:{coordinator.Address.Port},http://standby:7443",
+            "--identity", coordinator.Identity("officer"), "--ca", coordinator.CaPath);
+
+        Assert.Equal(2, code);
+        Assert.Contains("--coordinator entry 2 of 2 'http://standby:7443' is not an https:// address", error, StringComparison.Ordinal);
+        Assert.Single(error.Trim().Split('\n'));
+    }
+
     private string BaseModel(string name, int seed)
     {
         string path = Path.Combine(coordinator.Root, name);

@@ -25,9 +25,11 @@ public sealed partial class CoordinatorProcess : IDisposable
 
     /// <summary>
     /// Starts `serve --pki PKI --state STATE` on 127.0.0.1 and waits for its "listening" line. <paramref name="port"/> 0
-    /// lets it choose; <paramref name="heartbeatIntervalSeconds"/> is the interval it gives clients.
+    /// lets it choose; <paramref name="heartbeatIntervalSeconds"/> is the interval it gives clients;
+    /// <paramref name="arguments"/> go after the others (`--lease-seconds 3`).
     /// </summary>
-    public static async Task<CoordinatorProcess> StartAsync(string pki, string state, TimeSpan timeout, int port = 0, int heartbeatIntervalSeconds = 1, Action<string>? onLine = null, string? coordinatorDll = null)
+    public static async Task<CoordinatorProcess> StartAsync(string pki, string state, TimeSpan timeout, int port = 0, int heartbeatIntervalSeconds = 1, Action<string>? onLine = null, string? coordinatorDll = null,
+        IEnumerable<string>? arguments = null)
     {
         string dll = coordinatorDll ?? DotnetProcess.BuildOutput("Coordinator", "coordinator.dll");
         var environment = new Dictionary<string, string?>
@@ -36,7 +38,7 @@ public sealed partial class CoordinatorProcess : IDisposable
             ["Logging__LogLevel__Microsoft.AspNetCore"] = "Warning",
         };
         DotnetProcess process = DotnetProcess.Start(dll,
-            ["serve", "--pki", pki, "--state", state, "--address", "127.0.0.1", "--port", port.ToString(CultureInfo.InvariantCulture)], onLine, environment);
+            ["serve", "--pki", pki, "--state", state, "--address", "127.0.0.1", "--port", port.ToString(CultureInfo.InvariantCulture), .. arguments ?? []], onLine, environment);
         try
         {
             string listening = await process.WaitForLineAsync(line => ListeningPattern().IsMatch(line), timeout);
@@ -51,6 +53,15 @@ public sealed partial class CoordinatorProcess : IDisposable
 
     /// <summary>SIGKILL: no shutdown code runs, exactly like a crash or an OOM kill.</summary>
     public void Kill() => _process.Kill();
+
+    /// <summary>SIGSTOP: frozen with its connections open, as a long GC pause or a suspended VM leaves it.</summary>
+    public Task PauseAsync() => _process.PauseAsync();
+
+    /// <summary>SIGCONT after <see cref="PauseAsync"/>.</summary>
+    public Task ContinueAsync() => _process.ContinueAsync();
+
+    /// <summary>Waits for an output line <paramref name="match"/> accepts (see <see cref="DotnetProcess.WaitForLineAsync"/>).</summary>
+    public Task<string> WaitForLineAsync(Func<string, bool> match, TimeSpan timeout) => _process.WaitForLineAsync(match, timeout);
 
     /// <summary>SIGTERM, as a service manager stops it.</summary>
     public Task TerminateAsync() => _process.TerminateAsync();

@@ -111,6 +111,23 @@ public sealed class DotnetProcess : IDisposable
         await kill.WaitForExitAsync();
     }
 
+    /// <summary>SIGSTOP: the process is frozen (its sockets stay open, the kernel still answers for them) until <see cref="ContinueAsync"/>.</summary>
+    public Task PauseAsync() => SignalAsync("-STOP");
+
+    /// <summary>SIGCONT: a paused process runs on, its timers all due at once.</summary>
+    public Task ContinueAsync() => SignalAsync("-CONT");
+
+    private async Task SignalAsync(string signal)
+    {
+        using Process kill = Process.Start("kill", [signal, _process.Id.ToString(CultureInfo.InvariantCulture)])
+            ?? throw new InvalidOperationException("could not run kill");
+        await kill.WaitForExitAsync();
+        if (kill.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill {signal} {_process.Id} failed with {kill.ExitCode}");
+        }
+    }
+
     /// <summary>SIGTERM, as systemd, docker stop or kill send it.</summary>
     public async Task TerminateAsync()
     {

@@ -51,6 +51,22 @@ public sealed class PostgresServer
         return builder.ConnectionString;
     }
 
+    /// <summary>Drops a database <see cref="CreateDatabase"/> made, closing whatever is still connected to it.</summary>
+    public void DropDatabase(string connectionString)
+    {
+        string name = new Npgsql.NpgsqlConnectionStringBuilder(connectionString).Database
+            ?? throw new ArgumentException("the connection string names no database", nameof(connectionString));
+        if (!name.StartsWith("federated_", StringComparison.Ordinal) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+        {
+            throw new ArgumentException($"'{name}' is not a database CreateDatabase made", nameof(connectionString));
+        }
+        using var connection = new Npgsql.NpgsqlConnection(_adminConnectionString);
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = $"DROP DATABASE IF EXISTS {name} WITH (FORCE)";
+        command.ExecuteNonQuery();
+    }
+
     private static PostgresServer Start()
     {
         string? given = Environment.GetEnvironmentVariable(EnvironmentVariable);

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
@@ -6,17 +7,18 @@ using Federated.Coordinator.Audit;
 using Federated.Coordinator.Pki;
 using Federated.Coordinator.State;
 using Microsoft.Data.Sqlite;
+using Npgsql;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Verifies the audit chain of a state file: every hash link and the signed head.</summary>
+/// <summary>Verifies the audit chain of a coordinator's state (SQLite file or PostgreSQL database): every hash link and the signed head.</summary>
 internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
 {
     public sealed class Settings : CommandSettings
     {
-        [CommandOption("--state <FILE>")]
-        [Description("The coordinator's state file (serve --state), opened read-only. Required.")]
+        [CommandOption("--state <FILE|CONNECTION>")]
+        [Description("The coordinator's state (serve --state): a SQLite file, or a PostgreSQL connection string or postgresql:// URI; opened read-only. Required.")]
         public string? State { get; init; }
 
         [CommandOption("--pki <DIR>")]
@@ -32,9 +34,18 @@ internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
     {
         if (string.IsNullOrWhiteSpace(settings.State))
         {
-            throw new UsageException("--state FILE is required");
+            throw new UsageException("--state FILE|CONNECTION is required");
         }
-        if (!File.Exists(settings.State))
+        StateLocation location;
+        try
+        {
+            location = StateLocation.Parse(settings.State);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new UsageException(ex.Message.Split(" (Parameter")[0]);
+        }
+        if (location.Backend == StateBackend.Sqlite && !File.Exists(location.Path))
         {
             throw new UsageException($"--state '{settings.State}' does not exist");
         }
@@ -44,13 +55,18 @@ internal sealed class AuditVerifyCommand : Command<AuditVerifyCommand.Settings>
         AuditHead? head;
         try
         {
-            using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(settings.State);
+            using DbConnection connection = CoordinatorState.OpenReadOnly(location);
             records = AuditStore.ReadRecords(connection);
             head = AuditStore.ReadHead(connection);
         }
         catch (SqliteException ex)
         {
             throw StateFileError.Describe(settings.State, ex, "names the coordinator's state file (serve --state)");
+        }
+        catch (PostgresException ex)
+        {
+            // Reachable, but not a coordinator's state (no audit table) or not readable by this role.
+            throw new InvalidOperationException($"cannot read the audit chain from {location.Display} ({location.Redact(ex.MessageText)}); check --state names the coordinator's database (serve --state)", ex);
         }
         (result, signerSource) = Verify(records, head, settings.Pki);
 

@@ -20,7 +20,12 @@ public static class CoordinatorCommands
             model.SetDescription("Models to try a federation with.");
             model.AddCommand<ModelTinyCommand>("tiny").WithDescription("Write a random tiny Llama with a byte-level tokenizer (--out DIR).");
         });
-        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite).");
+        config.AddCommand<ServeCommand>("serve").WithDescription("Run the coordinator (mutual-TLS gRPC, state in SQLite or PostgreSQL).");
+        config.AddBranch("state", state =>
+        {
+            state.SetDescription("The coordinator's state database.");
+            state.AddCommand<StateCopyCommand>("copy").WithDescription("Copy a stopped coordinator's state between SQLite and PostgreSQL (--from SRC --to DST), then verify the audit chain, ledger totals and row counts.");
+        });
         config.AddBranch("audit", audit =>
         {
             audit.SetDescription("Inspect the audit trail.");

@@ -1,13 +1,14 @@
 using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
+using Federated.Coordinator.State;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
 
-/// <summary>Runs the coordinator: mutual-TLS gRPC for edge clients and the admin CLI, state in SQLite.</summary>
+/// <summary>Runs the coordinator: mutual-TLS gRPC for edge clients and the admin CLI, state in SQLite or PostgreSQL.</summary>
 internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
 {
     public sealed class Settings : CommandSettings
@@ -20,8 +21,8 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description("TCP port of the mutual-TLS gRPC endpoint (default: 7443).")]
         public int? Port { get; init; }
 
-        [CommandOption("--state <FILE>")]
-        [Description("The SQLite state file: runs, rounds, ledger, budgets, audit trail; created when missing (default: coordinator.db in the current folder).")]
+        [CommandOption("--state <FILE|CONNECTION>")]
+        [Description("Where the state lives (runs, rounds, ledger, budgets, audit trail): a SQLite file, created when missing, with adapters in the adapters folder beside it; or a PostgreSQL database as 'Host=...;Database=...' or postgresql://user@host:port/db, adapters stored in it (default: coordinator.db in the current folder).")]
         public string? State { get; init; }
 
         [CommandOption("--address <IP>")]
@@ -48,10 +49,21 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         [Description("Seconds of local training allowed per local step, added to each round's first deadline (default: 1).")]
         public double? SecondsPerStep { get; init; }
 
+        [CommandOption("--lease-seconds <S>")]
+        [Description("With a PostgreSQL --state shared by several coordinators: seconds the leader lease lasts after each renewal; a standby takes over within about this plus one second of the leader dying (default: 8, allowed 2..300).")]
+        public double? LeaseSeconds { get; init; }
+
+        [CommandOption("--advertise <URL>")]
+        [Description("With a shared PostgreSQL --state: the https://HOST:PORT clients reach this coordinator at, named by standbys while it leads (default: the bound address).")]
+        public string? Advertise { get; init; }
+
         [CommandOption("--json")]
         [Description("One JSON object per line on stdout when listening and when stopping; log lines go to stderr.")]
         public bool Json { get; init; }
     }
+
+    /// <summary>How long a deposed leader waits for its host to stop before it exits anyway.</summary>
+    private static readonly TimeSpan DeposedStopTimeout = TimeSpan.FromSeconds(5);
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
@@ -66,7 +78,9 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         }
         // A port in use is one line, found before the state file is created or opened: nothing is left behind.
         RequirePortFree(options);
-        bool stateExisted = File.Exists(options.State);
+        StateLocation location = options.StateLocation;
+        // A PostgreSQL database is the operator's to create and drop: only a SQLite file this start created goes again.
+        bool stateExisted = location.Backend == StateBackend.Postgres || File.Exists(location.Path);
         CoordinatorHost host;
         try
         {
@@ -82,9 +96,20 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             // An unreadable state file is one line naming the file and the flag; a file this start created goes again.
             if (!stateExisted)
             {
-                DeleteState(options.State);
+                DeleteState(location.Path!);
             }
-            throw StateFileError.Describe(options.State, ex, "names a coordinator state file in a writable folder");
+            throw StateFileError.Describe(location.Path!, ex, "names a coordinator state file in a writable folder");
+        }
+        catch (StateUnavailableException ex)
+        {
+            // One line naming the server (host and port, never the password): exit 1, and systemd's Restart= retries.
+            throw new InvalidOperationException(ex.Message, ex);
+        }
+        catch (Npgsql.PostgresException ex)
+        {
+            // Reachable, but the role may not create or read the state's tables, say.
+            throw new InvalidOperationException(
+                $"cannot use the PostgreSQL state database at {location.Host}:{location.Port} ({location.Display}): {location.Redact(ex.MessageText)} ({ex.SqlState}); check --state and the role's privileges", ex);
         }
         try
         {
@@ -96,26 +121,53 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
             await host.DisposeAsync();
             if (!stateExisted)
             {
-                DeleteState(options.State);
+                DeleteState(location.Path!);
             }
             throw new InvalidOperationException(PortInUse(options), ex);
         }
-        await using (host)
+        string? stateLost;
+        bool disposed = false;
+        try
         {
             Uri address = host.Address;
             if (settings.Json)
             {
-                WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = Path.GetFullPath(options.State) });
+                WriteJson(new { @event = "listening", address = address.ToString(), port = address.Port, state = location.Display });
             }
             await host.WaitForShutdownAsync(cancellationToken);
+            if (host.LeadershipLost is { } lost)
+            {
+                // Deposed: nothing more it writes can commit, so it stops now rather than drain calls for the full
+                // shutdown timeout; the service manager restarts it, as a standby.
+                if (settings.Json)
+                {
+                    WriteJson(new { @event = "deposed", address = address.ToString(), port = address.Port, reason = lost });
+                }
+                disposed = true;
+                await Task.WhenAny(host.DisposeAsync().AsTask(), Task.Delay(DeposedStopTimeout, CancellationToken.None));
+                throw new InvalidOperationException($"lost the leader lease: {lost}; stopped serving (a restart stands by)");
+            }
+            stateLost = host.StateLostReason;
             if (settings.Json)
             {
                 WriteJson(new { @event = "stopping", address = address.ToString(), port = address.Port });
             }
         }
+        finally
+        {
+            if (!disposed)
+            {
+                await host.DisposeAsync();
+            }
+        }
         if (settings.Json)
         {
             WriteJson(new { @event = "stopped" });
+        }
+        if (stateLost is not null)
+        {
+            // Stopped because the state database was lost: one line and a failing exit, so the service manager restarts it.
+            throw new InvalidOperationException(stateLost);
         }
         return CliRunner.Ok;
     }
@@ -202,6 +254,14 @@ internal sealed class ServeCommand : AsyncCommand<ServeCommand.Settings>
         if (settings.SecondsPerStep is { } perStep)
         {
             overrides[$"{CoordinatorOptions.Section}:TrainingSecondsPerStep"] = perStep.ToString("R", CultureInfo.InvariantCulture);
+        }
+        if (settings.LeaseSeconds is { } lease)
+        {
+            overrides[$"{CoordinatorOptions.Section}:LeaseSeconds"] = lease.ToString("R", CultureInfo.InvariantCulture);
+        }
+        if (settings.Advertise is not null)
+        {
+            overrides[$"{CoordinatorOptions.Section}:AdvertisedAddress"] = settings.Advertise;
         }
         if (settings.RetentionDays is { } days)
         {

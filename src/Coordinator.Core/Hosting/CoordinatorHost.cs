@@ -25,7 +25,7 @@ namespace Federated.Coordinator;
 
 /// <summary>
 /// The coordinator's gRPC host: Kestrel with HTTP/2 over TLS 1.2/1.3, client certificates required and
-/// validated against the federation CA only, roles enforced per RPC, state in SQLite.
+/// validated against the federation CA only, roles enforced per RPC, state in SQLite or PostgreSQL.
 /// </summary>
 public sealed class CoordinatorHost : IAsyncDisposable
 {
@@ -38,10 +38,13 @@ public sealed class CoordinatorHost : IAsyncDisposable
     private readonly X509Certificate2 _serverCertificate;
 
     private readonly AtRestCipher? _cipher;
+    private readonly SharedStateLease? _shared;
+    private LeaderElection? _election;
 
-    private CoordinatorHost(WebApplication app, CoordinatorState state, FederationCaBundle ca, X509Certificate2 serverCertificate, AtRestCipher? cipher)
+    private CoordinatorHost(WebApplication app, CoordinatorState state, FederationCaBundle ca, X509Certificate2 serverCertificate, AtRestCipher? cipher, SharedStateLease? shared)
     {
         _cipher = cipher;
+        _shared = shared;
         _app = app;
         _state = state;
         _ca = ca;
@@ -61,6 +64,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
     public AdapterStore Adapters => _app.Services.GetRequiredService<AdapterStore>();
 
     internal IServiceProvider Services => _app.Services;
+
+    /// <summary>Whether this coordinator serves or stands by (always serving on SQLite).</summary>
+    internal Leadership Leadership => _app.Services.GetRequiredService<Leadership>();
+
+    /// <summary>Why this coordinator stopped after losing the leader lease; null unless it did (serve then exits non-zero).</summary>
+    public string? LeadershipLost { get; private set; }
 
     /// <summary>The bound https address (with the real port when 0 was asked for); valid after <see cref="StartAsync"/>.</summary>
     public Uri Address => new(Addresses().First(a => a.StartsWith("https://", StringComparison.Ordinal)));
@@ -127,7 +136,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
         try
         {
-            state = CoordinatorState.Open(options.State, server, time);
+            state = CoordinatorState.Open(options.StateLocation, server, time);
         }
         catch
         {
@@ -136,8 +145,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
             throw;
         }
 
+        SharedStateLease? shared = null;
         try
         {
+            // A PostgreSQL state may be shared with standbys: from here on every write needs the leader lease.
+            shared = SharedStateLease.For(state, options);
+            Leadership leadership = shared is null ? Leadership.Sole(time) : Leadership.Shared(time, shared.Lease.Timing.Duration);
             WebApplicationBuilder builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ApplicationName = typeof(CoordinatorHost).Assembly.GetName().Name });
             // Under systemd: journald-formatted console logs and the service manager's lifetime (no-op elsewhere).
             builder.Host.UseSystemd();
@@ -154,6 +167,12 @@ public sealed class CoordinatorHost : IAsyncDisposable
             else
             {
                 configureLogging(builder.Logging);
+            }
+
+            if (shared is not null)
+            {
+                // A standby answers health NOT_SERVING by design: the health service's error line per probe would flood the log.
+                builder.Logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks.DefaultHealthCheckService", LogLevel.Critical);
             }
 
             ILogger? tlsLogger = null;
@@ -193,6 +212,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
             builder.Services.AddSingleton(options);
             builder.Services.AddSingleton(time);
+            builder.Services.AddSingleton(leadership);
             builder.Services.AddSingleton(trust);
             // The same CRL the handshake checks travels in every round manifest (the edges check the coordinator and the adapter signer).
             builder.Services.AddSingleton(revocation);
@@ -200,7 +220,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
             var signer = new CoordinatorSigner(server);
             builder.Services.AddSingleton(signer);
             builder.Services.AddSingleton(adapterSigner);
-            var adapters = new AdapterStore(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.State))!, "adapters"), state, adapterSigner, cipher);
+            var adapters = AdapterStore.For(state, adapterSigner, cipher);
             adapters.CheckKey();
             builder.Services.AddSingleton(adapters);
             builder.Services.AddSingleton(new RunExporter(state, adapters, adapterSigner.Certificate, time));
@@ -212,6 +232,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
             builder.Services.AddSingleton<RateLimitInterceptor>();
             builder.Services.AddSingleton<CallLimitInterceptor>();
             builder.Services.AddSingleton<DomainStatusInterceptor>();
+            builder.Services.AddSingleton<StandbyInterceptor>();
             builder.Services.AddSingleton<RunOrchestrator>();
             Telemetry.CoordinatorTelemetry.AddServices(builder.Services, options);
             builder.Services.AddGrpc(grpc =>
@@ -219,6 +240,8 @@ public sealed class CoordinatorHost : IAsyncDisposable
                 // Outermost: every call's duration and final status, refusals by the interceptors below included.
                 grpc.Interceptors.Add<Telemetry.RpcMetricsInterceptor>();
                 grpc.Interceptors.Add<RoleAuthorizationInterceptor>();
+                // A standby refuses every authorized call but health with UNAVAILABLE, before it counts against any limit.
+                grpc.Interceptors.Add<StandbyInterceptor>();
                 // After the role check, so the bucket is keyed by an authenticated identity.
                 grpc.Interceptors.Add<RateLimitInterceptor>();
                 // Then the call limits, so that the service sees the capped deadline and cancellation token.
@@ -228,8 +251,10 @@ public sealed class CoordinatorHost : IAsyncDisposable
                 grpc.MaxReceiveMessageSize = MaxReceiveMessageBytes;
                 grpc.EnableDetailedErrors = false;
             });
-            builder.Services.AddGrpcHealthChecks().AddCheck("state", () =>
-                state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"));
+            builder.Services.AddGrpcHealthChecks()
+                .AddCheck("state", () =>
+                    state.SchemaVersion == StateSchema.Migrations.Length ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("state schema is not current"))
+                .AddCheck("leader", () => leadership.Serving ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy(leadership.StandbyDetail));
             // Replaces grpc-dotnet's default binder so that unparseable requests get INVALID_ARGUMENT, not UNKNOWN.
             builder.Services.RemoveAll(typeof(IServiceMethodProvider<>));
             builder.Services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(ParseCheckingMethodProvider<>));
@@ -248,10 +273,11 @@ public sealed class CoordinatorHost : IAsyncDisposable
             app.MapGrpcService<AdminGrpcService>();
             app.MapGrpcService<IdentityGrpcService>();
             app.MapGrpcHealthChecksService();
-            return new CoordinatorHost(app, state, bundle, server, cipher);
+            return new CoordinatorHost(app, state, bundle, server, cipher, shared);
         }
         catch
         {
+            shared?.Dispose();
             state.Dispose();
             adapterSigner.Dispose();
             cipher?.Dispose();
@@ -283,13 +309,49 @@ public sealed class CoordinatorHost : IAsyncDisposable
         }
     }
 
+    /// <summary>Why the coordinator stopped serving because its state database was lost; null while it was not.</summary>
+    public string? StateLostReason => _state.Database.LostReason;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        // Runs that were in progress when the coordinator last stopped continue before any client is served.
-        _app.Services.GetRequiredService<RunOrchestrator>().Resume();
-        await _app.StartAsync(cancellationToken);
+        RunOrchestrator orchestrator = _app.Services.GetRequiredService<RunOrchestrator>();
         ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
-        CoordinatorLog.Listening(logger, Address.ToString(), _app.Services.GetRequiredService<CoordinatorOptions>().State);
+        // A state database lost while serving stops the coordinator: it never answers from memory what it can no
+        // longer record (the round in progress committed nothing, so it charged nothing), and the service manager
+        // restarts it against whatever the database holds.
+        _state.Database.Lost += reason =>
+        {
+            CoordinatorLog.StateLost(logger, reason);
+            _app.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        };
+        if (_shared is null)
+        {
+            // Runs that were in progress when the coordinator last stopped continue before any client is served.
+            orchestrator.Resume();
+        }
+        else
+        {
+            _shared.Lease.Refused = reason => CoordinatorLog.WriteRefused(logger, reason);
+            await _shared.PrepareAsync(cancellationToken);
+        }
+        await _app.StartAsync(cancellationToken);
+        CoordinatorOptions options = _app.Services.GetRequiredService<CoordinatorOptions>();
+        if (_shared is not null)
+        {
+            // Listening as a standby (health only) until the lease is taken; then the runs resume and calls are served.
+            _shared.Lease.Advertise(AdvertisedAddress(options));
+            IHostApplicationLifetime lifetime = _app.Services.GetRequiredService<IHostApplicationLifetime>();
+            _election = new LeaderElection(_shared.Lease, Leadership, () => orchestrator.Resume().Count, reason =>
+            {
+                LeadershipLost = reason;
+                // Its rounds stop now (their last writes are refused); then the host stops and serve exits non-zero.
+                orchestrator.Halt();
+                lifetime.StopApplication();
+            }, _app.Services.GetRequiredService<TimeProvider>(), logger);
+            _election.Start();
+            await _election.FirstAttempt.WaitAsync(cancellationToken);
+        }
+        CoordinatorLog.Listening(logger, Address.ToString(), _state.Location.Display);
         if (MetricsUri is { } metrics)
         {
             CoordinatorLog.MetricsListening(logger, metrics.ToString());
@@ -300,8 +362,22 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
     internal Task WaitForShutdownAsync(CancellationToken cancellationToken) => _app.WaitForShutdownAsync(cancellationToken);
 
+    /// <summary>What the lease names this coordinator by: the configured address, else the bound one (the host name for a wildcard bind).</summary>
+    private string AdvertisedAddress(CoordinatorOptions options)
+    {
+        if (options.AdvertisedAddress.Length > 0)
+        {
+            return options.AdvertisedAddress.TrimEnd('/');
+        }
+        Uri bound = Address;
+        bool wildcard = IPAddress.TryParse(options.Address, out IPAddress? ip) && (ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any));
+        string host = wildcard ? System.Net.Dns.GetHostName() : bound.Host;
+        return new UriBuilder(Uri.UriSchemeHttps, host, bound.Port).Uri.GetLeftPart(UriPartial.Authority);
+    }
+
     public async ValueTask DisposeAsync()
     {
+        ILogger logger = _app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Federated.Coordinator");
         try
         {
             await _app.StopAsync();
@@ -311,7 +387,17 @@ public sealed class CoordinatorHost : IAsyncDisposable
             // Registered as an instance, so the container does not dispose it (and the CA key it holds).
             _app.Services.GetRequiredService<CertificateRenewer>().Dispose();
             _app.Services.GetRequiredService<AdapterSigner>().Dispose();
+            // The orchestrator's last writes (interrupted rounds) go in while the lease is still renewed; then it is released.
             await _app.DisposeAsync();
+            if (_election is not null)
+            {
+                await _election.DisposeAsync();
+            }
+            if (_shared is not null)
+            {
+                await _shared.ReleaseAsync(logger);
+                _shared.Dispose();
+            }
             _state.Dispose();
             _ca.Dispose();
             _serverCertificate.Dispose();

@@ -14,8 +14,14 @@ public sealed class CoordinatorOptions
     /// <summary>Address to listen on: loopback unless set (0.0.0.0 or a host address to serve edge clients on other machines).</summary>
     public string Address { get; set; } = "127.0.0.1";
 
-    /// <summary>SQLite state file.</summary>
+    /// <summary>
+    /// Where the state lives: a SQLite file path, or a PostgreSQL connection string (Host=...;Database=...) or
+    /// postgresql:// URI. Holds the password when the connection string does: log <see cref="StateLocation"/> instead.
+    /// </summary>
     public string State { get; set; } = "coordinator.db";
+
+    /// <summary><see cref="State"/> parsed; its ToString never shows the password.</summary>
+    internal State.StateLocation StateLocation => Federated.Coordinator.State.StateLocation.Parse(State);
 
     /// <summary>The default of <see cref="TrainingSecondsPerStep"/>.</summary>
     public const double DefaultTrainingSecondsPerStep = 1;
@@ -71,6 +77,18 @@ public sealed class CoordinatorOptions
     /// <summary>Days a finished round's adapter and participant rows are kept; 0 keeps them forever.</summary>
     public int RetentionDays { get; set; }
 
+    /// <summary>
+    /// Seconds the leader lease lasts after each renewal when coordinators share a PostgreSQL state (renewed four times
+    /// per lease; a standby polls every second): a killed leader is replaced within about this long plus a second.
+    /// </summary>
+    public double LeaseSeconds { get; set; } = Federated.Coordinator.State.LeaseTiming.DefaultSeconds;
+
+    /// <summary>
+    /// The https://host:port a leader stores in the lease, for standbys to name in their refusals; empty uses the bound
+    /// address (the host name when listening on 0.0.0.0 or ::).
+    /// </summary>
+    public string AdvertisedAddress { get; set; } = "";
+
     /// <summary>Checks every value once, naming the value and the allowed range.</summary>
     internal void Validate()
     {
@@ -102,6 +120,7 @@ public sealed class CoordinatorOptions
         {
             throw new ArgumentException("the state file is not set: pass --state FILE or set Coordinator:State");
         }
+        _ = StateLocation;
         if (!(TrainingSecondsPerStep is >= 0 and <= 3600))
         {
             throw new ArgumentOutOfRangeException(nameof(TrainingSecondsPerStep), TrainingSecondsPerStep, "seconds per local step must be in 0..3600");
@@ -145,6 +164,15 @@ public sealed class CoordinatorOptions
         if (MaxConcurrentCallsPerIdentity is < 1 or > 100_000)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxConcurrentCallsPerIdentity), MaxConcurrentCallsPerIdentity, "concurrent calls per identity must be in 1..100000");
+        }
+        if (!(LeaseSeconds is >= Federated.Coordinator.State.LeaseTiming.MinSeconds and <= Federated.Coordinator.State.LeaseTiming.MaxSeconds))
+        {
+            throw new ArgumentOutOfRangeException(nameof(LeaseSeconds), LeaseSeconds, $"the lease must be in {Federated.Coordinator.State.LeaseTiming.MinSeconds}..{Federated.Coordinator.State.LeaseTiming.MaxSeconds} seconds");
+        }
+        if (AdvertisedAddress.Length > 0
+            && !(Uri.TryCreate(AdvertisedAddress, UriKind.Absolute, out Uri? advertised) && advertised.Scheme == Uri.UriSchemeHttps && advertised.AbsolutePath == "/" && advertised.Query.Length == 0))
+        {
+            throw new ArgumentException($"advertised address '{AdvertisedAddress}' is not an https://HOST:PORT address");
         }
         if (RateLimitBurst < RateLimitCalls || RateLimitBurst > 1_000_000)
         {

@@ -5,10 +5,10 @@ using Federated.Coordinator.Storage;
 namespace Federated.Coordinator.Rounds;
 
 /// <summary>
-/// Content-addressed global adapters, each CMS-signed by the coordinator's adapter signer: bytes are written to a
-/// temporary file, flushed and renamed into place (the directory flushed too) before the database records them, so a
-/// half-written adapter is never served; a round's adapter is served only once the transaction that completed its
-/// round has committed (<see cref="AdapterRecordStore.Get"/>). With an at-rest cipher the files hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
+/// Content-addressed global adapters, each CMS-signed by the coordinator's adapter signer: bytes are stored durably
+/// (<see cref="IAdapterContent"/>: a file flushed and renamed into place beside a SQLite state, a committed row of a
+/// PostgreSQL one) before the database records them, so a half-written adapter is never served; a round's adapter is served only once the transaction that completed its
+/// round has committed (<see cref="AdapterRecordStore.Get"/>). With an at-rest cipher the stored bytes hold AES-GCM ciphertext (SHA256.adapter.enc) bound to the
 /// adapter's hash; the hash that names the adapter in manifests and the audit chain is always the plaintext's.
 /// </summary>
 public sealed class AdapterStore
@@ -16,21 +16,39 @@ public sealed class AdapterStore
     private const string PlainExtension = ".adapter";
     private const string EncryptedExtension = ".adapter.enc";
 
-    private readonly string _directory;
+    private readonly IAdapterContent _content;
     private readonly CoordinatorState _state;
     private readonly AdapterSigner _signer;
     private readonly AtRestCipher? _cipher;
 
+    /// <summary>Adapters as files in <paramref name="directory"/>.</summary>
     internal AdapterStore(string directory, CoordinatorState state, AdapterSigner signer, AtRestCipher? cipher = null)
+        : this(new AdapterFiles(directory), state, signer, cipher)
     {
-        ArgumentException.ThrowIfNullOrEmpty(directory);
+    }
+
+    internal AdapterStore(IAdapterContent content, CoordinatorState state, AdapterSigner signer, AtRestCipher? cipher = null)
+    {
+        ArgumentNullException.ThrowIfNull(content);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(signer);
-        _directory = directory;
+        _content = content;
         _state = state;
         _signer = signer;
         _cipher = cipher;
-        Directory.CreateDirectory(directory);
+    }
+
+    /// <summary>
+    /// The adapter store of <paramref name="state"/>'s backend: files in the adapters folder beside a SQLite file, rows
+    /// of the database on PostgreSQL.
+    /// </summary>
+    internal static AdapterStore For(CoordinatorState state, AdapterSigner signer, AtRestCipher? cipher = null)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        IAdapterContent content = state.Location.Backend == StateBackend.Postgres
+            ? new AdapterRows(state.Database)
+            : new AdapterFiles(state.Location.AdapterDirectory!);
+        return new AdapterStore(content, state, signer, cipher);
     }
 
     /// <summary>Whether new adapters are written encrypted.</summary>
@@ -49,18 +67,18 @@ public sealed class AdapterStore
         string sha256 = Convert.ToHexStringLower(SHA256.HashData(adapter));
         if (_cipher is null)
         {
-            string path = PathOf(sha256, encrypted: false);
-            if (!File.Exists(path))
+            string name = NameOf(sha256, encrypted: false);
+            if (!_content.Exists(name))
             {
-                WriteAtomically(path, adapter);
+                _content.Write(name, adapter);
             }
         }
         else
         {
-            string path = PathOf(sha256, encrypted: true);
-            if (!File.Exists(path))
+            string name = NameOf(sha256, encrypted: true);
+            if (!_content.Exists(name))
             {
-                WriteAtomically(path, _cipher.Encrypt(adapter, BlobName(sha256)));
+                _content.Write(name, _cipher.Encrypt(adapter, BlobName(sha256)));
             }
         }
         return new StoredAdapter(sha256, adapter.Length, _signer.Sign(adapter));
@@ -74,7 +92,7 @@ public sealed class AdapterStore
         return stored.Sha256;
     }
 
-    /// <summary>Deletes the file of an adapter whose recording failed, unless some row records the same bytes.</summary>
+    /// <summary>Deletes the bytes of an adapter whose recording failed, unless some row records the same bytes.</summary>
     internal void Discard(StoredAdapter adapter)
     {
         ArgumentNullException.ThrowIfNull(adapter);
@@ -93,16 +111,15 @@ public sealed class AdapterStore
         {
             return null;
         }
-        string encrypted = PathOf(sha256, encrypted: true);
-        if (File.Exists(encrypted))
+        using (Stream? encrypted = _content.OpenRead(NameOf(sha256, encrypted: true)))
         {
-            return (new MemoryStream(Decrypt(encrypted, sha256), writable: false), record.SizeBytes, record.Signature);
+            if (encrypted is not null)
+            {
+                return (new MemoryStream(Decrypt(encrypted, sha256), writable: false), record.SizeBytes, record.Signature);
+            }
         }
-        // A plaintext file is one written before encryption was turned on (or with it off).
-        string plain = PathOf(sha256, encrypted: false);
-        return File.Exists(plain)
-            ? (new FileStream(plain, FileMode.Open, FileAccess.Read, FileShare.Read), record.SizeBytes, record.Signature)
-            : null;
+        // A plaintext blob is one written before encryption was turned on (or with it off).
+        return _content.OpenRead(NameOf(sha256, encrypted: false)) is { } plain ? (plain, record.SizeBytes, record.Signature) : null;
     }
 
     /// <summary>A stored adapter's plaintext bytes; null when unknown.</summary>
@@ -118,12 +135,12 @@ public sealed class AdapterStore
         return buffer.ToArray();
     }
 
-    /// <summary>Removes an adapter's file (either form); the caller removes its database row.</summary>
+    /// <summary>Removes an adapter's bytes (either form); the caller removes its database row.</summary>
     internal void Delete(string sha256)
     {
         RequireHash(sha256);
-        File.Delete(PathOf(sha256, encrypted: true));
-        File.Delete(PathOf(sha256, encrypted: false));
+        _content.Delete(NameOf(sha256, encrypted: true));
+        _content.Delete(NameOf(sha256, encrypted: false));
     }
 
     /// <summary>
@@ -132,54 +149,41 @@ public sealed class AdapterStore
     /// </summary>
     internal void CheckKey()
     {
-        string[] encrypted = Directory.GetFiles(_directory, "*" + EncryptedExtension);
-        if (encrypted.Length == 0)
+        IReadOnlyList<string> encrypted = _content.Names(EncryptedExtension);
+        if (encrypted.Count == 0)
         {
             return;
         }
         if (_cipher is null)
         {
             throw new AtRestDecryptionException(
-                $"{encrypted.Length} stored adapters in '{_directory}' are encrypted at rest, but no key is configured: pass --at-rest-key FILE (or set Coordinator:AtRestKey)");
+                $"{encrypted.Count} stored adapters in {_content.Where} are encrypted at rest, but no key is configured: pass --at-rest-key FILE (or set Coordinator:AtRestKey)");
         }
-        byte[] header = new byte[AtRestCipher.HeaderBytes];
-        foreach (string path in encrypted)
+        foreach (string name in encrypted)
         {
-            using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
+            byte[]? header = _content.ReadPrefix(name, AtRestCipher.HeaderBytes);
+            if (header is null || header.Length != AtRestCipher.HeaderBytes)
             {
-                if (stream.ReadAtLeast(header, header.Length, throwOnEndOfStream: false) != header.Length)
-                {
-                    throw new AtRestDecryptionException($"{path}: truncated encrypted adapter");
-                }
+                throw new AtRestDecryptionException($"{name} in {_content.Where}: truncated encrypted adapter");
             }
-            string keyId = AtRestCipher.ReadKeyId(header, path);
+            string keyId = AtRestCipher.ReadKeyId(header, name);
             if (keyId != _cipher.KeyId)
             {
                 throw new AtRestDecryptionException(
-                    $"{path} is encrypted under key id {keyId}, but the configured at-rest key has id {_cipher.KeyId}: wrong key file");
+                    $"{name} in {_content.Where} is encrypted under key id {keyId}, but the configured at-rest key has id {_cipher.KeyId}: wrong key file");
             }
         }
     }
 
-    private byte[] Decrypt(string path, string sha256)
+    private byte[] Decrypt(Stream encrypted, string sha256)
     {
         if (_cipher is null)
         {
             throw new AtRestDecryptionException($"adapter {sha256} is encrypted at rest and no key is configured (--at-rest-key FILE)");
         }
-        return _cipher.ReadFile(path, BlobName(sha256));
-    }
-
-    private void WriteAtomically(string path, ReadOnlySpan<byte> bytes)
-    {
-        string temporary = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
-        using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-        {
-            stream.Write(bytes);
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temporary, path, overwrite: true);
-        DurableDirectory.Flush(_directory);
+        using var buffer = new MemoryStream();
+        encrypted.CopyTo(buffer);
+        return _cipher.Decrypt(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), BlobName(sha256));
     }
 
     private static void RequireHash(string sha256)
@@ -194,5 +198,5 @@ public sealed class AdapterStore
     // The associated data binds a ciphertext to the adapter it claims to be: a blob swapped under another hash fails.
     private static string BlobName(string sha256) => "adapter/" + sha256;
 
-    private string PathOf(string sha256, bool encrypted) => Path.Combine(_directory, sha256 + (encrypted ? EncryptedExtension : PlainExtension));
+    private static string NameOf(string sha256, bool encrypted) => sha256 + (encrypted ? EncryptedExtension : PlainExtension);
 }

@@ -261,6 +261,22 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         return run.Snapshot();
     }
 
+    /// <summary>
+    /// Ends every run loop now, as a shutdown does (the runs stay RUNNING in the state for the next leader): called when
+    /// the leader lease is lost, so a deposed coordinator stops driving rounds at once instead of at its host's stop.
+    /// </summary>
+    public void Halt()
+    {
+        try
+        {
+            _shutdown.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already disposed: nothing runs any more.
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _shutdown.CancelAsync();
@@ -332,11 +348,26 @@ internal sealed class RunOrchestrator : IAsyncDisposable
             run.Update(RunState.Aborted, run.AbortReason!);
             _state.Runs.End(accepted.RunId, RunState.Aborted, run.AbortReason!, "coordinator");
         }
+        catch (StateUnavailableException ex)
+        {
+            // The state database was lost: nothing more can be recorded (the host is stopping). The run stays RUNNING in
+            // the database, and its interrupted round (never completed, so never charged) fails when the coordinator
+            // starts again.
+            run.Update(RunState.Failed, ex.Message);
+            OrchestratorLog.RunFailed(_logger, accepted.RunId, ex.Message);
+        }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // A background loop has no caller to throw to: whatever stopped it is recorded, so watchers see the end.
             run.Update(RunState.Failed, ex.Message);
-            _state.Runs.End(accepted.RunId, RunState.Failed, ex.Message, "coordinator");
+            try
+            {
+                _state.Runs.End(accepted.RunId, RunState.Failed, ex.Message, "coordinator");
+            }
+            catch (StateUnavailableException)
+            {
+                // Lost while recording the end: the run stays RUNNING in the database and is taken up on the next start.
+            }
             OrchestratorLog.RunFailed(_logger, accepted.RunId, ex.Message);
         }
     }

@@ -21,6 +21,8 @@ internal static class DomainStatus
         ParticipantNotLiveException => Status(StatusCode.FailedPrecondition, exception),
         ParticipantDroppedException => Status(StatusCode.DeadlineExceeded, exception),
         RoundFailedException => Status(StatusCode.Aborted, exception),
+        // A standby or deposed leader: UNAVAILABLE is what tells a client to try the next coordinator of its list.
+        LeaseLostException => Status(StatusCode.Unavailable, exception),
         ProtocolStageException => Status(StatusCode.FailedPrecondition, exception),
         DuplicateMessageException => Status(StatusCode.FailedPrecondition, exception),
         // SecAggRound refuses callers that are not selected (PERMISSION_DENIED) or no longer live (FAILED_PRECONDITION)
@@ -30,6 +32,7 @@ internal static class DomainStatus
         ShareAuthenticationException => Status(StatusCode.InvalidArgument, exception),
         InsufficientSurvivorsException => Status(StatusCode.Aborted, exception),
         SecureAggregationException => Status(StatusCode.Aborted, exception),
+        StateUnavailableException => Status(StatusCode.Unavailable, exception),
         _ => null,
     };
 

@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
@@ -11,9 +12,10 @@ public sealed class CoordinatorState : IDisposable
 {
     internal const string DefaultPopulation = "default";
 
-    private CoordinatorState(StateDatabase database)
+    private CoordinatorState(StateDatabase database, StateLocation location)
     {
         Database = database;
+        Location = location;
         Clients = new ClientStore(database);
         Budgets = new BudgetStore(database);
         Ledger = new LedgerStore(database);
@@ -51,6 +53,17 @@ public sealed class CoordinatorState : IDisposable
     internal static CoordinatorState Open(string path, X509Certificate2 signer, TimeProvider time)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        return Open(StateLocation.Parse(path), signer, time);
+    }
+
+    /// <summary>
+    /// Opens (creating and migrating if needed) the state at <paramref name="location"/>: a SQLite file or a PostgreSQL
+    /// database; <paramref name="signer"/>'s key signs the audit head.
+    /// </summary>
+    /// <exception cref="StateUnavailableException">The PostgreSQL server cannot be reached or refuses the login or the database.</exception>
+    internal static CoordinatorState Open(StateLocation location, X509Certificate2 signer, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(location);
         ArgumentNullException.ThrowIfNull(signer);
         ArgumentNullException.ThrowIfNull(time);
         ECDsa signingKey = signer.GetECDsaPrivateKey()
@@ -58,7 +71,10 @@ public sealed class CoordinatorState : IDisposable
         var audit = new AuditWriter(signingKey, signer.ExportCertificatePem());
         try
         {
-            return new CoordinatorState(SqliteStateDatabase.Open(path, audit, time));
+            StateDatabase database = location.Backend == StateBackend.Postgres
+                ? PostgresStateDatabase.Open(location, audit, time)
+                : SqliteStateDatabase.Open(location.Path!, audit, time);
+            return new CoordinatorState(database, location);
         }
         catch
         {
@@ -66,6 +82,23 @@ public sealed class CoordinatorState : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Opens an existing state for reading only (verification tools, state copy's source): nothing is created, migrated
+    /// or written through the connection.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The SQLite file does not exist.</exception>
+    /// <exception cref="StateUnavailableException">The PostgreSQL server cannot be reached or refuses the login or the database.</exception>
+    internal static DbConnection OpenReadOnly(StateLocation location)
+    {
+        ArgumentNullException.ThrowIfNull(location);
+        return location.Backend == StateBackend.Postgres
+            ? PostgresStateDatabase.OpenReadOnly(location)
+            : SqliteStateDatabase.OpenReadOnly(location.Path!);
+    }
+
+    /// <summary>Where this state lives.</summary>
+    public StateLocation Location { get; }
 
     public void Dispose() => Database.Dispose();
 }

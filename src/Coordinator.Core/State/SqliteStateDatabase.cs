@@ -12,11 +12,13 @@ internal sealed class SqliteStateDatabase : StateDatabase
 {
     private readonly SqliteConnection _connection;
     private readonly Lock _gate = new();
+    private readonly string _path;
 
-    private SqliteStateDatabase(SqliteConnection connection, AuditWriter audit, TimeProvider time)
+    private SqliteStateDatabase(SqliteConnection connection, string path, AuditWriter audit, TimeProvider time)
         : base(audit, time)
     {
         _connection = connection;
+        _path = path;
     }
 
     /// <summary>Opens (creating if needed) and migrates the database; the returned database owns <paramref name="audit"/>.</summary>
@@ -47,8 +49,39 @@ internal sealed class SqliteStateDatabase : StateDatabase
             connection.Dispose();
             throw;
         }
-        return new SqliteStateDatabase(connection, audit, time);
+        return new SqliteStateDatabase(connection, Path.GetFullPath(path), audit, time);
     }
+
+    /// <summary>
+    /// Opens (creating if needed) and migrates the database as a bare connection, for state copy's destination: the same
+    /// settings and schema as <see cref="Open"/>, without the stores.
+    /// </summary>
+    public static SqliteConnection OpenMigrated(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = false,
+        }.ToString());
+        connection.Open();
+        try
+        {
+            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+            Migrate(connection);
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The schema version of a SQLite state (PRAGMA user_version).</summary>
+    public static int ReadVersion(SqliteConnection connection) => ReadUserVersion(connection);
 
     /// <summary>Opens an existing database read-only (for verification tools); nothing is migrated or written.</summary>
     public static SqliteConnection OpenReadOnly(string path)
@@ -78,13 +111,16 @@ internal sealed class SqliteStateDatabase : StateDatabase
         }
     }
 
-    protected override DbConnection Enter()
+    public override string Name => _path;
+
+    // One connection for reads and writes alike: SQLite serializes them anyway.
+    protected override DbConnection Enter(bool write)
     {
         _gate.Enter();
         return _connection;
     }
 
-    protected override void Exit(DbConnection connection) => _gate.Exit();
+    protected override void Exit(DbConnection connection, bool write) => _gate.Exit();
 
     protected override void Dispose(bool disposing)
     {

@@ -3,13 +3,14 @@ using System.Data.Common;
 namespace Federated.Coordinator.State;
 
 /// <summary>
-/// Where the coordinator's state lives: read sessions and write units of work over one backend. A backend (SQLite
-/// today) owns its connections, settings and migrations; the stores above it see System.Data.Common types only.
+/// Where the coordinator's state lives: read sessions and write units of work over one backend. A backend (SQLite or
+/// PostgreSQL) owns its connections, settings and migrations; the stores above it see System.Data.Common types only.
 /// </summary>
 internal abstract class StateDatabase : IDisposable
 {
     private readonly AuditWriter _audit;
     private readonly TimeProvider _time;
+    private readonly Lock _lossGate = new();
 
     protected StateDatabase(AuditWriter audit, TimeProvider time)
     {
@@ -36,9 +37,11 @@ internal abstract class StateDatabase : IDisposable
     public T Write<T>(Func<UnitOfWork, T> work)
     {
         ArgumentNullException.ThrowIfNull(work);
-        DbConnection connection = Enter();
+        ThrowIfLost();
+        DbConnection? connection = null;
         try
         {
+            connection = Enter(write: true);
             using DbTransaction transaction = connection.BeginTransaction();
             var unit = new UnitOfWork(connection, transaction, _time.GetUtcNow(), _audit);
             Fence?.Check(unit);
@@ -46,9 +49,18 @@ internal abstract class StateDatabase : IDisposable
             transaction.Commit();
             return result;
         }
+        catch (Exception ex) when (IsConnectionLost(ex))
+        {
+            // Whether a commit that met a lost connection took effect is unknown here: the coordinator stops writing
+            // (and serving) rather than guess; the next start reads what the database holds.
+            throw Lose(ex);
+        }
         finally
         {
-            Exit(connection);
+            if (connection is not null)
+            {
+                Exit(connection, write: true);
+            }
         }
     }
 
@@ -67,16 +79,46 @@ internal abstract class StateDatabase : IDisposable
     public T Read<T>(Func<StateSession, T> query)
     {
         ArgumentNullException.ThrowIfNull(query);
-        DbConnection connection = Enter();
-        try
+        ThrowIfLost();
+        for (int attempt = 1; ; attempt++)
         {
-            return query(new StateSession(connection, transaction: null, _time.GetUtcNow()));
-        }
-        finally
-        {
-            Exit(connection);
+            DbConnection? connection = null;
+            try
+            {
+                connection = Enter(write: false);
+                return query(new StateSession(connection, transaction: null, _time.GetUtcNow()));
+            }
+            catch (Exception ex) when (IsConnectionLost(ex) && attempt == 1)
+            {
+                // A pooled connection the server closed meanwhile: a read changes nothing, so it is tried once more on a
+                // fresh connection before the database counts as lost.
+                ForgetConnections();
+            }
+            catch (Exception ex) when (IsConnectionLost(ex))
+            {
+                throw Lose(ex);
+            }
+            finally
+            {
+                if (connection is not null)
+                {
+                    Exit(connection, write: false);
+                }
+            }
         }
     }
+
+    /// <summary>Why the database counts as lost (a connection failed while serving); null while it is not.</summary>
+    public string? LostReason { get; private set; }
+
+    /// <summary>
+    /// Raised once, from the thread whose read or write met the failure, when the database is lost: from then on every
+    /// read and write throws <see cref="StateUnavailableException"/>, so nothing is answered from memory.
+    /// </summary>
+    public event Action<string>? Lost;
+
+    /// <summary>What errors and logs name this database by (a path, or a URI without the password).</summary>
+    public abstract string Name { get; }
 
     public void Dispose()
     {
@@ -84,10 +126,48 @@ internal abstract class StateDatabase : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    /// <summary>An open connection for one session; the caller hands it back through <see cref="Exit"/>.</summary>
-    protected abstract DbConnection Enter();
+    /// <summary>
+    /// An open connection for one session (<paramref name="write"/>: for one write transaction, serialized with every
+    /// other write of this process); the caller hands it back through <see cref="Exit"/>.
+    /// </summary>
+    protected abstract DbConnection Enter(bool write);
 
-    protected abstract void Exit(DbConnection connection);
+    protected abstract void Exit(DbConnection connection, bool write);
+
+    /// <summary>Whether <paramref name="exception"/> says the database itself is gone (the connection, the server), not that a statement was refused.</summary>
+    protected virtual bool IsConnectionLost(Exception exception) => false;
+
+    /// <summary>Drops idle pooled connections (after one was found closed by the server).</summary>
+    protected virtual void ForgetConnections()
+    {
+    }
+
+    /// <summary>The one line a lost database is reported with: the database's name and the failure, never a password.</summary>
+    protected virtual string DescribeLoss(Exception exception) => $"the state database {Name} was lost: {exception.Message}";
+
+    private void ThrowIfLost()
+    {
+        if (LostReason is { } reason)
+        {
+            throw new StateUnavailableException(reason);
+        }
+    }
+
+    private StateUnavailableException Lose(Exception exception)
+    {
+        string reason = DescribeLoss(exception);
+        bool first;
+        lock (_lossGate)
+        {
+            first = LostReason is null;
+            LostReason ??= reason;
+        }
+        if (first)
+        {
+            Lost?.Invoke(reason);
+        }
+        return new StateUnavailableException(LostReason, exception);
+    }
 
     protected virtual void Dispose(bool disposing)
     {

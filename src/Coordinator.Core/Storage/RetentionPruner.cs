@@ -16,7 +16,7 @@ internal sealed record RetentionResult(DateTimeOffset Cutoff, int Rounds, IReadO
 /// Every run's current adapter is kept whatever its age: the latest of a running run (the next round starts from it)
 /// and the final one of an ended run (export signs and ships it).
 /// </summary>
-internal sealed class RetentionPruner(CoordinatorState state, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RetentionPruner> logger)
+internal sealed class RetentionPruner(CoordinatorState state, AdapterStore adapters, CoordinatorOptions options, TimeProvider time, ILogger<RetentionPruner> logger, Leadership? leadership = null)
     : BackgroundService
 {
     /// <summary>Time between passes; rounds expire by the day, so hourly is ample.</summary>
@@ -50,6 +50,11 @@ internal sealed class RetentionPruner(CoordinatorState state, AdapterStore adapt
         if (options.RetentionDays == 0)
         {
             return;
+        }
+        if (leadership is not null)
+        {
+            // A standby writes nothing: pruning starts once this coordinator leads.
+            await leadership.WhenLeading(stoppingToken);
         }
         while (!stoppingToken.IsCancellationRequested)
         {

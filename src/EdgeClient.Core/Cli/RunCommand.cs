@@ -9,6 +9,7 @@ using Federated.Training.Data;
 using Federated.Training.Model;
 using Federated.Training.Tokenization;
 using Federated.Training.Trainer;
+using Federated.Transport;
 using Grpc.Core;
 using Spectre.Console.Cli;
 
@@ -23,6 +24,9 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
 {
     private static readonly TimeSpan s_maximumBackoff = TimeSpan.FromMinutes(2);
 
+    /// <summary>Retries of one call before a session gives up on a coordinator when others are listed (a blip, not an outage).</summary>
+    private const int FailoverRetries = 2;
+
     /// <summary>
     /// TEST ONLY (fault injection for the dropout tests): when set to advertise_keys, share_keys, masked_input or
     /// unmask, the client logs "test hook: holding before STAGE" and stops talking right before sending that stage's
@@ -33,7 +37,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
     public sealed class Settings : CommandSettings
     {
         [CommandOption("--coordinator <URL>")]
-        [Description("The coordinator's https address, e.g. https://coordinator.example:7443.")]
+        [Description("The coordinator's https address, e.g. https://coordinator.example:7443; or a leader and its standbys separated by commas (https://a:7443,https://b:7443), tried in turn: the client stays with the one that serves rounds and moves to the next when it fails.")]
         public string? Coordinator { get; init; }
 
         [CommandOption("--identity <FILE.pfx>")]
@@ -91,9 +95,16 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             {
                 return Spectre.Console.ValidationResult.Error("--coordinator, --identity, --ca, --data and --model are required");
             }
-            if (!Uri.TryCreate(Coordinator, UriKind.Absolute, out Uri? uri) || uri.Scheme != Uri.UriSchemeHttps)
+            if (!Coordinator.Contains(','))
             {
-                return Spectre.Console.ValidationResult.Error($"--coordinator '{Coordinator}' is not an https:// address");
+                if (!Uri.TryCreate(Coordinator, UriKind.Absolute, out Uri? uri) || uri.Scheme != Uri.UriSchemeHttps)
+                {
+                    return Spectre.Console.ValidationResult.Error($"--coordinator '{Coordinator}' is not an https:// address");
+                }
+            }
+            else if (!CoordinatorAddressList.TryParse(Coordinator, out _, out string error))
+            {
+                return Spectre.Console.ValidationResult.Error(error);
             }
             if (!TrainingDevice.Choices.Contains(Device.ToLowerInvariant()))
             {
@@ -101,6 +112,10 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
             return Spectre.Console.ValidationResult.Success();
         }
+
+        /// <summary>The coordinators --coordinator names (checked by <see cref="Validate"/>).</summary>
+        public IReadOnlyList<Uri> Coordinators() =>
+            CoordinatorAddressList.TryParse(Coordinator, out CoordinatorAddressList list, out string error) ? list.Addresses : throw new UsageException(error);
     }
 
     public override async Task<int> ExecuteAsync(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -203,20 +218,27 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         }
 
         Func<RoundStage, CancellationToken, Task>? holdBeforeStage = HoldBeforeStage(Environment.GetEnvironmentVariable(HoldBeforeStageVariable));
-        TimeSpan backoff = TimeSpan.FromSeconds(1);
-        while (true)
+        IReadOnlyList<Uri> coordinators = settings.Coordinators();
+
+        // One connection to one coordinator, for as long as it lasts: register, heartbeat, take part in rounds. It ends
+        // only by an exception; the ones retrying cannot fix (a refused certificate or identity) come out permanent.
+        async Task SessionAsync(Uri coordinator, Action served, CancellationToken ct)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            // A certificate this client refuses is a permanent mistake (a wrong --ca or --coordinator, a foreign or
-            // revoked coordinator): it stops the client with one line instead of being retried forever.
+            // With one coordinator the messages name it as it was typed, as they always have.
+            string address = coordinators.Count == 1 ? settings.Coordinator! : coordinator.OriginalString;
             string? refused = null;
             var options = new ConnectionOptions
             {
                 ServerRefused = reason => refused ??= reason,
                 Retrying = (detail, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
-                    $"coordinator {settings.Coordinator} unreachable ({detail}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
+                    $"coordinator {address} unreachable ({detail}); retrying in {wait.TotalSeconds:0.#} s") { RetryInSeconds = wait.TotalSeconds }),
             };
-            using var connection = new CoordinatorConnection(new Uri(settings.Coordinator!), identity, options, revocation: revocation);
+            if (coordinators.Count > 1)
+            {
+                // A standby is never going to answer: after a short blip's worth of retries, the next coordinator is tried.
+                options = options with { MaxRetries = FailoverRetries };
+            }
+            using var connection = new CoordinatorConnection(coordinator, identity, options, revocation: revocation);
             var worker = new EdgeRoundWorker(connection, identity.Name, model, batches, gate)
             {
                 Report = Report,
@@ -226,14 +248,25 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             };
             try
             {
-                await new EdgeSession(connection, registration) { Report = Report }.RunAsync(async (invitation, ct) =>
+                await new EdgeSession(connection, registration)
+                {
+                    Report = change =>
+                    {
+                        if (change.Event == EdgeEvent.Registered)
+                        {
+                            // Registered: this coordinator serves rounds. Said before "registered" so a switch reads in order.
+                            served();
+                        }
+                        Report(change);
+                    },
+                }.RunAsync(async (invitation, roundToken) =>
                 {
                     try
                     {
-                        metrics.Round(await worker.HandleAsync(invitation, ct));
+                        metrics.Round(await worker.HandleAsync(invitation, roundToken));
                         metrics.Epsilon(ledger.Spent(policy.Delta).Epsilon, ledger.WorstCaseEpsilon(policy.Delta), ledger.RecordCharges.Count == 0 ? double.NaN : ledger.RecordEpsilon(policy.Delta));
                     }
-                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !ct.IsCancellationRequested)
+                    catch (Exception ex) when ((ex is RpcException or InvalidDataException or InvalidOperationException or SecureAggregationException) && !roundToken.IsCancellationRequested)
                     {
                         metrics.RoundFailed();
                         // One round going wrong (a dropped stage, a bad manifest) must not end the client.
@@ -243,12 +276,56 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                             Round = invitation.Round,
                         });
                     }
-                }, cancellationToken);
+                }, ct);
             }
-            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
             {
                 // Ctrl+C during a call: the same clean exit as between calls.
-                throw new OperationCanceledException("interrupted", ex, cancellationToken);
+                throw new OperationCanceledException("interrupted", ex, ct);
+            }
+            catch (RpcException ex) when (refused is not null && ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown)
+            {
+                // A certificate this client refuses is a permanent mistake (a wrong --ca or --coordinator, a foreign or
+                // revoked coordinator): it stops the client with one line instead of being retried forever, and a list
+                // of coordinators does not change that: a wrong CA is a mistake, not an outage.
+                throw new PermanentConnectionException(
+                    $"the coordinator at {address} presented a certificate this client refuses ({refused}); check --ca (the federation's ca.crt) and --coordinator", ex);
+            }
+            catch (RpcException ex) when (ex.StatusCode is StatusCode.PermissionDenied or StatusCode.Unauthenticated)
+            {
+                throw new PermanentConnectionException(
+                    $"the coordinator refused this identity ({ex.Status.Detail}); check --identity (a client identity of this federation, not revoked or expired)", ex);
+            }
+        }
+
+        if (coordinators.Count > 1)
+        {
+            var failover = new CoordinatorFailover(coordinators, TimeProvider.System)
+            {
+                Switched = (serving, from) => output.Report(new EdgeEvent(EdgeEvent.Switched,
+                    $"coordinator {serving.OriginalString} serves rounds; switched from {from.OriginalString}")
+                {
+                    Coordinator = serving.OriginalString,
+                    SwitchedFrom = from.OriginalString,
+                }),
+                MovingOn = (failed, why, next, wait) => output.Report(new EdgeEvent(EdgeEvent.Retrying,
+                    $"coordinator {failed.OriginalString} unavailable ({why}); trying {next.OriginalString} in {wait.TotalSeconds:0.#} s")
+                {
+                    Coordinator = failed.OriginalString,
+                    RetryInSeconds = wait.TotalSeconds,
+                }),
+            };
+            await failover.RunAsync(SessionAsync, NotServingReason, cancellationToken);
+            return CliRunner.Ok;
+        }
+
+        TimeSpan backoff = TimeSpan.FromSeconds(1);
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                await SessionAsync(coordinators[0], () => { }, cancellationToken);
             }
             catch (CoordinatorRefusedException ex)
             {
@@ -257,16 +334,6 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
                 await Task.Delay(backoff, cancellationToken);
                 backoff = TimeSpan.FromTicks(Math.Min(s_maximumBackoff.Ticks, backoff.Ticks * 2));
                 continue;
-            }
-            catch (RpcException ex) when (refused is not null && ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown)
-            {
-                throw new PermanentConnectionException(
-                    $"the coordinator at {settings.Coordinator} presented a certificate this client refuses ({refused}); check --ca (the federation's ca.crt) and --coordinator", ex);
-            }
-            catch (RpcException ex) when (ex.StatusCode is StatusCode.PermissionDenied or StatusCode.Unauthenticated)
-            {
-                throw new PermanentConnectionException(
-                    $"the coordinator refused this identity ({ex.Status.Detail}); check --identity (a client identity of this federation, not revoked or expired)", ex);
             }
             catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown)
             {
@@ -277,6 +344,21 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
         }
     }
+
+    /// <summary>
+    /// With several coordinators, why a session's failure means "try the next one": it is unreachable or failing
+    /// (UNAVAILABLE, a deadline, a broken stream), it says it is not the leader (UNAVAILABLE or FAILED_PRECONDITION from
+    /// a standby, whose detail names the leader), or its certificate was revoked or expired since the handshake. Null
+    /// for everything else, which ends the run as it does with one coordinator.
+    /// </summary>
+    internal static string? NotServingReason(Exception exception) => exception switch
+    {
+        PermanentConnectionException => null,
+        CoordinatorRefusedException refused => $"{refused.Rule}: {refused.Message}",
+        RpcException { StatusCode: StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown } rpc => UserMessage.Cause(rpc),
+        RpcException { StatusCode: StatusCode.FailedPrecondition } rpc => UserMessage.Plain(rpc.Status.Detail),
+        _ => null,
+    };
 
     private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
     {

@@ -6,7 +6,7 @@ namespace Federated.EdgeClient.Rounds;
 
 /// <summary>
 /// One state change of an edge client (connecting, registered, waiting, invited, declined, training, charged, uploading,
-/// round_done, retrying, stopped, failed): <see cref="Text"/> is the line for people, <see cref="ToJson"/> the object
+/// round_done, retrying, switched, stopped, failed): <see cref="Text"/> is the line for people, <see cref="ToJson"/> the object
 /// `edge-client run --json` prints. Never carries data or update values.
 /// </summary>
 public sealed record EdgeEvent(string Event, string Text)
@@ -22,6 +22,7 @@ public sealed record EdgeEvent(string Event, string Text)
     public const string RoundDone = "round_done";
     public const string RoundFailed = "round_failed";
     public const string Retrying = "retrying";
+    public const string Switched = "switched";
     public const string Skipped = "skipped";
     public const string Stopped = "stopped";
     public const string Failed = "failed";
@@ -67,6 +68,12 @@ public sealed record EdgeEvent(string Event, string Text)
     public ulong? UploadedBytes { get; init; }
 
     public double? RetryInSeconds { get; init; }
+
+    /// <summary>With several --coordinator addresses: the one this event concerns (the one now serving, or the one that failed).</summary>
+    public string? Coordinator { get; init; }
+
+    /// <summary>On a switch: the coordinator that served rounds before (at first, the first one listed).</summary>
+    public string? SwitchedFrom { get; init; }
 
     /// <summary>One JSON object on one line: "event" first, then the fields that are set, then the human line as "message".</summary>
     public string ToJson()

@@ -4,6 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Tests.State;
 using Federated.Coordinator.Storage;
 using Federated.Training.Provenance;
 
@@ -18,17 +19,24 @@ public sealed class AdapterStoreTests : IDisposable
     private readonly X509Certificate2 _auditSigner = TestSigner.Create();
     private readonly X509Certificate2 _ca;
     private readonly AdapterSigner _signer;
-    private readonly CoordinatorState _state;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
 
     public AdapterStoreTests()
     {
         (_ca, _signer) = TestAdapterSigner.Create(_dir.File("pki"));
-        _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, TimeProvider.System);
+    }
+
+    private void Use(StateBackend backend)
+    {
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_auditSigner);
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _signer.Dispose();
         _ca.Dispose();
         _auditSigner.Dispose();
@@ -38,20 +46,21 @@ public sealed class AdapterStoreTests : IDisposable
     // The adapters here are runs' initial ones (round 0): a round's adapter is served only after its round completed
     // (CoordinatorStateTests covers that); encryption is the same for both.
 
-    [Fact]
-    public void Put_WithKey_FileRevealsNoPlaintextAndRoundTripsUnderThePlaintextHash()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Put_WithKey_StoredBytesRevealNoPlaintextAndRoundTripUnderThePlaintextHash(StateBackend backend)
     {
+        Use(backend);
         byte[] checkpoint = Checkpoint();
         using AtRestCipher cipher = Cipher("key-a");
-        var store = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher);
+        var store = TestStateDatabase.Adapters(_state, _signer, cipher);
 
         string sha256 = store.Put(checkpoint, "run-1", 0);
 
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(checkpoint)), sha256);
-        string[] files = Directory.GetFiles(_dir.File("adapters"));
-        string file = Assert.Single(files);
+        string file = Assert.Single(_database!.StoredAdapterNames());
         Assert.EndsWith(sha256 + ".adapter.enc", file, StringComparison.Ordinal);
-        string onDisk = Encoding.Latin1.GetString(File.ReadAllBytes(file));
+        string onDisk = Encoding.Latin1.GetString(_database.ReadStoredAdapter(file));
         foreach (string plaintext in new[] { "__metadata__", "lora_B", "peft_type", "data_offsets", "F32", HeaderJson[..16] })
         {
             Assert.DoesNotContain(plaintext, onDisk, StringComparison.Ordinal);
@@ -63,13 +72,15 @@ public sealed class AdapterStoreTests : IDisposable
         AdapterSignature.VerifyFile(checkpoint, "adapter_model.safetensors", signature, _ca).Dispose();
     }
 
-    [Fact]
-    public void Open_WrongKey_RefusedNamingTheKeyAndCheckKeyStopsStartUp()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Open_WrongKey_RefusedNamingTheKeyAndCheckKeyStopsStartUp(StateBackend backend)
     {
+        Use(backend);
         using AtRestCipher right = Cipher("key-a");
         using AtRestCipher wrong = Cipher("key-b");
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, right).Put(Checkpoint(), "run-1", 0);
-        var store = new AdapterStore(_dir.File("adapters"), _state, _signer, wrong);
+        string sha256 = TestStateDatabase.Adapters(_state, _signer, right).Put(Checkpoint(), "run-1", 0);
+        var store = TestStateDatabase.Adapters(_state, _signer, wrong);
 
         var read = Assert.Throws<AtRestDecryptionException>(() => store.Read(sha256));
         var startUp = Assert.Throws<AtRestDecryptionException>(store.CheckKey);
@@ -77,44 +88,50 @@ public sealed class AdapterStoreTests : IDisposable
         Assert.Contains("another key", read.Message, StringComparison.Ordinal);
         Assert.Contains($"key id {right.KeyId}", startUp.Message, StringComparison.Ordinal);
         Assert.Contains(wrong.KeyId, startUp.Message, StringComparison.Ordinal);
-        new AdapterStore(_dir.File("adapters"), _state, _signer, right).CheckKey();
+        TestStateDatabase.Adapters(_state, _signer, right).CheckKey();
     }
 
-    [Fact]
-    public void Open_EncryptedButNoKeyConfigured_RefusedWithTheFlagToPass()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Open_EncryptedButNoKeyConfigured_RefusedWithTheFlagToPass(StateBackend backend)
     {
+        Use(backend);
         using AtRestCipher cipher = Cipher("key-a");
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher).Put(Checkpoint(), "run-1", 0);
-        var store = new AdapterStore(_dir.File("adapters"), _state, _signer);
+        string sha256 = TestStateDatabase.Adapters(_state, _signer, cipher).Put(Checkpoint(), "run-1", 0);
+        var store = TestStateDatabase.Adapters(_state, _signer);
 
         Assert.Contains("--at-rest-key", Assert.Throws<AtRestDecryptionException>(() => store.Read(sha256)).Message, StringComparison.Ordinal);
         Assert.Contains("--at-rest-key", Assert.Throws<AtRestDecryptionException>(store.CheckKey).Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Open_CiphertextSwappedUnderAnotherHash_FailsAuthentication()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Open_CiphertextSwappedUnderAnotherHash_FailsAuthentication(StateBackend backend)
     {
+        Use(backend);
         using AtRestCipher cipher = Cipher("key-a");
-        var store = new AdapterStore(_dir.File("adapters"), _state, _signer, cipher);
+        var store = TestStateDatabase.Adapters(_state, _signer, cipher);
         byte[] first = Checkpoint();
         byte[] second = Checkpoint();
         second[^1] ^= 0x80;
         string a = store.Put(first, "run-1", 0);
         string b = store.Put(second, "run-2", 0);
-        File.Copy(_dir.File($"adapters/{a}.adapter.enc"), _dir.File($"adapters/{b}.adapter.enc"), overwrite: true);
+        _database!.WriteStoredAdapter($"{b}.adapter.enc", _database.ReadStoredAdapter($"{a}.adapter.enc"));
 
         Assert.Contains("authentication failed", Assert.Throws<AtRestDecryptionException>(() => store.Read(b)).Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Put_WithoutKey_StoresPlaintextThatAKeyedStoreStillServes()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Put_WithoutKey_StoresPlaintextThatAKeyedStoreStillServes(StateBackend backend)
     {
+        Use(backend);
         byte[] checkpoint = Checkpoint();
-        string sha256 = new AdapterStore(_dir.File("adapters"), _state, _signer).Put(checkpoint, "run-1", 0);
+        string sha256 = TestStateDatabase.Adapters(_state, _signer).Put(checkpoint, "run-1", 0);
         using AtRestCipher cipher = Cipher("key-a");
 
-        Assert.True(File.Exists(_dir.File($"adapters/{sha256}.adapter")));
-        Assert.Equal(checkpoint, new AdapterStore(_dir.File("adapters"), _state, _signer, cipher).Read(sha256));
+        Assert.True(_database!.StoredAdapterExists($"{sha256}.adapter"));
+        Assert.Equal(checkpoint, TestStateDatabase.Adapters(_state, _signer, cipher).Read(sha256));
     }
 
     private AtRestCipher Cipher(string name)

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Federated.Aggregation.Privacy;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Tests.State;
 using Federated.Protos.V1;
 using Federated.Training.Lora;
 using Federated.Training.Model;
@@ -18,10 +19,12 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
     private readonly X509Certificate2 _ca;
     private readonly AdapterSigner _adapterSigner;
     private readonly CoordinatorSigner _manifestSigner;
-    private readonly CoordinatorState _state;
-    private readonly AdapterStore _adapters;
-    private readonly RoundRegistry _rounds;
-    private readonly RunOrchestrator _orchestrator;
+    private readonly string _pki;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
+    private AdapterStore _adapters = null!;
+    private RoundRegistry _rounds = null!;
+    private RunOrchestrator _orchestrator = null!;
     private readonly string _model;
 
     public RunOrchestratorTests()
@@ -29,21 +32,31 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         string pki = _dir.File("pki");
         (_ca, _adapterSigner) = TestAdapterSigner.Create(pki);
         _manifestSigner = new CoordinatorSigner(_server);
-        _state = CoordinatorState.Open(_dir.File("state.db"), _server, TimeProvider.System);
-        _adapters = new AdapterStore(_dir.File("adapters"), _state, _adapterSigner);
-        _rounds = new RoundRegistry(_manifestSigner, TimeProvider.System);
-        _orchestrator = new RunOrchestrator(_state, _rounds, _adapters, new CoordinatorOptions { Pki = pki }, TimeProvider.System, NullLogger<RunOrchestrator>.Instance);
+        _pki = pki;
         // config.json only: planning a run never loads the base model's weights.
         _model = _dir.File("model");
         Directory.CreateDirectory(_model);
         File.WriteAllText(Path.Combine(_model, "config.json"), TinyLlamaFactory.DefaultConfig().ToJson());
     }
 
+    private void Use(StateBackend backend)
+    {
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_server);
+        _adapters = TestStateDatabase.Adapters(_state, _adapterSigner);
+        _rounds = new RoundRegistry(_manifestSigner, TimeProvider.System);
+        _orchestrator = new RunOrchestrator(_state, _rounds, _adapters, new CoordinatorOptions { Pki = _pki }, TimeProvider.System, NullLogger<RunOrchestrator>.Instance);
+    }
+
     public async ValueTask DisposeAsync()
     {
-        await _orchestrator.DisposeAsync();
-        _rounds.Dispose();
-        _state.Dispose();
+        if (_orchestrator is not null)
+        {
+            await _orchestrator.DisposeAsync();
+        }
+        _rounds?.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _manifestSigner.Dispose();
         _adapterSigner.Dispose();
         _ca.Dispose();
@@ -51,9 +64,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         _dir.Dispose();
     }
 
-    [Fact]
-    public void Start_Affordable_InitialAdapterAndRunRecordedTogetherAndPricedByRunPricing()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_Affordable_InitialAdapterAndRunRecordedTogetherAndPricedByRunPricing(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
         RunPlan plan = Plan();
 
@@ -70,9 +85,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal(price.Privacy.Parameters, run.Privacy.Parameters);
     }
 
-    [Fact]
-    public void Start_BudgetTooSmall_RefusedNamingTheNumbersAndNothingWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_BudgetTooSmall_RefusedNamingTheNumbersAndNothingWritten(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 0.01, 1e-5, "officer");
 
         var ex = Assert.Throws<BudgetRefusedException>(() => _orchestrator.Start(Plan(), "engineer"));
@@ -80,13 +97,15 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.StartsWith("the plan needs epsilon ", ex.Message, StringComparison.Ordinal);
         Assert.Contains("has 0.01 left of its budget 0.01 at delta 1E-05 (spent 0, reserved 0)", ex.Message, StringComparison.Ordinal);
         Assert.Empty(_state.Runs.ListUnfinished());
-        Assert.Empty(Directory.GetFiles(_dir.File("adapters")));
+        Assert.Empty(_database!.StoredAdapterNames());
         Assert.Single(_state.Audit.Read(1, 100).Entries);
     }
 
-    [Fact]
-    public void Start_BaseModelWithoutConfig_InvalidPlanNamingTheModel()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_BaseModelWithoutConfig_InvalidPlanNamingTheModel(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
         string empty = _dir.File("empty-model");
         Directory.CreateDirectory(empty);
@@ -116,9 +135,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.StartsWith("target_epsilon 1E-06 is invalid: ", Assert.Throws<InvalidPlanException>(() => RunPricing.Price(plan, 1024)).Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task Start_ManyInParallelAgainstOneBudget_ComposedReservationsNeverExceedItAndEveryRunThatFitsIsAccepted()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public async Task Start_ManyInParallelAgainstOneBudget_ComposedReservationsNeverExceedItAndEveryRunThatFitsIsAccepted(StateBackend backend)
     {
+        Use(backend);
         // Each plan alone is far inside the budget; three fit composed per order at the budget's delta, four do not.
         RunPlan plan = Plan();
         int dimension = LoraShapes.BDimension(TinyLlamaFactory.DefaultConfig(), new LoraSettings(Rank: 2, TargetModules: ["q_proj", "v_proj"]));
@@ -151,12 +172,14 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal(Composed(3), after.EpsilonReserved, 9);
         Assert.Equal(3, _state.Runs.ListUnfinished().Count);
         // Refused starts left nothing behind: one initial adapter per accepted run.
-        Assert.Equal(3, Directory.GetFiles(_dir.File("adapters")).Length);
+        Assert.Equal(3, _database!.StoredAdapterNames().Count);
     }
 
-    [Fact]
-    public async Task Abort_RunHoldingAReservation_ReleasesIt()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public async Task Abort_RunHoldingAReservation_ReleasesIt(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
         _orchestrator.SelectionTimeout = TimeSpan.FromHours(1);
         AcceptedRun run = _orchestrator.Start(Plan(), "engineer");
@@ -199,6 +222,8 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
     [InlineData((PrivacyUnit)9, 0.0, 0.0, 0u, "privacy_unit 9 is invalid")]
     public void Start_BadRecordLevelPlan_InvalidPlanNamingTheFieldAndNothingRecorded(PrivacyUnit unit, double z, double c, uint batch, string expected)
     {
+        // Validation and file checks, whatever holds the state: SQLite is enough.
+        Use(StateBackend.Sqlite);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
         RunPlan plan = Plan();
         plan.PrivacyUnit = unit;
@@ -216,9 +241,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Empty(_state.Runs.ListUnfinished());
     }
 
-    [Fact]
-    public void Start_RecordOnlyWithClientNoise_InvalidPlan()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_RecordOnlyWithClientNoise_InvalidPlan(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
         RunPlan plan = RecordPlan(PrivacyUnit.Record);
         plan.NoiseMultiplier = 1;
@@ -228,9 +255,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Contains("privacy_unit record has none of", ex.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Start_RecordOnly_ReservesNothingAndStatusShowsTheUnitAndItsParameters()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_RecordOnly_ReservesNothingAndStatusShowsTheUnitAndItsParameters(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
 
         AcceptedRun run = _orchestrator.Start(RecordPlan(PrivacyUnit.Record), "engineer");
@@ -242,9 +271,11 @@ public sealed class RunOrchestratorTests : IAsyncDisposable
         Assert.Equal((PrivacyUnit.Record, 1.2, 0.5, 3u), (status.RunPrivacyUnit, status.RecordNoiseMultiplier, status.RecordMaxGradNorm, status.RecordExpectedBatch));
     }
 
-    [Fact]
-    public void Start_Both_PricesTheClientLevelPlanAsUnderClientAndKeepsTheRecordParameters()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Start_Both_PricesTheClientLevelPlanAsUnderClientAndKeepsTheRecordParameters(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
 
         AcceptedRun both = _orchestrator.Start(RecordPlan(PrivacyUnit.Both), "engineer");

@@ -21,6 +21,7 @@ public sealed class DomainStatusTests
         { new ParticipantNotLiveException("m"), StatusCode.FailedPrecondition },
         { new ParticipantDroppedException("m"), StatusCode.DeadlineExceeded },
         { new RoundFailedException("m"), StatusCode.Aborted },
+        { new LeaseLostException("m"), StatusCode.Unavailable },
         { new ProtocolStageException("m"), StatusCode.FailedPrecondition },
         { new DuplicateMessageException("m"), StatusCode.FailedPrecondition },
         { new UnknownParticipantException("m"), StatusCode.InvalidArgument },

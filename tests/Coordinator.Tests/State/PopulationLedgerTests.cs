@@ -2,7 +2,6 @@ using System.Security.Cryptography.X509Certificates;
 using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
-using Microsoft.Data.Sqlite;
 
 namespace Federated.Coordinator.Tests.State;
 
@@ -11,29 +10,32 @@ public sealed class PopulationLedgerTests : IDisposable
 {
     private const double Delta = 1e-5;
 
-    private readonly TempDirectory _dir = new();
     private readonly X509Certificate2 _signer = TestSigner.Create();
-    private readonly CoordinatorState _state;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
 
-    public PopulationLedgerTests()
+    private void Use(StateBackend backend)
     {
-        _state = CoordinatorState.Open(_dir.File("state.db"), _signer, TimeProvider.System);
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_signer);
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _signer.Dispose();
-        _dir.Dispose();
     }
 
     // Central discrete Gaussian plans: at z the round RDP is 2a / z^2 (sigma^2 = B at z = 1), so rounds and z set the price.
     private static PrivacyPlan Plan(double z, long rounds) =>
         PrivacyPlan.Create(new PrivacyPlanParameters(PrivacyMechanism.CentralGaussian, 1024, 3, 2, 32, 1.0, z, rounds, 1e-6));
 
-    [Fact]
-    public void CompleteRound_ChargeBeyondWhatIsLeft_RefusedAndNothingOfTheRoundIsWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void CompleteRound_ChargeBeyondWhatIsLeft_RefusedAndNothingOfTheRoundIsWritten(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan reserved = Plan(4, 10);
         PrivacyPlan unreserved = Plan(4, 1);
         double budget = EpsilonOf(Sum(reserved.RdpAfter(10), unreserved.RdpAfter(1))) * 0.999;
@@ -64,9 +66,11 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(reserved.EpsilonAfter(1).Epsilon, charged.EpsilonAfter, 12);
     }
 
-    [Fact]
-    public void RunEnd_AbortedWithRoundsUnspent_ReleasesWhatItDidNotSpend()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void RunEnd_AbortedWithRoundsUnspent_ReleasesWhatItDidNotSpend(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan plan = Plan(4, 5);
         StartedWithOneRound(plan);
         BudgetRecord running = _state.Budgets.Get("default")!;
@@ -84,9 +88,11 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(50 - ended.EpsilonSpent, ended.EpsilonRemaining, 9);
     }
 
-    [Fact]
-    public void Reserve_MoreThanLeft_RefusedNamingTheNumbersAndNothingWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Reserve_MoreThanLeft_RefusedNamingTheNumbersAndNothingWritten(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan plan = Plan(2, 20);
         _state.Budgets.Set("default", EpsilonOf(plan.RdpAfter(20)) * 1.2, Delta, "officer");
         _state.Database.Write(work =>
@@ -107,9 +113,11 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(EpsilonOf(plan.RdpAfter(20)), _state.Budgets.Get("default")!.EpsilonReserved, 9);
     }
 
-    [Fact]
-    public void BudgetSet_BelowSpentAndReserved_RefusedNamingBothAndNothingWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void BudgetSet_BelowSpentAndReserved_RefusedNamingBothAndNothingWritten(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan plan = Plan(4, 5);
         StartedWithOneRound(plan);
         BudgetRecord before = _state.Budgets.Get("default")!;
@@ -124,9 +132,11 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(before.EpsilonSpent + before.EpsilonReserved, _state.Budgets.Set("default", (before.EpsilonSpent + before.EpsilonReserved) * (1 + 1e-9), Delta, "officer").Epsilon, 6);
     }
 
-    [Fact]
-    public void ClientsPrivacy_RoundsContributedTo_ComposedPerOrderAtTheBudgetsDelta()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void ClientsPrivacy_RoundsContributedTo_ComposedPerOrderAtTheBudgetsDelta(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan plan = Plan(4, 3);
         _state.Budgets.Set("default", 50, Delta, "officer");
         foreach (string client in new[] { "alice", "bob", "carol" })
@@ -153,9 +163,11 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(("default", "default", null), (populations["alice"], populations["bob"], populations["carol"]));
     }
 
-    [Fact]
-    public void CompleteRound_ContributorOfAnotherPopulation_RefusedAndRolledBack()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void CompleteRound_ContributorOfAnotherPopulation_RefusedAndRolledBack(StateBackend backend)
     {
+        Use(backend);
         PrivacyPlan plan = Plan(4, 3);
         _state.Budgets.Set("default", 50, Delta, "officer");
         _state.Budgets.Set("other", 50, Delta, "officer");
@@ -174,24 +186,22 @@ public sealed class PopulationLedgerTests : IDisposable
         Assert.Equal(0, _state.Budgets.Get("other")!.EpsilonSpent);
     }
 
-    [Fact]
-    public void Open_StateWithChargesFromBeforePerOrderAccounting_PopulationSpentInFullAndClosed()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Open_StateWithChargesFromBeforePerOrderAccounting_PopulationSpentInFullAndClosed(StateBackend backend)
     {
-        string path = _dir.File("legacy.db");
-        using (var connection = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            connection.Open();
-            using SqliteCommand command = connection.CreateCommand();
-            command.CommandText = StateSchema.Migrations[0] + """
-                PRAGMA user_version = 1;
-                INSERT INTO budgets VALUES ('default', 10, 1e-5, 'officer', '2026-01-01T00:00:00.0000000Z');
-                INSERT INTO ledger (run_id, round, population, epsilon_after, epsilon_delta, delta, mechanism, noise_multiplier, clip_norm, participants, charged_at)
-                VALUES ('old', 1, 'default', 2.5, 2.5, 1e-6, 1, 1.0, 1.0, 3, '2026-01-01T00:00:00.0000000Z');
-                """;
-            command.ExecuteNonQuery();
-        }
+        // A database at schema version 1, as a coordinator of that version left it, migrated by this one's Open.
+        _database = new TestStateDatabase(backend);
+        _database.Execute(backend == StateBackend.Sqlite
+            ? StateSchema.Migrations[0] + "PRAGMA user_version = 1;"
+            : StateSchema.PostgresMigrations[0] + "CREATE TABLE state_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL); INSERT INTO state_schema VALUES (1, 1);");
+        _database.Execute("""
+            INSERT INTO budgets VALUES ('default', 10, 1e-5, 'officer', '2026-01-01T00:00:00.0000000Z');
+            INSERT INTO ledger (run_id, round, population, epsilon_after, epsilon_delta, delta, mechanism, noise_multiplier, clip_norm, participants, charged_at)
+            VALUES ('old', 1, 'default', 2.5, 2.5, 1e-6, 1, 1.0, 1.0, 3, '2026-01-01T00:00:00.0000000Z');
+            """);
 
-        using CoordinatorState legacy = CoordinatorState.Open(path, _signer, TimeProvider.System);
+        using CoordinatorState legacy = _database.Open(_signer);
 
         BudgetRecord budget = legacy.Budgets.Get("default")!;
         Assert.Equal((double.PositiveInfinity, 0.0, 0.0), (budget.EpsilonSpent, budget.EpsilonReserved, budget.EpsilonRemaining));

@@ -2,35 +2,37 @@ using System.Security.Cryptography.X509Certificates;
 using Federated.Aggregation.Privacy;
 using Federated.Coordinator.State;
 using Federated.Protos.V1;
-using Microsoft.Data.Sqlite;
 
 namespace Federated.Coordinator.Tests.State;
 
 /// <summary>A write and the audit entry describing it commit together or not at all, whichever store writes.</summary>
 public sealed class UnitOfWorkTests : IDisposable
 {
-    private readonly TempDirectory _dir = new();
     private readonly X509Certificate2 _signer = TestSigner.Create();
-    private readonly CoordinatorState _state;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
 
-    public UnitOfWorkTests()
+    private void Use(StateBackend backend)
     {
-        _state = CoordinatorState.Open(_dir.File("state.db"), _signer, TimeProvider.System);
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_signer);
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _signer.Dispose();
-        _dir.Dispose();
     }
 
-    [Fact]
-    public void BudgetsSet_AuditInsertFails_BudgetRolledBack()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void BudgetsSet_AuditInsertFails_BudgetRolledBack(StateBackend backend)
     {
+        Use(backend);
         RefuseAuditInserts(true);
 
-        var ex = Assert.Throws<SqliteException>(() => _state.Budgets.Set("default", 4, 1e-6, "officer"));
+        Exception ex = Assert.Throws(_database!.RefusalException, () => _state.Budgets.Set("default", 4, 1e-6, "officer"));
 
         Assert.Contains("audit refused", ex.Message, StringComparison.Ordinal);
         Assert.Null(_state.Budgets.Get("default"));
@@ -40,9 +42,11 @@ public sealed class UnitOfWorkTests : IDisposable
         Assert.Single(_state.Audit.Read(1, 10).Entries);
     }
 
-    [Fact]
-    public void RoundsComplete_AuditInsertFails_NothingOfTheCompletionIsWritten()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void RoundsComplete_AuditInsertFails_NothingOfTheCompletionIsWritten(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 100, 1e-5, "officer");
         _state.Runs.Create("run1", [1], "default", 2.0, 1.1, "a0", "engineer");
         _state.Rounds.Start("run1", 1, new Dictionary<string, int> { ["alice"] = 1, ["bob"] = 2 }, "a0");
@@ -54,7 +58,7 @@ public sealed class UnitOfWorkTests : IDisposable
         // Only the last write of the completion fails: everything before it in the transaction was already executed.
         RefuseAuditInserts(true, action: "round.complete");
 
-        Assert.Throws<SqliteException>(() => _state.Rounds.Complete(completion));
+        Assert.Throws(_database!.RefusalException, () => _state.Rounds.Complete(completion));
 
         // The charge, the adapter's row and entry, the statuses, the round's end and the run's adapter all rolled back.
         Assert.Empty(_state.Ledger.List("run1", null));
@@ -71,9 +75,11 @@ public sealed class UnitOfWorkTests : IDisposable
         Assert.Equal("a1", _state.Runs.Get("run1")!.AdapterSha256);
     }
 
-    [Fact]
-    public void Write_ThrowsAfterWritesOfSeveralStores_NoneOfThemCommits()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void Write_ThrowsAfterWritesOfSeveralStores_NoneOfThemCommits(StateBackend backend)
     {
+        Use(backend);
         Assert.Throws<InvalidOperationException>(() => _state.Database.Write(work =>
         {
             _state.AdapterRecords.Record(work, new StoredAdapter("a0", 10, [1]), "run1", 0, "coordinator");
@@ -87,9 +93,11 @@ public sealed class UnitOfWorkTests : IDisposable
         Assert.Null(_state.Audit.Read(1, 10).Head);
     }
 
-    [Fact]
-    public void BudgetsRequireAffordable_MoreThanRemains_RefusedNamingTheNumbers()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void BudgetsRequireAffordable_MoreThanRemains_RefusedNamingTheNumbers(StateBackend backend)
     {
+        Use(backend);
         _state.Budgets.Set("default", 2.0, 1e-6, "officer");
         _state.Database.Write(work => _state.Ledger.Charge(work, new LedgerRecord(0, "run1", 1, "default", 0.75, 0.75, 1e-6, 1, 1.1, 1.0, 3, default) { Rdp = TestCharges.Rdp() }));
         double spent = TestCharges.Epsilon(1, 1e-6);
@@ -127,16 +135,5 @@ public sealed class UnitOfWorkTests : IDisposable
         Assert.Throws<InvalidDataException>(() => ParticipantStatusText.Parse("vanished"));
 
     // A trigger makes every audit INSERT fail the way a full disk or a constraint would, from a second connection.
-    private void RefuseAuditInserts(bool refuse, string? action = null)
-    {
-        using var connection = new SqliteConnection($"Data Source={_dir.File("state.db")};Pooling=False");
-        connection.Open();
-        using SqliteCommand command = connection.CreateCommand();
-        command.CommandText = refuse
-            ? "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit "
-                + (action is null ? "" : $"WHEN NEW.canonical_json LIKE '%\"action\":\"{action}\"%' ")
-                + "BEGIN SELECT RAISE(ABORT, 'audit refused'); END;"
-            : "DROP TRIGGER refuse_audit;";
-        command.ExecuteNonQuery();
-    }
+    private void RefuseAuditInserts(bool refuse, string? action = null) => _database!.RefuseAuditInserts(refuse, action);
 }

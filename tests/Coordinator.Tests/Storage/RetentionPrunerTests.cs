@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using Federated.Coordinator.Cli;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
+using Federated.Coordinator.Tests.State;
 using Federated.Coordinator.Storage;
 using Federated.Protos.V1;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -18,22 +19,29 @@ public sealed class RetentionPrunerTests : IDisposable
     private readonly X509Certificate2 _ca;
     private readonly AdapterSigner _signer;
     private readonly AtRestCipher _cipher;
-    private readonly CoordinatorState _state;
-    private readonly AdapterStore _store;
+    private TestStateDatabase? _database;
+    private CoordinatorState _state = null!;
+    private AdapterStore _store = null!;
 
     public RetentionPrunerTests()
     {
         (_ca, _signer) = TestAdapterSigner.Create(_dir.File("pki"));
         AtRestCipher.CreateKeyFile(_dir.File("at-rest.key"));
         _cipher = AtRestCipher.FromKeyFile(_dir.File("at-rest.key"));
-        _state = CoordinatorState.Open(_dir.File("state.db"), _auditSigner, _time);
-        _store = new AdapterStore(_dir.File("adapters"), _state, _signer, _cipher);
+    }
+
+    private void Use(StateBackend backend)
+    {
+        _database = new TestStateDatabase(backend);
+        _state = _database.Open(_auditSigner, _time);
+        _store = TestStateDatabase.Adapters(_state, _signer, _cipher);
         _state.Budgets.Set("default", 1000, 1e-5, "officer");
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _state?.Dispose();
+        _database?.Dispose();
         _cipher.Dispose();
         _signer.Dispose();
         _ca.Dispose();
@@ -41,9 +49,11 @@ public sealed class RetentionPrunerTests : IDisposable
         _dir.Dispose();
     }
 
-    [Fact]
-    public async Task PruneNow_RoundsOlderThanRetention_RemovesTheirAdaptersAndParticipantsKeepsCurrentAdaptersAndTheAuditVerifies()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public async Task PruneNow_RoundsOlderThanRetention_RemovesTheirAdaptersAndParticipantsKeepsCurrentAdaptersAndTheAuditVerifies(StateBackend backend)
     {
+        Use(backend);
         // Day 0: run A completes two rounds; run C completes one round and starts a second that is still in progress.
         string a0 = Adapter("run-a", 0);
         _state.Runs.Create("run-a", [1], "default", 2, 1, a0, "engineer");
@@ -69,7 +79,7 @@ public sealed class RetentionPrunerTests : IDisposable
         foreach (string gone in new[] { a0, a1, c0 })
         {
             Assert.Null(_store.Open(gone));
-            Assert.False(File.Exists(_dir.File($"adapters/{gone}.adapter.enc")));
+            Assert.False(_database!.StoredAdapterExists($"{gone}.adapter.enc"));
         }
         // The final adapter of the completed run, the latest of the running one, and everything recent stay readable.
         foreach (string kept in new[] { a2, c1, b0, b1 })
@@ -94,12 +104,14 @@ public sealed class RetentionPrunerTests : IDisposable
         Assert.Equal(audit.Count, _state.Audit.Read(1, 100_000).Entries.Count);
 
         _state.Dispose();
-        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", _dir.File("state.db")]));
+        Assert.Equal(CliRunner.Ok, await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["audit", "verify", "--state", _database!.Argument]));
     }
 
-    [Fact]
-    public void PruneNow_RetentionOff_RemovesNothing()
+    [Theory]
+    [MemberData(nameof(StateBackends.All), MemberType = typeof(StateBackends))]
+    public void PruneNow_RetentionOff_RemovesNothing(StateBackend backend)
     {
+        Use(backend);
         string a0 = Adapter("run-a", 0);
         _time.Advance(TimeSpan.FromDays(5000));
         var pruner = new RetentionPruner(_state, _store, new CoordinatorOptions { Pki = "p", RetentionDays = 0 }, _time, NullLogger<RetentionPruner>.Instance);

@@ -15,30 +15,40 @@ internal sealed class AdminCallException(StatusCode status, string message) : Ex
 
 /// <summary>
 /// The admin CLI's mutual-TLS gRPC channel: presents the engineer's or officer's identity, trusts the federation CA
-/// file alone (never the system store) with the server name checked, and puts a deadline on every unary call.
+/// file alone (never the system store) with the server name checked, and puts a deadline on every unary call. Given a
+/// leader and its standbys, it talks to one at a time: a call that one answers UNAVAILABLE (unreachable, or a standby
+/// saying it is not the leader) is made to the next, and the one that answers is kept for the calls after it.
 /// </summary>
 internal sealed class AdminConnection : IDisposable
 {
     /// <summary>Deadline of each unary call.</summary>
     public static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(30);
 
-    private readonly MutualTlsChannel _channel;
+    private readonly IReadOnlyList<Uri> _coordinators;
+    private readonly FederationTrust _trust;
+    // One channel per coordinator, opened the first time that coordinator is tried.
+    private readonly MutualTlsChannel?[] _channels;
     private readonly X509Certificate2 _identity;
+    private int _current;
+    private bool _answered;
 
-    private AdminConnection(Uri coordinator, X509Certificate2 identity, FederationTrust trust)
+    private AdminConnection(IReadOnlyList<Uri> coordinators, X509Certificate2 identity, FederationTrust trust)
     {
+        _coordinators = coordinators;
         _identity = identity;
-        _channel = new MutualTlsChannel(coordinator, identity, trust);
-        Admin = new AdminService.AdminServiceClient(_channel.Channel);
+        _trust = trust;
+        _channels = new MutualTlsChannel?[coordinators.Count];
+        Admin = new AdminService.AdminServiceClient(Channel.Channel);
     }
 
-    public AdminService.AdminServiceClient Admin { get; }
+    /// <summary>The admin client of the coordinator in use (the leader once a call has been answered).</summary>
+    public AdminService.AdminServiceClient Admin { get; private set; }
 
     /// <summary>The federation CA this connection trusts (also the anchor for verifying exports).</summary>
-    public X509Certificate2 Ca => _channel.Trust.Ca;
+    public X509Certificate2 Ca => _trust.Ca;
 
     /// <summary>The coordinator this connection talks to.</summary>
-    public string Address => _channel.Address.ToString();
+    public string Address => Channel.Address.ToString();
 
     /// <summary>The role the identity's certificate carries (what the coordinator authorizes by); null when it names none.</summary>
     public FederationRole? Role => FederationRoleExtension.Read(_identity);
@@ -47,7 +57,9 @@ internal sealed class AdminConnection : IDisposable
     public string Name => _identity.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
 
     /// <summary>The coordinator's certificate from the validated handshake; null before the first call.</summary>
-    public X509Certificate2? ServerCertificate => _channel.ServerCertificate;
+    public X509Certificate2? ServerCertificate => Channel.ServerCertificate;
+
+    private MutualTlsChannel Channel => _channels[_current] ??= new MutualTlsChannel(_coordinators[_current], _identity, _trust);
 
     /// <summary>Loads the identity and CA; unreadable files, a wrong password or a foreign identity are usage errors.</summary>
     public static AdminConnection Open(AdminEndpoint endpoint)
@@ -86,26 +98,81 @@ internal sealed class AdminConnection : IDisposable
             ca.Dispose();
             throw new UsageException($"--identity '{endpoint.IdentityPath}' is not an identity of the federation in --ca: {reason}");
         }
-        return new AdminConnection(endpoint.Coordinator, identity, trust);
+        return new AdminConnection(endpoint.Coordinators, identity, trust);
     }
 
     /// <summary>Call options with the unary deadline (or none for a stream that ends on its own) and the caller's token.</summary>
     public static CallOptions Options(CancellationToken cancellationToken, TimeSpan? timeout) =>
         new(deadline: timeout is { } t ? DateTime.UtcNow + t : null, cancellationToken: cancellationToken);
 
-    /// <summary>Runs a unary call; a refusal becomes an <see cref="AdminCallException"/>, Ctrl+C an <see cref="OperationCanceledException"/>.</summary>
+    /// <summary>
+    /// Runs a unary call; a refusal becomes an <see cref="AdminCallException"/>, Ctrl+C an <see cref="OperationCanceledException"/>.
+    /// With several coordinators, an UNAVAILABLE answer sends the call to the next one (each is tried once per call), and
+    /// when none answers as leader the exception names every address tried and why.
+    /// </summary>
+    /// <remarks>
+    /// <paramref name="call"/> must read <see cref="Admin"/> each time it runs, so that a retry goes to the next coordinator.
+    /// A standby refuses before doing anything, so the retry cannot repeat a change; only a leader that dies in the
+    /// middle of a call leaves it unknown whether the call took effect, as a single coordinator would.
+    /// </remarks>
     public async Task<T> CallAsync<T>(Func<CallOptions, AsyncUnaryCall<T>> call, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(call);
-        try
+        int first = _current;
+        List<string>? tried = null;
+        while (true)
         {
-            using AsyncUnaryCall<T> pending = call(Options(cancellationToken, CallTimeout));
-            return await pending.ResponseAsync;
+            try
+            {
+                using AsyncUnaryCall<T> pending = call(Options(cancellationToken, CallTimeout));
+                T response = await pending.ResponseAsync;
+                _answered = true;
+                return response;
+            }
+            catch (RpcException ex) when (_coordinators.Count > 1 && NotLeader(ex, cancellationToken) is { } why)
+            {
+                (tried ??= []).Add($"{_coordinators[_current].OriginalString} ({why})");
+                Select((_current + 1) % _coordinators.Count);
+                if (_current == first)
+                {
+                    throw new AdminCallException(StatusCode.Unavailable,
+                        $"Unavailable: no coordinator answered as leader: {string.Join("; ", tried)}; check --coordinator and that the leader is running");
+                }
+            }
+            catch (RpcException ex)
+            {
+                throw Failure(ex, cancellationToken);
+            }
         }
-        catch (RpcException ex)
+    }
+
+    /// <summary>
+    /// Before a stream, which is not moved to another coordinator once open: with several coordinators and none heard
+    /// from yet, <paramref name="probe"/> (a unary call the caller's role may make) finds the leader. With one, nothing is sent.
+    /// </summary>
+    public async Task FindLeaderAsync<T>(Func<CallOptions, AsyncUnaryCall<T>> probe, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(probe);
+        if (_coordinators.Count > 1 && !_answered)
         {
-            throw Failure(ex, cancellationToken);
+            await CallAsync(probe, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Why a failed call means "try the next coordinator": it could not reach this one, or this one is a standby (which
+    /// answers UNAVAILABLE naming the leader). Null otherwise, and for a certificate this client refuses: a wrong CA is
+    /// a mistake to report, not an outage to route around.
+    /// </summary>
+    private string? NotLeader(RpcException ex, CancellationToken cancellationToken) =>
+        ex.StatusCode == StatusCode.Unavailable && !cancellationToken.IsCancellationRequested && Channel.ServerRefusal is null
+            ? UserMessage.Cause(ex)
+            : null;
+
+    private void Select(int index)
+    {
+        _current = index;
+        Admin = new AdminService.AdminServiceClient(Channel.Channel);
     }
 
     /// <summary>Maps a failed call to what the CLI reports: the status name and the server's detail in one line.</summary>
@@ -117,13 +184,13 @@ internal sealed class AdminConnection : IDisposable
             return new OperationCanceledException("interrupted", ex, cancellationToken);
         }
         // A refused server certificate surfaces as INTERNAL or UNAVAILABLE depending on where the handshake broke.
-        if (_channel.ServerRefusal is { } refusal)
+        if (Channel.ServerRefusal is { } refusal)
         {
-            return new AdminCallException(StatusCode.Unavailable, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({refusal})");
+            return new AdminCallException(StatusCode.Unavailable, $"Unavailable: cannot reach the coordinator at {Channel.Address} ({refusal})");
         }
         if (ex.StatusCode == StatusCode.Unavailable)
         {
-            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {_channel.Address} ({UserMessage.Cause(ex)}); check --coordinator and that it is running");
+            return new AdminCallException(ex.StatusCode, $"Unavailable: cannot reach the coordinator at {Channel.Address} ({UserMessage.Cause(ex)}); check --coordinator and that it is running");
         }
         return new AdminCallException(ex.StatusCode, $"{ex.StatusCode}: {OneLine(ex.Status.Detail)}");
     }
@@ -132,10 +199,13 @@ internal sealed class AdminConnection : IDisposable
 
     public void Dispose()
     {
-        _channel.Dispose();
+        foreach (MutualTlsChannel? channel in _channels)
+        {
+            channel?.Dispose();
+        }
         _identity.Dispose();
-        _channel.Trust.Ca.Dispose();
-        foreach (X509Certificate2 intermediate in _channel.Trust.Intermediates)
+        _trust.Ca.Dispose();
+        foreach (X509Certificate2 intermediate in _trust.Intermediates)
         {
             intermediate.Dispose();
         }

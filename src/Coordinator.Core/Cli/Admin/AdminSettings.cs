@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Federated.Transport;
 using Spectre.Console.Cli;
 
 namespace Federated.Coordinator.Cli;
@@ -14,7 +15,7 @@ internal abstract class AdminSettings : CommandSettings
     public const string CaVariable = "FEDERATED_CA";
 
     [CommandOption("--coordinator <URL>")]
-    [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443 (default: $FEDERATED_COORDINATOR).")]
+    [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443, or a leader and its standbys separated by commas, tried in turn until one answers as leader (default: $FEDERATED_COORDINATOR).")]
     public string? Coordinator { get; init; }
 
     [CommandOption("--identity <FILE>")]
@@ -35,9 +36,18 @@ internal abstract class AdminSettings : CommandSettings
 }
 
 /// <summary>The resolved connection flags, checked before anything is sent (a class, not a record: no ToString leaks the password).</summary>
-internal sealed class AdminEndpoint(Uri coordinator, string identityPath, string caPath, string? password)
+internal sealed class AdminEndpoint(IReadOnlyList<Uri> coordinators, string identityPath, string caPath, string? password)
 {
-    public Uri Coordinator { get; } = coordinator;
+    public AdminEndpoint(Uri coordinator, string identityPath, string caPath, string? password)
+        : this([coordinator], identityPath, caPath, password)
+    {
+    }
+
+    /// <summary>The coordinators to try, in order: one, or a leader and its standbys.</summary>
+    public IReadOnlyList<Uri> Coordinators { get; } = coordinators.Count > 0 ? coordinators : throw new ArgumentException("no coordinator address", nameof(coordinators));
+
+    /// <summary>The first coordinator listed.</summary>
+    public Uri Coordinator => Coordinators[0];
 
     public string IdentityPath { get; } = identityPath;
 
@@ -50,9 +60,20 @@ internal sealed class AdminEndpoint(Uri coordinator, string identityPath, string
     {
         ArgumentNullException.ThrowIfNull(settings);
         string coordinator = Value(settings.Coordinator, AdminSettings.CoordinatorVariable, "--coordinator URL");
-        if (!Uri.TryCreate(coordinator, UriKind.Absolute, out Uri? url) || url.Scheme != Uri.UriSchemeHttps || url.Host.Length == 0)
+        IReadOnlyList<Uri> coordinators;
+        if (!coordinator.Contains(','))
         {
-            throw new UsageException($"--coordinator must be an https URL such as https://coordinator.example.org:7443, got '{coordinator}'");
+            if (!Uri.TryCreate(coordinator, UriKind.Absolute, out Uri? url) || url.Scheme != Uri.UriSchemeHttps || url.Host.Length == 0)
+            {
+                throw new UsageException($"--coordinator must be an https URL such as https://coordinator.example.org:7443, got '{coordinator}'");
+            }
+            coordinators = [url];
+        }
+        else
+        {
+            coordinators = CoordinatorAddressList.TryParse(coordinator, out CoordinatorAddressList list, out string error)
+                ? list.Addresses
+                : throw new UsageException(error);
         }
         string identity = Value(settings.Identity, AdminSettings.IdentityVariable, "--identity FILE.pfx");
         if (!File.Exists(identity))
@@ -64,7 +85,7 @@ internal sealed class AdminEndpoint(Uri coordinator, string identityPath, string
         {
             throw new UsageException($"--ca '{ca}' does not exist");
         }
-        return new AdminEndpoint(url, identity, ca, PasswordFile.Read(settings.PasswordFile));
+        return new AdminEndpoint(coordinators, identity, ca, PasswordFile.Read(settings.PasswordFile));
     }
 
     private static string Value(string? flag, string variable, string usage)

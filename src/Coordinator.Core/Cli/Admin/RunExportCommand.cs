@@ -48,6 +48,8 @@ internal sealed class RunExportCommand : AsyncCommand<RunExportCommand.Settings>
         }
         AdminEndpoint endpoint = AdminEndpoint.Resolve(settings);
         using AdminConnection connection = AdminConnection.Open(endpoint);
+        // The export is one stream: with standbys listed, the leader is found first (engineers may read a run's status).
+        await connection.FindLeaderAsync(o => connection.Admin.GetRunStatusAsync(new GetRunStatusRequest { RunId = runId }, o), cancellationToken);
 
         bool created = !Directory.Exists(directory);
         Directory.CreateDirectory(directory);

@@ -69,6 +69,7 @@ internal sealed class RunStatusCommand : AsyncCommand<RunStatusCommand.Settings>
     /// </remarks>
     internal static async Task<RunStatus?> WatchAsync(AdminConnection connection, string runId, bool json, CancellationToken cancellationToken)
     {
+        await connection.FindLeaderAsync(o => connection.Admin.GetRunStatusAsync(new GetRunStatusRequest { RunId = runId }, o), cancellationToken);
         RunStatus? last = null;
         while (true)
         {
