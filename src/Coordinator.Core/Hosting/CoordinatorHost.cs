@@ -81,24 +81,6 @@ public sealed class CoordinatorHost : IAsyncDisposable
 
     private ICollection<string> Addresses() => _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
 
-    /// <summary>A refused client certificate's reason as a bounded metric attribute (the log line has the detail).</summary>
-    private static string RefusalKind(FederationTrust trust, X509Certificate2? certificate)
-    {
-        if (certificate is null)
-        {
-            return "no_certificate";
-        }
-        if (trust.IsRevoked(certificate, out _))
-        {
-            return "revoked";
-        }
-        if (trust.IsExpired(certificate, out _))
-        {
-            return "expired";
-        }
-        return trust.TryBuildChain(certificate, FederationTrust.ClientAuthOid, out _) ? "invalid_identity" : "untrusted_chain";
-    }
-
     public static CoordinatorHost Create(CoordinatorOptions options, Action<ILoggingBuilder>? configureLogging = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -127,7 +109,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
         CoordinatorState state;
         try
         {
-            adapterSigner = LoadAdapterSigner(pki, ca);
+            adapterSigner = AdapterSigner.Load(pki, ca);
         }
         catch
         {
@@ -202,7 +184,7 @@ public sealed class CoordinatorHost : IAsyncDisposable
                             {
                                 CoordinatorLog.ClientCertificateRefused(tlsLogger, reason);
                             }
-                            tlsMetrics?.TlsRefused(RefusalKind(trust, certificate));
+                            tlsMetrics?.TlsRefused(trust.RefusalKind(certificate));
                             return false;
                         },
                     });
@@ -282,30 +264,6 @@ public sealed class CoordinatorHost : IAsyncDisposable
             adapterSigner.Dispose();
             cipher?.Dispose();
             throw;
-        }
-    }
-
-    /// <summary>
-    /// Loads adapter-signer.pfx (issued by `pki init` with the root); start-up stops naming the missing file, and
-    /// refuses a signer whose signature would not verify against the root.
-    /// </summary>
-    private static AdapterSigner LoadAdapterSigner(string pki, X509Certificate2 ca)
-    {
-        string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException(
-                $"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate); issue one with the root: 'coordinator pki issue --pki {pki} --adapter-signer'");
-        }
-        X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
-        try
-        {
-            return new AdapterSigner(certificate, ca);
-        }
-        catch (ArgumentException ex)
-        {
-            certificate.Dispose();
-            throw new InvalidOperationException($"'{path}': {ex.Message.Split(" (Parameter")[0]}", ex);
         }
     }
 

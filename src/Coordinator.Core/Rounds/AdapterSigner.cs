@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Federated.Coordinator.Pki;
 using Federated.Training.Peft;
 using Federated.Training.Provenance;
 
@@ -36,6 +37,30 @@ internal sealed class AdapterSigner : IDisposable
             throw new ArgumentException($"adapter-signing certificate {certificate.Subject} is not usable: {ex.Message}", nameof(certificate), ex);
         }
         _certificate = certificate;
+    }
+
+    /// <summary>
+    /// Loads adapter-signer.pfx (issued by `pki init` with the root); start-up stops naming the missing file, and
+    /// refuses a signer whose signature would not verify against the root.
+    /// </summary>
+    public static AdapterSigner Load(string pki, X509Certificate2 ca)
+    {
+        string path = Path.Combine(pki, FederationPki.AdapterSignerName + ".pfx");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException(
+                $"PKI folder '{pki}' lacks {FederationPki.AdapterSignerName}.pfx (the adapter-signing certificate); issue one with the root: 'coordinator pki issue --pki {pki} --adapter-signer'");
+        }
+        X509Certificate2 certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+        try
+        {
+            return new AdapterSigner(certificate, ca);
+        }
+        catch (ArgumentException ex)
+        {
+            certificate.Dispose();
+            throw new InvalidOperationException($"'{path}': {ex.Message.Split(" (Parameter")[0]}", ex);
+        }
     }
 
     public X509Certificate2 Certificate => _certificate;

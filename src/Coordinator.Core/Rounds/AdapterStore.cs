@@ -199,4 +199,16 @@ public sealed class AdapterStore
     private static string BlobName(string sha256) => "adapter/" + sha256;
 
     private static string NameOf(string sha256, bool encrypted) => sha256 + (encrypted ? EncryptedExtension : PlainExtension);
+
+    /// <summary>The stored adapter's bytes, checked against their hash (a damaged file must not become the global model).</summary>
+    public byte[] ReadVerified(string sha256)
+    {
+        byte[] content = Read(sha256)
+            ?? throw new InvalidDataException($"the run's adapter {sha256} is not stored (or not released) on this coordinator");
+        if (!Convert.ToHexStringLower(SHA256.HashData(content)).Equals(sha256, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"the stored adapter {sha256} does not match its hash");
+        }
+        return content;
+    }
 }

@@ -153,7 +153,7 @@ internal sealed class RunOrchestrator : IAsyncDisposable
                 RunPlan plan = RunPlan.Parser.ParseFrom(record.Plan);
                 BudgetRecord budget = _state.Budgets.Get(record.Population)
                     ?? throw new InvalidDataException($"population '{record.Population}' has no budget any more");
-                GlobalAdapter adapter = GlobalAdapter.Deserialize(ReadAdapter(record.AdapterSha256));
+                GlobalAdapter adapter = GlobalAdapter.Deserialize(_adapters.ReadVerified(record.AdapterSha256));
                 RunProgress progress = _state.Runs.Progress(record.RunId);
                 // Priced again from the stored plan and noise: the same parameters give the same plan, round for round.
                 var privacy = Aggregation.Privacy.PrivacyPlan.Create(RunPricing.Parameters(plan, adapter.BDimension, record.NoiseMultiplier));
@@ -387,17 +387,5 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         {
             throw new InvalidPlanException($"base model '{plan.BaseModel}' cannot be used: {ex.Message}");
         }
-    }
-
-    /// <summary>The stored adapter's bytes, checked against their hash (a damaged file must not become the global model).</summary>
-    private byte[] ReadAdapter(string sha256)
-    {
-        byte[] content = _adapters.Read(sha256)
-            ?? throw new InvalidDataException($"the run's adapter {sha256} is not stored (or not released) on this coordinator");
-        if (!Convert.ToHexStringLower(SHA256.HashData(content)).Equals(sha256, StringComparison.Ordinal))
-        {
-            throw new InvalidDataException($"the stored adapter {sha256} does not match its hash");
-        }
-        return content;
     }
 }

@@ -27,28 +27,7 @@ internal sealed class SqliteStateDatabase : StateDatabase
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(audit);
         ArgumentNullException.ThrowIfNull(time);
-        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (directory is not null)
-        {
-            Directory.CreateDirectory(directory);
-        }
-        var connection = new SqliteConnection(new SqliteConnectionStringBuilder
-        {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Pooling = false,
-        }.ToString());
-        connection.Open();
-        try
-        {
-            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
-            Migrate(connection);
-        }
-        catch
-        {
-            connection.Dispose();
-            throw;
-        }
+        SqliteConnection connection = OpenMigrated(path);
         return new SqliteStateDatabase(connection, Path.GetFullPath(path), audit, time);
     }
 

@@ -27,12 +27,8 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
     /// <summary>Retries of one call before a session gives up on a coordinator when others are listed (a blip, not an outage).</summary>
     private const int FailoverRetries = 2;
 
-    /// <summary>
-    /// TEST ONLY (fault injection for the dropout tests): when set to advertise_keys, share_keys, masked_input or
-    /// unmask, the client logs "test hook: holding before STAGE" and stops talking right before sending that stage's
-    /// message, so a test can SIGKILL it at exactly that point. Never set it on a real deployment.
-    /// </summary>
-    public const string HoldBeforeStageVariable = "FEDERATED_EDGE_TEST_HOLD_BEFORE_STAGE";
+    /// <summary>TEST ONLY: see <see cref="StageHoldHook.Variable"/>.</summary>
+    public const string HoldBeforeStageVariable = StageHoldHook.Variable;
 
     public sealed class Settings : CommandSettings
     {
@@ -217,7 +213,7 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
             }
         }
 
-        Func<RoundStage, CancellationToken, Task>? holdBeforeStage = HoldBeforeStage(Environment.GetEnvironmentVariable(HoldBeforeStageVariable));
+        Func<RoundStage, CancellationToken, Task>? holdBeforeStage = StageHoldHook.FromEnvironment();
         IReadOnlyList<Uri> coordinators = settings.Coordinators();
 
         // One connection to one coordinator, for as long as it lasts: register, heartbeat, take part in rounds. It ends
@@ -360,30 +356,6 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         _ => null,
     };
 
-    private static Func<RoundStage, CancellationToken, Task>? HoldBeforeStage(string? value)
-    {
-        if (string.IsNullOrEmpty(value))
-        {
-            return null;
-        }
-        RoundStage hold = value.ToLowerInvariant() switch
-        {
-            "advertise_keys" => RoundStage.AdvertiseKeys,
-            "share_keys" => RoundStage.ShareKeys,
-            "masked_input" => RoundStage.MaskedInput,
-            "unmask" => RoundStage.Unmask,
-            _ => throw new UsageException($"{HoldBeforeStageVariable} '{value}' is not one of advertise_keys, share_keys, masked_input, unmask"),
-        };
-        return async (stage, cancellationToken) =>
-        {
-            if (stage == hold)
-            {
-                Console.Error.WriteLine($"edge-client: test hook: holding before {stage}");
-                await Task.Delay(Timeout.Infinite, cancellationToken);
-            }
-        };
-    }
-
     private static EdgeRevocationList OpenRevocation(string path, EdgeIdentity identity)
     {
         try
@@ -408,6 +380,3 @@ internal sealed class RunCommand : AsyncCommand<RunCommand.Settings>
         }
     }
 }
-
-/// <summary>A connection failure retrying cannot fix (a refused certificate or identity): `run` stops with exit 1 and one line.</summary>
-internal sealed class PermanentConnectionException(string message, Exception inner) : Exception(message, inner);

@@ -247,4 +247,22 @@ public sealed class FederationTrust
         reason = "";
         return true;
     }
+
+    /// <summary>A refused client certificate's reason as a bounded metric attribute (the log line has the detail).</summary>
+    public string RefusalKind(X509Certificate2? certificate)
+    {
+        if (certificate is null)
+        {
+            return "no_certificate";
+        }
+        if (IsRevoked(certificate, out _))
+        {
+            return "revoked";
+        }
+        if (IsExpired(certificate, out _))
+        {
+            return "expired";
+        }
+        return TryBuildChain(certificate, ClientAuthOid, out _) ? "invalid_identity" : "untrusted_chain";
+    }
 }
