@@ -4,6 +4,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Grpc.Core;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -27,12 +28,20 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
     {
         // Connected and registered before the round opens, so the stage clock runs on the protocol, not on TLS handshakes.
         using Clients clients = await Clients.ConnectAsync(coordinator);
-        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-one-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
+        FakeTimeProvider clock = RoundClock.Create();
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-one-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout), clock: clock);
         try
         {
             Dictionary<string, uint[]> inputs = s_names.ToDictionary(n => n, _ => RandomVector());
             Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(clients[n], n, inputs[n], round.Ref, n == "dave" ? stage : null))];
 
+            // The stage closes on its deadline once it waits for nobody but dave (at unmasking, after the three others
+            // signed the survivor set and the consistency check closed without dave's signature).
+            if (stage == RoundStage.Unmask)
+            {
+                await RoundClock.ExpireConsistencyCheckAsync(round, clock, signers: 3);
+            }
+            await RoundClock.ExpireStageAsync(round, clock, stage, "dave");
             uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(60));
 
             // A participant that vanished after uploading (at unmask) is in the sum: its masks are removed with the others' shares.
@@ -58,10 +67,19 @@ public sealed class SecAggDropoutTests(CoordinatorFixture coordinator) : IClassF
     public async Task Round_TwoOfFourVanishAtStage_FailsBelowThresholdAndReleasesNothing(RoundStage stage)
     {
         using Clients clients = await Clients.ConnectAsync(coordinator);
-        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-two-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout));
+        FakeTimeProvider clock = RoundClock.Create();
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan($"drop-two-{stage}", 1, s_names, Length, 32, Degree: 3, Threshold: 3, StageTimeout: s_stageTimeout), clock: clock);
         try
         {
             Task<ParticipationOutcome>[] running = [.. s_names.Select(n => ParticipateAsync(clients[n], n, RandomVector(), round.Ref, n is "carol" or "dave" ? stage : null))];
+
+            // The stage closes on its deadline once it waits for nobody but carol and dave (at unmasking, once the
+            // consistency check closed with two signatures, alice and bob refuse to go on and count as gone).
+            if (stage == RoundStage.Unmask)
+            {
+                await RoundClock.ExpireConsistencyCheckAsync(round, clock, signers: 2);
+            }
+            await RoundClock.ExpireStageAsync(round, clock, stage, ["carol", "dave"], name => running[Array.IndexOf(s_names, name)].IsCompleted);
 
             var failed = await Assert.ThrowsAsync<Federated.Aggregation.SecureAggregation.InsufficientSurvivorsException>(() => round.Sum.WaitAsync(TimeSpan.FromSeconds(60)));
 

@@ -4,6 +4,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Grpc.Core;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -32,10 +33,12 @@ public sealed class SecAggRoundTests(CoordinatorFixture coordinator) : IClassFix
     public async Task Round_OneClientDropsBeforeUpload_SumOfSurvivorsAfterStageDeadline()
     {
         string[] names = ["alice", "bob", "carol", "dave"];
-        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("dropout-run", 1, names, Length, 24, Degree: 3, Threshold: 3, StageTimeout: TimeSpan.FromSeconds(3)));
+        FakeTimeProvider clock = RoundClock.Create();
+        SecAggRound round = coordinator.Host.Rounds.Start(new SecAggRoundPlan("dropout-run", 1, names, Length, 24, Degree: 3, Threshold: 3, StageTimeout: TimeSpan.FromSeconds(3)), clock: clock);
         Dictionary<string, uint[]> inputs = names.ToDictionary(n => n, _ => RandomVector(bits: 24));
 
         Task<ParticipationOutcome>[] running = [.. names.Select(n => Participate(n, inputs[n], round.Ref, failTraining: n == "dave"))];
+        await RoundClock.ExpireStageAsync(round, clock, RoundStage.MaskedInput, "dave");
         uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(60));
 
         Assert.Equal(ExpectedSum(inputs.Where(p => p.Key != "dave").Select(p => p.Value), bits: 24), sum);

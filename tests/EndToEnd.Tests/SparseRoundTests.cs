@@ -6,6 +6,7 @@ using Federated.EdgeClient.Rounds;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -75,7 +76,8 @@ public sealed class SparseRoundTests : IAsyncLifetime
     {
         int minSurvivors = RunPlanValidation.DefaultThreshold(Clients);
         (int degree, int threshold) = RoundGraph.Choose(Clients, minSurvivors);
-        SecAggRound round = Host.Rounds.Start(new SecAggRoundPlan("sparse-run", 1, _names, Length, 32, degree, threshold, s_stageTimeout, MinSurvivors: minSurvivors));
+        FakeTimeProvider clock = RoundClock.Create();
+        SecAggRound round = Host.Rounds.Start(new SecAggRoundPlan("sparse-run", 1, _names, Length, 32, degree, threshold, s_stageTimeout, MinSurvivors: minSurvivors), clock: clock);
         try
         {
             Assert.InRange(degree, 2, Clients - 2);
@@ -85,6 +87,7 @@ public sealed class SparseRoundTests : IAsyncLifetime
             HashSet<string> vanishing = [.. _names.Take(Dropped)];
             Task<ParticipationOutcome>[] running = [.. _names.Select(n => ParticipateAsync(n, inputs[n], round.Ref, vanishing.Contains(n)))];
 
+            await RoundClock.ExpireStageAsync(round, clock, RoundStage.MaskedInput, [.. vanishing]);
             uint[] sum = await round.Sum.WaitAsync(TimeSpan.FromSeconds(120));
 
             Assert.Equal(ExpectedSum(_names.Where(n => !vanishing.Contains(n)).Select(n => inputs[n])), sum);
@@ -110,12 +113,14 @@ public sealed class SparseRoundTests : IAsyncLifetime
     {
         // The graph of the round above (which unmasked 54 survivors), with a release threshold of 58.
         (int degree, int threshold) = RoundGraph.Choose(Clients, RunPlanValidation.DefaultThreshold(Clients));
-        SecAggRound round = Host.Rounds.Start(new SecAggRoundPlan("sparse-short", 1, _names, Length, 32, degree, threshold, s_stageTimeout, MinSurvivors: 58));
+        FakeTimeProvider clock = RoundClock.Create();
+        SecAggRound round = Host.Rounds.Start(new SecAggRoundPlan("sparse-short", 1, _names, Length, 32, degree, threshold, s_stageTimeout, MinSurvivors: 58), clock: clock);
         try
         {
             HashSet<string> vanishing = [.. _names.Take(Dropped)];
             Task<ParticipationOutcome>[] running = [.. _names.Select(n => ParticipateAsync(n, RandomVector(), round.Ref, vanishing.Contains(n)))];
 
+            await RoundClock.ExpireStageAsync(round, clock, RoundStage.MaskedInput, [.. vanishing]);
             var failed = await Assert.ThrowsAsync<InsufficientSurvivorsException>(() => round.Sum.WaitAsync(TimeSpan.FromSeconds(120)));
 
             Assert.Contains("release threshold 58", failed.Message, StringComparison.Ordinal);

@@ -30,11 +30,15 @@ internal sealed class RoundRegistry(CoordinatorSigner signer, TimeProvider time,
     public IReadOnlyList<ReportedRecordEpsilon> RecordEpsilons(string runId) =>
         [.. _recordEpsilons.Where(p => p.Key.RunId == runId).Select(p => p.Value).OrderBy(r => r.ClientId, StringComparer.Ordinal)];
 
-    /// <summary>Opens a round: fresh graph seed from the CSPRNG, every participant invited; <paramref name="instructions"/> go into its manifests.</summary>
-    public SecAggRound Start(SecAggRoundPlan plan, RoundInstructions? instructions = null)
+    /// <summary>
+    /// Opens a round: fresh graph seed from the CSPRNG, every participant invited; <paramref name="instructions"/> go into
+    /// its manifests. Its stage deadlines run on <paramref name="clock"/> when given (tests drive them with a fake clock),
+    /// else on the coordinator's.
+    /// </summary>
+    public SecAggRound Start(SecAggRoundPlan plan, RoundInstructions? instructions = null, TimeProvider? clock = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        var round = new SecAggRound(plan, RandomNumberGenerator.GetBytes(32), time);
+        var round = new SecAggRound(plan, RandomNumberGenerator.GetBytes(32), clock ?? time);
         if (!_rounds.TryAdd((plan.RunId, (uint)plan.Round), (round, instructions ?? new RoundInstructions())))
         {
             round.Dispose();

@@ -176,6 +176,18 @@ internal sealed partial class SecAggRound : IDisposable
         }
     }
 
+    /// <summary>How many survivors have signed the survivor set in the unmask stage's consistency check so far.</summary>
+    public int ConfirmationCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _confirmations.Count;
+            }
+        }
+    }
+
     /// <summary>Each advertised participant's certificate and key signature, by index (complete once stage 1 closed).</summary>
     public IReadOnlyDictionary<int, SignedKeys> Signatures
     {

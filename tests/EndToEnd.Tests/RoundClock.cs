@@ -1,0 +1,90 @@
+using Federated.Coordinator.Rounds;
+using Federated.Protos.V1;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Federated.EndToEnd.Tests;
+
+/// <summary>
+/// A round's stage deadlines on a fake clock: the honest participants take what real time they need (no deadline can
+/// cut a slow one), and a test closes a stage on its deadline only once that stage waits for nobody but the participants
+/// it made vanish, instead of sleeping through seconds of stage timeout.
+/// </summary>
+internal static class RoundClock
+{
+    private static readonly TimeSpan s_patience = TimeSpan.FromMinutes(3);
+
+    /// <summary>A fake clock starting now, for <c>RoundRegistry.Start(plan, clock: ...)</c>.</summary>
+    public static FakeTimeProvider Create() => new(DateTimeOffset.UtcNow);
+
+    /// <summary>
+    /// Waits (real time, at most three minutes) until <paramref name="signers"/> survivors have signed the survivor set,
+    /// then moves <paramref name="clock"/> past half the unmask stage, when the consistency check answers with the
+    /// signatures it has (those who did not sign count as dropped for it).
+    /// </summary>
+    public static async Task ExpireConsistencyCheckAsync(SecAggRound round, FakeTimeProvider clock, int signers)
+    {
+        using var patience = new CancellationTokenSource(s_patience);
+        while (round.ConfirmationCount < signers)
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"{round.ConfirmationCount} of {signers} survivors signed the survivor set after {s_patience}");
+            }
+        }
+        // The check closes half a stage after the masked inputs closed; the fake clock has not moved since then.
+        clock.Advance(round.Plan.StageTimeout / 2);
+    }
+
+    /// <summary>
+    /// Waits (real time, at most three minutes) until <paramref name="stage"/> is open and waits only for
+    /// <paramref name="missing"/>, then moves <paramref name="clock"/> to that stage's deadline, which closes it.
+    /// </summary>
+    public static Task ExpireStageAsync(SecAggRound round, FakeTimeProvider clock, RoundStage stage, params string[] missing) =>
+        ExpireStageAsync(round, clock, stage, missing, _ => false);
+
+    /// <summary>
+    /// As above, where a participant the stage still waits for also counts as gone once <paramref name="ended"/> says its
+    /// client has stopped (an honest client that refused to go on, e.g. at a failed consistency check).
+    /// </summary>
+    public static async Task ExpireStageAsync(SecAggRound round, FakeTimeProvider clock, RoundStage stage, string[] missing, Func<string, bool> ended)
+    {
+        int index = stage switch
+        {
+            RoundStage.AdvertiseKeys => 0,
+            RoundStage.ShareKeys => 1,
+            RoundStage.MaskedInput => 2,
+            RoundStage.Unmask => 3,
+            _ => throw new ArgumentOutOfRangeException(nameof(stage), stage, "not a stage with a deadline"),
+        };
+        string[] expected = [.. missing.Order(StringComparer.Ordinal)];
+        using var patience = new CancellationTokenSource(s_patience);
+        while (true)
+        {
+            (IReadOnlyList<string> waiting, DateTimeOffset? deadline) = round.Waiting();
+            if (deadline == round.Deadlines[index] && expected.All(waiting.Contains) && waiting.All(w => expected.Contains(w) || ended(w)))
+            {
+                break;
+            }
+            if (round.Stage is RoundStage.Completed or RoundStage.Failed)
+            {
+                throw new InvalidOperationException($"the round ended ({round.Stage}) before {stage} waited only for {string.Join(", ", expected)}");
+            }
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"{stage} still waits for [{string.Join(", ", waiting)}], not only [{string.Join(", ", expected)}], after {s_patience}");
+            }
+        }
+        if (clock.GetUtcNow() < round.Deadlines[index])
+        {
+            clock.SetUtcNow(round.Deadlines[index]);
+        }
+    }
+}
