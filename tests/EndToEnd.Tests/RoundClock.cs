@@ -1,3 +1,4 @@
+using Federated.Coordinator;
 using Federated.Coordinator.Rounds;
 using Federated.Protos.V1;
 using Microsoft.Extensions.Time.Testing;
@@ -15,6 +16,48 @@ internal static class RoundClock
 
     /// <summary>A fake clock starting now, for <c>RoundRegistry.Start(plan, clock: ...)</c>.</summary>
     public static FakeTimeProvider Create() => new(DateTimeOffset.UtcNow);
+
+    /// <summary>Waits (real time, at most three minutes) until <paramref name="condition"/> holds; the timeout names <paramref name="what"/>.</summary>
+    public static async Task UntilAsync(Func<bool> condition, string what)
+    {
+        using var patience = new CancellationTokenSource(s_patience);
+        while (!condition())
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"{what} did not happen within {s_patience}");
+            }
+        }
+    }
+
+    /// <summary>The live round <paramref name="round"/> of <paramref name="runId"/> once the orchestrator opened it (real time, at most three minutes).</summary>
+    public static async Task<SecAggRound> FindAsync(RoundRegistry rounds, string runId, uint round)
+    {
+        var reference = new RoundRef { RunId = runId, Round = round };
+        using var patience = new CancellationTokenSource(s_patience);
+        while (true)
+        {
+            try
+            {
+                return rounds.Find(reference);
+            }
+            catch (RoundNotInProgressException)
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    throw new TimeoutException($"round {round} of run {runId} did not open within {s_patience}");
+                }
+            }
+        }
+    }
 
     /// <summary>
     /// Waits (real time, at most three minutes) until <paramref name="signers"/> survivors have signed the survivor set,

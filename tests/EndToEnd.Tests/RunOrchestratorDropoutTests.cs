@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Federated.Aggregation.Privacy;
 using Federated.Coordinator.Rounds;
 using Federated.Coordinator.State;
@@ -6,6 +7,7 @@ using Federated.Protos.V1;
 using Federated.Training.Model;
 using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -20,7 +22,12 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
         string baseModel = Path.Combine(coordinator.Root, "base");
         TinyLlamaFactory.Write(baseModel, TinyLlamaFactory.DefaultConfig(), seed: 13);
         coordinator.Host.State.Budgets.Set("default", 100, 1e-5, "officer");
-        coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(6);
+        var orchestrator = coordinator.Host.Services.GetRequiredService<RunOrchestrator>();
+        orchestrator.StageTimeout = TimeSpan.FromSeconds(6);
+        // The rounds' deadlines run on a fake clock: each stall ends on its stage deadline as soon as the round waits
+        // only for the vanished clients and the watcher saw the stall, not after seconds of real time.
+        FakeTimeProvider clock = RoundClock.Create();
+        orchestrator.RoundClock = clock;
         // Round 1: bob and carol vanish before sharing keys (1 survivor < t = 2). Round 2: carol vanishes before
         // uploading (2 survivors = t). Round 3: everyone stays.
         Func<RoundManifest, RoundStage, CancellationToken, Task> Vanish(string name) => (manifest, stage, _) =>
@@ -49,11 +56,30 @@ public sealed class RunOrchestratorDropoutTests(CoordinatorFixture coordinator) 
             plan.TargetModules.Add("q_proj");
             started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, asEngineer.Call(CancellationToken.None));
             using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: stop.Token));
-            statuses = await watch.ResponseStream.ReadAllAsync(stop.Token).ToListAsync(stop.Token);
+            var seen = new ConcurrentQueue<RunStatus>();
+            Task<List<RunStatus>> watching = Task.Run(async () =>
+            {
+                var all = new List<RunStatus>();
+                await foreach (RunStatus status in watch.ResponseStream.ReadAllAsync(stop.Token))
+                {
+                    all.Add(status);
+                    seen.Enqueue(status);
+                }
+                return all;
+            });
+
+            SecAggRound round1 = await RoundClock.FindAsync(coordinator.Host.Rounds, started.RunId, 1);
+            await RoundClock.UntilAsync(() => seen.Any(s => (s.CurrentRound, s.Stage, s.Reported) == (1u, RoundStage.ShareKeys, 1u)), "the watcher seeing round 1 stall in SHARE_KEYS");
+            await RoundClock.ExpireStageAsync(round1, clock, RoundStage.ShareKeys, "bob", "carol");
+            SecAggRound round2 = await RoundClock.FindAsync(coordinator.Host.Rounds, started.RunId, 2);
+            await RoundClock.UntilAsync(() => seen.Any(s => (s.CurrentRound, s.Stage, s.Reported) == (2u, RoundStage.MaskedInput, 2u)), "the watcher seeing round 2 stall in MASKED_INPUT");
+            await RoundClock.ExpireStageAsync(round2, clock, RoundStage.MaskedInput, "carol");
+            statuses = await watching;
             final = statuses[^1];
         }
         finally
         {
+            orchestrator.RoundClock = null;
             await stop.CancelAsync();
             await Task.WhenAll(running.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
         }

@@ -9,6 +9,9 @@ internal sealed class OrchestratorSettings
     /// <summary>Local training time allowed per local step, added to a round's first deadline (local steps times it).</summary>
     public TimeSpan TrainingTimePerStep { get; set; } = TimeSpan.FromSeconds(CoordinatorOptions.DefaultTrainingSecondsPerStep);
 
+    /// <summary>The clock of each round's stage deadlines; null: the coordinator's (tests drive it with a fake clock).</summary>
+    public TimeProvider? RoundClock { get; set; }
+
     /// <summary>How long a run waits for enough available clients before it fails.</summary>
     public TimeSpan SelectionTimeout { get; set; } = TimeSpan.FromMinutes(10);
 

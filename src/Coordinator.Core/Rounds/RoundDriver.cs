@@ -111,7 +111,7 @@ internal sealed class RoundDriver(
                 Degree: degree, Threshold: graphThreshold, MinSurvivors: accepted.Threshold,
                 StageTimeout: plan.StageTimeoutSeconds > 0 ? TimeSpan.FromSeconds(plan.StageTimeoutSeconds) : settings.StageTimeout,
                 TrainingAllowance: settings.TrainingTimePerStep * plan.LocalSteps),
-            new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter));
+            new RoundInstructions(dp, run.Adapter, (int)plan.LocalSteps, plan.LearningRate, epsilonAfter), settings.RoundClock);
         metrics?.RoundStarted(accepted.RunId, selected.Count);
         using Activity? span = Telemetry.CoordinatorMetrics.Tracing.StartActivity("federated.round");
         span?.SetTag("federated.run.id", accepted.RunId);

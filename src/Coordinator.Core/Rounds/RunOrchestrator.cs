@@ -65,6 +65,13 @@ internal sealed class RunOrchestrator : IAsyncDisposable
         set => _settings.StageTimeout = value;
     }
 
+    /// <summary>The clock of each round's stage deadlines; null (the default): the coordinator's.</summary>
+    public TimeProvider? RoundClock
+    {
+        get => _settings.RoundClock;
+        set => _settings.RoundClock = value;
+    }
+
     /// <summary>How long a run waits for enough available clients before it fails.</summary>
     public TimeSpan SelectionTimeout
     {
