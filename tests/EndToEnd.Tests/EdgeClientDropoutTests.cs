@@ -11,6 +11,7 @@ using Federated.Trust;
 using Grpc.Core;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Federated.EndToEnd.Tests;
 
@@ -38,8 +39,12 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         int vocab = ByteLevelTokenizerWriter.Write(model);
         TinyLlamaFactory.Write(model, TinyLlamaFactory.DefaultConfig(vocabSize: vocab), seed: 29);
         coordinator.Host.State.Budgets.Set("default", 1000, 1e-5, "officer");
-        // Every stage but the last waits for its deadline once someone vanished in it; training fits in the first.
-        coordinator.Host.Services.GetRequiredService<RunOrchestrator>().StageTimeout = TimeSpan.FromSeconds(18);
+        // The round's deadlines run on a fake clock: a stage someone vanished in closes as soon as it waits only for the
+        // killed client, instead of after its real deadline. The 18 s stage keeps the processes' own call deadlines generous.
+        var orchestrator = coordinator.Host.Services.GetRequiredService<RunOrchestrator>();
+        orchestrator.StageTimeout = TimeSpan.FromSeconds(18);
+        FakeTimeProvider clock = RoundClock.Create();
+        orchestrator.RoundClock = clock;
         var killed = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
         var processes = new List<(string Name, DotnetProcess Process)>();
         try
@@ -67,7 +72,14 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
             StartRunResponse started = await admin.StartRunAsync(new StartRunRequest { Plan = plan }, connection.Call(CancellationToken.None));
             using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
             using AsyncServerStreamingCall<RunStatus> watch = admin.WatchRun(new WatchRunRequest { RunId = started.RunId }, new CallOptions(cancellationToken: timeout.Token));
-            RunStatus final = (await watch.ResponseStream.ReadAllAsync(timeout.Token).ToListAsync(timeout.Token))[^1];
+            Task<List<RunStatus>> watching = Task.Run(() => watch.ResponseStream.ReadAllAsync(timeout.Token).ToListAsync(timeout.Token).AsTask());
+
+            SecAggRound round = await RoundClock.FindAsync(coordinator.Host.Rounds, started.RunId, 1);
+            // carol was killed before her masked input; dave, held before unmasking, neither signs the survivor set nor unmasks.
+            await RoundClock.ExpireStageAsync(round, clock, RoundStage.MaskedInput, "carol");
+            await RoundClock.ExpireConsistencyCheckAsync(round, clock, signers: 4);
+            await RoundClock.ExpireStageAsync(round, clock, RoundStage.Unmask, "dave");
+            RunStatus final = (await watching)[^1];
 
             Assert.Equal(RunState.Completed, final.State);
             Assert.Equal(new Dictionary<string, string>
@@ -86,6 +98,7 @@ public sealed class EdgeClientDropoutTests(CoordinatorFixture coordinator, Xunit
         }
         finally
         {
+            orchestrator.RoundClock = null;
             foreach ((_, DotnetProcess process) in processes)
             {
                 process.Dispose();
