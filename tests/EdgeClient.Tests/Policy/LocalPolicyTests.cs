@@ -19,6 +19,7 @@ public sealed class LocalPolicyTests : IDisposable
         Assert.Equal([NoiseMechanismKind.DistributedSkellam, NoiseMechanismKind.DistributedDiscreteGaussian], policy.AllowedMechanisms);
         Assert.Null(policy.CoordinatorCertificateSha256);
         Assert.Equal((6.0, 40.0, 100.0, 2), (policy.MaxEpsilonPer30Days, policy.MaxWorstCaseEpsilonPerRun, policy.MaxWorstCaseEpsilonLifetime, policy.MinThreshold));
+        Assert.Equal((3.0, 8.0), (policy.MaxRecordEpsilon, policy.MaxRecordEpsilonLifetime));
     }
 
     [Theory]
