@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Federated.Coordinator.Services;
 using Federated.EdgeClient.Transport;
@@ -66,8 +67,8 @@ public sealed class LeaderFailoverTests(Xunit.Abstractions.ITestOutputHelper out
 
             // Round 2 is held open (one client frozen right after its invitation, and the round needs all three)
             // while the leader is SIGKILLed: the kill lands in the middle of the round.
+            // The invited client froze itself (SIGSTOP from its own line callback) the moment its invitation line arrived.
             int frozen = await invitedToRound2.Task.WaitAsync(TimeSpan.FromMinutes(4));
-            await edges[frozen].PauseAsync();
             first.Kill();
             await edges[frozen].ContinueAsync();
             await using (NpgsqlConnection db = await OpenAsync(state))
@@ -251,16 +252,27 @@ public sealed class LeaderFailoverTests(Xunit.Abstractions.ITestOutputHelper out
             """);
         string data = Path.Combine(home, "data.jsonl");
         File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"text\": \"{name} writes note number {i}\"}}"));
-        return DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
+        var self = new StrongBox<DotnetProcess?>();
+        self.Value = DotnetProcess.Start(DotnetProcess.BuildOutput("EdgeClient", "edge-client.dll"),
             ["run", "--coordinator", coordinators, "--identity", Path.Combine(home, name + ".pfx"), "--ca", federation.CaPath, "--data", data, "--model", model, "--device", "cpu"],
             line =>
             {
                 Log($"{name}: {line}");
-                if (line.Contains("invited to round 2 of run", StringComparison.Ordinal))
+                // The first client invited to round 2 is frozen right here, on the line's arrival: a frozen client
+                // scheduled later could already have finished the round on a loaded machine.
+                if (line.Contains("invited to round 2 of run", StringComparison.Ordinal) && !invitedToRound2.Task.IsCompleted)
                 {
-                    invitedToRound2.TrySetResult(index);
+                    lock (invitedToRound2)
+                    {
+                        if (!invitedToRound2.Task.IsCompleted && self.Value is { } process)
+                        {
+                            process.Pause();
+                            invitedToRound2.SetResult(index);
+                        }
+                    }
                 }
             });
+        return self.Value;
     }
 
     private static async Task<string> StartRunAsync(TestFederation federation, Uri coordinator, string model, uint rounds)

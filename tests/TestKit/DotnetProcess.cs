@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace Federated.TestKit;
 
@@ -9,7 +10,7 @@ namespace Federated.TestKit;
 /// build output (or a published executable run as itself), every output line handed to the caller as it arrives,
 /// SIGKILL on demand and the whole tree killed on dispose, so a failed test never leaves a process behind.
 /// </summary>
-public sealed class DotnetProcess : IDisposable
+public sealed partial class DotnetProcess : IDisposable
 {
     private const int TailLines = 40;
 
@@ -113,6 +114,22 @@ public sealed class DotnetProcess : IDisposable
 
     /// <summary>SIGSTOP: the process is frozen (its sockets stay open, the kernel still answers for them) until <see cref="ContinueAsync"/>.</summary>
     public Task PauseAsync() => SignalAsync("-STOP");
+
+    /// <summary>
+    /// SIGSTOP sent at once from the calling thread (kill(2), no helper process): called from an output-line callback it
+    /// freezes the process within the time its next line takes to arrive, not after a continuation is scheduled.
+    /// </summary>
+    public void Pause()
+    {
+        const int SigStop = 19; // Linux x86-64 and arm64 (signal(7)).
+        if (Kill(_process.Id, SigStop) != 0)
+        {
+            throw new InvalidOperationException($"kill -STOP {_process.Id} failed with errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
 
     /// <summary>SIGCONT: a paused process runs on, its timers all due at once.</summary>
     public Task ContinueAsync() => SignalAsync("-CONT");
