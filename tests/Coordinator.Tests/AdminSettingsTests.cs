@@ -56,17 +56,7 @@ public sealed class AdminSettingsTests
     public async Task PkiInit_AdapterSigner_CodeSigningOnlyAndNeverATlsIdentity()
     {
         using var dir = new TempDirectory();
-        TextWriter originalOut = Console.Out;
-        Console.SetOut(new StringWriter());
-        int code;
-        try
-        {
-            code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["pki", "init", "--out", dir.Path]);
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-        }
+        (int code, _, _) = await ConsoleCapture.RunAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, ["pki", "init", "--out", dir.Path]));
         Assert.Equal(0, code);
 
         using X509Certificate2 ca = X509CertificateLoader.LoadCertificateFromFile(dir.File(FederationPki.CaCertificateFile));

@@ -66,22 +66,11 @@ public sealed class ServeCommandTests
             right.WriteFile(dir.File("state/adapters/" + new string('a', 64) + ".adapter.enc"), [1, 2, 3], "adapter/" + new string('a', 64));
         }
         Federated.Coordinator.Storage.AtRestCipher.CreateKeyFile(dir.File("other.key"));
-        var error = new StringWriter();
-        TextWriter original = Console.Error;
-        Console.SetError(error);
-        int code;
-        try
-        {
-            code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure,
-                ["serve", "--pki", pki, "--port", "0", "--address", "127.0.0.1", "--state", state, "--at-rest-key", dir.File("other.key")]);
-        }
-        finally
-        {
-            Console.SetError(original);
-        }
+        (int code, _, string error) = await ConsoleCapture.RunAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure,
+            ["serve", "--pki", pki, "--port", "0", "--address", "127.0.0.1", "--state", state, "--at-rest-key", dir.File("other.key")]));
 
         Assert.Equal(CliRunner.Failed, code);
-        Assert.Contains("wrong key file", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("wrong key file", error, StringComparison.Ordinal);
     }
 
     [Theory]

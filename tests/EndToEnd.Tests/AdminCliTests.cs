@@ -35,24 +35,8 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
 {
     private static readonly string[] s_clients = ["alice", "bob", "carol"];
 
-    private async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> RunAsync(params string[] args) =>
+        ConsoleCapture.RunAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args));
 
     /// <summary>Runs a command as <paramref name="identity"/> with the connection flags appended.</summary>
     private Task<(int Code, string Out, string Err)> AsAsync(string identity, params string[] args) =>
@@ -412,20 +396,14 @@ public sealed class AdminCliTests(CoordinatorFixture coordinator) : IClassFixtur
                 CoordinatorCommands.Configure(config);
             });
             using var interrupt = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-            TextWriter originalOut = Console.Out;
-            var watched = new StringWriter();
-            Console.SetOut(watched);
-            try
+            (_, string watched, _) = await ConsoleCapture.RunAsync(async () =>
             {
                 await Assert.ThrowsAnyAsync<OperationCanceledException>(() => app.RunAsync(
                     ["run", "status", runId, "--watch", "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath],
                     interrupt.Token));
-            }
-            finally
-            {
-                Console.SetOut(originalOut);
-            }
-            Assert.Contains("pending", watched.ToString(), StringComparison.Ordinal);
+                return 0;
+            });
+            Assert.Contains("pending", watched, StringComparison.Ordinal);
         }
         finally
         {

@@ -116,22 +116,5 @@ public sealed class RecordLevelPrivacyTests(CoordinatorFixture coordinator, ITes
         Assert.Contains("each holder's own claim, unverified", shown, StringComparison.Ordinal);
     }
 
-    private static async Task<(int Code, string Out, string Err)> CapturedAsync(Func<Task<int>> run)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await run();
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> CapturedAsync(Func<Task<int>> run) => ConsoleCapture.RunAsync(run);
 }

@@ -195,24 +195,8 @@ public sealed class RunReportCommandTests(CoordinatorFixture coordinator) : ICla
     private static int CountOf(string text, string value) =>
         (text.Length - text.Replace(value, "", StringComparison.Ordinal).Length) / value.Length;
 
-    private static async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> RunAsync(params string[] args) =>
+        ConsoleCapture.RunAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args));
 
     private Task<(int Code, string Out, string Err)> AsAsync(string identity, params string[] args) =>
         RunAsync([.. args, "--coordinator", coordinator.Address.ToString(), "--identity", coordinator.Identity(identity), "--ca", coordinator.CaPath]);

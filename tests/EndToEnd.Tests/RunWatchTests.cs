@@ -82,23 +82,7 @@ public sealed class RunWatchTests(CoordinatorFixture coordinator) : IClassFixtur
     private static string WithoutTime(JsonElement status) =>
         string.Join(',', status.EnumerateObject().Where(p => p.Name != "updated_at").Select(p => p.Name + "=" + p.Value.GetRawText()));
 
-    private async Task<(int Code, string Out, string Err)> RunAsync(CoordinatorHost host, params string[] args)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(TextWriter.Synchronized(stdout));
-        Console.SetError(TextWriter.Synchronized(stderr));
-        try
-        {
-            int code = await CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure,
-                [.. args, "--coordinator", host.Address.ToString(), "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath]);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    private Task<(int Code, string Out, string Err)> RunAsync(CoordinatorHost host, params string[] args) =>
+        ConsoleCapture.RunAsync(() => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure,
+            [.. args, "--coordinator", host.Address.ToString(), "--identity", coordinator.Identity("engineer"), "--ca", coordinator.CaPath]));
 }

@@ -7,25 +7,8 @@ internal static class CoordinatorCli
 {
     public static Task<int> Run(params string[] args) => CliRunner.RunAsync("coordinator", CoordinatorCommands.Configure, args);
 
-    /// <summary>Runs the command with Console.Out and Console.Error captured (callers belong to the Console collection).</summary>
-    public static async Task<(int Code, string Out, string Err)> RunCapturedAsync(params string[] args)
-    {
-        TextWriter originalOut = Console.Out, originalErr = Console.Error;
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await Run(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(originalOut);
-            Console.SetError(originalErr);
-        }
-    }
+    /// <summary>Runs the command with its Console.Out and Console.Error captured (ConsoleCapture: this flow's writes only).</summary>
+    public static Task<(int Code, string Out, string Err)> RunCapturedAsync(params string[] args) => ConsoleCapture.RunAsync(() => Run(args));
 
     /// <summary>`pki init --pki DIRECTORY/pki`; returns that folder.</summary>
     public static async Task<string> InitPkiAsync(TempDirectory directory)
