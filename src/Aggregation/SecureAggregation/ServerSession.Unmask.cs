@@ -38,6 +38,8 @@ public sealed partial class ServerSession
         byte[] secret = new byte[ShamirSecretSharing.SecretBytes];
         var lagrange = new Dictionary<string, UInt128[]>(StringComparer.Ordinal);
         var survivorKeys = new Dictionary<int, PeerPublicKey>();
+        var droppedKeys = new List<ECDiffieHellman>();
+        var droppedNeighbours = new List<int[]>();
         try
         {
             foreach (int u in _u3)
@@ -50,23 +52,51 @@ public sealed partial class ServerSession
             {
                 Reconstruct(keyShares[u], t, secret, u, lagrange);
                 MarkReconstructed(u, selfMaskSeed: false);
-                using ECDiffieHellman key = SecAggCrypto.FromPrivateScalar(secret);
+                ECDiffieHellman key = SecAggCrypto.FromPrivateScalar(secret);
+                droppedKeys.Add(key);
                 if (!CryptographicOperations.FixedTimeEquals(SecAggCrypto.ExportPublicKey(key), _advertised[u].MaskPublicKey))
                 {
                     FailAndThrow($"reconstructed mask key of client {u} does not match its advertised public key.");
                 }
-                foreach (int v in _u3.Where(v => _forwardedSenders[v].Contains(u)))
+                int[] neighbours = [.. _u3.Where(v => _forwardedSenders[v].Contains(u))];
+                droppedNeighbours.Add(neighbours);
+                foreach (int v in neighbours.Where(v => !survivorKeys.ContainsKey(v)))
                 {
-                    if (!survivorKeys.TryGetValue(v, out var peer))
+                    // Imported once per survivor: an import costs a good part of an agreement.
+                    survivorKeys[v] = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey)
+                        ?? throw new MalformedMessageException($"advertised mask key of client {v} is not a valid P-256 point.");
+                }
+            }
+            // The |dropped| x |neighbours| key agreements, one dropped client per worker (each has its own key; the
+            // survivors' imported keys are only read): on one thread they were about half of the unmasking at d = 2^18.
+            var pairMasks = new (MaskPrg Prg, KeystreamOperation Operation)[droppedToRemove.Length][];
+            try
+            {
+                Parallel.For(0, droppedToRemove.Length, new ParallelOptions { MaxDegreeOfParallelism = maxDegreeOfParallelism }, i =>
+                {
+                    int u = droppedToRemove[i];
+                    var masks = new (MaskPrg, KeystreamOperation)[droppedNeighbours[i].Length];
+                    pairMasks[i] = masks;
+                    for (int j = 0; j < masks.Length; j++)
                     {
-                        // Imported once per survivor: an import costs a good part of an agreement.
-                        survivorKeys[v] = peer = SecAggCrypto.TryImportPublicKey(_advertised[v].MaskPublicKey)
-                            ?? throw new MalformedMessageException($"advertised mask key of client {v} is not a valid P-256 point.");
+                        int v = droppedNeighbours[i][j];
+                        byte[] seed = SecAggCrypto.DeriveSharedKey(droppedKeys[i], survivorKeys[v], maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
+                        // v added PRG(s_uv) when v < u and subtracted it otherwise; undo that.
+                        masks[j] = (new MaskPrg(seed), v < u ? KeystreamOperation.Subtract : KeystreamOperation.Add);
+                        CryptographicOperations.ZeroMemory(seed);
                     }
-                    byte[] seed = SecAggCrypto.DeriveSharedKey(key, peer, maskSeed: true, _parameters.RunId, _parameters.Round, u, v);
-                    // v added PRG(s_uv) when v < u and subtracted it otherwise; undo that.
-                    generators.Add((new MaskPrg(seed), v < u ? KeystreamOperation.Subtract : KeystreamOperation.Add));
-                    CryptographicOperations.ZeroMemory(seed);
+                });
+            }
+            catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+            }
+            finally
+            {
+                // In dropped-client order whatever the workers' order; on a failure, whatever was made is disposed below.
+                foreach (var masks in pairMasks)
+                {
+                    generators.AddRange((masks ?? []).Where(m => m.Prg is not null));
                 }
             }
             uint[] result = _accumulator!;
@@ -82,6 +112,10 @@ public sealed partial class ServerSession
             foreach (PeerPublicKey peer in survivorKeys.Values)
             {
                 peer.Dispose();
+            }
+            foreach (ECDiffieHellman key in droppedKeys)
+            {
+                key.Dispose();
             }
             foreach (var (prg, _) in generators)
             {

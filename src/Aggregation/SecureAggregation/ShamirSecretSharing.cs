@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 
 namespace Federated.Aggregation.SecureAggregation;
@@ -25,6 +26,7 @@ internal static class ShamirSecretSharing
     private static readonly int[] s_chunkLengths = [15, 15, 2];
 
     /// <summary>Shares the secret among holders with ids xs (distinct, 1 &lt;= x &lt; p): any t of them reconstruct it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static byte[][] Split(ReadOnlySpan<byte> secret, int threshold, ReadOnlySpan<int> xs, SecureRandomFill random)
     {
         ArgumentNullException.ThrowIfNull(random);
@@ -114,6 +116,7 @@ internal static class ShamirSecretSharing
     /// Lagrange basis at 0 for the x-coordinates: lambda_i = prod_{j != i} x_j / (x_j - x_i). Many secrets share
     /// one holder set, so callers compute this once and reuse it.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static UInt128[] LagrangeAtZero(ReadOnlySpan<int> xs)
     {
         var lambdas = new UInt128[xs.Length];
@@ -140,6 +143,7 @@ internal static class ShamirSecretSharing
     }
 
     /// <summary>Reconstruction with precomputed Lagrange coefficients (see <see cref="LagrangeAtZero"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Reconstruct(ReadOnlySpan<int> xs, UInt128[] lambdas, IReadOnlyList<byte[]> shares, Span<byte> secret)
     {
         if (secret.Length != SecretBytes)
@@ -213,14 +217,17 @@ internal static class Field127
 {
     public static readonly UInt128 P = (UInt128.One << 127) - 1;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static UInt128 Add(UInt128 a, UInt128 b)
     {
         UInt128 s = a + b; // < 2^128, no overflow since a, b < 2^127
         return s >= P ? s - P : s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static UInt128 Subtract(UInt128 a, UInt128 b) => a >= b ? a - b : a + (P - b);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static UInt128 Multiply(UInt128 a, UInt128 b)
     {
         ulong a0 = (ulong)a, a1 = (ulong)(a >> 64);
@@ -237,6 +244,7 @@ internal static class Field127
         return r >= P ? r - P : r;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static UInt128 Inverse(UInt128 a)
     {
         if (a == UInt128.Zero)

@@ -114,7 +114,7 @@ internal sealed class SecAggRound : IDisposable
         Requests = Server.CloseMaskedInput().ToDictionary();
     }
 
-    public uint[] Unmask(ISet<int> drop)
+    public uint[] Unmask(ISet<int> drop, int parallelism = 1)
     {
         foreach (var (id, request) in Requests.Where(r => !drop.Contains(r.Key)))
         {
@@ -124,7 +124,7 @@ internal sealed class SecAggRound : IDisposable
                 Server.ReceiveUnmaskResponse(response!);
             }
         }
-        return Server.Unmask();
+        return Server.Unmask(parallelism);
     }
 
     private static bool TryClient<T>(Func<T> step, out T? result)
