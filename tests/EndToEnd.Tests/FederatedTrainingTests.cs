@@ -82,7 +82,10 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         double before = MeanEvalLoss(model, initialSha, data);
         double after = MeanEvalLoss(model, status.AdapterSha256, data);
         output.WriteLine($"mean eval loss {before:F4} -> {after:F4}; epsilon {ledger[^1].EpsilonAfter:F3}; local loss {string.Join(", ", results.Select(r => $"{r.FirstLoss:F3}->{r.LastLoss:F3}"))}");
-        Assert.True(after < before - 0.01, $"mean eval loss did not fall: {before:F4} -> {after:F4}");
+        Assert.True(after < before - 0.01, $"mean eval loss did not fall: {before:F4} -> {after:F4}; final adapter {status.AdapterSha256[..12]}; "
+            + $"rounds (before -> after): {RoundAdapters(started.RunId)}; eval loss after each round: "
+            + string.Join(", ", RoundAdapterShas(started.RunId).Select(sha => MeanEvalLoss(model, sha, data).ToString("F4", System.Globalization.CultureInfo.InvariantCulture)))
+            + $"; local losses {string.Join(", ", results.Select(r => $"round {r.Round}: {r.FirstLoss:F4}->{r.LastLoss:F4}"))}");
 
         // The database holds no individual update: no value in any table is as large as one masked vector (2 KiB here).
         AssertNoBlobLargerThanAdapterOutsideAdapters();
@@ -132,6 +135,27 @@ public sealed class FederatedTrainingTests(CoordinatorFixture coordinator, ITest
         command.CommandText = "SELECT adapter_sha256_before FROM rounds WHERE run_id = $run AND round = 1";
         command.Parameters.AddWithValue("$run", runId);
         return (string)command.ExecuteScalar()!;
+    }
+
+    // For the failure message (a run once ended with the eval loss flat and round 2's local losses equal to round 1's).
+    private string RoundAdapters(string runId) =>
+        string.Join("; ", RoundRows(runId).Select(r => $"{r.Round}: {r.Before[..12]} -> {r.After?[..12] ?? "none"}"));
+
+    private IEnumerable<string> RoundAdapterShas(string runId) => RoundRows(runId).Where(r => r.After is not null).Select(r => r.After!);
+
+    private List<(long Round, string Before, string? After)> RoundRows(string runId)
+    {
+        using SqliteConnection connection = SqliteStateDatabase.OpenReadOnly(Path.Combine(coordinator.Root, "state.db"));
+        using SqliteCommand command = connection.CreateCommand();
+        command.CommandText = "SELECT round, adapter_sha256_before, adapter_sha256_after FROM rounds WHERE run_id = $run ORDER BY round";
+        command.Parameters.AddWithValue("$run", runId);
+        using SqliteDataReader reader = command.ExecuteReader();
+        var rows = new List<(long, string, string?)>();
+        while (reader.Read())
+        {
+            rows.Add((reader.GetInt64(0), reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2)));
+        }
+        return rows;
     }
 
     private void AssertNoBlobLargerThanAdapterOutsideAdapters()
