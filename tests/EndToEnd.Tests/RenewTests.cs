@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Federated.Cli;
 using Federated.Coordinator.Pki;
 using Federated.EdgeClient.Cli;
 using Federated.EdgeClient.Transport;
@@ -61,6 +62,46 @@ public sealed class RenewTests(CoordinatorFixture coordinator) : IClassFixture<C
         }
         using var afterRevocation = new CoordinatorConnection(coordinator.Address, renewed, new ConnectionOptions { MaxRetries = 1, InitialBackoff = TimeSpan.FromMilliseconds(10) });
         await Assert.ThrowsAnyAsync<RpcException>(() => afterRevocation.RegisterAsync(new RegisterRequest { ClientVersion = "test" }, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Renew_CoordinatorListWithADeadFirstEntry_SaysSoAndRenewsAtTheNext()
+    {
+        using (FederationPki pki = FederationPki.Load(coordinator.Pki, TimeProvider.System))
+        {
+            pki.IssueIdentity(coordinator.Pki, "renewing-list", FederationRole.Client, password: null);
+        }
+        string renewedPath = Path.Combine(coordinator.Root, "renewing-list-new.pfx");
+        // Nothing listens on a port that was just bound and released.
+        string dead;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            dead = $"https://127.0.0.1:{((System.Net.IPEndPoint)probe.LocalEndpoint).Port}";
+        }
+
+        (int code, string stdout, string stderr) = await ConsoleCapture.RunAsync(() => CliRunner.RunAsync("edge-client", EdgeClientCommands.Configure,
+            ["renew", "--identity", coordinator.Identity("renewing-list"), "--ca", coordinator.CaPath, "--coordinator", $"{dead},{coordinator.Address}", "--out", renewedPath]));
+
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"edge-client: coordinator {dead} unavailable (", stderr, StringComparison.Ordinal);
+        Assert.Contains($"trying {coordinator.Address}", stderr, StringComparison.Ordinal);
+        Assert.Contains("renewed 'renewing-list'", stdout, StringComparison.Ordinal);
+        using EdgeIdentity renewed = EdgeIdentity.Load(renewedPath, coordinator.CaPath);
+        Assert.Equal("renewing-list", renewed.Name);
+    }
+
+    [Theory]
+    [InlineData("https://127.0.0.1:7443,")]
+    [InlineData("http://127.0.0.1:7443")]
+    [InlineData("https://127.0.0.1:7443,https://127.0.0.1:7443")]
+    public async Task Renew_BadCoordinatorList_ExitsWithUsageErrorNamingTheEntry(string list)
+    {
+        (int code, _, string stderr) = await ConsoleCapture.RunAsync(() => CliRunner.RunAsync("edge-client", EdgeClientCommands.Configure,
+            ["renew", "--identity", coordinator.Identity("alice"), "--ca", coordinator.CaPath, "--coordinator", list]));
+
+        Assert.Equal(2, code);
+        Assert.Contains("--coordinator", stderr, StringComparison.Ordinal);
     }
 
     public static TheoryData<string> BadRequests => ["current-key", "bad-signature", "rsa-key", "garbage"];

@@ -4,6 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Federated.EdgeClient.Transport;
 using Federated.Protos.V1;
+using Federated.Transport;
 using Federated.Trust;
 using Google.Protobuf;
 using Spectre.Console.Cli;
@@ -24,7 +25,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         public string? Ca { get; init; }
 
         [CommandOption("--coordinator <URL>")]
-        [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443. Required.")]
+        [Description("The coordinator's https URL, e.g. https://coordinator.example.org:7443, or a leader and its standbys separated by commas (tried in order; one that is unavailable or a standby passes the request on to the next). Required.")]
         public string? Coordinator { get; init; }
     }
 
@@ -38,9 +39,9 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         {
             throw new UsageException("--ca FILE (the federation's ca.crt) is required");
         }
-        if (!Uri.TryCreate(settings.Coordinator, UriKind.Absolute, out Uri? coordinator) || coordinator.Scheme != Uri.UriSchemeHttps)
+        if (!CoordinatorAddressList.TryParse(settings.Coordinator, out CoordinatorAddressList coordinators, out string addressError))
         {
-            throw new UsageException($"--coordinator '{settings.Coordinator}' must be an https:// URL");
+            throw new UsageException(addressError);
         }
         string output = Path.GetFullPath(settings.Out ?? settings.Identity);
         if (!output.EndsWith(".pfx", StringComparison.OrdinalIgnoreCase))
@@ -52,13 +53,7 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
         using EdgeIdentity identity = EdgeIdentity.Load(settings.Identity, settings.Ca, password);
         using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         byte[] csr = new CertificateRequest(identity.Certificate.SubjectName, key, HashAlgorithmName.SHA256).CreateSigningRequest();
-        RenewResponse response;
-        using (var connection = new CoordinatorConnection(coordinator, identity))
-        {
-            var client = new IdentityService.IdentityServiceClient(connection.Channel);
-            // Not retried: a retry after a lost answer would only sign a second certificate for the same key.
-            response = await client.RenewAsync(new RenewRequest { Csr = ByteString.CopyFrom(csr) }, connection.Call(cancellationToken));
-        }
+        RenewResponse response = await RenewAsync(coordinators, identity, csr, cancellationToken);
 
         using X509Certificate2 issued = X509CertificateLoader.LoadCertificate(response.Certificate.Span);
         // Trust nothing in the answer that we can check: same subject, our new key, a clientAuth chain to the CA.
@@ -104,5 +99,28 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
             Console.WriteLine($"renewed '{identity.Name}': serial {issued.SerialNumber}, valid until {issued.NotAfter.ToUniversalTime():u}; written to {output}");
         }
         return CliRunner.Ok;
+    }
+
+    /// <summary>
+    /// Sends the CSR to the coordinators in order until one answers. Not retried on one coordinator: a retry after a lost
+    /// answer would only sign a second certificate for the same key. An UNAVAILABLE answer (a standby, or nothing
+    /// listening) moves on to the next; at worst the lost answer's certificate is a second one for this key and name.
+    /// </summary>
+    private static async Task<RenewResponse> RenewAsync(CoordinatorAddressList coordinators, EdgeIdentity identity, byte[] csr, CancellationToken cancellationToken)
+    {
+        for (int i = 0; ; i++)
+        {
+            Uri coordinator = coordinators.Addresses[i];
+            try
+            {
+                using var connection = new CoordinatorConnection(coordinator, identity);
+                var client = new IdentityService.IdentityServiceClient(connection.Channel);
+                return await client.RenewAsync(new RenewRequest { Csr = ByteString.CopyFrom(csr) }, connection.Call(cancellationToken));
+            }
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && i + 1 < coordinators.Addresses.Count)
+            {
+                Console.Error.WriteLine($"edge-client: coordinator {coordinator.OriginalString} unavailable ({e.Status.Detail}); trying {coordinators.Addresses[i + 1].OriginalString}");
+            }
+        }
     }
 }
