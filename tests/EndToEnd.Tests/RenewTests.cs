@@ -91,6 +91,26 @@ public sealed class RenewTests(CoordinatorFixture coordinator) : IClassFixture<C
         Assert.Equal("renewing-list", renewed.Name);
     }
 
+    [Fact]
+    public async Task Renew_CoordinatorListFirstCertificateRefused_StopsThereWithoutTryingTheNext()
+    {
+        // Mallory of another federation with that federation's CA: the real coordinator's certificate does not chain to it.
+        string mallory = Path.Combine(coordinator.Root, "mallory-renew.pfx");
+        File.Copy(Path.Combine(coordinator.RoguePki, "mallory.pfx"), mallory);
+        string foreignCa = Path.Combine(coordinator.RoguePki, FederationPki.CaCertificateFile);
+
+        (int code, _, string stderr) = await ConsoleCapture.RunAsync(() => CliRunner.RunAsync("edge-client", EdgeClientCommands.Configure,
+            ["renew", "--identity", mallory, "--ca", foreignCa, "--coordinator", $"{coordinator.Address},https://127.0.0.1:9"]));
+
+        Assert.Equal(1, code);
+        Assert.Contains($"the coordinator at {coordinator.Address} presented a certificate this client refuses", stderr, StringComparison.Ordinal);
+        Assert.Contains("check --ca", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("trying https://127.0.0.1:9", stderr, StringComparison.Ordinal);
+        using X509Certificate2 unchanged = X509CertificateLoader.LoadPkcs12FromFile(mallory, null);
+        using X509Certificate2 original = X509CertificateLoader.LoadPkcs12FromFile(Path.Combine(coordinator.RoguePki, "mallory.pfx"), null);
+        Assert.Equal(original.SerialNumber, unchanged.SerialNumber);
+    }
+
     [Theory]
     [InlineData("https://127.0.0.1:7443,")]
     [InlineData("http://127.0.0.1:7443")]

@@ -105,21 +105,29 @@ internal sealed class RenewCommand : AsyncCommand<RenewCommand.Settings>
     /// Sends the CSR to the coordinators in order until one answers. Not retried on one coordinator: a retry after a lost
     /// answer would only sign a second certificate for the same key. An UNAVAILABLE answer (a standby, or nothing
     /// listening) moves on to the next; at worst the lost answer's certificate is a second one for this key and name.
+    /// A coordinator certificate this client refuses ends it there with one line, as in `run`: a wrong CA is a mistake, not an outage.
     /// </summary>
     private static async Task<RenewResponse> RenewAsync(CoordinatorAddressList coordinators, EdgeIdentity identity, byte[] csr, CancellationToken cancellationToken)
     {
         for (int i = 0; ; i++)
         {
             Uri coordinator = coordinators.Addresses[i];
+            string? refused = null;
             try
             {
-                using var connection = new CoordinatorConnection(coordinator, identity);
+                using var connection = new CoordinatorConnection(coordinator, identity, new ConnectionOptions { ServerRefused = reason => refused ??= reason });
                 var client = new IdentityService.IdentityServiceClient(connection.Channel);
                 return await client.RenewAsync(new RenewRequest { Csr = ByteString.CopyFrom(csr) }, connection.Call(cancellationToken));
             }
+            catch (Exception e) when (refused is not null && e is Grpc.Core.RpcException or HttpRequestException)
+            {
+                // Depending on where the handshake broke, the refusal surfaces as an RPC status or as the HTTP exception.
+                throw new PermanentConnectionException(
+                    $"the coordinator at {coordinator.OriginalString} presented a certificate this client refuses ({refused}); check --ca (the federation's ca.crt) and --coordinator", e);
+            }
             catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && i + 1 < coordinators.Addresses.Count)
             {
-                Console.Error.WriteLine($"edge-client: coordinator {coordinator.OriginalString} unavailable ({e.Status.Detail}); trying {coordinators.Addresses[i + 1].OriginalString}");
+                Console.Error.WriteLine($"edge-client: coordinator {coordinator.OriginalString} unavailable ({UserMessage.Cause(e)}); trying {coordinators.Addresses[i + 1].OriginalString}");
             }
         }
     }
