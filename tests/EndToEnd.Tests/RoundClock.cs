@@ -18,45 +18,26 @@ internal static class RoundClock
     public static FakeTimeProvider Create() => new(DateTimeOffset.UtcNow);
 
     /// <summary>Waits (real time, at most three minutes) until <paramref name="condition"/> holds; the timeout names <paramref name="what"/>.</summary>
-    public static async Task UntilAsync(Func<bool> condition, string what)
-    {
-        using var patience = new CancellationTokenSource(s_patience);
-        while (!condition())
-        {
-            try
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                throw new TimeoutException($"{what} did not happen within {s_patience}");
-            }
-        }
-    }
+    public static Task UntilAsync(Func<bool> condition, string what) => UntilAsync(condition, () => $"{what} did not happen within {s_patience}");
 
     /// <summary>The live round <paramref name="round"/> of <paramref name="runId"/> once the orchestrator opened it (real time, at most three minutes).</summary>
     public static async Task<SecAggRound> FindAsync(RoundRegistry rounds, string runId, uint round)
     {
         var reference = new RoundRef { RunId = runId, Round = round };
-        using var patience = new CancellationTokenSource(s_patience);
-        while (true)
+        SecAggRound? found = null;
+        await UntilAsync(() =>
         {
             try
             {
-                return rounds.Find(reference);
+                found = rounds.Find(reference);
+                return true;
             }
             catch (RoundNotInProgressException)
             {
-                try
-                {
-                    await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
-                }
-                catch (OperationCanceledException)
-                {
-                    throw new TimeoutException($"round {round} of run {runId} did not open within {s_patience}");
-                }
+                return false;
             }
-        }
+        }, () => $"round {round} of run {runId} did not open within {s_patience}");
+        return found!;
     }
 
     /// <summary>
@@ -66,18 +47,8 @@ internal static class RoundClock
     /// </summary>
     public static async Task ExpireConsistencyCheckAsync(SecAggRound round, FakeTimeProvider clock, int signers)
     {
-        using var patience = new CancellationTokenSource(s_patience);
-        while (round.ConfirmationCount < signers)
-        {
-            try
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                throw new TimeoutException($"{round.ConfirmationCount} of {signers} survivors signed the survivor set after {s_patience}");
-            }
-        }
+        await UntilAsync(() => round.ConfirmationCount >= signers,
+            () => $"{round.ConfirmationCount} of {signers} survivors signed the survivor set after {s_patience}");
         // The check closes half a stage after the masked inputs closed; the fake clock has not moved since then.
         clock.Advance(round.Plan.StageTimeout / 2);
     }
@@ -104,30 +75,40 @@ internal static class RoundClock
             _ => throw new ArgumentOutOfRangeException(nameof(stage), stage, "not a stage with a deadline"),
         };
         string[] expected = [.. missing.Order(StringComparer.Ordinal)];
-        using var patience = new CancellationTokenSource(s_patience);
-        while (true)
+        IReadOnlyList<string> waiting = [];
+        await UntilAsync(() =>
         {
-            (IReadOnlyList<string> waiting, DateTimeOffset? deadline) = round.Waiting();
+            (waiting, DateTimeOffset? deadline) = round.Waiting();
             if (deadline == round.Deadlines[index] && expected.All(waiting.Contains) && waiting.All(w => expected.Contains(w) || ended(w)))
             {
-                break;
+                return true;
             }
             if (round.Stage is RoundStage.Completed or RoundStage.Failed)
             {
                 throw new InvalidOperationException($"the round ended ({round.Stage}) before {stage} waited only for {string.Join(", ", expected)}");
             }
+            return false;
+        }, () => $"{stage} still waits for [{string.Join(", ", waiting)}], not only [{string.Join(", ", expected)}], after {s_patience}");
+        if (clock.GetUtcNow() < round.Deadlines[index])
+        {
+            clock.SetUtcNow(round.Deadlines[index]);
+        }
+    }
+
+    // The one polling loop: every 10 ms until the condition holds or the patience runs out (then the message says what is missing).
+    private static async Task UntilAsync(Func<bool> condition, Func<string> timeout)
+    {
+        using var patience = new CancellationTokenSource(s_patience);
+        while (!condition())
+        {
             try
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(10), patience.Token);
             }
             catch (OperationCanceledException)
             {
-                throw new TimeoutException($"{stage} still waits for [{string.Join(", ", waiting)}], not only [{string.Join(", ", expected)}], after {s_patience}");
+                throw new TimeoutException(timeout());
             }
-        }
-        if (clock.GetUtcNow() < round.Deadlines[index])
-        {
-            clock.SetUtcNow(round.Deadlines[index]);
         }
     }
 }
