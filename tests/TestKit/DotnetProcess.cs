@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Globalization;
 using System.Runtime.InteropServices;
 
 namespace Federated.TestKit;
@@ -105,53 +104,54 @@ public sealed partial class DotnetProcess : IDisposable
     }
 
     /// <summary>SIGINT, as Ctrl+C in a terminal sends it.</summary>
-    public async Task InterruptAsync()
+    public Task InterruptAsync()
     {
-        using Process kill = Process.Start("kill", ["-INT", _process.Id.ToString(CultureInfo.InvariantCulture)])
-            ?? throw new InvalidOperationException("could not run kill");
-        await kill.WaitForExitAsync();
+        Signal(SigInt, "INT", mustReach: false);
+        return Task.CompletedTask;
     }
 
     /// <summary>SIGSTOP: the process is frozen (its sockets stay open, the kernel still answers for them) until <see cref="ContinueAsync"/>.</summary>
-    public Task PauseAsync() => SignalAsync("-STOP");
+    public Task PauseAsync()
+    {
+        Pause();
+        return Task.CompletedTask;
+    }
 
     /// <summary>
-    /// SIGSTOP sent at once from the calling thread (kill(2), no helper process): called from an output-line callback it
-    /// freezes the process within the time its next line takes to arrive, not after a continuation is scheduled.
+    /// SIGSTOP sent at once from the calling thread: called from an output-line callback it freezes the process within
+    /// the time its next line takes to arrive, not after a continuation is scheduled.
     /// </summary>
-    public void Pause()
+    public void Pause() => Signal(SigStop, "STOP", mustReach: true);
+
+    /// <summary>SIGCONT: a paused process runs on, its timers all due at once.</summary>
+    public Task ContinueAsync()
     {
-        const int SigStop = 19; // Linux x86-64 and arm64 (signal(7)).
-        if (Kill(_process.Id, SigStop) != 0)
+        Signal(SigCont, "CONT", mustReach: true);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>SIGTERM, as systemd, docker stop or kill send it.</summary>
+    public Task TerminateAsync()
+    {
+        Signal(SigTerm, "TERM", mustReach: false);
+        return Task.CompletedTask;
+    }
+
+    // Signal numbers of Linux x86-64 and arm64 (signal(7)).
+    private const int SigInt = 2, SigTerm = 15, SigCont = 18, SigStop = 19;
+
+    // kill(2) from the calling thread, no helper process. Interrupt and terminate, as `kill` did for them, ignore a
+    // process that has already gone; pause and continue must reach it.
+    private void Signal(int number, string name, bool mustReach)
+    {
+        if (Kill(_process.Id, number) != 0 && mustReach)
         {
-            throw new InvalidOperationException($"kill -STOP {_process.Id} failed with errno {Marshal.GetLastPInvokeError()}");
+            throw new InvalidOperationException($"kill -{name} {_process.Id} failed with errno {Marshal.GetLastPInvokeError()}");
         }
     }
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
-
-    /// <summary>SIGCONT: a paused process runs on, its timers all due at once.</summary>
-    public Task ContinueAsync() => SignalAsync("-CONT");
-
-    private async Task SignalAsync(string signal)
-    {
-        using Process kill = Process.Start("kill", [signal, _process.Id.ToString(CultureInfo.InvariantCulture)])
-            ?? throw new InvalidOperationException("could not run kill");
-        await kill.WaitForExitAsync();
-        if (kill.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"kill {signal} {_process.Id} failed with {kill.ExitCode}");
-        }
-    }
-
-    /// <summary>SIGTERM, as systemd, docker stop or kill send it.</summary>
-    public async Task TerminateAsync()
-    {
-        using Process kill = Process.Start("kill", ["-TERM", _process.Id.ToString(CultureInfo.InvariantCulture)])
-            ?? throw new InvalidOperationException("could not run kill");
-        await kill.WaitForExitAsync();
-    }
 
     /// <summary>Waits for the process to exit and returns its exit code.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
