@@ -139,7 +139,8 @@ public sealed class SimulateCommandTests(ITestOutputHelper output) : IDisposable
         // client-1's data and trained for 3 rounds of 40 steps. One canary, so its first digit is not shared with another
         // canary's (which would cap how well even a memorising model can rank it). The learning rate is 0.03: at the
         // default 0.1 AdamW memorised erratically (exposures without DP of 3.8-11 bits over 12 runs, one CI failure at
-        // 3.78 against 6.72 with DP); at 0.03, 14 of 14 runs reached 10.97 bits without DP (the most 2000 samples can
+        // 3.78 against 6.72 with DP); at 0.03, 14 of 14 runs (9 of 4 x 75 steps, 5 of 3 x 40) reached 10.97 bits without
+        // DP (the most 2000 samples can
         // show) against 0.3-5.3 with DP.
         (int code, string stdout) = await RunAsync(["simulate", "--clients", "2", "--rounds", "3", "--json", "--seed", "3", "--model", model, "--out", outDirectory,
             "--canaries", "1", "--canary-repeats", "100", "--local-steps", "40", "--learning-rate", "0.03", "--rank", "8", "--targets", string.Join(",", s_allProjections), "--noise-multiplier", "5"]);
