@@ -18,7 +18,8 @@ namespace Federated.Benchmarks;
 /// native bf16 matmul the LoRA step once more with bf16 weights and matmuls.
 /// bench/pytorch_reference.py measures the same step in PyTorch for the ratio. The DP-SGD step (per-example clipping of
 /// the LoRA gradients, Gaussian noise from the OS generator) runs on the same batch as a fixed sample of the expected size,
-/// so its time and its memory above the resident set before the step compare with the non-private step's as ratios.
+/// so its time and its memory compare with the non-private step's as ratios. The LoRA, FFA-LoRA and their DP-SGD steps each
+/// run in a fresh process (this suite with --child-variant), so no variant's peak carries what an earlier one left.
 /// </summary>
 internal sealed class TrainingBenchmark : IBenchmarkSuite
 {
@@ -58,10 +59,20 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         var data = new TokenBatch(ids, labels, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, seq);
 
         var lora = new LoraSettings(rank, 2 * rank, 0, LoraSettings.AllProjections, 0, FreezeA: false);
-        var (loraSeconds, loraCpu, loraPeak) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32);
-        var (ffaSeconds, ffaCpu, ffaPeak) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32);
-        var (dpSeconds, dpCpu, dpPeak) = MeasureStep(config, data, lora, repeats, WeightStorage.Float32, privateStep: true);
-        var (dpFfaSeconds, dpFfaCpu, dpFfaPeak) = MeasureStep(config, data, lora with { FreezeA = true }, repeats, WeightStorage.Float32, privateStep: true);
+        if (options.Values.TryGetValue("child-variant", out string? only))
+        {
+            var (childLora, childPrivate) = Variant(only, lora);
+            var (wall, cpuSeconds, memory) = MeasureStep(config, data, childLora, repeats, WeightStorage.Float32, childPrivate);
+            Console.WriteLine(JsonSerializer.Serialize(new { wall, cpu = cpuSeconds, extra = memory.Extra, peak = memory.Peak }));
+            return Task.FromResult(0);
+        }
+        // Each of these four in its own process: measured one after another in one process, a variant's peak resident
+        // set includes what the allocator kept from the variants before it (the later DP steps then read 1.44x and 1.62x
+        // the earlier non-private ones on a machine where fresh processes give the figures this reports).
+        var (loraSeconds, loraCpu, loraPeak) = MeasureInChild("lora", options);
+        var (ffaSeconds, ffaCpu, ffaPeak) = MeasureInChild("ffa-lora", options);
+        var (dpSeconds, dpCpu, dpPeak) = MeasureInChild("dp-lora", options);
+        var (dpFfaSeconds, dpFfaCpu, dpFfaPeak) = MeasureInChild("dp-ffa-lora", options);
         var (fullSeconds, fullCpu, _) = MeasureStep(config, data, lora: null, repeats, WeightStorage.Float32);
         bool bf16 = DeviceCapabilities.Detect(torch.CPU).NativeBf16Matmul;
         var (bf16Seconds, bf16Cpu, _) = bf16
@@ -73,6 +84,8 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         {
             ["suite"] = Name,
             ["device"] = "cpu",
+            ["cpu"] = TrainingMemoryBenchmark.CpuModel(),
+            ["cpu_flags"] = string.Join(' ', TrainingMemoryBenchmark.CpuFlags()),
             ["torch_threads"] = threads,
             ["layers"] = layers,
             ["hidden"] = hidden,
@@ -100,7 +113,12 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
             ["dp_over_lora_time_ratio"] = Math.Round(dpSeconds / loraSeconds, 3),
             ["dp_over_lora_cpu_time_ratio"] = Math.Round(dpCpu / loraCpu, 3),
             ["dp_over_ffa_lora_time_ratio"] = Math.Round(dpFfaSeconds / ffaSeconds, 3),
-            // Peak resident bytes during the measured steps above the resident set just before them (VmHWM reset per variant).
+            // Peak resident bytes during the measured steps (VmHWM reset after the warm-up step, in the variant's own
+            // process), and that peak above the resident set just before the steps.
+            ["lora_step_peak_rss_bytes"] = loraPeak.Peak,
+            ["dp_lora_step_peak_rss_bytes"] = dpPeak.Peak,
+            ["ffa_lora_step_peak_rss_bytes"] = ffaPeak.Peak,
+            ["dp_ffa_lora_step_peak_rss_bytes"] = dpFfaPeak.Peak,
             ["lora_step_peak_extra_bytes"] = loraPeak.Extra,
             ["dp_lora_step_peak_extra_bytes"] = dpPeak.Extra,
             ["ffa_lora_step_peak_extra_bytes"] = ffaPeak.Extra,
@@ -173,6 +191,55 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
         }
         long peak = ProcStatus("VmHWM");
         return (Measure.Median(wall), Measure.Median(cpu), (Math.Max(0, peak - before), peak));
+    }
+
+    private static (LoraSettings Lora, bool Private) Variant(string name, LoraSettings lora) => name switch
+    {
+        "lora" => (lora, false),
+        "ffa-lora" => (lora with { FreezeA = true }, false),
+        "dp-lora" => (lora, true),
+        "dp-ffa-lora" => (lora with { FreezeA = true }, true),
+        _ => throw new ArgumentException($"unknown training variant '{name}': use lora, ffa-lora, dp-lora or dp-ffa-lora"),
+    };
+
+    /// <summary>Runs this suite with --child-variant in a fresh process (same flags) and reads its one JSON line.</summary>
+    private static (double Wall, double Cpu, (long Extra, long Peak) Memory) MeasureInChild(string variant, BenchmarkOptions options)
+    {
+        string host = Environment.ProcessPath ?? "dotnet";
+        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
+        {
+            start.ArgumentList.Add(typeof(TrainingBenchmark).Assembly.Location);
+        }
+        start.ArgumentList.Add("training");
+        foreach (var (key, value) in options.Values.Where(v => v.Key != "child-variant"))
+        {
+            start.ArgumentList.Add("--" + key);
+            start.ArgumentList.Add(value);
+        }
+        start.ArgumentList.Add("--repeats");
+        start.ArgumentList.Add(options.Repeats.ToString(CultureInfo.InvariantCulture));
+        if (options.Quick)
+        {
+            start.ArgumentList.Add("--quick");
+        }
+        start.ArgumentList.Add("--child-variant");
+        start.ArgumentList.Add(variant);
+        // Spinning OpenMP barriers would distort timings on a shared machine (README, training section).
+        start.Environment.TryAdd("OMP_WAIT_POLICY", "PASSIVE");
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start '{host}'");
+        Task<string> error = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        string line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
+        if (process.ExitCode != 0 || !line.StartsWith('{'))
+        {
+            throw new InvalidOperationException($"the {variant} child exited {process.ExitCode}: {error.Result.Trim()}");
+        }
+        using JsonDocument json = JsonDocument.Parse(line);
+        JsonElement root = json.RootElement;
+        return (root.GetProperty("wall").GetDouble(), root.GetProperty("cpu").GetDouble(),
+            (root.GetProperty("extra").GetInt64(), root.GetProperty("peak").GetInt64()));
     }
 
     private static TokenizedExample[] Records(TokenBatch data) =>

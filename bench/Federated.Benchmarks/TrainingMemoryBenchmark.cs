@@ -137,7 +137,7 @@ internal sealed partial class TrainingMemoryBenchmark : IBenchmarkSuite
         return (flags ?? "").Split(' ').Where(f => f.StartsWith("avx512", StringComparison.Ordinal) || f.StartsWith("amx", StringComparison.Ordinal)).Order();
     }
 
-    private static string CpuModel() =>
+    internal static string CpuModel() =>
         File.Exists("/proc/cpuinfo")
             ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? ""
             : "";

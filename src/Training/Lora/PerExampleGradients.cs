@@ -66,17 +66,21 @@ internal sealed class LoraBranchFunction : autograd.SingleTensorFunction<LoraBra
         var call = (Call)vars[0];
         var x = (Tensor)vars[1];
         Tensor down = nn.functional.linear(x, call.A);
-        ctx.save_for_backward([x, down]);
+        // Kept by this function rather than by ctx.save_for_backward, whose handles lived until the .NET finalizer ran:
+        // every layer's saved tensors stayed resident into the next step (bench: the DP-SGD step's peak resident set
+        // 1.31x the non-private step's with them, about 1.1x without). x only when A trains (FFA-LoRA needs down alone).
+        call.Keep(down, call.A.requires_grad ? x : null);
         ctx.save_data("call", call);
         return nn.functional.linear(down, call.B);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
-        var call = (Call)ctx.get_data("call");
-        List<Tensor> saved = ctx.get_saved_variables();
-        Tensor x = saved[0], down = saved[1];
         using var scope = torch.NewDisposeScope();
+        using Tensor gradHandle = gradOutput;
+        var call = (Call)ctx.get_data("call");
+        using Tensor down = call.TakeDown();
+        using Tensor? input = call.TakeInput();
         Tensor gradDown = gradOutput.matmul(call.B); // [B, T, r]
         Tensor? keep = call.Sink.KeepMask?.to_type(ScalarType.Float32).unsqueeze(-1); // [B, T, 1]
         Tensor downKept = keep is null ? down : down.mul(keep);
@@ -85,7 +89,7 @@ internal sealed class LoraBranchFunction : autograd.SingleTensorFunction<LoraBra
         if (call.A.requires_grad)
         {
             Tensor gradDownKept = keep is null ? gradDown : gradDown.mul(keep);
-            perA = gradDownKept.transpose(1, 2).bmm(x); // [B, r, in]
+            perA = gradDownKept.transpose(1, 2).bmm(input!); // [B, r, in]
         }
         call.Sink.Store(perA, perB);
         Tensor? gradX = call.InputNeedsGrad ? gradDown.matmul(call.A).MoveToOuterDisposeScope() : null;
@@ -95,5 +99,37 @@ internal sealed class LoraBranchFunction : autograd.SingleTensorFunction<LoraBra
         return [null!, gradX!, gradA!, gradB];
     }
 
-    private sealed record Call(Parameter A, Parameter B, PerExampleGradientSink Sink, bool InputNeedsGrad);
+    private sealed class Call(Parameter a, Parameter b, PerExampleGradientSink sink, bool inputNeedsGrad)
+    {
+        private Tensor? _down;
+        private Tensor? _input;
+
+        public Parameter A { get; } = a;
+
+        public Parameter B { get; } = b;
+
+        public PerExampleGradientSink Sink { get; } = sink;
+
+        public bool InputNeedsGrad { get; } = inputNeedsGrad;
+
+        public void Keep(Tensor down, Tensor? input)
+        {
+            _down = down.alias().DetachFromDisposeScope();
+            _input = input?.alias().DetachFromDisposeScope();
+        }
+
+        public Tensor TakeDown()
+        {
+            Tensor down = _down ?? throw new InvalidOperationException("the LoRA branch ran backward twice or without its forward");
+            _down = null;
+            return down;
+        }
+
+        public Tensor? TakeInput()
+        {
+            Tensor? input = _input;
+            _input = null;
+            return input;
+        }
+    }
 }
