@@ -205,36 +205,21 @@ internal sealed class TrainingBenchmark : IBenchmarkSuite
     /// <summary>Runs this suite with --child-variant in a fresh process (same flags) and reads its one JSON line.</summary>
     private static (double Wall, double Cpu, (long Extra, long Peak) Memory) MeasureInChild(string variant, BenchmarkOptions options)
     {
-        string host = Environment.ProcessPath ?? "dotnet";
-        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
-        {
-            start.ArgumentList.Add(typeof(TrainingBenchmark).Assembly.Location);
-        }
-        start.ArgumentList.Add("training");
+        var arguments = new List<string> { "training" };
         foreach (var (key, value) in options.Values.Where(v => v.Key != "child-variant"))
         {
-            start.ArgumentList.Add("--" + key);
-            start.ArgumentList.Add(value);
+            arguments.AddRange(["--" + key, value]);
         }
-        start.ArgumentList.Add("--repeats");
-        start.ArgumentList.Add(options.Repeats.ToString(CultureInfo.InvariantCulture));
+        arguments.AddRange(["--repeats", options.Repeats.ToString(CultureInfo.InvariantCulture)]);
         if (options.Quick)
         {
-            start.ArgumentList.Add("--quick");
+            arguments.Add("--quick");
         }
-        start.ArgumentList.Add("--child-variant");
-        start.ArgumentList.Add(variant);
-        // Spinning OpenMP barriers would distort timings on a shared machine (README, training section).
-        start.Environment.TryAdd("OMP_WAIT_POLICY", "PASSIVE");
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start '{host}'");
-        Task<string> error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        string line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
-        if (process.ExitCode != 0 || !line.StartsWith('{'))
+        arguments.AddRange(["--child-variant", variant]);
+        var (code, line, error) = BenchChild.Run(arguments);
+        if (code != 0 || !line.StartsWith('{'))
         {
-            throw new InvalidOperationException($"the {variant} child exited {process.ExitCode}: {error.Result.Trim()}");
+            throw new InvalidOperationException($"the {variant} child exited {code}: {error}");
         }
         using JsonDocument json = JsonDocument.Parse(line);
         JsonElement root = json.RootElement;

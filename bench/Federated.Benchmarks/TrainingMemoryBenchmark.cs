@@ -89,26 +89,12 @@ internal sealed partial class TrainingMemoryBenchmark : IBenchmarkSuite
     private static JsonNode RunChild(string directory, string shape, string variant, BenchmarkOptions options)
     {
         int batch = options.GetInt("batch", shape == "llama-3.1-8b" ? 1 : 2);
-        var arguments = new List<string>();
-        string host = Environment.ProcessPath ?? "dotnet";
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
-        {
-            arguments.Add(typeof(TrainingMemoryBenchmark).Assembly.Location);
-        }
-        arguments.AddRange(["training-memory", "--child-model", directory, "--shape", shape, "--variant", variant,
+        var (exitCode, lastLine, error) = BenchChild.Run(["training-memory", "--child-model", directory, "--shape", shape, "--variant", variant,
             "--batch", batch.ToString(CultureInfo.InvariantCulture),
             "--seq", options.GetInt("seq", 256).ToString(CultureInfo.InvariantCulture),
             "--steps", options.GetInt("steps", 2).ToString(CultureInfo.InvariantCulture),
             "--threads", options.GetInt("threads", Environment.ProcessorCount).ToString(CultureInfo.InvariantCulture),
             "--device", options.Values.GetValueOrDefault("device", "cpu")]);
-        var start = new ProcessStartInfo(host, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        // Spinning OpenMP barriers would distort timings on a shared machine (README, training section).
-        start.Environment.TryAdd("OMP_WAIT_POLICY", "PASSIVE");
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start '{host}'");
-        Task<string> error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        string lastLine = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
         try
         {
             return JsonNode.Parse(lastLine) ?? throw new JsonException("empty");
@@ -119,7 +105,7 @@ internal sealed partial class TrainingMemoryBenchmark : IBenchmarkSuite
             {
                 ["shape"] = shape,
                 ["variant"] = variant,
-                ["error"] = $"child exited {process.ExitCode}: {error.Result.Trim().Split('\n').FirstOrDefault()}",
+                ["error"] = $"child exited {exitCode}: {error.Split('\n').FirstOrDefault()}",
             };
         }
     }
