@@ -55,10 +55,13 @@ internal sealed class ChunkedLmHeadLoss : autograd.SingleTensorFunction<ChunkedL
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
+        // The scope first: the handles get_saved_variables makes, and the gradient's (TorchSharp hands backward a new handle
+        // it never frees), are this backward's to dispose rather than the .NET finalizer's.
+        using var scope = torch.NewDisposeScope();
+        using Tensor gradHandle = gradOutput;
         var call = (Call)ctx.get_data("call");
         List<Tensor> saved = ctx.get_saved_variables();
         Tensor hidden = saved[0], labels = saved[1];
-        using var scope = torch.NewDisposeScope();
         using Tensor weight = call.Weight();
         Tensor gradHidden = torch.empty_like(hidden);
         Tensor? gradWeight = call.WeightTrains ? torch.zeros(weight.shape, ScalarType.Float32, weight.device) : null;

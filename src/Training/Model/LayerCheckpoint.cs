@@ -43,6 +43,10 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
+        // The scope first: the handles get_saved_variables makes, and the gradient's (TorchSharp hands backward a new handle
+        // it never frees), are this backward's to dispose rather than the .NET finalizer's.
+        using var scope = torch.NewDisposeScope();
+        using Tensor gradHandle = gradOutput;
         var call = (Call)ctx.get_data("call");
         List<Tensor> saved = ctx.get_saved_variables();
         Tensor hidden = saved[0];
@@ -53,7 +57,6 @@ internal sealed class LayerCheckpoint : autograd.SingleTensorFunction<LayerCheck
         {
             throw new InvalidOperationException("the layer's trainable parameters changed between forward and backward");
         }
-        using var scope = torch.NewDisposeScope();
         using var gradMode = torch.enable_grad();
         Tensor input = hidden.detach().requires_grad_(call.InputNeedsGrad);
         Tensor output;
