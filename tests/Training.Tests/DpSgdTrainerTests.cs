@@ -17,10 +17,7 @@ public sealed class DpSgdTrainerTests
     public void AccumulateClipped_OneHugeExample_ItsContributionIsExactlyC()
     {
         using var dir = new TempDirectory();
-        using var model = LoraTests.Load(dir, tied: false);
-        model.AddLora(new LoraSettings(Rank: 4, TargetModules: LoraSettings.AllProjections, InitSeed: 7, FreezeA: false));
-        model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: 5));
-        model.train();
+        using var model = TrainableLora(dir, initSeed: 7, bSeed: 5);
         var records = PerExampleGradientsTests.s_records;
         const double clip = 0.5;
         using var capture = PerExampleCapture.Attach(model);
@@ -52,10 +49,7 @@ public sealed class DpSgdTrainerTests
         // A clipped contribution above C is a sensitivity above the one the accountant prices. With float32 norms and
         // Opacus's factor alone one CI run measured 0.50000000421 for C = 0.5; each record at each scale is checked here.
         using var dir = new TempDirectory();
-        using var model = LoraTests.Load(dir, tied: false);
-        model.AddLora(new LoraSettings(Rank: 4, TargetModules: LoraSettings.AllProjections, InitSeed: 11, FreezeA: false));
-        model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: 13));
-        model.train();
+        using var model = TrainableLora(dir, initSeed: 11, bSeed: 13);
         using var capture = PerExampleCapture.Attach(model);
         foreach (double clip in (double[])[0.5, 1.0, 3.0])
         {
@@ -171,6 +165,16 @@ public sealed class DpSgdTrainerTests
         Tensor[] sums = capture.Parameters.Select(p => torch.zeros_like(p)).ToArray();
         LoraTrainer.AccumulateClipped(model, capture, records, 0, clip, microBatchSize: 2, sums, weights);
         return sums.SelectMany(s => s.data<float>().ToArray()).ToArray();
+    }
+
+    /// <summary>The test model with a rank-4 LoRA on every projection, A and B both trained, B random, in training mode.</summary>
+    private static LlamaForCausalLM TrainableLora(TempDirectory dir, long initSeed, int bSeed)
+    {
+        LlamaForCausalLM model = LoraTests.Load(dir, tied: false);
+        model.AddLora(new LoraSettings(Rank: 4, TargetModules: LoraSettings.AllProjections, InitSeed: initSeed, FreezeA: false));
+        model.SetAdapter(LoraTests.RandomB(model.GetAdapter(), seed: bSeed));
+        model.train();
+        return model;
     }
 
     private static double Norm(float[] values) => Math.Sqrt(values.Sum(v => (double)v * v));
